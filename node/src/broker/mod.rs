@@ -1,0 +1,3 @@
+//! The broker: listeners, connection drivers, the router.
+
+pub mod trie;

@@ -1,0 +1,4 @@
+//! fubar: a clustered MQTT broker built to be debugged.
+
+pub mod broker;
+pub mod mqtt;

@@ -1,0 +1,1 @@
+//! Decoding MQTT packets from a byte buffer.

@@ -1,0 +1,1 @@
+//! Encoding MQTT packets into a byte buffer.

@@ -1,0 +1,8 @@
+//! The MQTT protocol, sans-IO: packet types, the codec, topic names and filters, and the
+//! per-client session state machine. Nothing here opens a socket or reads a clock; callers
+//! pass bytes and `now` in and take packets and deadlines out.
+
+pub mod decode;
+pub mod encode;
+pub mod packet;
+pub mod topic;
