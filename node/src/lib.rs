@@ -1,4 +1,11 @@
 //! fubar: a clustered MQTT broker built to be debugged.
+//!
+//! The binary's `main` parses the command line (`cli`) and hands it to `commands::run`. The
+//! broker is built from sans-IO protocol pieces (`mqtt`) driven by tokio tasks (`broker`).
 
 pub mod broker;
+pub mod cli;
+pub mod commands;
+pub mod logging;
 pub mod mqtt;
+pub mod settings;

@@ -2,7 +2,10 @@
 //! per-client session state machine. Nothing here opens a socket or reads a clock; callers
 //! pass bytes and `now` in and take packets and deadlines out.
 
+pub mod connection;
 pub mod decode;
 pub mod encode;
+pub mod message;
 pub mod packet;
+pub mod session;
 pub mod topic;

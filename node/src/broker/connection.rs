@@ -1,0 +1,485 @@
+//! The driver of one client connection: a tokio task that moves bytes and timers in and out
+//! of the sans-IO pieces (codec, `ConnectionState`, `Session`) and calls the router.
+//!
+//! It `select!`s over the socket read, the socket write, the session's wake-up, the next
+//! deadline, a takeover and the shutdown token. Partial reads live in `rbuf` and unwritten
+//! bytes in `wbuf`, so every branch is cancel-safe.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::packet_log;
+use super::registry::SessionHandle;
+use super::router::deliver;
+use super::Broker;
+use crate::mqtt::connection::{CloseReason, ConnectionState};
+use crate::mqtt::decode::{decode, DecodeError};
+use crate::mqtt::encode::encode;
+use crate::mqtt::message::{Delivery, Message, SubscriptionOptions};
+use crate::mqtt::packet::{
+    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, ProtocolVersion, Publish, QoS,
+    SubAck, SubAckCode, Subscribe, Unsubscribe,
+};
+use crate::mqtt::topic;
+
+/// How much to read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+
+/// The client behind a connection, once its CONNECT was accepted.
+struct Client {
+    id: Arc<str>,
+    protocol: ProtocolVersion,
+    handle: Arc<SessionHandle>,
+    will: Option<LastWill>,
+    kicked: oneshot::Receiver<()>,
+}
+
+/// One connection and its buffers.
+struct Connection {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    conn_id: u64,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    state: ConnectionState,
+    client: Option<Client>,
+    write_blocked_since: Option<Instant>,
+    shutdown: CancellationToken,
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub(crate) async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let conn_id = broker.next_conn_id();
+    let now = Instant::now();
+    let mut conn = Connection {
+        state: ConnectionState::new(now, broker.settings.connect_timeout()),
+        broker,
+        peer,
+        conn_id,
+        reader,
+        writer,
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        wbuf: BytesMut::new(),
+        client: None,
+        write_blocked_since: None,
+        shutdown,
+    };
+    tracing::debug!(target: "access", %peer, conn_id, "connection accepted");
+    let reason = conn.run().await;
+    conn.finish(reason).await;
+}
+
+impl Connection {
+    async fn run(&mut self) -> CloseReason {
+        let write_limit = self.broker.settings.mqtt.write_buffer_bytes;
+        let stall = Duration::from_secs(self.broker.settings.mqtt.stalled_reader_timeout_secs);
+        loop {
+            if let Err(reason) = self.process_input() {
+                return reason;
+            }
+            self.fill_from_session(write_limit);
+            let now = Instant::now();
+            if self.wbuf.is_empty() {
+                self.write_blocked_since = None;
+            } else if self.write_blocked_since.is_none() {
+                self.write_blocked_since = Some(now);
+            }
+            let stall_deadline = self.write_blocked_since.map(|t| t + stall);
+            let deadline = match (self.state.poll_timeout(), stall_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            // Stop reading from a client that does not read what we write: that bounds
+            // `wbuf` (acknowledgements pile up there) and pushes back on the client.
+            let may_read = self.wbuf.len() < 2 * write_limit;
+            let may_write = !self.wbuf.is_empty();
+            let handle = self.client.as_ref().map(|c| c.handle.clone());
+            let kicked = self.client.as_mut().map(|c| &mut c.kicked);
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return CloseReason::ServerShutdown,
+                _ = taken_over(kicked) => return CloseReason::TakenOver,
+                r = self.reader.read_buf(&mut self.rbuf), if may_read => match r {
+                    Ok(0) => return CloseReason::SocketClosed,
+                    Ok(n) => packet_log::bytes("in", self.peer, &self.rbuf[self.rbuf.len() - n..]),
+                    Err(e) => return CloseReason::SocketError(e.to_string()),
+                },
+                r = self.writer.write_buf(&mut self.wbuf), if may_write => match r {
+                    Ok(_) => self.write_blocked_since = (!self.wbuf.is_empty()).then(Instant::now),
+                    Err(e) => return CloseReason::SocketError(e.to_string()),
+                },
+                _ = wake(handle.as_deref()) => {}
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    if let Some(reason) = self.state.handle_timeout(now) {
+                        return reason;
+                    }
+                    if stall_deadline.is_some_and(|d| now >= d) {
+                        return CloseReason::StalledReader;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every whole packet in `rbuf`.
+    fn process_input(&mut self) -> Result<(), CloseReason> {
+        let max = self.broker.settings.mqtt.max_packet_size;
+        loop {
+            let before = self.rbuf.len();
+            let packet = match decode(&mut self.rbuf, max) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.refuse_input(e)),
+            };
+            let size = before - self.rbuf.len();
+            packet_log::received(self.client_id(), self.peer, &packet, size);
+            self.state.on_packet(Instant::now(), &packet)?;
+            self.handle_packet(packet)?;
+        }
+    }
+
+    /// A packet that could not be decoded: answers what the spec asks and says why to close.
+    fn refuse_input(&mut self, error: DecodeError) -> CloseReason {
+        let client = self.client_id().unwrap_or("-").to_owned();
+        tracing::warn!(target: "warning", client, peer = %self.peer, %error, "bad packet");
+        match error {
+            DecodeError::PacketTooLarge { size, max } => CloseReason::PacketTooLarge { size, max },
+            DecodeError::UnsupportedProtocolLevel(_) if !self.state.is_connected() => {
+                self.send(&Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    code: ConnectReturnCode::UnacceptableProtocolVersion,
+                }));
+                CloseReason::Refused("unacceptable protocol level")
+            }
+            other => CloseReason::ProtocolError(other.to_string()),
+        }
+    }
+
+    fn handle_packet(&mut self, packet: Packet) -> Result<(), CloseReason> {
+        match packet {
+            Packet::Connect(c) => self.handle_connect(c),
+            Packet::Publish(p) => {
+                self.handle_publish(p);
+                Ok(())
+            }
+            Packet::PubAck(id) => {
+                let known = self.session(|s| s.handle_puback(id));
+                self.note_unknown_ack("PUBACK", id, known);
+                Ok(())
+            }
+            Packet::PubRec(id) => {
+                let known = self.session(|s| s.handle_pubrec(id));
+                self.note_unknown_ack("PUBREC", id, known);
+                self.send(&Packet::PubRel(id));
+                Ok(())
+            }
+            Packet::PubComp(id) => {
+                let known = self.session(|s| s.handle_pubcomp(id));
+                self.note_unknown_ack("PUBCOMP", id, known);
+                Ok(())
+            }
+            Packet::PubRel(id) => {
+                let known = self.session(|s| s.release_qos2(id));
+                self.note_unknown_ack("PUBREL", id, known);
+                self.send(&Packet::PubComp(id));
+                Ok(())
+            }
+            Packet::Subscribe(s) => {
+                self.handle_subscribe(s);
+                Ok(())
+            }
+            Packet::Unsubscribe(u) => {
+                self.handle_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect => Err(CloseReason::ClientDisconnect),
+            // ConnectionState refuses server-to-client packets before they get here.
+            other => Err(CloseReason::ProtocolError(format!(
+                "unexpected {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    fn handle_connect(&mut self, c: Connect) -> Result<(), CloseReason> {
+        let settings = &self.broker.settings;
+        let refuse = |this: &mut Self, code, why: &'static str| {
+            this.send(&Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+            }));
+            tracing::info!(target: "access", peer = %this.peer, client = %c.client_id,
+                user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol, code = code as u8,
+                "connect refused: {why}");
+            Err(CloseReason::Refused(why))
+        };
+        let id_ok = match c.protocol {
+            // MQTT 3.1 allows 1 to 23 characters.
+            ProtocolVersion::V31 => (1..=23).contains(&c.client_id.chars().count()),
+            ProtocolVersion::V311 => {
+                c.client_id.len() <= settings.mqtt.max_client_id_len
+                    && (!c.client_id.is_empty() || c.clean_session)
+            }
+        };
+        if !id_ok {
+            return refuse(self, ConnectReturnCode::IdentifierRejected, "identifier rejected");
+        }
+        if let Err(code) = self.broker.authenticate(&c) {
+            return refuse(self, code, "authentication failed");
+        }
+        let client_id: Arc<str> = if c.client_id.is_empty() {
+            self.broker.assign_client_id(self.conn_id).into()
+        } else {
+            c.client_id.as_str().into()
+        };
+        let attached = self.broker.registry.attach(
+            &client_id,
+            c.clean_session,
+            self.conn_id,
+            settings.session_limits(),
+        );
+        if let Some(old) = &attached.discarded {
+            self.broker.router.remove_session(old);
+            tracing::info!(target: "resource", client = %client_id, "session ended: replaced by a clean session");
+        }
+        if attached.took_over {
+            tracing::info!(target: "resource", client = %client_id, peer = %self.peer, "session taken over");
+        }
+        tracing::info!(target: "resource", client = %client_id, clean = c.clean_session,
+            "{}", if attached.session_present { "session resumed" } else { "session created" });
+        let session_present = attached.session_present && c.protocol != ProtocolVersion::V31;
+        self.send(&Packet::ConnAck(ConnAck {
+            session_present,
+            code: ConnectReturnCode::Accepted,
+        }));
+        self.state.on_connected(Instant::now(), c.keep_alive);
+        tracing::info!(target: "access", client = %client_id, peer = %self.peer,
+            user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
+            keep_alive = c.keep_alive, clean_session = c.clean_session, session_present,
+            "connected");
+        let resend = attached.handle.lock().session.resend_on_resume();
+        self.client = Some(Client {
+            id: client_id,
+            protocol: c.protocol,
+            handle: attached.handle,
+            will: c.will,
+            kicked: attached.kicked,
+        });
+        for p in &resend {
+            self.send(p);
+        }
+        Ok(())
+    }
+
+    fn handle_publish(&mut self, p: Publish) {
+        let fresh = match p.qos {
+            QoS::ExactlyOnce => self.session(|s| s.receive_qos2(p.packet_id)),
+            _ => true,
+        };
+        if fresh {
+            self.route(Message::from_publish(&p));
+        }
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(p.packet_id)),
+            QoS::ExactlyOnce => self.send(&Packet::PubRec(p.packet_id)),
+        }
+    }
+
+    fn route(&self, message: Message) {
+        let b = &self.broker;
+        let topic = message.topic.clone();
+        let routed = b
+            .router
+            .publish(Arc::new(message), &b.registry, &b.retained);
+        b.stats.record_routed(&routed);
+        if let Some(change) = routed.retained {
+            packet_log::retained(self.client_id(), &topic, change);
+        }
+    }
+
+    fn handle_subscribe(&mut self, s: Subscribe) {
+        let Some(client) = &self.client else { return };
+        let handle = client.handle.clone();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut granted = Vec::new();
+        for (filter, qos) in &s.filters {
+            if !topic::is_valid_topic_filter(filter) {
+                codes.push(SubAckCode::Failure);
+                tracing::info!(target: "protocol", client = %handle.client_id, filter, "invalid topic filter refused");
+                continue;
+            }
+            let options = SubscriptionOptions {
+                qos: *qos,
+                ..Default::default()
+            };
+            self.broker.router.subscribe(&handle, filter, options);
+            handle.lock().session.subscribe(filter, options);
+            tracing::info!(target: "resource", client = %handle.client_id, filter, qos = *qos as u8, "subscription added");
+            codes.push(SubAckCode::Granted(*qos));
+            granted.push((filter.as_str(), *qos));
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            codes,
+        }));
+        // Retained messages follow the SUBACK, flagged as retained (MQTT-3.3.1-8).
+        for (filter, qos) in granted {
+            for message in self.broker.retained.matching(filter) {
+                let qos = message.qos.min(qos);
+                let _ = deliver(&handle, Delivery { message, qos, retain: true });
+            }
+        }
+    }
+
+    fn handle_unsubscribe(&mut self, u: Unsubscribe) {
+        if let Some(client) = &self.client {
+            for filter in &u.filters {
+                let removed = self.broker.router.unsubscribe(&client.handle, filter);
+                client.handle.lock().session.unsubscribe(filter);
+                if removed {
+                    tracing::info!(target: "resource", client = %client.id, filter, "subscription removed");
+                }
+            }
+        }
+        self.send(&Packet::UnsubAck(u.packet_id));
+    }
+
+    fn note_unknown_ack(&self, kind: &str, packet_id: u16, known: bool) {
+        if !known {
+            tracing::debug!(target: "protocol", client = self.client_id().unwrap_or("-"), kind,
+                packet_id, "acknowledgement for an unknown packet id");
+        }
+    }
+
+    /// Runs `f` on the session (the connection has one once CONNECT was accepted).
+    fn session<T: Default>(&self, f: impl FnOnce(&mut crate::mqtt::session::Session) -> T) -> T {
+        match &self.client {
+            Some(c) => f(&mut c.handle.lock().session),
+            None => T::default(),
+        }
+    }
+
+    /// Moves queued messages from the session into the write buffer, up to `limit` bytes.
+    fn fill_from_session(&mut self, limit: usize) {
+        let Some(client) = &self.client else { return };
+        let mut out = Vec::new();
+        {
+            let mut slot = client.handle.lock();
+            let mut budget = limit.saturating_sub(self.wbuf.len());
+            while budget > 0 {
+                let Some(p) = slot.session.poll_publish() else { break };
+                budget = budget.saturating_sub(p.payload.len() + p.topic.len() + 8);
+                out.push(Packet::Publish(p));
+            }
+        }
+        self.broker.stats.record_sent(out.len());
+        for p in &out {
+            self.send(p);
+        }
+    }
+
+    /// Encodes a packet into the write buffer.
+    fn send(&mut self, packet: &Packet) {
+        let before = self.wbuf.len();
+        encode(packet, &mut self.wbuf);
+        let size = self.wbuf.len() - before;
+        packet_log::sent(self.client_id(), self.peer, packet, size);
+        packet_log::bytes("out", self.peer, &self.wbuf[before..]);
+    }
+
+    fn client_id(&self) -> Option<&str> {
+        self.client.as_ref().map(|c| &*c.id)
+    }
+
+    /// Ends the connection: flushes what can be flushed, publishes the will if the way it
+    /// ended calls for it, and releases (or ends) the session.
+    async fn finish(mut self, reason: CloseReason) {
+        if !matches!(reason, CloseReason::SocketError(_) | CloseReason::StalledReader) {
+            let flush = Duration::from_millis(self.broker.settings.mqtt.close_flush_ms);
+            let _ = tokio::time::timeout(flush, async {
+                self.writer.write_all_buf(&mut self.wbuf).await?;
+                self.writer.shutdown().await
+            })
+            .await;
+        }
+        let Some(client) = self.client.take() else {
+            tracing::info!(target: "access", peer = %self.peer, %reason, "disconnected before CONNECT");
+            return;
+        };
+        if reason.publishes_will() {
+            if let Some(will) = &client.will {
+                tracing::info!(target: "access", client = %client.id, topic = %will.topic, "publishing will");
+                self.route(Message::from_will(will));
+            }
+        }
+        let ended = self
+            .broker
+            .registry
+            .detach(&client.handle, self.conn_id, Instant::now());
+        if ended {
+            self.broker.router.remove_session(&client.handle);
+            tracing::info!(target: "resource", client = %client.id, "session ended");
+        }
+        let level = client.protocol;
+        match reason {
+            CloseReason::ClientDisconnect | CloseReason::ServerShutdown => {
+                tracing::info!(target: "access", client = %client.id, peer = %self.peer, protocol = %level, %reason, "disconnected");
+            }
+            _ => {
+                tracing::warn!(target: "access", client = %client.id, peer = %self.peer, protocol = %level, %reason, "disconnected");
+            }
+        }
+    }
+}
+
+/// Completes when the session is taken over by another connection (never without one).
+async fn taken_over(kicked: Option<&mut oneshot::Receiver<()>>) {
+    match kicked {
+        // A dropped sender also means the session is no longer ours.
+        Some(rx) => {
+            let _ = rx.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when a message is queued for the session (never without one).
+async fn wake(handle: Option<&SessionHandle>) {
+    match handle {
+        Some(h) => h.notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,265 @@
+//! The router: which sessions a published message goes to.
+//!
+//! A publish walks the subscription trie under a read lock, collects its targets, drops the
+//! lock, and only then queues the message in each target session (each locked briefly on its
+//! own). No lock is held across the fan-out, so a slow session never stalls a publisher.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::registry::{Registry, SessionHandle};
+use super::retained::{RetainChange, RetainedStore};
+use super::trie::SubscriptionTrie;
+use crate::mqtt::message::{Delivery, Message, SubscriptionOptions};
+use crate::mqtt::packet::QoS;
+
+/// One subscription in the trie: the session and the options it subscribed with.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The subscribing session.
+    pub handle: Arc<SessionHandle>,
+    /// Its options for this filter.
+    pub options: SubscriptionOptions,
+}
+
+/// What one publish did, for logs and counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// Sessions the message was queued for.
+    pub delivered: usize,
+    /// Older messages dropped from full session queues to make room.
+    pub dropped: usize,
+    /// QoS 0 copies not queued because the session's client is away.
+    pub skipped_offline: usize,
+    /// What happened to the retained store, if the message was retained.
+    pub retained: Option<RetainChange>,
+}
+
+/// Subscriptions of every session of the node, and the fan-out of messages to them.
+#[derive(Debug, Default)]
+pub struct Router {
+    trie: RwLock<SubscriptionTrie<Arc<str>, Subscriber>>,
+}
+
+impl Router {
+    /// Adds (or replaces) a subscription of `handle` to `filter`; returns true when new.
+    pub fn subscribe(
+        &self,
+        handle: &Arc<SessionHandle>,
+        filter: &str,
+        options: SubscriptionOptions,
+    ) -> bool {
+        let sub = Subscriber {
+            handle: handle.clone(),
+            options,
+        };
+        let mut trie = self.trie.write().unwrap_or_else(PoisonError::into_inner);
+        trie.insert(filter, handle.client_id.clone(), sub).is_none()
+    }
+
+    /// Removes the subscription of `handle` to `filter`; returns whether it existed.
+    pub fn unsubscribe(&self, handle: &Arc<SessionHandle>, filter: &str) -> bool {
+        let mut trie = self.trie.write().unwrap_or_else(PoisonError::into_inner);
+        match trie.remove(filter, &handle.client_id) {
+            Some(sub) if Arc::ptr_eq(&sub.handle, handle) => true,
+            Some(other) => {
+                // Another session now owns this client id; its subscription stays.
+                trie.insert(filter, handle.client_id.clone(), other);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every subscription of a session that ended.
+    pub fn remove_session(&self, handle: &Arc<SessionHandle>) {
+        let filters: Vec<String> = handle
+            .lock()
+            .session
+            .subscriptions()
+            .map(|(f, _)| f.to_owned())
+            .collect();
+        for f in filters {
+            self.unsubscribe(handle, &f);
+        }
+    }
+
+    /// Number of (filter, session) subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.trie
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Publishes `message`: stores it if retained, and queues it for every session with a
+    /// matching subscription, and for the session whose client id equals the topic (direct
+    /// messaging), once per session at the highest QoS it qualifies for.
+    pub fn publish(
+        &self,
+        message: Arc<Message>,
+        registry: &Registry,
+        retained: &RetainedStore,
+    ) -> Routed {
+        let mut routed = Routed::default();
+        if message.retain {
+            routed.retained = Some(retained.set(&message));
+        }
+        let mut targets: Vec<(Arc<SessionHandle>, QoS)> = Vec::new();
+        {
+            let trie = self.trie.read().unwrap_or_else(PoisonError::into_inner);
+            trie.for_each_match(&message.topic, |_, sub| {
+                targets.push((sub.handle.clone(), message.qos.min(sub.options.qos)));
+            });
+        }
+        if let Some(direct) = registry.get(&message.topic) {
+            targets.push((direct, message.qos));
+        }
+        if targets.len() > 1 {
+            // Overlapping subscriptions deliver once, at the highest QoS (MQTT-3.3.5-1).
+            targets.sort_by(|a, b| {
+                Arc::as_ptr(&a.0)
+                    .cmp(&Arc::as_ptr(&b.0))
+                    .then(b.1.cmp(&a.1))
+            });
+            targets.dedup_by(|later, first| Arc::ptr_eq(&later.0, &first.0));
+        }
+        for (handle, qos) in targets {
+            let delivery = Delivery {
+                message: message.clone(),
+                qos,
+                retain: false,
+            };
+            match deliver(&handle, delivery) {
+                Some(dropped) => {
+                    routed.delivered += 1;
+                    routed.dropped += dropped;
+                }
+                None => routed.skipped_offline += 1,
+            }
+        }
+        routed
+    }
+}
+
+/// Queues one delivery in one session and wakes its connection. Returns how many older
+/// messages were dropped, or `None` when a QoS 0 message was not queued for an absent client.
+pub fn deliver(handle: &SessionHandle, delivery: Delivery) -> Option<usize> {
+    let dropped = {
+        let mut slot = handle.lock();
+        if delivery.qos == QoS::AtMostOnce && !slot.is_online() {
+            return None;
+        }
+        slot.session.enqueue(delivery).dropped
+    };
+    if dropped > 0 {
+        tracing::warn!(
+            target: "warning",
+            client = %handle.client_id,
+            dropped,
+            "session queue full: dropped oldest messages"
+        );
+    }
+    handle.notify.notify_one();
+    Some(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::mqtt::message::MessageProperties;
+    use crate::mqtt::packet::Publish;
+    use crate::mqtt::session::SessionLimits;
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            max_queued_messages: 100,
+            max_queued_bytes: 100_000,
+            inflight_window: 10,
+        }
+    }
+
+    fn msg(topic: &str, qos: QoS) -> Arc<Message> {
+        Arc::new(Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"p"),
+            qos,
+            retain: false,
+            properties: MessageProperties::default(),
+        })
+    }
+
+    fn opts(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            ..Default::default()
+        }
+    }
+
+    fn drain(h: &SessionHandle) -> Vec<Publish> {
+        let mut slot = h.lock();
+        std::iter::from_fn(|| slot.session.poll_publish()).collect()
+    }
+
+    #[test]
+    fn overlapping_subscriptions_deliver_once_at_highest_qos() {
+        let (router, registry, retained) = (Router::default(), Registry::default(), RetainedStore::default());
+        let a = registry.attach("a", true, 1, limits()).handle;
+        assert!(router.subscribe(&a, "x/+", opts(QoS::AtMostOnce)));
+        assert!(router.subscribe(&a, "x/#", opts(QoS::ExactlyOnce)));
+        assert!(router.subscribe(&a, "x/y", opts(QoS::AtLeastOnce)));
+        let routed = router.publish(msg("x/y", QoS::ExactlyOnce), &registry, &retained);
+        assert_eq!(routed.delivered, 1);
+        let out = drain(&a);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].qos, QoS::ExactlyOnce);
+    }
+
+    #[test]
+    fn qos_is_downgraded_to_the_subscription() {
+        let (router, registry, retained) = (Router::default(), Registry::default(), RetainedStore::default());
+        let a = registry.attach("a", true, 1, limits()).handle;
+        router.subscribe(&a, "t", opts(QoS::AtLeastOnce));
+        router.publish(msg("t", QoS::ExactlyOnce), &registry, &retained);
+        assert_eq!(drain(&a)[0].qos, QoS::AtLeastOnce);
+    }
+
+    #[test]
+    fn direct_message_to_a_client_id() {
+        let (router, registry, retained) = (Router::default(), Registry::default(), RetainedStore::default());
+        let c1 = registry.attach("c1", true, 1, limits()).handle;
+        let routed = router.publish(msg("c1", QoS::AtLeastOnce), &registry, &retained);
+        assert_eq!(routed.delivered, 1);
+        assert_eq!(&*drain(&c1)[0].topic, "c1");
+        // Subscribed to its own id as well: still once.
+        router.subscribe(&c1, "c1", opts(QoS::AtMostOnce));
+        router.publish(msg("c1", QoS::AtLeastOnce), &registry, &retained);
+        let out = drain(&c1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].qos, QoS::AtLeastOnce);
+    }
+
+    #[test]
+    fn offline_sessions_get_qos1_but_not_qos0() {
+        let (router, registry, retained) = (Router::default(), Registry::default(), RetainedStore::default());
+        let a = registry.attach("a", false, 1, limits()).handle;
+        router.subscribe(&a, "t", opts(QoS::AtLeastOnce));
+        registry.detach(&a, 1, std::time::Instant::now());
+        let r0 = router.publish(msg("t", QoS::AtMostOnce), &registry, &retained);
+        assert_eq!(r0.skipped_offline, 1);
+        let r1 = router.publish(msg("t", QoS::AtLeastOnce), &registry, &retained);
+        assert_eq!(r1.delivered, 1);
+        assert_eq!(a.lock().session.queued(), 1);
+    }
+
+    #[test]
+    fn unsubscribe_of_a_replaced_session_keeps_the_new_one() {
+        let (router, registry) = (Router::default(), Registry::default());
+        let old = registry.attach("a", false, 1, limits()).handle;
+        let new = registry.attach("a", true, 2, limits()).handle;
+        router.subscribe(&new, "t", opts(QoS::AtMostOnce));
+        assert!(!router.unsubscribe(&old, "t"));
+        assert_eq!(router.subscription_count(), 1);
+    }
+}

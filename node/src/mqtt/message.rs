@@ -1,0 +1,111 @@
+//! The application message as the router carries it, independent of protocol version.
+//!
+//! One `Message` is shared (`Arc`) by every session it is delivered to. The fields beyond
+//! topic, payload, QoS and retain are MQTT 5 properties: 3.1/3.1.1 clients never set them, and
+//! they pass through the router untouched so that adding the version 5 wire format does not
+//! reshape routing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::packet::{LastWill, Publish, QoS};
+
+/// MQTT 5 message properties that travel with a message from publisher to subscribers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageProperties {
+    /// Payload format indicator: true when the payload is UTF-8 text.
+    pub payload_is_utf8: bool,
+    /// Message expiry interval in seconds, as the publisher gave it.
+    pub message_expiry_secs: Option<u32>,
+    /// Content type (a MIME type, say).
+    pub content_type: Option<Arc<str>>,
+    /// Response topic, for request/response.
+    pub response_topic: Option<Arc<str>>,
+    /// Correlation data, for request/response.
+    pub correlation_data: Option<Bytes>,
+    /// User properties, in order, duplicates allowed.
+    pub user_properties: Vec<(Arc<str>, Arc<str>)>,
+}
+
+/// An application message published to a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Payload, shared and never copied per subscriber.
+    pub payload: Bytes,
+    /// QoS the publisher sent it with.
+    pub qos: QoS,
+    /// Retain flag as published.
+    pub retain: bool,
+    /// MQTT 5 properties (empty for 3.1/3.1.1 publishers).
+    pub properties: MessageProperties,
+}
+
+impl Message {
+    /// The message a PUBLISH packet carries.
+    pub fn from_publish(p: &Publish) -> Self {
+        Self {
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            qos: p.qos,
+            retain: p.retain,
+            properties: MessageProperties::default(),
+        }
+    }
+
+    /// The message a will turns into when it is published.
+    pub fn from_will(w: &LastWill) -> Self {
+        Self {
+            topic: w.topic.clone(),
+            payload: w.payload.clone(),
+            qos: w.qos,
+            retain: w.retain,
+            properties: MessageProperties::default(),
+        }
+    }
+
+    /// Bytes this message accounts for in a session queue.
+    pub fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
+/// What `retain handling` in a subscription asks for (MQTT 5; 3.1.1 is always `OnSubscribe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetainHandling {
+    /// Send retained messages at every subscribe.
+    #[default]
+    OnSubscribe,
+    /// Send retained messages only if the subscription is new.
+    OnNewSubscription,
+    /// Never send retained messages for this subscription.
+    Never,
+}
+
+/// The options a subscription was made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubscriptionOptions {
+    /// Maximum QoS granted.
+    pub qos: QoS,
+    /// MQTT 5 no local: do not deliver the subscriber's own messages.
+    pub no_local: bool,
+    /// MQTT 5 retain as published: keep the retain flag in normal forwarding.
+    pub retain_as_published: bool,
+    /// MQTT 5 retain handling.
+    pub retain_handling: RetainHandling,
+    /// MQTT 5 subscription identifier.
+    pub subscription_id: Option<u32>,
+}
+
+/// One message on its way to one session: the shared message and how this session gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message, shared by every session it goes to.
+    pub message: Arc<Message>,
+    /// QoS for this subscriber: the minimum of published and granted QoS.
+    pub qos: QoS,
+    /// Retain flag on the wire: set only when sent because of a new subscription.
+    pub retain: bool,
+}

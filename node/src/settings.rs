@@ -1,0 +1,279 @@
+//! Every setting of a node, with its default, in one place.
+//!
+//! Settings come from the embedded defaults below, then an optional TOML file (`--config`),
+//! then command-line flags. Every bounded queue and every timeout of the broker is named here.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::mqtt::session::SessionLimits;
+
+/// All settings of a node.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Node identity and where its state lives.
+    pub node: NodeSettings,
+    /// The MQTT listener and protocol limits.
+    pub mqtt: MqttSettings,
+    /// Per-session bounds and lifetimes.
+    pub session: SessionSettings,
+    /// Which log classes are printed (until the log engine lands).
+    pub log: LogSettings,
+}
+
+/// Node identity.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Node name, `name@host`.
+    pub name: String,
+    /// Data directory; the node keeps its state under `<data_dir>/<name>/`.
+    pub data_dir: PathBuf,
+}
+
+/// The MQTT listener and protocol limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSettings {
+    /// Address the MQTT listener binds.
+    pub bind: IpAddr,
+    /// MQTT TCP port (0 picks a free port, printed at start).
+    pub port: u16,
+    /// Largest packet accepted, in bytes (fixed header included).
+    pub max_packet_size: usize,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Most connections served at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Longest client id accepted from a 3.1.1 client (3.1 allows 23 characters).
+    pub max_client_id_len: usize,
+    /// Bytes of encoded packets buffered for a socket before the session queue holds the rest.
+    pub write_buffer_bytes: usize,
+    /// Seconds a client may leave written data unread before it is disconnected.
+    pub stalled_reader_timeout_secs: u64,
+    /// Seconds the broker waits for connections to finish at shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Milliseconds spent flushing the last packets (a refusing CONNACK, say) to a closing
+    /// connection.
+    pub close_flush_ms: u64,
+}
+
+/// Per-session bounds and lifetimes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Most messages queued per session (offline queue and backlog).
+    pub max_queued_messages: usize,
+    /// Most bytes (topic + payload) queued per session.
+    pub max_queued_bytes: usize,
+    /// Most QoS 1/2 messages in flight (sent, not acknowledged) per session.
+    pub inflight_window: usize,
+    /// Seconds a persistent session is kept while its client is away.
+    pub max_age_secs: u64,
+    /// Seconds between sweeps for expired sessions.
+    pub expiry_sweep_secs: u64,
+}
+
+/// Which classed log events are printed to stdout.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Classes printed to stdout, e.g. `["trace", "warning", "error", "info", "access"]`.
+    pub stdout: Vec<String>,
+}
+
+/// The log classes a node emits, as `tracing` targets.
+pub const LOG_CLASSES: [&str; 9] = [
+    "access", "packet", "protocol", "resource", "debug", "info", "warning", "error", "trace",
+];
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            name: default_node_name(),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 1883,
+            max_packet_size: 1 << 20,
+            connect_timeout_secs: 10,
+            max_connections: 1_000_000,
+            max_client_id_len: 65_535,
+            write_buffer_bytes: 64 << 10,
+            stalled_reader_timeout_secs: 60,
+            shutdown_grace_secs: 5,
+            close_flush_ms: 1000,
+        }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            max_queued_messages: 10_000,
+            max_queued_bytes: 64 << 20,
+            inflight_window: 32,
+            max_age_secs: 2 * 24 * 3600,
+            expiry_sweep_secs: 60,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            stdout: ["trace", "warning", "error", "info"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// `fubar@<hostname>`, the default node name.
+pub fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("fubar@{host}")
+}
+
+/// A settings file or value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read settings file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("invalid settings file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {name}: {why}")]
+    Invalid {
+        /// The setting's name.
+        name: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+impl Settings {
+    /// Defaults overlaid with a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| SettingsError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks values that would make the broker misbehave.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |name, why: &str| {
+            Err(SettingsError::Invalid {
+                name,
+                why: why.to_owned(),
+            })
+        };
+        if !self.node.name.contains('@') || self.node.name.contains(['/', '\\']) {
+            return invalid("node.name", "must be NAME@HOST without path separators");
+        }
+        if self.mqtt.max_packet_size < 64 || self.mqtt.max_packet_size > 268_435_460 {
+            return invalid("mqtt.max_packet_size", "must be 64 ..= 268435460 bytes");
+        }
+        if self.session.inflight_window == 0 || self.session.inflight_window > 65_535 {
+            return invalid("session.inflight_window", "must be 1 ..= 65535");
+        }
+        if self.session.max_queued_messages == 0 || self.session.max_queued_bytes == 0 {
+            return invalid("session.max_queued_*", "must be at least 1");
+        }
+        if self.mqtt.max_connections == 0 {
+            return invalid("mqtt.max_connections", "must be at least 1");
+        }
+        if let Some(bad) = self.log.stdout.iter().find(|c| !LOG_CLASSES.contains(&c.as_str())) {
+            return invalid("log.stdout", &format!("unknown log class {bad:?}"));
+        }
+        Ok(())
+    }
+
+    /// The node's own directory, `<data_dir>/<name>`.
+    pub fn node_dir(&self) -> PathBuf {
+        self.node.data_dir.join(&self.node.name)
+    }
+
+    /// Session bounds for the sans-IO session.
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_queued_messages: self.session.max_queued_messages,
+            max_queued_bytes: self.session.max_queued_bytes,
+            inflight_window: self.session.inflight_window,
+        }
+    }
+
+    /// The CONNECT timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.mqtt.connect_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design_table() {
+        let s = Settings::default();
+        assert_eq!(s.mqtt.max_packet_size, 1_048_576);
+        assert_eq!(s.session.max_queued_messages, 10_000);
+        assert_eq!(s.session.max_queued_bytes, 64 * 1024 * 1024);
+        assert_eq!(s.session.inflight_window, 32);
+        assert_eq!(s.mqtt.connect_timeout_secs, 10);
+        assert_eq!(s.session.max_age_secs, 172_800);
+        assert_eq!(s.mqtt.port, 1883);
+        assert!(s.node.name.starts_with("fubar@"));
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn file_overrides_only_what_it_names() {
+        let s: Settings = toml::from_str("[mqtt]\nmax_packet_size = 4096\n").unwrap();
+        assert_eq!(s.mqtt.max_packet_size, 4096);
+        assert_eq!(s.session.inflight_window, 32);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Settings>("[mqtt]\nmax_pakcet_size = 1\n").is_err());
+        let mut s = Settings::default();
+        s.session.inflight_window = 0;
+        assert!(s.validate().is_err());
+        let mut s = Settings::default();
+        s.log.stdout = vec!["nonsense".into()];
+        assert!(s.validate().is_err());
+    }
+}
