@@ -1,1 +1,402 @@
-//! Encoding MQTT packets into a byte buffer.
+//! Encoding MQTT 3.1 / 3.1.1 packets into a byte buffer.
+//!
+//! [`encode`] appends the wire form of a packet to a `BytesMut`: it reserves the exact size
+//! once and writes the packet in one pass, copying a PUBLISH payload exactly once (into the
+//! output). The remaining length is always minimally encoded.
+
+use bytes::{BufMut, BytesMut};
+
+use super::decode::MAX_REMAINING_LENGTH;
+use super::packet::{Connect, Packet, QoS, SubAckCode};
+
+/// Why a packet cannot be put on the wire.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum EncodeError {
+    /// A string or binary field is longer than its 2-byte length prefix can say.
+    #[error("{field} is {len} bytes, more than the 65535 an MQTT field can hold")]
+    FieldTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The remaining length exceeds what the 4-byte varint can express.
+    #[error("remaining length {0} exceeds the MQTT maximum of 268435455")]
+    PacketTooLarge(usize),
+}
+
+/// The number of bytes [`encode`] appends for `packet` (fixed header included).
+pub fn encoded_len(packet: &Packet) -> usize {
+    let body = body_len(packet);
+    1 + varint_len(body) + body
+}
+
+/// Appends the wire form of `packet` to `out`.
+///
+/// The DUP flag of a QoS 0 PUBLISH is written as 0 (MQTT-3.3.1-2) and its packet id is
+/// omitted. Other fields are written as given, even where the peer will reject them (e.g. a
+/// zero packet id).
+///
+/// # Panics
+///
+/// If the packet cannot be represented on the wire (see [`try_encode`]). Packets produced by
+/// [`decode`](super::decode::decode) always can; use [`try_encode`] for packets built from
+/// untrusted sizes.
+pub fn encode(packet: &Packet, out: &mut BytesMut) {
+    if let Err(e) = try_encode(packet, out) {
+        panic!("cannot encode {}: {e}", packet.kind());
+    }
+}
+
+/// Like [`encode`], but returns an error, writing nothing, if a string or binary field is
+/// longer than 65535 bytes or the remaining length exceeds 268435455.
+pub fn try_encode(packet: &Packet, out: &mut BytesMut) -> Result<(), EncodeError> {
+    check_fields(packet)?;
+    let body = body_len(packet);
+    if body > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::PacketTooLarge(body));
+    }
+    out.reserve(1 + varint_len(body) + body);
+    out.put_u8(first_byte(packet));
+    put_varint(out, body);
+    write_body(packet, out);
+    Ok(())
+}
+
+/// Bytes of a 2-byte length prefix plus the field.
+fn field(len: usize) -> usize {
+    2 + len
+}
+
+/// The remaining length of `packet`.
+fn body_len(packet: &Packet) -> usize {
+    match packet {
+        Packet::Connect(c) => connect_len(c),
+        Packet::ConnAck(_)
+        | Packet::PubAck(_)
+        | Packet::PubRec(_)
+        | Packet::PubRel(_)
+        | Packet::PubComp(_)
+        | Packet::UnsubAck(_) => 2,
+        Packet::Publish(p) => {
+            let id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+            field(p.topic.len()) + id + p.payload.len()
+        }
+        Packet::Subscribe(s) => {
+            2 + s
+                .filters
+                .iter()
+                .map(|(f, _)| field(f.len()) + 1)
+                .sum::<usize>()
+        }
+        Packet::SubAck(s) => 2 + s.codes.len(),
+        Packet::Unsubscribe(u) => 2 + u.filters.iter().map(|f| field(f.len())).sum::<usize>(),
+        Packet::PingReq | Packet::PingResp | Packet::Disconnect => 0,
+    }
+}
+
+fn connect_len(c: &Connect) -> usize {
+    let will = c
+        .will
+        .as_ref()
+        .map_or(0, |w| field(w.topic.len()) + field(w.payload.len()));
+    field(c.protocol.name().len())
+        + 1 // level
+        + 1 // flags
+        + 2 // keep alive
+        + field(c.client_id.len())
+        + will
+        + c.username.as_ref().map_or(0, |u| field(u.len()))
+        + c.password.as_ref().map_or(0, |p| field(p.len()))
+}
+
+/// Checks that every length-prefixed field fits its 2-byte prefix.
+fn check_fields(packet: &Packet) -> Result<(), EncodeError> {
+    let check = |field: &'static str, len: usize| {
+        if len > usize::from(u16::MAX) {
+            Err(EncodeError::FieldTooLong { field, len })
+        } else {
+            Ok(())
+        }
+    };
+    match packet {
+        Packet::Connect(c) => {
+            check("client id", c.client_id.len())?;
+            if let Some(w) = &c.will {
+                check("will topic", w.topic.len())?;
+                check("will payload", w.payload.len())?;
+            }
+            if let Some(u) = &c.username {
+                check("user name", u.len())?;
+            }
+            if let Some(p) = &c.password {
+                check("password", p.len())?;
+            }
+        }
+        Packet::Publish(p) => check("topic", p.topic.len())?,
+        Packet::Subscribe(s) => {
+            for (f, _) in &s.filters {
+                check("topic filter", f.len())?;
+            }
+        }
+        Packet::Unsubscribe(u) => {
+            for f in &u.filters {
+                check("topic filter", f.len())?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn first_byte(packet: &Packet) -> u8 {
+    match packet {
+        Packet::Connect(_) => 0x10,
+        Packet::ConnAck(_) => 0x20,
+        Packet::Publish(p) => {
+            let dup = p.dup && p.qos != QoS::AtMostOnce;
+            0x30 | (u8::from(dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
+        }
+        Packet::PubAck(_) => 0x40,
+        Packet::PubRec(_) => 0x50,
+        Packet::PubRel(_) => 0x62,
+        Packet::PubComp(_) => 0x70,
+        Packet::Subscribe(_) => 0x82,
+        Packet::SubAck(_) => 0x90,
+        Packet::Unsubscribe(_) => 0xA2,
+        Packet::UnsubAck(_) => 0xB0,
+        Packet::PingReq => 0xC0,
+        Packet::PingResp => 0xD0,
+        Packet::Disconnect => 0xE0,
+    }
+}
+
+/// Bytes of the minimal remaining-length varint for `len`.
+fn varint_len(len: usize) -> usize {
+    match len {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+fn put_varint(out: &mut BytesMut, mut len: usize) {
+    loop {
+        // Truncation intended: the low 7 bits.
+        let mut byte = (len & 0x7F) as u8;
+        len >>= 7;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.put_u8(byte);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+/// Writes a length-prefixed field; its length was checked by [`check_fields`].
+fn put_field(out: &mut BytesMut, bytes: &[u8]) {
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    out.put_u16(len);
+    out.put_slice(bytes);
+}
+
+fn write_body(packet: &Packet, out: &mut BytesMut) {
+    match packet {
+        Packet::Connect(c) => write_connect(c, out),
+        Packet::ConnAck(a) => {
+            out.put_u8(u8::from(a.session_present));
+            out.put_u8(a.code as u8);
+        }
+        Packet::Publish(p) => {
+            put_field(out, p.topic.as_bytes());
+            if p.qos != QoS::AtMostOnce {
+                out.put_u16(p.packet_id);
+            }
+            out.put_slice(&p.payload);
+        }
+        Packet::PubAck(id)
+        | Packet::PubRec(id)
+        | Packet::PubRel(id)
+        | Packet::PubComp(id)
+        | Packet::UnsubAck(id) => out.put_u16(*id),
+        Packet::Subscribe(s) => {
+            out.put_u16(s.packet_id);
+            for (filter, qos) in &s.filters {
+                put_field(out, filter.as_bytes());
+                out.put_u8(*qos as u8);
+            }
+        }
+        Packet::SubAck(s) => {
+            out.put_u16(s.packet_id);
+            for code in &s.codes {
+                out.put_u8(match code {
+                    SubAckCode::Granted(qos) => *qos as u8,
+                    SubAckCode::Failure => 0x80,
+                });
+            }
+        }
+        Packet::Unsubscribe(u) => {
+            out.put_u16(u.packet_id);
+            for filter in &u.filters {
+                put_field(out, filter.as_bytes());
+            }
+        }
+        Packet::PingReq | Packet::PingResp | Packet::Disconnect => {}
+    }
+}
+
+fn write_connect(c: &Connect, out: &mut BytesMut) {
+    put_field(out, c.protocol.name().as_bytes());
+    out.put_u8(c.protocol.level());
+    let mut flags = u8::from(c.clean_session) << 1;
+    if let Some(w) = &c.will {
+        flags |= 0b100 | ((w.qos as u8) << 3) | (u8::from(w.retain) << 5);
+    }
+    flags |= u8::from(c.password.is_some()) << 6;
+    flags |= u8::from(c.username.is_some()) << 7;
+    out.put_u8(flags);
+    out.put_u16(c.keep_alive);
+    put_field(out, c.client_id.as_bytes());
+    if let Some(w) = &c.will {
+        put_field(out, w.topic.as_bytes());
+        put_field(out, &w.payload);
+    }
+    if let Some(u) = &c.username {
+        put_field(out, u.as_bytes());
+    }
+    if let Some(p) = &c.password {
+        put_field(out, p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::mqtt::packet::{Publish, SubAck, Subscribe};
+
+    fn bytes_of(packet: &Packet) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode(packet, &mut out);
+        assert_eq!(out.len(), encoded_len(packet), "encoded_len disagrees");
+        out.to_vec()
+    }
+
+    fn publish(qos: QoS, dup: bool, payload_len: usize) -> Packet {
+        Packet::Publish(Publish {
+            dup,
+            qos,
+            retain: false,
+            topic: Arc::from("a/b"),
+            packet_id: 7,
+            payload: Bytes::from(vec![0xAB; payload_len]),
+        })
+    }
+
+    #[test]
+    fn fixed_packets_match_the_spec_bytes() {
+        assert_eq!(bytes_of(&Packet::PingReq), [0xC0, 0]);
+        assert_eq!(bytes_of(&Packet::PingResp), [0xD0, 0]);
+        assert_eq!(bytes_of(&Packet::Disconnect), [0xE0, 0]);
+        assert_eq!(bytes_of(&Packet::PubAck(0x1234)), [0x40, 2, 0x12, 0x34]);
+        assert_eq!(bytes_of(&Packet::PubRel(1)), [0x62, 2, 0, 1]);
+        assert_eq!(bytes_of(&Packet::UnsubAck(2)), [0xB0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn publish_qos0_has_no_packet_id_and_no_dup() {
+        assert_eq!(
+            bytes_of(&publish(QoS::AtMostOnce, true, 1)),
+            [0x30, 6, 0, 3, b'a', b'/', b'b', 0xAB]
+        );
+        assert_eq!(
+            bytes_of(&publish(QoS::AtLeastOnce, true, 0)),
+            [0x3A, 7, 0, 3, b'a', b'/', b'b', 0, 7]
+        );
+    }
+
+    #[test]
+    fn suback_and_subscribe_bytes() {
+        let suback = Packet::SubAck(SubAck {
+            packet_id: 10,
+            codes: vec![SubAckCode::Granted(QoS::ExactlyOnce), SubAckCode::Failure],
+        });
+        assert_eq!(bytes_of(&suback), [0x90, 4, 0, 10, 2, 0x80]);
+        let subscribe = Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![("a/#".into(), QoS::AtLeastOnce)],
+        });
+        assert_eq!(
+            bytes_of(&subscribe),
+            [0x82, 8, 0, 1, 0, 3, b'a', b'/', b'#', 1]
+        );
+    }
+
+    #[test]
+    fn remaining_length_is_minimal_at_every_boundary() {
+        // Topic "a/b" (5 bytes) + packet id (2) = 7 bytes before the payload.
+        for (body, varint) in [
+            (127, vec![0x7F]),
+            (128, vec![0x80, 0x01]),
+            (16_383, vec![0xFF, 0x7F]),
+            (16_384, vec![0x80, 0x80, 0x01]),
+            (2_097_151, vec![0xFF, 0xFF, 0x7F]),
+            (2_097_152, vec![0x80, 0x80, 0x80, 0x01]),
+        ] {
+            let bytes = bytes_of(&publish(QoS::AtLeastOnce, false, body - 7));
+            assert_eq!(&bytes[1..1 + varint.len()], &varint[..], "body {body}");
+            assert_eq!(bytes.len(), 1 + varint.len() + body);
+        }
+    }
+
+    #[test]
+    fn oversized_field_is_an_error_and_writes_nothing() {
+        let packet = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: Arc::from("t".repeat(65_536)),
+            packet_id: 0,
+            payload: Bytes::new(),
+        });
+        let mut out = BytesMut::from(&b"x"[..]);
+        assert_eq!(
+            try_encode(&packet, &mut out),
+            Err(EncodeError::FieldTooLong {
+                field: "topic",
+                len: 65_536
+            })
+        );
+        assert_eq!(&out[..], b"x");
+    }
+
+    #[test]
+    fn oversized_packet_is_an_error() {
+        // A zeroed allocation is lazily mapped; the payload is never touched.
+        let packet = publish(QoS::AtMostOnce, false, 0);
+        let Packet::Publish(mut p) = packet else {
+            unreachable!()
+        };
+        p.payload = Bytes::from(vec![0u8; MAX_REMAINING_LENGTH - 4]);
+        let mut out = BytesMut::new();
+        assert_eq!(
+            try_encode(&Packet::Publish(p), &mut out),
+            Err(EncodeError::PacketTooLarge(MAX_REMAINING_LENGTH + 1))
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn encode_appends_after_existing_bytes() {
+        let mut out = BytesMut::from(&b"zz"[..]);
+        encode(&Packet::PingReq, &mut out);
+        encode(&Packet::PubComp(3), &mut out);
+        assert_eq!(&out[..], [b'z', b'z', 0xC0, 0, 0x70, 2, 0, 3]);
+    }
+}
