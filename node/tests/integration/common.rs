@@ -1,0 +1,198 @@
+//! Starting and stopping a real broker, and a raw-bytes MQTT client.
+
+#![allow(dead_code)] // not every test module uses every helper
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fubar::mqtt::decode::decode;
+use fubar::mqtt::packet::Packet;
+
+/// Every log class, so tests can wait for the events they expect.
+const ALL_CLASSES: &str = "access,protocol,resource,warning,error,info,trace";
+
+/// A `fubar node` process on 127.0.0.1 with a free port and its own data dir.
+pub struct Broker {
+    child: Option<Child>,
+    /// The MQTT listener's address.
+    pub addr: SocketAddr,
+    /// The data directory (removed on drop).
+    pub dir: tempfile::TempDir,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Broker {
+    /// A broker on its defaults (plus a free port).
+    pub fn start() -> Self {
+        Self::start_with(&[], "")
+    }
+
+    /// A broker with extra flags and a settings file holding `config` (TOML) if non-empty.
+    pub fn start_with(args: &[&str], config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
+        cmd.arg("node")
+            .args(["--bind", "127.0.0.1", "--mqtt-port", "0", "--name", "test@localhost"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--log-stdout", ALL_CLASSES])
+            .args(args);
+        if !config.is_empty() {
+            let path = dir.path().join("fubar.toml");
+            std::fs::write(&path, config).expect("write config");
+            cmd.arg("--config").arg(path);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn fubar");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let (store, cv) = &*sink;
+                store.lock().unwrap().push(line);
+                cv.notify_all();
+            }
+        });
+        let mut broker = Self {
+            child: Some(child),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            lines,
+        };
+        let line = broker
+            .wait_for_log("listening on mqtt://", Duration::from_secs(20))
+            .expect("broker did not start listening");
+        let addr = line.rsplit("mqtt://").next().unwrap().trim();
+        broker.addr = addr.parse().expect("listen address");
+        broker
+    }
+
+    /// The MQTT port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every stdout line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.lines.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a stdout line contains `needle`; returns it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_log_count(needle, 1, timeout)
+    }
+
+    /// Waits until `n` stdout lines contain `needle`; returns the last one.
+    pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (store, cv) = &*self.lines;
+        let mut lines = store.lock().unwrap();
+        loop {
+            let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+            if found.len() >= n {
+                return Some(found[n - 1].clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().expect("wait")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A client that writes raw bytes and reads packets with fubar's own decoder.
+pub struct RawClient {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    /// Connects a TCP socket (no MQTT yet).
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("tcp connect");
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Writes bytes (errors ignored: the broker may have closed already).
+    pub fn send(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+    }
+
+    /// Reads the next packet, or `None` if the connection closed or `timeout` passed.
+    pub fn read_packet(&mut self, timeout: Duration) -> Option<Packet> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(p)) = decode(&mut self.buf, 1 << 28) {
+                return Some(p);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// True when the broker closes the connection within `timeout` (packets before the
+    /// close are skipped).
+    pub fn closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// CONNECT bytes for MQTT 3.1.1 with a client id, clean session, keep-alive 60.
+pub fn connect_v311(client_id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b10, 0, 60];
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut out = vec![0x10, body.len() as u8];
+    out.extend_from_slice(&body);
+    out
+}

@@ -1,0 +1,10 @@
+//! Black-box tests: each starts the real `fubar` binary on a free loopback port and talks to it
+//! with independent clients (rumqttc, mosquitto_pub/sub, paho-mqtt) or raw bytes.
+//!
+//! One test binary with modules (as ripgrep does) links once.
+
+mod common;
+mod conformance;
+mod interop;
+mod lifecycle;
+mod malformed;
