@@ -1,6 +1,6 @@
 //! Starting and stopping a real broker, and a raw-bytes MQTT client.
 
-#![allow(dead_code)] // not every test module uses every helper
+#![allow(dead_code, unreachable_pub)] // a test-only module; not every test uses every helper
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
