@@ -31,13 +31,17 @@ pub struct SessionLimits {
 
 /// Where an outgoing QoS 1/2 message stands in its acknowledgement flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::enum_variant_names,
+    reason = "each names the acknowledgement awaited"
+)]
 enum InflightState {
     /// QoS 1 sent, waiting for PUBACK.
-    AwaitingPubAck,
+    WaitPubAck,
     /// QoS 2 sent, waiting for PUBREC.
-    AwaitingPubRec,
+    WaitPubRec,
     /// QoS 2 PUBREL sent, waiting for PUBCOMP.
-    AwaitingPubComp,
+    WaitPubComp,
 }
 
 #[derive(Debug, Clone)]
@@ -138,9 +142,9 @@ impl Session {
             qos => {
                 let id = self.allocate_packet_id();
                 let state = if qos == QoS::AtLeastOnce {
-                    InflightState::AwaitingPubAck
+                    InflightState::WaitPubAck
                 } else {
-                    InflightState::AwaitingPubRec
+                    InflightState::WaitPubRec
                 };
                 self.inflight.push_back(Inflight {
                     packet_id: id,
@@ -172,7 +176,7 @@ impl Session {
 
     /// PUBACK received; returns whether it acknowledged a message in flight.
     pub fn handle_puback(&mut self, packet_id: u16) -> bool {
-        match self.take_inflight(packet_id, InflightState::AwaitingPubAck) {
+        match self.take_inflight(packet_id, InflightState::WaitPubAck) {
             Some(at) => self.inflight.remove(at).is_some(),
             None => false,
         }
@@ -181,21 +185,21 @@ impl Session {
     /// PUBREC received; returns whether it matched a message in flight. Either way the caller
     /// answers with PUBREL (MQTT-4.3.3-3).
     pub fn handle_pubrec(&mut self, packet_id: u16) -> bool {
-        match self.take_inflight(packet_id, InflightState::AwaitingPubRec) {
+        match self.take_inflight(packet_id, InflightState::WaitPubRec) {
             Some(at) => {
-                self.inflight[at].state = InflightState::AwaitingPubComp;
+                self.inflight[at].state = InflightState::WaitPubComp;
                 true
             }
             // A repeated PUBREC after a reconnect finds the message already released.
             None => self
-                .take_inflight(packet_id, InflightState::AwaitingPubComp)
+                .take_inflight(packet_id, InflightState::WaitPubComp)
                 .is_some(),
         }
     }
 
     /// PUBCOMP received; returns whether it completed a message in flight.
     pub fn handle_pubcomp(&mut self, packet_id: u16) -> bool {
-        match self.take_inflight(packet_id, InflightState::AwaitingPubComp) {
+        match self.take_inflight(packet_id, InflightState::WaitPubComp) {
             Some(at) => self.inflight.remove(at).is_some(),
             None => false,
         }
@@ -220,7 +224,7 @@ impl Session {
         self.inflight
             .iter()
             .map(|i| match i.state {
-                InflightState::AwaitingPubComp => Packet::PubRel(i.packet_id),
+                InflightState::WaitPubComp => Packet::PubRel(i.packet_id),
                 _ => Packet::Publish(publish_of(&i.delivery, i.packet_id, true)),
             })
             .collect()
@@ -337,7 +341,10 @@ mod tests {
         assert!(s.handle_puback(a.packet_id));
         assert_eq!(payload(&s.poll_publish().unwrap()), b"c");
         assert_eq!(payload(&s.poll_publish().unwrap()), b"d");
-        assert!(!s.handle_puback(a.packet_id), "a second PUBACK matches nothing");
+        assert!(
+            !s.handle_puback(a.packet_id),
+            "a second PUBACK matches nothing"
+        );
     }
 
     #[test]
@@ -347,7 +354,10 @@ mod tests {
         let _ = s.enqueue(delivery("t", "y", QoS::ExactlyOnce));
         let x = s.poll_publish().unwrap();
         let y = s.poll_publish().unwrap();
-        assert!(!s.handle_pubcomp(x.packet_id), "PUBCOMP before PUBREC matches nothing");
+        assert!(
+            !s.handle_pubcomp(x.packet_id),
+            "PUBCOMP before PUBREC matches nothing"
+        );
         assert!(s.handle_pubrec(x.packet_id));
         // Reconnect now: x is past PUBREC, so PUBREL is resent; y is resent with DUP.
         let resend = s.resend_on_resume();
@@ -363,7 +373,10 @@ mod tests {
         }
         assert!(s.handle_pubcomp(x.packet_id));
         assert!(s.handle_pubrec(y.packet_id));
-        assert!(s.handle_pubrec(y.packet_id), "repeated PUBREC is still answered");
+        assert!(
+            s.handle_pubrec(y.packet_id),
+            "repeated PUBREC is still answered"
+        );
         assert!(s.handle_pubcomp(y.packet_id));
         assert_eq!(s.inflight(), 0);
     }
@@ -408,7 +421,9 @@ mod tests {
         for _ in 0..3 {
             let _ = s.enqueue(delivery("t", "p", QoS::AtLeastOnce));
         }
-        let ids: Vec<u16> = (0..3).map(|_| s.poll_publish().unwrap().packet_id).collect();
+        let ids: Vec<u16> = (0..3)
+            .map(|_| s.poll_publish().unwrap().packet_id)
+            .collect();
         assert_eq!(ids, vec![u16::MAX, 1, 2]);
         // Free id 1 only; the next allocation walks past 3.. and never reuses 2 or MAX.
         assert!(s.handle_puback(1));
@@ -421,7 +436,10 @@ mod tests {
     fn incoming_qos2_is_routed_once() {
         let mut s = Session::new(limits());
         assert!(s.receive_qos2(7));
-        assert!(!s.receive_qos2(7), "a DUP before PUBREL is not routed again");
+        assert!(
+            !s.receive_qos2(7),
+            "a DUP before PUBREL is not routed again"
+        );
         assert!(s.release_qos2(7));
         assert!(!s.release_qos2(7));
         assert!(s.receive_qos2(7), "after release, the id is new again");
