@@ -341,8 +341,9 @@ impl Connection {
                 qos: *qos,
                 ..Default::default()
             };
-            self.broker.router.subscribe(&handle, filter, options);
+            // Session first, then router: see `Router::subscribe`.
             handle.lock().session.subscribe(filter, options);
+            self.broker.router.subscribe(&handle, filter, options);
             tracing::info!(target: "resource", client = %handle.client_id, filter, qos = *qos as u8, "subscription added");
             codes.push(SubAckCode::Granted(*qos));
             granted.push((filter.as_str(), *qos));

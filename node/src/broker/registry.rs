@@ -22,12 +22,38 @@ pub struct SessionSlot {
     pub clean: bool,
     /// When the last connection ended, while none serves it.
     offline_since: Option<Instant>,
+    /// Set once the session is gone from the registry; the router refuses new subscriptions
+    /// of an ended session, so none can outlive it.
+    ended: bool,
+    /// Drops not yet reported in a `warning` event, and when the last report was made.
+    drops_unreported: usize,
+    last_drop_report: Option<Instant>,
 }
 
 impl SessionSlot {
     /// Whether a connection serves this session now.
     pub fn is_online(&self) -> bool {
         self.owner.is_some()
+    }
+
+    /// Whether the session has left the registry (ended, replaced or expired).
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Counts `dropped` messages; returns the count to report now, at most once per
+    /// `every`, so that a flood makes one warning a second rather than one per message.
+    pub fn note_drops(&mut self, dropped: usize, now: Instant, every: Duration) -> Option<usize> {
+        self.drops_unreported += dropped;
+        if self.drops_unreported == 0
+            || self
+                .last_drop_report
+                .is_some_and(|t| now.saturating_duration_since(t) < every)
+        {
+            return None;
+        }
+        self.last_drop_report = Some(now);
+        Some(std::mem::take(&mut self.drops_unreported))
     }
 }
 
@@ -113,6 +139,7 @@ impl Registry {
                     kicked,
                 };
             }
+            slot.ended = true;
             drop(slot);
             map.remove(client_id);
             discarded = Some(existing);
@@ -125,6 +152,9 @@ impl Registry {
                 owner: Some(Owner { conn_id, kick }),
                 clean,
                 offline_since: None,
+                ended: false,
+                drops_unreported: 0,
+                last_drop_report: None,
             }),
             notify: Notify::new(),
         });
@@ -152,6 +182,7 @@ impl Registry {
             slot.session.drop_qos0();
             return false;
         }
+        slot.ended = true;
         drop(slot);
         remove_if_same(&mut map, handle);
         true
@@ -169,11 +200,12 @@ impl Registry {
         let expired: Vec<Arc<SessionHandle>> = map
             .values()
             .filter(|h| {
-                let slot = h.lock();
-                slot.owner.is_none()
+                let mut slot = h.lock();
+                slot.ended = slot.owner.is_none()
                     && slot
                         .offline_since
-                        .is_some_and(|t| now.saturating_duration_since(t) >= max_age)
+                        .is_some_and(|t| now.saturating_duration_since(t) >= max_age);
+                slot.ended
             })
             .cloned()
             .collect();
@@ -239,7 +271,9 @@ mod tests {
         let b = r.attach("c", true, 2, limits());
         assert!(!b.session_present);
         assert!(Arc::ptr_eq(b.discarded.as_ref().unwrap(), &a.handle));
+        assert!(a.handle.lock().is_ended());
         assert!(r.detach(&b.handle, 2, Instant::now()));
+        assert!(b.handle.lock().is_ended());
         assert!(r.get("c").is_none());
     }
 
@@ -258,5 +292,26 @@ mod tests {
             1
         );
         assert!(r.is_empty());
+        assert!(a.handle.lock().is_ended());
+    }
+
+    #[test]
+    fn drop_reports_are_rate_limited_but_counted() {
+        let r = Registry::default();
+        let a = r.attach("c", true, 1, limits());
+        let mut slot = a.handle.lock();
+        let t0 = Instant::now();
+        let every = Duration::from_secs(1);
+        assert_eq!(slot.note_drops(2, t0, every), Some(2));
+        assert_eq!(
+            slot.note_drops(3, t0 + Duration::from_millis(10), every),
+            None
+        );
+        assert_eq!(
+            slot.note_drops(4, t0 + Duration::from_millis(20), every),
+            None
+        );
+        assert_eq!(slot.note_drops(0, t0 + every, every), Some(7));
+        assert_eq!(slot.note_drops(0, t0 + 3 * every, every), None);
     }
 }

@@ -5,12 +5,16 @@
 //! own). No lock is held across the fan-out, so a slow session never stalls a publisher.
 
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use super::registry::{Registry, SessionHandle};
 use super::retained::{RetainChange, RetainedStore};
 use super::trie::SubscriptionTrie;
 use crate::mqtt::message::{Delivery, Message, SubscriptionOptions};
 use crate::mqtt::packet::QoS;
+
+/// How often a session's queue drops are reported, at most.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// One subscription in the trie: the session and the options it subscribed with.
 #[derive(Debug, Clone)]
@@ -42,6 +46,10 @@ pub struct Router {
 
 impl Router {
     /// Adds (or replaces) a subscription of `handle` to `filter`; returns true when new.
+    ///
+    /// Add the filter to the session first: a session that has ended by the time the trie is
+    /// locked gets no entry, and one that ends later has the filter removed by
+    /// `remove_session`, so no subscription outlives its session.
     pub fn subscribe(
         &self,
         handle: &Arc<SessionHandle>,
@@ -53,6 +61,9 @@ impl Router {
             options,
         };
         let mut trie = self.trie.write().unwrap_or_else(PoisonError::into_inner);
+        if handle.lock().is_ended() {
+            return false;
+        }
         trie.insert(filter, handle.client_id.clone(), sub).is_none()
     }
 
@@ -144,18 +155,26 @@ impl Router {
 /// Queues one delivery in one session and wakes its connection. Returns how many older
 /// messages were dropped, or `None` when a QoS 0 message was not queued for an absent client.
 pub fn deliver(handle: &SessionHandle, delivery: Delivery) -> Option<usize> {
-    let dropped = {
+    let (dropped, report) = {
         let mut slot = handle.lock();
         if delivery.qos == QoS::AtMostOnce && !slot.is_online() {
             return None;
         }
-        slot.session.enqueue(delivery).dropped
+        let dropped = slot.session.enqueue(delivery).dropped;
+        let report = if dropped > 0 {
+            slot.note_drops(dropped, Instant::now(), DROP_REPORT_EVERY)
+                .map(|n| (n, slot.session.dropped_total()))
+        } else {
+            None
+        };
+        (dropped, report)
     };
-    if dropped > 0 {
+    if let Some((dropped, total)) = report {
         tracing::warn!(
             target: "warning",
             client = %handle.client_id,
             dropped,
+            dropped_total = total,
             "session queue full: dropped oldest messages"
         );
     }
@@ -261,12 +280,21 @@ mod tests {
         );
         let a = registry.attach("a", false, 1, limits()).handle;
         router.subscribe(&a, "t", opts(QoS::AtLeastOnce));
-        registry.detach(&a, 1, std::time::Instant::now());
+        registry.detach(&a, 1, Instant::now());
         let r0 = router.publish(msg("t", QoS::AtMostOnce), &registry, &retained);
         assert_eq!(r0.skipped_offline, 1);
         let r1 = router.publish(msg("t", QoS::AtLeastOnce), &registry, &retained);
         assert_eq!(r1.delivered, 1);
         assert_eq!(a.lock().session.queued(), 1);
+    }
+
+    #[test]
+    fn an_ended_session_cannot_subscribe() {
+        let (router, registry) = (Router::default(), Registry::default());
+        let old = registry.attach("a", true, 1, limits()).handle;
+        let _new = registry.attach("a", true, 2, limits()).handle;
+        assert!(!router.subscribe(&old, "t", opts(QoS::AtMostOnce)));
+        assert_eq!(router.subscription_count(), 0);
     }
 
     #[test]
