@@ -101,36 +101,41 @@ impl Connection {
             } else if self.write_blocked_since.is_none() {
                 self.write_blocked_since = Some(now);
             }
+            // Stop reading from a client that does not read what we write: that bounds
+            // `wbuf` (acknowledgements pile up there) and pushes back on the client. While we
+            // do not read, its keep-alive is not held against it: the stall timer decides.
+            let may_read = self.wbuf.len() < 2 * write_limit;
             let stall_deadline = self.write_blocked_since.map(|t| t + stall);
-            let deadline = match (self.state.poll_timeout(), stall_deadline) {
+            let keep_alive_deadline = self.state.poll_timeout().filter(|_| may_read);
+            let deadline = match (keep_alive_deadline, stall_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            // Stop reading from a client that does not read what we write: that bounds
-            // `wbuf` (acknowledgements pile up there) and pushes back on the client.
-            let may_read = self.wbuf.len() < 2 * write_limit;
             let may_write = !self.wbuf.is_empty();
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
                 self.rbuf.reserve(READ_CHUNK);
             }
+            // Biased: socket IO that is ready is handled before any timer is looked at, so
+            // bytes already received always count before a keep-alive verdict.
             tokio::select! {
+                biased;
                 _ = self.shutdown.cancelled() => return CloseReason::ServerShutdown,
                 _ = taken_over(kicked) => return CloseReason::TakenOver,
+                r = self.writer.write_buf(&mut self.wbuf), if may_write => match r {
+                    Ok(_) => self.write_blocked_since = (!self.wbuf.is_empty()).then(Instant::now),
+                    Err(e) => return CloseReason::SocketError(e.to_string()),
+                },
                 r = self.reader.read_buf(&mut self.rbuf), if may_read => match r {
                     Ok(0) => return CloseReason::SocketClosed,
                     Ok(n) => packet_log::bytes("in", self.peer, &self.rbuf[self.rbuf.len() - n..]),
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
-                r = self.writer.write_buf(&mut self.wbuf), if may_write => match r {
-                    Ok(_) => self.write_blocked_since = (!self.wbuf.is_empty()).then(Instant::now),
-                    Err(e) => return CloseReason::SocketError(e.to_string()),
-                },
                 _ = wake(handle.as_deref()) => {}
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
-                    if let Some(reason) = self.state.handle_timeout(now) {
+                    if let Some(reason) = self.state.handle_timeout(now).filter(|_| may_read) {
                         return reason;
                     }
                     if stall_deadline.is_some_and(|d| now >= d) {
