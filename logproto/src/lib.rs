@@ -1,7 +1,8 @@
-//! The wire vocabulary shared by every fubar node and the monitor.
+//! The wire vocabulary shared by every fubar node, its tools and the monitor.
 //!
-//! This crate will own the log `Class` and `Event` types, event batches and their acks, the
-//! admin and search requests and responses, the ALPN names, and the length-prefixed postcard
-//! framing used on the QUIC links. It depends on no other fubar crate.
-//!
-//! Step 1 of the roadmap (the single-node broker) does not fill it yet.
+//! This crate owns the admin requests and replies (`admin`) and their length-prefixed postcard
+//! framing (`frame`). Later steps add the log `Class` and `Event` types, event batches and acks,
+//! search requests, and the ALPN names of the QUIC links. It depends on no other fubar crate.
+
+pub mod admin;
+pub mod frame;

@@ -1,5 +1,395 @@
-//! Durable broker state.
+//! Durable broker state in fjall.
 //!
-//! This crate will own fubar's preserved state in fjall (accounts, retained messages,
-//! persistent sessions and their queues, settings, routes) and its replication across the
-//! cluster. The single-node broker of step 1 keeps that state in memory.
+//! One fjall database per node, under `<data-dir>/<node>/state`, with one keyspace per kind of
+//! state: accounts, address rules, changed settings, retained messages, persistent sessions,
+//! their queued and in-flight messages, and the QoS 2 packet ids they have received. Records
+//! are postcard-encoded (`records`). Writes go to fjall's journal at once; `durability` decides
+//! when they are fsynced (group commit, or never on the write path).
+//!
+//! This crate knows nothing of MQTT beyond the shapes of the records: the broker converts.
+//! Replication across the cluster arrives in a later step.
+
+mod durability;
+pub mod records;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use durability::Durability;
+pub use durability::SyncMode;
+use records::{
+    AccountRecord, QueuedRecord, RestoredSession, SessionRecord, StoredMessage, FORMAT_VERSION,
+};
+
+/// What went wrong with the state.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state could not be opened (unreadable, corrupt, or in use by another process).
+    #[error("cannot open the state at {path}: {source}; if it is damaged, `fubar reset` clears it (everything stored is lost)")]
+    Open {
+        /// The state directory.
+        path: PathBuf,
+        /// Why.
+        source: fjall::Error,
+    },
+    /// A record could not be decoded.
+    #[error(
+        "corrupt state at {path}: {what}; `fubar reset` clears it (everything stored is lost)"
+    )]
+    Corrupt {
+        /// The state directory.
+        path: PathBuf,
+        /// Which record, and why.
+        what: String,
+    },
+    /// A read or write failed.
+    #[error("state I/O failed: {0}")]
+    Io(#[from] fjall::Error),
+    /// A record could not be encoded.
+    #[error("cannot encode a state record: {0}")]
+    Encode(#[from] postcard::Error),
+}
+
+/// The durable state of one node.
+pub struct Store {
+    path: PathBuf,
+    db: Database,
+    accounts: Keyspace,
+    acl: Keyspace,
+    settings: Keyspace,
+    retained: Keyspace,
+    sessions: Keyspace,
+    queued: Keyspace,
+    qos2: Keyspace,
+    durability: Durability,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+const META_FORMAT: &str = "format";
+
+impl Store {
+    /// Opens (or creates) the state in `path`.
+    pub fn open(path: &Path, mode: SyncMode, group_window: Duration) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let db = Database::builder(path).open().map_err(open_err)?;
+        let ks = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(open_err)
+        };
+        let meta = ks("meta")?;
+        let store = Self {
+            path: path.to_owned(),
+            accounts: ks("accounts")?,
+            acl: ks("acl")?,
+            settings: ks("settings")?,
+            retained: ks("retained")?,
+            sessions: ks("sessions")?,
+            queued: ks("queued")?,
+            qos2: ks("qos2")?,
+            durability: Durability::start(db.clone(), mode, group_window),
+            db,
+        };
+        match meta.get(META_FORMAT)? {
+            None => {
+                meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes())?;
+                store.db.persist(PersistMode::SyncAll)?;
+            }
+            Some(v) if v[..] == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) => {
+                return Err(store.corrupt(format!(
+                    "state format {:?} is not this version's {FORMAT_VERSION}",
+                    &v[..]
+                )))
+            }
+        }
+        Ok(store)
+    }
+
+    /// The state directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn corrupt(&self, what: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            what,
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: &[u8],
+        v: &[u8],
+    ) -> Result<T, StoreError> {
+        postcard::from_bytes(v).map_err(|e| {
+            self.corrupt(format!(
+                "{kind} record {:?}: {e}",
+                String::from_utf8_lossy(key)
+            ))
+        })
+    }
+
+    /// Makes every write so far durable (admin changes, shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.db.persist(PersistMode::SyncAll)?)
+    }
+
+    // ---- durability of the message path ----
+
+    /// A ticket covering every write made so far; wait for it with `durable_watch`.
+    pub fn ticket(&self) -> u64 {
+        self.durability.current_ticket()
+    }
+
+    /// A receiver of the highest durable ticket (group commit), always 0 with `SyncMode::None`.
+    pub fn durable_watch(&self) -> watch::Receiver<u64> {
+        self.durability.watch()
+    }
+
+    // ---- accounts ----
+
+    /// Creates or replaces an account.
+    pub fn put_account(&self, name: &str, record: &AccountRecord) -> Result<(), StoreError> {
+        self.accounts.insert(name, postcard::to_allocvec(record)?)?;
+        self.flush()
+    }
+
+    /// Deletes an account; returns whether it existed.
+    pub fn delete_account(&self, name: &str) -> Result<bool, StoreError> {
+        let existed = self.accounts.contains_key(name)?;
+        if existed {
+            self.accounts.remove(name)?;
+            self.flush()?;
+        }
+        Ok(existed)
+    }
+
+    /// Every account, by name.
+    pub fn accounts(&self) -> Result<Vec<(String, AccountRecord)>, StoreError> {
+        self.accounts
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                let name = String::from_utf8_lossy(&k).into_owned();
+                Ok((name, self.decode("account", &k, &v)?))
+            })
+            .collect()
+    }
+
+    // ---- address rules ----
+
+    /// Adds or replaces an address rule (`cidr` → allow).
+    pub fn put_acl(&self, cidr: &str, allow: bool) -> Result<(), StoreError> {
+        self.acl.insert(cidr, [u8::from(allow)])?;
+        self.flush()
+    }
+
+    /// Deletes an address rule; returns whether it existed.
+    pub fn delete_acl(&self, cidr: &str) -> Result<bool, StoreError> {
+        let existed = self.acl.contains_key(cidr)?;
+        if existed {
+            self.acl.remove(cidr)?;
+            self.flush()?;
+        }
+        Ok(existed)
+    }
+
+    /// Every address rule.
+    pub fn acl(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.acl
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    v.first() == Some(&1),
+                ))
+            })
+            .collect()
+    }
+
+    // ---- settings changed at run time ----
+
+    /// Records a setting changed at run time (dotted name → TOML value).
+    pub fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.settings.insert(name, value)?;
+        self.flush()
+    }
+
+    /// Every setting changed at run time.
+    pub fn settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.settings
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    // ---- retained messages ----
+
+    /// Stores the retained message of its topic; returns the durability ticket.
+    pub fn put_retained(&self, message: &StoredMessage) -> Result<u64, StoreError> {
+        self.retained
+            .insert(message.topic.as_str(), postcard::to_allocvec(message)?)?;
+        Ok(self.durability.note_write())
+    }
+
+    /// Deletes the retained message of `topic`; returns the durability ticket.
+    pub fn delete_retained(&self, topic: &str) -> Result<u64, StoreError> {
+        self.retained.remove(topic)?;
+        Ok(self.durability.note_write())
+    }
+
+    /// Every retained message.
+    pub fn retained(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        self.retained
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                self.decode("retained", &k, &v)
+            })
+            .collect()
+    }
+
+    // ---- persistent sessions ----
+
+    /// Creates or replaces a persistent session's record (its subscriptions).
+    pub fn put_session(&self, client_id: &str, record: &SessionRecord) -> Result<u64, StoreError> {
+        self.sessions
+            .insert(client_id, postcard::to_allocvec(record)?)?;
+        Ok(self.durability.note_write())
+    }
+
+    /// Deletes a session with its queue and QoS 2 state.
+    pub fn delete_session(&self, client_id: &str) -> Result<(), StoreError> {
+        let prefix = session_prefix(client_id);
+        let mut batch = self.db.batch();
+        batch.remove(&self.sessions, client_id);
+        for g in self.queued.prefix(&prefix) {
+            batch.remove(&self.queued, g.key()?);
+        }
+        for g in self.qos2.prefix(&prefix) {
+            batch.remove(&self.qos2, g.key()?);
+        }
+        batch.commit()?;
+        self.durability.note_write();
+        Ok(())
+    }
+
+    /// Stores (or rewrites) one queued message of a session.
+    pub fn put_queued(
+        &self,
+        client_id: &str,
+        seq: u64,
+        record: &QueuedRecord,
+    ) -> Result<u64, StoreError> {
+        self.queued
+            .insert(queued_key(client_id, seq), postcard::to_allocvec(record)?)?;
+        Ok(self.durability.note_write())
+    }
+
+    /// Deletes one queued message of a session.
+    pub fn delete_queued(&self, client_id: &str, seq: u64) -> Result<(), StoreError> {
+        self.queued.remove(queued_key(client_id, seq))?;
+        self.durability.note_write();
+        Ok(())
+    }
+
+    /// Records that a QoS 2 message with `packet_id` was received and not yet released.
+    pub fn put_qos2(&self, client_id: &str, packet_id: u16) -> Result<(), StoreError> {
+        self.qos2.insert(qos2_key(client_id, packet_id), [])?;
+        self.durability.note_write();
+        Ok(())
+    }
+
+    /// Forgets a released QoS 2 packet id.
+    pub fn delete_qos2(&self, client_id: &str, packet_id: u16) -> Result<(), StoreError> {
+        self.qos2.remove(qos2_key(client_id, packet_id))?;
+        self.durability.note_write();
+        Ok(())
+    }
+
+    /// Every persistent session with its queue and QoS 2 state.
+    pub fn sessions(&self) -> Result<Vec<RestoredSession>, StoreError> {
+        let mut out = Vec::new();
+        for g in self.sessions.iter() {
+            let (k, v) = g.into_inner()?;
+            let client_id = std::str::from_utf8(&k)
+                .map_err(|_| self.corrupt("a session key is not UTF-8".into()))?
+                .to_owned();
+            let record: SessionRecord = self.decode("session", &k, &v)?;
+            let prefix = session_prefix(&client_id);
+            let mut queued = Vec::new();
+            for g in self.queued.prefix(&prefix) {
+                let (k, v) = g.into_inner()?;
+                let seq = suffix_u64(&k[prefix.len()..])
+                    .ok_or_else(|| self.corrupt(format!("queued key of {client_id:?}")))?;
+                queued.push((seq, self.decode("queued", &k, &v)?));
+            }
+            let mut qos2_received = Vec::new();
+            for g in self.qos2.prefix(&prefix) {
+                let k = g.key()?;
+                let id = k[prefix.len()..]
+                    .try_into()
+                    .map(u16::from_be_bytes)
+                    .map_err(|_| self.corrupt(format!("qos2 key of {client_id:?}")))?;
+                qos2_received.push(id);
+            }
+            out.push(RestoredSession {
+                client_id,
+                record,
+                queued,
+                qos2_received,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Client ids never contain U+0000 (MQTT forbids it), so a 0 byte ends the id in keys.
+fn session_prefix(client_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(client_id.len() + 1);
+    k.extend_from_slice(client_id.as_bytes());
+    k.push(0);
+    k
+}
+
+fn queued_key(client_id: &str, seq: u64) -> Vec<u8> {
+    let mut k = session_prefix(client_id);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn qos2_key(client_id: &str, packet_id: u16) -> Vec<u8> {
+    let mut k = session_prefix(client_id);
+    k.extend_from_slice(&packet_id.to_be_bytes());
+    k
+}
+
+fn suffix_u64(b: &[u8]) -> Option<u64> {
+    b.try_into().ok().map(u64::from_be_bytes)
+}
+
+#[cfg(test)]
+mod tests;

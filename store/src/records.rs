@@ -1,0 +1,109 @@
+//! The records kept in the store, postcard-encoded. Field order is the on-disk format: add
+//! fields only at the end, and bump `FORMAT_VERSION` when a record changes shape.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the on-disk format; a store written by another version is refused at open.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// An account: the user name is the key, this is the value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// The password's salted slow hash in PHC string form (`$argon2id$...`).
+    pub password_hash: String,
+}
+
+/// MQTT 5 message properties, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredProperties {
+    /// Payload format indicator (UTF-8 text).
+    pub payload_is_utf8: bool,
+    /// Message expiry interval, seconds.
+    pub message_expiry_secs: Option<u32>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Response topic.
+    pub response_topic: Option<String>,
+    /// Correlation data.
+    pub correlation_data: Option<Vec<u8>>,
+    /// User properties.
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// An application message, as stored (retained, or in a session queue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// QoS as published (0, 1, 2).
+    pub qos: u8,
+    /// Retain flag as published.
+    pub retain: bool,
+    /// MQTT 5 properties.
+    pub properties: StoredProperties,
+}
+
+/// One subscription of a persistent session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSubscription {
+    /// Topic filter.
+    pub filter: String,
+    /// Granted maximum QoS.
+    pub qos: u8,
+    /// MQTT 5 no local.
+    pub no_local: bool,
+    /// MQTT 5 retain as published.
+    pub retain_as_published: bool,
+    /// MQTT 5 retain handling (0, 1, 2).
+    pub retain_handling: u8,
+    /// MQTT 5 subscription identifier.
+    pub subscription_id: Option<u32>,
+}
+
+/// A persistent session: the client id is the key, this is the value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Its subscriptions.
+    pub subscriptions: Vec<StoredSubscription>,
+}
+
+/// Where a queued message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueuedState {
+    /// Waiting in the queue, not sent yet.
+    Queued,
+    /// Sent at QoS 1 with this packet id, waiting for PUBACK.
+    WaitPubAck(u16),
+    /// Sent at QoS 2 with this packet id, waiting for PUBREC.
+    WaitPubRec(u16),
+    /// PUBREL sent for this packet id, waiting for PUBCOMP.
+    WaitPubComp(u16),
+}
+
+/// A QoS 1/2 message in a persistent session's queue; the key is (client id, sequence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedRecord {
+    /// The message (its payload is dropped once PUBREC has been received).
+    pub message: StoredMessage,
+    /// QoS for this subscriber.
+    pub qos: u8,
+    /// Retain flag on the wire.
+    pub retain: bool,
+    /// Its place in the acknowledgement flow.
+    pub state: QueuedState,
+}
+
+/// A persistent session as read back at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredSession {
+    /// Client id.
+    pub client_id: String,
+    /// The session record.
+    pub record: SessionRecord,
+    /// Queued and in-flight messages, by sequence number, oldest first.
+    pub queued: Vec<(u64, QueuedRecord)>,
+    /// Packet ids of QoS 2 messages received and not yet released.
+    pub qos2_received: Vec<u16>,
+}

@@ -1,0 +1,182 @@
+use std::time::Duration;
+
+use super::records::*;
+use super::*;
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, SyncMode::Group, Duration::from_millis(1)).expect("open")
+}
+
+fn message(topic: &str, payload: &[u8]) -> StoredMessage {
+    StoredMessage {
+        topic: topic.into(),
+        payload: payload.to_vec(),
+        qos: 1,
+        retain: true,
+        properties: StoredProperties::default(),
+    }
+}
+
+fn queued(payload: &[u8], state: QueuedState) -> QueuedRecord {
+    QueuedRecord {
+        message: message("t", payload),
+        qos: 1,
+        retain: false,
+        state,
+    }
+}
+
+#[test]
+fn everything_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.put_account(
+            "romeo",
+            &AccountRecord {
+                password_hash: "$argon2id$x".into(),
+            },
+        )
+        .unwrap();
+        s.put_acl("10.0.0.0/8", false).unwrap();
+        s.put_setting("mqtt.max_packet_size", "8192").unwrap();
+        s.put_retained(&message("a/b", b"r")).unwrap();
+        let rec = SessionRecord {
+            subscriptions: vec![StoredSubscription {
+                filter: "x/#".into(),
+                qos: 2,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+                subscription_id: None,
+            }],
+        };
+        s.put_session("c1", &rec).unwrap();
+        s.put_queued("c1", 2, &queued(b"second", QueuedState::Queued))
+            .unwrap();
+        s.put_queued("c1", 1, &queued(b"first", QueuedState::WaitPubAck(7)))
+            .unwrap();
+        s.put_queued("c1", 300, &queued(b"third", QueuedState::Queued))
+            .unwrap();
+        s.put_qos2("c1", 9).unwrap();
+        s.flush().unwrap();
+    }
+    let s = open(dir.path());
+    assert_eq!(s.accounts().unwrap()[0].0, "romeo");
+    assert_eq!(s.acl().unwrap(), vec![("10.0.0.0/8".to_owned(), false)]);
+    assert_eq!(s.settings().unwrap()[0].1, "8192");
+    assert_eq!(s.retained().unwrap()[0].payload, b"r");
+    let sessions = s.sessions().unwrap();
+    assert_eq!(sessions.len(), 1);
+    let c1 = &sessions[0];
+    assert_eq!(c1.record.subscriptions[0].filter, "x/#");
+    let order: Vec<u64> = c1.queued.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(order, vec![1, 2, 300], "queue comes back oldest first");
+    assert_eq!(c1.queued[0].1.state, QueuedState::WaitPubAck(7));
+    assert_eq!(c1.qos2_received, vec![9]);
+}
+
+#[test]
+fn deleting_a_session_leaves_one_with_a_longer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for id in ["a", "ab"] {
+        s.put_session(id, &SessionRecord::default()).unwrap();
+        s.put_queued(id, 1, &queued(b"m", QueuedState::Queued))
+            .unwrap();
+        s.put_qos2(id, 1).unwrap();
+    }
+    s.delete_session("a").unwrap();
+    let left = s.sessions().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].client_id, "ab");
+    assert_eq!(left[0].queued.len(), 1);
+    assert_eq!(left[0].qos2_received, vec![1]);
+    s.delete_queued("ab", 1).unwrap();
+    s.delete_qos2("ab", 1).unwrap();
+    assert!(s.sessions().unwrap()[0].queued.is_empty());
+}
+
+#[test]
+fn deletes_report_whether_something_was_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert!(!s.delete_account("x").unwrap());
+    s.put_account(
+        "x",
+        &AccountRecord {
+            password_hash: "h".into(),
+        },
+    )
+    .unwrap();
+    assert!(s.delete_account("x").unwrap());
+    assert!(!s.delete_acl("1.2.3.4/32").unwrap());
+    s.put_retained(&message("t", b"1")).unwrap();
+    s.delete_retained("t").unwrap();
+    assert!(s.retained().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn group_commit_makes_tickets_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut durable = s.durable_watch();
+    let mut last = 0;
+    for i in 0..50u8 {
+        last = s.put_retained(&message("t", &[i])).unwrap();
+    }
+    assert!(last >= 50);
+    assert_eq!(s.ticket(), last);
+    let reached = tokio::time::timeout(Duration::from_secs(10), durable.wait_for(|d| *d >= last))
+        .await
+        .expect("group commit within 10 s");
+    assert!(reached.is_ok());
+}
+
+#[test]
+fn no_sync_mode_never_makes_writers_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), SyncMode::None, Duration::ZERO).unwrap();
+    assert_eq!(s.put_retained(&message("t", b"1")).unwrap(), 0);
+    assert_eq!(s.ticket(), 0);
+}
+
+#[test]
+fn a_second_open_of_the_same_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = open(dir.path());
+    let err = Store::open(dir.path(), SyncMode::None, Duration::ZERO).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    assert!(err.to_string().contains("fubar reset"));
+}
+
+#[test]
+fn undecodable_records_are_reported_as_corrupt_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.retained.insert("bad", [0xff, 0xff, 0xff]).unwrap();
+        s.flush().unwrap();
+    }
+    let s = open(dir.path());
+    let err = s.retained().unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains(&dir.path().display().to_string()) && text.contains("fubar reset"),
+        "{text}"
+    );
+}
+
+#[test]
+fn another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::builder(dir.path()).open().unwrap();
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).unwrap();
+        meta.insert(META_FORMAT, 99u32.to_be_bytes()).unwrap();
+        db.persist(PersistMode::SyncAll).unwrap();
+    }
+    let err = Store::open(dir.path(), SyncMode::None, Duration::ZERO).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
