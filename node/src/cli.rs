@@ -19,10 +19,111 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker node (MQTT on 0.0.0.0:1883 by default, state under ./data/).
     Node(NodeArgs),
+    /// Control a running node through its admin socket.
+    Ctl(CtlArgs),
+    /// Clear a node's preserved state (accounts, retained messages, sessions, settings).
+    Reset(ResetArgs),
+}
+
+/// Which node: the same flags and defaults as `fubar node`, so a bare command finds the node
+/// a bare `fubar node` started.
+#[derive(Debug, Clone, Args)]
+pub struct NodeLocation {
+    /// Node name, NAME@HOST [default: fubar@<hostname>].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Flags of `fubar ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The node to talk to.
+    #[command(flatten)]
+    pub node: NodeLocation,
+    /// The command.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The commands of `fubar ctl`.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Node name, version, uptime, listeners, connections, sessions, memory, cluster role.
+    Status,
+    /// Stop the node gracefully (as SIGTERM does).
+    Stop,
+    /// Accounts for client authentication.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Address rules: allow or deny connections by address block.
+    #[command(subcommand)]
+    Acl(AclCommand),
+    /// Show the effective settings, or change one at run time (kept across restarts).
+    Settings {
+        /// Dotted name, e.g. mqtt.max_packet_size.
+        name: Option<String>,
+        /// New value, as in the TOML file.
+        value: Option<String>,
+    },
+}
+
+/// `fubar ctl account ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account or change its password.
+    Update {
+        /// User name.
+        name: String,
+        /// Password.
+        password: String,
+    },
+    /// Delete an account.
+    Delete {
+        /// User name.
+        name: String,
+    },
+    /// List account names.
+    List,
+}
+
+/// `fubar ctl acl ...`.
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Allow connections from ADDR[/PREFIX].
+    Allow {
+        /// Address block, e.g. 10.0.0.0/8.
+        cidr: String,
+    },
+    /// Deny connections from ADDR[/PREFIX].
+    Deny {
+        /// Address block, e.g. 10.0.0.0/8.
+        cidr: String,
+    },
+    /// Remove a rule.
+    Delete {
+        /// Address block as added.
+        cidr: String,
+    },
+    /// List rules, most specific first.
+    List,
+}
+
+/// Flags of `fubar reset`.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The node whose state is cleared.
+    #[command(flatten)]
+    pub node: NodeLocation,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// Flags of `fubar node`. Each overrides the settings file, which overrides the defaults.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
     /// Settings file (TOML); see the README for every key and its default.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -45,4 +146,7 @@ pub struct NodeArgs {
     /// Log classes printed to stdout, comma-separated [default: trace,warning,error,info].
     #[arg(long, value_name = "CLASSES", value_delimiter = ',')]
     pub log_stdout: Option<Vec<String>>,
+    /// Require clients to log in with an account (setting auth.enabled).
+    #[arg(long)]
+    pub auth: bool,
 }

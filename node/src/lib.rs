@@ -3,6 +3,7 @@
 //! The binary's `main` parses the command line (`cli`) and hands it to `commands::run`. The
 //! broker is built from sans-IO protocol pieces (`mqtt`) driven by tokio tasks (`broker`).
 
+pub mod admin;
 pub mod broker;
 pub mod cli;
 pub mod commands;

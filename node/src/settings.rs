@@ -7,12 +7,12 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::mqtt::session::SessionLimits;
 
 /// All settings of a node.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Node identity and where its state lives.
@@ -21,12 +21,55 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     /// Per-session bounds and lifetimes.
     pub session: SessionSettings,
+    /// Client authentication.
+    pub auth: AuthSettings,
+    /// The preserved state.
+    pub store: StoreSettings,
     /// Which log classes are printed (until the log engine lands).
     pub log: LogSettings,
 }
 
+/// Client authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Require a user name and password of an account (`fubar ctl account update`).
+    pub enabled: bool,
+    /// Delay before the next attempt from an address after a failed login, doubling with
+    /// each further failure.
+    pub failure_delay_ms: u64,
+    /// Cap of that delay.
+    pub max_failure_delay_ms: u64,
+    /// Addresses whose failures are remembered (bounded memory under a scan).
+    pub max_tracked_addresses: usize,
+    /// Password checks (deliberately slow) running at once.
+    pub max_concurrent_checks: usize,
+}
+
+/// How the preserved state is written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `group`: a QoS 1/2 PUBLISH is acknowledged once the copies it left in offline queues and
+    /// the retained store are fsynced (one fsync per group of writes). `none`: no fsync on the
+    /// message path (a process crash loses nothing; a power loss may lose the last seconds).
+    pub sync: SyncSetting,
+    /// Milliseconds a group commit waits for more writes to join before its fsync.
+    pub group_commit_ms: u64,
+}
+
+/// The values of `store.sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncSetting {
+    /// Group commit.
+    Group,
+    /// No fsync on the message path.
+    None,
+}
+
 /// Node identity.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSettings {
     /// Node name, `name@host`.
@@ -36,7 +79,7 @@ pub struct NodeSettings {
 }
 
 /// The MQTT listener and protocol limits.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttSettings {
     /// Address the MQTT listener binds.
@@ -63,7 +106,7 @@ pub struct MqttSettings {
 }
 
 /// Per-session bounds and lifetimes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionSettings {
     /// Most messages queued per session (offline queue and backlog).
@@ -79,7 +122,7 @@ pub struct SessionSettings {
 }
 
 /// Which classed log events are printed to stdout.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// Classes printed to stdout, e.g. `["trace", "warning", "error", "info", "access"]`.
@@ -129,6 +172,27 @@ impl Default for SessionSettings {
     }
 }
 
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            failure_delay_ms: 1000,
+            max_failure_delay_ms: 30_000,
+            max_tracked_addresses: 100_000,
+            max_concurrent_checks: 2,
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            sync: SyncSetting::Group,
+            group_commit_ms: 2,
+        }
+    }
+}
+
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
@@ -138,6 +202,23 @@ impl Default for LogSettings {
         }
     }
 }
+
+/// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
+pub const FIXED_AT_START: [&str; 13] = [
+    "node.name",
+    "node.data_dir",
+    "mqtt.bind",
+    "mqtt.port",
+    "mqtt.max_connections",
+    "session.expiry_sweep_secs",
+    "auth.failure_delay_ms",
+    "auth.max_failure_delay_ms",
+    "auth.max_tracked_addresses",
+    "auth.max_concurrent_checks",
+    "store.sync",
+    "store.group_commit_ms",
+    "log.stdout",
+];
 
 /// `fubar@<hostname>`, the default node name.
 pub fn default_node_name() -> String {
@@ -226,9 +307,69 @@ impl Settings {
         Ok(())
     }
 
+    /// These settings with `name` (dotted, e.g. `mqtt.max_packet_size`) set to `value` (a TOML
+    /// value; a bare word is taken as a string). Refuses unknown names, wrong types, values
+    /// out of range, and settings that only take effect at start.
+    pub fn with_change(&self, name: &str, value: &str) -> Result<Self, SettingsError> {
+        let invalid = |why: String| SettingsError::Invalid {
+            name: "setting",
+            why,
+        };
+        let (section, key) = name
+            .split_once('.')
+            .ok_or_else(|| invalid(format!("{name:?} is not SECTION.KEY")))?;
+        let current = self.flatten();
+        if !current.iter().any(|(n, _)| n == name) {
+            let names: Vec<&str> = current.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(invalid(format!(
+                "unknown setting {name:?}; known: {}",
+                names.join(", ")
+            )));
+        }
+        if FIXED_AT_START.contains(&name) {
+            return Err(invalid(format!(
+                "{name} takes effect only at start: set it in the settings file or with a flag"
+            )));
+        }
+        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+        let mut tree = toml::Table::try_from(self).map_err(|e| invalid(e.to_string()))?;
+        if let Some(toml::Value::Table(sec)) = tree.get_mut(section) {
+            sec.insert(key.to_owned(), parsed);
+        }
+        let changed: Self = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(format!("{name}: {}", e.message())))?;
+        changed.validate()?;
+        Ok(changed)
+    }
+
+    /// Every setting as (dotted name, TOML value), sorted by name.
+    pub fn flatten(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Ok(tree) = toml::Table::try_from(self) {
+            for (section, v) in tree {
+                if let toml::Value::Table(t) = v {
+                    for (k, v) in t {
+                        out.push((format!("{section}.{k}"), v.to_string()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The node's own directory, `<data_dir>/<name>`.
     pub fn node_dir(&self) -> PathBuf {
         self.node.data_dir.join(&self.node.name)
+    }
+
+    /// The directory of the node's preserved state, `<data_dir>/<name>/state`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.node_dir().join("state")
     }
 
     /// Session bounds for the sans-IO session.
@@ -269,6 +410,30 @@ mod tests {
         let s: Settings = toml::from_str("[mqtt]\nmax_packet_size = 4096\n").unwrap();
         assert_eq!(s.mqtt.max_packet_size, 4096);
         assert_eq!(s.session.inflight_window, 32);
+    }
+
+    #[test]
+    fn run_time_changes_are_checked() {
+        let s = Settings::default();
+        let c = s.with_change("mqtt.max_packet_size", "8192").unwrap();
+        assert_eq!(c.mqtt.max_packet_size, 8192);
+        assert!(
+            s.with_change("mqtt.max_packet_size", "\"big\"").is_err(),
+            "wrong type"
+        );
+        assert!(
+            s.with_change("mqtt.max_packet_size", "1").is_err(),
+            "out of range"
+        );
+        assert!(s.with_change("mqtt.nonsense", "1").is_err(), "unknown");
+        assert!(
+            s.with_change("mqtt.port", "1884").is_err(),
+            "fixed at start"
+        );
+        assert!(s.with_change("auth.enabled", "true").unwrap().auth.enabled);
+        let flat = s.flatten();
+        assert!(flat.contains(&("store.sync".to_owned(), "\"group\"".to_owned())));
+        assert!(flat.contains(&("session.inflight_window".to_owned(), "32".to_owned())));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! deadline, a takeover and the shutdown token. Partial reads live in `rbuf` and unwritten
 //! bytes in `wbuf`, so every branch is cancel-safe.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::packet_log;
@@ -29,6 +30,7 @@ use crate::mqtt::packet::{
     SubAckCode, Subscribe, Unsubscribe,
 };
 use crate::mqtt::topic;
+use crate::settings::Settings;
 
 /// How much to read from the socket at a time.
 const READ_CHUNK: usize = 4096;
@@ -45,6 +47,8 @@ struct Client {
 /// One connection and its buffers.
 struct Connection {
     broker: Arc<Broker>,
+    /// The settings when the connection was accepted (run-time changes apply to new ones).
+    settings: Arc<Settings>,
     peer: SocketAddr,
     conn_id: u64,
     reader: OwnedReadHalf,
@@ -55,6 +59,9 @@ struct Connection {
     client: Option<Client>,
     write_blocked_since: Option<Instant>,
     shutdown: CancellationToken,
+    /// PUBACK/PUBREC waiting, in order, until the store's durable ticket reaches theirs.
+    pending_acks: VecDeque<(u64, Packet)>,
+    durable: Option<watch::Receiver<u64>>,
 }
 
 /// Serves one accepted TCP connection until it ends.
@@ -64,12 +71,20 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
+    if !broker.acl.allows(peer.ip()) {
+        tracing::warn!(target: "access", %peer, "connection refused: address denied by the acl");
+        return;
+    }
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
     let conn_id = broker.next_conn_id();
     let now = Instant::now();
+    let settings = broker.settings();
     let mut conn = Connection {
-        state: ConnectionState::new(now, broker.settings.connect_timeout()),
+        state: ConnectionState::new(now, settings.connect_timeout()),
+        durable: broker.store.as_ref().map(|s| s.durable_watch()),
+        pending_acks: VecDeque::new(),
+        settings,
         broker,
         peer,
         conn_id,
@@ -88,12 +103,13 @@ pub(crate) async fn serve(
 
 impl Connection {
     async fn run(&mut self) -> CloseReason {
-        let write_limit = self.broker.settings.mqtt.write_buffer_bytes;
-        let stall = Duration::from_secs(self.broker.settings.mqtt.stalled_reader_timeout_secs);
+        let write_limit = self.settings.mqtt.write_buffer_bytes;
+        let stall = Duration::from_secs(self.settings.mqtt.stalled_reader_timeout_secs);
         loop {
-            if let Err(reason) = self.process_input() {
+            if let Err(reason) = self.process_input().await {
                 return reason;
             }
+            self.release_durable_acks();
             self.fill_from_session(write_limit);
             let now = Instant::now();
             if self.wbuf.is_empty() {
@@ -114,6 +130,7 @@ impl Connection {
             let may_write = !self.wbuf.is_empty();
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
+            let waiting_ack = self.pending_acks.front().map(|(t, _)| *t);
             if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
                 self.rbuf.reserve(READ_CHUNK);
             }
@@ -132,6 +149,7 @@ impl Connection {
                     Ok(n) => packet_log::bytes("in", self.peer, &self.rbuf[self.rbuf.len() - n..]),
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
+                _ = durable_at_least(self.durable.as_mut(), waiting_ack) => {}
                 _ = wake(handle.as_deref()) => {}
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
@@ -147,8 +165,8 @@ impl Connection {
     }
 
     /// Decodes and handles every whole packet in `rbuf`.
-    fn process_input(&mut self) -> Result<(), CloseReason> {
-        let max = self.broker.settings.mqtt.max_packet_size;
+    async fn process_input(&mut self) -> Result<(), CloseReason> {
+        let max = self.settings.mqtt.max_packet_size;
         loop {
             let before = self.rbuf.len();
             let packet = match decode(&mut self.rbuf, max) {
@@ -159,7 +177,34 @@ impl Connection {
             let size = before - self.rbuf.len();
             packet_log::received(self.client_id(), self.peer, &packet, size);
             self.state.on_packet(Instant::now(), &packet)?;
-            self.handle_packet(packet)?;
+            match packet {
+                Packet::Connect(c) => self.handle_connect(c).await?,
+                other => self.handle_packet(other)?,
+            }
+        }
+    }
+
+    /// Sends the acknowledgements whose messages are durable now, in order.
+    fn release_durable_acks(&mut self) {
+        let durable = self.durable.as_ref().map_or(u64::MAX, |d| *d.borrow());
+        while self
+            .pending_acks
+            .front()
+            .is_some_and(|(t, _)| *t <= durable)
+        {
+            if let Some((_, ack)) = self.pending_acks.pop_front() {
+                self.send(&ack);
+            }
+        }
+    }
+
+    /// Sends a PUBACK/PUBREC once `ticket` is durable, after any acknowledgement already
+    /// waiting (MQTT-4.6.0-2: acknowledgements go in the order the PUBLISHes came).
+    fn acknowledge(&mut self, ack: Packet, ticket: u64) {
+        if ticket == 0 && self.pending_acks.is_empty() {
+            self.send(&ack);
+        } else {
+            self.pending_acks.push_back((ticket, ack));
         }
     }
 
@@ -182,7 +227,6 @@ impl Connection {
 
     fn handle_packet(&mut self, packet: Packet) -> Result<(), CloseReason> {
         match packet {
-            Packet::Connect(c) => self.handle_connect(c),
             Packet::Publish(p) => {
                 self.handle_publish(p);
                 Ok(())
@@ -230,8 +274,8 @@ impl Connection {
         }
     }
 
-    fn handle_connect(&mut self, c: Connect) -> Result<(), CloseReason> {
-        let settings = &self.broker.settings;
+    async fn handle_connect(&mut self, c: Connect) -> Result<(), CloseReason> {
+        let settings = self.settings.clone();
         let refuse = |this: &mut Self, code, why: &'static str| {
             this.send(&Packet::ConnAck(ConnAck {
                 session_present: false,
@@ -257,8 +301,15 @@ impl Connection {
                 "identifier rejected",
             );
         }
-        if let Err(code) = self.broker.authenticate(&c) {
-            return refuse(self, code, "authentication failed");
+        if settings.auth.enabled {
+            let checked = self
+                .broker
+                .accounts
+                .check(self.peer.ip(), c.username.as_deref(), c.password.as_deref())
+                .await;
+            if let Err(refusal) = checked {
+                return refuse(self, refusal.code, refusal.reason);
+            }
         }
         let client_id: Arc<str> = if c.client_id.is_empty() {
             self.broker.assign_client_id(self.conn_id).into()
@@ -309,17 +360,21 @@ impl Connection {
             QoS::ExactlyOnce => self.session(|s| s.receive_qos2(p.packet_id)),
             _ => true,
         };
-        if fresh {
-            self.route(Message::from_publish(&p));
-        }
+        let ticket = if fresh {
+            self.route(Message::from_publish(&p))
+        } else {
+            0
+        };
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(p.packet_id)),
-            QoS::ExactlyOnce => self.send(&Packet::PubRec(p.packet_id)),
+            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(p.packet_id), ticket),
+            QoS::ExactlyOnce => self.acknowledge(Packet::PubRec(p.packet_id), ticket),
         }
     }
 
-    fn route(&self, message: Message) {
+    /// Routes a message; returns the durability ticket its acknowledgement must wait for (0
+    /// when no copy went to the store).
+    fn route(&self, message: Message) -> u64 {
         let b = &self.broker;
         let topic = message.topic.clone();
         let routed = b
@@ -328,6 +383,10 @@ impl Connection {
         b.stats.record_routed(&routed);
         if let Some(change) = routed.retained {
             packet_log::retained(self.client_id(), &topic, change);
+        }
+        match &b.store {
+            Some(store) if routed.stored => store.ticket(),
+            _ => 0,
         }
     }
 
@@ -442,7 +501,7 @@ impl Connection {
             reason,
             CloseReason::SocketError(_) | CloseReason::StalledReader
         ) {
-            let flush = Duration::from_millis(self.broker.settings.mqtt.close_flush_ms);
+            let flush = Duration::from_millis(self.settings.mqtt.close_flush_ms);
             let _ = tokio::time::timeout(flush, async {
                 self.writer.write_all_buf(&mut self.wbuf).await?;
                 self.writer.shutdown().await
@@ -456,7 +515,7 @@ impl Connection {
         if reason.publishes_will() {
             if let Some(will) = &client.will {
                 tracing::info!(target: "access", client = %client.id, topic = %will.topic, "publishing will");
-                self.route(Message::from_will(will));
+                let _ = self.route(Message::from_will(will));
             }
         }
         let ended = self
@@ -487,6 +546,18 @@ async fn taken_over(kicked: Option<&mut oneshot::Receiver<()>>) {
             let _ = rx.await;
         }
         None => std::future::pending().await,
+    }
+}
+
+/// Completes when the store's durable ticket reaches `ticket` (never without one).
+async fn durable_at_least(durable: Option<&mut watch::Receiver<u64>>, ticket: Option<u64>) {
+    match (durable, ticket) {
+        (Some(rx), Some(t)) => {
+            if rx.wait_for(|d| *d >= t).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 

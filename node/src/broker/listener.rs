@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{connection, Broker};
-use crate::settings::Settings;
 
 /// A bound MQTT listener and the broker it serves.
 #[derive(Debug)]
@@ -26,14 +25,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the MQTT listener of `settings` (port 0 picks a free port).
-    pub async fn bind(settings: Settings) -> io::Result<Self> {
+    /// Binds the MQTT listener of the broker's settings (port 0 picks a free port).
+    pub async fn bind(broker: Arc<Broker>) -> io::Result<Self> {
+        let settings = broker.settings();
         let addr = SocketAddr::new(settings.mqtt.bind, settings.mqtt.port);
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self {
-            listener,
-            broker: Arc::new(Broker::new(settings)),
-        })
+        Ok(Self { listener, broker })
     }
 
     /// The address the listener is bound to.
@@ -46,12 +43,14 @@ impl Server {
         &self.broker
     }
 
-    /// Serves connections until `shutdown` is cancelled, then closes the listener, disconnects
-    /// every client and waits (up to the shutdown grace) for their tasks to finish.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Serves connections until the broker's shutdown token is cancelled, then closes the
+    /// listener, disconnects every client, waits (up to the shutdown grace) for their tasks to
+    /// finish, and makes the state durable.
+    pub async fn run(self) {
         let Self { listener, broker } = self;
+        let shutdown = broker.shutdown.clone();
         let tasks = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(broker.settings.mqtt.max_connections));
+        let permits = Arc::new(Semaphore::new(broker.settings().mqtt.max_connections));
         tasks.spawn(sweep_expired_sessions(broker.clone(), shutdown.clone()));
         loop {
             let accepted = tokio::select! {
@@ -90,18 +89,23 @@ impl Server {
         }
         drop(listener);
         tasks.close();
-        let grace = Duration::from_secs(broker.settings.mqtt.shutdown_grace_secs);
+        let grace = Duration::from_secs(broker.settings().mqtt.shutdown_grace_secs);
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             tracing::warn!(target: "warning", remaining = tasks.len(), "shutdown grace passed with connections still open");
+        }
+        if let Some(store) = &broker.store {
+            if let Err(e) = store.flush() {
+                tracing::error!(target: "error", error = %e, "cannot flush the state at shutdown");
+            }
         }
     }
 }
 
 /// Removes persistent sessions whose clients stayed away longer than `session.max_age_secs`.
 async fn sweep_expired_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let every = Duration::from_secs(broker.settings.session.expiry_sweep_secs.max(1));
-    let max_age = Duration::from_secs(broker.settings.session.max_age_secs);
+    let every = Duration::from_secs(broker.settings().session.expiry_sweep_secs.max(1));
     loop {
+        let max_age = Duration::from_secs(broker.settings().session.max_age_secs);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}

@@ -4,22 +4,29 @@
 //! `Broker` is the state every connection shares. `Server` owns a bound listener and runs the
 //! accept loop until its shutdown token is cancelled.
 
+pub mod acl;
+pub mod auth;
 mod connection;
 mod listener;
 mod packet_log;
+mod persist;
 pub mod registry;
 pub mod retained;
 pub mod router;
 pub mod trie;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use fubar_store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
 pub use listener::Server;
 
-use crate::mqtt::packet::{Connect, ConnectReturnCode};
 use crate::settings::Settings;
+use acl::Acl;
+use auth::Accounts;
 use registry::Registry;
 use retained::RetainedStore;
 use router::{Routed, Router};
@@ -27,8 +34,20 @@ use router::{Routed, Router};
 /// The state shared by every connection of a node.
 #[derive(Debug)]
 pub struct Broker {
-    /// The node's settings.
-    pub settings: Arc<Settings>,
+    /// The node's settings; replaced whole by a run-time change, read once per connection.
+    settings: RwLock<Arc<Settings>>,
+    /// The preserved state (absent in unit tests).
+    pub store: Option<Arc<Store>>,
+    /// Accounts, for CONNECT credentials.
+    pub accounts: Accounts,
+    /// Address rules, checked at accept.
+    pub acl: Acl,
+    /// Cancelled to stop the node (SIGTERM, `fubar ctl stop`).
+    pub shutdown: CancellationToken,
+    /// When the node started.
+    pub started: Instant,
+    /// The listeners' URLs, for status.
+    listeners: RwLock<Vec<String>>,
     /// Sessions by client id.
     pub registry: Registry,
     /// Subscriptions and fan-out.
@@ -75,21 +94,79 @@ impl Stats {
 }
 
 impl Broker {
-    /// A broker with empty state.
-    pub fn new(settings: Settings) -> Self {
+    /// A broker whose state lives in `store` (restored from it now), or only in memory.
+    pub fn new(settings: Settings, store: Option<Arc<Store>>) -> Result<Self, StoreError> {
         let boot_id = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        Self {
-            settings: Arc::new(settings),
-            registry: Registry::default(),
+        let broker = Self {
+            accounts: Accounts::load(store.clone(), &settings.auth)?,
+            acl: Acl::load(store.clone())?,
+            settings: RwLock::new(Arc::new(settings)),
+            registry: Registry::with_store(store.clone()),
             router: Router::default(),
-            retained: RetainedStore::default(),
+            retained: RetainedStore::with_store(store.clone()),
             stats: Stats::default(),
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+            listeners: RwLock::default(),
             next_conn_id: AtomicU64::new(1),
             boot_id,
+            store,
+        };
+        if let Some(store) = &broker.store {
+            persist::restore(&broker, store)?;
         }
+        Ok(broker)
+    }
+
+    /// Records a listener for status.
+    pub fn add_listener(&self, url: String) {
+        self.listeners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(url);
+    }
+
+    /// The listeners' URLs.
+    pub fn listeners(&self) -> Vec<String> {
+        self.listeners
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes one setting at run time (for connections from now on) and keeps the change in
+    /// the store, so that it survives a restart.
+    pub fn change_setting(&self, name: &str, value: &str) -> Result<String, String> {
+        let changed = self
+            .settings()
+            .with_change(name, value)
+            .map_err(|e| e.to_string())?;
+        let shown = changed
+            .flatten()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        if let Some(store) = &self.store {
+            store.put_setting(name, &shown).map_err(|e| e.to_string())?;
+        }
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
+        tracing::info!(target: "info", setting = name, value = %shown, "setting changed");
+        Ok(shown)
     }
 
     fn next_conn_id(&self) -> u64 {
@@ -99,12 +176,5 @@ impl Broker {
     /// A client id for a client that connected with an empty one (clean session only).
     fn assign_client_id(&self, conn_id: u64) -> String {
         format!("fubar-{:x}-{conn_id}", self.boot_id)
-    }
-
-    /// Checks the credentials of a CONNECT.
-    ///
-    /// Accounts arrive with the preserved state (step 2); until then every client may connect.
-    fn authenticate(&self, _connect: &Connect) -> Result<(), ConnectReturnCode> {
-        Ok(())
     }
 }

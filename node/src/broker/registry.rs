@@ -4,11 +4,14 @@
 //! Lock order: the registry map first, then a session's slot; never the other way round.
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use fubar_store::Store;
 use tokio::sync::{oneshot, Notify};
 
+use super::persist;
 use crate::mqtt::session::{Session, SessionLimits};
 
 /// The mutable state of one session and its current owner.
@@ -71,12 +74,59 @@ pub struct SessionHandle {
     slot: Mutex<SessionSlot>,
     /// Woken when a message is queued for the session.
     pub notify: Notify,
+    /// Where a persistent session's changes are written.
+    store: Option<Arc<Store>>,
 }
 
 impl SessionHandle {
-    /// Locks the session's slot (a short lock: nothing is awaited while it is held).
-    pub fn lock(&self) -> MutexGuard<'_, SessionSlot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    fn new(client_id: Arc<str>, slot: SessionSlot, store: Option<Arc<Store>>) -> Self {
+        Self {
+            client_id,
+            slot: Mutex::new(slot),
+            notify: Notify::new(),
+            store,
+        }
+    }
+
+    /// Locks the session's slot (a short lock: nothing is awaited while it is held). When the
+    /// guard is dropped, what a persistent session changed is written to the store.
+    pub fn lock(&self) -> SlotGuard<'_> {
+        SlotGuard {
+            guard: self.slot.lock().unwrap_or_else(PoisonError::into_inner),
+            handle: self,
+        }
+    }
+}
+
+/// A locked session slot that writes the session's journal to the store when released.
+#[derive(Debug)]
+pub struct SlotGuard<'a> {
+    guard: MutexGuard<'a, SessionSlot>,
+    handle: &'a SessionHandle,
+}
+
+impl Deref for SlotGuard<'_> {
+    type Target = SessionSlot;
+    fn deref(&self) -> &SessionSlot {
+        &self.guard
+    }
+}
+
+impl DerefMut for SlotGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SessionSlot {
+        &mut self.guard
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let changes = self.guard.session.take_changes();
+        if changes.is_empty() || self.guard.ended {
+            return;
+        }
+        if let Some(store) = &self.handle.store {
+            persist::write_changes(store, &self.handle.client_id, &self.guard.session, changes);
+        }
     }
 }
 
@@ -100,9 +150,52 @@ pub struct Attached {
 #[derive(Debug, Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
+    store: Option<Arc<Store>>,
 }
 
 impl Registry {
+    /// A registry whose persistent sessions are kept in `store`.
+    pub fn with_store(store: Option<Arc<Store>>) -> Self {
+        Self {
+            sessions: Mutex::default(),
+            store,
+        }
+    }
+
+    /// Adds a persistent session read back from the store, offline since `now`.
+    pub fn restore(&self, client_id: &str, session: Session, now: Instant) -> Arc<SessionHandle> {
+        let client_id: Arc<str> = client_id.into();
+        let slot = SessionSlot {
+            session,
+            owner: None,
+            clean: false,
+            offline_since: Some(now),
+            ended: false,
+            drops_unreported: 0,
+            last_drop_report: None,
+        };
+        let handle = Arc::new(SessionHandle::new(
+            client_id.clone(),
+            slot,
+            self.store.clone(),
+        ));
+        self.map().insert(client_id, handle.clone());
+        handle
+    }
+
+    /// Ends a session: no more store writes for it, and its stored state is deleted.
+    fn end(&self, slot: &mut SessionSlot, client_id: &str) {
+        slot.ended = true;
+        if slot.session.is_persistent() {
+            let _ = slot.session.take_changes();
+            if let Some(store) = &self.store {
+                if let Err(e) = store.delete_session(client_id) {
+                    tracing::error!(target: "error", client = client_id, error = %e, "cannot delete stored session");
+                }
+            }
+        }
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<SessionHandle>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -130,6 +223,7 @@ impl Registry {
                 slot.owner = Some(Owner { conn_id, kick });
                 slot.offline_since = None;
                 slot.clean = false;
+                slot.session.set_persistent(true);
                 drop(slot);
                 return Attached {
                     handle: existing,
@@ -139,25 +233,29 @@ impl Registry {
                     kicked,
                 };
             }
-            slot.ended = true;
+            self.end(&mut slot, client_id);
             drop(slot);
             map.remove(client_id);
             discarded = Some(existing);
         }
         let client_id: Arc<str> = client_id.into();
-        let handle = Arc::new(SessionHandle {
-            client_id: client_id.clone(),
-            slot: Mutex::new(SessionSlot {
-                session: Session::new(limits),
-                owner: Some(Owner { conn_id, kick }),
-                clean,
-                offline_since: None,
-                ended: false,
-                drops_unreported: 0,
-                last_drop_report: None,
-            }),
-            notify: Notify::new(),
-        });
+        let mut session = Session::new(limits);
+        session.set_persistent(!clean);
+        let slot = SessionSlot {
+            session,
+            owner: Some(Owner { conn_id, kick }),
+            clean,
+            offline_since: None,
+            ended: false,
+            drops_unreported: 0,
+            last_drop_report: None,
+        };
+        let handle = Arc::new(SessionHandle::new(
+            client_id.clone(),
+            slot,
+            self.store.clone(),
+        ));
+        drop(handle.lock()); // writes a new persistent session's record
         map.insert(client_id, handle.clone());
         Attached {
             handle,
@@ -182,7 +280,7 @@ impl Registry {
             slot.session.drop_qos0();
             return false;
         }
-        slot.ended = true;
+        self.end(&mut slot, &handle.client_id);
         drop(slot);
         remove_if_same(&mut map, handle);
         true
@@ -201,11 +299,14 @@ impl Registry {
             .values()
             .filter(|h| {
                 let mut slot = h.lock();
-                slot.ended = slot.owner.is_none()
+                let expired = slot.owner.is_none()
                     && slot
                         .offline_since
                         .is_some_and(|t| now.saturating_duration_since(t) >= max_age);
-                slot.ended
+                if expired {
+                    self.end(&mut slot, &h.client_id);
+                }
+                expired
             })
             .cloned()
             .collect();

@@ -3,6 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use fubar_store::Store;
+
+use super::persist::stored_message;
 use crate::mqtt::message::Message;
 use crate::mqtt::topic;
 
@@ -17,17 +20,36 @@ pub enum RetainChange {
     Unchanged,
 }
 
-/// The retained messages of a node.
+/// The retained messages of a node, in memory and (when it has one) in the store.
 #[derive(Debug, Default)]
 pub struct RetainedStore {
     messages: Mutex<HashMap<Arc<str>, Arc<Message>>>,
+    store: Option<Arc<Store>>,
 }
 
 impl RetainedStore {
+    /// Retained messages kept durably in `store`.
+    pub fn with_store(store: Option<Arc<Store>>) -> Self {
+        Self {
+            messages: Mutex::default(),
+            store,
+        }
+    }
+
+    /// Loads messages read back from the store.
+    pub fn restore(&self, messages: impl IntoIterator<Item = Arc<Message>>) {
+        let mut map = self.messages.lock().unwrap_or_else(PoisonError::into_inner);
+        for m in messages {
+            map.insert(m.topic.clone(), m);
+        }
+    }
+
     /// Stores (or, for an empty payload, deletes) the retained message of its topic.
+    ///
+    /// The store is written under the lock, so it sees changes of a topic in their order.
     pub fn set(&self, message: &Arc<Message>) -> RetainChange {
         let mut messages = self.messages.lock().unwrap_or_else(PoisonError::into_inner);
-        if message.payload.is_empty() {
+        let change = if message.payload.is_empty() {
             match messages.remove(&message.topic) {
                 Some(_) => RetainChange::Cleared,
                 None => RetainChange::Unchanged,
@@ -35,7 +57,23 @@ impl RetainedStore {
         } else {
             messages.insert(message.topic.clone(), message.clone());
             RetainChange::Set
+        };
+        if let Some(store) = &self.store {
+            let written = match change {
+                RetainChange::Set => store.put_retained(&stored_message(message)).map(drop),
+                RetainChange::Cleared => store.delete_retained(&message.topic).map(drop),
+                RetainChange::Unchanged => Ok(()),
+            };
+            if let Err(e) = written {
+                tracing::error!(target: "error", topic = %message.topic, error = %e, "cannot store retained message");
+            }
         }
+        change
+    }
+
+    /// Whether changes are kept in a store (and so may need an fsync before an ack).
+    pub fn is_durable(&self) -> bool {
+        self.store.is_some()
     }
 
     /// The retained messages whose topics match `filter`.

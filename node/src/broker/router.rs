@@ -34,6 +34,9 @@ pub struct Routed {
     pub dropped: usize,
     /// QoS 0 copies not queued because the session's client is away.
     pub skipped_offline: usize,
+    /// Whether a copy went to the store (a persistent session's queue or the retained
+    /// store): the publisher's acknowledgement must then wait until it is durable.
+    pub stored: bool,
     /// What happened to the retained store, if the message was retained.
     pub retained: Option<RetainChange>,
 }
@@ -113,7 +116,9 @@ impl Router {
     ) -> Routed {
         let mut routed = Routed::default();
         if message.retain {
-            routed.retained = Some(retained.set(&message));
+            let change = retained.set(&message);
+            routed.stored |= change != RetainChange::Unchanged && retained.is_durable();
+            routed.retained = Some(change);
         }
         let mut targets: Vec<(Arc<SessionHandle>, QoS)> = Vec::new();
         {
@@ -141,9 +146,10 @@ impl Router {
                 retain: false,
             };
             match deliver(&handle, delivery) {
-                Some(dropped) => {
+                Some(d) => {
                     routed.delivered += 1;
-                    routed.dropped += dropped;
+                    routed.dropped += d.dropped;
+                    routed.stored |= d.stored;
                 }
                 None => routed.skipped_offline += 1,
             }
@@ -152,14 +158,24 @@ impl Router {
     }
 }
 
-/// Queues one delivery in one session and wakes its connection. Returns how many older
-/// messages were dropped, or `None` when a QoS 0 message was not queued for an absent client.
-pub fn deliver(handle: &SessionHandle, delivery: Delivery) -> Option<usize> {
-    let (dropped, report) = {
+/// What `deliver` did with one message for one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Older messages dropped to make room.
+    pub dropped: usize,
+    /// Whether the message went to the store with the session.
+    pub stored: bool,
+}
+
+/// Queues one delivery in one session and wakes its connection. `None` when a QoS 0 message
+/// was not queued for an absent client.
+pub fn deliver(handle: &SessionHandle, delivery: Delivery) -> Option<Delivered> {
+    let (dropped, stored, report) = {
         let mut slot = handle.lock();
         if delivery.qos == QoS::AtMostOnce && !slot.is_online() {
             return None;
         }
+        let stored = delivery.qos != QoS::AtMostOnce && slot.session.is_persistent();
         let dropped = slot.session.enqueue(delivery).dropped;
         let report = if dropped > 0 {
             slot.note_drops(dropped, Instant::now(), DROP_REPORT_EVERY)
@@ -167,7 +183,7 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery) -> Option<usize> {
         } else {
             None
         };
-        (dropped, report)
+        (dropped, stored, report)
     };
     if let Some((dropped, total)) = report {
         tracing::warn!(
@@ -179,7 +195,7 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery) -> Option<usize> {
         );
     }
     handle.notify.notify_one();
-    Some(dropped)
+    Some(Delivered { dropped, stored })
 }
 
 #[cfg(test)]

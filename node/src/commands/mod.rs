@@ -1,7 +1,9 @@
 //! The subcommands' bodies: the outermost layer, where errors become one line and an exit
 //! code.
 
+mod ctl;
 mod node;
+mod reset;
 
 use crate::cli::{Cli, Command};
 
@@ -9,5 +11,7 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(args),
+        Command::Ctl(args) => ctl::run(args),
+        Command::Reset(args) => reset::run(args),
     }
 }

@@ -5,6 +5,9 @@
 //! the in-flight window of QoS 1/2 messages sent but not yet acknowledged, and the packet ids of
 //! QoS 2 messages received but not yet released.
 //!
+//! A persistent session also keeps a journal of its changes (`SessionChange`) for the broker
+//! to write to the store; the session itself does no IO.
+//!
 //! ### Invariants
 //! - `queue` holds at most `limits.max_queued_messages` entries and `queued_bytes` (the sum of
 //!   their `Message::cost`) stays within `limits.max_queued_bytes`, except that one message is
@@ -12,6 +15,7 @@
 //! - `inflight` holds at most `limits.inflight_window` entries, in the order they were sent,
 //!   with distinct packet ids; QoS 0 messages never enter it.
 //! - Messages leave the queue in the order they entered it, so delivery is in order per topic.
+//! - Every message has a sequence number, increasing in the order messages were queued.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -29,26 +33,76 @@ pub struct SessionLimits {
     pub inflight_window: usize,
 }
 
-/// Where an outgoing QoS 1/2 message stands in its acknowledgement flow.
+/// Where a QoS 1/2 message stands in its delivery to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(
-    clippy::enum_variant_names,
-    reason = "each names the acknowledgement awaited"
-)]
-enum InflightState {
-    /// QoS 1 sent, waiting for PUBACK.
-    WaitPubAck,
-    /// QoS 2 sent, waiting for PUBREC.
-    WaitPubRec,
-    /// QoS 2 PUBREL sent, waiting for PUBCOMP.
-    WaitPubComp,
+pub enum DeliveryState {
+    /// Waiting in the queue.
+    Queued,
+    /// Sent at QoS 1 with this packet id, waiting for PUBACK.
+    WaitPubAck(u16),
+    /// Sent at QoS 2 with this packet id, waiting for PUBREC.
+    WaitPubRec(u16),
+    /// PUBREL sent for this packet id, waiting for PUBCOMP.
+    WaitPubComp(u16),
+}
+
+impl DeliveryState {
+    fn packet_id(self) -> Option<u16> {
+        match self {
+            Self::Queued => None,
+            Self::WaitPubAck(id) | Self::WaitPubRec(id) | Self::WaitPubComp(id) => Some(id),
+        }
+    }
+}
+
+/// A change a persistent session made, for the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionChange {
+    /// A QoS 1/2 message was queued, or its delivery state changed: (re)write it.
+    Put {
+        /// Its sequence number.
+        seq: u64,
+        /// The message and how it is delivered.
+        delivery: Delivery,
+        /// Its new state.
+        state: DeliveryState,
+    },
+    /// A QoS 1/2 message left the session (acknowledged, or dropped by overflow).
+    Remove {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A QoS 2 message with this packet id was received and awaits PUBREL.
+    Qos2Received(u16),
+    /// The QoS 2 packet id was released.
+    Qos2Released(u16),
+    /// The subscriptions changed: rewrite the session record.
+    Subscriptions,
+}
+
+/// A message of a session as restored from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredDelivery {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The message and how it is delivered.
+    pub delivery: Delivery,
+    /// Where it stood.
+    pub state: DeliveryState,
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    seq: u64,
+    delivery: Delivery,
 }
 
 #[derive(Debug, Clone)]
 struct Inflight {
+    seq: u64,
     packet_id: u16,
     delivery: Delivery,
-    state: InflightState,
+    state: DeliveryState,
 }
 
 /// What `Session::enqueue` did.
@@ -64,12 +118,15 @@ pub struct Enqueued {
 pub struct Session {
     limits: SessionLimits,
     subscriptions: HashMap<String, SubscriptionOptions>,
-    queue: VecDeque<Delivery>,
+    queue: VecDeque<Queued>,
     queued_bytes: usize,
     inflight: VecDeque<Inflight>,
     awaiting_pubrel: HashSet<u16>,
     next_packet_id: u16,
+    next_seq: u64,
     dropped_total: u64,
+    /// Changes not yet written to the store; `None` for a session that is not persistent.
+    journal: Option<Vec<SessionChange>>,
 }
 
 impl Session {
@@ -83,7 +140,102 @@ impl Session {
             inflight: VecDeque::new(),
             awaiting_pubrel: HashSet::new(),
             next_packet_id: 1,
+            next_seq: 1,
             dropped_total: 0,
+            journal: None,
+        }
+    }
+
+    /// A persistent session rebuilt from the store. Its journal starts empty: what was read
+    /// is already stored.
+    pub fn restore(
+        limits: SessionLimits,
+        subscriptions: Vec<(String, SubscriptionOptions)>,
+        mut messages: Vec<RestoredDelivery>,
+        qos2_received: Vec<u16>,
+    ) -> Self {
+        let mut s = Self::new(limits);
+        s.subscriptions = subscriptions.into_iter().collect();
+        messages.sort_by_key(|m| m.seq);
+        for m in messages {
+            s.next_seq = s.next_seq.max(m.seq + 1);
+            match m.state.packet_id() {
+                None => {
+                    s.queued_bytes += m.delivery.message.cost();
+                    s.queue.push_back(Queued {
+                        seq: m.seq,
+                        delivery: m.delivery,
+                    });
+                }
+                Some(packet_id) => {
+                    s.next_packet_id = packet_id.checked_add(1).unwrap_or(1);
+                    s.inflight.push_back(Inflight {
+                        seq: m.seq,
+                        packet_id,
+                        delivery: m.delivery,
+                        state: m.state,
+                    });
+                }
+            }
+        }
+        s.awaiting_pubrel = qos2_received.into_iter().collect();
+        s.journal = Some(Vec::new());
+        s
+    }
+
+    /// Makes the session persistent (or not). Turning it on journals everything it holds, so
+    /// the store gets the whole session.
+    pub fn set_persistent(&mut self, on: bool) {
+        if !on {
+            self.journal = None;
+            return;
+        }
+        if self.journal.is_some() {
+            return;
+        }
+        let mut journal = vec![SessionChange::Subscriptions];
+        for i in &self.inflight {
+            journal.push(SessionChange::Put {
+                seq: i.seq,
+                delivery: i.delivery.clone(),
+                state: i.state,
+            });
+        }
+        for q in self
+            .queue
+            .iter()
+            .filter(|q| q.delivery.qos != QoS::AtMostOnce)
+        {
+            journal.push(SessionChange::Put {
+                seq: q.seq,
+                delivery: q.delivery.clone(),
+                state: DeliveryState::Queued,
+            });
+        }
+        journal.extend(
+            self.awaiting_pubrel
+                .iter()
+                .map(|id| SessionChange::Qos2Received(*id)),
+        );
+        self.journal = Some(journal);
+    }
+
+    /// Whether the session journals its changes for the store.
+    pub fn is_persistent(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Takes the changes made since the last call.
+    pub fn take_changes(&mut self) -> Vec<SessionChange> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn record(&mut self, change: SessionChange) {
+        if let Some(j) = &mut self.journal {
+            j.push(change);
         }
     }
 
@@ -93,12 +245,17 @@ impl Session {
         filter: &str,
         options: SubscriptionOptions,
     ) -> Option<SubscriptionOptions> {
+        self.record(SessionChange::Subscriptions);
         self.subscriptions.insert(filter.to_owned(), options)
     }
 
     /// Removes a subscription; returns whether it existed.
     pub fn unsubscribe(&mut self, filter: &str) -> bool {
-        self.subscriptions.remove(filter).is_some()
+        let existed = self.subscriptions.remove(filter).is_some();
+        if existed {
+            self.record(SessionChange::Subscriptions);
+        }
+        existed
     }
 
     /// The session's subscriptions.
@@ -108,15 +265,27 @@ impl Session {
 
     /// Queues a message for delivery, dropping the oldest queued ones if a bound is passed.
     pub fn enqueue(&mut self, delivery: Delivery) -> Enqueued {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if delivery.qos != QoS::AtMostOnce {
+            self.record(SessionChange::Put {
+                seq,
+                delivery: delivery.clone(),
+                state: DeliveryState::Queued,
+            });
+        }
         self.queued_bytes += delivery.message.cost();
-        self.queue.push_back(delivery);
+        self.queue.push_back(Queued { seq, delivery });
         let mut dropped = 0;
         while self.queue.len() > 1
             && (self.queue.len() > self.limits.max_queued_messages
                 || self.queued_bytes > self.limits.max_queued_bytes)
         {
             if let Some(old) = self.queue.pop_front() {
-                self.queued_bytes -= old.message.cost();
+                self.queued_bytes -= old.delivery.message.cost();
+                if old.delivery.qos != QoS::AtMostOnce {
+                    self.record(SessionChange::Remove { seq: old.seq });
+                }
                 dropped += 1;
             }
         }
@@ -132,21 +301,29 @@ impl Session {
     #[must_use]
     pub fn poll_publish(&mut self) -> Option<Publish> {
         let head = self.queue.front()?;
-        if head.qos != QoS::AtMostOnce && self.inflight.len() >= self.limits.inflight_window {
+        if head.delivery.qos != QoS::AtMostOnce
+            && self.inflight.len() >= self.limits.inflight_window
+        {
             return None;
         }
-        let delivery = self.queue.pop_front()?;
+        let Queued { seq, delivery } = self.queue.pop_front()?;
         self.queued_bytes -= delivery.message.cost();
         let packet_id = match delivery.qos {
             QoS::AtMostOnce => 0,
             qos => {
                 let id = self.allocate_packet_id();
                 let state = if qos == QoS::AtLeastOnce {
-                    InflightState::WaitPubAck
+                    DeliveryState::WaitPubAck(id)
                 } else {
-                    InflightState::WaitPubRec
+                    DeliveryState::WaitPubRec(id)
                 };
+                self.record(SessionChange::Put {
+                    seq,
+                    delivery: delivery.clone(),
+                    state,
+                });
                 self.inflight.push_back(Inflight {
+                    seq,
                     packet_id: id,
                     delivery: delivery.clone(),
                     state,
@@ -168,53 +345,68 @@ impl Session {
         }
     }
 
-    fn take_inflight(&mut self, packet_id: u16, state: InflightState) -> Option<usize> {
-        self.inflight
-            .iter()
-            .position(|i| i.packet_id == packet_id && i.state == state)
+    fn find_inflight(&self, state: DeliveryState) -> Option<usize> {
+        self.inflight.iter().position(|i| i.state == state)
+    }
+
+    fn complete(&mut self, state: DeliveryState) -> bool {
+        let Some(at) = self.find_inflight(state) else {
+            return false;
+        };
+        if let Some(done) = self.inflight.remove(at) {
+            self.record(SessionChange::Remove { seq: done.seq });
+        }
+        true
     }
 
     /// PUBACK received; returns whether it acknowledged a message in flight.
     pub fn handle_puback(&mut self, packet_id: u16) -> bool {
-        match self.take_inflight(packet_id, InflightState::WaitPubAck) {
-            Some(at) => self.inflight.remove(at).is_some(),
-            None => false,
-        }
+        self.complete(DeliveryState::WaitPubAck(packet_id))
     }
 
     /// PUBREC received; returns whether it matched a message in flight. Either way the caller
     /// answers with PUBREL (MQTT-4.3.3-3).
     pub fn handle_pubrec(&mut self, packet_id: u16) -> bool {
-        match self.take_inflight(packet_id, InflightState::WaitPubRec) {
-            Some(at) => {
-                self.inflight[at].state = InflightState::WaitPubComp;
-                true
-            }
-            // A repeated PUBREC after a reconnect finds the message already released.
-            None => self
-                .take_inflight(packet_id, InflightState::WaitPubComp)
-                .is_some(),
+        if let Some(at) = self.find_inflight(DeliveryState::WaitPubRec(packet_id)) {
+            let state = DeliveryState::WaitPubComp(packet_id);
+            let entry = &mut self.inflight[at];
+            entry.state = state;
+            let change = SessionChange::Put {
+                seq: entry.seq,
+                delivery: entry.delivery.clone(),
+                state,
+            };
+            self.record(change);
+            return true;
         }
+        // A repeated PUBREC after a reconnect finds the message already released.
+        self.find_inflight(DeliveryState::WaitPubComp(packet_id))
+            .is_some()
     }
 
     /// PUBCOMP received; returns whether it completed a message in flight.
     pub fn handle_pubcomp(&mut self, packet_id: u16) -> bool {
-        match self.take_inflight(packet_id, InflightState::WaitPubComp) {
-            Some(at) => self.inflight.remove(at).is_some(),
-            None => false,
-        }
+        self.complete(DeliveryState::WaitPubComp(packet_id))
     }
 
     /// A QoS 2 PUBLISH arrived from the client; returns true the first time for its packet
     /// id (route it), false for a redelivery of one not yet released (do not route it again).
     pub fn receive_qos2(&mut self, packet_id: u16) -> bool {
-        self.awaiting_pubrel.insert(packet_id)
+        let fresh = self.awaiting_pubrel.insert(packet_id);
+        if fresh {
+            self.record(SessionChange::Qos2Received(packet_id));
+        }
+        fresh
     }
 
     /// PUBREL received for an incoming QoS 2 message; returns whether the id was pending.
     /// Either way the caller answers with PUBCOMP.
     pub fn release_qos2(&mut self, packet_id: u16) -> bool {
-        self.awaiting_pubrel.remove(&packet_id)
+        let known = self.awaiting_pubrel.remove(&packet_id);
+        if known {
+            self.record(SessionChange::Qos2Released(packet_id));
+        }
+        known
     }
 
     /// The packets to resend when a client resumes this session: every unacknowledged
@@ -224,7 +416,7 @@ impl Session {
         self.inflight
             .iter()
             .map(|i| match i.state {
-                InflightState::WaitPubComp => Packet::PubRel(i.packet_id),
+                DeliveryState::WaitPubComp(id) => Packet::PubRel(id),
                 _ => Packet::Publish(publish_of(&i.delivery, i.packet_id, true)),
             })
             .collect()
@@ -233,10 +425,10 @@ impl Session {
     /// Forgets queued QoS 0 messages: they are not kept for a client that went away.
     pub fn drop_qos0(&mut self) {
         let mut bytes = 0;
-        self.queue.retain(|d| {
-            let keep = d.qos != QoS::AtMostOnce;
+        self.queue.retain(|q| {
+            let keep = q.delivery.qos != QoS::AtMostOnce;
             if !keep {
-                bytes += d.message.cost();
+                bytes += q.delivery.message.cost();
             }
             keep
         });
@@ -469,5 +661,92 @@ mod tests {
         assert_eq!(s.subscriptions().count(), 1);
         assert!(s.unsubscribe("a/+"));
         assert!(!s.unsubscribe("a/+"));
+    }
+
+    #[test]
+    fn journal_records_the_whole_delivery_flow() {
+        let mut s = Session::new(limits());
+        let _ = s.enqueue(delivery("t", "before", QoS::AtLeastOnce));
+        assert!(s.take_changes().is_empty(), "not persistent: no journal");
+        s.set_persistent(true);
+        let first = s.take_changes();
+        assert_eq!(first[0], SessionChange::Subscriptions);
+        assert!(matches!(
+            first[1],
+            SessionChange::Put {
+                seq: 1,
+                state: DeliveryState::Queued,
+                ..
+            }
+        ));
+        let _ = s.enqueue(delivery("t", "q0", QoS::AtMostOnce));
+        assert!(s.take_changes().is_empty(), "QoS 0 is never stored");
+        let p = s.poll_publish().unwrap();
+        assert_eq!(
+            s.take_changes(),
+            vec![SessionChange::Put {
+                seq: 1,
+                delivery: delivery("t", "before", QoS::AtLeastOnce),
+                state: DeliveryState::WaitPubAck(p.packet_id)
+            }]
+        );
+        assert!(s.handle_puback(p.packet_id));
+        assert_eq!(s.take_changes(), vec![SessionChange::Remove { seq: 1 }]);
+        assert!(s.receive_qos2(5));
+        assert!(s.release_qos2(5));
+        assert_eq!(
+            s.take_changes(),
+            vec![
+                SessionChange::Qos2Received(5),
+                SessionChange::Qos2Released(5)
+            ]
+        );
+    }
+
+    #[test]
+    fn overflow_journals_removals_of_stored_messages() {
+        let mut s = Session::new(SessionLimits {
+            max_queued_messages: 1,
+            ..limits()
+        });
+        s.set_persistent(true);
+        let _ = s.take_changes();
+        let _ = s.enqueue(delivery("t", "a", QoS::AtLeastOnce));
+        let _ = s.enqueue(delivery("t", "b", QoS::AtLeastOnce));
+        let changes = s.take_changes();
+        assert_eq!(changes.len(), 3);
+        assert_eq!(changes[2], SessionChange::Remove { seq: 1 });
+    }
+
+    #[test]
+    fn restore_rebuilds_queue_inflight_and_counters() {
+        let restored = vec![
+            RestoredDelivery {
+                seq: 9,
+                delivery: delivery("t", "queued", QoS::AtLeastOnce),
+                state: DeliveryState::Queued,
+            },
+            RestoredDelivery {
+                seq: 4,
+                delivery: delivery("t", "sent", QoS::ExactlyOnce),
+                state: DeliveryState::WaitPubComp(77),
+            },
+        ];
+        let mut s = Session::restore(limits(), vec![], restored, vec![3]);
+        assert!(s.is_persistent());
+        assert_eq!(s.resend_on_resume(), vec![Packet::PubRel(77)]);
+        assert!(
+            !s.receive_qos2(3),
+            "QoS 2 id 3 was pending before the restart"
+        );
+        let p = s.poll_publish().unwrap();
+        assert_eq!(payload(&p), b"queued");
+        assert_eq!(p.packet_id, 78);
+        let _ = s.take_changes();
+        let _ = s.enqueue(delivery("t", "new", QoS::AtLeastOnce));
+        assert!(matches!(
+            s.take_changes()[0],
+            SessionChange::Put { seq: 10, .. }
+        ));
     }
 }

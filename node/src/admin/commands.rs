@@ -1,0 +1,109 @@
+//! What the node does for each admin request.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use fubar_logproto::admin::{AclRule, AdminRequest, AdminResponse, NodeStatus};
+
+use crate::broker::Broker;
+
+/// Runs one admin request against the broker.
+pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> AdminResponse {
+    match request {
+        AdminRequest::Status => AdminResponse::Status(status(broker)),
+        AdminRequest::Stop => {
+            tracing::info!(target: "info", "stop requested through the admin socket");
+            broker.shutdown.cancel();
+            AdminResponse::Done("stopping".into())
+        }
+        AdminRequest::AccountUpdate { name, password } => {
+            let b = broker.clone();
+            let n = name.clone();
+            // Hashing is deliberately slow: keep it off the async threads.
+            let result = tokio::task::spawn_blocking(move || b.accounts.update(&n, &password))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match result {
+                Ok(created) => {
+                    tracing::info!(target: "resource", account = %name, created, "account updated");
+                    AdminResponse::Done(if created {
+                        format!("account {name} created")
+                    } else {
+                        format!("password of {name} changed")
+                    })
+                }
+                Err(e) => AdminResponse::Error(e),
+            }
+        }
+        AdminRequest::AccountDelete { name } => match broker.accounts.delete(&name) {
+            Ok(true) => {
+                tracing::info!(target: "resource", account = %name, "account deleted");
+                AdminResponse::Done(format!("account {name} deleted"))
+            }
+            Ok(false) => AdminResponse::Error(format!("no account {name}")),
+            Err(e) => AdminResponse::Error(e),
+        },
+        AdminRequest::AccountList => AdminResponse::Accounts(broker.accounts.names()),
+        AdminRequest::AclAllow { cidr } => acl_set(broker, &cidr, true),
+        AdminRequest::AclDeny { cidr } => acl_set(broker, &cidr, false),
+        AdminRequest::AclDelete { cidr } => match broker.acl.delete(&cidr) {
+            Ok(true) => AdminResponse::Done(format!("rule {cidr} deleted")),
+            Ok(false) => AdminResponse::Error(format!("no rule {cidr}")),
+            Err(e) => AdminResponse::Error(e),
+        },
+        AdminRequest::AclList => AdminResponse::Acl(
+            broker
+                .acl
+                .list()
+                .into_iter()
+                .map(|(cidr, allow)| AclRule { cidr, allow })
+                .collect(),
+        ),
+        AdminRequest::SettingsList => AdminResponse::Settings(broker.settings().flatten()),
+        AdminRequest::SettingsSet { name, value } => match broker.change_setting(&name, &value) {
+            Ok(shown) => AdminResponse::Done(format!("{name} = {shown}")),
+            Err(e) => AdminResponse::Error(e),
+        },
+    }
+}
+
+fn acl_set(broker: &Broker, cidr: &str, allow: bool) -> AdminResponse {
+    match broker.acl.set(cidr, allow) {
+        Ok(rule) => {
+            let verb = if allow { "allow" } else { "deny" };
+            tracing::info!(target: "resource", rule = %rule, allow, "address rule set");
+            AdminResponse::Done(format!("{verb} {rule}"))
+        }
+        Err(e) => AdminResponse::Error(e),
+    }
+}
+
+fn status(broker: &Broker) -> NodeStatus {
+    let settings = broker.settings();
+    NodeStatus {
+        name: settings.node.name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_secs: broker.started.elapsed().as_secs(),
+        listeners: broker.listeners(),
+        connections: broker.stats.connections.load(Ordering::Relaxed),
+        sessions: broker.registry.len() as u64,
+        subscriptions: broker.router.subscription_count() as u64,
+        retained: broker.retained.len() as u64,
+        memory_bytes: resident_memory(),
+        cluster_role: "standalone".into(),
+        auth: settings.auth.enabled,
+    }
+}
+
+/// The process's resident set size, from /proc (0 where unavailable).
+fn resident_memory() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

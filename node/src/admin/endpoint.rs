@@ -1,0 +1,103 @@
+//! Serving the admin socket.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fubar_logproto::admin::{AdminRequest, AdminResponse};
+use fubar_logproto::frame;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::commands;
+use crate::broker::Broker;
+
+/// Largest admin request accepted.
+const MAX_REQUEST: usize = 64 << 10;
+/// Time a client has to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound admin socket.
+#[derive(Debug)]
+pub struct Endpoint {
+    listener: UnixListener,
+    path: PathBuf,
+    broker: Arc<Broker>,
+}
+
+impl Endpoint {
+    /// Binds the socket at `path` (replacing a stale one: the state lock already proved that
+    /// no other node uses this directory) with mode 0600.
+    pub fn bind(path: &Path, broker: Arc<Broker>) -> io::Result<Self> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+            broker,
+        })
+    }
+
+    /// Serves requests until the node shuts down; then removes the socket.
+    pub async fn run(self) {
+        let shutdown = self.broker.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve(stream, self.broker.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(target: "warning", error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn serve(mut stream: UnixStream, broker: Arc<Broker>) {
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(target: "warning", error = %e, "bad admin request");
+            let reply = AdminResponse::Error(format!("bad request: {e}"));
+            let _ = write_reply(&mut stream, &reply).await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(target: "warning", "admin client sent no request in time");
+            return;
+        }
+    };
+    let reply = commands::execute(&broker, request).await;
+    if let Err(e) = write_reply(&mut stream, &reply).await {
+        tracing::debug!(target: "debug", error = %e, "admin reply not delivered");
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> io::Result<AdminRequest> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await?;
+    let len = frame::body_len(header, MAX_REQUEST).map_err(io::Error::other)?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    frame::decode(&body).map_err(io::Error::other)
+}
+
+async fn write_reply(stream: &mut UnixStream, reply: &AdminResponse) -> io::Result<()> {
+    let bytes = frame::encode(reply).map_err(io::Error::other)?;
+    stream.write_all(&bytes).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,201 @@
+//! Between the broker's types and the store's records: conversions, writing a session's
+//! journal, and reading everything back at start.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use fubar_store::records::{
+    QueuedRecord, QueuedState, SessionRecord, StoredMessage, StoredProperties, StoredSubscription,
+};
+use fubar_store::{Store, StoreError};
+
+use super::Broker;
+use crate::mqtt::message::{
+    Delivery, Message, MessageProperties, RetainHandling, SubscriptionOptions,
+};
+use crate::mqtt::packet::QoS;
+use crate::mqtt::session::{DeliveryState, RestoredDelivery, Session, SessionChange};
+
+/// The stored form of a message.
+pub(crate) fn stored_message(m: &Message) -> StoredMessage {
+    let p = &m.properties;
+    StoredMessage {
+        topic: m.topic.to_string(),
+        payload: m.payload.to_vec(),
+        qos: m.qos as u8,
+        retain: m.retain,
+        properties: StoredProperties {
+            payload_is_utf8: p.payload_is_utf8,
+            message_expiry_secs: p.message_expiry_secs,
+            content_type: p.content_type.as_deref().map(str::to_owned),
+            response_topic: p.response_topic.as_deref().map(str::to_owned),
+            correlation_data: p.correlation_data.as_ref().map(|b| b.to_vec()),
+            user_properties: p
+                .user_properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
+    }
+}
+
+/// A message read back from the store.
+pub(crate) fn message_of(m: StoredMessage) -> Message {
+    let p = m.properties;
+    Message {
+        topic: m.topic.into(),
+        payload: Bytes::from(m.payload),
+        qos: qos_of(m.qos),
+        retain: m.retain,
+        properties: MessageProperties {
+            payload_is_utf8: p.payload_is_utf8,
+            message_expiry_secs: p.message_expiry_secs,
+            content_type: p.content_type.map(Into::into),
+            response_topic: p.response_topic.map(Into::into),
+            correlation_data: p.correlation_data.map(Bytes::from),
+            user_properties: p
+                .user_properties
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        },
+    }
+}
+
+fn qos_of(v: u8) -> QoS {
+    QoS::from_u8(v).unwrap_or(QoS::AtLeastOnce)
+}
+
+fn stored_subscription(filter: &str, o: &SubscriptionOptions) -> StoredSubscription {
+    StoredSubscription {
+        filter: filter.to_owned(),
+        qos: o.qos as u8,
+        no_local: o.no_local,
+        retain_as_published: o.retain_as_published,
+        retain_handling: match o.retain_handling {
+            RetainHandling::OnSubscribe => 0,
+            RetainHandling::OnNewSubscription => 1,
+            RetainHandling::Never => 2,
+        },
+        subscription_id: o.subscription_id,
+    }
+}
+
+fn subscription_of(s: StoredSubscription) -> (String, SubscriptionOptions) {
+    let options = SubscriptionOptions {
+        qos: qos_of(s.qos),
+        no_local: s.no_local,
+        retain_as_published: s.retain_as_published,
+        retain_handling: match s.retain_handling {
+            1 => RetainHandling::OnNewSubscription,
+            2 => RetainHandling::Never,
+            _ => RetainHandling::OnSubscribe,
+        },
+        subscription_id: s.subscription_id,
+    };
+    (s.filter, options)
+}
+
+fn queued_state(s: DeliveryState) -> QueuedState {
+    match s {
+        DeliveryState::Queued => QueuedState::Queued,
+        DeliveryState::WaitPubAck(id) => QueuedState::WaitPubAck(id),
+        DeliveryState::WaitPubRec(id) => QueuedState::WaitPubRec(id),
+        DeliveryState::WaitPubComp(id) => QueuedState::WaitPubComp(id),
+    }
+}
+
+fn delivery_state(s: QueuedState) -> DeliveryState {
+    match s {
+        QueuedState::Queued => DeliveryState::Queued,
+        QueuedState::WaitPubAck(id) => DeliveryState::WaitPubAck(id),
+        QueuedState::WaitPubRec(id) => DeliveryState::WaitPubRec(id),
+        QueuedState::WaitPubComp(id) => DeliveryState::WaitPubComp(id),
+    }
+}
+
+/// Writes a persistent session's journal to the store. Runs under the session's lock, so the
+/// writes of one session reach the store in the order they were made.
+pub(crate) fn write_changes(
+    store: &Store,
+    client_id: &str,
+    session: &Session,
+    changes: Vec<SessionChange>,
+) {
+    for change in changes {
+        let result = match change {
+            SessionChange::Put {
+                seq,
+                delivery,
+                state,
+            } => {
+                let record = QueuedRecord {
+                    message: stored_message(&delivery.message),
+                    qos: delivery.qos as u8,
+                    retain: delivery.retain,
+                    state: queued_state(state),
+                };
+                store.put_queued(client_id, seq, &record).map(drop)
+            }
+            SessionChange::Remove { seq } => store.delete_queued(client_id, seq),
+            SessionChange::Qos2Received(id) => store.put_qos2(client_id, id),
+            SessionChange::Qos2Released(id) => store.delete_qos2(client_id, id),
+            SessionChange::Subscriptions => {
+                let record = SessionRecord {
+                    subscriptions: session
+                        .subscriptions()
+                        .map(|(f, o)| stored_subscription(f, o))
+                        .collect(),
+                };
+                store.put_session(client_id, &record).map(drop)
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(target: "error", client = client_id, error = %e, "cannot store session state");
+        }
+    }
+}
+
+/// Loads retained messages and persistent sessions (offline, with their subscriptions in the
+/// router) into a new broker.
+pub(crate) fn restore(broker: &Broker, store: &Arc<Store>) -> Result<(), StoreError> {
+    let retained = store.retained()?;
+    let retained_count = retained.len();
+    broker
+        .retained
+        .restore(retained.into_iter().map(|m| Arc::new(message_of(m))));
+    let sessions = store.sessions()?;
+    let session_count = sessions.len();
+    let limits = broker.settings().session_limits();
+    let now = Instant::now();
+    for s in sessions {
+        let subscriptions: Vec<(String, SubscriptionOptions)> = s
+            .record
+            .subscriptions
+            .into_iter()
+            .map(subscription_of)
+            .collect();
+        let messages = s
+            .queued
+            .into_iter()
+            .map(|(seq, q)| RestoredDelivery {
+                seq,
+                delivery: Delivery {
+                    message: Arc::new(message_of(q.message)),
+                    qos: qos_of(q.qos),
+                    retain: q.retain,
+                },
+                state: delivery_state(q.state),
+            })
+            .collect();
+        let session = Session::restore(limits, subscriptions.clone(), messages, s.qos2_received);
+        let handle = broker.registry.restore(&s.client_id, session, now);
+        for (filter, options) in &subscriptions {
+            broker.router.subscribe(&handle, filter, *options);
+        }
+    }
+    tracing::info!(target: "info", retained = retained_count, sessions = session_count,
+        path = %store.path().display(), "state restored");
+    Ok(())
+}
