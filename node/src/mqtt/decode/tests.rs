@@ -374,7 +374,7 @@ fn connect_truncated_and_trailing() {
 // ---- CONNACK, acks, SUBSCRIBE, SUBACK, UNSUBSCRIBE ----------------------------------------
 
 #[test]
-fn connack_codes_and_flags() {
+fn connack_session_present() {
     assert_eq!(
         ok(&[0x20, 2, 1, 0]),
         Packet::ConnAck(ConnAck {
@@ -382,17 +382,31 @@ fn connack_codes_and_flags() {
             code: ConnectReturnCode::Accepted
         })
     );
+}
+
+#[test]
+fn connack_reserved_flags() {
     assert_eq!(err(&[0x20, 2, 2, 0]), DecodeError::InvalidConnAckFlags(2));
+    assert_eq!(
+        err(&[0x20, 2, 0x81, 0]),
+        DecodeError::InvalidConnAckFlags(0x81)
+    );
+}
+
+#[test]
+fn connack_invalid_code() {
     assert_eq!(err(&[0x20, 2, 0, 6]), DecodeError::InvalidConnAckCode(6));
+}
+
+#[test]
+fn connack_wrong_lengths() {
     assert_eq!(err(&[0x20, 1, 0]), DecodeError::Truncated);
     assert_eq!(err(&[0x20, 3, 0, 0, 0]), DecodeError::TrailingBytes);
 }
 
 #[test]
-fn acks_with_wrong_lengths() {
+fn acks_too_long() {
     assert_eq!(err(&[0x40, 3, 0, 1, 0]), DecodeError::TrailingBytes);
-    assert_eq!(err(&[0x50, 1, 0]), DecodeError::Truncated);
-    assert_eq!(err(&[0x70, 0]), DecodeError::Truncated);
     assert_eq!(err(&[0xB0, 4, 0, 1, 0, 1]), DecodeError::TrailingBytes);
     assert_eq!(err(&[0xC0, 1, 0]), DecodeError::TrailingBytes);
     assert_eq!(err(&[0xD0, 1, 0]), DecodeError::TrailingBytes);
@@ -400,16 +414,34 @@ fn acks_with_wrong_lengths() {
 }
 
 #[test]
-fn subscribe_errors() {
+fn acks_too_short() {
+    assert_eq!(err(&[0x50, 1, 0]), DecodeError::Truncated);
+    assert_eq!(err(&[0x70, 0]), DecodeError::Truncated);
+}
+
+#[test]
+fn subscribe_zero_packet_id() {
     assert_eq!(
         err(&[0x82, 6, 0, 0, 0, 1, b'a', 0]),
         DecodeError::ZeroPacketId
     );
+}
+
+#[test]
+fn subscribe_without_filters() {
     assert_eq!(err(&[0x82, 2, 0, 1]), DecodeError::EmptySubscribe);
+}
+
+#[test]
+fn subscribe_qos3() {
     assert_eq!(
         err(&[0x82, 6, 0, 1, 0, 1, b'a', 3]),
         DecodeError::InvalidQoS
     );
+}
+
+#[test]
+fn subscribe_reserved_bits() {
     assert_eq!(
         err(&[0x82, 6, 0, 1, 0, 1, b'a', 0x41]),
         DecodeError::SubscribeReservedBits(0x41)
@@ -418,8 +450,15 @@ fn subscribe_errors() {
         err(&[0x82, 6, 0, 1, 0, 1, b'a', 0x04]),
         DecodeError::SubscribeReservedBits(0x04)
     );
-    // Filter without its requested-QoS byte.
+}
+
+#[test]
+fn subscribe_filter_without_qos_byte() {
     assert_eq!(err(&[0x82, 5, 0, 1, 0, 1, b'a']), DecodeError::Truncated);
+}
+
+#[test]
+fn subscribe_filter_with_nul() {
     assert_eq!(
         err(&[0x82, 6, 0, 1, 0, 1, 0, 0]),
         DecodeError::NullCharacter
@@ -427,21 +466,41 @@ fn subscribe_errors() {
 }
 
 #[test]
-fn suback_errors() {
+fn suback_without_codes() {
     assert_eq!(err(&[0x90, 2, 0, 1]), DecodeError::EmptySubAck);
+}
+
+#[test]
+fn suback_invalid_codes() {
     assert_eq!(err(&[0x90, 3, 0, 1, 3]), DecodeError::InvalidSubAckCode(3));
     assert_eq!(
         err(&[0x90, 3, 0, 1, 0x81]),
         DecodeError::InvalidSubAckCode(0x81)
     );
+}
+
+#[test]
+fn suback_truncated() {
     assert_eq!(err(&[0x90, 1, 0]), DecodeError::Truncated);
 }
 
 #[test]
-fn unsubscribe_errors() {
+fn unsubscribe_zero_packet_id() {
     assert_eq!(err(&[0xA2, 5, 0, 0, 0, 1, b'a']), DecodeError::ZeroPacketId);
+}
+
+#[test]
+fn unsubscribe_without_filters() {
     assert_eq!(err(&[0xA2, 2, 0, 1]), DecodeError::EmptyUnsubscribe);
+}
+
+#[test]
+fn unsubscribe_truncated_filter() {
     assert_eq!(err(&[0xA2, 4, 0, 1, 0, 1]), DecodeError::Truncated);
+}
+
+#[test]
+fn unsubscribe_filter_invalid_utf8() {
     assert_eq!(err(&[0xA2, 5, 0, 1, 0, 1, 0xFE]), DecodeError::InvalidUtf8);
 }
 
