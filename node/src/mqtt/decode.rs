@@ -16,6 +16,8 @@ use super::packet::{
 };
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 /// Why a byte sequence is not a valid MQTT 3.1 / 3.1.1 packet.
