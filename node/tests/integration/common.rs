@@ -36,7 +36,14 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
         cmd.arg("node")
-            .args(["--bind", "127.0.0.1", "--mqtt-port", "0", "--name", "test@localhost"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--mqtt-port",
+                "0",
+                "--name",
+                "test@localhost",
+            ])
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--log-stdout", ALL_CLASSES])
@@ -157,7 +164,9 @@ impl RawClient {
                 return Some(p);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return None,
@@ -175,7 +184,9 @@ impl RawClient {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
-            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return true,
