@@ -15,7 +15,10 @@ fn main() -> ExitCode {
         Err(e) => {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("fubar: {} (see fubar --help)", first.trim_start_matches("error: "));
+            eprintln!(
+                "fubar: {} (see fubar --help)",
+                first.trim_start_matches("error: ")
+            );
             return ExitCode::FAILURE;
         }
     };

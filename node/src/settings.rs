@@ -215,7 +215,12 @@ impl Settings {
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "must be at least 1");
         }
-        if let Some(bad) = self.log.stdout.iter().find(|c| !LOG_CLASSES.contains(&c.as_str())) {
+        if let Some(bad) = self
+            .log
+            .stdout
+            .iter()
+            .find(|c| !LOG_CLASSES.contains(&c.as_str()))
+        {
             return invalid("log.stdout", &format!("unknown log class {bad:?}"));
         }
         Ok(())

@@ -25,8 +25,8 @@ use crate::mqtt::decode::{decode, DecodeError};
 use crate::mqtt::encode::encode;
 use crate::mqtt::message::{Delivery, Message, SubscriptionOptions};
 use crate::mqtt::packet::{
-    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, ProtocolVersion, Publish, QoS,
-    SubAck, SubAckCode, Subscribe, Unsubscribe,
+    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, ProtocolVersion, Publish, QoS, SubAck,
+    SubAckCode, Subscribe, Unsubscribe,
 };
 use crate::mqtt::topic;
 
@@ -246,7 +246,11 @@ impl Connection {
             }
         };
         if !id_ok {
-            return refuse(self, ConnectReturnCode::IdentifierRejected, "identifier rejected");
+            return refuse(
+                self,
+                ConnectReturnCode::IdentifierRejected,
+                "identifier rejected",
+            );
         }
         if let Err(code) = self.broker.authenticate(&c) {
             return refuse(self, code, "authentication failed");
@@ -351,7 +355,14 @@ impl Connection {
         for (filter, qos) in granted {
             for message in self.broker.retained.matching(filter) {
                 let qos = message.qos.min(qos);
-                let _ = deliver(&handle, Delivery { message, qos, retain: true });
+                let _ = deliver(
+                    &handle,
+                    Delivery {
+                        message,
+                        qos,
+                        retain: true,
+                    },
+                );
             }
         }
     }
@@ -392,7 +403,9 @@ impl Connection {
             let mut slot = client.handle.lock();
             let mut budget = limit.saturating_sub(self.wbuf.len());
             while budget > 0 {
-                let Some(p) = slot.session.poll_publish() else { break };
+                let Some(p) = slot.session.poll_publish() else {
+                    break;
+                };
                 budget = budget.saturating_sub(p.payload.len() + p.topic.len() + 8);
                 out.push(Packet::Publish(p));
             }
@@ -419,7 +432,10 @@ impl Connection {
     /// Ends the connection: flushes what can be flushed, publishes the will if the way it
     /// ended calls for it, and releases (or ends) the session.
     async fn finish(mut self, reason: CloseReason) {
-        if !matches!(reason, CloseReason::SocketError(_) | CloseReason::StalledReader) {
+        if !matches!(
+            reason,
+            CloseReason::SocketError(_) | CloseReason::StalledReader
+        ) {
             let flush = Duration::from_millis(self.broker.settings.mqtt.close_flush_ms);
             let _ = tokio::time::timeout(flush, async {
                 self.writer.write_all_buf(&mut self.wbuf).await?;

@@ -68,7 +68,10 @@ impl Server {
                 }
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                broker.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                broker
+                    .stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "access", %peer, "connection refused: mqtt.max_connections reached");
                 continue;
             };
@@ -76,7 +79,10 @@ impl Server {
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 broker.stats.connections.fetch_add(1, Ordering::Relaxed);
-                broker.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+                broker
+                    .stats
+                    .connections_total
+                    .fetch_add(1, Ordering::Relaxed);
                 connection::serve(broker.clone(), stream, peer, shutdown).await;
                 broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);

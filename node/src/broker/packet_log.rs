@@ -62,8 +62,12 @@ pub(crate) fn bytes(dir: &str, peer: SocketAddr, data: &[u8]) {
 pub(crate) fn retained(client: Option<&str>, topic: &str, change: RetainChange) {
     let client = client.unwrap_or("-");
     match change {
-        RetainChange::Set => tracing::info!(target: "resource", client, topic, "retained message set"),
-        RetainChange::Cleared => tracing::info!(target: "resource", client, topic, "retained message cleared"),
+        RetainChange::Set => {
+            tracing::info!(target: "resource", client, topic, "retained message set")
+        }
+        RetainChange::Cleared => {
+            tracing::info!(target: "resource", client, topic, "retained message cleared")
+        }
         RetainChange::Unchanged => {}
     }
 }

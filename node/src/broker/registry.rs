@@ -223,7 +223,10 @@ mod tests {
         let b = r.attach("c", false, 2, limits());
         assert!(b.session_present && b.took_over);
         assert!(Arc::ptr_eq(&a.handle, &b.handle));
-        assert!(a.kicked.try_recv().is_ok(), "first connection is told to close");
+        assert!(
+            a.kicked.try_recv().is_ok(),
+            "first connection is told to close"
+        );
         // The kicked connection's detach does not touch the new owner.
         assert!(!r.detach(&a.handle, 1, Instant::now()));
         assert!(b.handle.lock().is_online());
@@ -246,8 +249,14 @@ mod tests {
         let a = r.attach("c", false, 1, limits());
         let t0 = Instant::now();
         assert!(!r.detach(&a.handle, 1, t0));
-        assert!(r.expire(t0 + Duration::from_secs(5), Duration::from_secs(10)).is_empty());
-        assert_eq!(r.expire(t0 + Duration::from_secs(10), Duration::from_secs(10)).len(), 1);
+        assert!(r
+            .expire(t0 + Duration::from_secs(5), Duration::from_secs(10))
+            .is_empty());
+        assert_eq!(
+            r.expire(t0 + Duration::from_secs(10), Duration::from_secs(10))
+                .len(),
+            1
+        );
         assert!(r.is_empty());
     }
 }

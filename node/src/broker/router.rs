@@ -204,7 +204,11 @@ mod tests {
 
     #[test]
     fn overlapping_subscriptions_deliver_once_at_highest_qos() {
-        let (router, registry, retained) = (Router::default(), Registry::default(), RetainedStore::default());
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
         let a = registry.attach("a", true, 1, limits()).handle;
         assert!(router.subscribe(&a, "x/+", opts(QoS::AtMostOnce)));
         assert!(router.subscribe(&a, "x/#", opts(QoS::ExactlyOnce)));
@@ -218,7 +222,11 @@ mod tests {
 
     #[test]
     fn qos_is_downgraded_to_the_subscription() {
-        let (router, registry, retained) = (Router::default(), Registry::default(), RetainedStore::default());
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
         let a = registry.attach("a", true, 1, limits()).handle;
         router.subscribe(&a, "t", opts(QoS::AtLeastOnce));
         router.publish(msg("t", QoS::ExactlyOnce), &registry, &retained);
@@ -227,7 +235,11 @@ mod tests {
 
     #[test]
     fn direct_message_to_a_client_id() {
-        let (router, registry, retained) = (Router::default(), Registry::default(), RetainedStore::default());
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
         let c1 = registry.attach("c1", true, 1, limits()).handle;
         let routed = router.publish(msg("c1", QoS::AtLeastOnce), &registry, &retained);
         assert_eq!(routed.delivered, 1);
@@ -242,7 +254,11 @@ mod tests {
 
     #[test]
     fn offline_sessions_get_qos1_but_not_qos0() {
-        let (router, registry, retained) = (Router::default(), Registry::default(), RetainedStore::default());
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
         let a = registry.attach("a", false, 1, limits()).handle;
         router.subscribe(&a, "t", opts(QoS::AtLeastOnce));
         registry.detach(&a, 1, std::time::Instant::now());

@@ -337,7 +337,10 @@ mod tests {
         assert!(s.handle_puback(a.packet_id));
         assert_eq!(payload(&s.poll_publish().unwrap()), b"c");
         assert_eq!(payload(&s.poll_publish().unwrap()), b"d");
-        assert!(!s.handle_puback(a.packet_id), "a second PUBACK matches nothing");
+        assert!(
+            !s.handle_puback(a.packet_id),
+            "a second PUBACK matches nothing"
+        );
     }
 
     #[test]
@@ -347,7 +350,10 @@ mod tests {
         let _ = s.enqueue(delivery("t", "y", QoS::ExactlyOnce));
         let x = s.poll_publish().unwrap();
         let y = s.poll_publish().unwrap();
-        assert!(!s.handle_pubcomp(x.packet_id), "PUBCOMP before PUBREC matches nothing");
+        assert!(
+            !s.handle_pubcomp(x.packet_id),
+            "PUBCOMP before PUBREC matches nothing"
+        );
         assert!(s.handle_pubrec(x.packet_id));
         // Reconnect now: x is past PUBREC, so PUBREL is resent; y is resent with DUP.
         let resend = s.resend_on_resume();
@@ -363,7 +369,10 @@ mod tests {
         }
         assert!(s.handle_pubcomp(x.packet_id));
         assert!(s.handle_pubrec(y.packet_id));
-        assert!(s.handle_pubrec(y.packet_id), "repeated PUBREC is still answered");
+        assert!(
+            s.handle_pubrec(y.packet_id),
+            "repeated PUBREC is still answered"
+        );
         assert!(s.handle_pubcomp(y.packet_id));
         assert_eq!(s.inflight(), 0);
     }
@@ -408,7 +417,9 @@ mod tests {
         for _ in 0..3 {
             let _ = s.enqueue(delivery("t", "p", QoS::AtLeastOnce));
         }
-        let ids: Vec<u16> = (0..3).map(|_| s.poll_publish().unwrap().packet_id).collect();
+        let ids: Vec<u16> = (0..3)
+            .map(|_| s.poll_publish().unwrap().packet_id)
+            .collect();
         assert_eq!(ids, vec![u16::MAX, 1, 2]);
         // Free id 1 only; the next allocation walks past 3.. and never reuses 2 or MAX.
         assert!(s.handle_puback(1));
@@ -421,7 +432,10 @@ mod tests {
     fn incoming_qos2_is_routed_once() {
         let mut s = Session::new(limits());
         assert!(s.receive_qos2(7));
-        assert!(!s.receive_qos2(7), "a DUP before PUBREL is not routed again");
+        assert!(
+            !s.receive_qos2(7),
+            "a DUP before PUBREL is not routed again"
+        );
         assert!(s.release_qos2(7));
         assert!(!s.release_qos2(7));
         assert!(s.receive_qos2(7), "after release, the id is new again");

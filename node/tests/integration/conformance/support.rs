@@ -60,14 +60,6 @@ impl Mqtt {
 
     /// Connects with `opts` and waits for an accepting CONNACK.
     pub(super) fn connect_with(opts: MqttOptions) -> Self {
-        match Self::try_connect(opts) {
-            Ok(c) => c,
-            Err(e) => panic!("connect failed: {e:?}"),
-        }
-    }
-
-    /// Connects with `opts`; the error if the event loop failed before CONNACK.
-    pub(super) fn try_connect(opts: MqttOptions) -> Result<Self, ConnectionError> {
         let id = opts.client_id();
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
         let (tx, events) = mpsc::channel();
@@ -81,18 +73,18 @@ impl Mqtt {
                 }
             }
         });
-        let first = events.recv_timeout(WAIT).expect("no CONNACK in time")?;
-        let Event::Incoming(Incoming::ConnAck(connack)) = first else {
-            panic!("first event is not CONNACK: {first:?}");
+        let first = events.recv_timeout(WAIT).expect("no CONNACK in time");
+        let Ok(Event::Incoming(Incoming::ConnAck(connack))) = first else {
+            panic!("{id}: connect failed: {first:?}");
         };
-        Ok(Self {
+        Self {
             id,
             client,
             events,
             stash: VecDeque::new(),
             task: Some(task),
             connack,
-        })
+        }
     }
 
     /// The next event before `deadline`; `None` on timeout, or when the event loop failed.
