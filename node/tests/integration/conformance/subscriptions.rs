@@ -136,9 +136,9 @@ fn plus_wildcard_matches_exactly_one_level() {
 #[test]
 fn hash_wildcard_matches_the_parent_and_every_level_below() {
     let broker = Broker::start();
-    let mut sport = Mqtt::connect(&broker, "sport");
+    let mut sport = Mqtt::connect(&broker, "sub-sport");
     sport.subscribe("sport/#", QoS::AtLeastOnce);
-    let mut all = Mqtt::connect(&broker, "all");
+    let mut all = Mqtt::connect(&broker, "sub-all");
     all.subscribe("#", QoS::AtLeastOnce);
     let mut publisher = Mqtt::connect(&broker, "pub");
     let topics = [
