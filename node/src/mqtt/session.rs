@@ -31,6 +31,7 @@ pub struct SessionLimits {
 
 /// Where an outgoing QoS 1/2 message stands in its acknowledgement flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the names follow the packet each state waits for
 enum InflightState {
     /// QoS 1 sent, waiting for PUBACK.
     AwaitingPubAck,
