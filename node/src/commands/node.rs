@@ -1,6 +1,7 @@
 //! `fubar node`: settings from defaults, file and flags; logging; the listener; signals.
 
 use anyhow::Context as _;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Server;
@@ -54,28 +55,24 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {want}"))?;
     let addr = server.local_addr()?;
+    // Install the handlers before announcing the node: a SIGTERM sent as soon as the line
+    // below is seen must stop it gracefully, not kill it.
+    let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(term, int, shutdown.clone()));
     // Tests and scripts wait for this line: it means the listener is accepting.
     println!("fubar node {name} listening on mqtt://{addr}");
     tracing::info!(target: "info", node = %name, %addr, version = env!("CARGO_PKG_VERSION"), "node started");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
     server.run(shutdown).await;
     tracing::info!(target: "info", node = %name, "node stopped");
     Ok(())
 }
 
 /// Cancels `token` at the first SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(target: "error", error = %e, "cannot listen for SIGTERM");
-            return;
-        }
-    };
+async fn cancel_on_signal(mut term: Signal, mut int: Signal, token: CancellationToken) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     tracing::info!(target: "info", "shutdown requested");
