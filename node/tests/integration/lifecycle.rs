@@ -279,7 +279,29 @@ fn default_data_dir_is_created_under_the_working_directory() {
         node_dir.display(),
         list(cwd.path())
     );
-    assert!(node.terminate().success());
+    let status = node.terminate();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn sigterm_as_soon_as_listening_is_graceful() {
+    // Scripts stop a node as soon as it says it listens; the signal must not kill it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::spawn(
+        fubar()
+            .args(["node", "--bind", "127.0.0.1", "--mqtt-port", "0"])
+            .args(["--name", "quick@localhost", "--log-stdout", "info"])
+            .arg("--data-dir")
+            .arg(dir.path()),
+    );
+    node.addr();
+    let status = node.terminate();
+    assert!(
+        status.success(),
+        "{status}; stdout:\n{}",
+        node.seen.join("\n")
+    );
+    node.wait_for("info: node stopped");
 }
 
 fn list(dir: &Path) -> Vec<String> {
