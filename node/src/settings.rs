@@ -235,7 +235,7 @@ pub fn default_node_name() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The file could not be read.
-    #[error("cannot read settings file {path}: {source}")]
+    #[error("cannot read settings file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -243,7 +243,7 @@ pub enum SettingsError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for these settings.
-    #[error("invalid settings file {path}: {source}")]
+    #[error("invalid settings file {path}")]
     Parse {
         /// The file.
         path: PathBuf,
