@@ -466,6 +466,11 @@ impl Connection {
         let mut out = Vec::new();
         {
             let mut slot = client.handle.lock();
+            if !slot.is_owned_by(self.conn_id) {
+                // Taken over: what is queued now belongs to the new connection, which has
+                // already collected what this one had in flight.
+                return;
+            }
             let mut budget = limit.saturating_sub(self.wbuf.len());
             while budget > 0 {
                 let Some(p) = slot.session.poll_publish() else {

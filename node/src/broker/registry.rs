@@ -39,6 +39,11 @@ impl SessionSlot {
         self.owner.is_some()
     }
 
+    /// Whether connection `conn_id` serves this session now.
+    pub fn is_owned_by(&self, conn_id: u64) -> bool {
+        self.owner.as_ref().is_some_and(|o| o.conn_id == conn_id)
+    }
+
     /// Whether the session has left the registry (ended, replaced or expired).
     pub fn is_ended(&self) -> bool {
         self.ended
