@@ -23,6 +23,51 @@ pub enum Command {
     Ctl(CtlArgs),
     /// Clear a node's preserved state (accounts, retained messages, sessions, settings).
     Reset(ResetArgs),
+    /// Generate load against an MQTT broker and report what was measured.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `fubar bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Many publishers to one topic, optionally one subscriber counting.
+    Fanin(FaninArgs),
+}
+
+/// Flags of `fubar bench fanin`.
+#[derive(Debug, Args)]
+pub struct FaninArgs {
+    /// Broker host.
+    #[arg(long, short = 'H', default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(long, short = 'p', default_value_t = 1883)]
+    pub port: u16,
+    /// Publishing connections.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Messages per publisher.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// QoS of the publishes (0, 1, 2).
+    #[arg(long, short = 'q', default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Unacknowledged publishes per publisher (QoS 1/2).
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+    /// Topic.
+    #[arg(long, short = 't', default_value = "bench/fanin")]
+    pub topic: String,
+    /// Also run one subscriber and count what it receives.
+    #[arg(long)]
+    pub subscribe: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which node: the same flags and defaults as `fubar node`, so a bare command finds the node

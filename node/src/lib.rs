@@ -10,3 +10,4 @@ pub mod commands;
 pub mod logging;
 pub mod mqtt;
 pub mod settings;
+pub mod tools;

@@ -1,6 +1,7 @@
 //! The subcommands' bodies: the outermost layer, where errors become one line and an exit
 //! code.
 
+mod bench;
 mod ctl;
 mod node;
 mod reset;
@@ -13,5 +14,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => node::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Reset(args) => reset::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -1,0 +1,4 @@
+//! `fubar bench`: load generation against any MQTT broker, with results a person can read and
+//! `--json` for scripts.
+
+pub mod fanin;
