@@ -1,0 +1,117 @@
+//! Log classes and events: what every node emits and the monitor collects.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A log class (Erlang fubar's `fubar_log` classes). Each is a `tracing` target of the same
+/// name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Class {
+    /// Client network addresses, connects and disconnects with their reasons.
+    Access,
+    /// Bytes sent and received.
+    Packet,
+    /// Every MQTT packet sent and received, decoded.
+    Protocol,
+    /// Long-lasting resources: sessions, subscriptions, retained messages, accounts.
+    Resource,
+    /// Messages for debugging.
+    Debug,
+    /// Events taken but of no consequence.
+    Info,
+    /// Abnormal conditions that are not critical.
+    Warning,
+    /// Irrecoverable failures.
+    Error,
+    /// Everything about traced clients and topics.
+    Trace,
+}
+
+impl Class {
+    /// Every class, in a fixed order.
+    pub const ALL: [Self; 9] = [
+        Self::Access,
+        Self::Packet,
+        Self::Protocol,
+        Self::Resource,
+        Self::Debug,
+        Self::Info,
+        Self::Warning,
+        Self::Error,
+        Self::Trace,
+    ];
+
+    /// The class's name (and `tracing` target).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::Packet => "packet",
+            Self::Protocol => "protocol",
+            Self::Resource => "resource",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Error => "error",
+            Self::Trace => "trace",
+        }
+    }
+
+    /// A small index, for bit sets.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a log class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown log class {0:?} (classes: access, packet, protocol, resource, debug, info, warning, error, trace)")]
+pub struct UnknownClass(pub String);
+
+impl FromStr for Class {
+    type Err = UnknownClass;
+
+    fn from_str(s: &str) -> Result<Self, UnknownClass> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| UnknownClass(s.to_owned()))
+    }
+}
+
+/// One log event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The node that emitted it, `name@host`.
+    pub node: String,
+    /// The node's boot epoch (its start time in microseconds): with `seq`, identifies the event
+    /// uniquely and makes re-sends idempotent.
+    pub epoch: u64,
+    /// Per-node, per-boot sequence number, increasing by one per event.
+    pub seq: u64,
+    /// When it happened, microseconds since the Unix epoch, UTC.
+    pub time_us: i64,
+    /// Its class.
+    pub class: Class,
+    /// The message.
+    pub message: String,
+    /// Key-value fields (client, peer, topic, packet type, sizes ...), in emission order.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Event {
+    /// The value of a field, if present.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
