@@ -296,6 +296,26 @@ fn reset_refuses_while_the_node_runs() {
     assert_eq!(ctl_ok(dir.path(), &["account", "list"]), "romeo\n");
 }
 
+#[test]
+fn reset_clears_damaged_state_under_a_data_dir_whose_name_says_lock() {
+    // "in use" must come from the state's lock, not from words in the path of an error.
+    let dir = tempfile::Builder::new()
+        .prefix("blocks-")
+        .tempdir()
+        .unwrap();
+    let broker = Broker::start_in(dir.path(), &[], "");
+    ctl_ok(dir.path(), &["account", "update", "romeo", "wherefore"]);
+    assert!(broker.stop().success());
+    std::fs::write(state_dir(dir.path()).join("version"), b"garbage").unwrap();
+    let out = reset(dir.path(), &["--yes"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(accounts_after_start(dir.path()), "");
+}
+
 // ---- damaged state at start -----------------------------------------------------------------
 //
 // What fjall 3.1 does with damage to the files under `<node>/state` (found by trying):
