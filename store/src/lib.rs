@@ -68,6 +68,19 @@ pub struct Store {
     durability: Durability,
 }
 
+impl StoreError {
+    /// Whether the state could not be opened because another process holds it.
+    pub fn is_in_use(&self) -> bool {
+        matches!(
+            self,
+            Self::Open {
+                source: fjall::Error::Locked,
+                ..
+            }
+        )
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")

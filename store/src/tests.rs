@@ -147,6 +147,7 @@ fn a_second_open_of_the_same_state_is_refused() {
     let _s = open(dir.path());
     let err = Store::open(dir.path(), SyncMode::None, Duration::ZERO).unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    assert!(err.is_in_use(), "{err}");
     assert!(err.to_string().contains("fubar reset"));
 }
 
