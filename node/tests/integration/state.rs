@@ -9,10 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use fubar::mqtt::packet::{
+    Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish as RawPublish, QoS as RawQoS,
+};
 use rumqttc::{MqttOptions, QoS};
 
-use crate::common::{ctl_in, Broker, NODE_NAME};
-use crate::conformance::support::{options, summary, text, wait_disconnected, Mqtt};
+use crate::common::{ctl_in, Broker, RawClient, NODE_NAME};
+use crate::conformance::support::{
+    options, read, send_packet, summary, text, wait_disconnected, Mqtt,
+};
 
 /// How a broker is brought down before the restart.
 #[derive(Debug, Clone, Copy)]
@@ -216,6 +222,134 @@ fn unacknowledged_inflight_qos1_survives_kill9_and_is_redelivered_with_dup() {
     assert_eq!(again.pkid, first.pkid, "with the same packet id");
     assert_eq!(again.qos, QoS::AtLeastOnce);
     sub.ack(&again);
+}
+
+#[test]
+fn a_cleared_retained_message_stays_cleared_after_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[], "");
+    let mut publisher = Mqtt::connect(&broker, "pub");
+    publisher.publish_acked("clr/gone", QoS::AtLeastOnce, true, b"old");
+    publisher.publish_acked("clr/kept", QoS::AtLeastOnce, true, b"kept");
+    publisher.publish_acked("clr/gone", QoS::AtLeastOnce, true, b"");
+    let broker = restart(broker, Down::Kill9, dir.path(), &[]);
+    let mut sub = Mqtt::connect(&broker, "late");
+    sub.subscribe("clr/#", QoS::AtLeastOnce);
+    // Retained messages follow the SUBACK; a live marker comes after them.
+    let mut publisher = Mqtt::connect(&broker, "pub");
+    publisher.publish_acked("clr/marker", QoS::AtLeastOnce, false, b"marker");
+    let got = sub.publishes(2);
+    assert_eq!(
+        summary(&got),
+        [
+            ("clr/kept".into(), "kept".into()),
+            ("clr/marker".into(), "marker".into())
+        ],
+        "the cleared topic has no retained message"
+    );
+}
+
+#[test]
+fn an_unsubscribe_is_kept_across_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[], "");
+    let mut sub = Mqtt::connect_with(persistent(&broker, "picky"));
+    sub.subscribe_many(&[("un/a", QoS::AtLeastOnce), ("un/b", QoS::AtLeastOnce)]);
+    sub.unsubscribe("un/a");
+    sub.disconnect();
+    wait_disconnected(&broker, "picky", 1);
+    let broker = restart(broker, Down::Kill9, dir.path(), &[]);
+    let mut sub = Mqtt::connect_with(persistent(&broker, "picky"));
+    assert!(sub.connack.session_present);
+    let mut publisher = Mqtt::connect(&broker, "pub");
+    publisher.publish_acked("un/a", QoS::AtLeastOnce, false, b"unsubscribed");
+    publisher.publish_acked("un/b", QoS::AtLeastOnce, false, b"marker");
+    assert_eq!(
+        summary(&[sub.next_publish()]),
+        [("un/b".into(), "marker".into())]
+    );
+}
+
+#[test]
+fn a_session_discarded_by_a_clean_connect_stays_gone_after_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[], "");
+    let mut sub = Mqtt::connect_with(persistent(&broker, "fickle"));
+    sub.subscribe("gone/t", QoS::AtLeastOnce);
+    sub.disconnect();
+    wait_disconnected(&broker, "fickle", 1);
+    let clean = Mqtt::connect(&broker, "fickle");
+    clean.disconnect();
+    wait_disconnected(&broker, "fickle", 2);
+    let broker = restart(broker, Down::Kill9, dir.path(), &[]);
+    let sub = Mqtt::connect_with(persistent(&broker, "fickle"));
+    assert!(
+        !sub.connack.session_present,
+        "the discarded session came back"
+    );
+}
+
+/// A raw MQTT 3.1.1 connection with clean session 0.
+fn raw_persistent(broker: &Broker, id: &str) -> RawClient {
+    let mut raw = RawClient::connect(broker.addr);
+    send_packet(
+        &mut raw,
+        &Packet::Connect(Connect {
+            protocol: ProtocolVersion::V311,
+            clean_session: false,
+            keep_alive: 60,
+            client_id: id.to_owned(),
+            will: None,
+            username: None,
+            password: None,
+        }),
+    );
+    match read(&mut raw) {
+        Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => raw,
+        other => panic!("expected an accepting CONNACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_qos2_message_received_before_kill9_is_not_delivered_twice_when_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_in(dir.path(), &[], "");
+    let mut sub = Mqtt::connect_with(persistent(&broker, "once"));
+    sub.subscribe("q2/t", QoS::ExactlyOnce);
+    sub.disconnect();
+    wait_disconnected(&broker, "once", 1);
+    let publish = |dup| {
+        Packet::Publish(RawPublish {
+            dup,
+            qos: RawQoS::ExactlyOnce,
+            retain: false,
+            topic: "q2/t".into(),
+            packet_id: 7,
+            payload: Bytes::from_static(b"exactly once"),
+        })
+    };
+    let mut raw = raw_persistent(&broker, "q2-pub");
+    send_packet(&mut raw, &publish(false));
+    assert_eq!(read(&mut raw), Packet::PubRec(7));
+    // The broker dies before the PUBREL: the publisher must send the PUBLISH again.
+    broker.kill9();
+    let broker = Broker::start_in(dir.path(), &[], "");
+    let mut raw = raw_persistent(&broker, "q2-pub");
+    send_packet(&mut raw, &publish(true));
+    assert_eq!(read(&mut raw), Packet::PubRec(7));
+    send_packet(&mut raw, &Packet::PubRel(7));
+    assert_eq!(read(&mut raw), Packet::PubComp(7));
+    let mut sub = Mqtt::connect_with(persistent(&broker, "once"));
+    let mut publisher = Mqtt::connect(&broker, "pub");
+    publisher.publish_acked("q2/t", QoS::AtLeastOnce, false, b"marker");
+    let got = sub.publishes(2);
+    assert_eq!(
+        summary(&got),
+        [
+            ("q2/t".into(), "exactly once".into()),
+            ("q2/t".into(), "marker".into())
+        ]
+    );
 }
 
 // ---- fubar reset ----------------------------------------------------------------------------
