@@ -68,6 +68,19 @@ pub struct Store {
     durability: Durability,
 }
 
+impl StoreError {
+    /// Whether the state could not be opened because another process holds it.
+    pub fn is_in_use(&self) -> bool {
+        matches!(
+            self,
+            Self::Open {
+                source: fjall::Error::Locked,
+                ..
+            }
+        )
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -86,6 +99,11 @@ impl Store {
             source,
         };
         let db = Database::builder(path).open().map_err(open_err)?;
+        // fjall takes an undecodable journal entry for a torn tail and drops it with everything
+        // after it, so damage at the start of the journal opens as an empty database. Keyspaces
+        // are recorded apart from the journal: if ours exist, the format record written with
+        // them must be there too.
+        let existed = db.keyspace_exists("meta");
         let ks = |name: &str| {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(open_err)
@@ -104,6 +122,11 @@ impl Store {
             db,
         };
         match meta.get(META_FORMAT)? {
+            None if existed => {
+                return Err(store.corrupt(
+                    "the format record is missing (the journal was lost or damaged)".into(),
+                ))
+            }
             None => {
                 meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes())?;
                 store.db.persist(PersistMode::SyncAll)?;

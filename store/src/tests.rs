@@ -147,6 +147,7 @@ fn a_second_open_of_the_same_state_is_refused() {
     let _s = open(dir.path());
     let err = Store::open(dir.path(), SyncMode::None, Duration::ZERO).unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err}");
+    assert!(err.is_in_use(), "{err}");
     assert!(err.to_string().contains("fubar reset"));
 }
 
@@ -179,4 +180,25 @@ fn another_format_version_is_refused() {
     }
     let err = Store::open(dir.path(), SyncMode::None, Duration::ZERO).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn a_lost_journal_is_refused_not_opened_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.put_setting("mqtt.max_packet_size", "8192").unwrap();
+    }
+    // Garbage over the start of the journal: fjall drops it as a torn tail.
+    let journal = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jnl"))
+        .expect("a journal file");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[..16].fill(0xab);
+    std::fs::write(&journal, bytes).unwrap();
+    let err = Store::open(dir.path(), SyncMode::None, Duration::ZERO).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("fubar reset"), "{err}");
 }

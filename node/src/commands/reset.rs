@@ -19,7 +19,7 @@ pub(crate) fn run(args: ResetArgs) -> anyhow::Result<()> {
     // The store's lock tells whether a node is using this state now; a damaged state that
     // cannot be opened is exactly what reset is for, so only "in use" stops us.
     if let Err(e) = Store::open(&state, SyncMode::None, std::time::Duration::ZERO) {
-        if state_in_use(&e) {
+        if e.is_in_use() {
             bail!(
                 "the state at {} is in use: stop the node first (fubar ctl stop)",
                 state.display()
@@ -44,9 +44,4 @@ pub(crate) fn run(args: ResetArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot delete {}", state.display()))?;
     println!("state of {} cleared", settings.node.name);
     Ok(())
-}
-
-fn state_in_use(e: &fubar_store::StoreError) -> bool {
-    let text = e.to_string().to_lowercase();
-    text.contains("lock") || text.contains("in use") || text.contains("would block")
 }

@@ -4,7 +4,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,13 +16,35 @@ use fubar::mqtt::packet::Packet;
 /// Every log class, so tests can wait for the events they expect.
 const ALL_CLASSES: &str = "access,protocol,resource,warning,error,info,trace";
 
+/// The node name every test broker runs under.
+pub const NODE_NAME: &str = "test@localhost";
+
+/// A broker's data directory: its own temporary one (removed on drop), or one the test owns
+/// so that a second broker can start on the same state.
+pub enum DataDir {
+    /// Created for this broker, removed on drop.
+    Owned(tempfile::TempDir),
+    /// Given by the test (`Broker::start_in`).
+    Shared(PathBuf),
+}
+
+impl DataDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Owned(t) => t.path(),
+            Self::Shared(p) => p,
+        }
+    }
+}
+
 /// A `fubar node` process on 127.0.0.1 with a free port and its own data dir.
 pub struct Broker {
     child: Option<Child>,
     /// The MQTT listener's address.
     pub addr: SocketAddr,
-    /// The data directory (removed on drop).
-    pub dir: tempfile::TempDir,
+    /// The data directory.
+    pub dir: DataDir,
     lines: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
@@ -34,6 +57,16 @@ impl Broker {
     /// A broker with extra flags and a settings file holding `config` (TOML) if non-empty.
     pub fn start_with(args: &[&str], config: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_on(DataDir::Owned(dir), args, config)
+    }
+
+    /// A broker on the data dir `dir` (kept after the broker ends), so that a broker started
+    /// again on it finds the state the previous one left.
+    pub fn start_in(dir: &Path, args: &[&str], config: &str) -> Self {
+        Self::start_on(DataDir::Shared(dir.to_owned()), args, config)
+    }
+
+    fn start_on(dir: DataDir, args: &[&str], config: &str) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
         cmd.arg("node")
             .args([
@@ -42,7 +75,7 @@ impl Broker {
                 "--mqtt-port",
                 "0",
                 "--name",
-                "test@localhost",
+                NODE_NAME,
             ])
             .arg("--data-dir")
             .arg(dir.path())
@@ -123,6 +156,40 @@ impl Broker {
             .status();
         child.wait().expect("wait")
     }
+
+    /// Sends SIGKILL (`kill -9`: no chance to flush anything) and waits for the process.
+    pub fn kill9(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait")
+    }
+
+    /// Waits for the process to exit by itself (`fubar ctl stop`, say).
+    pub fn wait_exit(mut self) -> ExitStatus {
+        self.child.take().expect("running").wait().expect("wait")
+    }
+
+    /// Runs `fubar ctl ARGS` against this broker.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl_in(self.dir.path(), args)
+    }
+}
+
+/// Runs `fubar ctl --data-dir DIR --name test@localhost ARGS` to its end.
+pub fn ctl_in(dir: &Path, args: &[&str]) -> Output {
+    ctl_command(dir, args).output().expect("run fubar ctl")
+}
+
+/// The command `fubar ctl --data-dir DIR --name test@localhost ARGS`, stdin closed.
+pub fn ctl_command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
+    cmd.arg("ctl")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--name", NODE_NAME])
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
 }
 
 impl Drop for Broker {

@@ -9,5 +9,5 @@ mod limits;
 mod retained;
 mod sessions;
 mod subscriptions;
-mod support;
+pub(crate) mod support;
 mod will;

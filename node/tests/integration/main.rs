@@ -3,8 +3,10 @@
 //!
 //! One test binary with modules (as ripgrep does) links once.
 
+mod admin;
 mod common;
 mod conformance;
 mod interop;
 mod lifecycle;
 mod malformed;
+mod state;

@@ -22,7 +22,7 @@ use crate::common::{Broker, RawClient};
 
 /// How long to wait for something that must happen before the test fails. Generous: it is
 /// only ever reached when the broker is wrong.
-pub(super) const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 /// One runtime drives the event loops of every rumqttc client of the test binary.
 static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
@@ -34,32 +34,32 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
 });
 
 /// Options for a client of `broker` with id `id` (clean session, keep-alive 60 s).
-pub(super) fn options(broker: &Broker, id: &str) -> MqttOptions {
+pub(crate) fn options(broker: &Broker, id: &str) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", broker.port());
     o.set_keep_alive(Duration::from_secs(60));
     o
 }
 
 /// A rumqttc client whose event loop runs in its own task; events are read by the test.
-pub(super) struct Mqtt {
+pub(crate) struct Mqtt {
     /// The client id.
-    pub(super) id: String,
+    pub(crate) id: String,
     client: AsyncClient,
     events: mpsc::Receiver<Result<Event, ConnectionError>>,
     stash: VecDeque<Event>,
     task: Option<JoinHandle<()>>,
     /// The CONNACK the broker answered with.
-    pub(super) connack: ConnAck,
+    pub(crate) connack: ConnAck,
 }
 
 impl Mqtt {
     /// Connects with default options (clean session) and waits for CONNACK.
-    pub(super) fn connect(broker: &Broker, id: &str) -> Self {
+    pub(crate) fn connect(broker: &Broker, id: &str) -> Self {
         Self::connect_with(options(broker, id))
     }
 
     /// Connects with `opts` and waits for an accepting CONNACK.
-    pub(super) fn connect_with(opts: MqttOptions) -> Self {
+    pub(crate) fn connect_with(opts: MqttOptions) -> Self {
         let id = opts.client_id();
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
         let (tx, events) = mpsc::channel();
@@ -95,7 +95,7 @@ impl Mqtt {
 
     /// Waits for the first event (stashed ones first) for which `f` says `Some`; other events
     /// are kept for later waits (except those no test looks at).
-    pub(super) fn wait_for<T>(
+    pub(crate) fn wait_for<T>(
         &mut self,
         timeout: Duration,
         mut f: impl FnMut(&Event) -> Option<T>,
@@ -118,7 +118,7 @@ impl Mqtt {
 
     /// Waits until the event loop fails (the broker closed the connection, say); returns the
     /// error, or `None` if it did not within `timeout`.
-    pub(super) fn wait_error(&mut self, timeout: Duration) -> Option<ConnectionError> {
+    pub(crate) fn wait_error(&mut self, timeout: Duration) -> Option<ConnectionError> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.next_event(deadline)? {
@@ -130,7 +130,7 @@ impl Mqtt {
     }
 
     /// The next PUBLISH received, or `None` after `timeout`.
-    pub(super) fn try_next_publish(&mut self, timeout: Duration) -> Option<Publish> {
+    pub(crate) fn try_next_publish(&mut self, timeout: Duration) -> Option<Publish> {
         self.wait_for(timeout, |e| match e {
             Event::Incoming(Incoming::Publish(p)) => Some(p.clone()),
             _ => None,
@@ -138,19 +138,19 @@ impl Mqtt {
     }
 
     /// The next PUBLISH received; fails the test if none comes.
-    pub(super) fn next_publish(&mut self) -> Publish {
+    pub(crate) fn next_publish(&mut self) -> Publish {
         let id = self.id.clone();
         self.try_next_publish(WAIT)
             .unwrap_or_else(|| panic!("{id}: no PUBLISH received"))
     }
 
     /// The next `n` PUBLISH packets received.
-    pub(super) fn publishes(&mut self, n: usize) -> Vec<Publish> {
+    pub(crate) fn publishes(&mut self, n: usize) -> Vec<Publish> {
         (0..n).map(|_| self.next_publish()).collect()
     }
 
     /// Hands a PUBLISH to the event loop without waiting for it to be sent.
-    pub(super) fn send_publish(&self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) {
+    pub(crate) fn send_publish(&self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) {
         let client = self.client.clone();
         RUNTIME
             .block_on(client.publish(topic, qos, retain, payload.to_vec()))
@@ -158,7 +158,7 @@ impl Mqtt {
     }
 
     /// Sends a PUBLISH; returns its packet id (0 for QoS 0) once it was written.
-    pub(super) fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) -> u16 {
+    pub(crate) fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) -> u16 {
         self.send_publish(topic, qos, retain, payload);
         if qos == QoS::AtMostOnce {
             return 0;
@@ -172,7 +172,7 @@ impl Mqtt {
 
     /// Publishes at QoS 1 or 2 and waits for the end of the acknowledgement flow (PUBACK, or
     /// PUBREC then PUBCOMP).
-    pub(super) fn publish_acked(&mut self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) {
+    pub(crate) fn publish_acked(&mut self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) {
         let id = self.publish(topic, qos, retain, payload);
         match qos {
             QoS::AtMostOnce => panic!("QoS 0 has no acknowledgement"),
@@ -187,7 +187,7 @@ impl Mqtt {
     }
 
     /// Waits for an incoming packet matching `pred`; fails the test if none comes.
-    pub(super) fn expect_incoming(&mut self, pred: impl Fn(&Incoming) -> bool) {
+    pub(crate) fn expect_incoming(&mut self, pred: impl Fn(&Incoming) -> bool) {
         let found = self.wait_for(WAIT, |e| match e {
             Event::Incoming(p) if pred(p) => Some(()),
             _ => None,
@@ -196,12 +196,12 @@ impl Mqtt {
     }
 
     /// Subscribes to one filter; returns the SUBACK return codes.
-    pub(super) fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
+    pub(crate) fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
         self.subscribe_many(&[(filter, qos)])
     }
 
     /// Subscribes to several filters in one SUBSCRIBE; returns the SUBACK return codes.
-    pub(super) fn subscribe_many(&mut self, filters: &[(&str, QoS)]) -> Vec<SubscribeReasonCode> {
+    pub(crate) fn subscribe_many(&mut self, filters: &[(&str, QoS)]) -> Vec<SubscribeReasonCode> {
         let filters: Vec<SubscribeFilter> = filters
             .iter()
             .map(|(f, q)| SubscribeFilter::new((*f).to_owned(), *q))
@@ -218,7 +218,7 @@ impl Mqtt {
     }
 
     /// Unsubscribes and waits for UNSUBACK.
-    pub(super) fn unsubscribe(&mut self, filter: &str) {
+    pub(crate) fn unsubscribe(&mut self, filter: &str) {
         let client = self.client.clone();
         RUNTIME
             .block_on(client.unsubscribe(filter))
@@ -227,13 +227,13 @@ impl Mqtt {
     }
 
     /// Acknowledges a PUBLISH (with manual acks).
-    pub(super) fn ack(&mut self, publish: &Publish) {
+    pub(crate) fn ack(&mut self, publish: &Publish) {
         let client = self.client.clone();
         RUNTIME.block_on(client.ack(publish)).expect("ack request");
     }
 
     /// Sends DISCONNECT and waits until it was written.
-    pub(super) fn disconnect(mut self) {
+    pub(crate) fn disconnect(mut self) {
         let client = self.client.clone();
         RUNTIME
             .block_on(client.disconnect())
@@ -245,7 +245,7 @@ impl Mqtt {
     }
 
     /// Drops the TCP connection without DISCONNECT and waits until the socket is closed.
-    pub(super) fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = RUNTIME.block_on(task);
@@ -278,12 +278,12 @@ fn worth_keeping(e: &Event) -> bool {
 }
 
 /// The payload of a PUBLISH as text.
-pub(super) fn text(p: &Publish) -> &str {
+pub(crate) fn text(p: &Publish) -> &str {
     std::str::from_utf8(&p.payload).expect("UTF-8 payload")
 }
 
 /// The topics and payloads of some PUBLISH packets, for readable assertions.
-pub(super) fn summary(ps: &[Publish]) -> Vec<(String, String)> {
+pub(crate) fn summary(ps: &[Publish]) -> Vec<(String, String)> {
     ps.iter()
         .map(|p| (p.topic.clone(), text(p).to_owned()))
         .collect()
@@ -291,12 +291,12 @@ pub(super) fn summary(ps: &[Publish]) -> Vec<(String, String)> {
 
 /// Waits for a log line containing `needle`; fails the test (showing the log's tail) if none
 /// comes.
-pub(super) fn wait_log(broker: &Broker, needle: &str) -> String {
+pub(crate) fn wait_log(broker: &Broker, needle: &str) -> String {
     wait_log_count(broker, needle, 1)
 }
 
 /// Waits for the `n`th log line containing `needle`.
-pub(super) fn wait_log_count(broker: &Broker, needle: &str, n: usize) -> String {
+pub(crate) fn wait_log_count(broker: &Broker, needle: &str, n: usize) -> String {
     broker
         .wait_for_log_count(needle, n, WAIT)
         .unwrap_or_else(|| {
@@ -308,26 +308,26 @@ pub(super) fn wait_log_count(broker: &Broker, needle: &str, n: usize) -> String 
 
 /// Waits until the broker has finished the `n`th connection of client `id` (will published,
 /// session released).
-pub(super) fn wait_disconnected(broker: &Broker, id: &str, n: usize) -> String {
+pub(crate) fn wait_disconnected(broker: &Broker, id: &str, n: usize) -> String {
     wait_log_count(broker, &format!("disconnected client={id} "), n)
 }
 
 // ---- raw packets -------------------------------------------------------------------------
 
 /// Encodes `packet` with fubar's encoder and writes it.
-pub(super) fn send_packet(raw: &mut RawClient, packet: &Packet) {
+pub(crate) fn send_packet(raw: &mut RawClient, packet: &Packet) {
     let mut buf = BytesMut::new();
     encode(packet, &mut buf);
     raw.send(&buf);
 }
 
 /// The next packet from a raw connection; fails the test if none comes.
-pub(super) fn read(raw: &mut RawClient) -> Packet {
+pub(crate) fn read(raw: &mut RawClient) -> Packet {
     raw.read_packet(WAIT).expect("no packet from the broker")
 }
 
 /// A will for a raw CONNECT.
-pub(super) fn raw_will(topic: &str, payload: &str, qos: RawQoS, retain: bool) -> RawWill {
+pub(crate) fn raw_will(topic: &str, payload: &str, qos: RawQoS, retain: bool) -> RawWill {
     RawWill {
         topic: topic.into(),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
@@ -337,7 +337,7 @@ pub(super) fn raw_will(topic: &str, payload: &str, qos: RawQoS, retain: bool) ->
 }
 
 /// Opens a raw MQTT 3.1.1 connection and checks CONNACK accepts it.
-pub(super) fn raw_connect(
+pub(crate) fn raw_connect(
     broker: &Broker,
     id: &str,
     keep_alive: u16,
@@ -366,7 +366,7 @@ pub(super) fn raw_connect(
 }
 
 /// Subscribes a raw connection; returns the SUBACK.
-pub(super) fn raw_subscribe(
+pub(crate) fn raw_subscribe(
     raw: &mut RawClient,
     packet_id: u16,
     filters: &[(&str, RawQoS)],
