@@ -1,0 +1,99 @@
+//! The `tracing` layer: events whose target is a class name become `Event`s on the channel.
+
+use std::fmt;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+
+use fubar_logproto::Class;
+use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
+use tracing::{Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+
+use crate::shared::Shared;
+use crate::writer::Msg;
+
+/// The class a `tracing` target names, if any.
+pub fn class_of_target(target: &str) -> Option<Class> {
+    // Cheap reject first: every class name is 4 to 8 bytes.
+    if !(4..=8).contains(&target.len()) {
+        return None;
+    }
+    Class::ALL.into_iter().find(|c| c.name() == target)
+}
+
+/// The `tracing_subscriber::Layer` that records classed events; never blocks the caller.
+///
+/// Closed classes are disabled for the whole subscriber (`enabled` answers from an atomic bit
+/// set), so they cost almost nothing; other targets are left to the other layers.
+pub struct EventLayer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tx: SyncSender<Msg>,
+}
+
+impl fmt::Debug for EventLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLayer")
+            .field("node", &self.shared.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Subscriber> Layer<S> for EventLayer {
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if class_of_target(metadata.target()).is_some() {
+            // Asked again at every event, so `open`/`close` apply at once.
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        class_of_target(metadata.target()).is_none_or(|c| self.shared.is_open(c))
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let Some(class) = class_of_target(event.metadata().target()) else {
+            return;
+        };
+        if !self.shared.is_open(class) {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let event = self.shared.event(class, fields.message, fields.fields);
+        match self.tx.try_send(Msg::Event(event)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => self.shared.record_drop(class),
+        }
+    }
+}
+
+/// Collects an event's message and other fields, in order.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: String) {
+        if field.name() == "message" {
+            self.message = value;
+        } else {
+            self.fields.push((field.name().to_owned(), value));
+        }
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // `%x` fields arrive as `DisplayValue`, whose Debug is the value's Display.
+        self.put(field, format!("{value:?}"));
+    }
+}

@@ -1,0 +1,111 @@
+//! State shared by the tracing layer, the handle and the writer thread: atomics only.
+
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+
+use fubar_logproto::{Class, Event};
+
+use crate::text::now_us;
+
+/// Counters and switches read on the hot path without locks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The node's name, `name@host`.
+    pub(crate) node: String,
+    /// The node's boot epoch.
+    pub(crate) epoch: u64,
+    /// Bit `class.index()` set when the class is open.
+    open: AtomicU16,
+    /// The next sequence number.
+    seq: AtomicU64,
+    /// Events dropped because the channel was full, since start.
+    dropped_total: AtomicU64,
+    /// The same, per class.
+    dropped: [AtomicU64; Class::ALL.len()],
+    /// Drops not yet reported by a warning event, per class.
+    unreported: [AtomicU64; Class::ALL.len()],
+}
+
+impl Shared {
+    pub(crate) fn new(node: String, epoch: u64) -> Self {
+        Self {
+            node,
+            epoch,
+            open: AtomicU16::new(0),
+            seq: AtomicU64::new(1),
+            dropped_total: AtomicU64::new(0),
+            dropped: Default::default(),
+            unreported: Default::default(),
+        }
+    }
+
+    /// Whether events of `class` are being recorded.
+    pub(crate) fn is_open(&self, class: Class) -> bool {
+        self.open.load(Ordering::Relaxed) & bit(class) != 0
+    }
+
+    /// Marks `class` open or closed for the layer.
+    pub(crate) fn set_open(&self, class: Class, open: bool) {
+        if open {
+            self.open.fetch_or(bit(class), Ordering::Relaxed);
+        } else {
+            self.open.fetch_and(!bit(class), Ordering::Relaxed);
+        }
+    }
+
+    /// Closes every class (at shutdown).
+    pub(crate) fn close_all(&self) {
+        self.open.store(0, Ordering::Relaxed);
+    }
+
+    /// A new event of this node, stamped now with the next sequence number.
+    pub(crate) fn event(&self, class: Class, message: String, fields: Vec<(String, String)>) -> Event {
+        Event {
+            node: self.node.clone(),
+            epoch: self.epoch,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            time_us: now_us(),
+            class,
+            message,
+            fields,
+        }
+    }
+
+    /// Counts an event dropped because the channel was full.
+    pub(crate) fn record_drop(&self, class: Class) {
+        self.dropped_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.dropped.get(class.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(c) = self.unreported.get(class.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events dropped since start.
+    pub(crate) fn dropped_total(&self) -> u64 {
+        self.dropped_total.load(Ordering::Relaxed)
+    }
+
+    /// Events of `class` dropped since start.
+    pub(crate) fn dropped(&self, class: Class) -> u64 {
+        self.dropped
+            .get(class.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Takes the drops not reported yet, per class (zeroes them).
+    pub(crate) fn take_unreported(&self) -> Vec<(Class, u64)> {
+        Class::ALL
+            .into_iter()
+            .zip(&self.unreported)
+            .filter_map(|(class, c)| match c.swap(0, Ordering::Relaxed) {
+                0 => None,
+                n => Some((class, n)),
+            })
+            .collect()
+    }
+}
+
+fn bit(class: Class) -> u16 {
+    1u16 << (class.index() % 16)
+}

@@ -1,0 +1,138 @@
+//! The text form of an event: one line, as dumps, stdout and daily files show it.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use fubar_logproto::Event;
+
+/// The UTC time of a timestamp in microseconds; out-of-range values show as the Unix epoch.
+pub(crate) fn utc(time_us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(time_us).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// The UTC date of a timestamp in microseconds (the day a daily file is named after).
+pub(crate) fn utc_date(time_us: i64) -> NaiveDate {
+    utc(time_us).date_naive()
+}
+
+/// The current time in microseconds since the Unix epoch, UTC.
+pub(crate) fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// `class date time node message k=v ...`, UTC, without a trailing newline.
+///
+/// Example: `access   2026-11-25 14:27:16.257740 fubar@vm connected client=c1 peer=127.0.0.1:58096`.
+/// Values with spaces, `=`, quotes or control characters (and empty values) are double-quoted
+/// with backslash escapes; control characters in the message are escaped so a line stays a line.
+pub fn format_line(event: &Event) -> String {
+    let t = utc(event.time_us);
+    let mut line = String::with_capacity(64 + event.message.len() + 16 * event.fields.len());
+    // Writing to a String cannot fail.
+    let _ = write!(
+        line,
+        "{:<8} {} {} ",
+        event.class.name(),
+        t.format("%Y-%m-%d %H:%M:%S%.6f"),
+        event.node
+    );
+    push_escaped(&mut line, &event.message);
+    for (k, v) in &event.fields {
+        line.push(' ');
+        push_escaped(&mut line, k);
+        line.push('=');
+        push_value(&mut line, v);
+    }
+    line
+}
+
+/// A value, quoted when a reader could not otherwise tell where it ends.
+fn push_value(out: &mut String, v: &str) {
+    let plain = !v.is_empty()
+        && !v
+            .chars()
+            .any(|c| c == ' ' || c == '=' || c == '"' || c == '\\' || c.is_control());
+    if plain {
+        out.push_str(v);
+        return;
+    }
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => push_char_escaped(out, c),
+        }
+    }
+    out.push('"');
+}
+
+/// Text with control characters escaped (messages and keys are not quoted).
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        push_char_escaped(out, c);
+    }
+}
+
+fn push_char_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if c.is_control() => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fubar_logproto::Class;
+
+    fn event(message: &str, fields: &[(&str, &str)]) -> Event {
+        Event {
+            node: "fubar@vm".into(),
+            epoch: 1,
+            seq: 1,
+            // 2026-11-25 14:27:16.257740 UTC
+            time_us: 1_795_616_836_257_740,
+            class: Class::Access,
+            message: message.into(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_example_line() {
+        let e = event("connected", &[("client", "c1"), ("peer", "127.0.0.1:58096")]);
+        assert_eq!(
+            format_line(&e),
+            "access   2026-11-25 14:27:16.257740 fubar@vm connected client=c1 peer=127.0.0.1:58096"
+        );
+    }
+
+    #[test]
+    fn awkward_values_are_quoted_and_escaped() {
+        let e = event(
+            "two\nlines",
+            &[("a", "x y"), ("b", "k=v"), ("c", "say \"hi\""), ("d", ""), ("e", "back\\slash")],
+        );
+        assert_eq!(
+            format_line(&e),
+            "access   2026-11-25 14:27:16.257740 fubar@vm two\\nlines a=\"x y\" b=\"k=v\" \
+             c=\"say \\\"hi\\\"\" d=\"\" e=\"back\\\\slash\""
+        );
+    }
+
+    #[test]
+    fn out_of_range_time_does_not_panic() {
+        let mut e = event("m", &[]);
+        e.time_us = i64::MAX;
+        assert!(format_line(&e).starts_with("access   1970-01-01 00:00:00.000000 "));
+    }
+}
