@@ -49,6 +49,75 @@ pub enum AdminRequest {
         /// The new value, as it would be written in the TOML file.
         value: String,
     },
+    /// Start recording a log class.
+    LogOpen {
+        /// Class name.
+        class: String,
+    },
+    /// Stop recording a log class (its files stay).
+    LogClose {
+        /// Class name.
+        class: String,
+    },
+    /// Redirect a log class: `none`, `stdout`, or a daily-file prefix.
+    LogOut {
+        /// Class name.
+        class: String,
+        /// `none`, `stdout` or PREFIX.
+        redirect: String,
+    },
+    /// Classes with their redirects, sizes, event counts and drops.
+    LogList,
+    /// Write one class (or, without one, every class) to text files.
+    LogDump {
+        /// Class name; `None` dumps every class.
+        class: Option<String>,
+        /// Output file for one class, output directory for all (the node's log dir if `None`).
+        path: Option<String>,
+    },
+    /// Follow a client id in the `trace` class.
+    TraceClient {
+        /// Client id.
+        client_id: String,
+    },
+    /// Follow messages whose topic matches a filter in the `trace` class.
+    TraceTopic {
+        /// Topic filter.
+        filter: String,
+    },
+    /// Stop following a client id.
+    UntraceClient {
+        /// Client id.
+        client_id: String,
+    },
+    /// Stop following a topic filter.
+    UntraceTopic {
+        /// Topic filter.
+        filter: String,
+    },
+    /// What is followed.
+    TraceList,
+}
+
+/// One log class as `fubar ctl log list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogClassStatus {
+    /// Class name.
+    pub class: String,
+    /// Whether it is recorded.
+    pub open: bool,
+    /// `none`, `stdout` or the daily-file prefix.
+    pub redirect: String,
+    /// Segment files.
+    pub files: u64,
+    /// Bytes in segment files.
+    pub bytes: u64,
+    /// Events written since start.
+    pub events: u64,
+    /// Events lost to wrap-around since start.
+    pub overwritten: u64,
+    /// Events dropped because the writer was behind, since start.
+    pub dropped: u64,
 }
 
 /// A node's state as `fubar ctl status` shows it.
@@ -102,4 +171,13 @@ pub enum AdminResponse {
     Acl(Vec<AclRule>),
     /// Effective settings as (dotted name, TOML value) pairs.
     Settings(Vec<(String, String)>),
+    /// Log classes.
+    LogClasses(Vec<LogClassStatus>),
+    /// Traced client ids and topic filters.
+    Traces {
+        /// Client ids.
+        clients: Vec<String>,
+        /// Topic filters.
+        topics: Vec<String>,
+    },
 }

@@ -400,6 +400,5 @@ fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
         .map_err(|e| LogError::io("open", path, e))?;
     file.set_len(len)
         .map_err(|e| LogError::io("truncate", path, e))?;
-    file.sync_data()
-        .map_err(|e| LogError::io("sync", path, e))
+    file.sync_data().map_err(|e| LogError::io("sync", path, e))
 }

@@ -26,6 +26,27 @@ pub enum Command {
     /// Generate load against an MQTT broker and report what was measured.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Read log files directly (node running or not).
+    #[command(subcommand)]
+    Log(OfflineLogCommand),
+}
+
+/// `fubar log ...`.
+#[derive(Debug, Subcommand)]
+pub enum OfflineLogCommand {
+    /// Print a class's binary log as text (every class without one), oldest first.
+    Dump {
+        /// Log directory [default: the node's, from --data-dir and --name].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The node whose log directory is read when --dir is not given.
+        #[command(flatten)]
+        node: NodeLocation,
+        /// Class name.
+        class: Option<String>,
+        /// Output file [default: stdout].
+        file: Option<PathBuf>,
+    },
 }
 
 /// `fubar bench ...`.
@@ -88,6 +109,15 @@ pub struct CtlArgs {
     /// The node to talk to.
     #[command(flatten)]
     pub node: NodeLocation,
+    /// The command; without one, an interactive shell on the node.
+    #[command(subcommand)]
+    pub command: Option<CtlCommand>,
+}
+
+/// One line typed in the `fubar ctl` shell.
+#[derive(Debug, Parser)]
+#[command(name = "", no_binary_name = true, disable_version_flag = true)]
+pub struct ShellLine {
     /// The command.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -106,12 +136,84 @@ pub enum CtlCommand {
     /// Address rules: allow or deny connections by address block.
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Log classes: open, close, redirect, list, dump.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Follow a client or a topic in the `trace` class.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+    /// Stop following a client or a topic.
+    #[command(subcommand)]
+    Untrace(UntraceCommand),
     /// Show the effective settings, or change one at run time (kept across restarts).
     Settings {
         /// Dotted name, e.g. mqtt.max_packet_size.
         name: Option<String>,
         /// New value, as in the TOML file.
         value: Option<String>,
+    },
+}
+
+/// `fubar ctl log ...`.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Start recording a class.
+    Open {
+        /// access, packet, protocol, resource, debug, info, warning, error or trace.
+        class: String,
+    },
+    /// Stop recording a class (its files stay).
+    Close {
+        /// Class name.
+        class: String,
+    },
+    /// Redirect a class: none (binary files only), stdout, or PREFIX (daily text files).
+    Out {
+        /// Class name.
+        class: String,
+        /// none, stdout or PREFIX.
+        redirect: String,
+    },
+    /// Classes with their redirects, sizes, event counts and drops.
+    List,
+    /// Write a class's events to a text file, or every class to a file each.
+    Dump {
+        /// Class name (every class without one).
+        class: Option<String>,
+        /// Output file (for one class) or directory (for all) [default: the node's log dir].
+        path: Option<String>,
+    },
+}
+
+/// `fubar ctl trace ...`.
+#[derive(Debug, Subcommand)]
+pub enum TraceCommand {
+    /// Follow everything a client id does.
+    Client {
+        /// Client id.
+        id: String,
+    },
+    /// Follow every message on topics matching a filter.
+    Topic {
+        /// Topic filter.
+        filter: String,
+    },
+    /// What is followed.
+    List,
+}
+
+/// `fubar ctl untrace ...`.
+#[derive(Debug, Subcommand)]
+pub enum UntraceCommand {
+    /// Stop following a client id.
+    Client {
+        /// Client id.
+        id: String,
+    },
+    /// Stop following a topic filter.
+    Topic {
+        /// Topic filter.
+        filter: String,
     },
 }
 

@@ -1,28 +1,41 @@
-//! Printing classed log events until the log engine (`fubar-logs`) routes them.
-//!
-//! Every event's `tracing` target is its log class. The classes named in `log.stdout` are
-//! printed to stdout, one line per event; the others cost only a disabled-callsite check.
+//! Starting the node's log engine (`fubar-logs`) and installing it as the `tracing`
+//! subscriber: every event whose target is a log class goes to that class's segments and
+//! redirect.
 
-use tracing::Level;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use fubar_logproto::Class;
+use fubar_logs::{LogConfig, LogHandle, Redirect};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::settings::LogSettings;
+use crate::settings::Settings;
 
-/// Installs the global subscriber for `settings`.
-pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
-    let mut targets = Targets::new();
-    for class in &settings.stdout {
-        targets = targets.with_target(class.as_str(), Level::TRACE);
+/// Starts the log engine for `settings` and installs its layer globally.
+pub fn init(settings: &Settings) -> anyhow::Result<LogHandle> {
+    let mut classes = Vec::new();
+    for (name, redirect) in &settings.log.classes {
+        let class: Class = name.parse()?;
+        let redirect: Redirect = redirect.parse()?;
+        classes.push((class, redirect));
     }
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stdout)
-        .with_ansi(false)
-        .with_level(false)
-        .with_target(true);
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(targets))
-        .try_init()?;
-    Ok(())
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let dir = settings.log_dir();
+    let config = LogConfig {
+        node: settings.node.name.clone(),
+        epoch,
+        dir: dir.clone(),
+        max_bytes: settings.log.max_bytes,
+        max_files: settings.log.max_files,
+        classes,
+        channel_capacity: settings.log.channel_capacity,
+        flush_interval: Duration::from_millis(settings.log.flush_ms.max(1)),
+    };
+    let (handle, layer) = fubar_logs::start(config)
+        .with_context(|| format!("cannot start the log engine in {}", dir.display()))?;
+    tracing_subscriber::registry().with(layer).try_init()?;
+    Ok(handle)
 }

@@ -3,6 +3,7 @@
 //! Settings come from the embedded defaults below, then an optional TOML file (`--config`),
 //! then command-line flags. Every bounded queue and every timeout of the broker is named here.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -121,18 +122,24 @@ pub struct SessionSettings {
     pub expiry_sweep_secs: u64,
 }
 
-/// Which classed log events are printed to stdout.
+/// The node's log engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
-    /// Classes printed to stdout, e.g. `["trace", "warning", "error", "info", "access"]`.
-    pub stdout: Vec<String>,
+    /// Log directory; empty means `<data_dir>/<name>/log`.
+    pub dir: PathBuf,
+    /// Largest segment file of a class, bytes.
+    pub max_bytes: u64,
+    /// Segment files kept per class.
+    pub max_files: usize,
+    /// Classes open at start, with their redirect: `"none"`, `"stdout"` or a daily-file prefix.
+    pub classes: BTreeMap<String, String>,
+    /// Events buffered between the broker and the log writer; beyond it events are dropped
+    /// and counted (the broker never waits on the log).
+    pub channel_capacity: usize,
+    /// Milliseconds between flushes of buffered log writes.
+    pub flush_ms: u64,
 }
-
-/// The log classes a node emits, as `tracing` targets.
-pub const LOG_CLASSES: [&str; 9] = [
-    "access", "packet", "protocol", "resource", "debug", "info", "warning", "error", "trace",
-];
 
 impl Default for NodeSettings {
     fn default() -> Self {
@@ -196,15 +203,21 @@ impl Default for StoreSettings {
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
-            stdout: ["trace", "warning", "error", "info"]
-                .map(String::from)
-                .to_vec(),
+            dir: PathBuf::new(),
+            max_bytes: 10 << 20,
+            max_files: 10,
+            classes: [("trace", "stdout"), ("warning", "fubar")]
+                .into_iter()
+                .map(|(c, r)| (c.to_owned(), r.to_owned()))
+                .collect(),
+            channel_capacity: 65_536,
+            flush_ms: 100,
         }
     }
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 13] = [
+pub const FIXED_AT_START: [&str; 18] = [
     "node.name",
     "node.data_dir",
     "mqtt.bind",
@@ -217,7 +230,12 @@ pub const FIXED_AT_START: [&str; 13] = [
     "auth.max_concurrent_checks",
     "store.sync",
     "store.group_commit_ms",
-    "log.stdout",
+    "log.dir",
+    "log.max_bytes",
+    "log.max_files",
+    "log.classes",
+    "log.channel_capacity",
+    "log.flush_ms",
 ];
 
 /// `fubar@<hostname>`, the default node name.
@@ -296,13 +314,22 @@ impl Settings {
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "must be at least 1");
         }
-        if let Some(bad) = self
-            .log
-            .stdout
-            .iter()
-            .find(|c| !LOG_CLASSES.contains(&c.as_str()))
-        {
-            return invalid("log.stdout", &format!("unknown log class {bad:?}"));
+        for (class, redirect) in &self.log.classes {
+            if let Err(e) = class.parse::<fubar_logproto::Class>() {
+                return invalid("log.classes", &e.to_string());
+            }
+            if let Err(e) = redirect.parse::<fubar_logs::Redirect>() {
+                return invalid("log.classes", &format!("{class}: {e}"));
+            }
+        }
+        if self.log.max_files == 0 || self.log.max_bytes < 4096 {
+            return invalid(
+                "log.max_files / log.max_bytes",
+                "at least 1 file of 4096 bytes",
+            );
+        }
+        if self.log.channel_capacity == 0 {
+            return invalid("log.channel_capacity", "must be at least 1");
         }
         Ok(())
     }
@@ -365,6 +392,15 @@ impl Settings {
     /// The node's own directory, `<data_dir>/<name>`.
     pub fn node_dir(&self) -> PathBuf {
         self.node.data_dir.join(&self.node.name)
+    }
+
+    /// The log directory: `log.dir`, or `<data_dir>/<name>/log`.
+    pub fn log_dir(&self) -> PathBuf {
+        if self.log.dir.as_os_str().is_empty() {
+            self.node_dir().join("log")
+        } else {
+            self.log.dir.clone()
+        }
     }
 
     /// The directory of the node's preserved state, `<data_dir>/<name>/state`.
@@ -443,7 +479,7 @@ mod tests {
         s.session.inflight_window = 0;
         assert!(s.validate().is_err());
         let mut s = Settings::default();
-        s.log.stdout = vec!["nonsense".into()];
+        s.log.classes.insert("nonsense".into(), "stdout".into());
         assert!(s.validate().is_err());
     }
 }

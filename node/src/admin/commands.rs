@@ -9,7 +9,7 @@ use crate::broker::Broker;
 
 /// Runs one admin request against the broker.
 pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> AdminResponse {
-    match request {
+    match request.clone() {
         AdminRequest::Status => AdminResponse::Status(status(broker)),
         AdminRequest::Stop => {
             tracing::info!(target: "info", "stop requested through the admin socket");
@@ -60,6 +60,46 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
                 .collect(),
         ),
         AdminRequest::SettingsList => AdminResponse::Settings(broker.settings().flatten()),
+        AdminRequest::TraceClient { client_id } => {
+            broker.tracer.trace_client(&client_id);
+            tracing::info!(target: "info", client = %client_id, "tracing client");
+            AdminResponse::Done(format!("tracing client {client_id}"))
+        }
+        AdminRequest::TraceTopic { filter } => match broker.tracer.trace_topic(&filter) {
+            Ok(_) => {
+                tracing::info!(target: "info", filter = %filter, "tracing topic");
+                AdminResponse::Done(format!("tracing topic {filter}"))
+            }
+            Err(e) => AdminResponse::Error(e),
+        },
+        AdminRequest::UntraceClient { client_id } => {
+            if broker.tracer.untrace_client(&client_id) {
+                AdminResponse::Done(format!("stopped tracing client {client_id}"))
+            } else {
+                AdminResponse::Error(format!("client {client_id} is not traced"))
+            }
+        }
+        AdminRequest::UntraceTopic { filter } => {
+            if broker.tracer.untrace_topic(&filter) {
+                AdminResponse::Done(format!("stopped tracing topic {filter}"))
+            } else {
+                AdminResponse::Error(format!("topic {filter} is not traced"))
+            }
+        }
+        AdminRequest::TraceList => {
+            let (clients, topics) = broker.tracer.list();
+            AdminResponse::Traces { clients, topics }
+        }
+        AdminRequest::LogOpen { .. }
+        | AdminRequest::LogClose { .. }
+        | AdminRequest::LogOut { .. }
+        | AdminRequest::LogList
+        | AdminRequest::LogDump { .. } => {
+            let b = broker.clone();
+            tokio::task::spawn_blocking(move || super::log_commands::execute(&b, request))
+                .await
+                .unwrap_or_else(|e| AdminResponse::Error(e.to_string()))
+        }
         AdminRequest::SettingsSet { name, value } => match broker.change_setting(&name, &value) {
             Ok(shown) => AdminResponse::Done(format!("{name} = {shown}")),
             Err(e) => AdminResponse::Error(e),

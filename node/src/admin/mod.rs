@@ -7,6 +7,7 @@
 mod client;
 mod commands;
 mod endpoint;
+mod log_commands;
 
 pub use client::request;
 pub use endpoint::Endpoint;

@@ -20,11 +20,12 @@ use tokio_util::sync::CancellationToken;
 use super::packet_log;
 use super::registry::SessionHandle;
 use super::router::deliver;
+use super::tracer::now_us;
 use super::Broker;
 use crate::mqtt::connection::{CloseReason, ConnectionState};
 use crate::mqtt::decode::{decode, DecodeError};
 use crate::mqtt::encode::encode;
-use crate::mqtt::message::{Delivery, Message, SubscriptionOptions};
+use crate::mqtt::message::{Delivery, Message, SubscriptionOptions, TraceMark};
 use crate::mqtt::packet::{
     ConnAck, Connect, ConnectReturnCode, LastWill, Packet, ProtocolVersion, Publish, QoS, SubAck,
     SubAckCode, Subscribe, Unsubscribe,
@@ -175,7 +176,7 @@ impl Connection {
                 Err(e) => return Err(self.refuse_input(e)),
             };
             let size = before - self.rbuf.len();
-            packet_log::received(self.client_id(), self.peer, &packet, size);
+            packet_log::received(self.client_id(), self.peer, &packet, size, self.traced());
             self.state.on_packet(Instant::now(), &packet)?;
             match packet {
                 Packet::Connect(c) => self.handle_connect(c).await?,
@@ -341,6 +342,12 @@ impl Connection {
             user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
             keep_alive = c.keep_alive, clean_session = c.clean_session, session_present,
             "connected");
+        if self.broker.tracer.client_traced(&client_id) {
+            tracing::info!(target: "trace", client = %client_id, peer = %self.peer,
+                user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
+                keep_alive = c.keep_alive, clean_session = c.clean_session, session_present,
+                "connected");
+        }
         let resend = attached.handle.lock().session.resend_on_resume();
         self.client = Some(Client {
             id: client_id,
@@ -374,12 +381,26 @@ impl Connection {
 
     /// Routes a message; returns the durability ticket its acknowledgement must wait for (0
     /// when no copy went to the store).
-    fn route(&self, message: Message) -> u64 {
+    fn route(&self, mut message: Message) -> u64 {
         let b = &self.broker;
         let topic = message.topic.clone();
+        let publisher = self.client_id().unwrap_or("-");
+        if b.tracer.client_traced(publisher) || b.tracer.topic_traced(&topic) {
+            let mark = Arc::new(TraceMark {
+                origin_us: now_us(),
+                origin_client: publisher.into(),
+                via: vec![self.settings.node.name.as_str().into()],
+            });
+            trace_hop(&mark, "received", &topic, publisher, 1);
+            message.trace = Some(mark);
+        }
+        let mark = message.trace.clone();
         let routed = b
             .router
             .publish(Arc::new(message), &b.registry, &b.retained);
+        if let Some(mark) = &mark {
+            trace_hop(mark, "routed", &topic, publisher, routed.delivered);
+        }
         b.stats.record_routed(&routed);
         if let Some(change) = routed.retained {
             packet_log::retained(self.client_id(), &topic, change);
@@ -473,16 +494,19 @@ impl Connection {
             }
             let mut budget = limit.saturating_sub(self.wbuf.len());
             while budget > 0 {
-                let Some(p) = slot.session.poll_publish() else {
+                let Some((p, message)) = slot.session.poll_send() else {
                     break;
                 };
                 budget = budget.saturating_sub(p.payload.len() + p.topic.len() + 8);
-                out.push(Packet::Publish(p));
+                out.push((Packet::Publish(p), message.trace.clone()));
             }
         }
         self.broker.stats.record_sent(out.len());
-        for p in &out {
+        for (p, mark) in &out {
             self.send(p);
+            if let (Some(mark), Packet::Publish(p)) = (mark, p) {
+                trace_hop(mark, "sent", &p.topic, self.client_id().unwrap_or("-"), 1);
+            }
         }
     }
 
@@ -491,8 +515,14 @@ impl Connection {
         let before = self.wbuf.len();
         encode(packet, &mut self.wbuf);
         let size = self.wbuf.len() - before;
-        packet_log::sent(self.client_id(), self.peer, packet, size);
+        packet_log::sent(self.client_id(), self.peer, packet, size, self.traced());
         packet_log::bytes("out", self.peer, &self.wbuf[before..]);
+    }
+
+    /// Whether this connection's client is followed in the `trace` class.
+    fn traced(&self) -> bool {
+        self.client_id()
+            .is_some_and(|id| self.broker.tracer.client_traced(id))
     }
 
     fn client_id(&self) -> Option<&str> {
@@ -532,6 +562,9 @@ impl Connection {
             tracing::info!(target: "resource", client = %client.id, "session ended");
         }
         let level = client.protocol;
+        if self.broker.tracer.client_traced(&client.id) {
+            tracing::info!(target: "trace", client = %client.id, peer = %self.peer, %reason, "disconnected");
+        }
         match reason {
             CloseReason::ClientDisconnect | CloseReason::ServerShutdown => {
                 tracing::info!(target: "access", client = %client.id, peer = %self.peer, protocol = %level, %reason, "disconnected");
@@ -552,6 +585,14 @@ async fn taken_over(kicked: Option<&mut oneshot::Receiver<()>>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// One hop of a traced message: where it is, and how long since it was received.
+fn trace_hop(mark: &TraceMark, hop: &str, topic: &str, client: &str, count: usize) {
+    let latency_us = now_us().saturating_sub(mark.origin_us);
+    let via: Vec<&str> = mark.via.iter().map(|n| &**n).collect();
+    tracing::info!(target: "trace", hop, topic, client, from = %mark.origin_client,
+        origin_us = mark.origin_us, latency_us, count, via = %via.join(">"), "message hop");
 }
 
 /// Completes when the store's durable ticket reaches `ticket` (never without one).

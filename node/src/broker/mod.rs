@@ -13,10 +13,11 @@ mod persist;
 pub mod registry;
 pub mod retained;
 pub mod router;
+pub mod tracer;
 pub mod trie;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fubar_store::{Store, StoreError};
@@ -42,6 +43,10 @@ pub struct Broker {
     pub accounts: Accounts,
     /// Address rules, checked at accept.
     pub acl: Acl,
+    /// Client ids and topic filters followed in the `trace` class.
+    pub tracer: tracer::Tracer,
+    /// The node's log engine, once started (absent in unit tests).
+    pub logs: OnceLock<fubar_logs::LogHandle>,
     /// Cancelled to stop the node (SIGTERM, `fubar ctl stop`).
     pub shutdown: CancellationToken,
     /// When the node started.
@@ -103,6 +108,8 @@ impl Broker {
         let broker = Self {
             accounts: Accounts::load(store.clone(), &settings.auth)?,
             acl: Acl::load(store.clone())?,
+            tracer: tracer::Tracer::default(),
+            logs: OnceLock::new(),
             settings: RwLock::new(Arc::new(settings)),
             registry: Registry::with_store(store.clone()),
             router: Router::default(),

@@ -10,39 +10,69 @@ use crate::mqtt::packet::Packet;
 /// Most raw bytes shown in one `packet` event.
 const HEX_CAP: usize = 64;
 
-/// A packet received from a client.
-pub(crate) fn received(client: Option<&str>, peer: SocketAddr, packet: &Packet, size: usize) {
-    log("in", client, peer, packet, size);
+/// A packet received from a client; `traced` also puts it in the `trace` class.
+pub(crate) fn received(
+    client: Option<&str>,
+    peer: SocketAddr,
+    packet: &Packet,
+    size: usize,
+    traced: bool,
+) {
+    log("in", client, peer, packet, size, traced);
 }
 
-/// A packet sent to a client.
-pub(crate) fn sent(client: Option<&str>, peer: SocketAddr, packet: &Packet, size: usize) {
-    log("out", client, peer, packet, size);
+/// A packet sent to a client; `traced` also puts it in the `trace` class.
+pub(crate) fn sent(
+    client: Option<&str>,
+    peer: SocketAddr,
+    packet: &Packet,
+    size: usize,
+    traced: bool,
+) {
+    log("out", client, peer, packet, size, traced);
 }
 
-fn log(dir: &str, client: Option<&str>, peer: SocketAddr, packet: &Packet, size: usize) {
-    if !tracing::enabled!(target: "protocol", tracing::Level::DEBUG) {
-        return;
-    }
+/// One decoded-packet event in the class `$target` (a literal: tracing targets are static).
+macro_rules! packet_event {
+    ($target:literal, $dir:expr, $client:expr, $peer:expr, $packet:expr, $size:expr) => {{
+        let (dir, client, peer, size) = ($dir, $client, $peer, $size);
+        let kind = $packet.kind();
+        match $packet {
+            Packet::Publish(p) => tracing::debug!(target: $target, dir, client, %peer, kind,
+                packet_id = p.packet_id, topic = %p.topic, qos = p.qos as u8, retain = p.retain,
+                dup = p.dup, payload_size = p.payload.len(), size, "packet"),
+            Packet::Connect(c) => tracing::debug!(target: $target, dir, client, %peer, kind,
+                protocol = %c.protocol, client_id = %c.client_id, clean_session = c.clean_session,
+                keep_alive = c.keep_alive, will = c.will.is_some(),
+                user = c.username.as_deref().unwrap_or(""), size, "packet"),
+            Packet::ConnAck(a) => tracing::debug!(target: $target, dir, client, %peer, kind,
+                code = a.code as u8, session_present = a.session_present, size, "packet"),
+            Packet::Subscribe(s) => tracing::debug!(target: $target, dir, client, %peer, kind,
+                packet_id = s.packet_id, filters = ?s.filters, size, "packet"),
+            Packet::SubAck(s) => tracing::debug!(target: $target, dir, client, %peer, kind,
+                packet_id = s.packet_id, codes = ?s.codes, size, "packet"),
+            Packet::Unsubscribe(u) => tracing::debug!(target: $target, dir, client, %peer, kind,
+                packet_id = u.packet_id, filters = ?u.filters, size, "packet"),
+            other => tracing::debug!(target: $target, dir, client, %peer, kind,
+                packet_id = other.packet_id(), size, "packet"),
+        }
+    }};
+}
+
+fn log(
+    dir: &str,
+    client: Option<&str>,
+    peer: SocketAddr,
+    packet: &Packet,
+    size: usize,
+    traced: bool,
+) {
     let client = client.unwrap_or("-");
-    let kind = packet.kind();
-    match packet {
-        Packet::Publish(p) => tracing::debug!(target: "protocol", dir, client, %peer, kind,
-            packet_id = p.packet_id, topic = %p.topic, qos = p.qos as u8, retain = p.retain,
-            dup = p.dup, payload_size = p.payload.len(), size),
-        Packet::Connect(c) => tracing::debug!(target: "protocol", dir, client, %peer, kind,
-            protocol = %c.protocol, client_id = %c.client_id, clean_session = c.clean_session,
-            keep_alive = c.keep_alive, will = c.will.is_some(), user = c.username.as_deref().unwrap_or(""), size),
-        Packet::ConnAck(a) => tracing::debug!(target: "protocol", dir, client, %peer, kind,
-            code = a.code as u8, session_present = a.session_present, size),
-        Packet::Subscribe(s) => tracing::debug!(target: "protocol", dir, client, %peer, kind,
-            packet_id = s.packet_id, filters = ?s.filters, size),
-        Packet::SubAck(s) => tracing::debug!(target: "protocol", dir, client, %peer, kind,
-            packet_id = s.packet_id, codes = ?s.codes, size),
-        Packet::Unsubscribe(u) => tracing::debug!(target: "protocol", dir, client, %peer, kind,
-            packet_id = u.packet_id, filters = ?u.filters, size),
-        other => tracing::debug!(target: "protocol", dir, client, %peer, kind,
-            packet_id = other.packet_id(), size),
+    if tracing::enabled!(target: "protocol", tracing::Level::DEBUG) {
+        packet_event!("protocol", dir, client, peer, packet, size);
+    }
+    if traced {
+        packet_event!("trace", dir, client, peer, packet, size);
     }
 }
 

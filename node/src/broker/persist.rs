@@ -60,6 +60,7 @@ pub(crate) fn message_of(m: StoredMessage) -> Message {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
         },
+        trace: None,
     }
 }
 

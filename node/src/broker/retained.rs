@@ -120,6 +120,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: true,
             properties: MessageProperties::default(),
+            trace: None,
         })
     }
 

@@ -222,6 +222,7 @@ mod tests {
             qos,
             retain: false,
             properties: MessageProperties::default(),
+            trace: None,
         })
     }
 

@@ -4,12 +4,25 @@ use anyhow::bail;
 use fubar_logproto::admin::{AdminRequest, AdminResponse};
 
 use crate::admin;
-use crate::cli::{AccountCommand, AclCommand, CtlArgs, CtlCommand, NodeLocation};
+use crate::cli::{
+    AccountCommand, AclCommand, CtlArgs, CtlCommand, LogCommand, NodeLocation, TraceCommand,
+    UntraceCommand,
+};
 use crate::settings::Settings;
 
-/// Runs one `fubar ctl` command.
+/// Runs one `fubar ctl` command, or the interactive shell without one.
 pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let request = match args.command {
+    let settings = located(&args.node);
+    let socket = admin::socket_path(&settings.node_dir());
+    match args.command {
+        Some(command) => print(admin::request(&socket, &request_of(command)?)?),
+        None => super::shell::run(&socket, &settings.node_dir().join("ctl_history")),
+    }
+}
+
+/// The admin request for a command line.
+pub(crate) fn request_of(command: CtlCommand) -> anyhow::Result<AdminRequest> {
+    Ok(match command {
         CtlCommand::Status => AdminRequest::Status,
         CtlCommand::Stop => AdminRequest::Stop,
         CtlCommand::Account(AccountCommand::Update { name, password }) => {
@@ -23,6 +36,27 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Acl(AclCommand::Deny { cidr }) => AdminRequest::AclDeny { cidr },
         CtlCommand::Acl(AclCommand::Delete { cidr }) => AdminRequest::AclDelete { cidr },
         CtlCommand::Acl(AclCommand::List) => AdminRequest::AclList,
+        CtlCommand::Log(LogCommand::Open { class }) => AdminRequest::LogOpen { class },
+        CtlCommand::Log(LogCommand::Close { class }) => AdminRequest::LogClose { class },
+        CtlCommand::Log(LogCommand::Out { class, redirect }) => {
+            AdminRequest::LogOut { class, redirect }
+        }
+        CtlCommand::Log(LogCommand::List) => AdminRequest::LogList,
+        CtlCommand::Log(LogCommand::Dump { class, path }) => AdminRequest::LogDump {
+            class,
+            path: path.map(absolute),
+        },
+        CtlCommand::Trace(TraceCommand::Client { id }) => {
+            AdminRequest::TraceClient { client_id: id }
+        }
+        CtlCommand::Trace(TraceCommand::Topic { filter }) => AdminRequest::TraceTopic { filter },
+        CtlCommand::Trace(TraceCommand::List) => AdminRequest::TraceList,
+        CtlCommand::Untrace(UntraceCommand::Client { id }) => {
+            AdminRequest::UntraceClient { client_id: id }
+        }
+        CtlCommand::Untrace(UntraceCommand::Topic { filter }) => {
+            AdminRequest::UntraceTopic { filter }
+        }
         CtlCommand::Settings { name: None, .. } => AdminRequest::SettingsList,
         CtlCommand::Settings {
             name: Some(name),
@@ -32,9 +66,12 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
             name: Some(name),
             value: None,
         } => bail!("fubar ctl settings {name} needs a value"),
-    };
-    let socket = admin::socket_path(&located(&args.node).node_dir());
-    print(admin::request(&socket, &request)?)
+    })
+}
+
+/// A path as the node (whose working directory may differ) must see it.
+fn absolute(path: String) -> String {
+    std::path::absolute(&path).map_or(path, |p| p.display().to_string())
 }
 
 /// The settings that locate a node from `--name` and `--data-dir` (same defaults as `node`).
@@ -49,7 +86,8 @@ pub(crate) fn located(node: &NodeLocation) -> Settings {
     s
 }
 
-fn print(reply: AdminResponse) -> anyhow::Result<()> {
+/// Prints a reply; an error reply becomes an error.
+pub(crate) fn print(reply: AdminResponse) -> anyhow::Result<()> {
     match reply {
         AdminResponse::Done(text) => println!("{text}"),
         AdminResponse::Error(text) => bail!("{text}"),
@@ -75,6 +113,33 @@ fn print(reply: AdminResponse) -> anyhow::Result<()> {
         AdminResponse::Settings(pairs) => {
             for (n, v) in pairs {
                 println!("{n} = {v}");
+            }
+        }
+        AdminResponse::LogClasses(classes) => {
+            println!(
+                "{:<9} {:<5} {:<12} {:>5} {:>12} {:>10} {:>11} {:>8}",
+                "class", "open", "redirect", "files", "bytes", "events", "overwritten", "dropped"
+            );
+            for c in classes {
+                println!(
+                    "{:<9} {:<5} {:<12} {:>5} {:>12} {:>10} {:>11} {:>8}",
+                    c.class,
+                    if c.open { "yes" } else { "no" },
+                    c.redirect,
+                    c.files,
+                    c.bytes,
+                    c.events,
+                    c.overwritten,
+                    c.dropped
+                );
+            }
+        }
+        AdminResponse::Traces { clients, topics } => {
+            for c in clients {
+                println!("client {c}");
+            }
+            for t in topics {
+                println!("topic  {t}");
             }
         }
     }

@@ -3,8 +3,10 @@
 
 mod bench;
 mod ctl;
+mod log;
 mod node;
 mod reset;
+mod shell;
 
 use crate::cli::{Cli, Command};
 
@@ -15,5 +17,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ctl(args) => ctl::run(args),
         Command::Reset(args) => reset::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Log(cmd) => log::run(cmd),
     }
 }

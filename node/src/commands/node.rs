@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use fubar_logs::LogHandle;
 use fubar_store::{Store, SyncMode};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -17,15 +18,17 @@ use crate::settings::{Settings, SyncSetting};
 /// Runs a broker node until SIGINT or SIGTERM.
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     let first = settings_of(&args, &[])?;
-    logging::init(&first.log)?;
     let node_dir = first.node_dir();
     create_private_dir(&node_dir)?;
+    let logs = logging::init(&first)?;
     let store = open_store(&first)?;
     // Changes made at run time (`fubar ctl settings`) were kept in the store: they apply over
     // the file, and flags apply over them.
     let settings = settings_of(&args, &store.settings()?)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(serve(settings, Arc::new(store)))
+    let result = runtime.block_on(serve(settings, Arc::new(store), logs.clone()));
+    logs.shutdown();
+    result
 }
 
 /// The node's directory, readable by its owner only: the admin socket lives there.
@@ -80,7 +83,9 @@ fn settings_of(args: &NodeArgs, stored: &[(String, String)]) -> anyhow::Result<S
         s.mqtt.max_packet_size = v;
     }
     if let Some(v) = args.log_stdout {
-        s.log.stdout = v.into_iter().filter(|c| !c.is_empty()).collect();
+        for class in v.into_iter().filter(|c| !c.is_empty()) {
+            s.log.classes.insert(class, "stdout".into());
+        }
     }
     if args.auth {
         s.auth.enabled = true;
@@ -89,11 +94,12 @@ fn settings_of(args: &NodeArgs, stored: &[(String, String)]) -> anyhow::Result<S
     Ok(s)
 }
 
-async fn serve(settings: Settings, store: Arc<Store>) -> anyhow::Result<()> {
+async fn serve(settings: Settings, store: Arc<Store>, logs: LogHandle) -> anyhow::Result<()> {
     let name = settings.node.name.clone();
     let want = std::net::SocketAddr::new(settings.mqtt.bind, settings.mqtt.port);
     let admin_path = admin::socket_path(&settings.node_dir());
     let broker = Arc::new(Broker::new(settings, Some(store))?);
+    let _ = broker.logs.set(logs);
     let server = Server::bind(broker.clone())
         .await
         .with_context(|| format!("cannot listen on {want}"))?;

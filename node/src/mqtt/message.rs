@@ -28,6 +28,18 @@ pub struct MessageProperties {
     pub user_properties: Vec<(Arc<str>, Arc<str>)>,
 }
 
+/// The mark of a traced message: when and where it entered the broker, and the nodes it has
+/// passed, so the `trace` class can show its latency at each hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceMark {
+    /// When it was received from its publisher, microseconds since the Unix epoch.
+    pub origin_us: i64,
+    /// The publisher's client id.
+    pub origin_client: Arc<str>,
+    /// Nodes it has passed, in order (the first is where it was published).
+    pub via: Vec<Arc<str>>,
+}
+
 /// An application message published to a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -41,6 +53,8 @@ pub struct Message {
     pub retain: bool,
     /// MQTT 5 properties (empty for 3.1/3.1.1 publishers).
     pub properties: MessageProperties,
+    /// Set when the message is traced.
+    pub trace: Option<Arc<TraceMark>>,
 }
 
 impl Message {
@@ -52,6 +66,7 @@ impl Message {
             qos: p.qos,
             retain: p.retain,
             properties: MessageProperties::default(),
+            trace: None,
         }
     }
 
@@ -63,6 +78,7 @@ impl Message {
             qos: w.qos,
             retain: w.retain,
             properties: MessageProperties::default(),
+            trace: None,
         }
     }
 

@@ -18,8 +18,9 @@
 //! - Every message has a sequence number, increasing in the order messages were queued.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
-use super::message::{Delivery, SubscriptionOptions};
+use super::message::{Delivery, Message, SubscriptionOptions};
 use super::packet::{Packet, Publish, QoS};
 
 /// The bounds of a session.
@@ -300,6 +301,12 @@ impl Session {
     /// order of messages on a topic.
     #[must_use]
     pub fn poll_publish(&mut self) -> Option<Publish> {
+        self.poll_send().map(|(p, _)| p)
+    }
+
+    /// As `poll_publish`, with the message the PUBLISH carries (for its trace mark).
+    #[must_use]
+    pub fn poll_send(&mut self) -> Option<(Publish, Arc<Message>)> {
         let head = self.queue.front()?;
         if head.delivery.qos != QoS::AtMostOnce
             && self.inflight.len() >= self.limits.inflight_window
@@ -331,7 +338,7 @@ impl Session {
                 id
             }
         };
-        Some(publish_of(&delivery, packet_id, false))
+        Some((publish_of(&delivery, packet_id, false), delivery.message))
     }
 
     fn allocate_packet_id(&mut self) -> u16 {
@@ -469,12 +476,10 @@ fn publish_of(delivery: &Delivery, packet_id: u16, dup: bool) -> Publish {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use bytes::Bytes;
 
     use super::*;
-    use crate::mqtt::message::{Message, MessageProperties};
+    use crate::mqtt::message::MessageProperties;
 
     fn limits() -> SessionLimits {
         SessionLimits {
@@ -492,6 +497,7 @@ mod tests {
                 qos,
                 retain: false,
                 properties: MessageProperties::default(),
+                trace: None,
             }),
             qos,
             retain: false,

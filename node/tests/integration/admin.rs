@@ -209,7 +209,7 @@ fn auth_with_the_right_password_is_accepted() {
     let (code, _raw) = connack_code(&broker, "romeo-client", Some("romeo"), Some(PASSWORD));
     assert_eq!(code, ConnectReturnCode::Accepted);
     let line = wait_log(&broker, "connected client=romeo-client");
-    assert!(line.contains("user=\"romeo\""), "{line}");
+    assert!(line.contains("user=romeo "), "{line}");
     assert_no_password_logged(&broker);
 }
 

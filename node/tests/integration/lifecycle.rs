@@ -145,7 +145,7 @@ impl Node {
                 .lines()
                 .map_while(Result::ok)
             {
-                if tx.send(line).is_err() {
+                if tx.send(crate::common::unquote(&line)).is_err() {
                     break;
                 }
             }
@@ -237,7 +237,7 @@ fn sigterm_closes_clients_and_exits_successfully() {
                 Some(Packet::ConnAck(a)) => assert_eq!(a.code, ConnectReturnCode::Accepted),
                 other => panic!("expected CONNACK, got {other:?}"),
             }
-            node.wait_for(&format!("access: connected client={id} "));
+            node.wait_for(&format!(" connected client={id} "));
             c
         })
         .collect();
@@ -252,10 +252,10 @@ fn sigterm_closes_clients_and_exits_successfully() {
         assert!(c.closed_within(T), "a client's connection stayed open");
     }
     for id in ["c1", "c2"] {
-        let line = node.wait_for(&format!("access: disconnected client={id} "));
+        let line = node.wait_for(&format!(" disconnected client={id} "));
         assert!(line.contains("reason=server shutdown"), "{line}");
     }
-    node.wait_for("info: node stopped");
+    node.wait_for(" node stopped");
 }
 
 #[test]
@@ -301,7 +301,7 @@ fn sigterm_as_soon_as_listening_is_graceful() {
         "{status}; stdout:\n{}",
         node.seen.join("\n")
     );
-    node.wait_for("info: node stopped");
+    node.wait_for(" node stopped");
 }
 
 fn list(dir: &Path) -> Vec<String> {

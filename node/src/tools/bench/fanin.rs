@@ -2,7 +2,8 @@
 //!
 //! Each publisher keeps up to `window` QoS 1/2 messages unacknowledged (QoS 0 is written as
 //! fast as the socket takes it). The rate reported is messages acknowledged (QoS 1/2) or
-//! written (QoS 0) per second, from the first publish to the last acknowledgement.
+//! written (QoS 0) per second, from the first publish to the last acknowledgement, or, with a
+//! subscriber, to the last message it received.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,15 +86,17 @@ pub async fn run(o: FaninOptions) -> std::io::Result<FaninReport> {
     for t in tasks {
         published += t.await.map_err(std::io::Error::other)??;
     }
-    let seconds = began.elapsed().as_secs_f64();
+    let mut finished = Instant::now();
     let received = match subscriber {
-        Some(t) => tokio::time::timeout(Duration::from_secs(10), t)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0),
+        Some(t) => {
+            let (n, last) = t.await.unwrap_or((0, finished));
+            finished = finished.max(last);
+            n
+        }
         None => 0,
     };
+    // With a subscriber, the run ends when it has received what it will receive.
+    let seconds = finished.duration_since(began).as_secs_f64();
     Ok(FaninReport {
         published,
         received,
@@ -143,16 +146,26 @@ async fn publish_all(
     Ok(done as u64)
 }
 
-async fn count_received(mut r: ClientReader, _w: ClientWriter, expected: u64) -> u64 {
+/// Counts messages until `expected` arrived (or the connection ends); returns the count and
+/// when the last one came.
+async fn count_received(mut r: ClientReader, _w: ClientWriter, expected: u64) -> (u64, Instant) {
     let mut n = 0;
+    let mut last = Instant::now();
     while n < expected {
-        match r.next().await {
-            Ok(Packet::Publish(_)) => n += 1,
+        // A QoS 0 message dropped by the broker never comes: stop after a quiet spell.
+        let Ok(next) = tokio::time::timeout(Duration::from_secs(2), r.next()).await else {
+            break;
+        };
+        match next {
+            Ok(Packet::Publish(_)) => {
+                n += 1;
+                last = Instant::now();
+            }
             Ok(_) => {}
             Err(_) => break,
         }
     }
-    n
+    (n, last)
 }
 
 #[cfg(test)]
