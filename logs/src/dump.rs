@@ -26,11 +26,7 @@ pub fn class_dir(log_dir: &Path, class: Class) -> PathBuf {
 
 /// Dumps a class's segment files as text lines, oldest first, reading them directly (the node
 /// may be running or not; a file deleted by rotation meanwhile is passed over).
-pub fn dump_dir(
-    log_dir: &Path,
-    class: Class,
-    out: &mut dyn Write,
-) -> Result<DumpReport, LogError> {
+pub fn dump_dir(log_dir: &Path, class: Class, out: &mut dyn Write) -> Result<DumpReport, LogError> {
     let files: Vec<(PathBuf, Option<u64>)> = list_segments(&class_dir(log_dir, class))?
         .into_iter()
         .map(|(_, p)| (p, None))
@@ -68,7 +64,13 @@ pub(crate) fn dump_files(
 pub fn dump_file_name(node: &str, at: DateTime<Utc>, class: Class) -> String {
     let node: String = node
         .chars()
-        .map(|c| if matches!(c, '/' | '\\' | '\0') { '_' } else { c })
+        .map(|c| {
+            if matches!(c, '/' | '\\' | '\0') {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     format!("{node}-{}-{class}.log", at.format("%Y%m%dT%H%M%S"))
 }
@@ -85,7 +87,10 @@ mod tests {
 
     #[test]
     fn erlang_dump_naming() {
-        let at = Utc.with_ymd_and_hms(2026, 11, 25, 14, 27, 16).single().unwrap();
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 25, 14, 27, 16)
+            .single()
+            .unwrap();
         assert_eq!(
             dump_file_name("fubar@vm", at, Class::Access),
             "fubar@vm-20261125T142716-access.log"

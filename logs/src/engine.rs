@@ -92,7 +92,8 @@ impl Engine {
 
     /// Opens a class: its segment log is opened (and repaired) if it was not yet.
     pub(crate) fn open(&mut self, class: Class) -> Result<(), LogError> {
-        let (dir, max_bytes, max_files) = (class_dir(&self.dir, class), self.max_bytes, self.max_files);
+        let (dir, max_bytes, max_files) =
+            (class_dir(&self.dir, class), self.max_bytes, self.max_files);
         let st = self.state(class);
         let mut recovery = None;
         if st.log.is_none() {
@@ -120,7 +121,11 @@ impl Engine {
     }
 
     /// Sets a class's redirect, opening the class.
-    pub(crate) fn set_redirect(&mut self, class: Class, redirect: Redirect) -> Result<(), LogError> {
+    pub(crate) fn set_redirect(
+        &mut self,
+        class: Class,
+        redirect: Redirect,
+    ) -> Result<(), LogError> {
         if let Redirect::Prefix(p) = &redirect {
             // Re-check: a Redirect can be built without parsing.
             Redirect::prefix(p)?;
@@ -207,7 +212,9 @@ impl Engine {
 
     /// Queues a warning event of the engine's own.
     fn warn(&mut self, message: &str, fields: Vec<(String, String)>) {
-        let event = self.shared.event(Class::Warning, message.to_owned(), fields);
+        let event = self
+            .shared
+            .event(Class::Warning, message.to_owned(), fields);
         self.pending.push(event);
     }
 
@@ -281,14 +288,24 @@ impl Engine {
     }
 
     /// The files a reader of `class` should read, each up to its flushed size.
-    pub(crate) fn dump_sources(&mut self, class: Class) -> Result<Vec<(PathBuf, Option<u64>)>, LogError> {
+    pub(crate) fn dump_sources(
+        &mut self,
+        class: Class,
+    ) -> Result<Vec<(PathBuf, Option<u64>)>, LogError> {
         let dir = class_dir(&self.dir, class);
         match &mut self.state(class).log {
             Some(log) => {
                 log.flush()?;
-                Ok(log.snapshot().into_iter().map(|(p, n)| (p, Some(n))).collect())
+                Ok(log
+                    .snapshot()
+                    .into_iter()
+                    .map(|(p, n)| (p, Some(n)))
+                    .collect())
             }
-            None => Ok(list_segments(&dir)?.into_iter().map(|(_, p)| (p, None)).collect()),
+            None => Ok(list_segments(&dir)?
+                .into_iter()
+                .map(|(_, p)| (p, None))
+                .collect()),
         }
     }
 

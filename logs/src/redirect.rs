@@ -94,7 +94,17 @@ mod tests {
     #[test]
     fn bad_prefixes_are_refused_with_what_is_allowed() {
         let long = "x".repeat(MAX_PREFIX_LEN + 1);
-        for s in ["a/b", "..", "../x", "", "a\\b", "a\0b", "a\nb", "/abs", long.as_str()] {
+        for s in [
+            "a/b",
+            "..",
+            "../x",
+            "",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "/abs",
+            long.as_str(),
+        ] {
             let err = s.parse::<Redirect>().unwrap_err();
             let msg = err.to_string();
             assert!(matches!(err, LogError::BadRedirect { .. }), "{s:?}");

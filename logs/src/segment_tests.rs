@@ -18,7 +18,9 @@ fn wrap_around_keeps_exactly_the_newest_events_and_counts_the_rest() {
     let (max_bytes, max_files) = (4096u64, 3usize);
     let (mut log, rec) = SegmentLog::open(&dir, max_bytes, max_files).unwrap();
     assert!(rec.is_none());
-    let written: Vec<Event> = (1..=400).map(|i| event(Class::Access, i, (i % 37) as usize)).collect();
+    let written: Vec<Event> = (1..=400)
+        .map(|i| event(Class::Access, i, (i % 37) as usize))
+        .collect();
     for e in &written {
         log.append(e).unwrap();
     }
@@ -35,13 +37,19 @@ fn wrap_around_keeps_exactly_the_newest_events_and_counts_the_rest() {
     assert!(!kept.is_empty());
     assert_eq!(kept[..], written[written.len() - kept.len()..]);
     assert_eq!(log.overwritten(), (written.len() - kept.len()) as u64);
-    let kept_bytes: u64 = kept.iter().map(|e| encode_record(e).unwrap().len() as u64).sum();
+    let kept_bytes: u64 = kept
+        .iter()
+        .map(|e| encode_record(e).unwrap().len() as u64)
+        .sum();
     assert_eq!(kept_bytes, log.bytes());
     assert!(kept_bytes <= max_bytes * max_files as u64);
     // No whole file more would have fit: the oldest deleted file's events are really gone.
     assert!(kept_bytes > max_bytes * (max_files as u64 - 1));
     let first_number = files[0].0;
-    assert!(first_number > 1, "older files were deleted, numbers never reused");
+    assert!(
+        first_number > 1,
+        "older files were deleted, numbers never reused"
+    );
 
     // Reopened, the per-file counts are rebuilt: the next deletion counts the right events.
     drop(log);
@@ -76,7 +84,12 @@ fn a_torn_tail_is_truncated_at_open_and_appending_continues_after_it() {
     let len = fs::metadata(&path).unwrap().len();
     let last_len = encode_record(&events[9]).unwrap().len() as u64;
     // Cut the last record in the middle, as a crash mid-write would.
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 5).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
 
     let (mut log, rec) = SegmentLog::open(&dir, 1 << 20, 100).unwrap();
     let rec = rec.expect("the torn tail is reported");
@@ -99,7 +112,12 @@ fn garbage_after_the_last_record_is_cut_away() {
     let dir = tmp.path().join("trace");
     let events = write_events(&dir, 3, 1 << 20);
     let (_, path) = list_segments(&dir).unwrap().pop().unwrap();
-    OpenOptions::new().append(true).open(&path).unwrap().write_all(&[0xab; 13]).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0xab; 13])
+        .unwrap();
 
     let (_, rec) = SegmentLog::open(&dir, 1 << 20, 100).unwrap();
     assert_eq!(rec.map(|r| r.skipped), Some(13));
@@ -156,11 +174,17 @@ fn binary_to_dump_round_trip_is_format_line_oldest_first() {
 #[test]
 fn decode_records_survives_any_prefix_of_a_segment() {
     let events: Vec<Event> = (1..=5).map(|i| event(Class::Info, i, 2)).collect();
-    let bytes: Vec<u8> = events.iter().flat_map(|e| encode_record(e).unwrap()).collect();
+    let bytes: Vec<u8> = events
+        .iter()
+        .flat_map(|e| encode_record(e).unwrap())
+        .collect();
     for cut in 0..=bytes.len() {
         let (got, skipped) = crate::segment::decode_records(&bytes[..cut]);
         assert_eq!(got[..], events[..got.len()]);
-        let good: usize = events[..got.len()].iter().map(|e| encode_record(e).unwrap().len()).sum();
+        let good: usize = events[..got.len()]
+            .iter()
+            .map(|e| encode_record(e).unwrap().len())
+            .sum();
         assert_eq!(skipped, (cut - good) as u64);
     }
 }
@@ -175,15 +199,17 @@ fn arb_event() -> impl Strategy<Value = Event> {
         ".{0,80}",
         prop::collection::vec(("[a-z_]{1,10}", ".{0,40}"), 0..6),
     )
-        .prop_map(|(node, epoch, seq, time_us, class, message, fields)| Event {
-            node,
-            epoch,
-            seq,
-            time_us,
-            class,
-            message,
-            fields,
-        })
+        .prop_map(
+            |(node, epoch, seq, time_us, class, message, fields)| Event {
+                node,
+                epoch,
+                seq,
+                time_us,
+                class,
+                message,
+                fields,
+            },
+        )
 }
 
 proptest! {

@@ -58,7 +58,12 @@ impl Shared {
     }
 
     /// A new event of this node, stamped now with the next sequence number.
-    pub(crate) fn event(&self, class: Class, message: String, fields: Vec<(String, String)>) -> Event {
+    pub(crate) fn event(
+        &self,
+        class: Class,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> Event {
         Event {
             node: self.node.clone(),
             epoch: self.epoch,

@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn the_example_line() {
-        let e = event("connected", &[("client", "c1"), ("peer", "127.0.0.1:58096")]);
+        let e = event(
+            "connected",
+            &[("client", "c1"), ("peer", "127.0.0.1:58096")],
+        );
         assert_eq!(
             format_line(&e),
             "access   2026-11-25 14:27:16.257740 fubar@vm connected client=c1 peer=127.0.0.1:58096"
@@ -120,7 +123,13 @@ mod tests {
     fn awkward_values_are_quoted_and_escaped() {
         let e = event(
             "two\nlines",
-            &[("a", "x y"), ("b", "k=v"), ("c", "say \"hi\""), ("d", ""), ("e", "back\\slash")],
+            &[
+                ("a", "x y"),
+                ("b", "k=v"),
+                ("c", "say \"hi\""),
+                ("d", ""),
+                ("e", "back\\slash"),
+            ],
         );
         assert_eq!(
             format_line(&e),
