@@ -345,3 +345,50 @@ fn dump_and_dump_all_write_what_was_recorded() {
     handle.shutdown();
     assert!(matches!(handle.open(Class::Debug), Err(LogError::Stopped)));
 }
+
+/// Counts the events a layer stacked under `EventLayer` gets to see, by target.
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push(event.metadata().target().to_owned());
+        }
+    }
+}
+
+#[test]
+fn other_layers_still_see_other_targets_but_not_closed_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (handle, layer, _) = started(tmp.path(), vec![(Class::Access, Redirect::None)], 64);
+    let seen = Seen::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(seen.clone())
+        .with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(target: "fubar::broker", "plain");
+        tracing::info!(target: "access", "open class");
+        tracing::info!(target: "packet", "closed class");
+    });
+    handle.flush();
+    assert_eq!(*seen.0.lock().unwrap(), ["fubar::broker", "access"]);
+    assert_eq!(recorded(tmp.path(), Class::Access).len(), 1);
+    handle.shutdown();
+}
+
+#[test]
+fn the_writer_flushes_on_its_own_every_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), vec![(Class::Debug, Redirect::None)], 64);
+    cfg.flush_interval = Duration::from_millis(20);
+    let (handle, layer) = start_with_stdout(cfg, Box::new(Captured::default())).unwrap();
+    with_layer(layer, || tracing::debug!(target: "debug", "buffered"));
+    // No flush() call: the timer must write it (polled, never a timing assertion).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while recorded(tmp.path(), Class::Debug).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(recorded(tmp.path(), Class::Debug).len(), 1);
+    handle.shutdown();
+}
