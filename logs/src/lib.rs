@@ -10,6 +10,11 @@
 //! redirects classes at run time, lists them and dumps them to text; [`dump_dir`] reads the
 //! segments directly, node running or not.
 //!
+//! Every event gets the next number of one per-node counter when the layer takes it; an event
+//! dropped because the channel was full leaves a gap (losses stay countable), and is counted
+//! and reported by a `warning` event once the channel drains. Closed classes are disabled for
+//! the whole `tracing` subscriber, so other layers (a `fmt` layer, say) do not see them either.
+//!
 //! What it is not: it does not ship events to the monitor, index or search them, parse
 //! settings or commands, or print non-class `tracing` events (other layers do that).
 

@@ -78,7 +78,7 @@ fn next_record(bytes: &[u8], pos: usize) -> Next<'_> {
 /// An event from a whole record body, refusing trailing bytes.
 fn decode_body(body: &[u8]) -> Option<Event> {
     match postcard::take_from_bytes::<Event>(body) {
-        Ok((event, rest)) if rest.is_empty() => Some(event),
+        Ok((event, [])) => Some(event),
         _ => None,
     }
 }
