@@ -22,7 +22,7 @@ run_fubar() { # $1 = label, $2 = [log] classes table
   "$FUBAR" node --bind 127.0.0.1 --mqtt-port "$port" --name "bench-$1@localhost" \
     --data-dir "$work/data" --config "$work/$1.toml" > "$work/$1.log" 2>&1 &
   local pid=$!
-  until grep -q 'listening on' "$work/$1.log"; do sleep 0.1; done
+  until grep -qs 'listening on' "$work/$1.log"; do sleep 0.1; done
   "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 0 --subscribe --json
   kill -TERM "$pid"; wait "$pid" || true
 }

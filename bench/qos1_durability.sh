@@ -27,7 +27,7 @@ run_fubar() { # $1 = group | none
   "$FUBAR" node --bind 127.0.0.1 --mqtt-port "$port" --name "bench-$1@localhost" \
     --data-dir "$work/data" --config "$work/$1.toml" --log-stdout error > "$work/$1.log" 2>&1 &
   local pid=$!
-  until grep -q 'listening on' "$work/$1.log"; do sleep 0.1; done
+  until grep -qs 'listening on' "$work/$1.log"; do sleep 0.1; done
   park_subscriber "$port"
   "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 1 --json
   kill -TERM "$pid"; wait "$pid" || true

@@ -1,5 +1,6 @@
 //! Log classes and events: what every node emits and the monitor collects.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -102,8 +103,10 @@ pub struct Event {
     pub class: Class,
     /// The message.
     pub message: String,
-    /// Key-value fields (client, peer, topic, packet type, sizes ...), in emission order.
-    pub fields: Vec<(String, String)>,
+    /// Key-value fields (client, peer, topic, packet type, sizes ...), in emission order. Keys
+    /// are the static field names of the code that emitted the event, so building an event
+    /// does not allocate them.
+    pub fields: Vec<(Cow<'static, str>, String)>,
 }
 
 impl Event {

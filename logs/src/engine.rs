@@ -212,6 +212,7 @@ impl Engine {
 
     /// Queues a warning event of the engine's own.
     fn warn(&mut self, message: &str, fields: Vec<(String, String)>) {
+        let fields = fields.into_iter().map(|(k, v)| (k.into(), v)).collect();
         let event = self
             .shared
             .event(Class::Warning, message.to_owned(), fields);

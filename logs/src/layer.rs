@@ -1,5 +1,6 @@
 //! The `tracing` layer: events whose target is a class name become `Event`s on the channel.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
@@ -60,12 +61,22 @@ impl<S: Subscriber> Layer<S> for EventLayer {
         if !self.shared.is_open(class) {
             return;
         }
+        if self.shared.is_full() {
+            self.shared.record_drop(class);
+            return;
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let event = self.shared.event(class, fields.message, fields.fields);
+        // Counted before sending, so the writer never takes one that was not counted.
+        self.shared.enqueued();
         match self.tx.try_send(Msg::Event(event)) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => self.shared.record_drop(class),
+            Ok(()) => {}
+            Err(TrySendError::Disconnected(_)) => self.shared.dequeued(),
+            Err(TrySendError::Full(_)) => {
+                self.shared.dequeued();
+                self.shared.record_drop(class);
+            }
         }
     }
 }
@@ -74,7 +85,7 @@ impl<S: Subscriber> Layer<S> for EventLayer {
 #[derive(Default)]
 struct Fields {
     message: String,
-    fields: Vec<(String, String)>,
+    fields: Vec<(Cow<'static, str>, String)>,
 }
 
 impl Fields {
@@ -82,7 +93,7 @@ impl Fields {
         if field.name() == "message" {
             self.message = value;
         } else {
-            self.fields.push((field.name().to_owned(), value));
+            self.fields.push((Cow::Borrowed(field.name()), value));
         }
     }
 }
@@ -90,6 +101,18 @@ impl Fields {
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.put(field, value.to_owned());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.to_string());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.to_string());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, if value { "true" } else { "false" }.to_owned());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

@@ -113,7 +113,11 @@ fn start_with_stdout(
     config.check()?;
     fs::create_dir_all(&config.dir)
         .map_err(|e| LogError::io("create directory", &config.dir, e))?;
-    let shared = Arc::new(Shared::new(config.node.clone(), config.epoch));
+    let shared = Arc::new(Shared::new(
+        config.node.clone(),
+        config.epoch,
+        config.channel_capacity,
+    ));
     let mut engine = Engine::new(
         Arc::clone(&shared),
         &config.dir,
@@ -127,10 +131,11 @@ fn start_with_stdout(
     let engine = Arc::new(Mutex::new(engine));
     let (tx, rx) = sync_channel(config.channel_capacity);
     let thread_engine = Arc::clone(&engine);
+    let thread_shared = Arc::clone(&shared);
     let interval = config.flush_interval;
     let thread = std::thread::Builder::new()
         .name("fubar-log-writer".into())
-        .spawn(move || writer::run(&thread_engine, &rx, interval))
+        .spawn(move || writer::run(&thread_engine, &thread_shared, &rx, interval))
         .map_err(|e| LogError::io("spawn the writer thread for", &config.dir, e))?;
     let handle = LogHandle {
         inner: Arc::new(Inner {

@@ -207,7 +207,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                 time_us,
                 class,
                 message,
-                fields,
+                fields: fields.into_iter().map(|(k, v)| (k.into(), v)).collect(),
             },
         )
 }

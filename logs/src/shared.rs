@@ -1,6 +1,6 @@
 //! State shared by the tracing layer, the handle and the writer thread: atomics only.
 
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use fubar_logproto::{Class, Event};
 
@@ -23,11 +23,17 @@ pub(crate) struct Shared {
     dropped: [AtomicU64; Class::ALL.len()],
     /// Drops not yet reported by a warning event, per class.
     unreported: [AtomicU64; Class::ALL.len()],
+    /// Events in the channel now (sent by the layer, not yet taken by the writer).
+    queued: AtomicUsize,
+    /// The channel's capacity.
+    capacity: usize,
 }
 
 impl Shared {
-    pub(crate) fn new(node: String, epoch: u64) -> Self {
+    pub(crate) fn new(node: String, epoch: u64, capacity: usize) -> Self {
         Self {
+            queued: AtomicUsize::new(0),
+            capacity,
             node,
             epoch,
             open: AtomicU16::new(0),
@@ -62,7 +68,7 @@ impl Shared {
         &self,
         class: Class,
         message: String,
-        fields: Vec<(String, String)>,
+        fields: Vec<(std::borrow::Cow<'static, str>, String)>,
     ) -> Event {
         Event {
             node: self.node.clone(),
@@ -73,6 +79,22 @@ impl Shared {
             message,
             fields,
         }
+    }
+
+    /// Whether the channel is full: the layer then drops the event before building it, so
+    /// an overloaded writer costs the publish path almost nothing.
+    pub(crate) fn is_full(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) >= self.capacity
+    }
+
+    /// An event entered the channel.
+    pub(crate) fn enqueued(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The writer took an event from the channel.
+    pub(crate) fn dequeued(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts an event dropped because the channel was full.

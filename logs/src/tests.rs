@@ -71,14 +71,14 @@ fn a_class_event_becomes_an_event_with_its_fields() {
         ("fubar@vm", 42, Class::Access)
     );
     assert_eq!(e.message, "connected");
-    assert_eq!(e.fields, vec![("client".to_owned(), "c1".to_owned())]);
+    assert_eq!(e.fields, vec![("client".into(), "c1".to_owned())]);
     assert!((e.time_us - Utc::now().timestamp_micros()).abs() < 60_000_000);
     assert_eq!(
         events[1].fields,
         vec![
-            ("size".to_owned(), "12".to_owned()),
-            ("flag".to_owned(), "Some(true)".to_owned()),
-            ("name".to_owned(), "n".to_owned()),
+            ("size".into(), "12".to_owned()),
+            ("flag".into(), "Some(true)".to_owned()),
+            ("name".into(), "n".to_owned()),
         ]
     );
     handle.shutdown();
@@ -253,7 +253,7 @@ fn a_torn_tail_found_at_start_is_reported_as_a_warning_event() {
 #[test]
 fn the_engine_writes_constructed_events_to_daily_files_by_their_own_date() {
     let tmp = tempfile::tempdir().unwrap();
-    let shared = Arc::new(Shared::new("fubar@vm".into(), 1));
+    let shared = Arc::new(Shared::new("fubar@vm".into(), 1, 16));
     let mut engine = Engine::new(
         shared,
         tmp.path(),

@@ -26,16 +26,16 @@ pub(crate) fn now_us() -> i64 {
 /// Values with spaces, `=`, quotes or control characters (and empty values) are double-quoted
 /// with backslash escapes; control characters in the message are escaped so a line stays a line.
 pub fn format_line(event: &Event) -> String {
-    let t = utc(event.time_us);
-    let mut line = String::with_capacity(64 + event.message.len() + 16 * event.fields.len());
-    // Writing to a String cannot fail.
-    let _ = write!(
-        line,
-        "{:<8} {} {} ",
-        event.class.name(),
-        t.format("%Y-%m-%d %H:%M:%S%.6f"),
-        event.node
-    );
+    let mut line = String::with_capacity(64 + event.message.len() + 24 * event.fields.len());
+    line.push_str(event.class.name());
+    for _ in event.class.name().len()..8 {
+        line.push(' ');
+    }
+    line.push(' ');
+    push_timestamp(&mut line, event.time_us);
+    line.push(' ');
+    line.push_str(&event.node);
+    line.push(' ');
     push_escaped(&mut line, &event.message);
     for (k, v) in &event.fields {
         line.push(' ');
@@ -46,7 +46,45 @@ pub fn format_line(event: &Event) -> String {
     line
 }
 
-/// A value, quoted when a reader could not otherwise tell where it ends.
+/// `YYYY-MM-DD HH:MM:SS.micros` (UTC) without the cost of a general formatter: this runs once
+/// per event on the writer thread.
+fn push_timestamp(out: &mut String, time_us: i64) {
+    // Out of chrono's range (as the dump of a corrupt record may be): shown as the epoch.
+    let time_us = if DateTime::from_timestamp_micros(time_us).is_some() {
+        time_us
+    } else {
+        0
+    };
+    let secs = time_us.div_euclid(1_000_000);
+    let micros = time_us.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06}",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    );
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days` algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 fn push_value(out: &mut String, v: &str) {
     let plain = !v.is_empty()
         && !v
@@ -69,6 +107,10 @@ fn push_value(out: &mut String, v: &str) {
 
 /// Text with control characters escaped (messages and keys are not quoted).
 fn push_escaped(out: &mut String, s: &str) {
+    if !s.chars().any(char::is_control) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         push_char_escaped(out, c);
     }
@@ -102,7 +144,7 @@ mod tests {
             message: message.into(),
             fields: fields
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .map(|(k, v)| ((*k).to_owned().into(), (*v).to_owned()))
                 .collect(),
         }
     }
@@ -143,5 +185,24 @@ mod tests {
         let mut e = event("m", &[]);
         e.time_us = i64::MAX;
         assert!(format_line(&e).starts_with("access   1970-01-01 00:00:00.000000 "));
+    }
+
+    #[test]
+    fn timestamps_match_chrono() {
+        for t in [
+            0i64,
+            1,
+            999_999,
+            1_795_618_939_054_430,
+            951_782_400_000_000,
+            -1,
+            -86_400_000_001,
+            4_102_444_800_000_000,
+        ] {
+            let mut ours = String::new();
+            push_timestamp(&mut ours, t);
+            let theirs = utc(t).format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+            assert_eq!(ours, theirs, "{t}");
+        }
     }
 }

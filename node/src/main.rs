@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// mimalloc: the broker and its log writer allocate on many threads and free across them,
+/// where glibc's allocator spends a large share of the time (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match fubar::cli::Cli::try_parse() {
         Ok(cli) => cli,
