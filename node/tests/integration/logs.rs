@@ -800,6 +800,11 @@ fn the_shell_reads_commands_from_piped_stdin() {
     assert!(ctl_ok(&broker, &["settings"]).contains("mqtt.max_packet_size = 8192\n"));
     let trace = list(&broker)["trace"].clone();
     assert!(trace.open && trace.redirect == "stdout", "{trace:?}");
+    // Without a terminal rustyline reads plain lines (no prompt echoed) and still keeps history.
+    assert!(!stdout.contains("fubar> "), "{both}");
+    let history = std::fs::read_to_string(broker.dir.path().join(NODE_NAME).join("ctl_history"))
+        .expect("history file");
+    assert!(history.contains("log out trace stdout\n"), "{history}");
 }
 
 /// Waits for a child's end (killing it after `WAIT`: a shell stuck on its input fails fast).
