@@ -58,6 +58,9 @@ struct Connection {
     wbuf: BytesMut,
     state: ConnectionState,
     client: Option<Client>,
+    /// The client id of a CONNECT being handled (`client` is set only once it is accepted),
+    /// so that a traced client's CONNECT and CONNACK are traced too.
+    connecting: Option<String>,
     write_blocked_since: Option<Instant>,
     shutdown: CancellationToken,
     /// PUBACK/PUBREC waiting, in order, until the store's durable ticket reaches theirs.
@@ -94,6 +97,7 @@ pub(crate) async fn serve(
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         wbuf: BytesMut::new(),
         client: None,
+        connecting: None,
         write_blocked_since: None,
         shutdown,
     };
@@ -176,6 +180,9 @@ impl Connection {
                 Err(e) => return Err(self.refuse_input(e)),
             };
             let size = before - self.rbuf.len();
+            if let (Packet::Connect(c), None) = (&packet, &self.client) {
+                self.connecting = Some(c.client_id.clone());
+            }
             packet_log::received(self.client_id(), self.peer, &packet, size, self.traced());
             self.state.on_packet(Instant::now(), &packet)?;
             match packet {
@@ -522,6 +529,7 @@ impl Connection {
     /// Whether this connection's client is followed in the `trace` class.
     fn traced(&self) -> bool {
         self.client_id()
+            .or(self.connecting.as_deref())
             .is_some_and(|id| self.broker.tracer.client_traced(id))
     }
 

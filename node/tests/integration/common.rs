@@ -57,16 +57,28 @@ impl Broker {
     /// A broker with extra flags and a settings file holding `config` (TOML) if non-empty.
     pub fn start_with(args: &[&str], config: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::start_on(DataDir::Owned(dir), args, config)
+        Self::start_on(DataDir::Owned(dir), true, args, config)
     }
 
     /// A broker on the data dir `dir` (kept after the broker ends), so that a broker started
     /// again on it finds the state the previous one left.
     pub fn start_in(dir: &Path, args: &[&str], config: &str) -> Self {
-        Self::start_on(DataDir::Shared(dir.to_owned()), args, config)
+        Self::start_on(DataDir::Shared(dir.to_owned()), true, args, config)
     }
 
-    fn start_on(dir: DataDir, args: &[&str], config: &str) -> Self {
+    /// Like `start_with`, without `--log-stdout`: only the settings (`[log] classes` in
+    /// `config`, or the defaults) decide which classes are open and where they go.
+    pub fn start_bare(args: &[&str], config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_on(DataDir::Owned(dir), false, args, config)
+    }
+
+    /// Like `start_in`, without `--log-stdout`.
+    pub fn start_bare_in(dir: &Path, args: &[&str], config: &str) -> Self {
+        Self::start_on(DataDir::Shared(dir.to_owned()), false, args, config)
+    }
+
+    fn start_on(dir: DataDir, log_stdout: bool, args: &[&str], config: &str) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
         cmd.arg("node")
             .args([
@@ -78,9 +90,11 @@ impl Broker {
                 NODE_NAME,
             ])
             .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--log-stdout", ALL_CLASSES])
-            .args(args);
+            .arg(dir.path());
+        if log_stdout {
+            cmd.args(["--log-stdout", ALL_CLASSES]);
+        }
+        cmd.args(args);
         if !config.is_empty() {
             let path = dir.path().join("fubar.toml");
             std::fs::write(&path, config).expect("write config");
@@ -113,6 +127,11 @@ impl Broker {
         let addr = line.rsplit("mqtt://").next().unwrap().trim();
         broker.addr = addr.parse().expect("listen address");
         broker
+    }
+
+    /// The node's log directory (the default one: `<data dir>/<node name>/log`).
+    pub fn log_dir(&self) -> PathBuf {
+        log_dir_in(self.dir.path())
     }
 
     /// The MQTT port.
@@ -173,6 +192,11 @@ impl Broker {
     pub fn ctl(&self, args: &[&str]) -> Output {
         ctl_in(self.dir.path(), args)
     }
+}
+
+/// The default log directory of the test node on the data dir `dir`.
+pub fn log_dir_in(dir: &Path) -> PathBuf {
+    dir.join(NODE_NAME).join("log")
 }
 
 /// Runs `fubar ctl --data-dir DIR --name test@localhost ARGS` to its end.

@@ -8,5 +8,6 @@ mod common;
 mod conformance;
 mod interop;
 mod lifecycle;
+mod logs;
 mod malformed;
 mod state;
