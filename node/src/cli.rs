@@ -114,7 +114,7 @@ pub struct CtlArgs {
     pub command: Option<CtlCommand>,
 }
 
-/// One line typed in the `fubar ctl` shell.
+/// The commands of the fubar admin shell, typed as `fubar ctl` takes them.
 #[derive(Debug, Parser)]
 #[command(name = "", no_binary_name = true, disable_version_flag = true)]
 pub struct ShellLine {

@@ -120,11 +120,17 @@ pub(crate) fn run(socket: &Path, history: &Path) -> anyhow::Result<()> {
         if line.is_empty() {
             continue;
         }
-        let _ = editor.add_history_entry(line);
+        // A password typed on the line is not kept in the history file.
+        if !line.starts_with("account update") {
+            let _ = editor.add_history_entry(line);
+        }
         match line {
             "quit" | "exit" => break,
             "help" => {
                 println!("{}", ShellLine::command().render_long_help());
+                println!(
+                    "Also: help (this text), quit or exit (leave; Ctrl-D too). Tab completes."
+                );
                 continue;
             }
             _ => {}
