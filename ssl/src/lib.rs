@@ -1,4 +1,34 @@
-//! TLS configuration for fubar.
+//! TLS for fubar: every rustls configuration the project uses, and the certificates it makes.
 //!
-//! This crate will own the rustls configurations of the MQTT TLS listener and of the cluster
-//! and monitor QUIC links, and the generation of certificates (CA, server, node, client).
+//! - [`server_config`] builds the MQTT TLS listener's configuration (TLS 1.2 and 1.3, optional
+//!   or required client certificates checked against a CA file).
+//! - [`client_config`] builds the configuration of fubar's own clients (pub, sub, bench) and,
+//!   later, of the cluster and monitor QUIC links, which use the same CA material.
+//! - [`new_certs`] makes a CA and the server, client and node certificates it signs, as
+//!   `fubar ssl new-certs` does; no OpenSSL is involved.
+//! - [`peer_common_name`] reads the subject CN of a peer's certificate (the MQTT user name
+//!   when the node takes it from the client certificate).
+//!
+//! The crate does no networking: callers wrap sockets with tokio-rustls or quinn. Its only
+//! crypto provider is *ring*; the configurations are built with it explicitly, so they do not
+//! depend on a process-wide default, but [`install_crypto_provider`] installs it as that
+//! default for the libraries that look it up.
+
+mod certs;
+mod config;
+mod error;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use certs::{new_certs, peer_common_name, NewCerts, DEFAULT_DAYS};
+pub use config::{client_config, server_config, ServerTlsFiles};
+pub use error::SslError;
+pub use verify::ClientVerify;
+
+/// Installs *ring* as the process-wide rustls crypto provider; calling it again is harmless.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already: by an earlier call, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
