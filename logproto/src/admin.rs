@@ -97,6 +97,8 @@ pub enum AdminRequest {
     },
     /// What is followed.
     TraceList,
+    /// Load the TLS certificate, key and CA files again for new connections.
+    SslReload,
 }
 
 /// One log class as `fubar ctl log list` shows it.

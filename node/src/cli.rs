@@ -145,6 +145,9 @@ pub enum CtlCommand {
     /// Stop following a client or a topic.
     #[command(subcommand)]
     Untrace(UntraceCommand),
+    /// TLS: reload certificates.
+    #[command(subcommand)]
+    Ssl(CtlSslCommand),
     /// Show the effective settings, or change one at run time (kept across restarts).
     Settings {
         /// Dotted name, e.g. mqtt.max_packet_size.
@@ -152,6 +155,14 @@ pub enum CtlCommand {
         /// New value, as in the TOML file.
         value: Option<String>,
     },
+}
+
+/// `fubar ctl ssl ...`.
+#[derive(Debug, Subcommand)]
+pub enum CtlSslCommand {
+    /// Load the certificate, key and CA files again: new TLS connections use them, existing
+    /// ones are not dropped.
+    Reload,
 }
 
 /// `fubar ctl log ...`.
@@ -287,6 +298,9 @@ pub struct NodeArgs {
     /// MQTT TCP port; 0 picks a free one [default: 1883].
     #[arg(long)]
     pub mqtt_port: Option<u16>,
+    /// MQTT over TLS port (8883 by convention); 0 picks a free one [default: no TLS listener].
+    #[arg(long)]
+    pub mqtts_port: Option<u16>,
     /// Largest MQTT packet accepted, in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_packet_size: Option<usize>,

@@ -22,12 +22,67 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     /// Per-session bounds and lifetimes.
     pub session: SessionSettings,
+    /// The MQTT over TLS listener.
+    pub mqtts: MqttsSettings,
+    /// Certificates and client verification for TLS.
+    pub ssl: SslSettings,
     /// Client authentication.
     pub auth: AuthSettings,
     /// The preserved state.
     pub store: StoreSettings,
     /// Which log classes are printed (until the log engine lands).
     pub log: LogSettings,
+}
+
+/// The MQTT over TLS listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttsSettings {
+    /// Address of the TLS listener [default: `mqtt.bind`].
+    pub bind: Option<IpAddr>,
+    /// TLS port (8883 by convention); no TLS listener when absent. 0 picks a free port.
+    pub port: Option<u16>,
+    /// Seconds a TLS client has to finish its handshake.
+    pub handshake_timeout_secs: u64,
+}
+
+/// Certificates and client verification for TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SslSettings {
+    /// The server's certificate chain (PEM).
+    pub certfile: PathBuf,
+    /// The server's private key (PEM).
+    pub keyfile: PathBuf,
+    /// The CA that client certificates must chain to (PEM), when they are verified.
+    pub cafile: PathBuf,
+    /// Client certificates: `none` (not asked), `optional` (verified if sent), `required`.
+    pub verify: fubar_ssl::ClientVerify,
+    /// Take the MQTT user name from the client certificate's CN (the certificate then
+    /// stands for the password).
+    pub username_from_cn: bool,
+}
+
+impl Default for MqttsSettings {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            port: None,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for SslSettings {
+    fn default() -> Self {
+        Self {
+            certfile: PathBuf::from("ssl/cert.pem"),
+            keyfile: PathBuf::from("ssl/key.pem"),
+            cafile: PathBuf::from("ssl/cacert.pem"),
+            verify: fubar_ssl::ClientVerify::None,
+            username_from_cn: false,
+        }
+    }
 }
 
 /// Client authentication.
@@ -217,8 +272,10 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 18] = [
+pub const FIXED_AT_START: [&str; 20] = [
     "node.name",
+    "mqtts.bind",
+    "mqtts.port",
     "node.data_dir",
     "mqtt.bind",
     "mqtt.port",
@@ -268,6 +325,9 @@ pub enum SettingsError {
         /// Why.
         source: toml::de::Error,
     },
+    /// A run-time change that cannot be made.
+    #[error("{0}")]
+    Change(String),
     /// A value is out of range.
     #[error("invalid setting {name}: {why}")]
     Invalid {
@@ -338,10 +398,7 @@ impl Settings {
     /// value; a bare word is taken as a string). Refuses unknown names, wrong types, values
     /// out of range, and settings that only take effect at start.
     pub fn with_change(&self, name: &str, value: &str) -> Result<Self, SettingsError> {
-        let invalid = |why: String| SettingsError::Invalid {
-            name: "setting",
-            why,
-        };
+        let invalid = SettingsError::Change;
         let (section, key) = name
             .split_once('.')
             .ok_or_else(|| invalid(format!("{name:?} is not SECTION.KEY")))?;

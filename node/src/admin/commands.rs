@@ -86,6 +86,18 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
                 AdminResponse::Error(format!("topic {filter} is not traced"))
             }
         }
+        AdminRequest::SslReload => match broker.tls_config() {
+            None => AdminResponse::Error("this node has no TLS listener (mqtts.port)".into()),
+            Some(_) => match broker.load_tls() {
+                Ok(()) => {
+                    tracing::info!(target: "info", "TLS certificates reloaded");
+                    AdminResponse::Done("TLS certificates reloaded for new connections".into())
+                }
+                Err(e) => {
+                    AdminResponse::Error(format!("{e}; the previous certificates stay in use"))
+                }
+            },
+        },
         AdminRequest::TraceList => {
             let (clients, topics) = broker.tracer.list();
             AdminResponse::Traces { clients, topics }

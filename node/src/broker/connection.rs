@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -46,14 +44,17 @@ struct Client {
 }
 
 /// One connection and its buffers.
-struct Connection {
+struct Connection<R, W> {
     broker: Arc<Broker>,
     /// The settings when the connection was accepted (run-time changes apply to new ones).
     settings: Arc<Settings>,
     peer: SocketAddr,
     conn_id: u64,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: R,
+    writer: W,
+    /// The user name a verified client certificate gave (`ssl.username_from_cn`): it stands
+    /// for the CONNECT's credentials.
+    cert_user: Option<String>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     state: ConnectionState,
@@ -68,19 +69,17 @@ struct Connection {
     durable: Option<watch::Receiver<u64>>,
 }
 
-/// Serves one accepted TCP connection until it ends.
-pub(crate) async fn serve(
+/// Serves one connection (plain TCP or TLS, already accepted) until it ends.
+pub(crate) async fn serve<R, W>(
     broker: Arc<Broker>,
-    stream: TcpStream,
+    (reader, writer): (R, W),
     peer: SocketAddr,
+    cert_user: Option<String>,
     shutdown: CancellationToken,
-) {
-    if !broker.acl.allows(peer.ip()) {
-        tracing::warn!(target: "access", %peer, "connection refused: address denied by the acl");
-        return;
-    }
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     let conn_id = broker.next_conn_id();
     let now = Instant::now();
     let settings = broker.settings();
@@ -94,6 +93,7 @@ pub(crate) async fn serve(
         conn_id,
         reader,
         writer,
+        cert_user,
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         wbuf: BytesMut::new(),
         client: None,
@@ -106,7 +106,11 @@ pub(crate) async fn serve(
     conn.finish(reason).await;
 }
 
-impl Connection {
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     async fn run(&mut self) -> CloseReason {
         let write_limit = self.settings.mqtt.write_buffer_bytes;
         let stall = Duration::from_secs(self.settings.mqtt.stalled_reader_timeout_secs);
@@ -282,7 +286,7 @@ impl Connection {
         }
     }
 
-    async fn handle_connect(&mut self, c: Connect) -> Result<(), CloseReason> {
+    async fn handle_connect(&mut self, mut c: Connect) -> Result<(), CloseReason> {
         let settings = self.settings.clone();
         let refuse = |this: &mut Self, code, why: &'static str| {
             this.send(&Packet::ConnAck(ConnAck {
@@ -309,7 +313,12 @@ impl Connection {
                 "identifier rejected",
             );
         }
-        if settings.auth.enabled {
+        if let Some(user) = &self.cert_user {
+            // The TLS handshake verified the client's certificate: its CN is the user, and
+            // it stands for the password.
+            c.username = Some(user.clone());
+            c.password = None;
+        } else if settings.auth.enabled {
             let checked = self
                 .broker
                 .accounts

@@ -10,32 +10,60 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{connection, Broker};
+use super::{transport, Broker};
 
 /// A bound MQTT listener and the broker it serves.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     broker: Arc<Broker>,
 }
 
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Tcp,
+    Tls,
+}
+
 impl Server {
-    /// Binds the MQTT listener of the broker's settings (port 0 picks a free port).
+    /// Binds the MQTT listener of the broker's settings, and the TLS listener when
+    /// `mqtts.port` is set (port 0 picks a free port).
     pub async fn bind(broker: Arc<Broker>) -> io::Result<Self> {
         let settings = broker.settings();
         let addr = SocketAddr::new(settings.mqtt.bind, settings.mqtt.port);
         let listener = TcpListener::bind(addr).await?;
-        Ok(Self { listener, broker })
+        let tls_listener = match settings.mqtts.port {
+            Some(port) => {
+                let bind = settings.mqtts.bind.unwrap_or(settings.mqtt.bind);
+                let addr = SocketAddr::new(bind, port);
+                Some(TcpListener::bind(addr).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr} (mqtts): {e}"))
+                })?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            tls_listener,
+            broker,
+        })
     }
 
-    /// The address the listener is bound to.
+    /// The address the MQTT listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address the TLS listener is bound to, if there is one.
+    pub fn tls_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.tls_listener.as_ref().map(TcpListener::local_addr)
     }
 
     /// The broker state this server serves.
@@ -44,18 +72,23 @@ impl Server {
     }
 
     /// Serves connections until the broker's shutdown token is cancelled, then closes the
-    /// listener, disconnects every client, waits (up to the shutdown grace) for their tasks to
-    /// finish, and makes the state durable.
+    /// listeners, disconnects every client, waits (up to the shutdown grace) for their tasks
+    /// to finish, and makes the state durable.
     pub async fn run(self) {
-        let Self { listener, broker } = self;
+        let Self {
+            listener,
+            tls_listener,
+            broker,
+        } = self;
         let shutdown = broker.shutdown.clone();
         let tasks = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(broker.settings().mqtt.max_connections));
         tasks.spawn(sweep_expired_sessions(broker.clone(), shutdown.clone()));
         loop {
-            let accepted = tokio::select! {
+            let (accepted, transport) = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                a = listener.accept() => a,
+                a = listener.accept() => (a, Transport::Tcp),
+                a = accept_on(tls_listener.as_ref()) => (a, Transport::Tls),
             };
             let (stream, peer) = match accepted {
                 Ok(a) => a,
@@ -82,12 +115,20 @@ impl Server {
                     .stats
                     .connections_total
                     .fetch_add(1, Ordering::Relaxed);
-                connection::serve(broker.clone(), stream, peer, shutdown).await;
+                match transport {
+                    Transport::Tcp => {
+                        transport::serve_tcp(broker.clone(), stream, peer, shutdown).await;
+                    }
+                    Transport::Tls => {
+                        transport::serve_tls(broker.clone(), stream, peer, shutdown).await;
+                    }
+                }
                 broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
         }
         drop(listener);
+        drop(tls_listener);
         tasks.close();
         let grace = Duration::from_secs(broker.settings().mqtt.shutdown_grace_secs);
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
@@ -98,6 +139,14 @@ impl Server {
                 tracing::error!(target: "error", error = %e, "cannot flush the state at shutdown");
             }
         }
+    }
+}
+
+/// Accepts on a listener that may not exist (then never completes).
+async fn accept_on(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 

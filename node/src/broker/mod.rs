@@ -14,6 +14,7 @@ pub mod registry;
 pub mod retained;
 pub mod router;
 pub mod tracer;
+mod transport;
 pub mod trie;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,8 @@ pub struct Broker {
     pub acl: Acl,
     /// Client ids and topic filters followed in the `trace` class.
     pub tracer: tracer::Tracer,
+    /// The TLS listener's configuration, swapped whole by `fubar ctl ssl reload`.
+    tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// The node's log engine, once started (absent in unit tests).
     pub logs: OnceLock<fubar_logs::LogHandle>,
     /// Cancelled to stop the node (SIGTERM, `fubar ctl stop`).
@@ -110,6 +113,7 @@ impl Broker {
             acl: Acl::load(store.clone())?,
             tracer: tracer::Tracer::default(),
             logs: OnceLock::new(),
+            tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),
             registry: Registry::with_store(store.clone()),
             router: Router::default(),
@@ -126,6 +130,31 @@ impl Broker {
             persist::restore(&broker, store)?;
         }
         Ok(broker)
+    }
+
+    /// The TLS configuration new TLS connections use, if TLS is on.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Loads the certificate, key and CA files of the settings (at start, and for
+    /// `fubar ctl ssl reload`): new connections use them, existing ones keep theirs. On an
+    /// error nothing changes.
+    pub fn load_tls(&self) -> Result<(), fubar_ssl::SslError> {
+        let settings = self.settings();
+        let ssl = &settings.ssl;
+        let files = fubar_ssl::ServerTlsFiles {
+            certfile: ssl.certfile.clone(),
+            keyfile: ssl.keyfile.clone(),
+            cafile: (ssl.verify != fubar_ssl::ClientVerify::None).then(|| ssl.cafile.clone()),
+            verify: ssl.verify,
+        };
+        let config = fubar_ssl::server_config(&files, &[])?;
+        *self.tls.write().unwrap_or_else(PoisonError::into_inner) = Some(config);
+        Ok(())
     }
 
     /// Records a listener for status.

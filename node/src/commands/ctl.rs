@@ -5,8 +5,8 @@ use fubar_logproto::admin::{AdminRequest, AdminResponse};
 
 use crate::admin;
 use crate::cli::{
-    AccountCommand, AclCommand, CtlArgs, CtlCommand, LogCommand, NodeLocation, TraceCommand,
-    UntraceCommand,
+    AccountCommand, AclCommand, CtlArgs, CtlCommand, CtlSslCommand, LogCommand, NodeLocation,
+    TraceCommand, UntraceCommand,
 };
 use crate::settings::Settings;
 
@@ -36,6 +36,7 @@ pub(crate) fn request_of(command: CtlCommand) -> anyhow::Result<AdminRequest> {
         CtlCommand::Acl(AclCommand::Deny { cidr }) => AdminRequest::AclDeny { cidr },
         CtlCommand::Acl(AclCommand::Delete { cidr }) => AdminRequest::AclDelete { cidr },
         CtlCommand::Acl(AclCommand::List) => AdminRequest::AclList,
+        CtlCommand::Ssl(CtlSslCommand::Reload) => AdminRequest::SslReload,
         CtlCommand::Log(LogCommand::Open { class }) => AdminRequest::LogOpen { class },
         CtlCommand::Log(LogCommand::Close { class }) => AdminRequest::LogClose { class },
         CtlCommand::Log(LogCommand::Out { class, redirect }) => {

@@ -12,6 +12,8 @@ use crate::cli::{Cli, Command};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // One crypto provider (ring) for rustls, installed before any TLS configuration is built.
+    fubar_ssl::install_crypto_provider();
     match cli.command {
         Command::Node(args) => node::run(args),
         Command::Ctl(args) => ctl::run(args),

@@ -79,6 +79,9 @@ fn settings_of(args: &NodeArgs, stored: &[(String, String)]) -> anyhow::Result<S
     if let Some(v) = args.mqtt_port {
         s.mqtt.port = v;
     }
+    if let Some(v) = args.mqtts_port {
+        s.mqtts.port = Some(v);
+    }
     if let Some(v) = args.max_packet_size {
         s.mqtt.max_packet_size = v;
     }
@@ -98,13 +101,23 @@ async fn serve(settings: Settings, store: Arc<Store>, logs: LogHandle) -> anyhow
     let name = settings.node.name.clone();
     let want = std::net::SocketAddr::new(settings.mqtt.bind, settings.mqtt.port);
     let admin_path = admin::socket_path(&settings.node_dir());
+    let tls = settings.mqtts.port.is_some();
     let broker = Arc::new(Broker::new(settings, Some(store))?);
     let _ = broker.logs.set(logs);
+    if tls {
+        // Missing or unreadable certificate or key: refuse to start, naming the file.
+        broker.load_tls()?;
+    }
     let server = Server::bind(broker.clone())
         .await
         .with_context(|| format!("cannot listen on {want}"))?;
     let addr = server.local_addr()?;
     broker.add_listener(format!("mqtt://{addr}"));
+    if let Some(tls_addr) = server.tls_local_addr().transpose()? {
+        broker.add_listener(format!("mqtts://{tls_addr}"));
+        // Before the mqtt line: scripts wait for that one as the sign the node is ready.
+        println!("fubar node {name} listening on mqtts://{tls_addr}");
+    }
     let admin = admin::Endpoint::bind(&admin_path, broker.clone())?;
     // Install the handlers before announcing the node: a SIGTERM sent as soon as the line
     // below is seen must stop it gracefully, not kill it.

@@ -21,8 +21,8 @@ fn next_words(prefix: &[&str]) -> Vec<Cow<'static, str>> {
     let words = |w: &[&'static str]| w.iter().map(|s| Cow::Borrowed(*s)).collect();
     match prefix {
         [] => words(&[
-            "status", "stop", "account", "acl", "log", "trace", "untrace", "settings", "help",
-            "quit",
+            "status", "stop", "account", "acl", "log", "trace", "untrace", "ssl", "settings",
+            "help", "quit",
         ]),
         ["account"] => words(&["update", "delete", "list"]),
         ["acl"] => words(&["allow", "deny", "delete", "list"]),
@@ -31,6 +31,7 @@ fn next_words(prefix: &[&str]) -> Vec<Cow<'static, str>> {
         ["log", "out", _] => words(&["none", "stdout"]),
         ["trace"] => words(&["client", "topic", "list"]),
         ["untrace"] => words(&["client", "topic"]),
+        ["ssl"] => words(&["reload"]),
         ["settings"] => Settings::default()
             .flatten()
             .into_iter()
