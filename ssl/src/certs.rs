@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::DnsName;
 use time::{Duration, OffsetDateTime};
@@ -128,7 +128,7 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
         planned.extend([CA_CERT, CA_CERT_DER, CA_KEY].map(|f| dir.join(f)));
     }
     if make_server {
-        planned.extend([SERVER_KEY, SERVER_CERT].map(|f| dir.join(f)));
+        planned.extend([SERVER_CERT, SERVER_KEY].map(|f| dir.join(f)));
     }
     for name in &clients {
         planned.push(dir.join(format!("client-{name}.pem")));
@@ -167,8 +167,8 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
             days,
         )?;
         let (cert, key) = sign("server certificate", &params, &issuer)?;
-        outputs.push(Output::secret(dir.join(SERVER_KEY), key));
         outputs.push(Output::public(dir.join(SERVER_CERT), cert));
+        outputs.push(Output::secret(dir.join(SERVER_KEY), key));
     }
     for name in &clients {
         let what = format!("client certificate {name}");
@@ -182,7 +182,10 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
         )?;
         let (cert, key) = sign(&what, &params, &issuer)?;
         outputs.push(Output::public(dir.join(format!("client-{name}.pem")), cert));
-        outputs.push(Output::secret(dir.join(format!("client-{name}.key.pem")), key));
+        outputs.push(Output::secret(
+            dir.join(format!("client-{name}.key.pem")),
+            key,
+        ));
     }
     for (name, host) in nodes.iter().zip(node_hosts) {
         let what = format!("node certificate {name}");
@@ -199,7 +202,10 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
         )?;
         let (cert, key) = sign(&what, &params, &issuer)?;
         outputs.push(Output::public(dir.join(format!("node-{name}.pem")), cert));
-        outputs.push(Output::secret(dir.join(format!("node-{name}.key.pem")), key));
+        outputs.push(Output::secret(
+            dir.join(format!("node-{name}.key.pem")),
+            key,
+        ));
     }
 
     fs::create_dir_all(dir).map_err(|source| SslError::Write {

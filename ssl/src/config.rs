@@ -147,10 +147,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Every certificate in a PEM file; at least one.
-fn read_certs(
-    path: &Path,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, SslError> {
+fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, SslError> {
     let bytes = std::fs::read(path).map_err(|source| SslError::ReadCert {
         path: path.to_owned(),
         source,

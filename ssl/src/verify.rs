@@ -68,7 +68,10 @@ mod tests {
             ClientVerify::Required
         );
         let err = "Required".parse::<ClientVerify>().unwrap_err().to_string();
-        assert!(err.contains("Required") && err.contains("optional"), "{err}");
+        assert!(
+            err.contains("Required") && err.contains("optional"),
+            "{err}"
+        );
         use serde::de::{value, Deserialize as _, IntoDeserializer as _};
         let de: value::StrDeserializer<'_, value::Error> = "optional".into_deserializer();
         assert_eq!(
