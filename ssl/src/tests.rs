@@ -258,13 +258,29 @@ fn bad_names_are_refused_before_anything_is_written() {
         let err = new_certs(&req).unwrap_err();
         assert!(matches!(err, SslError::BadName { .. }), "{err}");
     }
+    for days in [0, u32::MAX] {
+        let err = new_certs(&NewCerts {
+            days,
+            ..request(&dir)
+        })
+        .unwrap_err();
+        assert!(matches!(err, SslError::BadDays(d) if d == days), "{err}");
+    }
     assert!(!dir.exists());
+}
+
+/// What the server saw of a connection that worked.
+#[derive(Debug)]
+struct ServerView {
+    /// The client certificate's CN, by `peer_common_name`.
+    cn: Option<String>,
+    version: Option<ProtocolVersion>,
+    alpn: Option<Vec<u8>>,
 }
 
 /// What a handshake and one round trip (client "ping", server "pong") gave on each side.
 struct Outcome {
-    /// The server's view: the client certificate's CN and the protocol version.
-    server: Result<(Option<String>, Option<ProtocolVersion>, Option<Vec<u8>>), String>,
+    server: Result<ServerView, String>,
     client: Result<(), String>,
 }
 
@@ -288,7 +304,7 @@ async fn handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>, name: &
         tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
         tls.flush().await.map_err(|e| e.to_string())?;
         let _ = tls.shutdown().await;
-        Ok((cn, version, alpn))
+        Ok(ServerView { cn, version, alpn })
     });
     let name = ServerName::try_from(name).unwrap().to_owned();
     let client = async move {
@@ -356,7 +372,7 @@ async fn tls13_and_tls12_without_client_certificates() {
         for name in ["localhost", "127.0.0.1"] {
             let out = handshake(server.clone(), client_as(dir, None, versions), name).await;
             out.client.unwrap();
-            let (cn, version, alpn) = out.server.unwrap();
+            let ServerView { cn, version, alpn } = out.server.unwrap();
             assert_eq!(cn, None);
             assert_eq!(version, Some(want));
             assert_eq!(alpn.as_deref(), Some(&b"mqtt"[..]));
@@ -365,7 +381,7 @@ async fn tls13_and_tls12_without_client_certificates() {
     // The public client_config negotiates TLS 1.3.
     let client = client_config(Some(&dir.join("cacert.pem")), None, &[]).unwrap();
     let out = handshake(server.clone(), client, "localhost").await;
-    assert_eq!(out.server.unwrap().1, Some(ProtocolVersion::TLSv1_3));
+    assert_eq!(out.server.unwrap().version, Some(ProtocolVersion::TLSv1_3));
     // A name the certificate does not carry is refused by the client.
     let out = handshake(server, client_as(dir, None, ALL_VERSIONS), "other.example").await;
     assert!(out.client.is_err());
@@ -386,7 +402,7 @@ async fn required_client_certificate() {
         let who = Some((cert.as_path(), key.as_path()));
         let out = handshake(server.clone(), client_as(dir, who, versions), "localhost").await;
         out.client.unwrap();
-        assert_eq!(out.server.unwrap().0.as_deref(), Some("alice"));
+        assert_eq!(out.server.unwrap().cn.as_deref(), Some("alice"));
     }
 }
 
@@ -399,12 +415,12 @@ async fn optional_client_certificate() {
     for versions in [TLS13, TLS12] {
         let out = handshake(server.clone(), client_as(dir, None, versions), "localhost").await;
         out.client.unwrap();
-        assert_eq!(out.server.unwrap().0, None);
+        assert_eq!(out.server.unwrap().cn, None);
 
         let who = Some((cert.as_path(), key.as_path()));
         let out = handshake(server.clone(), client_as(dir, who, versions), "localhost").await;
         out.client.unwrap();
-        assert_eq!(out.server.unwrap().0.as_deref(), Some("alice"));
+        assert_eq!(out.server.unwrap().cn.as_deref(), Some("alice"));
     }
 }
 
@@ -478,7 +494,7 @@ async fn tls12_only_server_still_serves_the_public_client() {
     let client = client_config(Some(&dir.join("cacert.pem")), None, &[]).unwrap();
     let out = handshake(server, client, "localhost").await;
     out.client.unwrap();
-    assert_eq!(out.server.unwrap().1, Some(ProtocolVersion::TLSv1_2));
+    assert_eq!(out.server.unwrap().version, Some(ProtocolVersion::TLSv1_2));
 }
 
 #[test]
