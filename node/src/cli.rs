@@ -29,6 +29,44 @@ pub enum Command {
     /// Read log files directly (node running or not).
     #[command(subcommand)]
     Log(OfflineLogCommand),
+    /// TLS certificates.
+    #[command(subcommand)]
+    Ssl(SslCommand),
+}
+
+/// `fubar ssl ...`.
+#[derive(Debug, Subcommand)]
+pub enum SslCommand {
+    /// Make a CA and the server, client and node certificates it signs.
+    ///
+    /// The CA (cacert.pem, cacert.cer in DER, cakey.pem) is made on the first run and reused
+    /// by later ones; the server certificate (cert.pem, key.pem) is made on the first run, or
+    /// when --cn is given. Existing files are never overwritten without --force.
+    NewCerts(NewCertsArgs),
+}
+
+/// Flags of `fubar ssl new-certs`.
+#[derive(Debug, Args)]
+pub struct NewCertsArgs {
+    /// Directory the files go to (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "ssl")]
+    pub dir: PathBuf,
+    /// Host name or IP address of the server certificate; repeat for more (the first is the
+    /// CN) [default: localhost and 127.0.0.1].
+    #[arg(long = "cn", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Also make a client certificate with CN=NAME (client-NAME.pem, client-NAME.key.pem).
+    #[arg(long = "client", value_name = "NAME")]
+    pub clients: Vec<String>,
+    /// Also make a cluster node certificate for NAME@HOST (node-NAME@HOST.pem and .key.pem).
+    #[arg(long = "node", value_name = "NAME")]
+    pub nodes: Vec<String>,
+    /// Overwrite existing files, the CA included (certificates it signed stop working).
+    #[arg(long)]
+    pub force: bool,
+    /// Validity of the server, client and node certificates, in days (the CA's is 10 years).
+    #[arg(long, default_value_t = fubar_ssl::DEFAULT_DAYS)]
+    pub days: u32,
 }
 
 /// `fubar log ...`.

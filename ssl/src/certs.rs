@@ -19,6 +19,9 @@ use crate::SslError;
 /// Apple platforms accept).
 pub const DEFAULT_DAYS: u32 = 825;
 
+/// Longest validity accepted, in days (100 years).
+pub(crate) const MAX_DAYS: u32 = 36_500;
+
 /// Validity of a new CA, in days (10 years).
 const CA_DAYS: i64 = 3650;
 
@@ -81,6 +84,9 @@ struct Output {
 /// Nothing is written if any file in the way exists (without `force`) or a name is invalid.
 pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
     let dir = &req.dir;
+    if !(1..=MAX_DAYS).contains(&req.days) {
+        return Err(SslError::BadDays(req.days));
+    }
     let hosts: Vec<String> = if req.hosts.is_empty() {
         DEFAULT_HOSTS.iter().map(|h| (*h).to_owned()).collect()
     } else {
@@ -128,7 +134,7 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
         planned.extend([CA_CERT, CA_CERT_DER, CA_KEY].map(|f| dir.join(f)));
     }
     if make_server {
-        planned.extend([SERVER_KEY, SERVER_CERT].map(|f| dir.join(f)));
+        planned.extend([SERVER_CERT, SERVER_KEY].map(|f| dir.join(f)));
     }
     for name in &clients {
         planned.push(dir.join(format!("client-{name}.pem")));
@@ -167,8 +173,8 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
             days,
         )?;
         let (cert, key) = sign("server certificate", &params, &issuer)?;
-        outputs.push(Output::secret(dir.join(SERVER_KEY), key));
         outputs.push(Output::public(dir.join(SERVER_CERT), cert));
+        outputs.push(Output::secret(dir.join(SERVER_KEY), key));
     }
     for name in &clients {
         let what = format!("client certificate {name}");

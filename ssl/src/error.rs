@@ -65,6 +65,9 @@ pub enum SslError {
         /// Why it is refused.
         reason: String,
     },
+    /// A validity that is zero or reaches past the year 9999.
+    #[error("invalid validity of {0} days: expected 1 to {max}", max = crate::certs::MAX_DAYS)]
+    BadDays(u32),
     /// A file that would be written exists, and overwriting was not asked for.
     #[error("{} already exists; use --force to overwrite it", path.display())]
     Exists {

@@ -14,6 +14,8 @@
 //! depend on a process-wide default, but [`install_crypto_provider`] installs it as that
 //! default for the libraries that look it up.
 
+#![warn(missing_docs)]
+
 mod certs;
 mod config;
 mod error;

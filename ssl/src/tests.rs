@@ -1,1 +1,663 @@
-//! Tests.
+//! Certificates made by [`new_certs`], used for real handshakes over loopback TCP.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::{ClientConfig, ProtocolVersion, ServerConfig, SupportedProtocolVersion};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::{client_config_with_versions, server_config_with_versions, ALL_VERSIONS};
+use crate::{
+    client_config, install_crypto_provider, new_certs, peer_common_name, server_config,
+    ClientVerify, NewCerts, ServerTlsFiles, SslError,
+};
+
+const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+fn request(dir: &Path) -> NewCerts {
+    NewCerts {
+        dir: dir.to_owned(),
+        ..NewCerts::default()
+    }
+}
+
+fn names(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn server_files(dir: &Path, verify: ClientVerify) -> ServerTlsFiles {
+    ServerTlsFiles {
+        certfile: dir.join("cert.pem"),
+        keyfile: dir.join("key.pem"),
+        cafile: Some(dir.join("cacert.pem")),
+        verify,
+    }
+}
+
+/// The parsed certificate of a PEM file.
+fn parse_pem_cert(path: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject as _;
+    rustls_pki_types::CertificateDer::from_pem_file(path)
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn new_certs_writes_every_file_with_private_keys_0600() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ssl");
+    let files = new_certs(&NewCerts {
+        clients: vec!["alice".into(), "alice".into()],
+        nodes: vec!["n1@host1.example".into(), "n2".into()],
+        ..request(&dir)
+    })
+    .unwrap();
+    assert_eq!(
+        names(&files),
+        [
+            "cacert.pem",
+            "cacert.cer",
+            "cakey.pem",
+            "cert.pem",
+            "key.pem",
+            "client-alice.pem",
+            "client-alice.key.pem",
+            "node-n1@host1.example.pem",
+            "node-n1@host1.example.key.pem",
+            "node-n2.pem",
+            "node-n2.key.pem",
+        ]
+    );
+    for file in &files {
+        assert!(
+            file.starts_with(&dir) && file.is_file(),
+            "{}",
+            file.display()
+        );
+        #[cfg(unix)]
+        {
+            let name = file.file_name().unwrap().to_string_lossy();
+            let want = if name.contains("key") { 0o600 } else { 0o644 };
+            assert_eq!(mode(file), want, "{name}");
+        }
+    }
+    // No temporary files are left behind.
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), files.len());
+
+    // cacert.cer is the DER of cacert.pem.
+    assert_eq!(
+        fs::read(dir.join("cacert.cer")).unwrap(),
+        parse_pem_cert(&dir.join("cacert.pem"))
+    );
+
+    // Server: CN = first host, SANs localhost (DNS) and 127.0.0.1 (IP), serverAuth.
+    use x509_parser::extensions::GeneralName;
+    let der = parse_pem_cert(&dir.join("cert.pem"));
+    assert_eq!(peer_common_name(&der).as_deref(), Some("localhost"));
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap().value;
+    assert_eq!(
+        san.general_names,
+        [
+            GeneralName::DNSName("localhost"),
+            GeneralName::IPAddress(&[127, 0, 0, 1])
+        ]
+    );
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth);
+    let validity = cert.validity().time_to_expiration().unwrap();
+    let days = validity.whole_days();
+    assert!((824..=825).contains(&days), "{days}");
+
+    // Client: CN = NAME, clientAuth.
+    let der = parse_pem_cert(&dir.join("client-alice.pem"));
+    assert_eq!(peer_common_name(&der).as_deref(), Some("alice"));
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+
+    // Node: CN = NAME, SAN = HOST, both usages.
+    let der = parse_pem_cert(&dir.join("node-n1@host1.example.pem"));
+    assert_eq!(peer_common_name(&der).as_deref(), Some("n1@host1.example"));
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap().value;
+    assert_eq!(san.general_names, [GeneralName::DNSName("host1.example")]);
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && eku.server_auth);
+
+    // CA: 10 years, a CA.
+    let der = parse_pem_cert(&dir.join("cacert.pem"));
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert!(cert.is_ca());
+    let days = cert.validity().time_to_expiration().unwrap().whole_days();
+    assert!((3649..=3650).contains(&days), "{days}");
+}
+
+#[test]
+fn later_runs_reuse_the_ca_and_overwrite_only_with_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    new_certs(&NewCerts {
+        hosts: vec!["broker.example".into(), "10.1.2.3".into()],
+        ..request(dir)
+    })
+    .unwrap();
+    let ca = fs::read(dir.join("cacert.pem")).unwrap();
+    let server = fs::read(dir.join("cert.pem")).unwrap();
+    assert_eq!(
+        peer_common_name(&parse_pem_cert(&dir.join("cert.pem"))).as_deref(),
+        Some("broker.example")
+    );
+
+    // A bare second run would overwrite the server certificate: refused, naming it.
+    let err = new_certs(&request(dir)).unwrap_err();
+    assert!(
+        matches!(&err, SslError::Exists { path } if path == &dir.join("cert.pem")),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cert.pem already exists") && msg.contains("--force"),
+        "{msg}"
+    );
+
+    // Adding a client signs it with the same CA and leaves everything else alone.
+    let files = new_certs(&NewCerts {
+        clients: vec!["bob".into()],
+        ..request(dir)
+    })
+    .unwrap();
+    assert_eq!(names(&files), ["client-bob.pem", "client-bob.key.pem"]);
+    assert_eq!(fs::read(dir.join("cacert.pem")).unwrap(), ca);
+    assert_eq!(fs::read(dir.join("cert.pem")).unwrap(), server);
+    let bob = parse_pem_cert(&dir.join("client-bob.pem"));
+    let (_, bob) = x509_parser::parse_x509_certificate(&bob).unwrap();
+    let ca_der = parse_pem_cert(&dir.join("cacert.pem"));
+    let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+    assert_eq!(bob.issuer(), ca_cert.subject());
+    bob.verify_signature(Some(ca_cert.public_key())).unwrap();
+
+    // The same client again: refused, naming its file.
+    let err = new_certs(&NewCerts {
+        clients: vec!["bob".into()],
+        ..request(dir)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("client-bob.pem"), "{err}");
+
+    // Force regenerates everything, CA included.
+    let files = new_certs(&NewCerts {
+        force: true,
+        clients: vec!["bob".into()],
+        ..request(dir)
+    })
+    .unwrap();
+    assert_eq!(files.len(), 7);
+    assert_ne!(fs::read(dir.join("cacert.pem")).unwrap(), ca);
+    assert_ne!(fs::read(dir.join("cert.pem")).unwrap(), server);
+    #[cfg(unix)]
+    assert_eq!(mode(&dir.join("cakey.pem")), 0o600);
+}
+
+#[test]
+fn a_ca_without_its_key_is_not_reused_or_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    new_certs(&request(dir)).unwrap();
+    fs::remove_file(dir.join("cakey.pem")).unwrap();
+    let err = new_certs(&NewCerts {
+        clients: vec!["c".into()],
+        ..request(dir)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cacert.pem") && err.contains("cakey.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_names_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ssl");
+    for req in [
+        NewCerts {
+            clients: vec!["../evil".into()],
+            ..request(&dir)
+        },
+        NewCerts {
+            nodes: vec!["n1@bad host".into()],
+            ..request(&dir)
+        },
+        NewCerts {
+            hosts: vec!["not a host".into()],
+            ..request(&dir)
+        },
+        NewCerts {
+            clients: vec![String::new()],
+            ..request(&dir)
+        },
+    ] {
+        let err = new_certs(&req).unwrap_err();
+        assert!(matches!(err, SslError::BadName { .. }), "{err}");
+    }
+    for days in [0, u32::MAX] {
+        let err = new_certs(&NewCerts {
+            days,
+            ..request(&dir)
+        })
+        .unwrap_err();
+        assert!(matches!(err, SslError::BadDays(d) if d == days), "{err}");
+    }
+    assert!(!dir.exists());
+}
+
+/// What the server saw of a connection that worked.
+#[derive(Debug)]
+struct ServerView {
+    /// The client certificate's CN, by `peer_common_name`.
+    cn: Option<String>,
+    version: Option<ProtocolVersion>,
+    alpn: Option<Vec<u8>>,
+}
+
+/// What a handshake and one round trip (client "ping", server "pong") gave on each side.
+struct Outcome {
+    server: Result<ServerView, String>,
+    client: Result<(), String>,
+}
+
+async fn handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>, name: &str) -> Outcome {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(server);
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+        let (_, conn) = tls.get_ref();
+        let cn = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| peer_common_name(cert));
+        let version = conn.protocol_version();
+        let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+        let mut buf = [0; 4];
+        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        assert_eq!(&buf, b"ping");
+        tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
+        tls.flush().await.map_err(|e| e.to_string())?;
+        let _ = tls.shutdown().await;
+        Ok(ServerView { cn, version, alpn })
+    });
+    let name = ServerName::try_from(name).unwrap().to_owned();
+    let client = async move {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut tls = TlsConnector::from(client)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
+        tls.flush().await.map_err(|e| e.to_string())?;
+        let mut buf = [0; 4];
+        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        if &buf != b"pong" {
+            return Err(format!("got {buf:?}"));
+        }
+        Ok(())
+    };
+    let limit = Duration::from_secs(10);
+    let client = tokio::time::timeout(limit, client)
+        .await
+        .expect("client stalled");
+    let server = tokio::time::timeout(limit, server)
+        .await
+        .expect("server stalled")
+        .unwrap();
+    Outcome { server, client }
+}
+
+/// A directory with a CA, the server certificate and client `alice`.
+fn certs_with_alice() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    new_certs(&NewCerts {
+        clients: vec!["alice".into()],
+        ..request(tmp.path())
+    })
+    .unwrap();
+    tmp
+}
+
+fn client_as(
+    dir: &Path,
+    who: Option<(&Path, &Path)>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    client_config_with_versions(Some(&dir.join("cacert.pem")), who, &[b"mqtt"], versions).unwrap()
+}
+
+fn alice(dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        dir.join("client-alice.pem"),
+        dir.join("client-alice.key.pem"),
+    )
+}
+
+#[tokio::test]
+async fn tls13_and_tls12_without_client_certificates() {
+    let tmp = certs_with_alice();
+    let dir = tmp.path();
+    let server = server_config(&server_files(dir, ClientVerify::None), &[b"mqtt"]).unwrap();
+    for (versions, want) in [
+        (TLS13, ProtocolVersion::TLSv1_3),
+        (TLS12, ProtocolVersion::TLSv1_2),
+    ] {
+        // Both names of the server certificate work: the DNS SAN and the IP SAN.
+        for name in ["localhost", "127.0.0.1"] {
+            let out = handshake(server.clone(), client_as(dir, None, versions), name).await;
+            out.client.unwrap();
+            let ServerView { cn, version, alpn } = out.server.unwrap();
+            assert_eq!(cn, None);
+            assert_eq!(version, Some(want));
+            assert_eq!(alpn.as_deref(), Some(&b"mqtt"[..]));
+        }
+    }
+    // The public client_config negotiates TLS 1.3.
+    let client = client_config(Some(&dir.join("cacert.pem")), None, &[]).unwrap();
+    let out = handshake(server.clone(), client, "localhost").await;
+    assert_eq!(out.server.unwrap().version, Some(ProtocolVersion::TLSv1_3));
+    // A name the certificate does not carry is refused by the client.
+    let out = handshake(server, client_as(dir, None, ALL_VERSIONS), "other.example").await;
+    assert!(out.client.is_err());
+}
+
+#[tokio::test]
+async fn required_client_certificate() {
+    let tmp = certs_with_alice();
+    let dir = tmp.path();
+    let (cert, key) = alice(dir);
+    let server = server_config(&server_files(dir, ClientVerify::Required), &[]).unwrap();
+    for versions in [TLS13, TLS12] {
+        let out = handshake(server.clone(), client_as(dir, None, versions), "localhost").await;
+        let err = out.server.unwrap_err();
+        assert!(err.contains("no certificates"), "{err}");
+        assert!(out.client.is_err());
+
+        let who = Some((cert.as_path(), key.as_path()));
+        let out = handshake(server.clone(), client_as(dir, who, versions), "localhost").await;
+        out.client.unwrap();
+        assert_eq!(out.server.unwrap().cn.as_deref(), Some("alice"));
+    }
+}
+
+#[tokio::test]
+async fn optional_client_certificate() {
+    let tmp = certs_with_alice();
+    let dir = tmp.path();
+    let (cert, key) = alice(dir);
+    let server = server_config(&server_files(dir, ClientVerify::Optional), &[]).unwrap();
+    for versions in [TLS13, TLS12] {
+        let out = handshake(server.clone(), client_as(dir, None, versions), "localhost").await;
+        out.client.unwrap();
+        assert_eq!(out.server.unwrap().cn, None);
+
+        let who = Some((cert.as_path(), key.as_path()));
+        let out = handshake(server.clone(), client_as(dir, who, versions), "localhost").await;
+        out.client.unwrap();
+        assert_eq!(out.server.unwrap().cn.as_deref(), Some("alice"));
+    }
+}
+
+#[tokio::test]
+async fn client_certificate_of_another_ca_is_refused() {
+    let tmp = certs_with_alice();
+    let dir = tmp.path();
+    let other = tempfile::tempdir().unwrap();
+    new_certs(&NewCerts {
+        clients: vec!["mallory".into()],
+        ..request(other.path())
+    })
+    .unwrap();
+    let cert = other.path().join("client-mallory.pem");
+    let key = other.path().join("client-mallory.key.pem");
+    for verify in [ClientVerify::Optional, ClientVerify::Required] {
+        let server = server_config(&server_files(dir, verify), &[]).unwrap();
+        for versions in [TLS13, TLS12] {
+            let who = Some((cert.as_path(), key.as_path()));
+            let out = handshake(server.clone(), client_as(dir, who, versions), "localhost").await;
+            let err = out.server.unwrap_err();
+            assert!(err.contains("invalid peer certificate"), "{err}");
+            assert!(out.client.is_err());
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_client_certificate_is_refused() {
+    let tmp = certs_with_alice();
+    let dir = tmp.path();
+    // Signed by the right CA, but valid only in 2020.
+    let ca_key =
+        rcgen::KeyPair::from_pem(&fs::read_to_string(dir.join("cakey.pem")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &fs::read_to_string(dir.join("cacert.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "old");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let cert_path = dir.join("client-old.pem");
+    let key_path = dir.join("client-old.key.pem");
+    fs::write(&cert_path, cert.pem()).unwrap();
+    fs::write(&key_path, key.serialize_pem()).unwrap();
+
+    let server = server_config(&server_files(dir, ClientVerify::Required), &[]).unwrap();
+    for versions in [TLS13, TLS12] {
+        let who = Some((cert_path.as_path(), key_path.as_path()));
+        let out = handshake(server.clone(), client_as(dir, who, versions), "localhost").await;
+        let err = out.server.unwrap_err();
+        assert!(err.contains("expired"), "{err}");
+        assert!(out.client.is_err());
+    }
+}
+
+#[tokio::test]
+async fn tls12_only_server_still_serves_the_public_client() {
+    // server_config's TLS 1.2 path, seen from a client that offers both.
+    let tmp = certs_with_alice();
+    let dir = tmp.path();
+    let server =
+        server_config_with_versions(&server_files(dir, ClientVerify::None), &[], TLS12).unwrap();
+    let client = client_config(Some(&dir.join("cacert.pem")), None, &[]).unwrap();
+    let out = handshake(server, client, "localhost").await;
+    out.client.unwrap();
+    assert_eq!(out.server.unwrap().version, Some(ProtocolVersion::TLSv1_2));
+}
+
+#[test]
+fn missing_files_are_named() {
+    let tmp = certs_with_alice();
+    let dir = tmp.path();
+    let missing = dir.join("nope.pem");
+    let cases = [
+        (
+            ServerTlsFiles {
+                certfile: missing.clone(),
+                ..server_files(dir, ClientVerify::None)
+            },
+            "cannot read certificate file",
+        ),
+        (
+            ServerTlsFiles {
+                keyfile: missing.clone(),
+                ..server_files(dir, ClientVerify::None)
+            },
+            "cannot read key file",
+        ),
+        (
+            ServerTlsFiles {
+                cafile: Some(missing.clone()),
+                ..server_files(dir, ClientVerify::Required)
+            },
+            "cannot read certificate file",
+        ),
+    ];
+    for (files, want) in cases {
+        let err = server_config(&files, &[]).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+        assert!(err.contains(&*missing.to_string_lossy()), "{err}");
+        assert!(err.contains("No such file"), "{err}");
+    }
+
+    // A CA file is needed to check client certificates, not without.
+    let files = ServerTlsFiles {
+        cafile: None,
+        ..server_files(dir, ClientVerify::Optional)
+    };
+    let err = server_config(&files, &[]).unwrap_err();
+    assert!(matches!(err, SslError::CaRequired(_)), "{err}");
+    let files = ServerTlsFiles {
+        cafile: Some(missing.clone()),
+        ..server_files(dir, ClientVerify::None)
+    };
+    server_config(&files, &[]).unwrap();
+
+    // Clients: no built-in roots, so no CA file is an error; missing files are named.
+    let err = client_config(None, None, &[]).unwrap_err();
+    assert!(matches!(err, SslError::CaRequired(_)), "{err}");
+    let err = client_config(Some(&missing), None, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&*missing.to_string_lossy()), "{err}");
+    let ca = dir.join("cacert.pem");
+    let (cert, _) = alice(dir);
+    let err = client_config(Some(&ca), Some((&cert, &missing)), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("cannot read key file") && err.contains("nope.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_and_mismatched_files_are_explained() {
+    let tmp = certs_with_alice();
+    let dir = tmp.path();
+    let garbage = dir.join("garbage.pem");
+    fs::write(&garbage, "this is not PEM\n\x01\x02").unwrap();
+    let broken = dir.join("broken.pem");
+    fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let g = garbage.to_string_lossy().into_owned();
+
+    let err = server_config(
+        &ServerTlsFiles {
+            certfile: garbage.clone(),
+            ..server_files(dir, ClientVerify::None)
+        },
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        err,
+        format!("invalid certificate file {g}: no PEM certificate (BEGIN CERTIFICATE) in it")
+    );
+
+    let err = server_config(
+        &ServerTlsFiles {
+            keyfile: garbage.clone(),
+            ..server_files(dir, ClientVerify::None)
+        },
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(&format!("invalid key file {g}: no PEM private key")),
+        "{err}"
+    );
+
+    let err = server_config(
+        &ServerTlsFiles {
+            cafile: Some(garbage.clone()),
+            ..server_files(dir, ClientVerify::Required)
+        },
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(&format!("invalid CA certificate file {g}")),
+        "{err}"
+    );
+
+    let err = server_config(
+        &ServerTlsFiles {
+            certfile: broken.clone(),
+            ..server_files(dir, ClientVerify::None)
+        },
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("broken.pem") && err.contains("base64"),
+        "{err}"
+    );
+
+    // A key that is not the certificate's.
+    let err = server_config(
+        &ServerTlsFiles {
+            keyfile: dir.join("client-alice.key.pem"),
+            ..server_files(dir, ClientVerify::None)
+        },
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cert.pem") && err.contains("client-alice.key.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn peer_common_name_of_garbage_is_none() {
+    assert_eq!(peer_common_name(b"not a certificate"), None);
+    assert_eq!(peer_common_name(&[]), None);
+}
+
+#[test]
+fn installing_the_provider_twice_is_harmless() {
+    install_crypto_provider();
+    install_crypto_provider();
+    assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+}

@@ -7,6 +7,7 @@ mod log;
 mod node;
 mod reset;
 mod shell;
+mod ssl;
 
 use crate::cli::{Cli, Command};
 
@@ -20,5 +21,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reset(args) => reset::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Log(cmd) => log::run(cmd),
+        Command::Ssl(cmd) => ssl::run(cmd),
     }
 }

@@ -1,0 +1,38 @@
+//! `fubar ssl new-certs`: a CA and the certificates it signs, made without OpenSSL.
+
+use anyhow::Context as _;
+use fubar_ssl::NewCerts;
+
+use crate::cli::{NewCertsArgs, SslCommand};
+
+/// Runs one `fubar ssl` command.
+pub(crate) fn run(cmd: SslCommand) -> anyhow::Result<()> {
+    let SslCommand::NewCerts(args) = cmd;
+    new_certs(args)
+}
+
+/// Makes the certificates and prints the files written, one a line.
+fn new_certs(args: NewCertsArgs) -> anyhow::Result<()> {
+    let NewCertsArgs {
+        dir,
+        hosts,
+        clients,
+        nodes,
+        force,
+        days,
+    } = args;
+    let req = NewCerts {
+        dir,
+        hosts,
+        clients,
+        nodes,
+        force,
+        days,
+    };
+    let files = fubar_ssl::new_certs(&req)
+        .with_context(|| format!("no certificates made in {}", req.dir.display()))?;
+    for file in files {
+        println!("{}", file.display());
+    }
+    Ok(())
+}
