@@ -92,6 +92,48 @@ pub enum OfflineLogCommand {
 pub enum BenchCommand {
     /// Many publishers to one topic, optionally one subscriber counting.
     Fanin(FaninArgs),
+    /// Clients connecting and disconnecting as fast as they can (TCP or TLS handshakes).
+    Handshakes(HandshakesArgs),
+}
+
+/// TLS flags of the client tools.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Connect over TLS, trusting this CA (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that verify clients.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Name the server certificate must carry [default: the host].
+    #[arg(long)]
+    pub server_name: Option<String>,
+}
+
+/// Flags of `fubar bench handshakes`.
+#[derive(Debug, Args)]
+pub struct HandshakesArgs {
+    /// Broker host.
+    #[arg(long, short = 'H', default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(long, short = 'p', default_value_t = 1883)]
+    pub port: u16,
+    /// Connections in all.
+    #[arg(long, default_value_t = 2000)]
+    pub count: usize,
+    /// Connections in progress at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `fubar bench fanin`.
@@ -124,6 +166,9 @@ pub struct FaninArgs {
     /// Also run one subscriber and count what it receives.
     #[arg(long)]
     pub subscribe: bool,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -4,24 +4,75 @@ use std::net::ToSocketAddrs as _;
 
 use anyhow::Context as _;
 
-use crate::cli::{BenchCommand, FaninArgs};
+use crate::cli::{BenchCommand, FaninArgs, HandshakesArgs, TlsArgs};
 use crate::mqtt::packet::QoS;
 use crate::tools::bench::fanin::{self, FaninOptions};
+use crate::tools::bench::handshakes::{self, HandshakeOptions};
+use crate::tools::client::TlsClient;
 
 /// Runs one `fubar bench` command.
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cmd {
         BenchCommand::Fanin(args) => runtime.block_on(fanin_cmd(args)),
+        BenchCommand::Handshakes(args) => runtime.block_on(handshakes_cmd(args)),
     }
 }
 
-async fn fanin_cmd(a: FaninArgs) -> anyhow::Result<()> {
-    let addr = (a.host.as_str(), a.port)
+fn resolve(host: &str, port: u16) -> anyhow::Result<std::net::SocketAddr> {
+    (host, port)
         .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {}", a.host))?
+        .with_context(|| format!("cannot resolve {host}"))?
         .next()
-        .with_context(|| format!("no address for {}", a.host))?;
+        .with_context(|| format!("no address for {host}"))
+}
+
+/// The TLS client of the tools' `--cafile/--cert/--key` flags (none without `--cafile`).
+pub(crate) fn tls_client(host: &str, t: &TlsArgs) -> anyhow::Result<Option<TlsClient>> {
+    let Some(ca) = &t.cafile else {
+        return Ok(None);
+    };
+    let pair = t.cert.as_deref().zip(t.key.as_deref());
+    let config = fubar_ssl::client_config(Some(ca), pair, &[])?;
+    let name = t.server_name.clone().unwrap_or_else(|| host.to_owned());
+    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+        .with_context(|| format!("{name:?} is not a valid server name"))?;
+    Ok(Some(TlsClient {
+        config,
+        server_name,
+    }))
+}
+
+async fn handshakes_cmd(a: HandshakesArgs) -> anyhow::Result<()> {
+    let addr = resolve(&a.host, a.port)?;
+    let tls = tls_client(&a.host, &a.tls)?;
+    let over = if tls.is_some() { "tls" } else { "tcp" };
+    let r = handshakes::run(HandshakeOptions {
+        addr,
+        count: a.count,
+        concurrency: a.concurrency,
+        tls,
+        id_prefix: format!("hs-{}-", std::process::id()),
+    })
+    .await;
+    if a.json {
+        println!(
+            "{{\"bench\":\"handshakes\",\"transport\":\"{over}\",\"concurrency\":{},\"connected\":{},\"failed\":{},\"seconds\":{:.3},\"rate\":{:.1}}}",
+            a.concurrency, r.connected, r.failed, r.seconds, r.rate
+        );
+    } else {
+        println!("handshakes over {over}, {} at a time", a.concurrency);
+        println!("connected  {:>10}", r.connected);
+        println!("failed     {:>10}", r.failed);
+        println!("seconds    {:>10.3}", r.seconds);
+        println!("per second {:>10.0}", r.rate);
+    }
+    Ok(())
+}
+
+async fn fanin_cmd(a: FaninArgs) -> anyhow::Result<()> {
+    let addr = resolve(&a.host, a.port)?;
+    let tls = tls_client(&a.host, &a.tls)?;
     let options = FaninOptions {
         addr,
         publishers: a.publishers.max(1),
@@ -32,6 +83,7 @@ async fn fanin_cmd(a: FaninArgs) -> anyhow::Result<()> {
         topic: a.topic,
         subscribe: a.subscribe,
         id_prefix: format!("bench-{}-", std::process::id()),
+        tls,
     };
     let r = fanin::run(options.clone())
         .await

@@ -3,9 +3,11 @@
 use std::io;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::mqtt::decode::decode;
@@ -15,38 +17,92 @@ use crate::mqtt::packet::{Connect, ConnectReturnCode, Packet, ProtocolVersion};
 /// Largest packet the tools accept from a broker.
 const MAX_PACKET: usize = 16 << 20;
 
-/// The reading half of a client connection.
-#[derive(Debug)]
+/// The reading half of a client connection (TCP or TLS).
 pub struct ClientReader {
-    stream: OwnedReadHalf,
+    stream: Box<dyn AsyncRead + Unpin + Send>,
     buf: BytesMut,
 }
 
 /// The writing half of a client connection; packets are buffered until `flush`.
-#[derive(Debug)]
 pub struct ClientWriter {
-    stream: OwnedWriteHalf,
+    stream: Box<dyn AsyncWrite + Unpin + Send>,
     buf: BytesMut,
 }
 
-/// Connects to `addr`, sends CONNECT for `client_id` and waits for CONNACK 0.
+/// TLS for the tools: the client configuration and the name the server's certificate must
+/// carry.
+#[derive(Clone)]
+pub struct TlsClient {
+    /// rustls client configuration (`fubar_ssl::client_config`).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The server's name (a host name or an IP address).
+    pub server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ClientReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientReader").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ClientWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientWriter").finish_non_exhaustive()
+    }
+}
+
+/// Opens a TCP (or, with `tls`, TLS) connection to `addr`, split into halves.
+pub async fn open(
+    addr: SocketAddr,
+    tls: Option<&TlsClient>,
+) -> io::Result<(ClientReader, ClientWriter)> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (r, w): (
+        Box<dyn AsyncRead + Unpin + Send>,
+        Box<dyn AsyncWrite + Unpin + Send>,
+    ) = match tls {
+        None => {
+            let (r, w) = stream.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        Some(t) => {
+            let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+            let tls = connector.connect(t.server_name.clone(), stream).await?;
+            let (r, w) = tokio::io::split(tls);
+            (Box::new(r), Box::new(w))
+        }
+    };
+    Ok((
+        ClientReader {
+            stream: r,
+            buf: BytesMut::with_capacity(64 << 10),
+        },
+        ClientWriter {
+            stream: w,
+            buf: BytesMut::with_capacity(64 << 10),
+        },
+    ))
+}
+
+/// Connects to `addr` (over TLS with `tls`), sends CONNECT for `client_id` and waits for
+/// CONNACK 0.
 pub async fn connect(
     addr: SocketAddr,
+    tls: Option<&TlsClient>,
     client_id: &str,
     clean_session: bool,
     keep_alive: u16,
 ) -> io::Result<(ClientReader, ClientWriter, bool)> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (r, w) = stream.into_split();
-    let mut reader = ClientReader {
-        stream: r,
-        buf: BytesMut::with_capacity(64 << 10),
-    };
-    let mut writer = ClientWriter {
-        stream: w,
-        buf: BytesMut::with_capacity(64 << 10),
-    };
+    let (mut reader, mut writer) = open(addr, tls).await?;
     writer.push(&Packet::Connect(Connect {
         protocol: ProtocolVersion::V311,
         clean_session,

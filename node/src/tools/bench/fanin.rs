@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::Barrier;
 
 use crate::mqtt::packet::{Packet, Publish, QoS, Subscribe};
-use crate::tools::client::{connect, ClientReader, ClientWriter};
+use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct FaninOptions {
     pub subscribe: bool,
     /// Client id prefix.
     pub id_prefix: String,
+    /// Connect over TLS.
+    pub tls: Option<TlsClient>,
 }
 
 /// What was measured.
@@ -55,7 +57,14 @@ pub struct FaninReport {
 pub async fn run(o: FaninOptions) -> std::io::Result<FaninReport> {
     let expected = (o.publishers * o.messages) as u64;
     let subscriber = if o.subscribe {
-        let (mut r, mut w, _) = connect(o.addr, &format!("{}sub", o.id_prefix), true, 600).await?;
+        let (mut r, mut w, _) = connect(
+            o.addr,
+            o.tls.as_ref(),
+            &format!("{}sub", o.id_prefix),
+            true,
+            600,
+        )
+        .await?;
         w.push(&Packet::Subscribe(Subscribe {
             packet_id: 1,
             filters: vec![(o.topic.clone(), QoS::AtMostOnce)],
@@ -73,7 +82,14 @@ pub async fn run(o: FaninOptions) -> std::io::Result<FaninReport> {
     let start = Arc::new(Barrier::new(o.publishers + 1));
     let mut tasks = Vec::new();
     for i in 0..o.publishers {
-        let (r, w, _) = connect(o.addr, &format!("{}pub{i}", o.id_prefix), true, 600).await?;
+        let (r, w, _) = connect(
+            o.addr,
+            o.tls.as_ref(),
+            &format!("{}pub{i}", o.id_prefix),
+            true,
+            600,
+        )
+        .await?;
         let (o, start) = (o.clone(), start.clone());
         tasks.push(tokio::spawn(async move {
             start.wait().await;
@@ -194,6 +210,7 @@ mod tests {
                 topic: "bench".into(),
                 subscribe: true,
                 id_prefix: format!("t{}-", qos as u8),
+                tls: None,
             })
             .await
             .unwrap();

@@ -2,3 +2,4 @@
 //! `--json` for scripts.
 
 pub mod fanin;
+pub mod handshakes;
