@@ -34,6 +34,23 @@ pub struct SessionSlot {
 }
 
 impl SessionSlot {
+    fn new(
+        session: Session,
+        owner: Option<Owner>,
+        clean: bool,
+        offline_since: Option<Instant>,
+    ) -> Self {
+        Self {
+            session,
+            owner,
+            clean,
+            offline_since,
+            ended: false,
+            drops_unreported: 0,
+            last_drop_report: None,
+        }
+    }
+
     /// Whether a connection serves this session now.
     pub fn is_online(&self) -> bool {
         self.owner.is_some()
@@ -169,23 +186,17 @@ impl Registry {
 
     /// Adds a persistent session read back from the store, offline since `now`.
     pub fn restore(&self, client_id: &str, session: Session, now: Instant) -> Arc<SessionHandle> {
-        let client_id: Arc<str> = client_id.into();
-        let slot = SessionSlot {
-            session,
-            owner: None,
-            clean: false,
-            offline_since: Some(now),
-            ended: false,
-            drops_unreported: 0,
-            last_drop_report: None,
-        };
-        let handle = Arc::new(SessionHandle::new(
-            client_id.clone(),
+        let handle = self.new_handle(client_id, SessionSlot::new(session, None, false, Some(now)));
+        self.map().insert(handle.client_id.clone(), handle.clone());
+        handle
+    }
+
+    fn new_handle(&self, client_id: &str, slot: SessionSlot) -> Arc<SessionHandle> {
+        Arc::new(SessionHandle::new(
+            client_id.into(),
             slot,
             self.store.clone(),
-        ));
-        self.map().insert(client_id, handle.clone());
-        handle
+        ))
     }
 
     /// Ends a session: no more store writes for it, and its stored state is deleted.
@@ -243,25 +254,12 @@ impl Registry {
             map.remove(client_id);
             discarded = Some(existing);
         }
-        let client_id: Arc<str> = client_id.into();
         let mut session = Session::new(limits);
         session.set_persistent(!clean);
-        let slot = SessionSlot {
-            session,
-            owner: Some(Owner { conn_id, kick }),
-            clean,
-            offline_since: None,
-            ended: false,
-            drops_unreported: 0,
-            last_drop_report: None,
-        };
-        let handle = Arc::new(SessionHandle::new(
-            client_id.clone(),
-            slot,
-            self.store.clone(),
-        ));
+        let owner = Some(Owner { conn_id, kick });
+        let handle = self.new_handle(client_id, SessionSlot::new(session, owner, clean, None));
         drop(handle.lock()); // writes a new persistent session's record
-        map.insert(client_id, handle.clone());
+        map.insert(handle.client_id.clone(), handle.clone());
         Attached {
             handle,
             session_present: false,
