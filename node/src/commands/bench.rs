@@ -19,7 +19,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-fn resolve(host: &str, port: u16) -> anyhow::Result<std::net::SocketAddr> {
+pub(crate) fn resolve(host: &str, port: u16) -> anyhow::Result<std::net::SocketAddr> {
     (host, port)
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve {host}"))?

@@ -5,6 +5,7 @@ mod bench;
 mod ctl;
 mod log;
 mod node;
+mod pubsub;
 mod reset;
 mod shell;
 mod ssl;
@@ -21,6 +22,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reset(args) => reset::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Log(cmd) => log::run(cmd),
+        Command::Pub(args) => pubsub::run_pub(args),
+        Command::Sub(args) => pubsub::run_sub(args),
         Command::Ssl(cmd) => ssl::run(cmd),
     }
 }

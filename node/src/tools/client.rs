@@ -102,8 +102,7 @@ pub async fn connect(
     clean_session: bool,
     keep_alive: u16,
 ) -> io::Result<(ClientReader, ClientWriter, bool)> {
-    let (mut reader, mut writer) = open(addr, tls).await?;
-    writer.push(&Packet::Connect(Connect {
+    let connect = Connect {
         protocol: ProtocolVersion::V311,
         clean_session,
         keep_alive,
@@ -111,7 +110,19 @@ pub async fn connect(
         will: None,
         username: None,
         password: None,
-    }));
+    };
+    connect_with(addr, tls, connect).await
+}
+
+/// Connects with a CONNECT of the caller's (credentials, will, protocol) and waits for
+/// CONNACK 0; returns the halves and the session-present flag.
+pub async fn connect_with(
+    addr: SocketAddr,
+    tls: Option<&TlsClient>,
+    connect: Connect,
+) -> io::Result<(ClientReader, ClientWriter, bool)> {
+    let (mut reader, mut writer) = open(addr, tls).await?;
+    writer.push(&Packet::Connect(connect));
     writer.flush().await?;
     match reader.next().await? {
         Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => {

@@ -1,0 +1,109 @@
+//! `fubar pub` and `fubar sub`: flags to a CONNECT, then the tools.
+
+use std::io::BufRead as _;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+
+use super::bench::tls_client;
+use crate::cli::{ClientArgs, PubArgs, SubArgs};
+use crate::mqtt::packet::{Connect, LastWill, ProtocolVersion, QoS};
+use crate::tools::pubsub::{self, PubOptions, Session, SubOptions};
+
+fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
+    let protocol = match c.protocol.as_str() {
+        "mqttv31" | "31" => ProtocolVersion::V31,
+        "mqttv311" | "311" => ProtocolVersion::V311,
+        other => bail!("unknown protocol version {other:?} (mqttv31, mqttv311)"),
+    };
+    let tls = tls_client(&c.host, &c.tls)?;
+    let port = c.port.unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+    let addr = super::bench::resolve(&c.host, port)?;
+    let will = c.will_topic.as_ref().map(|t| LastWill {
+        topic: t.as_str().into(),
+        payload: Bytes::from(c.will_message.clone().unwrap_or_default()),
+        qos: QoS::from_u8(c.will_qos).unwrap_or_default(),
+        retain: c.will_retain,
+    });
+    let client_id =
+        c.id.clone()
+            .unwrap_or_else(|| format!("fubar-{role}-{}", std::process::id()));
+    Ok(Session {
+        addr,
+        tls,
+        connect: Connect {
+            protocol,
+            clean_session: !c.no_clean,
+            keep_alive: c.keep_alive,
+            client_id,
+            will,
+            username: c.username.clone(),
+            password: c.password.clone().map(Bytes::from),
+        },
+    })
+}
+
+/// `fubar pub`.
+pub(crate) fn run_pub(a: PubArgs) -> anyhow::Result<()> {
+    if !crate::mqtt::topic::is_valid_topic_name(&a.topic) {
+        bail!(
+            "{:?} is not a topic name: no wildcards (+, #), not empty",
+            a.topic
+        );
+    }
+    let s = session(&a.client, "pub")?;
+    let messages: Vec<Bytes> = if let Some(m) = a.message {
+        vec![Bytes::from(m)]
+    } else if let Some(f) = &a.file {
+        vec![Bytes::from(
+            std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        )]
+    } else if a.stdin_lines {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .map(|l| l.map(Bytes::from))
+            .collect::<Result<_, _>>()?
+    } else if a.null {
+        vec![Bytes::new()]
+    } else {
+        bail!("nothing to send: give -m MSG, -f FILE, -s or -n");
+    };
+    let o = PubOptions {
+        topic: a.topic,
+        messages,
+        qos: QoS::from_u8(a.qos).unwrap_or_default(),
+        retain: a.retain,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime
+        .block_on(pubsub::publish(s.clone(), o))
+        .with_context(|| format!("publishing to {}", s.addr))?;
+    Ok(())
+}
+
+/// `fubar sub`.
+pub(crate) fn run_sub(a: SubArgs) -> anyhow::Result<()> {
+    if let Some(bad) = a
+        .topic
+        .iter()
+        .find(|t| !crate::mqtt::topic::is_valid_topic_filter(t))
+    {
+        bail!("{bad:?} is not a topic filter");
+    }
+    let s = session(&a.client, "sub")?;
+    let o = SubOptions {
+        topics: a.topic,
+        qos: QoS::from_u8(a.qos).unwrap_or_default(),
+        verbose: a.verbose,
+        count: a.count,
+        idle_timeout: a.timeout.map(Duration::from_secs),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let addr = s.addr;
+    runtime
+        .block_on(pubsub::subscribe(s, o, &mut std::io::stdout().lock()))
+        .with_context(|| format!("subscribed at {addr}"))?;
+    Ok(())
+}
