@@ -18,7 +18,8 @@ fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
         other => bail!("unknown protocol version {other:?} (mqttv31, mqttv311)"),
     };
     let tls = tls_client(&c.host, &c.tls)?;
-    let port = c.port.unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+    let default_port = if tls.is_some() { 8883 } else { 1883 };
+    let port = c.port.unwrap_or(default_port);
     let addr = super::bench::resolve(&c.host, port)?;
     let will = c.will_topic.as_ref().map(|t| LastWill {
         topic: t.as_str().into(),

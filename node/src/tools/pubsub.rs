@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::mqtt::packet::{Connect, Packet, Publish, QoS, Subscribe};
+use crate::mqtt::packet::{Connect, Packet, Publish, QoS, SubAckCode, Subscribe};
 use crate::tools::client::{connect_with, ClientReader, ClientWriter, TlsClient};
 
 /// Where and how to connect.
@@ -78,10 +78,8 @@ pub async fn subscribe(s: Session, o: SubOptions, out: &mut dyn io::Write) -> io
                 }
             }
             Packet::PubRel(id) => w.push(&Packet::PubComp(id)),
-            Packet::SubAck(a) => {
-                if a.codes.contains(&crate::mqtt::packet::SubAckCode::Failure) {
-                    return Err(io::Error::other("the broker refused a subscription"));
-                }
+            Packet::SubAck(a) if a.codes.contains(&SubAckCode::Failure) => {
+                return Err(io::Error::other("the broker refused a subscription"));
             }
             _ => {}
         }
