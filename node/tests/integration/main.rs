@@ -11,3 +11,4 @@ mod lifecycle;
 mod logs;
 mod malformed;
 mod state;
+mod tls;
