@@ -682,7 +682,8 @@ fn mosquitto_with_a_client_certificate_when_verification_is_required() {
         !out.status.success(),
         "accepted without a client certificate"
     );
-    wait_refused(&broker, "TLS handshake failed");
+    let line = wait_refused(&broker, "TLS handshake failed");
+    assert!(line.contains("no certificates"), "{line}");
     assert!(
         !log_of(&broker).contains("client=no-cert "),
         "the client got as far as MQTT"
@@ -794,7 +795,7 @@ fn bad_input(certs: &Certs, config: &str, reason: &str, bad: impl FnOnce(&Broker
     let broker = tls_broker(&[], config);
     let verify_required = config.contains("verify = \"required\"");
     let dev1 = certs.dev1();
-    let cert = verify_required.then(|| (dev1.0.as_path(), dev1.1.as_path()));
+    let cert = verify_required.then_some((dev1.0.as_path(), dev1.1.as_path()));
     let mut healthy = Healthy::connect(&broker, certs, cert);
     bad(&broker);
     healthy.check();
