@@ -106,7 +106,8 @@ async fn serve(settings: Settings, store: Arc<Store>, logs: LogHandle) -> anyhow
     let _ = broker.logs.set(logs);
     if tls {
         // Missing or unreadable certificate or key: refuse to start, naming the file.
-        broker.load_tls()?;
+        // The error's message already says why (its source): `{e:#}` would say it twice.
+        broker.load_tls().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let server = Server::bind(broker.clone())
         .await

@@ -1,6 +1,5 @@
 //! `fubar ssl new-certs`: a CA and the certificates it signs, made without OpenSSL.
 
-use anyhow::Context as _;
 use fubar_ssl::NewCerts;
 
 use crate::cli::{NewCertsArgs, SslCommand};
@@ -29,8 +28,9 @@ fn new_certs(args: NewCertsArgs) -> anyhow::Result<()> {
         force,
         days,
     };
+    // The error's message already says why (its source): a context would say it twice.
     let files = fubar_ssl::new_certs(&req)
-        .with_context(|| format!("no certificates made in {}", req.dir.display()))?;
+        .map_err(|e| anyhow::anyhow!("no certificates made in {}: {e}", req.dir.display()))?;
     for file in files {
         println!("{}", file.display());
     }

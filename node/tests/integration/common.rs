@@ -43,6 +43,8 @@ pub struct Broker {
     child: Option<Child>,
     /// The MQTT listener's address.
     pub addr: SocketAddr,
+    /// The MQTT over TLS listener's address, when the node has one (`--mqtts-port 0`).
+    pub tls_addr: Option<SocketAddr>,
     /// The data directory.
     pub dir: DataDir,
     lines: Arc<(Mutex<Vec<String>>, Condvar)>,
@@ -118,6 +120,7 @@ impl Broker {
         let mut broker = Self {
             child: Some(child),
             addr: "127.0.0.1:0".parse().unwrap(),
+            tls_addr: None,
             dir,
             lines,
         };
@@ -126,7 +129,18 @@ impl Broker {
             .expect("broker did not start listening");
         let addr = line.rsplit("mqtt://").next().unwrap().trim();
         broker.addr = addr.parse().expect("listen address");
+        // The TLS listener's line comes before the plain one.
+        broker.tls_addr = broker
+            .log_lines()
+            .iter()
+            .find_map(|l| l.split_once("listening on mqtts://"))
+            .map(|(_, a)| a.trim().parse().expect("TLS listen address"));
         broker
+    }
+
+    /// The MQTT over TLS listener's address; fails the test if the node has none.
+    pub fn tls(&self) -> SocketAddr {
+        self.tls_addr.expect("this broker has no TLS listener")
     }
 
     /// The node's log directory (the default one: `<data dir>/<node name>/log`).

@@ -11,4 +11,5 @@ mod lifecycle;
 mod logs;
 mod malformed;
 mod state;
+mod tls;
 mod tools;
