@@ -100,6 +100,40 @@ pub enum BenchCommand {
     Fanin(FaninArgs),
     /// Clients connecting and disconnecting as fast as they can (TCP or TLS handshakes).
     Handshakes(HandshakesArgs),
+    /// Batch-start N clients (ids 0001…N), hold them, report the connect rate and memory.
+    Conns(ConnsArgs),
+}
+
+/// Flags of `fubar bench conns`.
+#[derive(Debug, Args)]
+pub struct ConnsArgs {
+    /// Broker host.
+    #[arg(long, short = 'H', default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(long, short = 'p', default_value_t = 1883)]
+    pub port: u16,
+    /// Clients to connect.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Client id prefix.
+    #[arg(long, default_value = "")]
+    pub id_prefix: String,
+    /// Connections per second at most [default: as fast as possible].
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Connection attempts in progress at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds to hold the clients once connected.
+    #[arg(long, default_value_t = 0)]
+    pub hold: u64,
+    /// The broker's process id, to report its memory per connection.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// TLS flags of the client tools.

@@ -4,8 +4,9 @@ use std::net::ToSocketAddrs as _;
 
 use anyhow::Context as _;
 
-use crate::cli::{BenchCommand, FaninArgs, HandshakesArgs, TlsArgs};
+use crate::cli::{BenchCommand, ConnsArgs, FaninArgs, HandshakesArgs, TlsArgs};
 use crate::mqtt::packet::QoS;
+use crate::tools::bench::conns::{self, ConnsOptions};
 use crate::tools::bench::fanin::{self, FaninOptions};
 use crate::tools::bench::handshakes::{self, HandshakeOptions};
 use crate::tools::client::TlsClient;
@@ -16,6 +17,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Fanin(args) => runtime.block_on(fanin_cmd(args)),
         BenchCommand::Handshakes(args) => runtime.block_on(handshakes_cmd(args)),
+        BenchCommand::Conns(args) => runtime.block_on(conns_cmd(args)),
     }
 }
 
@@ -41,6 +43,69 @@ pub(crate) fn tls_client(host: &str, t: &TlsArgs) -> anyhow::Result<Option<TlsCl
         config,
         server_name,
     }))
+}
+
+async fn conns_cmd(a: ConnsArgs) -> anyhow::Result<()> {
+    let addr = resolve(&a.host, a.port)?;
+    if let Err(why) = conns::raise_file_limit(a.clients) {
+        eprintln!("fubar: {why}");
+    }
+    let bar = indicatif::ProgressBar::new(a.clients as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} connected {per_sec} {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = bar.clone();
+    let r = conns::run(
+        ConnsOptions {
+            addr,
+            clients: a.clients,
+            id_prefix: a.id_prefix,
+            rate: a.rate,
+            concurrency: a.concurrency,
+            hold: std::time::Duration::from_secs(a.hold),
+            broker_pid: a.broker_pid,
+        },
+        move |n| progress.set_position(n),
+    )
+    .await;
+    bar.finish_and_clear();
+    let failures: u64 = r.failures.values().sum();
+    if a.json {
+        let reasons: Vec<String> = r
+            .failures
+            .iter()
+            .map(|(k, v)| format!("{:?}:{v}", k))
+            .collect();
+        println!(
+            "{{\"bench\":\"conns\",\"clients\":{},\"connected\":{},\"failed\":{failures},\"failures\":{{{}}},\"seconds\":{:.3},\"rate\":{:.1},\"rss_before\":{},\"rss_after\":{},\"rss_per_connection\":{:.1},\"interrupted\":{}}}",
+            a.clients, r.connected, reasons.join(","), r.seconds, r.rate, r.rss_before, r.rss_after, r.rss_per_connection, r.interrupted
+        );
+    } else {
+        println!(
+            "conns      {} clients{}",
+            a.clients,
+            if r.interrupted { " (interrupted)" } else { "" }
+        );
+        println!("connected  {:>10}", r.connected);
+        println!("failed     {:>10}", failures);
+        for (reason, n) in &r.failures {
+            println!("  {n:>8}  {reason}");
+        }
+        println!("seconds    {:>10.3}", r.seconds);
+        println!("per second {:>10.0}", r.rate);
+        if a.broker_pid.is_some() {
+            println!(
+                "broker RSS {:>10.1} MiB -> {:.1} MiB",
+                r.rss_before as f64 / 1048576.0,
+                r.rss_after as f64 / 1048576.0
+            );
+            println!("per conn.  {:>10.0} B", r.rss_per_connection);
+        }
+    }
+    Ok(())
 }
 
 async fn handshakes_cmd(a: HandshakesArgs) -> anyhow::Result<()> {

@@ -64,7 +64,14 @@ pub async fn open(
     addr: SocketAddr,
     tls: Option<&TlsClient>,
 ) -> io::Result<(ClientReader, ClientWriter)> {
-    let stream = TcpStream::connect(addr).await?;
+    open_on(TcpStream::connect(addr).await?, tls).await
+}
+
+/// Splits a connected stream (made TLS with `tls`) into halves.
+pub async fn open_on(
+    stream: TcpStream,
+    tls: Option<&TlsClient>,
+) -> io::Result<(ClientReader, ClientWriter)> {
     stream.set_nodelay(true)?;
     let (r, w): (
         Box<dyn AsyncRead + Unpin + Send>,
@@ -84,11 +91,11 @@ pub async fn open(
     Ok((
         ClientReader {
             stream: r,
-            buf: BytesMut::with_capacity(64 << 10),
+            buf: BytesMut::with_capacity(4096),
         },
         ClientWriter {
             stream: w,
-            buf: BytesMut::with_capacity(64 << 10),
+            buf: BytesMut::with_capacity(4096),
         },
     ))
 }
@@ -121,7 +128,16 @@ pub async fn connect_with(
     tls: Option<&TlsClient>,
     connect: Connect,
 ) -> io::Result<(ClientReader, ClientWriter, bool)> {
-    let (mut reader, mut writer) = open(addr, tls).await?;
+    connect_on(TcpStream::connect(addr).await?, tls, connect).await
+}
+
+/// As `connect_with`, on a stream the caller connected (from a chosen source address, say).
+pub async fn connect_on(
+    stream: TcpStream,
+    tls: Option<&TlsClient>,
+    connect: Connect,
+) -> io::Result<(ClientReader, ClientWriter, bool)> {
+    let (mut reader, mut writer) = open_on(stream, tls).await?;
     writer.push(&Packet::Connect(connect));
     writer.flush().await?;
     match reader.next().await? {
