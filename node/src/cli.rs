@@ -275,7 +275,8 @@ pub enum CtlCommand {
     Settings {
         /// Dotted name, e.g. mqtt.max_packet_size.
         name: Option<String>,
-        /// New value, as in the TOML file.
+        /// New value, as in the TOML file (negative numbers too).
+        #[arg(allow_hyphen_values = true)]
         value: Option<String>,
     },
 }

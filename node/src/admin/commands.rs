@@ -47,7 +47,13 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
         AdminRequest::AclAllow { cidr } => acl_set(broker, &cidr, true),
         AdminRequest::AclDeny { cidr } => acl_set(broker, &cidr, false),
         AdminRequest::AclDelete { cidr } => match broker.acl.delete(&cidr) {
-            Ok(true) => AdminResponse::Done(format!("rule {cidr} deleted")),
+            Ok(true) => {
+                let shown = cidr
+                    .parse::<crate::broker::acl::Cidr>()
+                    .map_or(cidr.clone(), |c| c.to_string());
+                tracing::info!(target: "resource", rule = %shown, "address rule deleted");
+                AdminResponse::Done(format!("rule {shown} deleted"))
+            }
             Ok(false) => AdminResponse::Error(format!("no rule {cidr}")),
             Err(e) => AdminResponse::Error(e),
         },

@@ -372,7 +372,7 @@ fn deleting_the_rule_lets_new_connections_in_again() {
     assert_closed_without_connack(&broker);
     assert_eq!(
         ctl_ok(&broker, &["acl", "delete", "127.0.0.1"]),
-        "rule 127.0.0.1 deleted\n"
+        "rule 127.0.0.1/32 deleted\n"
     );
     let client = Mqtt::connect(&broker, "welcome-back");
     assert!(!client.connack.session_present);
