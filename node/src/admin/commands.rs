@@ -50,7 +50,7 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
             Ok(true) => {
                 let shown = cidr
                     .parse::<crate::broker::acl::Cidr>()
-                    .map_or(cidr.clone(), |c| c.to_string());
+                    .map_or_else(|_| cidr.clone(), |c| c.to_string());
                 tracing::info!(target: "resource", rule = %shown, "address rule deleted");
                 AdminResponse::Done(format!("rule {shown} deleted"))
             }
