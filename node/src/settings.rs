@@ -26,6 +26,8 @@ pub struct Settings {
     pub mqtts: MqttsSettings,
     /// Certificates and client verification for TLS.
     pub ssl: SslSettings,
+    /// The memory alarm.
+    pub memory: MemorySettings,
     /// Client authentication.
     pub auth: AuthSettings,
     /// The preserved state.
@@ -81,6 +83,29 @@ impl Default for SslSettings {
             cafile: PathBuf::from("ssl/cacert.pem"),
             verify: fubar_ssl::ClientVerify::None,
             username_from_cn: false,
+        }
+    }
+}
+
+/// The memory alarm (Erlang fubar's `vm_memory_monitor`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemorySettings {
+    /// Share of the machine's memory above which new connections are refused (CONNACK 3)
+    /// and QoS 0 backlog is dropped.
+    pub high_watermark: f64,
+    /// Share below which the alarm ends.
+    pub low_watermark: f64,
+    /// Milliseconds between memory checks.
+    pub check_ms: u64,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            high_watermark: 0.40,
+            low_watermark: 0.38,
+            check_ms: 1000,
         }
     }
 }
@@ -370,6 +395,16 @@ impl Settings {
         }
         if self.session.max_queued_messages == 0 || self.session.max_queued_bytes == 0 {
             return invalid("session.max_queued_*", "must be at least 1");
+        }
+        let m = &self.memory;
+        if !(m.low_watermark > 0.0
+            && m.low_watermark <= m.high_watermark
+            && m.high_watermark <= 1.0)
+        {
+            return invalid(
+                "memory.*_watermark",
+                "need 0 < low_watermark <= high_watermark <= 1",
+            );
         }
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "must be at least 1");

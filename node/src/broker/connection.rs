@@ -313,6 +313,13 @@ where
                 "identifier rejected",
             );
         }
+        if self.broker.memory.is_on() {
+            return refuse(
+                self,
+                ConnectReturnCode::ServerUnavailable,
+                "memory alarm: above the high watermark",
+            );
+        }
         if let Some(user) = &self.cert_user {
             // The TLS handshake verified the client's certificate: its CN is the user, and
             // it stands for the password.
@@ -411,9 +418,12 @@ where
             message.trace = Some(mark);
         }
         let mark = message.trace.clone();
-        let routed = b
-            .router
-            .publish(Arc::new(message), &b.registry, &b.retained);
+        let routed = b.router.publish(
+            Arc::new(message),
+            &b.registry,
+            &b.retained,
+            b.memory.is_on(),
+        );
         if let Some(mark) = &mark {
             trace_hop(mark, "routed", &topic, publisher, routed.delivered);
         }
@@ -457,14 +467,12 @@ where
         for (filter, qos) in granted {
             for message in self.broker.retained.matching(filter) {
                 let qos = message.qos.min(qos);
-                let _ = deliver(
-                    &handle,
-                    Delivery {
-                        message,
-                        qos,
-                        retain: true,
-                    },
-                );
+                let retained = Delivery {
+                    message,
+                    qos,
+                    retain: true,
+                };
+                let _ = deliver(&handle, retained, false);
             }
         }
     }

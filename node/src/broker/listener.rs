@@ -84,6 +84,7 @@ impl Server {
         let tasks = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(broker.settings().mqtt.max_connections));
         tasks.spawn(sweep_expired_sessions(broker.clone(), shutdown.clone()));
+        tasks.spawn(super::memory::watch(broker.clone(), shutdown.clone()));
         loop {
             let (accepted, transport) = tokio::select! {
                 _ = shutdown.cancelled() => break,

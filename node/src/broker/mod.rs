@@ -8,6 +8,7 @@ pub mod acl;
 pub mod auth;
 mod connection;
 mod listener;
+pub mod memory;
 mod packet_log;
 mod persist;
 pub mod registry;
@@ -46,6 +47,8 @@ pub struct Broker {
     pub acl: Acl,
     /// Client ids and topic filters followed in the `trace` class.
     pub tracer: tracer::Tracer,
+    /// Above the memory high watermark.
+    pub memory: memory::MemoryAlarm,
     /// The TLS listener's configuration, swapped whole by `fubar ctl ssl reload`.
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// The node's log engine, once started (absent in unit tests).
@@ -112,6 +115,7 @@ impl Broker {
             accounts: Accounts::load(store.clone(), &settings.auth)?,
             acl: Acl::load(store.clone())?,
             tracer: tracer::Tracer::default(),
+            memory: memory::MemoryAlarm::default(),
             logs: OnceLock::new(),
             tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),

@@ -319,6 +319,20 @@ impl Registry {
         expired
     }
 
+    /// Drops the queued QoS 0 messages of every session (the memory alarm); returns how many.
+    pub fn drop_qos0_everywhere(&self) -> usize {
+        let handles: Vec<Arc<SessionHandle>> = self.map().values().cloned().collect();
+        handles
+            .iter()
+            .map(|h| {
+                let mut slot = h.lock();
+                let before = slot.session.queued();
+                slot.session.drop_qos0();
+                before - slot.session.queued()
+            })
+            .sum()
+    }
+
     /// Number of sessions (online and offline).
     pub fn len(&self) -> usize {
         self.map().len()

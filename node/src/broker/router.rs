@@ -32,7 +32,7 @@ pub struct Routed {
     pub delivered: usize,
     /// Older messages dropped from full session queues to make room.
     pub dropped: usize,
-    /// QoS 0 copies not queued because the session's client is away.
+    /// QoS 0 copies not queued: the client is away, or (memory alarm) it has a backlog.
     pub skipped_offline: usize,
     /// Whether a copy went to the store (a persistent session's queue or the retained
     /// store): the publisher's acknowledgement must then wait until it is durable.
@@ -105,7 +105,7 @@ impl Router {
             .len()
     }
 
-    /// Publishes `message`: stores it if retained, and queues it for every session with a
+    /// Publishes `message` (`shed_qos0`: see `deliver`): stores it if retained, and queues it for every session with a
     /// matching subscription, and for the session whose client id equals the topic (direct
     /// messaging), once per session at the highest QoS it qualifies for.
     pub fn publish(
@@ -113,6 +113,7 @@ impl Router {
         message: Arc<Message>,
         registry: &Registry,
         retained: &RetainedStore,
+        shed_qos0: bool,
     ) -> Routed {
         let mut routed = Routed::default();
         if message.retain {
@@ -145,7 +146,7 @@ impl Router {
                 qos,
                 retain: false,
             };
-            match deliver(&handle, delivery) {
+            match deliver(&handle, delivery, shed_qos0) {
                 Some(d) => {
                     routed.delivered += 1;
                     routed.dropped += d.dropped;
@@ -169,10 +170,14 @@ pub struct Delivered {
 
 /// Queues one delivery in one session and wakes its connection. `None` when a QoS 0 message
 /// was not queued for an absent client.
-pub fn deliver(handle: &SessionHandle, delivery: Delivery) -> Option<Delivered> {
+///
+/// With `shed_qos0` (the memory alarm) a QoS 0 message is not queued behind a backlog either.
+pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> Option<Delivered> {
     let (dropped, stored, report) = {
         let mut slot = handle.lock();
-        if delivery.qos == QoS::AtMostOnce && !slot.is_online() {
+        if delivery.qos == QoS::AtMostOnce
+            && (!slot.is_online() || (shed_qos0 && slot.session.queued() > 0))
+        {
             return None;
         }
         let stored = delivery.qos != QoS::AtMostOnce && slot.session.is_persistent();
@@ -249,7 +254,7 @@ mod tests {
         assert!(router.subscribe(&a, "x/+", opts(QoS::AtMostOnce)));
         assert!(router.subscribe(&a, "x/#", opts(QoS::ExactlyOnce)));
         assert!(router.subscribe(&a, "x/y", opts(QoS::AtLeastOnce)));
-        let routed = router.publish(msg("x/y", QoS::ExactlyOnce), &registry, &retained);
+        let routed = router.publish(msg("x/y", QoS::ExactlyOnce), &registry, &retained, false);
         assert_eq!(routed.delivered, 1);
         let out = drain(&a);
         assert_eq!(out.len(), 1);
@@ -265,7 +270,7 @@ mod tests {
         );
         let a = registry.attach("a", true, 1, limits()).handle;
         router.subscribe(&a, "t", opts(QoS::AtLeastOnce));
-        router.publish(msg("t", QoS::ExactlyOnce), &registry, &retained);
+        router.publish(msg("t", QoS::ExactlyOnce), &registry, &retained, false);
         assert_eq!(drain(&a)[0].qos, QoS::AtLeastOnce);
     }
 
@@ -277,12 +282,12 @@ mod tests {
             RetainedStore::default(),
         );
         let c1 = registry.attach("c1", true, 1, limits()).handle;
-        let routed = router.publish(msg("c1", QoS::AtLeastOnce), &registry, &retained);
+        let routed = router.publish(msg("c1", QoS::AtLeastOnce), &registry, &retained, false);
         assert_eq!(routed.delivered, 1);
         assert_eq!(&*drain(&c1)[0].topic, "c1");
         // Subscribed to its own id as well: still once.
         router.subscribe(&c1, "c1", opts(QoS::AtMostOnce));
-        router.publish(msg("c1", QoS::AtLeastOnce), &registry, &retained);
+        router.publish(msg("c1", QoS::AtLeastOnce), &registry, &retained, false);
         let out = drain(&c1);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].qos, QoS::AtLeastOnce);
@@ -298,11 +303,28 @@ mod tests {
         let a = registry.attach("a", false, 1, limits()).handle;
         router.subscribe(&a, "t", opts(QoS::AtLeastOnce));
         registry.detach(&a, 1, Instant::now());
-        let r0 = router.publish(msg("t", QoS::AtMostOnce), &registry, &retained);
+        let r0 = router.publish(msg("t", QoS::AtMostOnce), &registry, &retained, false);
         assert_eq!(r0.skipped_offline, 1);
-        let r1 = router.publish(msg("t", QoS::AtLeastOnce), &registry, &retained);
+        let r1 = router.publish(msg("t", QoS::AtLeastOnce), &registry, &retained, false);
         assert_eq!(r1.delivered, 1);
         assert_eq!(a.lock().session.queued(), 1);
+    }
+
+    #[test]
+    fn shedding_skips_qos0_behind_a_backlog_only() {
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
+        let a = registry.attach("a", true, 1, limits()).handle;
+        router.subscribe(&a, "t", opts(QoS::AtLeastOnce));
+        let r = router.publish(msg("t", QoS::AtMostOnce), &registry, &retained, true);
+        assert_eq!(r.delivered, 1, "no backlog: QoS 0 still goes");
+        let r = router.publish(msg("t", QoS::AtMostOnce), &registry, &retained, true);
+        assert_eq!(r.skipped_offline, 1, "behind a backlog it is shed");
+        let r = router.publish(msg("t", QoS::AtLeastOnce), &registry, &retained, true);
+        assert_eq!(r.delivered, 1, "QoS 1 is never shed");
     }
 
     #[test]

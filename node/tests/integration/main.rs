@@ -10,6 +10,7 @@ mod interop;
 mod lifecycle;
 mod logs;
 mod malformed;
+mod overload;
 mod state;
 mod tls;
 mod tools;
