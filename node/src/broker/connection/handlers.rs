@@ -1,0 +1,302 @@
+//! What a connection does with each packet once it is decoded: CONNECT (identity, credentials,
+//! session), PUBLISH (routing, acknowledgements that wait for durability), SUBSCRIBE and
+//! UNSUBSCRIBE (router and session), and the acknowledgements of outgoing messages.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::super::packet_log;
+use super::super::router::deliver;
+use super::super::tracer::now_us;
+use super::{Client, Connection};
+use crate::mqtt::connection::CloseReason;
+use crate::mqtt::message::{Delivery, Message, SubscriptionOptions, TraceMark};
+use crate::mqtt::packet::{
+    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS, SubAck, SubAckCode,
+    Subscribe, Unsubscribe,
+};
+use crate::mqtt::topic;
+
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), CloseReason> {
+        match packet {
+            Packet::Publish(p) => {
+                self.handle_publish(p);
+                Ok(())
+            }
+            Packet::PubAck(id) => {
+                let known = self.session(|s| s.handle_puback(id));
+                self.note_unknown_ack("PUBACK", id, known);
+                Ok(())
+            }
+            Packet::PubRec(id) => {
+                let known = self.session(|s| s.handle_pubrec(id));
+                self.note_unknown_ack("PUBREC", id, known);
+                self.send(&Packet::PubRel(id));
+                Ok(())
+            }
+            Packet::PubComp(id) => {
+                let known = self.session(|s| s.handle_pubcomp(id));
+                self.note_unknown_ack("PUBCOMP", id, known);
+                Ok(())
+            }
+            Packet::PubRel(id) => {
+                let known = self.session(|s| s.release_qos2(id));
+                self.note_unknown_ack("PUBREL", id, known);
+                self.send(&Packet::PubComp(id));
+                Ok(())
+            }
+            Packet::Subscribe(s) => {
+                self.handle_subscribe(s);
+                Ok(())
+            }
+            Packet::Unsubscribe(u) => {
+                self.handle_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect => Err(CloseReason::ClientDisconnect),
+            // ConnectionState refuses server-to-client packets before they get here.
+            other => Err(CloseReason::ProtocolError(format!(
+                "unexpected {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    pub(super) async fn handle_connect(&mut self, mut c: Connect) -> Result<(), CloseReason> {
+        let settings = self.settings.clone();
+        let refuse = |this: &mut Self, code, why: &'static str| {
+            this.send(&Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+            }));
+            tracing::info!(target: "access", peer = %this.peer, client = %c.client_id,
+                user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol, code = code as u8,
+                "connect refused: {why}");
+            Err(CloseReason::Refused(why))
+        };
+        let id_ok = match c.protocol {
+            // MQTT 3.1 allows 1 to 23 characters.
+            ProtocolVersion::V31 => (1..=23).contains(&c.client_id.chars().count()),
+            ProtocolVersion::V311 => {
+                c.client_id.len() <= settings.mqtt.max_client_id_len
+                    && (!c.client_id.is_empty() || c.clean_session)
+            }
+        };
+        if !id_ok {
+            return refuse(
+                self,
+                ConnectReturnCode::IdentifierRejected,
+                "identifier rejected",
+            );
+        }
+        if self.broker.memory.is_on() {
+            return refuse(
+                self,
+                ConnectReturnCode::ServerUnavailable,
+                "memory alarm: above the high watermark",
+            );
+        }
+        if let Some(user) = &self.cert_user {
+            // The TLS handshake verified the client's certificate: its CN is the user, and
+            // it stands for the password.
+            c.username = Some(user.clone());
+            c.password = None;
+        } else if settings.auth.enabled {
+            let checked = self
+                .broker
+                .accounts
+                .check(self.peer.ip(), c.username.as_deref(), c.password.as_deref())
+                .await;
+            if let Err(refusal) = checked {
+                return refuse(self, refusal.code, refusal.reason);
+            }
+        }
+        let client_id: Arc<str> = if c.client_id.is_empty() {
+            self.broker.assign_client_id(self.conn_id).into()
+        } else {
+            c.client_id.as_str().into()
+        };
+        let attached = self.broker.registry.attach(
+            &client_id,
+            c.clean_session,
+            self.conn_id,
+            settings.session_limits(),
+        );
+        if let Some(old) = &attached.discarded {
+            self.broker.router.remove_session(old);
+            tracing::info!(target: "resource", client = %client_id, "session ended: replaced by a clean session");
+        }
+        if attached.took_over {
+            tracing::info!(target: "resource", client = %client_id, peer = %self.peer, "session taken over");
+        }
+        tracing::info!(target: "resource", client = %client_id, clean = c.clean_session,
+            "{}", if attached.session_present { "session resumed" } else { "session created" });
+        let session_present = attached.session_present && c.protocol != ProtocolVersion::V31;
+        self.send(&Packet::ConnAck(ConnAck {
+            session_present,
+            code: ConnectReturnCode::Accepted,
+        }));
+        self.state.on_connected(Instant::now(), c.keep_alive);
+        tracing::info!(target: "access", client = %client_id, peer = %self.peer,
+            user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
+            keep_alive = c.keep_alive, clean_session = c.clean_session, session_present,
+            "connected");
+        if self.broker.tracer.client_traced(&client_id) {
+            tracing::info!(target: "trace", client = %client_id, peer = %self.peer,
+                user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
+                keep_alive = c.keep_alive, clean_session = c.clean_session, session_present,
+                "connected");
+        }
+        let resend = attached.handle.lock().session.resend_on_resume();
+        self.client = Some(Client {
+            id: client_id,
+            protocol: c.protocol,
+            handle: attached.handle,
+            will: c.will,
+            kicked: attached.kicked,
+        });
+        for p in &resend {
+            self.send(p);
+        }
+        Ok(())
+    }
+
+    fn handle_publish(&mut self, p: Publish) {
+        let fresh = match p.qos {
+            QoS::ExactlyOnce => self.session(|s| s.receive_qos2(p.packet_id)),
+            _ => true,
+        };
+        let ticket = if fresh {
+            self.route(Message::from_publish(&p))
+        } else {
+            0
+        };
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(p.packet_id), ticket),
+            QoS::ExactlyOnce => self.acknowledge(Packet::PubRec(p.packet_id), ticket),
+        }
+    }
+
+    /// Routes a message; returns the durability ticket its acknowledgement must wait for (0
+    /// when no copy went to the store).
+    pub(super) fn route(&self, mut message: Message) -> u64 {
+        let b = &self.broker;
+        let topic = message.topic.clone();
+        let publisher = self.client_id().unwrap_or("-");
+        if b.tracer.client_traced(publisher) || b.tracer.topic_traced(&topic) {
+            let mark = Arc::new(TraceMark {
+                origin_us: now_us(),
+                origin_client: publisher.into(),
+                via: vec![self.settings.node.name.as_str().into()],
+            });
+            trace_hop(&mark, "received", &topic, publisher, 1);
+            message.trace = Some(mark);
+        }
+        let mark = message.trace.clone();
+        let routed = b.router.publish(
+            Arc::new(message),
+            &b.registry,
+            &b.retained,
+            b.memory.is_on(),
+        );
+        if let Some(mark) = &mark {
+            trace_hop(mark, "routed", &topic, publisher, routed.delivered);
+        }
+        b.stats.record_routed(&routed);
+        if let Some(change) = routed.retained {
+            packet_log::retained(self.client_id(), &topic, change);
+        }
+        match &b.store {
+            Some(store) if routed.stored => store.ticket(),
+            _ => 0,
+        }
+    }
+
+    fn handle_subscribe(&mut self, s: Subscribe) {
+        let Some(client) = &self.client else { return };
+        let handle = client.handle.clone();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut granted = Vec::new();
+        for (filter, qos) in &s.filters {
+            if !topic::is_valid_topic_filter(filter) {
+                codes.push(SubAckCode::Failure);
+                tracing::info!(target: "protocol", client = %handle.client_id, filter, "invalid topic filter refused");
+                continue;
+            }
+            let options = SubscriptionOptions {
+                qos: *qos,
+                ..Default::default()
+            };
+            // Session first, then router: see `Router::subscribe`.
+            handle.lock().session.subscribe(filter, options);
+            self.broker.router.subscribe(&handle, filter, options);
+            tracing::info!(target: "resource", client = %handle.client_id, filter, qos = *qos as u8, "subscription added");
+            codes.push(SubAckCode::Granted(*qos));
+            granted.push((filter.as_str(), *qos));
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            codes,
+        }));
+        // Retained messages follow the SUBACK, flagged as retained (MQTT-3.3.1-8).
+        for (filter, qos) in granted {
+            for message in self.broker.retained.matching(filter) {
+                let qos = message.qos.min(qos);
+                let retained = Delivery {
+                    message,
+                    qos,
+                    retain: true,
+                };
+                let _ = deliver(&handle, retained, false);
+            }
+        }
+    }
+
+    fn handle_unsubscribe(&mut self, u: Unsubscribe) {
+        if let Some(client) = &self.client {
+            for filter in &u.filters {
+                let removed = self.broker.router.unsubscribe(&client.handle, filter);
+                client.handle.lock().session.unsubscribe(filter);
+                if removed {
+                    tracing::info!(target: "resource", client = %client.id, filter, "subscription removed");
+                }
+            }
+        }
+        self.send(&Packet::UnsubAck(u.packet_id));
+    }
+
+    fn note_unknown_ack(&self, kind: &str, packet_id: u16, known: bool) {
+        if !known {
+            tracing::debug!(target: "protocol", client = self.client_id().unwrap_or("-"), kind,
+                packet_id, "acknowledgement for an unknown packet id");
+        }
+    }
+
+    /// Runs `f` on the session (the connection has one once CONNECT was accepted).
+    fn session<T: Default>(&self, f: impl FnOnce(&mut crate::mqtt::session::Session) -> T) -> T {
+        match &self.client {
+            Some(c) => f(&mut c.handle.lock().session),
+            None => T::default(),
+        }
+    }
+}
+
+/// One hop of a traced message: where it is, and how long since it was received.
+pub(super) fn trace_hop(mark: &TraceMark, hop: &str, topic: &str, client: &str, count: usize) {
+    let latency_us = now_us().saturating_sub(mark.origin_us);
+    let via: Vec<&str> = mark.via.iter().map(|n| &**n).collect();
+    tracing::info!(target: "trace", hop, topic, client, from = %mark.origin_client,
+        origin_us = mark.origin_us, latency_us, count, via = %via.join(">"), "message hop");
+}
