@@ -51,7 +51,19 @@ impl<S: Subscriber> Layer<S> for EventLayer {
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        class_of_target(metadata.target()).is_none_or(|c| self.shared.is_open(c))
+        let Some(class) = class_of_target(metadata.target()) else {
+            return true;
+        };
+        if !self.shared.is_open(class) {
+            return false;
+        }
+        if self.shared.is_full() {
+            // Dropped here, before the event's fields are even evaluated: under a flood the
+            // publish path pays one atomic load per event.
+            self.shared.record_drop(class);
+            return false;
+        }
+        true
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {

@@ -80,6 +80,9 @@ pub struct LogConfig {
     pub channel_capacity: usize,
     /// How often the writer flushes buffered writes.
     pub flush_interval: Duration,
+    /// Events the writer writes per second at most (0: no limit). Above it, events are
+    /// dropped and counted rather than taking more of the machine from the broker.
+    pub max_events_per_sec: u64,
 }
 
 impl LogConfig {
@@ -133,9 +136,10 @@ fn start_with_stdout(
     let thread_engine = Arc::clone(&engine);
     let thread_shared = Arc::clone(&shared);
     let interval = config.flush_interval;
+    let budget = config.max_events_per_sec;
     let thread = std::thread::Builder::new()
         .name("fubar-log-writer".into())
-        .spawn(move || writer::run(&thread_engine, &thread_shared, &rx, interval))
+        .spawn(move || writer::run(&thread_engine, &thread_shared, &rx, interval, budget))
         .map_err(|e| LogError::io("spawn the writer thread for", &config.dir, e))?;
     let handle = LogHandle {
         inner: Arc::new(Inner {

@@ -29,6 +29,7 @@ fn config(dir: &Path, classes: Vec<(Class, Redirect)>, capacity: usize) -> LogCo
         channel_capacity: capacity,
         // Long, so the tests see only the flushes they ask for.
         flush_interval: Duration::from_secs(3600),
+        max_events_per_sec: 0,
     }
 }
 

@@ -42,11 +42,18 @@ pub(crate) fn run(
     shared: &Shared,
     rx: &Receiver<Msg>,
     flush_interval: Duration,
+    max_events_per_sec: u64,
 ) {
     lock(engine).write_pending();
     let mut next_flush = Instant::now() + flush_interval;
     let mut last_event = Instant::now();
+    let mut budget = Budget::new(max_events_per_sec);
     loop {
+        // Over its budget the writer waits for the next window; meanwhile the channel fills
+        // and the layer drops (and counts) events before building them.
+        if let Some(wait) = budget.exhausted(Instant::now()) {
+            std::thread::sleep(wait);
+        }
         // While events flow, poll every millisecond instead of parking on the channel: a
         // parked receiver makes every sender pay a futex wake-up, on the publish path. After
         // a quiet spell, park (one wake-up then is cheap).
@@ -88,6 +95,7 @@ pub(crate) fn run(
                 Msg::Event(event) => {
                     shared.dequeued();
                     eng.write_event(&event);
+                    budget.spend();
                 }
                 Msg::Flush(reply) => {
                     eng.report_drops();
@@ -101,7 +109,7 @@ pub(crate) fn run(
                 }
             }
             handled += 1;
-            if handled >= BATCH {
+            if handled >= BATCH || budget.exhausted(Instant::now()).is_some() {
                 break;
             }
             match rx.try_recv() {
@@ -118,5 +126,68 @@ pub(crate) fn run(
             eng.flush_all();
             next_flush = Instant::now() + flush_interval;
         }
+    }
+}
+
+/// The writer's budget of events per second, counted in windows of `BUDGET_WINDOW`.
+struct Budget {
+    per_window: u64,
+    window_start: Instant,
+    spent: u64,
+}
+
+/// Length of a budget window.
+const BUDGET_WINDOW: Duration = Duration::from_millis(100);
+
+impl Budget {
+    fn new(max_events_per_sec: u64) -> Self {
+        Self {
+            per_window: if max_events_per_sec == 0 {
+                u64::MAX
+            } else {
+                (max_events_per_sec / 10).max(1)
+            },
+            window_start: Instant::now(),
+            spent: 0,
+        }
+    }
+
+    fn spend(&mut self) {
+        self.spent += 1;
+    }
+
+    /// How long to wait before writing more, if this window's budget is spent.
+    fn exhausted(&mut self, now: Instant) -> Option<Duration> {
+        if now >= self.window_start + BUDGET_WINDOW {
+            self.window_start = now;
+            self.spent = 0;
+            return None;
+        }
+        (self.spent >= self.per_window).then(|| self.window_start + BUDGET_WINDOW - now)
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn budget_refills_each_window() {
+        let mut b = Budget::new(30);
+        let t0 = b.window_start;
+        for _ in 0..3 {
+            assert!(b.exhausted(t0).is_none());
+            b.spend();
+        }
+        assert_eq!(
+            b.exhausted(t0 + Duration::from_millis(40)),
+            Some(Duration::from_millis(60))
+        );
+        assert!(b.exhausted(t0 + BUDGET_WINDOW).is_none(), "a new window");
+        let mut unlimited = Budget::new(0);
+        for _ in 0..10_000 {
+            unlimited.spend();
+        }
+        assert!(unlimited.exhausted(unlimited.window_start).is_none());
     }
 }

@@ -33,6 +33,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<LogHandle> {
         classes,
         channel_capacity: settings.log.channel_capacity,
         flush_interval: Duration::from_millis(settings.log.flush_ms.max(1)),
+        max_events_per_sec: settings.log.max_events_per_sec,
     };
     let (handle, layer) = fubar_logs::start(config)
         .with_context(|| format!("cannot start the log engine in {}", dir.display()))?;

@@ -219,6 +219,10 @@ pub struct LogSettings {
     pub channel_capacity: usize,
     /// Milliseconds between flushes of buffered log writes.
     pub flush_ms: u64,
+    /// Events the log writer writes per second at most (0: no limit). Beyond it events are
+    /// dropped and counted, so that logging never takes more than its share of the machine
+    /// from the broker.
+    pub max_events_per_sec: u64,
 }
 
 impl Default for NodeSettings {
@@ -292,12 +296,13 @@ impl Default for LogSettings {
                 .collect(),
             channel_capacity: 65_536,
             flush_ms: 100,
+            max_events_per_sec: 100_000,
         }
     }
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 20] = [
+pub const FIXED_AT_START: [&str; 21] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -318,6 +323,7 @@ pub const FIXED_AT_START: [&str; 20] = [
     "log.classes",
     "log.channel_capacity",
     "log.flush_ms",
+    "log.max_events_per_sec",
 ];
 
 /// `fubar@<hostname>`, the default node name.
