@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use fubar_logproto::Event;
 
-use crate::text::{format_line, utc_date};
+use crate::text::{push_line, utc_date};
 use crate::LogError;
 
 /// Write buffer per daily file.
@@ -40,6 +40,8 @@ pub(crate) struct DailyWriter {
     prefix: String,
     max_bytes: u64,
     current: Option<DayFile>,
+    /// The line being written, reused from one event to the next.
+    line: String,
 }
 
 impl DailyWriter {
@@ -48,6 +50,7 @@ impl DailyWriter {
         Self {
             dir: dir.to_path_buf(),
             prefix: prefix.to_owned(),
+            line: String::new(),
             max_bytes: max_bytes.max(1),
             current: None,
         }
@@ -74,14 +77,19 @@ impl DailyWriter {
         let Some(f) = &mut self.current else {
             return Ok(());
         };
-        let mut line = format_line(event);
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        push_line(&mut line, event);
         line.push('\n');
-        if let Err(e) = f.out.write_all(line.as_bytes()) {
+        let written = f.out.write_all(line.as_bytes());
+        let len = line.len() as u64;
+        self.line = line;
+        if let Err(e) = written {
             let path = f.path.clone();
             self.current = None;
             return Err(LogError::io("write", &path, e));
         }
-        f.bytes += line.len() as u64;
+        f.bytes += len;
         Ok(())
     }
 
@@ -153,6 +161,7 @@ impl DailyWriter {
 
 #[cfg(test)]
 mod tests {
+    use crate::text::format_line;
     use super::*;
     use chrono::{TimeZone, Utc};
     use fubar_logproto::Class;

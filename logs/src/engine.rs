@@ -179,7 +179,8 @@ impl Engine {
         if appended.is_ok() {
             st.events += 1;
         }
-        let redirect = st.redirect.clone();
+        // Taken for the write and put back: no copy of a prefix per event.
+        let redirect = std::mem::take(&mut st.redirect);
         self.report(appended);
         let redirected = match &redirect {
             Redirect::None => Ok(()),
@@ -195,6 +196,7 @@ impl Engine {
                 None => Ok(()),
             },
         };
+        self.state(event.class).redirect = redirect;
         self.report(redirected);
     }
 

@@ -29,7 +29,17 @@ const BUFFER: usize = 64 << 10;
 
 /// One record, encoded with its header, ready to append.
 pub fn encode_record(event: &Event) -> Result<Vec<u8>, LogError> {
-    let mut rec = postcard::to_extend(event, vec![0u8; RECORD_HEADER])
+    let mut rec = Vec::new();
+    encode_record_into(event, &mut rec)?;
+    Ok(rec)
+}
+
+/// As `encode_record`, into `rec` (cleared first), so a writer can reuse one buffer.
+pub(crate) fn encode_record_into(event: &Event, rec: &mut Vec<u8>) -> Result<(), LogError> {
+    rec.clear();
+    rec.extend_from_slice(&[0u8; RECORD_HEADER]);
+    let taken = std::mem::take(rec);
+    *rec = postcard::to_extend(event, taken)
         .map_err(|e| LogError::Event(format!("cannot encode event: {e}")))?;
     let body_len = rec.len() - RECORD_HEADER;
     if body_len == 0 || body_len > MAX_RECORD_LEN {
@@ -42,7 +52,7 @@ pub fn encode_record(event: &Event) -> Result<Vec<u8>, LogError> {
     let len = u32::try_from(body_len).unwrap_or(u32::MAX);
     rec[..4].copy_from_slice(&len.to_be_bytes());
     rec[4..RECORD_HEADER].copy_from_slice(&crc.to_be_bytes());
-    Ok(rec)
+    Ok(())
 }
 
 /// What lies at one offset of a segment.
@@ -220,6 +230,8 @@ pub(crate) struct SegmentLog {
     files: VecDeque<SegFile>,
     out: Option<BufWriter<File>>,
     overwritten: u64,
+    /// The record being appended, reused from one event to the next.
+    scratch: Vec<u8>,
 }
 
 impl SegmentLog {
@@ -263,6 +275,7 @@ impl SegmentLog {
             files,
             out: None,
             overwritten: 0,
+            scratch: Vec::new(),
         };
         log.trim()?;
         Ok((log, recovery))
@@ -270,7 +283,13 @@ impl SegmentLog {
 
     /// Appends one event (buffered), starting a new file when this one would pass `max_bytes`.
     pub(crate) fn append(&mut self, event: &Event) -> Result<(), LogError> {
-        let rec = encode_record(event)?;
+        let mut rec = std::mem::take(&mut self.scratch);
+        let result = encode_record_into(event, &mut rec).and_then(|()| self.append_record(&rec));
+        self.scratch = rec;
+        result
+    }
+
+    fn append_record(&mut self, rec: &[u8]) -> Result<(), LogError> {
         let need = rec.len() as u64;
         let roll = match self.files.back() {
             None => true,
@@ -291,7 +310,7 @@ impl SegmentLog {
                 self.out.insert(BufWriter::with_capacity(BUFFER, file))
             }
         };
-        if let Err(e) = out.write_all(&rec) {
+        if let Err(e) = out.write_all(rec) {
             // The file may now end in a partial record: never append after it.
             self.out = None;
             if let Some(f) = self.files.back_mut() {

@@ -27,23 +27,28 @@ pub(crate) fn now_us() -> i64 {
 /// with backslash escapes; control characters in the message are escaped so a line stays a line.
 pub fn format_line(event: &Event) -> String {
     let mut line = String::with_capacity(64 + event.message.len() + 24 * event.fields.len());
+    push_line(&mut line, event);
+    line
+}
+
+/// Appends the text form of `event` to `line` (no newline): the writer reuses one buffer.
+pub(crate) fn push_line(line: &mut String, event: &Event) {
     line.push_str(event.class.name());
     for _ in event.class.name().len()..8 {
         line.push(' ');
     }
     line.push(' ');
-    push_timestamp(&mut line, event.time_us);
+    push_timestamp(line, event.time_us);
     line.push(' ');
     line.push_str(&event.node);
     line.push(' ');
-    push_escaped(&mut line, &event.message);
+    push_escaped(line, &event.message);
     for (k, v) in &event.fields {
         line.push(' ');
-        push_escaped(&mut line, k);
+        push_escaped(line, k);
         line.push('=');
-        push_value(&mut line, v);
+        push_value(line, v);
     }
-    line
 }
 
 /// `YYYY-MM-DD HH:MM:SS.micros` (UTC) without the cost of a general formatter: this runs once
