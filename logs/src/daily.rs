@@ -161,8 +161,8 @@ impl DailyWriter {
 
 #[cfg(test)]
 mod tests {
-    use crate::text::format_line;
     use super::*;
+    use crate::text::format_line;
     use chrono::{TimeZone, Utc};
     use fubar_logproto::Class;
 

@@ -168,11 +168,19 @@ impl Broker {
         let deadline = Instant::now() + timeout;
         let (store, cv) = &*self.lines;
         let mut lines = store.lock().unwrap();
+        // Only lines not seen yet are scanned at each wake-up: a flood of log lines must not
+        // make waiting quadratic.
+        let (mut scanned, mut count) = (0, 0);
         loop {
-            let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
-            if found.len() >= n {
-                return Some(found[n - 1].clone());
+            for line in &lines[scanned..] {
+                if line.contains(needle) {
+                    count += 1;
+                    if count == n {
+                        return Some(line.clone());
+                    }
+                }
             }
+            scanned = lines.len();
             let now = Instant::now();
             if now >= deadline {
                 return None;

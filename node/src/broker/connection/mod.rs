@@ -30,7 +30,11 @@ use crate::mqtt::packet::{ConnAck, ConnectReturnCode, LastWill, Packet, Protocol
 use crate::settings::Settings;
 
 /// How much to read from the socket at a time.
-const READ_CHUNK: usize = 4096;
+/// Smallest and largest room made in the read buffer for one read. A connection starts small
+/// (an idle client costs little memory), doubles while reads fill the room, and halves while
+/// they use little of it.
+const MIN_READ: usize = 256;
+const MAX_READ: usize = 64 << 10;
 
 /// The client behind a connection, once its CONNECT was accepted.
 struct Client {
@@ -54,6 +58,8 @@ struct Connection<R, W> {
     /// for the CONNECT's credentials.
     cert_user: Option<String>,
     rbuf: BytesMut,
+    /// Room made in `rbuf` before the next read (between `MIN_READ` and `MAX_READ`).
+    read_chunk: usize,
     wbuf: BytesMut,
     state: ConnectionState,
     client: Option<Client>,
@@ -92,7 +98,8 @@ pub(crate) async fn serve<R, W>(
         reader,
         writer,
         cert_user,
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        rbuf: BytesMut::new(),
+        read_chunk: MIN_READ,
         wbuf: BytesMut::new(),
         client: None,
         connecting: None,
@@ -129,6 +136,11 @@ where
             // do not read, its keep-alive is not held against it: the stall timer decides.
             let may_read = self.wbuf.len() < 2 * write_limit;
             let stall_deadline = self.write_blocked_since.map(|t| t + stall);
+            // Checked on every turn, not only when the timer branch wins: a flood of messages
+            // for this session keeps the wake-up branch ready and would starve the timer.
+            if stall_deadline.is_some_and(|d| now >= d) {
+                return CloseReason::StalledReader;
+            }
             let keep_alive_deadline = self.state.poll_timeout().filter(|_| may_read);
             let deadline = match (keep_alive_deadline, stall_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -138,9 +150,14 @@ where
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
             let waiting_ack = self.pending_acks.front().map(|(t, _)| *t);
-            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
-                self.rbuf.reserve(READ_CHUNK);
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * self.read_chunk {
+                // Reads have been small for a while: give the memory back.
+                self.rbuf = BytesMut::new();
             }
+            if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk {
+                self.rbuf.reserve(self.read_chunk);
+            }
+            let room = self.rbuf.capacity() - self.rbuf.len();
             // Biased: socket IO that is ready is handled before any timer is looked at, so
             // bytes already received always count before a keep-alive verdict.
             tokio::select! {
@@ -153,7 +170,16 @@ where
                 },
                 r = self.reader.read_buf(&mut self.rbuf), if may_read => match r {
                     Ok(0) => return CloseReason::SocketClosed,
-                    Ok(n) => packet_log::bytes("in", self.peer, &self.rbuf[self.rbuf.len() - n..]),
+                    Ok(n) => {
+                        self.read_chunk = if n == room {
+                            (self.read_chunk * 2).min(MAX_READ)
+                        } else if n < room / 4 {
+                            (self.read_chunk / 2).max(MIN_READ)
+                        } else {
+                            self.read_chunk
+                        };
+                        packet_log::bytes("in", self.peer, &self.rbuf[self.rbuf.len() - n..]);
+                    }
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
                 _ = durable_at_least(self.durable.as_mut(), waiting_ack) => {}
