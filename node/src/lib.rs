@@ -9,5 +9,6 @@ pub mod cli;
 pub mod commands;
 pub mod logging;
 pub mod mqtt;
+pub mod process_memory;
 pub mod settings;
 pub mod tools;

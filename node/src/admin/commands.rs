@@ -147,21 +147,8 @@ fn status(broker: &Broker) -> NodeStatus {
         sessions: broker.registry.len() as u64,
         subscriptions: broker.router.subscription_count() as u64,
         retained: broker.retained.len() as u64,
-        memory_bytes: resident_memory(),
+        memory_bytes: crate::process_memory::resident_bytes(),
         cluster_role: "standalone".into(),
         auth: settings.auth.enabled,
     }
-}
-
-/// The process's resident set size, from /proc (0 where unavailable).
-fn resident_memory() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Broker;
+use crate::process_memory::{resident_bytes, total_bytes};
 
 /// Whether the node is above its memory high watermark.
 #[derive(Debug, Default)]
@@ -33,28 +34,6 @@ impl MemoryAlarm {
             now
         })
     }
-}
-
-/// Resident memory of this process, bytes (0 where /proc is unavailable).
-pub fn resident_bytes() -> u64 {
-    read_kib("/proc/self/status", "VmRSS:")
-}
-
-/// The machine's memory, bytes (0 where /proc is unavailable).
-pub fn total_bytes() -> u64 {
-    read_kib("/proc/meminfo", "MemTotal:")
-}
-
-fn read_kib(path: &str, key: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Watches the node's memory every `memory.check_ms` until shutdown.
@@ -108,11 +87,5 @@ mod tests {
         );
         assert_eq!(a.update(37, 100, 0.40, 0.38), Some(false));
         assert!(!a.is_on());
-    }
-
-    #[test]
-    fn proc_readings() {
-        assert!(total_bytes() > 0);
-        assert!(resident_bytes() > 0);
     }
 }

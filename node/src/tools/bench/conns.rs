@@ -75,15 +75,7 @@ pub fn raise_file_limit(clients: usize) -> Result<u64, String> {
 
 /// Resident memory of a process, from /proc (0 where unavailable).
 pub fn rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    crate::process_memory::resident_bytes_of(pid)
 }
 
 /// The source address for connection `i`: the first `PER_SOURCE` use the kernel's choice;
