@@ -102,6 +102,40 @@ pub enum BenchCommand {
     Handshakes(HandshakesArgs),
     /// Batch-start N clients (ids 0001…N), hold them, report the connect rate and memory.
     Conns(ConnsArgs),
+    /// Publish-to-delivery latency percentiles at a fixed rate.
+    Latency(LatencyArgs),
+}
+
+/// Flags of `fubar bench latency`.
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// Broker host.
+    #[arg(long, short = 'H', default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker port.
+    #[arg(long, short = 'p', default_value_t = 1883)]
+    pub port: u16,
+    /// Messages per second.
+    #[arg(long, default_value_t = 5000)]
+    pub rate: u32,
+    /// Messages in all.
+    #[arg(long, default_value_t = 50_000)]
+    pub messages: u64,
+    /// QoS (0, 1, 2).
+    #[arg(long, short = 'q', default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Payload bytes (at least 8).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Topic.
+    #[arg(long, short = 't', default_value = "bench/latency")]
+    pub topic: String,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `fubar bench conns`.

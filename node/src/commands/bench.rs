@@ -4,11 +4,12 @@ use std::net::ToSocketAddrs as _;
 
 use anyhow::Context as _;
 
-use crate::cli::{BenchCommand, ConnsArgs, FaninArgs, HandshakesArgs, TlsArgs};
+use crate::cli::{BenchCommand, ConnsArgs, FaninArgs, HandshakesArgs, LatencyArgs, TlsArgs};
 use crate::mqtt::packet::QoS;
 use crate::tools::bench::conns::{self, ConnsOptions};
 use crate::tools::bench::fanin::{self, FaninOptions};
 use crate::tools::bench::handshakes::{self, HandshakeOptions};
+use crate::tools::bench::latency::{self, LatencyOptions};
 use crate::tools::client::TlsClient;
 
 /// Runs one `fubar bench` command.
@@ -18,6 +19,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Fanin(args) => runtime.block_on(fanin_cmd(args)),
         BenchCommand::Handshakes(args) => runtime.block_on(handshakes_cmd(args)),
         BenchCommand::Conns(args) => runtime.block_on(conns_cmd(args)),
+        BenchCommand::Latency(args) => runtime.block_on(latency_cmd(args)),
     }
 }
 
@@ -43,6 +45,45 @@ pub(crate) fn tls_client(host: &str, t: &TlsArgs) -> anyhow::Result<Option<TlsCl
         config,
         server_name,
     }))
+}
+
+async fn latency_cmd(a: LatencyArgs) -> anyhow::Result<()> {
+    let addr = resolve(&a.host, a.port)?;
+    let tls = tls_client(&a.host, &a.tls)?;
+    let r = latency::run(LatencyOptions {
+        addr,
+        rate: a.rate,
+        messages: a.messages,
+        qos: QoS::from_u8(a.qos).unwrap_or_default(),
+        size: a.size,
+        topic: a.topic,
+        tls,
+        id_prefix: format!("lat-{}-", std::process::id()),
+    })
+    .await
+    .with_context(|| format!("benchmark against {addr} failed"))?;
+    if a.json {
+        println!(
+            "{{\"bench\":\"latency\",\"qos\":{},\"rate\":{},\"messages\":{},\"received\":{},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+            a.qos, a.rate, a.messages, r.received, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us
+        );
+    } else {
+        println!(
+            "latency   qos {} at {} msg/s, {} messages",
+            a.qos, a.rate, a.messages
+        );
+        println!("received  {:>10}", r.received);
+        for (name, v) in [
+            ("p50", r.p50_us),
+            ("p90", r.p90_us),
+            ("p99", r.p99_us),
+            ("p99.9", r.p999_us),
+            ("max", r.max_us),
+        ] {
+            println!("{name:<9} {:>10.3} ms", v as f64 / 1000.0);
+        }
+    }
+    Ok(())
 }
 
 async fn conns_cmd(a: ConnsArgs) -> anyhow::Result<()> {

@@ -4,3 +4,4 @@
 pub mod conns;
 pub mod fanin;
 pub mod handshakes;
+pub mod latency;
