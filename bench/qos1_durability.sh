@@ -9,12 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PUBS=${1:-4}; MSGS=${2:-20000}; SIZE=${3:-64}
-FUBAR=target/release/fubar
-[ -x "$FUBAR" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-command -v mosquitto >/dev/null || { echo "install mosquitto: apt-get install -y mosquitto" >&2; exit 1; }
-work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/common.sh
 
 # A persistent subscriber that then goes away: its session queues every QoS 1 message.
 park_subscriber() {

@@ -8,14 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}; PUBS=${2:-4}; MSGS=${3:-50000}
-FUBAR=$PWD/target/release/fubar
-[ -x "$FUBAR" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-command -v mosquitto >/dev/null || { echo "install mosquitto: apt-get install -y mosquitto" >&2; exit 1; }
-work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+. bench/common.sh
 "$FUBAR" ssl new-certs --dir "$work/ssl" >/dev/null
 CA="$work/ssl/cacert.pem"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 measure() { # $1 label, $2 plain port, $3 tls port
   printf '%-10s handshakes tcp  ' "$1"; "$FUBAR" bench handshakes -p "$2" --count "$N" --json

@@ -187,18 +187,12 @@ async fn count_received(mut r: ClientReader, _w: ClientWriter, expected: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{Broker, Server};
-    use crate::settings::Settings;
+    use crate::tools::bench::test_broker::TestBroker;
 
     #[tokio::test]
     async fn fanin_against_an_in_memory_broker_counts_every_message() {
-        let mut settings = Settings::default();
-        settings.mqtt.bind = [127, 0, 0, 1].into();
-        settings.mqtt.port = 0;
-        let broker = Arc::new(Broker::new(settings, None).unwrap());
-        let server = Server::bind(broker.clone()).await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let serving = tokio::spawn(server.run());
+        let broker = TestBroker::start().await;
+        let addr = broker.addr;
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             let report = run(FaninOptions {
                 addr,
@@ -218,7 +212,6 @@ mod tests {
             assert_eq!(report.received, 600, "QoS {qos:?}");
             assert!(report.rate > 0.0);
         }
-        broker.shutdown.cancel();
-        serving.await.unwrap();
+        broker.stop().await;
     }
 }

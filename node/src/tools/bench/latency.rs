@@ -151,18 +151,12 @@ pub async fn run(o: LatencyOptions) -> std::io::Result<LatencyReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{Broker, Server};
-    use crate::settings::Settings;
+    use crate::tools::bench::test_broker::TestBroker;
 
     #[tokio::test]
     async fn every_message_is_timed() {
-        let mut settings = Settings::default();
-        settings.mqtt.bind = [127, 0, 0, 1].into();
-        settings.mqtt.port = 0;
-        let broker = Arc::new(Broker::new(settings, None).unwrap());
-        let server = Server::bind(broker.clone()).await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let serving = tokio::spawn(server.run());
+        let broker = TestBroker::start().await;
+        let addr = broker.addr;
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             let r = run(LatencyOptions {
                 addr,
@@ -179,7 +173,6 @@ mod tests {
             assert_eq!(r.received, 200, "{qos:?}");
             assert!(r.p50_us > 0 && r.p50_us <= r.p99_us && r.p99_us <= r.max_us);
         }
-        broker.shutdown.cancel();
-        serving.await.unwrap();
+        broker.stop().await;
     }
 }

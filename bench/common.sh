@@ -1,0 +1,8 @@
+# Sourced by the bench scripts (run from the repository root): the release binary, mosquitto,
+# a scratch directory removed at exit with every process started, and a free loopback port.
+FUBAR=$PWD/target/release/fubar
+[ -x "$FUBAR" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+command -v mosquitto >/dev/null || { echo "install mosquitto: apt-get install -y mosquitto" >&2; exit 1; }
+work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
