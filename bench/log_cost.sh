@@ -18,7 +18,7 @@ run_fubar() { # $1 = label, $2 = [log] classes table
     --data-dir "$work/data" --config "$work/$1.toml" > "$work/$1.log" 2>&1 &
   local pid=$!
   until grep -qs 'listening on' "$work/$1.log"; do sleep 0.1; done
-  "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 0 --subscribe --json
+  "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 0 --json
   kill -TERM "$pid"; wait "$pid" || true
 }
 
@@ -28,7 +28,7 @@ run_mosquitto() {
   mosquitto -c "$work/mosq.conf" > "$work/mosq.log" 2>&1 &
   local pid=$!
   until mosquitto_sub -h 127.0.0.1 -p "$port" -t x -E 2>/dev/null; do sleep 0.1; done
-  "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 0 --subscribe --json
+  "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 0 --json
   kill -TERM "$pid"; wait "$pid" || true
 }
 

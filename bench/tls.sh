@@ -15,8 +15,8 @@ CA="$work/ssl/cacert.pem"
 measure() { # $1 label, $2 plain port, $3 tls port
   printf '%-10s handshakes tcp  ' "$1"; "$FUBAR" bench handshakes -p "$2" --count "$N" --json
   printf '%-10s handshakes tls  ' "$1"; "$FUBAR" bench handshakes -p "$3" --count "$N" --cafile "$CA" --server-name localhost --json
-  printf '%-10s qos0 tcp        ' "$1"; "$FUBAR" bench fanin -p "$2" --publishers "$PUBS" --messages "$MSGS" -q 0 --subscribe --json
-  printf '%-10s qos0 tls        ' "$1"; "$FUBAR" bench fanin -p "$3" --publishers "$PUBS" --messages "$MSGS" -q 0 --subscribe --cafile "$CA" --server-name localhost --json
+  printf '%-10s qos0 tcp        ' "$1"; "$FUBAR" bench fanin -p "$2" --publishers "$PUBS" --messages "$MSGS" -q 0 --json
+  printf '%-10s qos0 tls        ' "$1"; "$FUBAR" bench fanin -p "$3" --publishers "$PUBS" --messages "$MSGS" -q 0 --cafile "$CA" --server-name localhost --json
 }
 
 P=$(free_port); T=$(free_port)

@@ -96,25 +96,150 @@ pub enum OfflineLogCommand {
 /// `fubar bench ...`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Many publishers to one topic, optionally one subscriber counting.
+    /// Many publishers to one topic, one subscriber (messages/s in and out).
     Fanin(FaninArgs),
+    /// One publisher to one topic, many subscribers (deliveries/s).
+    Fanout(FanoutArgs),
     /// Clients connecting and disconnecting as fast as they can (TCP or TLS handshakes).
     Handshakes(HandshakesArgs),
     /// Batch-start N clients (ids 0001…N), hold them, report the connect rate and memory.
     Conns(ConnsArgs),
+    /// Batch clients and a probe publishing to random ones by client id (or to a topic they
+    /// all subscribe to): rates and latency percentiles.
+    Probe(ProbeArgs),
     /// Publish-to-delivery latency percentiles at a fixed rate.
     Latency(LatencyArgs),
 }
 
-/// Flags of `fubar bench latency`.
-#[derive(Debug, Args)]
-pub struct LatencyArgs {
+/// The broker a benchmark runs against, and how the result is printed.
+#[derive(Debug, Clone, Args)]
+pub struct BenchTarget {
     /// Broker host.
     #[arg(long, short = 'H', default_value = "127.0.0.1")]
     pub host: String,
     /// Broker port.
     #[arg(long, short = 'p', default_value_t = 1883)]
     pub port: u16,
+    /// The broker's process id (same machine): report its CPU seconds and memory.
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What fan-in and fan-out share.
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// The broker.
+    #[command(flatten)]
+    pub target: BenchTarget,
+    /// QoS of the publishes and subscriptions (0, 1, 2).
+    #[arg(long, short = 'q', default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Unacknowledged publishes per publisher (QoS 1/2).
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Messages per second across all publishers [default: as fast as possible].
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Stop publishing after this many seconds, whatever the count.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Topic.
+    #[arg(long, short = 't', default_value = "bench/flow")]
+    pub topic: String,
+    /// TLS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Flags of `fubar bench fanin`.
+#[derive(Debug, Args)]
+pub struct FaninArgs {
+    /// Publishing connections.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+    /// Subscribing connections (0: publishes are only acknowledged).
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: usize,
+    /// Messages per publisher.
+    #[arg(long, default_value_t = 50_000)]
+    pub messages: u64,
+    /// What fan-in and fan-out share.
+    #[command(flatten)]
+    pub flow: FlowArgs,
+}
+
+/// Flags of `fubar bench fanout`.
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    /// Publishing connections.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Subscribing connections.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// Messages per publisher.
+    #[arg(long, default_value_t = 5_000)]
+    pub messages: u64,
+    /// What fan-in and fan-out share.
+    #[command(flatten)]
+    pub flow: FlowArgs,
+}
+
+/// Flags of `fubar bench probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The broker.
+    #[command(flatten)]
+    pub target: BenchTarget,
+    /// The batch of clients.
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    /// Milliseconds between two probe messages (0: as fast as possible).
+    #[arg(long, default_value_t = 10)]
+    pub interval: u64,
+    /// Seconds the probe publishes.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Publish to this topic, which every client subscribes to, instead of to client ids.
+    #[arg(long, short = 't')]
+    pub topic: Option<String>,
+    /// QoS of the probe's messages (0, 1, 2).
+    #[arg(long, short = 'q', default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Payload bytes (at least 8: the send time).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+}
+
+/// A batch of clients with ids PREFIX0001…PREFIXN.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Clients to connect.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Client id prefix.
+    #[arg(long, default_value = "")]
+    pub id_prefix: String,
+    /// Connections per second at most [default: as fast as possible].
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Connection attempts in progress at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+/// Flags of `fubar bench latency`.
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// The broker.
+    #[command(flatten)]
+    pub target: BenchTarget,
     /// Messages per second.
     #[arg(long, default_value_t = 5000)]
     pub rate: u32,
@@ -133,41 +258,20 @@ pub struct LatencyArgs {
     /// TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Flags of `fubar bench conns`.
 #[derive(Debug, Args)]
 pub struct ConnsArgs {
-    /// Broker host.
-    #[arg(long, short = 'H', default_value = "127.0.0.1")]
-    pub host: String,
-    /// Broker port.
-    #[arg(long, short = 'p', default_value_t = 1883)]
-    pub port: u16,
-    /// Clients to connect.
-    #[arg(long, default_value_t = 1000)]
-    pub clients: usize,
-    /// Client id prefix.
-    #[arg(long, default_value = "")]
-    pub id_prefix: String,
-    /// Connections per second at most [default: as fast as possible].
-    #[arg(long)]
-    pub rate: Option<u32>,
-    /// Connection attempts in progress at once.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
+    /// The broker.
+    #[command(flatten)]
+    pub target: BenchTarget,
+    /// The batch of clients.
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// Seconds to hold the clients once connected.
     #[arg(long, default_value_t = 0)]
     pub hold: u64,
-    /// The broker's process id, to report its memory per connection.
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// TLS flags of the client tools.
@@ -190,12 +294,9 @@ pub struct TlsArgs {
 /// Flags of `fubar bench handshakes`.
 #[derive(Debug, Args)]
 pub struct HandshakesArgs {
-    /// Broker host.
-    #[arg(long, short = 'H', default_value = "127.0.0.1")]
-    pub host: String,
-    /// Broker port.
-    #[arg(long, short = 'p', default_value_t = 1883)]
-    pub port: u16,
+    /// The broker.
+    #[command(flatten)]
+    pub target: BenchTarget,
     /// Connections in all.
     #[arg(long, default_value_t = 2000)]
     pub count: usize,
@@ -205,47 +306,6 @@ pub struct HandshakesArgs {
     /// TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Flags of `fubar bench fanin`.
-#[derive(Debug, Args)]
-pub struct FaninArgs {
-    /// Broker host.
-    #[arg(long, short = 'H', default_value = "127.0.0.1")]
-    pub host: String,
-    /// Broker port.
-    #[arg(long, short = 'p', default_value_t = 1883)]
-    pub port: u16,
-    /// Publishing connections.
-    #[arg(long, default_value_t = 4)]
-    pub publishers: usize,
-    /// Messages per publisher.
-    #[arg(long, default_value_t = 10_000)]
-    pub messages: usize,
-    /// QoS of the publishes (0, 1, 2).
-    #[arg(long, short = 'q', default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
-    pub qos: u8,
-    /// Payload bytes.
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
-    /// Unacknowledged publishes per publisher (QoS 1/2).
-    #[arg(long, default_value_t = 32)]
-    pub window: usize,
-    /// Topic.
-    #[arg(long, short = 't', default_value = "bench/fanin")]
-    pub topic: String,
-    /// Also run one subscriber and count what it receives.
-    #[arg(long)]
-    pub subscribe: bool,
-    /// TLS.
-    #[command(flatten)]
-    pub tls: TlsArgs,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Which node: the same flags and defaults as `fubar node`, so a bare command finds the node

@@ -1,26 +1,47 @@
-//! `fubar bench`: runs a benchmark and prints its report.
+//! `fubar bench`: turns the flags into a benchmark's options, runs it with a progress bar and
+//! Ctrl-C handling, and prints its report.
 
 use std::net::ToSocketAddrs as _;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::cli::{BenchCommand, ConnsArgs, FaninArgs, HandshakesArgs, LatencyArgs, TlsArgs};
+use crate::cli::{
+    BatchArgs, BenchCommand, BenchTarget, ConnsArgs, FlowArgs, HandshakesArgs, LatencyArgs,
+    ProbeArgs, TlsArgs,
+};
 use crate::mqtt::packet::QoS;
-use crate::tools::bench::conns::{self, ConnsOptions};
-use crate::tools::bench::fanin::{self, FaninOptions};
+use crate::tools::bench::conns::{self, BatchOptions, ConnsOptions};
+use crate::tools::bench::control::Control;
+use crate::tools::bench::flow::{self, FlowOptions};
 use crate::tools::bench::handshakes::{self, HandshakeOptions};
 use crate::tools::bench::latency::{self, LatencyOptions};
+use crate::tools::bench::probe::{self, ProbeOptions};
+use crate::tools::bench::report;
 use crate::tools::client::TlsClient;
+
+/// Progress bar of the message benchmarks.
+const MESSAGES_BAR: &str = "{bar:40} {pos}/{len} sent {msg} {per_sec} {elapsed}";
+/// Progress bar of the connection benchmarks.
+const CONNECTIONS_BAR: &str = "{bar:40} {pos}/{len} connected {per_sec} {elapsed}";
 
 /// Runs one `fubar bench` command.
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match cmd {
-        BenchCommand::Fanin(args) => runtime.block_on(fanin_cmd(args)),
-        BenchCommand::Handshakes(args) => runtime.block_on(handshakes_cmd(args)),
-        BenchCommand::Conns(args) => runtime.block_on(conns_cmd(args)),
-        BenchCommand::Latency(args) => runtime.block_on(latency_cmd(args)),
-    }
+    runtime.block_on(async {
+        match cmd {
+            BenchCommand::Fanin(a) => {
+                flow_cmd(a.flow, a.publishers, a.subscribers, a.messages).await
+            }
+            BenchCommand::Fanout(a) => {
+                flow_cmd(a.flow, a.publishers, a.subscribers, a.messages).await
+            }
+            BenchCommand::Handshakes(a) => handshakes_cmd(a).await,
+            BenchCommand::Conns(a) => conns_cmd(a).await,
+            BenchCommand::Probe(a) => probe_cmd(a).await,
+            BenchCommand::Latency(a) => latency_cmd(a).await,
+        }
+    })
 }
 
 pub(crate) fn resolve(host: &str, port: u16) -> anyhow::Result<std::net::SocketAddr> {
@@ -47,169 +68,126 @@ pub(crate) fn tls_client(host: &str, t: &TlsArgs) -> anyhow::Result<Option<TlsCl
     }))
 }
 
+/// A client id prefix of this process, so two runs against one broker do not take over each
+/// other's clients.
+fn run_prefix(bench: &str) -> String {
+    format!("{bench}-{}-", std::process::id())
+}
+
+fn seconds(secs: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs).with_context(|| format!("{flag} {secs}: not a duration"))
+}
+
+fn batch_options(target: &BenchTarget, b: BatchArgs) -> anyhow::Result<BatchOptions> {
+    let addr = resolve(&target.host, target.port)?;
+    if let Err(why) = conns::raise_file_limit(b.clients) {
+        eprintln!("fubar: {why}");
+    }
+    Ok(BatchOptions {
+        addr,
+        clients: b.clients,
+        id_prefix: b.id_prefix,
+        rate: b.rate,
+        concurrency: b.concurrency,
+        keep_alive: 0,
+    })
+}
+
+async fn flow_cmd(
+    a: FlowArgs,
+    publishers: usize,
+    subscribers: usize,
+    messages: u64,
+) -> anyhow::Result<()> {
+    let addr = resolve(&a.target.host, a.target.port)?;
+    let options = FlowOptions {
+        addr,
+        tls: tls_client(&a.target.host, &a.tls)?,
+        publishers: publishers.max(1),
+        subscribers,
+        messages,
+        qos: QoS::from_u8(a.qos).unwrap_or_default(),
+        size: a.size,
+        window: a.window.max(1),
+        rate: a.rate,
+        duration: a.duration.map(|d| seconds(d, "--duration")).transpose()?,
+        topic: a.topic,
+        id_prefix: run_prefix("flow"),
+        broker_pid: a.target.broker_pid,
+    };
+    let control = Control::for_terminal(messages, MESSAGES_BAR);
+    let r = flow::run(options, &control)
+        .await
+        .with_context(|| format!("benchmark against {addr} failed"))?;
+    report::print(&r, a.target.json);
+    Ok(())
+}
+
 async fn latency_cmd(a: LatencyArgs) -> anyhow::Result<()> {
-    let addr = resolve(&a.host, a.port)?;
-    let tls = tls_client(&a.host, &a.tls)?;
-    let r = latency::run(LatencyOptions {
+    let addr = resolve(&a.target.host, a.target.port)?;
+    let options = LatencyOptions {
         addr,
         rate: a.rate,
         messages: a.messages,
         qos: QoS::from_u8(a.qos).unwrap_or_default(),
         size: a.size,
         topic: a.topic,
-        tls,
-        id_prefix: format!("lat-{}-", std::process::id()),
-    })
-    .await
-    .with_context(|| format!("benchmark against {addr} failed"))?;
-    if a.json {
-        println!(
-            "{{\"bench\":\"latency\",\"qos\":{},\"rate\":{},\"messages\":{},\"received\":{},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
-            a.qos, a.rate, a.messages, r.received, r.p50_us, r.p90_us, r.p99_us, r.p999_us, r.max_us
-        );
-    } else {
-        println!(
-            "latency   qos {} at {} msg/s, {} messages",
-            a.qos, a.rate, a.messages
-        );
-        println!("received  {:>10}", r.received);
-        for (name, v) in [
-            ("p50", r.p50_us),
-            ("p90", r.p90_us),
-            ("p99", r.p99_us),
-            ("p99.9", r.p999_us),
-            ("max", r.max_us),
-        ] {
-            println!("{name:<9} {:>10.3} ms", v as f64 / 1000.0);
-        }
-    }
+        tls: tls_client(&a.target.host, &a.tls)?,
+        id_prefix: run_prefix("lat"),
+        broker_pid: a.target.broker_pid,
+    };
+    let control = Control::for_terminal(a.messages, MESSAGES_BAR);
+    let r = latency::run(options, &control)
+        .await
+        .with_context(|| format!("benchmark against {addr} failed"))?;
+    report::print(&r, a.target.json);
     Ok(())
 }
 
 async fn conns_cmd(a: ConnsArgs) -> anyhow::Result<()> {
-    let addr = resolve(&a.host, a.port)?;
-    if let Err(why) = conns::raise_file_limit(a.clients) {
-        eprintln!("fubar: {why}");
-    }
-    let bar = indicatif::ProgressBar::new(a.clients as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} connected {per_sec} {elapsed}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let progress = bar.clone();
-    let r = conns::run(
-        ConnsOptions {
-            addr,
-            clients: a.clients,
-            id_prefix: a.id_prefix,
-            rate: a.rate,
-            concurrency: a.concurrency,
-            hold: std::time::Duration::from_secs(a.hold),
-            broker_pid: a.broker_pid,
-        },
-        move |n| progress.set_position(n),
-    )
-    .await;
-    bar.finish_and_clear();
-    let failures: u64 = r.failures.values().sum();
-    if a.json {
-        let reasons: Vec<String> = r
-            .failures
-            .iter()
-            .map(|(k, v)| format!("{:?}:{v}", k))
-            .collect();
-        println!(
-            "{{\"bench\":\"conns\",\"clients\":{},\"connected\":{},\"failed\":{failures},\"failures\":{{{}}},\"seconds\":{:.3},\"rate\":{:.1},\"rss_before\":{},\"rss_after\":{},\"rss_per_connection\":{:.1},\"interrupted\":{}}}",
-            a.clients, r.connected, reasons.join(","), r.seconds, r.rate, r.rss_before, r.rss_after, r.rss_per_connection, r.interrupted
-        );
-    } else {
-        println!(
-            "conns      {} clients{}",
-            a.clients,
-            if r.interrupted { " (interrupted)" } else { "" }
-        );
-        println!("connected  {:>10}", r.connected);
-        println!("failed     {:>10}", failures);
-        for (reason, n) in &r.failures {
-            println!("  {n:>8}  {reason}");
-        }
-        println!("seconds    {:>10.3}", r.seconds);
-        println!("per second {:>10.0}", r.rate);
-        if a.broker_pid.is_some() {
-            println!(
-                "broker RSS {:>10.1} MiB -> {:.1} MiB",
-                r.rss_before as f64 / 1048576.0,
-                r.rss_after as f64 / 1048576.0
-            );
-            println!("per conn.  {:>10.0} B", r.rss_per_connection);
-        }
-    }
+    let control = Control::for_terminal(a.batch.clients as u64, CONNECTIONS_BAR);
+    let options = ConnsOptions {
+        batch: batch_options(&a.target, a.batch)?,
+        hold: Duration::from_secs(a.hold),
+        broker_pid: a.target.broker_pid,
+    };
+    let r = conns::run(options, &control).await;
+    report::print(&r, a.target.json);
+    Ok(())
+}
+
+async fn probe_cmd(a: ProbeArgs) -> anyhow::Result<()> {
+    let control = Control::for_terminal(a.batch.clients as u64, CONNECTIONS_BAR);
+    let batch = batch_options(&a.target, a.batch)?;
+    let addr = batch.addr;
+    let options = ProbeOptions {
+        batch,
+        interval: Duration::from_millis(a.interval),
+        duration: seconds(a.duration, "--duration")?,
+        topic: a.topic,
+        qos: QoS::from_u8(a.qos).unwrap_or_default(),
+        size: a.size,
+        broker_pid: a.target.broker_pid,
+    };
+    let r = probe::run(options, &control)
+        .await
+        .with_context(|| format!("probe against {addr} failed"))?;
+    report::print(&r, a.target.json);
     Ok(())
 }
 
 async fn handshakes_cmd(a: HandshakesArgs) -> anyhow::Result<()> {
-    let addr = resolve(&a.host, a.port)?;
-    let tls = tls_client(&a.host, &a.tls)?;
-    let over = if tls.is_some() { "tls" } else { "tcp" };
-    let r = handshakes::run(HandshakeOptions {
+    let addr = resolve(&a.target.host, a.target.port)?;
+    let options = HandshakeOptions {
         addr,
         count: a.count,
         concurrency: a.concurrency,
-        tls,
-        id_prefix: format!("hs-{}-", std::process::id()),
-    })
-    .await;
-    if a.json {
-        println!(
-            "{{\"bench\":\"handshakes\",\"transport\":\"{over}\",\"concurrency\":{},\"connected\":{},\"failed\":{},\"seconds\":{:.3},\"rate\":{:.1}}}",
-            a.concurrency, r.connected, r.failed, r.seconds, r.rate
-        );
-    } else {
-        println!("handshakes over {over}, {} at a time", a.concurrency);
-        println!("connected  {:>10}", r.connected);
-        println!("failed     {:>10}", r.failed);
-        println!("seconds    {:>10.3}", r.seconds);
-        println!("per second {:>10.0}", r.rate);
-    }
-    Ok(())
-}
-
-async fn fanin_cmd(a: FaninArgs) -> anyhow::Result<()> {
-    let addr = resolve(&a.host, a.port)?;
-    let tls = tls_client(&a.host, &a.tls)?;
-    let options = FaninOptions {
-        addr,
-        publishers: a.publishers.max(1),
-        messages: a.messages,
-        qos: QoS::from_u8(a.qos).unwrap_or(QoS::AtLeastOnce),
-        size: a.size,
-        window: a.window.max(1),
-        topic: a.topic,
-        subscribe: a.subscribe,
-        id_prefix: format!("bench-{}-", std::process::id()),
-        tls,
+        tls: tls_client(&a.target.host, &a.tls)?,
+        id_prefix: run_prefix("hs"),
+        broker_pid: a.target.broker_pid,
     };
-    let r = fanin::run(options.clone())
-        .await
-        .with_context(|| format!("benchmark against {addr} failed"))?;
-    if a.json {
-        println!(
-            "{{\"bench\":\"fanin\",\"qos\":{},\"publishers\":{},\"size\":{},\"window\":{},\"published\":{},\"received\":{},\"seconds\":{:.3},\"rate\":{:.1}}}",
-            a.qos, options.publishers, options.size, options.window, r.published, r.received, r.seconds, r.rate
-        );
-    } else {
-        println!(
-            "fanin   qos {}  {} publishers × {} messages of {} B, window {}",
-            a.qos, options.publishers, options.messages, options.size, options.window
-        );
-        println!("published  {:>10}", r.published);
-        if options.subscribe {
-            println!("received   {:>10}", r.received);
-        }
-        println!("seconds    {:>10.3}", r.seconds);
-        println!("msgs/s     {:>10.0}", r.rate);
-    }
+    let control = Control::for_terminal(a.count as u64, CONNECTIONS_BAR);
+    let r = handshakes::run(options, &control).await;
+    report::print(&r, a.target.json);
     Ok(())
 }

@@ -156,18 +156,22 @@ pub async fn connect_on(
 }
 
 impl ClientReader {
-    /// The next packet from the broker.
+    /// The next packet from the broker. Cancel-safe: bytes read stay buffered.
     pub async fn next(&mut self) -> io::Result<Packet> {
         loop {
-            match decode(&mut self.buf, MAX_PACKET) {
-                Ok(Some(p)) => return Ok(p),
-                Ok(None) => {}
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            if let Some(p) = self.try_next()? {
+                return Ok(p);
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
+    }
+
+    /// The next packet already read, without waiting for more bytes: lets a caller answer a
+    /// whole read's worth of packets with one write.
+    pub fn try_next(&mut self) -> io::Result<Option<Packet>> {
+        decode(&mut self.buf, MAX_PACKET).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 

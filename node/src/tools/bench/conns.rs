@@ -11,9 +11,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use tokio::net::TcpSocket;
 use tokio::sync::{Mutex, Semaphore};
 
+use super::control::{BrokerUsage, BrokerWatch, Control};
+use super::report::{thousands, Report};
 use crate::mqtt::packet::{Connect, ProtocolVersion};
 use crate::tools::client::{connect_on, ClientReader, ClientWriter};
 
@@ -21,9 +24,9 @@ use crate::tools::client::{connect_on, ClientReader, ClientWriter};
 /// ephemeral port range holds about 28,000).
 const PER_SOURCE: usize = 25_000;
 
-/// What to run.
+/// How a batch of clients is started.
 #[derive(Debug, Clone)]
-pub struct ConnsOptions {
+pub struct BatchOptions {
     /// The broker.
     pub addr: SocketAddr,
     /// Clients.
@@ -34,6 +37,37 @@ pub struct ConnsOptions {
     pub rate: Option<u32>,
     /// Connection attempts in progress at once.
     pub concurrency: usize,
+    /// Keep-alive the clients announce, seconds (0: none).
+    pub keep_alive: u16,
+}
+
+/// One connected client of a batch.
+#[derive(Debug)]
+pub struct BatchClient {
+    /// Its client id.
+    pub id: String,
+    /// Reading half.
+    pub reader: ClientReader,
+    /// Writing half.
+    pub writer: ClientWriter,
+}
+
+/// The clients a batch connected and what failed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Connected clients (CONNACK 0), in the order they connected.
+    pub clients: Vec<BatchClient>,
+    /// Failures by reason.
+    pub failures: BTreeMap<String, u64>,
+    /// Seconds from the first attempt to the last answer.
+    pub seconds: f64,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ConnsOptions {
+    /// The clients.
+    pub batch: BatchOptions,
     /// How long to hold the clients once connected.
     pub hold: Duration,
     /// The broker's process id, to read its resident memory.
@@ -41,24 +75,69 @@ pub struct ConnsOptions {
 }
 
 /// What was measured.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ConnsReport {
+    /// Clients asked for.
+    pub clients: usize,
     /// Clients connected (CONNACK 0).
     pub connected: u64,
+    /// Clients that failed.
+    pub failed: u64,
     /// Failures by reason.
     pub failures: BTreeMap<String, u64>,
     /// Seconds from the first attempt to the last CONNACK.
     pub seconds: f64,
     /// Connections per second.
     pub rate: f64,
-    /// Broker resident memory before and after connecting, bytes (0 without a pid).
-    pub rss_before: u64,
-    /// See `rss_before`.
-    pub rss_after: u64,
-    /// `(rss_after - rss_before) / connected`.
+    /// `(rss_after - rss_before) / connected`, bytes (0 without `--broker-pid`).
     pub rss_per_connection: f64,
     /// Whether the run was cut short (Ctrl-C).
     pub interrupted: bool,
+    /// The broker's CPU time and memory (with `--broker-pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerUsage>,
+}
+
+impl Report for ConnsReport {
+    fn bench(&self) -> &'static str {
+        "conns"
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        let mut rows = vec![
+            (
+                "conns".to_owned(),
+                format!(
+                    "{} clients{}",
+                    thousands(self.clients as f64),
+                    if self.interrupted {
+                        " (interrupted)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            ("connected".into(), thousands(self.connected as f64)),
+            ("failed".into(), thousands(self.failed as f64)),
+        ];
+        for (reason, n) in &self.failures {
+            rows.push((format!("  {}", thousands(*n as f64)), reason.clone()));
+        }
+        rows.push(("seconds".into(), format!("{:.3}", self.seconds)));
+        rows.push(("connects/s".into(), thousands(self.rate)));
+        rows.extend(super::control::usage_rows(
+            self.broker.as_ref(),
+            self.connected as f64,
+            "connects",
+        ));
+        if self.broker.is_some() {
+            rows.push((
+                "RSS per connection".into(),
+                format!("{} B", thousands(self.rss_per_connection)),
+            ));
+        }
+        rows
+    }
 }
 
 /// Raises this process's open-file limit to what `clients` need; the error says what to tune.
@@ -71,11 +150,6 @@ pub fn raise_file_limit(clients: usize) -> Result<u64, String> {
         )),
         Err(e) => Err(format!("cannot raise the open-file limit: {e}")),
     }
-}
-
-/// Resident memory of a process, from /proc (0 where unavailable).
-pub fn rss_of(pid: u32) -> u64 {
-    crate::process_memory::resident_bytes_of(pid)
 }
 
 /// The source address for connection `i`: the first `PER_SOURCE` use the kernel's choice;
@@ -92,43 +166,41 @@ fn source_for(addr: SocketAddr, i: usize) -> Option<SocketAddr> {
     }
 }
 
-/// Runs the benchmark; `progress` is told of every connection made.
-pub async fn run(o: ConnsOptions, progress: impl Fn(u64) + Send + Sync + 'static) -> ConnsReport {
-    let rss_before = o.broker_pid.map_or(0, rss_of);
-    let held: Arc<Mutex<Vec<(ClientReader, ClientWriter)>>> = Arc::default();
+/// Connects a batch of clients, `concurrency` attempts at a time and at most `rate` a second;
+/// the progress bar counts connected clients. A stop ends it early with what it has.
+pub async fn batch_start(o: &BatchOptions, control: &Control) -> Batch {
+    let held: Arc<Mutex<Vec<BatchClient>>> = Arc::default();
     let failures: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let permits = Arc::new(Semaphore::new(o.concurrency.max(1)));
-    let progress = Arc::new(progress);
     let began = Instant::now();
     let mut tasks = Vec::with_capacity(o.clients);
     let interval = o
         .rate
         .map(|r| Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
-    let mut interrupted = false;
     for i in 0..o.clients {
         if let Some(every) = interval {
             let due = began + every * i as u32;
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => {}
-                _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
+                _ = control.stop.cancelled() => break,
             }
         }
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p,
-            _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
+            _ = control.stop.cancelled() => break,
         };
         let Ok(permit) = permit else { break };
-        let (held, failures, progress) = (held.clone(), failures.clone(), progress.clone());
+        let (held, failures) = (held.clone(), failures.clone());
+        let progress = control.progress.clone();
         let id = format!("{}{:04}", o.id_prefix, i + 1);
-        let (addr, source) = (o.addr, source_for(o.addr, i));
+        let (addr, source, keep_alive) = (o.addr, source_for(o.addr, i), o.keep_alive);
         tasks.push(tokio::spawn(async move {
-            let result = open_client(addr, source, id).await;
+            let result = open_client(addr, source, id.clone(), keep_alive).await;
             drop(permit);
             match result {
-                Ok(halves) => {
-                    let mut h = held.lock().await;
-                    h.push(halves);
-                    progress(h.len() as u64);
+                Ok((reader, writer)) => {
+                    held.lock().await.push(BatchClient { id, reader, writer });
+                    progress.inc(1);
                 }
                 Err(reason) => *failures.lock().await.entry(reason).or_default() += 1,
             }
@@ -138,24 +210,42 @@ pub async fn run(o: ConnsOptions, progress: impl Fn(u64) + Send + Sync + 'static
         let _ = t.await;
     }
     let seconds = began.elapsed().as_secs_f64();
-    let connected = held.lock().await.len() as u64;
-    if !interrupted && !o.hold.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(o.hold) => {}
-            _ = tokio::signal::ctrl_c() => interrupted = true,
-        }
-    }
-    let rss_after = o.broker_pid.map_or(0, rss_of);
-    let failures = failures.lock().await.clone();
-    ConnsReport {
-        connected,
+    let clients = std::mem::take(&mut *held.lock().await);
+    let failures = std::mem::take(&mut *failures.lock().await);
+    Batch {
+        clients,
         failures,
         seconds,
-        rate: connected as f64 / seconds.max(1e-9),
-        rss_before,
-        rss_after,
-        rss_per_connection: rss_after.saturating_sub(rss_before) as f64 / (connected.max(1) as f64),
-        interrupted,
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(o: ConnsOptions, control: &Control) -> ConnsReport {
+    let watch = BrokerWatch::start(o.broker_pid);
+    control.progress.set_length(o.batch.clients as u64);
+    let batch = batch_start(&o.batch, control).await;
+    control.progress.finish_and_clear();
+    let connected = batch.clients.len() as u64;
+    if !control.stop.is_cancelled() && !o.hold.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(o.hold) => {}
+            _ = control.stop.cancelled() => {}
+        }
+    }
+    let broker = watch.map(BrokerWatch::finish);
+    let rss_per_connection = broker.map_or(0.0, |b| {
+        b.rss_after.saturating_sub(b.rss_before) as f64 / connected.max(1) as f64
+    });
+    ConnsReport {
+        clients: o.batch.clients,
+        connected,
+        failed: batch.failures.values().sum(),
+        failures: batch.failures,
+        seconds: batch.seconds,
+        rate: connected as f64 / batch.seconds.max(1e-9),
+        rss_per_connection,
+        interrupted: control.stop.is_cancelled(),
+        broker,
     }
 }
 
@@ -163,6 +253,7 @@ async fn open_client(
     addr: SocketAddr,
     source: Option<SocketAddr>,
     id: String,
+    keep_alive: u16,
 ) -> Result<(ClientReader, ClientWriter), String> {
     let socket = TcpSocket::new_v4().map_err(|e| reason_of(&e))?;
     if let Some(src) = source {
@@ -178,7 +269,7 @@ async fn open_client(
     let connect = Connect {
         protocol: ProtocolVersion::V311,
         clean_session: true,
-        keep_alive: 0,
+        keep_alive,
         client_id: id,
         will: None,
         username: None,
@@ -194,6 +285,90 @@ fn reason_of(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(24) => "too many open files (EMFILE)".into(),
         Some(99) => "no free source port (EADDRNOTAVAIL)".into(),
+        Some(111) => "connection refused (ECONNREFUSED)".into(),
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::bench::test_broker::TestBroker;
+
+    fn batch(addr: SocketAddr, clients: usize) -> BatchOptions {
+        BatchOptions {
+            addr,
+            clients,
+            id_prefix: "c".into(),
+            rate: None,
+            concurrency: 8,
+            keep_alive: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_start_names_clients_0001_to_n() {
+        let broker = TestBroker::start().await;
+        let b = batch_start(&batch(broker.addr, 30), &Control::quiet()).await;
+        let mut ids: Vec<String> = b.clients.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids.len(), 30);
+        assert_eq!((ids[0].as_str(), ids[29].as_str()), ("c0001", "c0030"));
+        assert!(b.failures.is_empty());
+        drop(b);
+        broker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn conns_reports_connections_and_failures_by_reason() {
+        let broker = TestBroker::start().await;
+        let o = ConnsOptions {
+            batch: BatchOptions {
+                rate: Some(500),
+                ..batch(broker.addr, 20)
+            },
+            hold: Duration::from_millis(10),
+            broker_pid: Some(std::process::id()),
+        };
+        let r = run(o, &Control::quiet()).await;
+        assert_eq!((r.connected, r.failed), (20, 0));
+        assert!(r.rate > 0.0 && r.broker.is_some());
+        broker.stop().await;
+        // Nothing listens there any more: every client fails, with the reason.
+        let o = ConnsOptions {
+            batch: batch(broker_addr_gone().await, 5),
+            hold: Duration::ZERO,
+            broker_pid: None,
+        };
+        let r = run(o, &Control::quiet()).await;
+        assert_eq!((r.connected, r.failed), (0, 5));
+        assert_eq!(
+            r.failures.get("connection refused (ECONNREFUSED)"),
+            Some(&5),
+            "{r:?}"
+        );
+    }
+
+    /// A loopback address nothing listens on.
+    async fn broker_addr_gone() -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[test]
+    fn source_addresses_spread_beyond_one_address_ports() {
+        let broker: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        assert_eq!(source_for(broker, 0), None);
+        assert_eq!(source_for(broker, PER_SOURCE - 1), None);
+        assert_eq!(
+            source_for(broker, PER_SOURCE),
+            Some("127.0.0.2:20000".parse().unwrap())
+        );
+        assert_eq!(
+            source_for(broker, 3 * PER_SOURCE + 5),
+            Some("127.0.0.4:20005".parse().unwrap())
+        );
+        let remote: SocketAddr = "10.0.0.1:1883".parse().unwrap();
+        assert_eq!(source_for(remote, 3 * PER_SOURCE), None);
     }
 }

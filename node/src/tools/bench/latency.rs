@@ -2,14 +2,19 @@
 //! its send time, and the subscriber records publish-to-delivery latency in an HDR histogram.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
+use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
+use super::report::{thousands, Report};
 use crate::mqtt::packet::{Packet, Publish, QoS, Subscribe};
-use crate::tools::client::{connect, TlsClient};
+use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -30,14 +35,14 @@ pub struct LatencyOptions {
     pub tls: Option<TlsClient>,
     /// Client id prefix.
     pub id_prefix: String,
+    /// The broker's process id, to report its CPU time.
+    pub broker_pid: Option<u32>,
 }
 
-/// What was measured, microseconds.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LatencyReport {
-    /// Messages received.
-    pub received: u64,
-    /// Percentiles: 50, 90, 99, 99.9, max.
+/// Latency percentiles of a set of deliveries, microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median.
     pub p50_us: u64,
     /// 90th percentile.
     pub p90_us: u64,
@@ -49,9 +54,112 @@ pub struct LatencyReport {
     pub max_us: u64,
 }
 
+impl Percentiles {
+    /// The percentiles of a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+
+    /// A histogram of 1 µs to 60 s at 3 significant digits.
+    pub fn histogram() -> Histogram<u64> {
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+    }
+
+    /// Table rows, in milliseconds.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        [
+            ("p50", self.p50_us),
+            ("p90", self.p90_us),
+            ("p99", self.p99_us),
+            ("p99.9", self.p999_us),
+            ("max", self.max_us),
+        ]
+        .into_iter()
+        .map(|(name, us)| (name.to_owned(), format!("{:.3} ms", us as f64 / 1000.0)))
+        .collect()
+    }
+}
+
+/// What was measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LatencyReport {
+    /// QoS of publish and subscription.
+    pub qos: u8,
+    /// Messages per second asked for.
+    pub rate: u32,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Latency percentiles.
+    #[serde(flatten)]
+    pub latency: Percentiles,
+    /// Cut short by Ctrl-C.
+    pub interrupted: bool,
+    /// The broker's CPU time and memory (with `--broker-pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerUsage>,
+}
+
+impl Report for LatencyReport {
+    fn bench(&self) -> &'static str {
+        "latency"
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        let mut rows = vec![
+            (
+                "latency".to_owned(),
+                format!(
+                    "QoS {} at {} msg/s{}",
+                    self.qos,
+                    thousands(f64::from(self.rate)),
+                    if self.interrupted {
+                        " (interrupted)"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            ("sent".into(), thousands(self.sent as f64)),
+            ("received".into(), thousands(self.received as f64)),
+        ];
+        rows.extend(self.latency.rows());
+        rows.extend(super::control::usage_rows(
+            self.broker.as_ref(),
+            self.received as f64,
+            "msgs",
+        ));
+        rows
+    }
+}
+
+/// Microseconds since `epoch`, as the first 8 bytes of a payload of `size` bytes.
+pub fn stamped_payload(epoch: Instant, size: usize) -> Bytes {
+    let mut payload = vec![0u8; size.max(8)];
+    payload[..8].copy_from_slice(&(epoch.elapsed().as_micros() as u64).to_be_bytes());
+    Bytes::from(payload)
+}
+
+/// Microseconds from the stamp in `payload` to now, if it has one.
+pub fn age_of(epoch: Instant, payload: &[u8]) -> Option<u64> {
+    let sent = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    Some(
+        (epoch.elapsed().as_micros() as u64)
+            .saturating_sub(sent)
+            .max(1),
+    )
+}
+
 /// Runs the benchmark.
-pub async fn run(o: LatencyOptions) -> std::io::Result<LatencyReport> {
-    let started = Instant::now();
+pub async fn run(o: LatencyOptions, control: &Control) -> std::io::Result<LatencyReport> {
+    let epoch = Instant::now();
     let (mut sr, mut sw, _) = connect(
         o.addr,
         o.tls.as_ref(),
@@ -66,34 +174,15 @@ pub async fn run(o: LatencyOptions) -> std::io::Result<LatencyReport> {
     }));
     sw.flush().await?;
     while !matches!(sr.next().await?, Packet::SubAck(_)) {}
-    let expected = o.messages;
-    let receiver = tokio::spawn(async move {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-        let mut got = 0u64;
-        while got < expected {
-            let next = tokio::time::timeout(Duration::from_secs(5), sr.next()).await;
-            let Ok(Ok(packet)) = next else { break };
-            if let Packet::Publish(p) = packet {
-                got += 1;
-                if let Some(sent) = p.payload.get(..8) {
-                    let sent_us = u64::from_be_bytes(sent.try_into().unwrap_or([0; 8]));
-                    let now_us = started.elapsed().as_micros() as u64;
-                    h.saturating_record(now_us.saturating_sub(sent_us).max(1));
-                }
-                match p.qos {
-                    QoS::AtLeastOnce => sw.push(&Packet::PubAck(p.packet_id)),
-                    QoS::ExactlyOnce => sw.push(&Packet::PubRec(p.packet_id)),
-                    QoS::AtMostOnce => {}
-                }
-            } else if let Packet::PubRel(id) = packet {
-                sw.push(&Packet::PubComp(id));
-            }
-            if sw.buffered() > 0 && sw.flush().await.is_err() {
-                break;
-            }
-        }
-        (got, h)
-    });
+    let received = Arc::new(AtomicU64::new(0));
+    let done = CancellationToken::new();
+    let receiver = tokio::spawn(time_deliveries(
+        sr,
+        sw,
+        epoch,
+        received.clone(),
+        done.clone(),
+    ));
     let (mut pr, mut pw, _) = connect(
         o.addr,
         o.tls.as_ref(),
@@ -102,13 +191,17 @@ pub async fn run(o: LatencyOptions) -> std::io::Result<LatencyReport> {
         600,
     )
     .await?;
+    let watch = BrokerWatch::start(o.broker_pid);
+    control.progress.set_length(o.messages);
     let topic: Arc<str> = o.topic.as_str().into();
     let every = Duration::from_secs_f64(1.0 / f64::from(o.rate.max(1)));
     let begin = Instant::now();
+    let mut sent = 0;
     for i in 0..o.messages {
-        tokio::time::sleep_until((begin + every * i as u32).into()).await;
-        let mut payload = vec![0u8; o.size.max(8)];
-        payload[..8].copy_from_slice(&(started.elapsed().as_micros() as u64).to_be_bytes());
+        tokio::select! {
+            _ = tokio::time::sleep_until((begin + every * i as u32).into()) => {}
+            _ = control.stop.cancelled() => break,
+        }
         let packet_id = if o.qos == QoS::AtMostOnce {
             0
         } else {
@@ -120,9 +213,11 @@ pub async fn run(o: LatencyOptions) -> std::io::Result<LatencyReport> {
             retain: false,
             topic: topic.clone(),
             packet_id,
-            payload: Bytes::from(payload),
+            payload: stamped_payload(epoch, o.size),
         }));
         pw.flush().await?;
+        sent += 1;
+        control.progress.inc(1);
         if o.qos != QoS::AtMostOnce {
             // Keep the publisher's acknowledgements flowing (never more than one behind).
             loop {
@@ -137,15 +232,57 @@ pub async fn run(o: LatencyOptions) -> std::io::Result<LatencyReport> {
             }
         }
     }
-    let (received, h) = receiver.await.map_err(std::io::Error::other)?;
+    let count = || received.load(Ordering::Relaxed);
+    wait_for_count(count, sent, QUIET, &control.stop).await;
+    done.cancel();
+    let h = receiver.await.map_err(std::io::Error::other)?;
+    control.progress.finish_and_clear();
     Ok(LatencyReport {
-        received,
-        p50_us: h.value_at_quantile(0.50),
-        p90_us: h.value_at_quantile(0.90),
-        p99_us: h.value_at_quantile(0.99),
-        p999_us: h.value_at_quantile(0.999),
-        max_us: h.max(),
+        qos: o.qos as u8,
+        rate: o.rate,
+        sent,
+        received: received.load(Ordering::Relaxed),
+        latency: Percentiles::of(&h),
+        interrupted: control.stop.is_cancelled(),
+        broker: watch.map(BrokerWatch::finish),
     })
+}
+
+/// The subscriber: records each delivery's age and acknowledges it, until `done`.
+async fn time_deliveries(
+    mut r: ClientReader,
+    mut w: ClientWriter,
+    epoch: Instant,
+    received: Arc<AtomicU64>,
+    done: CancellationToken,
+) -> Histogram<u64> {
+    let mut h = Percentiles::histogram();
+    loop {
+        let packet = tokio::select! {
+            p = r.next() => p,
+            _ = done.cancelled() => break,
+        };
+        match packet {
+            Ok(Packet::Publish(p)) => {
+                if let Some(us) = age_of(epoch, &p.payload) {
+                    h.saturating_record(us);
+                }
+                received.fetch_add(1, Ordering::Relaxed);
+                match p.qos {
+                    QoS::AtLeastOnce => w.push(&Packet::PubAck(p.packet_id)),
+                    QoS::ExactlyOnce => w.push(&Packet::PubRec(p.packet_id)),
+                    QoS::AtMostOnce => {}
+                }
+            }
+            Ok(Packet::PubRel(id)) => w.push(&Packet::PubComp(id)),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+        if w.buffered() > 0 && w.flush().await.is_err() {
+            break;
+        }
+    }
+    h
 }
 
 #[cfg(test)]
@@ -158,21 +295,36 @@ mod tests {
         let broker = TestBroker::start().await;
         let addr = broker.addr;
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
-            let r = run(LatencyOptions {
-                addr,
-                rate: 2000,
-                messages: 200,
-                qos,
-                size: 64,
-                topic: "lat".into(),
-                tls: None,
-                id_prefix: format!("lat{}-", qos as u8),
-            })
+            let r = run(
+                LatencyOptions {
+                    addr,
+                    rate: 2000,
+                    messages: 200,
+                    qos,
+                    size: 64,
+                    topic: "lat".into(),
+                    tls: None,
+                    id_prefix: format!("lat{}-", qos as u8),
+                    broker_pid: None,
+                },
+                &Control::quiet(),
+            )
             .await
             .unwrap();
-            assert_eq!(r.received, 200, "{qos:?}");
-            assert!(r.p50_us > 0 && r.p50_us <= r.p99_us && r.p99_us <= r.max_us);
+            assert_eq!((r.sent, r.received), (200, 200), "{qos:?}");
+            let l = &r.latency;
+            assert!(l.p50_us > 0 && l.p50_us <= l.p99_us && l.p99_us <= l.max_us);
         }
         broker.stop().await;
+    }
+
+    #[test]
+    fn a_stamped_payload_tells_its_age() {
+        let epoch = Instant::now() - Duration::from_millis(5);
+        let p = stamped_payload(epoch, 3);
+        assert_eq!(p.len(), 8, "at least the stamp");
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(age_of(epoch, &p).unwrap() >= 2_000);
+        assert_eq!(age_of(epoch, b"short"), None);
     }
 }

@@ -1,11 +1,14 @@
-//! `fubar bench`: load generation against any MQTT broker, with results a person can read and
-//! `--json` for scripts.
+//! `fubar bench`: load generation against any MQTT broker, with a progress bar while it runs,
+//! results a person can read and `--json` for scripts; Ctrl-C stops a run and reports what it
+//! measured.
 
 pub mod conns;
-pub mod fanin;
+pub mod control;
+pub mod flow;
 pub mod handshakes;
 pub mod latency;
-
+pub mod probe;
+pub mod report;
 #[cfg(test)]
 pub(crate) mod test_broker {
     //! An in-memory broker on a free loopback port, for the benchmarks' own tests.
