@@ -24,7 +24,7 @@ run_fubar() { # $1 = group | none
   local pid=$!
   until grep -qs 'listening on' "$work/$1.log"; do sleep 0.1; done
   park_subscriber "$port"
-  "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 1 --subscribers 0 --json
+  "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 1 --subscribers 0 -t bench/fanin --json
   kill -TERM "$pid"; wait "$pid" || true
 }
 
@@ -35,7 +35,7 @@ run_mosquitto() {
   local pid=$!
   until mosquitto_sub -h 127.0.0.1 -p "$port" -t x -E 2>/dev/null; do sleep 0.1; done
   park_subscriber "$port"
-  "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 1 --subscribers 0 --json
+  "$FUBAR" bench fanin -p "$port" --publishers "$PUBS" --messages "$MSGS" --size "$SIZE" -q 1 --subscribers 0 -t bench/fanin --json
   kill -TERM "$pid"; wait "$pid" || true
 }
 

@@ -210,6 +210,11 @@ impl Broker {
         self.child.take().expect("running").wait().expect("wait")
     }
 
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Runs `fubar ctl ARGS` against this broker.
     pub fn ctl(&self, args: &[&str]) -> Output {
         ctl_in(self.dir.path(), args)

@@ -4,6 +4,7 @@
 //! One test binary with modules (as ripgrep does) links once.
 
 mod admin;
+mod bench;
 mod common;
 mod conformance;
 mod interop;

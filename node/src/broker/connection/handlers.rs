@@ -100,12 +100,8 @@ where
                 "identifier rejected",
             );
         }
-        if self.broker.memory.is_on() {
-            return refuse(
-                self,
-                ConnectReturnCode::ServerUnavailable,
-                "memory alarm: above the high watermark",
-            );
+        if let Err(why) = self.broker.memory.admit() {
+            return refuse(self, ConnectReturnCode::ServerUnavailable, why.reason());
         }
         if let Some(user) = &self.cert_user {
             // The TLS handshake verified the client's certificate: its CN is the user, and
