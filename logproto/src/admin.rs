@@ -147,6 +147,10 @@ pub struct NodeStatus {
     pub cluster_role: String,
     /// Whether clients must authenticate.
     pub auth: bool,
+    /// Connections held back at accept by the node's accept rate limit, since start.
+    pub delayed_accepts: u64,
+    /// Connections slowed down by the per-client message rate limit, since start.
+    pub throttled_clients: u64,
 }
 
 /// One address rule.

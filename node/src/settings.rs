@@ -173,6 +173,14 @@ pub struct MqttSettings {
     pub connect_timeout_secs: u64,
     /// Most connections served at once; more are closed at accept.
     pub max_connections: usize,
+    /// Connections accepted per second at most, node-wide, with a burst of one second's worth
+    /// (0: no limit). Beyond it the listener stops accepting for a while: the kernel's backlog
+    /// holds the new connections; none is closed.
+    pub max_connections_per_sec: u64,
+    /// PUBLISH packets read per second at most from one connection, with a burst of one
+    /// second's worth (0: no limit). Beyond it the broker stops reading that socket for a while,
+    /// so TCP flow control slows the client down; nothing is dropped and the connection stays.
+    pub max_messages_per_sec: u64,
     /// Longest client id accepted from a 3.1.1 client (3.1 allows 23 characters).
     pub max_client_id_len: usize,
     /// Bytes of encoded packets buffered for a socket before the session queue holds the rest.
@@ -242,6 +250,8 @@ impl Default for MqttSettings {
             max_packet_size: 1 << 20,
             connect_timeout_secs: 10,
             max_connections: 1_000_000,
+            max_connections_per_sec: 0,
+            max_messages_per_sec: 0,
             max_client_id_len: 65_535,
             write_buffer_bytes: 64 << 10,
             stalled_reader_timeout_secs: 60,
@@ -325,6 +335,10 @@ pub const FIXED_AT_START: [&str; 21] = [
     "log.flush_ms",
     "log.max_events_per_sec",
 ];
+
+/// The highest per-second limit accepted (`mqtt.max_*_per_sec`): a limit of a million a second
+/// limits nothing a node can serve, so a larger one is more likely a typo.
+const MAX_RATE: u64 = 1_000_000;
 
 /// `fubar@<hostname>`, the default node name.
 pub fn default_node_name() -> String {
@@ -414,6 +428,18 @@ impl Settings {
         }
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "must be at least 1");
+        }
+        if self.mqtt.max_connections_per_sec > MAX_RATE {
+            return invalid(
+                "mqtt.max_connections_per_sec",
+                "must be 0 (no limit) ..= 1000000",
+            );
+        }
+        if self.mqtt.max_messages_per_sec > MAX_RATE {
+            return invalid(
+                "mqtt.max_messages_per_sec",
+                "must be 0 (no limit) ..= 1000000",
+            );
         }
         for (class, redirect) in &self.log.classes {
             if let Err(e) = class.parse::<fubar_logproto::Class>() {
@@ -568,6 +594,25 @@ mod tests {
         let flat = s.flatten();
         assert!(flat.contains(&("store.sync".to_owned(), "\"group\"".to_owned())));
         assert!(flat.contains(&("session.inflight_window".to_owned(), "32".to_owned())));
+    }
+
+    #[test]
+    fn overload_limits_are_off_by_default_and_changeable_at_run_time() {
+        let s = Settings::default();
+        assert_eq!(s.mqtt.max_connections_per_sec, 0);
+        assert_eq!(s.mqtt.max_messages_per_sec, 0);
+        let c = s.with_change("mqtt.max_messages_per_sec", "50").unwrap();
+        assert_eq!(c.mqtt.max_messages_per_sec, 50);
+        let c = s.with_change("mqtt.max_connections_per_sec", "20").unwrap();
+        assert_eq!(c.mqtt.max_connections_per_sec, 20);
+        for name in ["mqtt.max_messages_per_sec", "mqtt.max_connections_per_sec"] {
+            assert!(
+                s.with_change(name, "1000001").is_err(),
+                "{name} out of range"
+            );
+            assert!(s.with_change(name, "-1").is_err(), "{name} negative");
+            assert!(s.with_change(name, "0").is_ok(), "{name} back to no limit");
+        }
     }
 
     #[test]

@@ -150,5 +150,7 @@ fn status(broker: &Broker) -> NodeStatus {
         memory_bytes: crate::process_memory::resident_bytes(),
         cluster_role: "standalone".into(),
         auth: settings.auth.enabled,
+        delayed_accepts: broker.stats.accepts_delayed.load(Ordering::Relaxed),
+        throttled_clients: broker.stats.clients_throttled.load(Ordering::Relaxed),
     }
 }

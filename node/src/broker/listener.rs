@@ -2,7 +2,9 @@
 //!
 //! Accepting only spawns: every connection's CONNECT exchange runs in its own task under its
 //! own timeout, so a slow client never stalls the accept loop. A semaphore bounds the number of
-//! connections served at once.
+//! connections served at once, and a token bucket the number accepted per second
+//! (`mqtt.max_connections_per_sec`): beyond it the loop stops accepting for a while, and the
+//! kernel's listen backlog holds the connections that wait.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::rate_limit::TokenBucket;
 use super::{transport, Broker};
 
 /// A bound MQTT listener and the broker it serves.
@@ -83,6 +86,7 @@ impl Server {
         let shutdown = broker.shutdown.clone();
         let tasks = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(broker.settings().mqtt.max_connections));
+        let mut pace = AcceptPace::new(&broker);
         tasks.spawn(sweep_expired_sessions(broker.clone(), shutdown.clone()));
         tasks.spawn(super::memory::watch(broker.clone(), shutdown.clone()));
         loop {
@@ -100,6 +104,9 @@ impl Server {
                     continue;
                 }
             };
+            if !pace.admit(&broker, &shutdown).await {
+                break;
+            }
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 broker
                     .stats
@@ -140,6 +147,57 @@ impl Server {
                 tracing::error!(target: "error", error = %e, "cannot flush the state at shutdown");
             }
         }
+    }
+}
+
+/// The accept rate limit, `mqtt.max_connections_per_sec` (read again at every accept, so that
+/// a run-time change applies at once).
+struct AcceptPace {
+    bucket: TokenBucket,
+    /// Within a spell of held-back accepts; the spell is reported once, when it starts, and
+    /// ends when the bucket has filled up again.
+    slowed: bool,
+}
+
+impl AcceptPace {
+    fn new(broker: &Broker) -> Self {
+        let rate = broker.settings().mqtt.max_connections_per_sec;
+        Self {
+            bucket: TokenBucket::new(rate, Instant::now()),
+            slowed: false,
+        }
+    }
+
+    /// Waits until the connection just accepted may be served. While it waits nothing else is
+    /// accepted, so the connections behind it wait in the kernel's backlog, not in the node.
+    /// Returns false if the node is shutting down meanwhile.
+    async fn admit(&mut self, broker: &Broker, shutdown: &CancellationToken) -> bool {
+        let rate = broker.settings().mqtt.max_connections_per_sec;
+        let mut now = Instant::now();
+        if rate != self.bucket.rate() {
+            self.bucket = TokenBucket::new(rate, now);
+        }
+        if self.bucket.is_full(now) {
+            self.slowed = false;
+        }
+        let mut delayed = false;
+        while let Err(wait) = self.bucket.try_take(now) {
+            if !delayed {
+                delayed = true;
+                broker.stats.accepts_delayed.fetch_add(1, Ordering::Relaxed);
+            }
+            if !self.slowed {
+                self.slowed = true;
+                tracing::warn!(target: "warning", limit = rate,
+                    "accepting slowly: mqtt.max_connections_per_sec reached, new connections wait in the listen backlog");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            now = Instant::now();
+        }
+        true
     }
 }
 

@@ -11,6 +11,7 @@ mod listener;
 pub mod memory;
 mod packet_log;
 mod persist;
+pub mod rate_limit;
 pub mod registry;
 pub mod retained;
 pub mod router;
@@ -86,6 +87,10 @@ pub struct Stats {
     pub messages_out: AtomicU64,
     /// Messages dropped from full session queues.
     pub messages_dropped: AtomicU64,
+    /// Accepted connections held back because `mqtt.max_connections_per_sec` was reached.
+    pub accepts_delayed: AtomicU64,
+    /// Connections whose reading was paused at least once by `mqtt.max_messages_per_sec`.
+    pub clients_throttled: AtomicU64,
 }
 
 impl Stats {

@@ -104,6 +104,10 @@ pub(crate) fn print(reply: AdminResponse) -> anyhow::Result<()> {
             println!("memory        {:.1} MiB", s.memory_bytes as f64 / 1048576.0);
             println!("cluster role  {}", s.cluster_role);
             println!("auth          {}", if s.auth { "on" } else { "off" });
+            println!(
+                "throttled     clients {}, accepts {}",
+                s.throttled_clients, s.delayed_accepts
+            );
         }
         AdminResponse::Accounts(names) => names.iter().for_each(|n| println!("{n}")),
         AdminResponse::Acl(rules) => {

@@ -142,6 +142,13 @@ pub fn peek_packet_size(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
     Ok(fixed_header(buf)?.map(|(header_len, remaining)| header_len + remaining))
 }
 
+/// Whether `buf` starts with a whole PUBLISH, before it is decoded: a rate limit on PUBLISH
+/// packets decides with it whether to handle the next packet now or to wait.
+pub fn starts_with_whole_publish(buf: &[u8]) -> bool {
+    buf.first().is_some_and(|&first| first >> 4 == 3)
+        && matches!(peek_packet_size(buf), Ok(Some(size)) if size <= buf.len())
+}
+
 /// Parses the fixed header: `(header length, remaining length)`, or `None` if incomplete.
 fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
     let Some(&first) = buf.first() else {

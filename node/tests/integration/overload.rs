@@ -1,10 +1,20 @@
-//! The memory alarm: above the high watermark new connections get CONNACK 3.
+//! Overload protection. The memory alarm: above the high watermark new connections get
+//! CONNACK 3. The rate limits (`mqtt.max_messages_per_sec`, `mqtt.max_connections_per_sec`):
+//! beyond them the broker reads and accepts more slowly, and drops nothing.
+//!
+//! The rate limit tests assert what throttling must leave intact (every message, in order;
+//! every connection accepted; the publisher still connected) and the evidence that it happened
+//! (the `warning` event, `fubar ctl status`), never how long it took.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use fubar::mqtt::packet::{ConnectReturnCode, Packet};
+use bytes::{Bytes, BytesMut};
+use fubar::mqtt::encode::encode;
+use fubar::mqtt::packet::{ConnectReturnCode, Packet, Publish, QoS};
 
 use crate::common::{connect_v311, Broker, RawClient};
+use crate::conformance::support::{raw_connect, raw_subscribe, read, send_packet, wait_log};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -131,4 +141,114 @@ fn a_connection_storm_is_refused_before_it_passes_the_watermark() {
         .expect("an access event says why");
     let status = broker.ctl(&["status"]);
     assert!(status.status.success(), "the node is still up: {status:?}");
+
+/// The value of a `fubar ctl status` line.
+fn status_field(broker: &Broker, name: &str) -> String {
+    let out = broker.ctl(&["status"]);
+    assert!(out.status.success(), "ctl status failed: {out:?}");
+    let status = String::from_utf8(out.stdout).expect("UTF-8 status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).filter(|v| v.starts_with(' ')))
+        .unwrap_or_else(|| panic!("no {name} in status:\n{status}"))
+        .trim()
+        .to_owned()
+}
+
+/// How many log lines so far contain `needle`.
+fn log_count(broker: &Broker, needle: &str) -> usize {
+    broker
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn a_client_over_max_messages_per_sec_is_slowed_down_and_loses_nothing() {
+    const LIMIT: usize = 50;
+    const SENT: usize = 5 * LIMIT;
+    let broker = Broker::start_with(&[], &format!("[mqtt]\nmax_messages_per_sec = {LIMIT}\n"));
+    let mut sub = raw_connect(&broker, "flood-reader", 60, None);
+    raw_subscribe(&mut sub, 1, &[("flood/t", QoS::AtMostOnce)]);
+    // Keep-alive 2 s (3 s of grace): reading the burst at the limit takes the broker longer
+    // than that (one second's burst, then four seconds' worth), and the publisher sends
+    // nothing meanwhile. It is the broker that is not reading, so that must not count against
+    // the client.
+    let mut publisher = raw_connect(&broker, "flooder", 2, None);
+    let mut burst = BytesMut::new();
+    for i in 0..SENT {
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: Arc::from("flood/t"),
+            packet_id: 0,
+            payload: Bytes::from(i.to_string()),
+        };
+        encode(&Packet::Publish(publish), &mut burst);
+    }
+    publisher.send(&burst);
+
+    for i in 0..SENT {
+        match read(&mut sub) {
+            Packet::Publish(p) => assert_eq!(p.payload, i.to_string().as_bytes(), "in order"),
+            other => panic!("expected PUBLISH #{i}, got {other:?}"),
+        }
+    }
+    send_packet(&mut publisher, &Packet::PingReq);
+    assert_eq!(
+        read(&mut publisher),
+        Packet::PingResp,
+        "the publisher is still connected"
+    );
+
+    let line = wait_log(&broker, "client throttled");
+    assert!(line.contains("client=flooder"), "{line}");
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    assert!(line.contains(&format!("limit={LIMIT}")), "{line}");
+    assert_eq!(log_count(&broker, "client throttled"), 1, "reported once");
+    assert_eq!(log_count(&broker, "disconnected client=flooder"), 0);
+    assert_eq!(status_field(&broker, "throttled"), "clients 1, accepts 0");
+}
+
+#[test]
+fn connections_over_max_connections_per_sec_wait_and_are_all_accepted() {
+    const LIMIT: usize = 20;
+    const OPENED: usize = 3 * LIMIT;
+    let broker = Broker::start();
+    // Changed at run time: the listener applies it from the next accept on.
+    let out = broker.ctl(&[
+        "settings",
+        "mqtt.max_connections_per_sec",
+        &LIMIT.to_string(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+
+    let mut clients: Vec<RawClient> = (0..OPENED)
+        .map(|_| RawClient::connect(broker.addr))
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(&connect_v311(&format!("crowd-{i}")));
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        match c.read_packet(WAIT) {
+            Some(Packet::ConnAck(a)) => assert_eq!(a.code, ConnectReturnCode::Accepted, "#{i}"),
+            other => panic!("client #{i}: expected CONNACK 0, got {other:?}"),
+        }
+    }
+
+    let line = wait_log(&broker, "accepting slowly");
+    assert!(line.contains(&format!("limit={LIMIT}")), "{line}");
+    assert_eq!(log_count(&broker, "connection refused"), 0);
+    assert_eq!(status_field(&broker, "connections"), OPENED.to_string());
+    let throttled = status_field(&broker, "throttled");
+    let delayed: usize = throttled
+        .strip_prefix("clients 0, accepts ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("throttled {throttled:?}"));
+    assert!(
+        (1..OPENED).contains(&delayed),
+        "some accepts were held back, not all: {delayed}"
+    );
 }

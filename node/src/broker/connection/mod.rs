@@ -4,9 +4,16 @@
 //! It `select!`s over the socket read, the socket write, the session's wake-up, the next
 //! deadline, a takeover and the shutdown token. Partial reads live in `rbuf` and unwritten
 //! bytes in `wbuf`, so every branch is cancel-safe.
+//!
+//! A client that publishes faster than `mqtt.max_messages_per_sec` is slowed down, not cut off:
+//! the next PUBLISH is left in `rbuf` and the socket is not read until the client's token
+//! bucket has a token for it, so TCP flow control pushes back on the client. The pause is one
+//! timer deadline among the others (no polling), and while it lasts the keep-alive is not held
+//! against the client: it is the broker that is not reading.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,10 +27,11 @@ mod handlers;
 use handlers::trace_hop;
 
 use super::packet_log;
+use super::rate_limit::TokenBucket;
 use super::registry::SessionHandle;
 use super::Broker;
 use crate::mqtt::connection::{CloseReason, ConnectionState};
-use crate::mqtt::decode::{decode, DecodeError};
+use crate::mqtt::decode::{decode, starts_with_whole_publish, DecodeError};
 use crate::mqtt::encode::encode;
 use crate::mqtt::message::Message;
 use crate::mqtt::packet::{ConnAck, ConnectReturnCode, LastWill, Packet, ProtocolVersion};
@@ -71,6 +79,12 @@ struct Connection<R, W> {
     /// PUBACK/PUBREC waiting, in order, until the store's durable ticket reaches theirs.
     pending_acks: VecDeque<(u64, Packet)>,
     durable: Option<watch::Receiver<u64>>,
+    /// Paces the PUBLISH packets handled (`mqtt.max_messages_per_sec`); `None` without a limit.
+    publish_pace: Option<TokenBucket>,
+    /// Until when input is left unread because the client publishes faster than its limit.
+    throttled_until: Option<Instant>,
+    /// Whether this connection has been throttled yet (reported once per connection).
+    throttle_reported: bool,
 }
 
 /// Serves one connection (plain TCP or TLS, already accepted) until it ends.
@@ -87,7 +101,11 @@ pub(crate) async fn serve<R, W>(
     let conn_id = broker.next_conn_id();
     let now = Instant::now();
     let settings = broker.settings();
+    let rate = settings.mqtt.max_messages_per_sec;
     let mut conn = Connection {
+        publish_pace: (rate > 0).then(|| TokenBucket::new(rate, now)),
+        throttled_until: None,
+        throttle_reported: false,
         state: ConnectionState::new(now, settings.connect_timeout()),
         durable: broker.store.as_ref().map(|s| s.durable_watch()),
         pending_acks: VecDeque::new(),
@@ -132,9 +150,10 @@ where
                 self.write_blocked_since = Some(now);
             }
             // Stop reading from a client that does not read what we write: that bounds
-            // `wbuf` (acknowledgements pile up there) and pushes back on the client. While we
-            // do not read, its keep-alive is not held against it: the stall timer decides.
-            let may_read = self.wbuf.len() < 2 * write_limit;
+            // `wbuf` (acknowledgements pile up there) and pushes back on the client. Stop
+            // reading too while the client is throttled. While we do not read, its keep-alive
+            // is not held against it: the stall timer, or the end of the throttle, decides.
+            let may_read = self.wbuf.len() < 2 * write_limit && self.throttled_until.is_none();
             let stall_deadline = self.write_blocked_since.map(|t| t + stall);
             // Checked on every turn, not only when the timer branch wins: a flood of messages
             // for this session keeps the wake-up branch ready and would starve the timer.
@@ -142,10 +161,12 @@ where
                 return CloseReason::StalledReader;
             }
             let keep_alive_deadline = self.state.poll_timeout().filter(|_| may_read);
-            let deadline = match (keep_alive_deadline, stall_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            // The end of a throttle is a deadline even if it has just passed: `process_input`
+            // then handles what waits in `rbuf` without a read having to come first.
+            let deadline = [keep_alive_deadline, stall_deadline, self.throttled_until]
+                .into_iter()
+                .flatten()
+                .min();
             let may_write = !self.wbuf.is_empty();
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
@@ -154,7 +175,7 @@ where
                 // Reads have been small for a while: give the memory back.
                 self.rbuf = BytesMut::new();
             }
-            if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk {
+            if may_read && self.rbuf.capacity() - self.rbuf.len() < self.read_chunk {
                 self.rbuf.reserve(self.read_chunk);
             }
             let room = self.rbuf.capacity() - self.rbuf.len();
@@ -201,6 +222,9 @@ where
     async fn process_input(&mut self) -> Result<(), CloseReason> {
         let max = self.settings.mqtt.max_packet_size;
         loop {
+            if !self.admit_next() {
+                return Ok(());
+            }
             let before = self.rbuf.len();
             let packet = match decode(&mut self.rbuf, max) {
                 Ok(Some(p)) => p,
@@ -218,6 +242,40 @@ where
                 other => self.handle_packet(other)?,
             }
         }
+    }
+
+    /// Whether the packet at the front of `rbuf` may be handled now. A whole PUBLISH takes a
+    /// token of `mqtt.max_messages_per_sec`; without one, it and everything after it wait
+    /// (in `rbuf` and unread in the socket) until `throttled_until`. Packets behind it wait
+    /// too: they must be handled in the order they came.
+    fn admit_next(&mut self) -> bool {
+        let Some(pace) = &mut self.publish_pace else {
+            return true;
+        };
+        let now = Instant::now();
+        if self.throttled_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        self.throttled_until = None;
+        if !starts_with_whole_publish(&self.rbuf) {
+            return true;
+        }
+        let Err(wait) = pace.try_take(now) else {
+            return true;
+        };
+        let limit = pace.rate();
+        self.throttled_until = Some(now + wait);
+        if !self.throttle_reported {
+            self.throttle_reported = true;
+            self.broker
+                .stats
+                .clients_throttled
+                .fetch_add(1, Ordering::Relaxed);
+            let client = self.client_id().unwrap_or("-").to_owned();
+            tracing::warn!(target: "warning", client, peer = %self.peer, limit,
+                "client throttled: publishing faster than mqtt.max_messages_per_sec, reading paused");
+        }
+        false
     }
 
     /// Sends the acknowledgements whose messages are durable now, in order.

@@ -186,6 +186,21 @@ fn incomplete_header_is_not_an_error() {
 }
 
 #[test]
+fn whole_publish_is_recognised_before_decoding() {
+    let publish = [0x30, 6, 0, 3, b'a', b'/', b'b', 0xAB];
+    assert!(starts_with_whole_publish(&publish));
+    assert!(starts_with_whole_publish(
+        &[&publish[..], &[0xC0, 0]].concat()
+    ));
+    for cut in 0..publish.len() {
+        assert!(!starts_with_whole_publish(&publish[..cut]), "{cut} bytes");
+    }
+    assert!(!starts_with_whole_publish(&[0xC0, 0]), "PINGREQ");
+    assert!(!starts_with_whole_publish(&[0x40, 2, 0, 1]), "PUBACK");
+    assert!(!starts_with_whole_publish(&[0x39, 0]), "invalid flags");
+}
+
+#[test]
 fn malformed_remaining_length() {
     assert_eq!(
         err(&[0x30, 0x80, 0x80, 0x80, 0x80, 0x01]),
