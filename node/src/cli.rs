@@ -232,6 +232,10 @@ pub struct BatchArgs {
     /// Connection attempts in progress at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Keep-alive the clients announce, seconds; held clients send PINGREQ at half of it
+    /// (0: none, which some brokers refuse).
+    #[arg(long, default_value_t = 60)]
+    pub keep_alive: u16,
 }
 
 /// Flags of `fubar bench latency`.

@@ -89,7 +89,7 @@ fn batch_options(target: &BenchTarget, b: BatchArgs) -> anyhow::Result<BatchOpti
         id_prefix: b.id_prefix,
         rate: b.rate,
         concurrency: b.concurrency,
-        keep_alive: 0,
+        keep_alive: b.keep_alive,
     })
 }
 

@@ -33,9 +33,7 @@ fn report(out: &Output) -> Value {
 }
 
 fn uint(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} in {v}"))
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
 }
 
 fn broker_usage_is_reported(v: &Value) {
@@ -53,7 +51,11 @@ fn fanin_and_fanout_count_every_message_at_every_qos() {
         ));
         assert_eq!(v["bench"], "fanin");
         assert_eq!(
-            (uint(&v, "published"), uint(&v, "delivered"), uint(&v, "lost")),
+            (
+                uint(&v, "published"),
+                uint(&v, "delivered"),
+                uint(&v, "lost")
+            ),
             (300, 300, 0),
             "{v}"
         );
@@ -61,11 +63,23 @@ fn fanin_and_fanout_count_every_message_at_every_qos() {
         broker_usage_is_reported(&v);
         let v = report(&bench(
             &broker,
-            &["fanout", "-q", qos, "--subscribers", "5", "--messages", "100"],
+            &[
+                "fanout",
+                "-q",
+                qos,
+                "--subscribers",
+                "5",
+                "--messages",
+                "100",
+            ],
         ));
         assert_eq!(v["bench"], "fanout");
         assert_eq!(
-            (uint(&v, "published"), uint(&v, "expected"), uint(&v, "delivered")),
+            (
+                uint(&v, "published"),
+                uint(&v, "expected"),
+                uint(&v, "delivered")
+            ),
             (100, 500, 500),
             "{v}"
         );
@@ -76,16 +90,39 @@ fn fanin_and_fanout_count_every_message_at_every_qos() {
 #[test]
 fn conns_probe_latency_and_handshakes_report_their_figures() {
     let broker = Broker::start();
-    let v = report(&bench(&broker, &["conns", "--clients", "50", "--id-prefix", "c"]));
-    assert_eq!((v["bench"].as_str(), uint(&v, "connected"), uint(&v, "failed")), (Some("conns"), 50, 0));
+    let v = report(&bench(
+        &broker,
+        &["conns", "--clients", "50", "--id-prefix", "c"],
+    ));
+    assert_eq!(
+        (
+            v["bench"].as_str(),
+            uint(&v, "connected"),
+            uint(&v, "failed")
+        ),
+        (Some("conns"), 50, 0)
+    );
     assert!(v["rss_per_connection"].as_f64().is_some());
     broker_usage_is_reported(&v);
 
     let v = report(&bench(
         &broker,
-        &["probe", "--clients", "20", "--interval", "5", "--duration", "0.5", "-q", "1"],
+        &[
+            "probe",
+            "--clients",
+            "20",
+            "--interval",
+            "5",
+            "--duration",
+            "0.5",
+            "-q",
+            "1",
+        ],
     ));
-    assert_eq!((v["bench"].as_str(), v["mode"].as_str()), (Some("probe"), Some("direct")));
+    assert_eq!(
+        (v["bench"].as_str(), v["mode"].as_str()),
+        (Some("probe"), Some("direct"))
+    );
     assert_eq!(uint(&v, "connected"), 20);
     assert!(uint(&v, "sent") > 0);
     assert_eq!(uint(&v, "received"), uint(&v, "sent"), "{v}");
@@ -93,12 +130,25 @@ fn conns_probe_latency_and_handshakes_report_their_figures() {
 
     let v = report(&bench(
         &broker,
-        &["probe", "--clients", "10", "--interval", "5", "--duration", "0.3", "-t", "all/of/us"],
+        &[
+            "probe",
+            "--clients",
+            "10",
+            "--interval",
+            "5",
+            "--duration",
+            "0.3",
+            "-t",
+            "all/of/us",
+        ],
     ));
     assert_eq!(v["mode"], "topic");
     assert_eq!(uint(&v, "received"), uint(&v, "sent") * 10, "{v}");
 
-    let v = report(&bench(&broker, &["latency", "--messages", "100", "--rate", "1000", "-q", "2"]));
+    let v = report(&bench(
+        &broker,
+        &["latency", "--messages", "100", "--rate", "1000", "-q", "2"],
+    ));
     assert_eq!((uint(&v, "sent"), uint(&v, "received")), (100, 100));
     assert!(uint(&v, "max_us") >= uint(&v, "p99_us") && uint(&v, "p99_us") > 0);
 
@@ -112,13 +162,29 @@ fn conns_probe_latency_and_handshakes_report_their_figures() {
 fn the_table_is_for_people() {
     let broker = Broker::start();
     let out = Command::new(env!("CARGO_BIN_EXE_fubar"))
-        .args(["bench", "fanin", "--messages", "50", "-p", &broker.port().to_string()])
+        .args([
+            "bench",
+            "fanin",
+            "--messages",
+            "50",
+            "-p",
+            &broker.port().to_string(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for label in ["fanin", "published", "delivered", "published/s", "delivered/s"] {
-        assert!(text.lines().any(|l| l.starts_with(label)), "{label} in\n{text}");
+    for label in [
+        "fanin",
+        "published",
+        "delivered",
+        "published/s",
+        "delivered/s",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(label)),
+            "{label} in\n{text}"
+        );
     }
     assert!(text.contains("200"), "{text}");
     broker.stop();
@@ -159,15 +225,30 @@ fn ctrl_c_stops_a_run_and_reports_what_was_measured() {
     let broker = Broker::start();
     let child = Command::new(env!("CARGO_BIN_EXE_fubar"))
         .args(["bench", "fanout", "--subscribers", "2", "--rate", "200"])
-        .args(["--messages", "1000000", "--json", "-p", &broker.port().to_string()])
+        .args([
+            "--messages",
+            "1000000",
+            "--json",
+            "-p",
+            &broker.port().to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Interrupt once the subscribers are in and publishing has begun.
     let started = Instant::now();
-    while broker.log_lines().iter().filter(|l| l.contains("subscription added")).count() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(20), "subscribers never came");
+    while broker
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("subscription added"))
+        .count()
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "subscribers never came"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));

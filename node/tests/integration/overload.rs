@@ -6,6 +6,7 @@
 //! every connection accepted; the publisher still connected) and the evidence that it happened
 //! (the `warning` event, `fubar ctl status`), never how long it took.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +63,9 @@ fn the_alarm_ends_below_the_low_watermark_and_connections_come_back() {
         &[],
         "[memory]\nhigh_watermark = 0.000001\nlow_watermark = 0.0000005\ncheck_ms = 20\n",
     );
-    broker.wait_for_log("memory alarm on", WAIT).expect("alarm on");
+    broker
+        .wait_for_log("memory alarm on", WAIT)
+        .expect("alarm on");
     for (name, value) in [
         ("memory.high_watermark", "0.95"),
         ("memory.low_watermark", "0.9"),
@@ -103,23 +106,30 @@ fn a_connection_storm_is_refused_before_it_passes_the_watermark() {
     }
     // Let a check measure the headroom under the new watermark.
     std::thread::sleep(Duration::from_millis(200));
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let storm_over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let storm_over = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (peak, storm_over) = (peak.clone(), storm_over.clone());
         std::thread::spawn(move || {
-            while !storm_over.load(std::sync::atomic::Ordering::Relaxed) {
-                peak.fetch_max(rss_of(pid), std::sync::atomic::Ordering::Relaxed);
+            while !storm_over.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_of(pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(5));
             }
         })
     };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fubar"))
-        .args(["bench", "conns", "--clients", "12000", "--concurrency", "2000"])
+        .args([
+            "bench",
+            "conns",
+            "--clients",
+            "12000",
+            "--concurrency",
+            "2000",
+        ])
         .args(["--json", "-p", &broker.port().to_string()])
         .output()
         .expect("run fubar bench conns");
-    storm_over.store(true, std::sync::atomic::Ordering::Relaxed);
+    storm_over.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -131,7 +141,7 @@ fn a_connection_storm_is_refused_before_it_passes_the_watermark() {
         ["connection refused: ServerUnavailable"],
         "refused with CONNACK 3 and nothing else: {v}"
     );
-    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let peak = peak.load(Ordering::Relaxed);
     assert!(
         peak <= limit + (16 << 20),
         "peak {peak} B against a watermark at {limit} B"
@@ -141,6 +151,7 @@ fn a_connection_storm_is_refused_before_it_passes_the_watermark() {
         .expect("an access event says why");
     let status = broker.ctl(&["status"]);
     assert!(status.status.success(), "the node is still up: {status:?}");
+}
 
 /// The value of a `fubar ctl status` line.
 fn status_field(broker: &Broker, name: &str) -> String {

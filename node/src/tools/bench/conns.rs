@@ -226,9 +226,10 @@ pub async fn run(o: ConnsOptions, control: &Control) -> ConnsReport {
     let batch = batch_start(&o.batch, control).await;
     control.progress.finish_and_clear();
     let connected = batch.clients.len() as u64;
+    let mut clients = batch.clients;
     if !control.stop.is_cancelled() && !o.hold.is_zero() {
         tokio::select! {
-            _ = tokio::time::sleep(o.hold) => {}
+            _ = hold(&mut clients, o.hold, o.batch.keep_alive) => {}
             _ = control.stop.cancelled() => {}
         }
     }
@@ -246,6 +247,27 @@ pub async fn run(o: ConnsOptions, control: &Control) -> ConnsReport {
         rss_per_connection,
         interrupted: control.stop.is_cancelled(),
         broker,
+    }
+}
+
+/// Holds the clients for `how_long`, each sending PINGREQ at half its keep-alive so the broker
+/// keeps them (the 2-byte PINGRESPs wait unread in the socket buffers).
+async fn hold(clients: &mut [BatchClient], how_long: Duration, keep_alive: u16) {
+    let end = Instant::now() + how_long;
+    let every = match keep_alive {
+        0 => how_long,
+        k => Duration::from_secs(u64::from(k)) / 2,
+    };
+    loop {
+        let next = (Instant::now() + every).min(end);
+        tokio::time::sleep_until(next.into()).await;
+        if Instant::now() >= end {
+            return;
+        }
+        for c in clients.iter_mut() {
+            c.writer.push(&crate::mqtt::packet::Packet::PingReq);
+            let _ = c.writer.flush().await;
+        }
     }
 }
 

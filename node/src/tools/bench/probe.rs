@@ -153,6 +153,7 @@ pub async fn run(o: ProbeOptions, control: &Control) -> std::io::Result<ProbeRep
                 c.reader,
                 c.writer,
                 epoch,
+                ping_every(o.batch.keep_alive),
                 deliveries.clone(),
                 done.clone(),
             ))
@@ -291,17 +292,36 @@ async fn send(
     Ok(sent)
 }
 
-/// A batch client's reader: times and acknowledges each delivery until `done`.
+/// How often a client with this keep-alive sends PINGREQ (never without one).
+fn ping_every(keep_alive: u16) -> Duration {
+    match keep_alive {
+        0 => Duration::from_secs(365 * 24 * 3600),
+        k => Duration::from_secs(u64::from(k)) / 2,
+    }
+}
+
+/// A batch client's reader: times and acknowledges each delivery, and keeps the connection
+/// alive, until `done`.
 async fn receive(
     mut r: ClientReader,
     mut w: ClientWriter,
     epoch: Instant,
+    ping: Duration,
     deliveries: Arc<Deliveries>,
     done: CancellationToken,
 ) {
+    let mut next_ping = Instant::now() + ping;
     loop {
         let packet = tokio::select! {
             p = r.next() => p,
+            _ = tokio::time::sleep_until(next_ping.into()) => {
+                next_ping += ping;
+                w.push(&Packet::PingReq);
+                if w.flush().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             _ = done.cancelled() => return,
         };
         match packet {
