@@ -128,7 +128,10 @@ impl Server {
                         transport::serve_tcp(broker.clone(), stream, peer, shutdown).await;
                     }
                     Transport::Tls => {
-                        transport::serve_tls(broker.clone(), stream, peer, shutdown).await;
+                        // Boxed: the TLS state would otherwise size every TCP connection's
+                        // task too.
+                        Box::pin(transport::serve_tls(broker.clone(), stream, peer, shutdown))
+                            .await;
                     }
                 }
                 broker.stats.connections.fetch_sub(1, Ordering::Relaxed);

@@ -238,7 +238,9 @@ where
             packet_log::received(self.client_id(), self.peer, &packet, size, self.traced());
             self.state.on_packet(Instant::now(), &packet)?;
             match packet {
-                Packet::Connect(c) => self.handle_connect(c).await?,
+                // Boxed: the CONNECT exchange (authentication included) runs once, and inline
+                // its state would make every connection's task that much bigger for its life.
+                Packet::Connect(c) => Box::pin(self.handle_connect(c)).await?,
                 other => self.handle_packet(other)?,
             }
         }
