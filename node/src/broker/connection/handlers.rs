@@ -174,7 +174,9 @@ where
             _ => true,
         };
         let ticket = if fresh {
-            self.route(Message::from_publish(&p))
+            let (ticket, delivered) = self.route(Message::from_publish(&p));
+            self.woke_sessions |= delivered > 0;
+            ticket
         } else {
             0
         };
@@ -186,8 +188,8 @@ where
     }
 
     /// Routes a message; returns the durability ticket its acknowledgement must wait for (0
-    /// when no copy went to the store).
-    pub(super) fn route(&self, mut message: Message) -> u64 {
+    /// when no copy went to the store) and how many sessions it was queued for.
+    pub(super) fn route(&self, mut message: Message) -> (u64, usize) {
         let b = &self.broker;
         let topic = message.topic.clone();
         let publisher = self.client_id().unwrap_or("-");
@@ -214,10 +216,11 @@ where
         if let Some(change) = routed.retained {
             packet_log::retained(self.client_id(), &topic, change);
         }
-        match &b.store {
+        let ticket = match &b.store {
             Some(store) if routed.stored => store.ticket(),
             _ => 0,
-        }
+        };
+        (ticket, routed.delivered)
     }
 
     fn handle_subscribe(&mut self, s: Subscribe) {

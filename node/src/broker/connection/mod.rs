@@ -85,6 +85,8 @@ struct Connection<R, W> {
     throttled_until: Option<Instant>,
     /// Whether this connection has been throttled yet (reported once per connection).
     throttle_reported: bool,
+    /// Messages from this client were queued for sessions since this task last yielded.
+    woke_sessions: bool,
 }
 
 /// Serves one connection (plain TCP or TLS, already accepted) until it ends.
@@ -106,6 +108,7 @@ pub(crate) async fn serve<R, W>(
         publish_pace: (rate > 0).then(|| TokenBucket::new(rate, now)),
         throttled_until: None,
         throttle_reported: false,
+        woke_sessions: false,
         state: ConnectionState::new(now, settings.connect_timeout()),
         durable: broker.store.as_ref().map(|s| s.durable_watch()),
         pending_acks: VecDeque::new(),
@@ -140,6 +143,12 @@ where
         loop {
             if let Err(reason) = self.process_input().await {
                 return reason;
+            }
+            if std::mem::take(&mut self.woke_sessions) {
+                // Let the sessions just woken (on this worker) write their deliveries before
+                // this task writes its acknowledgements: a subscriber then gets a message
+                // before its publisher hears it was taken, as a single-threaded broker does.
+                tokio::task::yield_now().await;
             }
             self.release_durable_acks();
             self.fill_from_session(write_limit);
