@@ -42,11 +42,13 @@ impl fmt::Debug for EventLayer {
 
 impl<S: Subscriber> Layer<S> for EventLayer {
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
-        if class_of_target(metadata.target()).is_some() {
-            // Asked again at every event, so `open`/`close` apply at once.
-            Interest::sometimes()
-        } else {
-            Interest::always()
+        match class_of_target(metadata.target()) {
+            // A closed class's callsites are off until it opens (opening and closing rebuild
+            // tracing's interest cache), so they cost one load of a cached answer.
+            Some(class) if !self.shared.is_open(class) => Interest::never(),
+            // An open class is asked again at every event: a full channel drops it there.
+            Some(_) => Interest::sometimes(),
+            None => Interest::always(),
         }
     }
 

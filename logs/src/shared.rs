@@ -51,16 +51,21 @@ impl Shared {
 
     /// Marks `class` open or closed for the layer.
     pub(crate) fn set_open(&self, class: Class, open: bool) {
-        if open {
-            self.open.fetch_or(bit(class), Ordering::Relaxed);
+        let before = if open {
+            self.open.fetch_or(bit(class), Ordering::Relaxed)
         } else {
-            self.open.fetch_and(!bit(class), Ordering::Relaxed);
+            self.open.fetch_and(!bit(class), Ordering::Relaxed)
+        };
+        if (before & bit(class) != 0) != open {
+            // The layer's answer to `register_callsite` changed for this class's callsites.
+            tracing::callsite::rebuild_interest_cache();
         }
     }
 
     /// Closes every class (at shutdown).
     pub(crate) fn close_all(&self) {
         self.open.store(0, Ordering::Relaxed);
+        tracing::callsite::rebuild_interest_cache();
     }
 
     /// A new event of this node, stamped now with the next sequence number.

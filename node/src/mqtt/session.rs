@@ -324,11 +324,14 @@ impl Session {
                 } else {
                     DeliveryState::WaitPubRec(id)
                 };
-                self.record(SessionChange::Put {
-                    seq,
-                    delivery: delivery.clone(),
-                    state,
-                });
+                if self.journal.is_some() {
+                    // Only a persistent session keeps a journal: spare the others the copy.
+                    self.record(SessionChange::Put {
+                        seq,
+                        delivery: delivery.clone(),
+                        state,
+                    });
+                }
                 self.inflight.push_back(Inflight {
                     seq,
                     packet_id: id,
