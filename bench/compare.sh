@@ -8,7 +8,7 @@
 #   bench/compare.sh SCENARIO [extra fubar bench flags...]
 #
 # Scenarios: fanin-qos0 fanin-qos1 fanout-qos0 fanout-qos1 latency-qos0 latency-qos1
-#            conns handshakes probe
+#            conns (CLIENTS=n, 10,000 by default) handshakes probe
 #
 # Brokers are configured fairly: TCP_NODELAY on everywhere; fubar's and mosquitto's queue limits
 # lifted and in-flight windows of 100 (rumqttd's default) or more, rumqttd's connection limit
@@ -37,7 +37,7 @@ case $SCENARIO in
   fanout-qos1)  ARGS=(fanout -q 1 --subscribers 100 --messages 5000) ;;
   latency-qos0) ARGS=(latency -q 0 --rate 5000 --messages 25000) ;;
   latency-qos1) ARGS=(latency -q 1 --rate 5000 --messages 25000) ;;
-  conns)        ARGS=(conns --clients 10000) ;;
+  conns)        ARGS=(conns --clients "${CLIENTS:-10000}") ;;
   handshakes)   ARGS=(handshakes --count 5000) ;;
   probe)        ARGS=(probe --clients 1000 --interval 1 --duration 5) ;;
   *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;;
