@@ -1,9 +1,12 @@
 //! Feeds arbitrary bytes to the MQTT decoder until it needs more input or errors, and checks
-//! that every decoded packet re-encodes to bytes that decode to the same packet.
+//! that every decoded packet re-encodes to bytes that decode to the same packet, and that the
+//! rate limit's peek (`starts_with_whole_publish`) never claims a whole PUBLISH the decoder
+//! then finds incomplete or of another type.
 #![no_main]
 
 use bytes::BytesMut;
-use fubar::mqtt::decode::decode;
+use fubar::mqtt::decode::{decode, starts_with_whole_publish};
+use fubar::mqtt::packet::Packet;
 use fubar::mqtt::encode::{encode, encoded_len};
 use libfuzzer_sys::fuzz_target;
 
@@ -12,7 +15,19 @@ const MAX_PACKET_SIZE: usize = 64 * 1024;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);
-    while let Ok(Some(packet)) = decode(&mut buf, MAX_PACKET_SIZE) {
+    loop {
+        let whole_publish = starts_with_whole_publish(&buf);
+        let packet = match decode(&mut buf, MAX_PACKET_SIZE) {
+            Ok(Some(packet)) => packet,
+            Ok(None) => {
+                assert!(!whole_publish, "peek saw a whole PUBLISH the decoder wants more of");
+                break;
+            }
+            Err(_) => break,
+        };
+        if whole_publish {
+            assert!(matches!(packet, Packet::Publish(_)), "peek said PUBLISH: {packet:?}");
+        }
         let mut wire = BytesMut::new();
         encode(&packet, &mut wire);
         assert_eq!(wire.len(), encoded_len(&packet));
