@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod logging;
 pub mod mqtt;
