@@ -88,7 +88,9 @@ impl Tracker {
 
     /// What to write of `batch` (checked with [`check_batch`] first) and the ack after it.
     pub fn plan(&self, batch: &Batch) -> Plan {
-        let old = self.upto.unwrap_or(batch.from_seq.saturating_sub(1));
+        let old = self
+            .upto
+            .unwrap_or_else(|| batch.from_seq.saturating_sub(1));
         let fresh_from = batch.events.partition_point(|e| e.seq <= old);
         let fresh = (batch.events.len() - fresh_from) as u64;
         let duplicates = fresh_from as u64;

@@ -11,6 +11,8 @@
 //! Every limit and default is in [`config`]. Still to come here: feeding the tantivy index,
 //! answering search and tail requests.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod cookie;
 pub mod dedup;

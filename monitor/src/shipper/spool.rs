@@ -212,7 +212,9 @@ impl Spool {
     pub fn append(&mut self, event: &Event) -> Result<Vec<Loss>, MonitorError> {
         let from_seq = match self.last {
             Some((epoch, seq)) if epoch == event.epoch && event.seq > seq => seq + 1,
-            Some((epoch, _)) if epoch == event.epoch => event.seq,
+            // A number already spooled: it cannot be shipped in order (the writer numbers
+            // events in order, so this is a repeat); passed over.
+            Some((epoch, _)) if epoch == event.epoch => return Ok(Vec::new()),
             _ => 1,
         };
         self.last = Some((event.epoch, event.seq));
@@ -371,7 +373,7 @@ impl Spool {
             .find(|(l, sent)| !sent && Some(l.epoch) != head_epoch)
             .map(|(l, _)| l.epoch);
         if let Some(epoch) = lone {
-            let lost = self.take_losses(epoch);
+            let lost = self.take_losses(epoch, u64::MAX);
             let from_seq = lost.iter().map(|l| l.first).min().unwrap_or(1);
             let to_seq = lost.iter().map(|l| l.last).max().unwrap_or(from_seq);
             self.sent.push_back(Sent {
@@ -391,11 +393,12 @@ impl Spool {
             return Ok(None);
         };
         let end = *end;
-        let lost = self.take_losses(epoch);
+        let to_seq = entries.last().map_or(1, |(e, _)| e.event.seq);
+        // Losses after this batch's last event (a too-large event) wait for a later batch.
+        let lost = self.take_losses(epoch, to_seq);
         let first_from = entries.first().map_or(1, |(e, _)| e.from_seq);
         let from_seq = lost.iter().map(|l| l.first).fold(first_from, u64::min);
         let events: Vec<Event> = entries.into_iter().map(|(e, _)| e.event).collect();
-        let to_seq = events.last().map_or(from_seq, |e| e.seq);
         self.cursor = end;
         self.sent.push_back(Sent { epoch, to_seq, end });
         Ok(Some(Batch {
@@ -407,11 +410,11 @@ impl Spool {
         }))
     }
 
-    /// The unsent losses of `epoch`, marked sent, as wire ranges in order.
-    fn take_losses(&mut self, epoch: u64) -> Vec<Lost> {
+    /// The unsent losses of `epoch` up to `upto`, marked sent, as wire ranges in order.
+    fn take_losses(&mut self, epoch: u64, upto: u64) -> Vec<Lost> {
         self.losses
             .iter_mut()
-            .filter(|(l, sent)| l.epoch == epoch && !*sent)
+            .filter(|(l, sent)| l.epoch == epoch && !*sent && l.last <= upto)
             .map(|(l, sent)| {
                 *sent = true;
                 Lost {

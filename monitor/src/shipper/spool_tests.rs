@@ -177,3 +177,34 @@ fn the_spool_survives_a_restart_with_its_acks_and_a_torn_tail() {
     let b = spool.next_batch(100, 1 << 20).unwrap().unwrap();
     assert_eq!((b.from_seq, seqs(&b)), (6, vec![8]));
 }
+
+#[test]
+fn a_loss_after_the_last_event_of_a_batch_waits_for_a_later_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(&config(tmp.path(), 1 << 30, 4)).unwrap();
+    spool.append(&event(7, 1, 0)).unwrap();
+    assert_eq!(
+        spool.append(&event(7, 2, MAX_SPOOL_ENTRY)).unwrap().len(),
+        1
+    );
+    spool.append(&event(7, 3, 0)).unwrap();
+    // One event per batch: the loss of 2 must not ride with event 1 (it is past its range).
+    let b = spool.next_batch(1, 1 << 20).unwrap().unwrap();
+    assert_eq!(
+        (b.from_seq, b.to_seq, seqs(&b), b.lost.len()),
+        (1, 1, vec![1], 0)
+    );
+    let b = spool.next_batch(1, 1 << 20).unwrap().unwrap();
+    assert_eq!((b.from_seq, b.to_seq, seqs(&b)), (2, 3, vec![3]));
+    assert_eq!(
+        b.lost,
+        [Lost {
+            first: 2,
+            last: 2,
+            events: 1
+        }]
+    );
+    // A repeated number is passed over rather than breaking the order.
+    assert!(spool.append(&event(7, 3, 0)).unwrap().is_empty());
+    assert!(spool.next_batch(1, 1 << 20).unwrap().is_none());
+}
