@@ -120,6 +120,31 @@ async fn read_msg(recv: &mut RecvStream) -> MonitorMsg {
     postcard::from_bytes(&body).unwrap()
 }
 
+/// A bare connection that proves the cookie by hand and is welcomed.
+async fn raw_member(pki: &Pki, addr: SocketAddr, node: &str) -> (Endpoint, Connection, SendStream) {
+    let (endpoint, conn, mut send, mut recv) = raw(pki, addr).await;
+    let hello = NodeMsg::Hello {
+        node: node.into(),
+        epoch: 3,
+    };
+    send.write_all(&encode(&hello).unwrap()).await.unwrap();
+    let MonitorMsg::Challenge { nonce } = read_msg(&mut recv).await else {
+        panic!("no challenge");
+    };
+    let mut binding = [0; BINDING_LEN];
+    conn.export_keying_material(&mut binding, BINDING_LABEL, b"")
+        .unwrap();
+    let mac = cookie().unwrap().prove(&binding, &nonce, node, 3);
+    send.write_all(&encode(&NodeMsg::Proof { mac }).unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        read_msg(&mut recv).await,
+        MonitorMsg::Welcome { .. }
+    ));
+    (endpoint, conn, send)
+}
+
 #[tokio::test]
 async fn garbage_and_oversized_frames_close_only_their_connection() {
     let pki = Pki::new(&[]);
@@ -153,26 +178,7 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
     s2.write_all(&[0xff, 0xff, 0xff, 0xff, 0]).await.unwrap();
     assert_eq!(closed_by_monitor(&c2).await, 1);
     // A member (cookie proof made by hand) that sends garbage after its welcome.
-    let (_e3, c3, mut s3, mut r3) = raw(&pki, addr).await;
-    let hello = NodeMsg::Hello {
-        node: "n9@localhost".into(),
-        epoch: 3,
-    };
-    s3.write_all(&encode(&hello).unwrap()).await.unwrap();
-    let MonitorMsg::Challenge { nonce } = read_msg(&mut r3).await else {
-        panic!("no challenge");
-    };
-    let mut binding = [0; BINDING_LEN];
-    c3.export_keying_material(&mut binding, BINDING_LABEL, b"")
-        .unwrap();
-    let mac = cookie().unwrap().prove(&binding, &nonce, "n9@localhost", 3);
-    s3.write_all(&encode(&NodeMsg::Proof { mac }).unwrap())
-        .await
-        .unwrap();
-    assert!(matches!(
-        read_msg(&mut r3).await,
-        MonitorMsg::Welcome { .. }
-    ));
+    let (_e3, c3, mut s3) = raw_member(&pki, addr, "n9@localhost").await;
     s3.write_all(&[0, 0, 0, 3, 0xfe, 0xfe, 0xfe]).await.unwrap();
     assert_eq!(closed_by_monitor(&c3).await, 1);
 
