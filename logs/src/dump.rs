@@ -1,5 +1,6 @@
 //! Segment files to text: `dump_dir` reads a class's files straight from disk.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +74,28 @@ pub fn dump_file_name(node: &str, at: DateTime<Utc>, class: Class) -> String {
         })
         .collect();
     format!("{node}-{}-{class}.log", at.format("%Y%m%dT%H%M%S"))
+}
+
+/// The highest sequence number recorded per (node, boot epoch) in every class's segment files
+/// under `log_dir`, read from disk (torn records are passed over).
+///
+/// A monitor seeds its duplicate filter with it at start, so events written before a crash but
+/// not yet acknowledged are recognised when their node sends them again. It reads every
+/// segment file: at most classes × `max_files` × `max_bytes`.
+pub fn high_water_marks(log_dir: &Path) -> Result<BTreeMap<(String, u64), u64>, LogError> {
+    let mut marks: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for class in Class::ALL {
+        for (_, path) in list_segments(&class_dir(log_dir, class))? {
+            let Some(bytes) = read_upto(&path, None)? else {
+                continue;
+            };
+            for e in decode_records(&bytes).0 {
+                let mark = marks.entry((e.node, e.epoch)).or_insert(e.seq);
+                *mark = (*mark).max(e.seq);
+            }
+        }
+    }
+    Ok(marks)
 }
 
 /// Whether a class has any segment files on disk.

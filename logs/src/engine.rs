@@ -60,6 +60,20 @@ pub(crate) struct Engine {
     pending: Vec<Event>,
     /// The last I/O error printed to stderr, so a failing disk does not flood it.
     last_error: Option<String>,
+    /// The sequence number of this node's next event.
+    next_seq: u64,
+    /// Where the events of shipped classes go, besides the segments.
+    tap: Option<Box<dyn Tap>>,
+}
+
+/// Receives this node's events of the shipped classes, in sequence order, on the log writer
+/// thread (so it must not block for long: the writer's channel fills and the layer drops).
+pub trait Tap: Send {
+    /// One event of a shipped class, with its sequence number.
+    fn event(&mut self, event: &Event);
+
+    /// The writer flushed its own files: the tap may flush its buffers too.
+    fn flush(&mut self) {}
 }
 
 impl Engine {
@@ -81,7 +95,83 @@ impl Engine {
             stdout,
             pending: Vec::new(),
             last_error: None,
+            next_seq: 1,
+            tap: None,
         }
+    }
+
+    /// Sets (or removes) the tap; returns the previous one.
+    pub(crate) fn set_tap(&mut self, tap: Option<Box<dyn Tap>>) -> Option<Box<dyn Tap>> {
+        std::mem::replace(&mut self.tap, tap)
+    }
+
+    /// Records one of this node's own events: gives it the next sequence number, writes it if
+    /// its class is open and hands it to the tap if the class is shipped. An event of a class
+    /// that is neither (closed since the layer took it) is dropped without using a number.
+    pub(crate) fn record(&mut self, mut event: Event) {
+        let shipped = self.shared.is_shipped(event.class);
+        if !self.state(event.class).open && !shipped {
+            return;
+        }
+        event.seq = self.next_seq;
+        self.next_seq += 1;
+        self.write_event(&event);
+        if shipped {
+            if let Some(tap) = &mut self.tap {
+                tap.event(&event);
+            }
+        }
+    }
+
+    /// Writes another node's event as it is (its node, epoch, sequence and time kept), whether
+    /// or not its class is open here; returns the segment append's error, so that a caller
+    /// acknowledging the event knows it is not written. Redirect errors are only reported.
+    pub(crate) fn write_foreign(&mut self, event: &Event) -> Result<(), LogError> {
+        let (dir, max_bytes, max_files) = (
+            class_dir(&self.dir, event.class),
+            self.max_bytes,
+            self.max_files,
+        );
+        let st = self.state(event.class);
+        if st.log.is_none() {
+            let (log, recovery) = SegmentLog::open(&dir, max_bytes, max_files)?;
+            st.log = Some(log);
+            if let Some(rec) = recovery {
+                self.recovered(event.class, &rec);
+            }
+        }
+        let st = self.state(event.class);
+        let appended = match &mut st.log {
+            Some(log) => log.append(event),
+            None => Ok(()),
+        };
+        match appended {
+            Ok(()) => st.events += 1,
+            // Too large or not encodable: it can never be written, so refusing it would make
+            // the sender resend it forever; it is reported and skipped instead.
+            Err(e @ LogError::Event(_)) => {
+                self.report(Err(e));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        let redirected = self.redirect(event);
+        self.report(redirected);
+        Ok(())
+    }
+
+    /// Flushes the segments of `classes` to the OS, returning the first error.
+    pub(crate) fn flush_classes(&mut self, classes: &[Class]) -> Result<(), LogError> {
+        let mut first = Ok(());
+        for class in classes {
+            if let Some(log) = &mut self.state(*class).log {
+                let r = log.flush();
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+        }
+        first
     }
 
     fn state(&mut self, class: Class) -> &mut ClassState {
@@ -166,7 +256,8 @@ impl Engine {
         }
     }
 
-    /// Writes one event to its class's segments and redirect; closed classes ignore it.
+    /// Writes one event as it is to its class's segments and redirect; closed classes ignore
+    /// it.
     pub(crate) fn write_event(&mut self, event: &Event) {
         let st = self.state(event.class);
         if !st.open {
@@ -179,9 +270,15 @@ impl Engine {
         if appended.is_ok() {
             st.events += 1;
         }
-        // Taken for the write and put back: no copy of a prefix per event.
-        let redirect = std::mem::take(&mut st.redirect);
         self.report(appended);
+        let redirected = self.redirect(event);
+        self.report(redirected);
+    }
+
+    /// Copies an event to its class's redirect.
+    fn redirect(&mut self, event: &Event) -> Result<(), LogError> {
+        // Taken for the write and put back: no copy of a prefix per event.
+        let redirect = std::mem::take(&mut self.state(event.class).redirect);
         let redirected = match &redirect {
             Redirect::None => Ok(()),
             Redirect::Stdout => {
@@ -197,14 +294,14 @@ impl Engine {
             },
         };
         self.state(event.class).redirect = redirect;
-        self.report(redirected);
+        redirected
     }
 
     /// Writes the engine's own pending warnings (recoveries, drop reports).
     pub(crate) fn write_pending(&mut self) {
         for event in std::mem::take(&mut self.pending) {
-            if self.state(Class::Warning).open {
-                self.write_event(&event);
+            if self.state(Class::Warning).open || self.shared.is_shipped(Class::Warning) {
+                self.record(event);
             } else {
                 // Never lost silently: the warning class is closed, so say it on stderr.
                 eprintln!("{}", format_line(&event));
@@ -262,6 +359,9 @@ impl Engine {
             results.push(w.flush());
         }
         results.push(self.flush_stdout_inner());
+        if let Some(tap) = &mut self.tap {
+            tap.flush();
+        }
         for r in results {
             self.report(r);
         }

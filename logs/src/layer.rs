@@ -45,8 +45,8 @@ impl<S: Subscriber> Layer<S> for EventLayer {
         match class_of_target(metadata.target()) {
             // A closed class's callsites are off until it opens (opening and closing rebuild
             // tracing's interest cache), so they cost one load of a cached answer.
-            Some(class) if !self.shared.is_open(class) => Interest::never(),
-            // An open class is asked again at every event: a full channel drops it there.
+            Some(class) if !self.shared.is_wanted(class) => Interest::never(),
+            // A wanted class is asked again at every event: a full channel drops it there.
             Some(_) => Interest::sometimes(),
             None => Interest::always(),
         }
@@ -56,7 +56,7 @@ impl<S: Subscriber> Layer<S> for EventLayer {
         let Some(class) = class_of_target(metadata.target()) else {
             return true;
         };
-        if !self.shared.is_open(class) {
+        if !self.shared.is_wanted(class) {
             return false;
         }
         if self.shared.is_full() {
@@ -72,7 +72,7 @@ impl<S: Subscriber> Layer<S> for EventLayer {
         let Some(class) = class_of_target(event.metadata().target()) else {
             return;
         };
-        if !self.shared.is_open(class) {
+        if !self.shared.is_wanted(class) {
             return;
         }
         if self.shared.is_full() {

@@ -10,12 +10,17 @@
 //! redirects classes at run time, lists them and dumps them to text; [`dump_dir`] reads the
 //! segments directly, node running or not.
 //!
-//! Every event gets the next number of one per-node counter when the layer takes it; an event
-//! dropped because the channel was full leaves a gap (losses stay countable), and is counted
-//! and reported by a `warning` event once the channel drains. Closed classes are disabled for
+//! Every event gets the next number of one per-node counter when the writer records it, so
+//! numbers follow the order of the segments and of the tap; an event dropped because the
+//! channel was full is counted and reported by a `warning` event once the channel drains. Closed classes are disabled for
 //! the whole `tracing` subscriber, so other layers (a `fmt` layer, say) do not see them either.
 //!
-//! What it is not: it does not ship events to the monitor, index or search them, parse
+//! For shipping, the classes chosen with [`LogHandle::ship`] are taken by the layer even when
+//! they are closed here, and the writer hands each of their events, numbered, to a [`Tap`]
+//! (the node's shipper spools them). On the monitor, [`LogHandle::write_events`] writes other
+//! nodes' events as they are, through the same segments and redirects.
+//!
+//! What it is not: it does not talk to the monitor, index or search them, parse
 //! settings or commands, or print non-class `tracing` events (other layers do that).
 
 mod daily;
@@ -48,8 +53,8 @@ use std::time::Duration;
 pub use fubar_logproto::{Class, Event};
 
 pub use daily::daily_path;
-pub use dump::{class_dir, dump_dir, dump_file_name, DumpReport};
-pub use engine::ClassStatus;
+pub use dump::{class_dir, dump_dir, dump_file_name, high_water_marks, DumpReport};
+pub use engine::{ClassStatus, Tap};
 pub use error::LogError;
 pub use layer::{class_of_target, EventLayer};
 pub use redirect::{Redirect, MAX_PREFIX_LEN};
@@ -272,6 +277,52 @@ impl LogHandle {
         let _ = thread.join();
     }
 
+    /// Writes other nodes' events as they are (node, epoch, sequence and time kept) to their
+    /// classes' segments (open here or not) and redirects, and flushes the segments to the OS
+    /// before returning: on `Ok`, every event is in a segment. On `Err`, some may be.
+    ///
+    /// For the monitor, which acknowledges a batch once this returns. An event too large for
+    /// a segment record is reported on stderr and skipped, not refused.
+    pub fn write_events(&self, events: &[Event]) -> Result<(), LogError> {
+        self.check_running()?;
+        let mut eng = lock(&self.inner.engine);
+        let mut classes: Vec<Class> = Vec::new();
+        let mut result = Ok(());
+        for event in events {
+            if !classes.contains(&event.class) {
+                classes.push(event.class);
+            }
+            result = eng.write_foreign(event);
+            if result.is_err() {
+                break;
+            }
+        }
+        let flushed = eng.flush_classes(&classes);
+        eng.write_pending();
+        result.and(flushed)
+    }
+
+    /// Ships a class or stops shipping it: its events go to the tap (numbered like the
+    /// others), whether or not the class is open here. Decided when the writer records an
+    /// event: events already in the channel follow the new choice.
+    pub fn ship(&self, class: Class, on: bool) {
+        self.inner.shared.set_shipped(class, on);
+    }
+
+    /// The classes shipped now.
+    pub fn shipped(&self) -> Vec<Class> {
+        Class::ALL
+            .into_iter()
+            .filter(|c| self.inner.shared.is_shipped(*c))
+            .collect()
+    }
+
+    /// Sets the tap that receives the shipped classes' events (`None` removes it; events of
+    /// shipped classes are then passed over). Returns the previous tap.
+    pub fn set_tap(&self, tap: Option<Box<dyn Tap>>) -> Option<Box<dyn Tap>> {
+        lock(&self.inner.engine).set_tap(tap)
+    }
+
     /// Events dropped because the channel was full, since start.
     pub fn dropped(&self) -> u64 {
         self.inner.shared.dropped_total()
@@ -282,3 +333,6 @@ impl LogHandle {
 pub fn has_class_segments(log_dir: &Path, class: Class) -> Result<bool, LogError> {
     has_segments(log_dir, class)
 }
+
+#[cfg(test)]
+mod ship_tests;

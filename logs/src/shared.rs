@@ -15,8 +15,8 @@ pub(crate) struct Shared {
     pub(crate) epoch: u64,
     /// Bit `class.index()` set when the class is open.
     open: AtomicU16,
-    /// The next sequence number.
-    seq: AtomicU64,
+    /// Bit `class.index()` set when the class is shipped to the monitor (through the tap).
+    shipped: AtomicU16,
     /// Events dropped because the channel was full since start, per class.
     dropped: [AtomicU64; Class::ALL.len()],
     /// `dropped` as the last warning event reported it (the writer's alone).
@@ -35,37 +35,54 @@ impl Shared {
             node,
             epoch,
             open: AtomicU16::new(0),
-            seq: AtomicU64::new(1),
+            shipped: AtomicU16::new(0),
             dropped: Default::default(),
             reported: Default::default(),
         }
     }
 
-    /// Whether events of `class` are being recorded.
-    pub(crate) fn is_open(&self, class: Class) -> bool {
-        self.open.load(Ordering::Relaxed) & bit(class) != 0
+    /// Whether events of `class` go to the tap (shipped to the monitor).
+    pub(crate) fn is_shipped(&self, class: Class) -> bool {
+        self.shipped.load(Ordering::Relaxed) & bit(class) != 0
+    }
+
+    /// Whether the layer should take events of `class`: recorded here, shipped, or both.
+    pub(crate) fn is_wanted(&self, class: Class) -> bool {
+        (self.open.load(Ordering::Relaxed) | self.shipped.load(Ordering::Relaxed)) & bit(class) != 0
     }
 
     /// Marks `class` open or closed for the layer.
     pub(crate) fn set_open(&self, class: Class, open: bool) {
-        let before = if open {
-            self.open.fetch_or(bit(class), Ordering::Relaxed)
+        self.set_bit(&self.open, class, open);
+    }
+
+    /// Marks `class` shipped or not.
+    pub(crate) fn set_shipped(&self, class: Class, shipped: bool) {
+        self.set_bit(&self.shipped, class, shipped);
+    }
+
+    fn set_bit(&self, bits: &AtomicU16, class: Class, on: bool) {
+        let wanted = self.is_wanted(class);
+        if on {
+            bits.fetch_or(bit(class), Ordering::Relaxed);
         } else {
-            self.open.fetch_and(!bit(class), Ordering::Relaxed)
-        };
-        if (before & bit(class) != 0) != open {
+            bits.fetch_and(!bit(class), Ordering::Relaxed);
+        }
+        if self.is_wanted(class) != wanted {
             // The layer's answer to `register_callsite` changed for this class's callsites.
             tracing::callsite::rebuild_interest_cache();
         }
     }
 
-    /// Closes every class (at shutdown).
+    /// Closes every class and stops shipping (at shutdown).
     pub(crate) fn close_all(&self) {
         self.open.store(0, Ordering::Relaxed);
+        self.shipped.store(0, Ordering::Relaxed);
         tracing::callsite::rebuild_interest_cache();
     }
 
-    /// A new event of this node, stamped now with the next sequence number.
+    /// A new event of this node, stamped now; the writer gives it its sequence number, so
+    /// numbers follow the order of recording and shipping exactly.
     pub(crate) fn event(
         &self,
         class: Class,
@@ -75,7 +92,7 @@ impl Shared {
         Event {
             node: self.node.clone(),
             epoch: self.epoch,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            seq: 0,
             time_us: now_us(),
             class,
             message,

@@ -94,7 +94,7 @@ pub(crate) fn run(
             match msg {
                 Msg::Event(event) => {
                     shared.dequeued();
-                    eng.write_event(&event);
+                    eng.record(event);
                     budget.spend();
                 }
                 Msg::Flush(reply) => {

@@ -1,5 +1,26 @@
-//! The monitor: the cluster's central log collector.
+//! The monitor: the cluster's central log collector, and the node's side of its link.
 //!
-//! This crate will own the QUIC endpoint that accepts event batches from nodes, deduplicates
-//! them, writes them through `fubar-logs`, feeds the tantivy index, and answers search and tail
-//! requests.
+//! - [`server`]: the QUIC endpoint that accepts event batches from nodes (ALPN
+//!   `fubar-log/1`), checks membership (a node certificate of the cluster CA, or the cluster
+//!   [`cookie`] proven over a fresh nonce), drops resent events ([`dedup`]), writes the new
+//!   ones through a [`sink::EventSink`] (the log engine's segments and redirects), acknowledges
+//!   what is durable, and keeps per-node [`stats`].
+//! - [`shipper`]: what a node runs: a bounded on-disk spool fed by the log engine's tap, and
+//!   a client that ships it, resending what was not acknowledged after a reconnection.
+//!
+//! Every limit and default is in [`config`]. Still to come here: feeding the tantivy index,
+//! answering search and tail requests.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod cookie;
+pub mod dedup;
+mod error;
+pub mod server;
+pub mod shipper;
+pub mod sink;
+pub mod stats;
+mod wire;
+
+pub use error::MonitorError;

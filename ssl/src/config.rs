@@ -15,6 +15,9 @@ use crate::{ClientVerify, SslError};
 pub(crate) const ALL_VERSIONS: &[&SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// TLS 1.3 only: QUIC (RFC 9001) runs on nothing older.
+pub(crate) const TLS13_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
 /// The files and client policy of a TLS listener (settings `ssl.certfile`, `ssl.keyfile`,
 /// `ssl.cafile`, `ssl.verify`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,29 @@ pub fn server_config(
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, SslError> {
     server_config_with_versions(files, alpn, ALL_VERSIONS)
+}
+
+/// Builds a TLS 1.3 server configuration for a QUIC endpoint (the monitor's log link, the
+/// cluster links) from `files`, offering `alpn`.
+///
+/// With [`ClientVerify::Optional`] a peer may come without a certificate (and prove itself
+/// another way, with the cluster cookie); one it sends must chain to `files.cafile`.
+pub fn quic_server_config(
+    files: &ServerTlsFiles,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, SslError> {
+    server_config_with_versions(files, alpn, TLS13_ONLY)
+}
+
+/// Builds a TLS 1.3 client configuration for a QUIC link: trusts the CAs in `cafile`, offers
+/// `alpn`, and presents `client_cert` = (certificate file, key file) when given (a node
+/// certificate from `fubar ssl new-certs --node NAME`).
+pub fn quic_client_config(
+    cafile: Option<&Path>,
+    client_cert: Option<(&Path, &Path)>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, SslError> {
+    client_config_with_versions(cafile, client_cert, alpn, TLS13_ONLY)
 }
 
 /// [`server_config`] restricted to some protocol versions (tests pin TLS 1.2 with it).

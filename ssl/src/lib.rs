@@ -4,6 +4,8 @@
 //!   or required client certificates checked against a CA file).
 //! - [`client_config`] builds the configuration of fubar's own clients (pub, sub, bench) and,
 //!   later, of the cluster and monitor QUIC links, which use the same CA material.
+//! - [`quic_server_config`] and [`quic_client_config`] are the same, TLS 1.3 only, for QUIC
+//!   endpoints (the monitor's log link).
 //! - [`new_certs`] makes a CA and the server, client and node certificates it signs, as
 //!   `fubar ssl new-certs` does; no OpenSSL is involved.
 //! - [`peer_common_name`] reads the subject CN of a peer's certificate (the MQTT user name
@@ -25,7 +27,9 @@ mod verify;
 mod tests;
 
 pub use certs::{new_certs, peer_common_name, NewCerts, DEFAULT_DAYS};
-pub use config::{client_config, server_config, ServerTlsFiles};
+pub use config::{
+    client_config, quic_client_config, quic_server_config, server_config, ServerTlsFiles,
+};
 pub use error::SslError;
 pub use verify::ClientVerify;
 

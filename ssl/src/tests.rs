@@ -13,8 +13,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{client_config_with_versions, server_config_with_versions, ALL_VERSIONS};
 use crate::{
-    client_config, install_crypto_provider, new_certs, peer_common_name, server_config,
-    ClientVerify, NewCerts, ServerTlsFiles, SslError,
+    client_config, install_crypto_provider, new_certs, peer_common_name, quic_client_config,
+    quic_server_config, server_config, ClientVerify, NewCerts, ServerTlsFiles, SslError,
 };
 
 const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
@@ -660,4 +660,30 @@ fn installing_the_provider_twice_is_harmless() {
     install_crypto_provider();
     install_crypto_provider();
     assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+}
+
+#[tokio::test]
+async fn quic_configs_speak_tls13_only() {
+    let tmp = certs_with_alice();
+    let dir = tmp.path();
+    let server = quic_server_config(
+        &server_files(dir, ClientVerify::Optional),
+        &[b"fubar-log/1"],
+    )
+    .unwrap();
+    assert_eq!(server.alpn_protocols, [b"fubar-log/1".to_vec()]);
+    let out = handshake(server.clone(), client_as(dir, None, TLS12), "localhost").await;
+    assert!(out.client.is_err(), "a TLS 1.2 client is refused");
+    let (cert, key) = alice(dir);
+    let client = quic_client_config(
+        Some(&dir.join("cacert.pem")),
+        Some((&cert, &key)),
+        &[b"fubar-log/1"],
+    )
+    .unwrap();
+    let out = handshake(server, client, "localhost").await;
+    out.client.unwrap();
+    let view = out.server.unwrap();
+    assert_eq!(view.version, Some(ProtocolVersion::TLSv1_3));
+    assert_eq!(view.cn.as_deref(), Some("alice"));
 }

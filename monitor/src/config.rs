@@ -1,0 +1,123 @@
+//! Every limit and default of the log link, in one place (the settings file will map onto
+//! these structs).
+
+use std::time::Duration;
+
+use fubar_logproto::Class;
+
+/// Largest frame body the monitor reads by default, bytes (a batch is one frame).
+pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
+/// Most events the monitor takes in one batch by default.
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
+/// Most `lost` ranges one batch may carry.
+pub const MAX_LOST_RANGES: usize = 64;
+/// Connections the monitor serves at once by default; more are refused at accept.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Time a peer has for TLS, `Hello` and the cookie proof, by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A link with no traffic at all for this long is dead (QUIC idle timeout); nodes send
+/// keep-alives at a third of it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Nodes whose statistics and duplicate filters the monitor keeps; the longest-silent
+/// disconnected node is forgotten beyond it.
+pub const DEFAULT_MAX_NODES: usize = 4096;
+/// Boot epochs per node whose duplicate filters are kept (a node's spool may still hold
+/// events of its previous boots).
+pub const MAX_EPOCHS_PER_NODE: usize = 8;
+/// Classes shipped by every node unless the monitor is told otherwise (`log collect`): the
+/// ones an operator searches; packet, protocol and debug are heavy and stay local.
+pub const DEFAULT_COLLECT: [Class; 6] = [
+    Class::Access,
+    Class::Resource,
+    Class::Info,
+    Class::Warning,
+    Class::Error,
+    Class::Trace,
+];
+
+/// The default bound of a node's on-disk spool, bytes.
+pub const DEFAULT_SPOOL_BYTES: u64 = 256 << 20;
+/// Spool files per spool by default (the spool drops a whole file, the oldest, on overflow).
+pub const DEFAULT_SPOOL_FILES: u64 = 16;
+/// Events per batch a node sends by default.
+pub const DEFAULT_BATCH_EVENTS: usize = 2_000;
+/// Bytes of events per batch a node sends by default.
+pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
+/// Batches a node sends ahead of their acknowledgements by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+/// First wait before reconnecting to the monitor.
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between reconnection attempts.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The monitor's limits on each link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkLimits {
+    /// Largest frame body read, bytes; a longer one closes that connection.
+    pub max_frame: usize,
+    /// Most events in one batch; more closes that connection.
+    pub max_batch_events: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time for TLS, `Hello` and the proof.
+    pub handshake_timeout: Duration,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// Nodes remembered (statistics, duplicate filters).
+    pub max_nodes: usize,
+}
+
+impl Default for LinkLimits {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_nodes: DEFAULT_MAX_NODES,
+        }
+    }
+}
+
+impl LinkLimits {
+    /// Bytes QUIC may buffer per stream and per connection before the peer must wait: one
+    /// full frame and its header, plus one more, so a pipelining node is not stalled while
+    /// the monitor writes the previous batch.
+    pub fn receive_window(&self) -> u64 {
+        2 * (self.max_frame as u64 + 4)
+    }
+}
+
+/// How a node ships its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipperLimits {
+    /// Most events per batch (the monitor's `Welcome` may lower it).
+    pub batch_events: usize,
+    /// Most event bytes per batch (kept under the monitor's frame limit).
+    pub batch_bytes: usize,
+    /// Batches sent ahead of their acknowledgements.
+    pub max_in_flight: usize,
+    /// First wait before reconnecting; doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+    /// Time for the connection and the membership proof.
+    pub connect_timeout: Duration,
+    /// QUIC idle timeout (keep-alives at a third of it).
+    pub idle_timeout: Duration,
+}
+
+impl Default for ShipperLimits {
+    fn default() -> Self {
+        Self {
+            batch_events: DEFAULT_BATCH_EVENTS,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            backoff_min: DEFAULT_BACKOFF_MIN,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            connect_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}

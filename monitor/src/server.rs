@@ -1,0 +1,318 @@
+//! The monitor's QUIC endpoint: accepts nodes' links, checks membership, takes their batches
+//! through the duplicate filter into the sink, acknowledges what is durable, and keeps
+//! per-node statistics.
+
+mod connection;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use fubar_logproto::Class;
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Connection, Endpoint, IdleTimeout, TransportConfig, VarInt};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::config::{LinkLimits, DEFAULT_COLLECT};
+use crate::cookie::Cookie;
+use crate::dedup::NodeDedup;
+use crate::shipper::MAX_SPOOL_ENTRY;
+use crate::sink::EventSink;
+use crate::stats::{NodeLive, NodeStats};
+use crate::MonitorError;
+
+/// The smallest frame limit accepted: the largest shipped event must fit in one batch.
+pub const MIN_MAX_FRAME: usize = MAX_SPOOL_ENTRY + (128 << 10);
+
+/// How the monitor's endpoint starts.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind (port 0 picks one).
+    pub bind: SocketAddr,
+    /// Limits per link.
+    pub limits: LinkLimits,
+    /// Classes the nodes ship at start.
+    pub collect: Vec<Class>,
+    /// Highest sequence numbers already in the segments per (node, epoch)
+    /// (`fubar_logs::high_water_marks`), so resends after a monitor restart are recognised.
+    pub high_water: BTreeMap<(String, u64), u64>,
+}
+
+impl ServerConfig {
+    /// The defaults, on `bind`.
+    pub fn new(bind: SocketAddr) -> Self {
+        Self {
+            bind,
+            limits: LinkLimits::default(),
+            collect: DEFAULT_COLLECT.to_vec(),
+            high_water: BTreeMap::new(),
+        }
+    }
+}
+
+/// The running endpoint; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MonitorServer {
+    inner: Arc<Inner>,
+}
+
+/// One node the monitor knows.
+struct NodeEntry {
+    /// Held across plan, write and commit, so one node's batches are written one at a time
+    /// even if an old link of it is still draining.
+    dedup: Arc<tokio::sync::Mutex<NodeDedup>>,
+    live: NodeLive,
+    /// The link in use: its `stable_id` and handle.
+    conn: Option<(usize, Connection)>,
+}
+
+pub(crate) struct Inner {
+    endpoint: Endpoint,
+    limits: LinkLimits,
+    cookie: Option<Cookie>,
+    sink: Arc<dyn EventSink>,
+    nodes: Mutex<HashMap<String, NodeEntry>>,
+    /// Per class (by `Class::index`), whether nodes ship it.
+    collect: watch::Sender<[bool; Class::ALL.len()]>,
+    refused: AtomicU64,
+    connections: Arc<Semaphore>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorServer")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MonitorServer {
+    /// Binds the endpoint and starts accepting (needs a tokio runtime).
+    ///
+    /// `tls` is a TLS 1.3 server configuration offering `LOG_ALPN`
+    /// (`fubar_ssl::quic_server_config`). A node is a member if it presents a certificate of
+    /// the cluster CA whose CN is its name (the configuration must then ask for client
+    /// certificates), or proves `cookie`. `sink` writes the events (the log engine).
+    pub fn start(
+        config: ServerConfig,
+        tls: Arc<rustls::ServerConfig>,
+        cookie: Option<Cookie>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Self, MonitorError> {
+        let limits = config.limits.clone();
+        check_limits(&limits)?;
+        let crypto =
+            QuicServerConfig::try_from(tls).map_err(|e| MonitorError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(transport(&limits)?));
+        let endpoint =
+            Endpoint::server(server, config.bind).map_err(|source| MonitorError::Net {
+                op: "bind the monitor's UDP socket",
+                source,
+            })?;
+        let mut collect = [false; Class::ALL.len()];
+        for class in &config.collect {
+            collect[class.index()] = true;
+        }
+        let now = Instant::now();
+        let mut nodes: HashMap<String, NodeEntry> = HashMap::new();
+        for ((node, epoch), upto) in &config.high_water {
+            let entry = nodes
+                .entry(node.clone())
+                .or_insert_with(|| NodeEntry::new(now));
+            if let Ok(mut dedup) = entry.dedup.try_lock() {
+                dedup.seed(*epoch, *upto);
+            }
+        }
+        let inner = Arc::new(Inner {
+            endpoint: endpoint.clone(),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            limits,
+            cookie,
+            sink,
+            nodes: Mutex::new(nodes),
+            collect: watch::channel(collect).0,
+            refused: AtomicU64::new(0),
+            accept: Mutex::new(None),
+        });
+        let task = tokio::spawn(accept_loop(Arc::clone(&inner)));
+        *lock(&inner.accept) = Some(task);
+        Ok(Self { inner })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, MonitorError> {
+        self.inner
+            .endpoint
+            .local_addr()
+            .map_err(|source| MonitorError::Net {
+                op: "read the monitor's address",
+                source,
+            })
+    }
+
+    /// Every known node's statistics, by name.
+    pub fn stats(&self) -> Vec<NodeStats> {
+        let now = Instant::now();
+        let mut nodes = lock(&self.inner.nodes);
+        let mut all: Vec<NodeStats> = nodes
+            .iter_mut()
+            .map(|(name, e)| e.live.snapshot(name, now))
+            .collect();
+        all.sort_by(|a, b| a.node.cmp(&b.node));
+        all
+    }
+
+    /// Peers refused (not members, too many connections) since start.
+    pub fn refused(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+
+    /// Turns shipping of `class` on or off on every node, connected now or later.
+    pub fn set_collect(&self, class: Class, on: bool) {
+        self.inner.collect.send_modify(|c| c[class.index()] = on);
+    }
+
+    /// The classes the nodes ship.
+    pub fn collected(&self) -> Vec<Class> {
+        let c = *self.inner.collect.borrow();
+        Class::ALL.into_iter().filter(|k| c[k.index()]).collect()
+    }
+
+    /// Closes a node's link, if it has one (it reconnects and resends what was not acked).
+    pub fn disconnect(&self, node: &str) -> bool {
+        let conn = lock(&self.inner.nodes)
+            .get(node)
+            .and_then(|e| e.conn.as_ref().map(|(_, c)| c.clone()));
+        conn.map(|c| c.close(VarInt::from_u32(3), b"disconnected"))
+            .is_some()
+    }
+
+    /// Stops accepting, closes every link and waits (a little) for them to go.
+    pub async fn shutdown(&self) {
+        if let Some(task) = lock(&self.inner.accept).take() {
+            task.abort();
+        }
+        self.inner.endpoint.close(VarInt::from_u32(0), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
+    }
+}
+
+impl NodeEntry {
+    fn new(now: Instant) -> Self {
+        Self {
+            dedup: Arc::new(tokio::sync::Mutex::new(NodeDedup::default())),
+            live: NodeLive::new(now),
+            conn: None,
+        }
+    }
+}
+
+impl Inner {
+    /// Makes `conn` the link of `node` (closing an older one); `None` if the node table is
+    /// full of connected nodes.
+    fn register(
+        &self,
+        node: &str,
+        conn: &Connection,
+    ) -> Option<Arc<tokio::sync::Mutex<NodeDedup>>> {
+        let now = Instant::now();
+        let mut nodes = lock(&self.nodes);
+        if !nodes.contains_key(node) && nodes.len() >= self.limits.max_nodes {
+            // Forget the longest-silent node that is not connected.
+            let oldest = nodes
+                .iter()
+                .filter(|(_, e)| e.conn.is_none())
+                .min_by_key(|(_, e)| e.live.last_seen)
+                .map(|(n, _)| n.clone())?;
+            nodes.remove(&oldest);
+        }
+        let entry = nodes
+            .entry(node.to_owned())
+            .or_insert_with(|| NodeEntry::new(now));
+        if let Some((_, old)) = entry.conn.replace((conn.stable_id(), conn.clone())) {
+            old.close(VarInt::from_u32(2), b"superseded");
+        }
+        entry.live.connected = true;
+        entry.live.peer = Some(conn.remote_address());
+        entry.live.last_seen = now;
+        Some(Arc::clone(&entry.dedup))
+    }
+
+    /// The link `conn` of `node` has ended.
+    fn unregister(&self, node: &str, conn: &Connection) {
+        let mut nodes = lock(&self.nodes);
+        if let Some(entry) = nodes.get_mut(node) {
+            if entry
+                .conn
+                .as_ref()
+                .is_some_and(|(id, _)| *id == conn.stable_id())
+            {
+                entry.conn = None;
+                entry.live.connected = false;
+                entry.live.last_seen = Instant::now();
+            }
+        }
+    }
+
+    /// Runs `f` on a node's live statistics.
+    fn with_live(&self, node: &str, f: impl FnOnce(&mut NodeLive)) {
+        if let Some(entry) = lock(&self.nodes).get_mut(node) {
+            f(&mut entry.live);
+        }
+    }
+}
+
+fn check_limits(limits: &LinkLimits) -> Result<(), MonitorError> {
+    let bad = if limits.max_frame < MIN_MAX_FRAME {
+        format!("max_frame must be at least {MIN_MAX_FRAME} bytes")
+    } else if limits.max_frame > u32::MAX as usize {
+        "max_frame must fit in 32 bits".to_owned()
+    } else if limits.max_batch_events == 0 || limits.max_connections == 0 {
+        "max_batch_events and max_connections must be at least 1".to_owned()
+    } else if limits.max_nodes < limits.max_connections {
+        "max_nodes must be at least max_connections".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(MonitorError::BadConfig(bad))
+}
+
+/// QUIC transport limits: one stream per link, flow-control windows sized to the frame limit.
+fn transport(limits: &LinkLimits) -> Result<TransportConfig, MonitorError> {
+    let window = VarInt::from_u64(limits.receive_window())
+        .map_err(|_| MonitorError::BadConfig("max_frame too large".into()))?;
+    let idle = IdleTimeout::try_from(limits.idle_timeout)
+        .map_err(|e| MonitorError::BadConfig(format!("idle timeout: {e}")))?;
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(window)
+        .receive_window(window)
+        .max_idle_timeout(Some(idle));
+    Ok(t)
+}
+
+async fn accept_loop(inner: Arc<Inner>) {
+    while let Some(incoming) = inner.endpoint.accept().await {
+        let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
+            connection::refusal(
+                &inner,
+                incoming.remote_address(),
+                None,
+                "too many connections",
+            );
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(connection::run(Arc::clone(&inner), incoming, permit));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

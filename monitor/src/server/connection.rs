@@ -1,0 +1,300 @@
+//! One node's link at the monitor: handshake and membership proof, then batches and acks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fubar_logproto::link::{Batch, MonitorMsg, NodeMsg, BINDING_LABEL, BINDING_LEN, REFUSED};
+use fubar_logproto::{Class, Event};
+use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit};
+
+use super::Inner;
+use crate::cookie;
+use crate::dedup::{check_batch, NodeDedup};
+use crate::stats::BatchDone;
+use crate::wire::{is_malformed, write_frame, FrameReader};
+use crate::MonitorError;
+
+/// QUIC close code of a link refused or closed for a protocol violation.
+const CLOSE_REFUSED: u32 = 1;
+/// How long a refused peer is given to read the refusal.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// Why a link ended before or during its life.
+enum End {
+    /// Not a member (or could not say who it is): refused, with a warning.
+    Refused {
+        node: Option<String>,
+        reason: String,
+    },
+    /// Broke the protocol or the link failed after admission.
+    Failed { node: String, error: MonitorError },
+}
+
+/// A peer that got through the handshake.
+struct Admitted {
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    reader: FrameReader,
+    node: String,
+}
+
+/// Logs a refusal as a `warning` event and counts it.
+pub(super) fn refusal(inner: &Inner, peer: SocketAddr, node: Option<&str>, reason: &str) {
+    inner.refused.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        target: "warning",
+        peer = %peer,
+        node = node.unwrap_or("-"),
+        reason = %reason,
+        "log link refused"
+    );
+}
+
+/// Serves one incoming connection to its end.
+pub(super) async fn run(inner: Arc<Inner>, incoming: Incoming, _permit: OwnedSemaphorePermit) {
+    let peer = incoming.remote_address();
+    let admitted =
+        tokio::time::timeout(inner.limits.handshake_timeout, admit(&inner, incoming)).await;
+    let admitted = match admitted {
+        Ok(Ok(a)) => a,
+        Ok(Err(End::Refused { node, reason })) => {
+            refusal(&inner, peer, node.as_deref(), &reason);
+            return;
+        }
+        Ok(Err(End::Failed { node, error })) => {
+            tracing::info!(target: "info", peer = %peer, node = %node, reason = %error, "log link ended");
+            return;
+        }
+        Err(_) => {
+            refusal(&inner, peer, None, "handshake timed out");
+            return;
+        }
+    };
+    let node = admitted.node.clone();
+    let conn = admitted.conn.clone();
+    let Some(dedup) = inner.register(&node, &conn) else {
+        refusal(&inner, peer, Some(&node), "too many nodes");
+        conn.close(VarInt::from_u32(CLOSE_REFUSED), b"");
+        return;
+    };
+    if let Err(error) = serve(&inner, admitted, &dedup).await {
+        if is_malformed(&error) {
+            inner.with_live(&node, |l| l.rejected += 1);
+            tracing::warn!(
+                target: "warning",
+                peer = %peer,
+                node = %node,
+                reason = %error,
+                "log link closed: malformed traffic"
+            );
+            conn.close(VarInt::from_u32(CLOSE_REFUSED), b"malformed");
+        } else {
+            tracing::info!(target: "info", peer = %peer, node = %node, reason = %error, "log link ended");
+        }
+    }
+    inner.unregister(&node, &conn);
+}
+
+/// TLS, `Hello`, the membership proof, `Welcome`.
+async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
+    let refused = |node: Option<&str>, reason: String| End::Refused {
+        node: node.map(str::to_owned),
+        reason,
+    };
+    let conn = incoming
+        .await
+        .map_err(|e| refused(None, format!("TLS handshake failed: {e}")))?;
+    let (mut send, mut recv) = conn
+        .accept_bi()
+        .await
+        .map_err(|e| refused(None, format!("no stream: {e}")))?;
+    let mut reader = FrameReader::new(inner.limits.max_frame);
+    let hello = reader.next::<NodeMsg>(&mut recv).await;
+    let (node, epoch) = match hello {
+        Ok(Some(NodeMsg::Hello { node, epoch })) => (node, epoch),
+        other => {
+            conn.close(VarInt::from_u32(CLOSE_REFUSED), b"");
+            let reason = match other {
+                Err(e) => format!("bad Hello: {e}"),
+                Ok(_) => "the first frame is not Hello".into(),
+            };
+            return Err(refused(None, reason));
+        }
+    };
+    let proven = prove(
+        inner,
+        &conn,
+        &mut send,
+        &mut reader,
+        &mut recv,
+        &node,
+        epoch,
+    )
+    .await;
+    if let Err(reason) = proven {
+        // Generic: a non-member learns nothing of why.
+        let refusal = MonitorMsg::Refused {
+            reason: REFUSED.into(),
+        };
+        if write_frame(&mut send, &refusal).await.is_ok() && send.finish().is_ok() {
+            let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+        }
+        conn.close(VarInt::from_u32(CLOSE_REFUSED), b"");
+        return Err(refused(Some(&node), reason));
+    }
+    let welcome = MonitorMsg::Welcome {
+        max_frame: u32::try_from(inner.limits.max_frame).unwrap_or(u32::MAX),
+        max_batch_events: u32::try_from(inner.limits.max_batch_events).unwrap_or(u32::MAX),
+    };
+    let failed = |error| End::Failed {
+        node: node.clone(),
+        error,
+    };
+    write_frame(&mut send, &welcome).await.map_err(failed)?;
+    Ok(Admitted {
+        conn,
+        send,
+        recv,
+        reader,
+        node,
+    })
+}
+
+/// The certificate or the cookie: `Err(reason)` for the warning if neither holds.
+async fn prove(
+    inner: &Inner,
+    conn: &Connection,
+    send: &mut SendStream,
+    reader: &mut FrameReader,
+    recv: &mut RecvStream,
+    node: &str,
+    epoch: u64,
+) -> Result<(), String> {
+    if let Some(cn) = certificate_name(conn) {
+        // rustls has checked the chain against the cluster CA.
+        return if cn == node {
+            Ok(())
+        } else {
+            Err(format!("certificate names {cn:?}, not this node"))
+        };
+    }
+    let Some(cookie) = &inner.cookie else {
+        return Err("no certificate, and no cookie is configured".into());
+    };
+    let nonce = cookie::nonce().map_err(|e| e.to_string())?;
+    write_frame(send, &MonitorMsg::Challenge { nonce })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mac = match reader.next::<NodeMsg>(recv).await {
+        Ok(Some(NodeMsg::Proof { mac })) => mac,
+        Ok(_) => return Err("no proof after the challenge".into()),
+        Err(e) => return Err(format!("bad proof frame: {e}")),
+    };
+    let mut binding = [0; BINDING_LEN];
+    conn.export_keying_material(&mut binding, BINDING_LABEL, b"")
+        .map_err(|_| "no TLS exporter".to_owned())?;
+    if cookie.verify(&binding, &nonce, node, epoch, &mac) {
+        Ok(())
+    } else {
+        Err("wrong cookie proof".into())
+    }
+}
+
+/// The CN of the peer's (CA-verified) certificate, if it sent one.
+fn certificate_name(conn: &Connection) -> Option<String> {
+    let chain = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    chain.first().and_then(|c| fubar_ssl::peer_common_name(c))
+}
+
+/// The admitted link: batches in, acks and `Collect` orders out.
+async fn serve(
+    inner: &Inner,
+    mut link: Admitted,
+    dedup: &AsyncMutex<NodeDedup>,
+) -> Result<(), MonitorError> {
+    let mut collect = inner.collect.subscribe();
+    let mut told = [None; Class::ALL.len()];
+    loop {
+        let wanted = *collect.borrow_and_update();
+        for class in Class::ALL {
+            let on = wanted[class.index()];
+            if told[class.index()] != Some(on) {
+                write_frame(&mut link.send, &MonitorMsg::Collect { class, on }).await?;
+                told[class.index()] = Some(on);
+            }
+        }
+        tokio::select! {
+            frame = link.reader.next::<NodeMsg>(&mut link.recv) => match frame? {
+                Some(NodeMsg::Batch(batch)) => {
+                    let (epoch, upto_seq) = take_batch(inner, &link.node, batch, dedup).await?;
+                    write_frame(&mut link.send, &MonitorMsg::Ack { epoch, upto_seq }).await?;
+                }
+                Some(other) => {
+                    return Err(MonitorError::Protocol(format!("unexpected {}", kind(&other))));
+                }
+                None => return Ok(()),
+            },
+            changed = collect.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn kind(msg: &NodeMsg) -> &'static str {
+    match msg {
+        NodeMsg::Hello { .. } => "Hello",
+        NodeMsg::Proof { .. } => "Proof",
+        NodeMsg::Batch(_) => "Batch",
+    }
+}
+
+/// Checks a batch, writes its fresh events through the sink and commits: returns the ack.
+async fn take_batch(
+    inner: &Inner,
+    node: &str,
+    mut batch: Batch,
+    dedup: &AsyncMutex<NodeDedup>,
+) -> Result<(u64, u64), MonitorError> {
+    check_batch(&batch, node, inner.limits.max_batch_events)?;
+    let mut filters = dedup.lock().await;
+    let plan = filters.tracker(batch.epoch).plan(&batch);
+    let fresh: Vec<Event> = batch.events.split_off(plan.fresh_from);
+    let newest_us = fresh.last().map(|e| e.time_us);
+    let count = fresh.len() as u64;
+    if !fresh.is_empty() {
+        let sink = Arc::clone(&inner.sink);
+        tokio::task::spawn_blocking(move || sink.write(&fresh))
+            .await
+            .map_err(|e| MonitorError::Stream(format!("sink task: {e}")))??;
+    }
+    filters.tracker(batch.epoch).commit(&plan);
+    let counts = filters.counts();
+    drop(filters);
+    let done = BatchDone {
+        epoch: batch.epoch,
+        upto: plan.upto,
+        fresh: count,
+        newest_us,
+        wall_us: now_us(),
+        counts,
+    };
+    inner.with_live(node, |l| l.on_batch(Instant::now(), done));
+    Ok((batch.epoch, plan.upto))
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,211 @@
+//! Membership: certificates and the cookie; non-members and bad frames.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fubar_logproto::frame::encode;
+use fubar_logproto::link::{MonitorMsg, NodeMsg, BINDING_LABEL, BINDING_LEN, REFUSED};
+use fubar_logproto::Class;
+use fubar_monitor::cookie::Cookie;
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream};
+use tracing_subscriber::layer::SubscriberExt as _;
+
+use crate::{free_addr, monitor_logs, seqs_of, wait_for, Monitor, Node, Pki, SECRET};
+
+fn cookie() -> Option<Cookie> {
+    Cookie::from_secret(SECRET)
+}
+
+#[tokio::test]
+async fn non_members_are_refused_with_a_warning_and_certificate_members_ship() {
+    let pki = Pki::new(&["n1@localhost", "n2@localhost"]);
+    let other_ca = Pki::new(&["n3@localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, layer) = monitor_logs(dir.path());
+    // The monitor's warnings are recorded by its own log engine.
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let monitor = Monitor::start(&pki, free_addr(), cookie(), dir.path(), logs, None);
+    let addr = monitor.addr();
+    let wrong = Cookie::from_secret(b"another cluster's cookie!!");
+    let bad_cookie = Node::start("bad@localhost", addr, pki.client_tls(None), wrong);
+    let foreign = Node::start(
+        "n3@localhost",
+        addr,
+        pki.client_tls(Some((&other_ca, "n3@localhost"))),
+        None,
+    );
+    // n1 presents n2's certificate (valid, but not its own) and no cookie.
+    let impostor = Node::start(
+        "n1@localhost",
+        addr,
+        pki.client_tls(Some((&pki, "n2@localhost"))),
+        None,
+    );
+    for node in [&bad_cookie, &foreign, &impostor] {
+        node.emit(1..=5);
+    }
+    // A member by certificate alone (the monitor has a cookie, it is not needed).
+    let member = Node::start(
+        "n2@localhost",
+        addr,
+        pki.client_tls(Some((&pki, "n2@localhost"))),
+        None,
+    );
+    member.emit(1..=5);
+    let server = monitor.server.clone();
+    wait_for("three refusals", || server.refused() >= 3).await;
+    wait_for("the member's events", || {
+        server
+            .stats()
+            .iter()
+            .any(|s| s.node == "n2@localhost" && s.upto_seq == 5)
+    })
+    .await;
+    let stats = bad_cookie.shipper.stats();
+    assert!(stats.refusals >= 1, "{stats:?}");
+    assert!(
+        stats.last_error.as_deref().unwrap_or("").contains(REFUSED),
+        "a generic refusal: {stats:?}"
+    );
+    wait_for("warnings written", || monitor.link_warnings().len() >= 3).await;
+    let warnings = monitor.link_warnings();
+    let find = |node: &str, reason: &str| {
+        warnings.iter().any(|w| {
+            w.field("node") == Some(node)
+                && w.field("peer").is_some()
+                && w.field("reason").is_some_and(|r| r.contains(reason))
+        })
+    };
+    assert!(find("bad@localhost", "wrong cookie proof"), "{warnings:#?}");
+    assert!(find("-", "TLS handshake failed"), "{warnings:#?}");
+    assert!(find("n1@localhost", "certificate names"), "{warnings:#?}");
+    let access = monitor.recorded(Class::Access);
+    assert_eq!(seqs_of(&access, "n2@localhost"), [1, 2, 3, 4, 5]);
+    assert_eq!(access.len(), 5, "nothing from non-members");
+    for node in [bad_cookie, foreign, impostor, member] {
+        node.shipper.shutdown().await;
+    }
+    monitor.server.shutdown().await;
+}
+
+/// A bare QUIC connection to the monitor, for sending what a shipper never would.
+async fn raw(pki: &Pki, addr: SocketAddr) -> (Endpoint, Connection, SendStream, RecvStream) {
+    let crypto = QuicClientConfig::try_from(pki.client_tls(None)).unwrap();
+    let mut endpoint = Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    (endpoint, conn, send, recv)
+}
+
+/// Waits for the monitor to close `conn`, returning its close code.
+async fn closed_by_monitor(conn: &Connection) -> u64 {
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("the monitor closes the connection");
+    match closed {
+        ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+        other => panic!("closed by {other:?}"),
+    }
+}
+
+/// Reads one monitor frame (the test's own, non-cancel-safe reader).
+async fn read_msg(recv: &mut RecvStream) -> MonitorMsg {
+    let mut header = [0; 4];
+    recv.read_exact(&mut header).await.unwrap();
+    let mut body = vec![0; u32::from_be_bytes(header) as usize];
+    recv.read_exact(&mut body).await.unwrap();
+    postcard::from_bytes(&body).unwrap()
+}
+
+/// A bare connection that proves the cookie by hand and is welcomed.
+async fn raw_member(pki: &Pki, addr: SocketAddr, node: &str) -> (Endpoint, Connection, SendStream) {
+    let (endpoint, conn, mut send, mut recv) = raw(pki, addr).await;
+    let hello = NodeMsg::Hello {
+        node: node.into(),
+        epoch: 3,
+    };
+    send.write_all(&encode(&hello).unwrap()).await.unwrap();
+    let MonitorMsg::Challenge { nonce } = read_msg(&mut recv).await else {
+        panic!("no challenge");
+    };
+    let mut binding = [0; BINDING_LEN];
+    conn.export_keying_material(&mut binding, BINDING_LABEL, b"")
+        .unwrap();
+    let mac = cookie().unwrap().prove(&binding, &nonce, node, 3);
+    send.write_all(&encode(&NodeMsg::Proof { mac }).unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        read_msg(&mut recv).await,
+        MonitorMsg::Welcome { .. }
+    ));
+    (endpoint, conn, send)
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_frames_close_only_their_connection() {
+    let pki = Pki::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, layer) = monitor_logs(dir.path());
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let monitor = Monitor::start(&pki, free_addr(), cookie(), dir.path(), logs, None);
+    let addr = monitor.addr();
+    let good = Node::start("n1@localhost", addr, pki.client_tls(None), cookie());
+    good.emit(1..=30);
+    let server = monitor.server.clone();
+    let acked = |n: u64| {
+        let server = server.clone();
+        move || {
+            server
+                .stats()
+                .iter()
+                .any(|s| s.node == "n1@localhost" && s.upto_seq == n)
+        }
+    };
+    wait_for("the first 30", acked(30)).await;
+
+    // Garbage instead of Hello.
+    let (_e1, c1, mut s1, _r1) = raw(&pki, addr).await;
+    s1.write_all(&[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'])
+        .await
+        .unwrap();
+    assert_eq!(closed_by_monitor(&c1).await, 1);
+    // A length far over the frame limit.
+    let (_e2, c2, mut s2, _r2) = raw(&pki, addr).await;
+    s2.write_all(&[0xff, 0xff, 0xff, 0xff, 0]).await.unwrap();
+    assert_eq!(closed_by_monitor(&c2).await, 1);
+    // A member (cookie proof made by hand) that sends garbage after its welcome.
+    let (_e3, c3, mut s3) = raw_member(&pki, addr, "n9@localhost").await;
+    s3.write_all(&[0, 0, 0, 3, 0xfe, 0xfe, 0xfe]).await.unwrap();
+    assert_eq!(closed_by_monitor(&c3).await, 1);
+
+    // The good node never noticed.
+    good.emit(31..=60);
+    wait_for("all 60", acked(60)).await;
+    let written = seqs_of(&monitor.recorded(Class::Access), "n1@localhost");
+    assert_eq!(written, (1..=60).collect::<Vec<_>>());
+    assert_eq!(good.shipper.stats().connects, 1);
+    wait_for("warnings written", || monitor.link_warnings().len() >= 3).await;
+    let warnings = monitor.link_warnings();
+    let reasons: Vec<&str> = warnings.iter().filter_map(|w| w.field("reason")).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("bad Hello: malformed")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("over the")),
+        "{reasons:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.message.contains("malformed traffic")
+                && w.field("node") == Some("n9@localhost")),
+        "{warnings:#?}"
+    );
+    good.shipper.shutdown().await;
+    monitor.server.shutdown().await;
+}
