@@ -60,9 +60,6 @@ pub(crate) mod name {
     pub(crate) const EVENT: &str = "event";
 }
 
-/// The `segment` of an event added without one: never removed by segment retention.
-const NO_SEGMENT: u64 = u64::MAX;
-
 /// What can go wrong with the index or the indexer.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -279,16 +276,16 @@ impl EventIndex {
     /// see the module docs.
     pub fn add(&self, event: &Event) -> Result<(), IndexError> {
         let body = postcard::to_allocvec(event).map_err(|e| IndexError::Encode(e.to_string()))?;
-        self.add_record(event, &body, NO_SEGMENT, &mut String::new())
+        self.add_record(event, &body, None, &mut String::new())
     }
 
-    /// Adds an event read from segment file `segment` whose postcard encoding is `body`;
-    /// `text` is a scratch buffer.
+    /// Adds an event whose postcard encoding is `body`, read from segment file `segment` (an
+    /// event from no segment is never removed by segment retention); `text` is scratch.
     pub(crate) fn add_record(
         &self,
         event: &Event,
         body: &[u8],
-        segment: u64,
+        segment: Option<u64>,
         text: &mut String,
     ) -> Result<(), IndexError> {
         let f = &self.fields;
@@ -305,7 +302,9 @@ impl EventIndex {
         }
         event_text(event, text);
         doc.add_text(f.text, text.as_str());
-        doc.add_u64(f.segment, segment);
+        if let Some(segment) = segment {
+            doc.add_u64(f.segment, segment);
+        }
         doc.add_bytes(f.event, body);
         self.writer()
             .add_document(doc)
@@ -392,6 +391,11 @@ impl EventIndex {
         self.reader.searcher().num_docs()
     }
 
+    /// Tantivy segments searched now (each search visits every one; merges reduce them).
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
     /// A searcher over the last commit.
     pub(crate) fn searcher(&self) -> Searcher {
         self.reader.searcher()
@@ -468,21 +472,23 @@ pub(crate) mod tests {
         for seq in 0..10 {
             let e = event("n1@h", Class::Access, seq, &[]);
             let body = postcard::to_allocvec(&e).unwrap();
-            index.add_record(&e, &body, seq / 5 + 1, &mut text).unwrap();
+            let segment = Some(seq / 5 + 1);
+            index.add_record(&e, &body, segment, &mut text).unwrap();
             let e = event("n1@h", Class::Error, seq, &[]);
-            index.add_record(&e, &body, seq / 5 + 1, &mut text).unwrap();
+            index.add_record(&e, &body, segment, &mut text).unwrap();
         }
+        index.add(&event("n1@h", Class::Access, 10, &[])).unwrap();
         index.commit().unwrap();
-        assert_eq!(index.num_docs(), 20);
+        assert_eq!(index.num_docs(), 21);
         index.delete_segments_before(Class::Access, 2).unwrap();
         index.commit().unwrap();
         assert_eq!(
             index.num_docs(),
-            15,
-            "access segment 1 is gone, error's stays"
+            16,
+            "access segment 1 is gone; error's, and the event of no segment, stay"
         );
         index.delete_before(T0 + 8).unwrap();
         index.commit().unwrap();
-        assert_eq!(index.num_docs(), 4, "access 8, 9 and error 8, 9 remain");
+        assert_eq!(index.num_docs(), 5, "access 8, 9, 10 and error 8, 9 remain");
     }
 }

@@ -31,10 +31,10 @@ use crate::index::{EventIndex, IndexError, MIN_INDEX_HEAP_BYTES};
 
 /// How often the indexer commits by default: events are searchable well within 2 s.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(500);
-/// Bytes read from a file at a time (more when one record is bigger).
-const READ_CHUNK: usize = 4 << 20;
-/// Bytes read per class per pass, so one busy class does not hold back the others' commits.
-const CLASS_BUDGET: u64 = 8 << 20;
+/// Bytes read per class per pass (about 5,000 events, 50 ms of indexing), so that a pass
+/// over every class stays well under the commit interval even with a backlog: commits keep
+/// their pace and one busy class does not hold back the others.
+const CLASS_BUDGET: u64 = 512 << 10;
 /// How often documents older than `retention` are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// How long `run` sleeps when there is nothing new.
@@ -312,6 +312,14 @@ impl Indexer {
                     pos.segment = number + 1;
                     pos.offset = 0;
                 }
+                FileRead::Shrunk => {
+                    // Shorter than what was read of it: a new file under an old number.
+                    delta.resets += 1;
+                    tracing::warn!(target: "warning", %class, segment = number,
+                        "log indexer: a segment file was replaced; reading it again");
+                    pos.offset = 0;
+                    break;
+                }
                 FileRead::Paused(offset) => {
                     pos.offset = offset;
                     break;
@@ -351,21 +359,26 @@ impl Indexer {
         number: u64,
         delta: &mut IndexerStats,
     ) -> Result<FileRead, IndexError> {
-        let mut want = READ_CHUNK;
+        let mut need = 0;
         loop {
             if *budget == 0 {
                 return Ok(FileRead::Paused(offset));
             }
+            // The budget, or one whole record if that is bigger.
+            let want = usize::try_from(*budget).unwrap_or(usize::MAX).max(need);
             let Some((bytes, file_len)) = read_at(path, offset, want)? else {
                 return Ok(FileRead::Gone);
             };
+            if offset > file_len {
+                return Ok(FileRead::Shrunk);
+            }
             let more = offset + (bytes.len() as u64) < file_len;
             let walked = self.walk(&bytes, last, number, delta)?;
             offset += walked.consumed as u64;
             *budget = budget.saturating_sub(walked.consumed as u64);
             match walked.stop {
-                Stop::End if more => want = READ_CHUNK,
-                Stop::Incomplete(need) if more => want = need.max(READ_CHUNK),
+                Stop::End if more => need = 0,
+                Stop::Incomplete(n) if more => need = n,
                 Stop::End => return Ok(FileRead::Ended(offset)),
                 Stop::Incomplete(_) | Stop::Corrupt if last => return Ok(FileRead::Paused(offset)),
                 Stop::Incomplete(_) | Stop::Corrupt => {
@@ -409,7 +422,7 @@ impl Indexer {
                 Some(event) => {
                     let body = &record[RECORD_HEADER..];
                     self.index
-                        .add_record(&event, body, number, &mut self.text)?;
+                        .add_record(&event, body, Some(number), &mut self.text)?;
                     delta.indexed += 1;
                     self.pending = true;
                 }
@@ -438,6 +451,8 @@ fn decode_one(record: &[u8]) -> Option<Event> {
 enum FileRead {
     /// It was deleted before it could be opened.
     Gone,
+    /// It is shorter than the offset to read from (the log was recreated).
+    Shrunk,
     /// Stopped at this offset: the budget ran out, or the newest file's next record is not
     /// there yet.
     Paused(u64),

@@ -364,3 +364,63 @@ fn events_written_by_the_log_engine_are_found() {
     assert_eq!(hit.len(), 1);
     assert_eq!((hit[0].epoch, hit[0].field("client")), (5, Some("c39")));
 }
+
+#[test]
+fn a_recreated_log_is_read_again_from_its_start() {
+    let d = dirs();
+    let index = open(d.index.path());
+    let mut ix = indexer(&index, d.logs.path());
+    write_events(d.logs.path(), Class::Access, 1, 0..5);
+    ix.poll_once().unwrap();
+    // The log dir is wiped and the writer starts again at file 1, shorter than before.
+    fs::remove_dir_all(class_dir(d.logs.path(), Class::Access)).unwrap();
+    write_events(d.logs.path(), Class::Access, 1, 10..12);
+    let delta = ix.poll_once().unwrap();
+    assert_eq!((delta.resets, delta.indexed), (1, 2));
+    // Again, with the checkpoint past the newest file.
+    write_events(d.logs.path(), Class::Access, 2, 12..13);
+    write_events(d.logs.path(), Class::Access, 3, 13..14);
+    ix.poll_once().unwrap();
+    fs::remove_dir_all(class_dir(d.logs.path(), Class::Access)).unwrap();
+    write_events(d.logs.path(), Class::Access, 1, 20..23);
+    let delta = ix.poll_once().unwrap();
+    assert_eq!((delta.resets, delta.indexed), (1, 3));
+    let found = indexed(&index);
+    assert_eq!(
+        found.len(),
+        5 + 2 + 2 + 3,
+        "old documents stay until time retention"
+    );
+}
+
+#[test]
+fn a_running_indexer_makes_events_searchable_within_two_seconds() {
+    let d = dirs();
+    let index = open(d.index.path());
+    let mut ix = indexer(&index, d.logs.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || ix.run(&stop).map(|()| ix.stats()))
+    };
+    let path = segment(d.logs.path(), Class::Access, 1);
+    for batch in 0..3u64 {
+        let written = Instant::now();
+        let seqs = batch * 10..batch * 10 + 10;
+        append(
+            &path,
+            &records(&seqs.map(|s| ev(Class::Access, s)).collect::<Vec<_>>()),
+        );
+        while index.num_docs() < (batch + 1) * 10 {
+            assert!(
+                written.elapsed() < Duration::from_secs(2),
+                "not searchable in 2 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let stats = thread.join().unwrap().unwrap();
+    assert_eq!(stats.indexed, 30);
+    assert_eq!(indexed(&index), expect(Class::Access, 0..30));
+}
