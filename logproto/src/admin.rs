@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Event;
+
 /// A command for a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
@@ -99,6 +101,65 @@ pub enum AdminRequest {
     TraceList,
     /// Load the TLS certificate, key and CA files again for new connections.
     SslReload,
+    /// On the monitor: the collected events matching a query, newest first.
+    Search(SearchQuery),
+    /// On the monitor: follow the events matching a query as they arrive (replies are a
+    /// stream of `Event`, `Missed` and `Error` until the client goes away).
+    LogTail {
+        /// Query, as `Search` takes it.
+        query: String,
+        /// Only this class.
+        class: Option<String>,
+    },
+    /// On the monitor: ship a class from every node, or stop shipping it.
+    LogCollect {
+        /// Class name.
+        class: String,
+        /// Ship it (true) or not.
+        on: bool,
+    },
+    /// On the monitor: every node's log link.
+    LogLinks,
+}
+
+/// A search of the monitor's index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchQuery {
+    /// Tantivy query syntax; empty matches every event.
+    pub query: String,
+    /// Only this class.
+    pub class: Option<String>,
+    /// Only events at or after this time (µs since the Unix epoch).
+    pub from_us: Option<i64>,
+    /// Only events before this time (µs since the Unix epoch).
+    pub until_us: Option<i64>,
+    /// The most events returned.
+    pub limit: u32,
+}
+
+/// One node's log link as the monitor sees it (`fubar ctl log list` on the monitor).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// The node.
+    pub node: String,
+    /// Whether its link is up.
+    pub connected: bool,
+    /// Its address on the current or last link.
+    pub peer: String,
+    /// Its boot epoch.
+    pub epoch: u64,
+    /// The last sequence number acknowledged.
+    pub upto_seq: u64,
+    /// Events written per second, lately.
+    pub events_per_sec: f64,
+    /// How far behind its newest event was when written, milliseconds.
+    pub lag_ms: Option<i64>,
+    /// Events written since start.
+    pub events: u64,
+    /// Resent events dropped as duplicates.
+    pub duplicates: u64,
+    /// Events the node reported lost (its spool overflowed).
+    pub lost: u64,
 }
 
 /// One log class as `fubar ctl log list` shows it.
@@ -163,7 +224,7 @@ pub struct AclRule {
 }
 
 /// A node's answer to one request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AdminResponse {
     /// The command was carried out; the text says what happened.
     Done(String),
@@ -186,4 +247,12 @@ pub enum AdminResponse {
         /// Topic filters.
         topics: Vec<String>,
     },
+    /// Events, newest first (a search).
+    Events(Vec<Event>),
+    /// One event of a live tail.
+    Event(Event),
+    /// A live tail fell behind and missed this many events.
+    Missed(u64),
+    /// Every node's log link (on the monitor).
+    LogLinks(Vec<LinkStatus>),
 }

@@ -19,6 +19,11 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker node (MQTT on 0.0.0.0:1883 by default, state under ./data/).
     Node(NodeArgs),
+    /// Run the monitor: it collects, keeps and indexes every node's log events (and serves
+    /// MQTT too unless --no-mqtt).
+    Monitor(MonitorArgs),
+    /// Search the events the monitor collected, newest first.
+    Search(SearchArgs),
     /// Control a running node through its admin socket.
     Ctl(CtlArgs),
     /// Clear a node's preserved state (accounts, retained messages, sessions, settings).
@@ -78,6 +83,24 @@ pub struct NewCertsArgs {
 /// `fubar log ...`.
 #[derive(Debug, Subcommand)]
 pub enum OfflineLogCommand {
+    /// Follow the events reaching the monitor as they come, those matching QUERY.
+    Tail {
+        /// The monitor (its --name and --data-dir).
+        #[command(flatten)]
+        node: NodeLocation,
+        /// Only this class.
+        #[arg(long)]
+        class: Option<String>,
+        /// Query, as `fubar search` takes it (empty: every event).
+        #[arg(default_value = "")]
+        query: String,
+    },
+    /// Rebuild the monitor's search index from its log segments (with the monitor stopped).
+    Reindex {
+        /// The monitor (its --name and --data-dir).
+        #[command(flatten)]
+        node: NodeLocation,
+    },
     /// Print a class's binary log as text (every class without one), oldest first.
     Dump {
         /// Log directory [default: the node's, from --data-dir and --name].
@@ -316,8 +339,8 @@ pub struct HandshakesArgs {
 /// a bare `fubar node` started.
 #[derive(Debug, Clone, Args)]
 pub struct NodeLocation {
-    /// Node name, NAME@HOST [default: fubar@<hostname>].
-    #[arg(long)]
+    /// Node name, NAME@HOST [default: fubar@<hostname>] (on this machine: its admin socket).
+    #[arg(long, visible_alias = "node")]
     pub name: Option<String>,
     /// Data directory [default: ./data].
     #[arg(long, value_name = "DIR")]
@@ -407,8 +430,17 @@ pub enum LogCommand {
         /// none, stdout or PREFIX.
         redirect: String,
     },
-    /// Classes with their redirects, sizes, event counts and drops.
+    /// Classes with their redirects, sizes, event counts and drops (on the monitor: every
+    /// node's link too).
     List,
+    /// On the monitor: ship a class from every node (on) or stop shipping it (off).
+    Collect {
+        /// Class name.
+        class: String,
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
     /// Write a class's events to a text file, or every class to a file each.
     Dump {
         /// Class name (every class without one).
@@ -532,6 +564,57 @@ pub struct NodeArgs {
     /// Require clients to log in with an account (setting auth.enabled).
     #[arg(long)]
     pub auth: bool,
+    /// Ship this node's log events to the monitor NAME@HOST[:PORT] (setting cluster.master).
+    #[arg(long, value_name = "NAME@HOST[:PORT]")]
+    pub master: Option<String>,
+    /// UDP port of the cluster (QUIC) listener of a monitor [default: 4370].
+    #[arg(long, value_name = "PORT")]
+    pub cluster_port: Option<u16>,
+    /// The cluster cookie, a secret every member shares [default: DATA_DIR/cookie].
+    #[arg(long, value_name = "FILE")]
+    pub cookie_file: Option<PathBuf>,
+}
+
+/// Flags of `fubar monitor`.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorArgs {
+    /// No MQTT listener: only collect the cluster's logs.
+    #[arg(long)]
+    pub no_mqtt: bool,
+    /// The node flags.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Flags of `fubar search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The monitor (its --name and --data-dir; `--node` is the same as `--name`).
+    #[command(flatten)]
+    pub node: NodeLocation,
+    /// Query, in tantivy's syntax over the fields node, class, client, user, peer, topic,
+    /// type, seq and the text: `client:c1 AND class:access`, `topic:"a/b"`, `"keep-alive
+    /// timeout"` (empty: every event).
+    #[arg(default_value = "")]
+    pub query: String,
+    /// Only this class.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Only the last DURATION (30s, 15m, 1h, 2d).
+    #[arg(long, value_name = "DURATION", conflicts_with = "from")]
+    pub since: Option<String>,
+    /// Only from this UTC time (2026-11-25T14:00:00Z or "2026-11-25 14:00:00").
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Only until this UTC time.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// The most events printed.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// One JSON object per event instead of text lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Connection flags shared by `fubar pub` and `fubar sub` (mosquitto's names).

@@ -12,8 +12,9 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::settings::Settings;
 
-/// Starts the log engine for `settings` and installs its layer globally.
-pub fn init(settings: &Settings) -> anyhow::Result<LogHandle> {
+/// Starts the log engine for `settings` and installs its layer globally; returns it with the
+/// node's boot epoch (µs since the Unix epoch), which numbers this run's events.
+pub fn init(settings: &Settings) -> anyhow::Result<(LogHandle, u64)> {
     let mut classes = Vec::new();
     for (name, redirect) in &settings.log.classes {
         let class: Class = name.parse()?;
@@ -38,5 +39,5 @@ pub fn init(settings: &Settings) -> anyhow::Result<LogHandle> {
     let (handle, layer) = fubar_logs::start(config)
         .with_context(|| format!("cannot start the log engine in {}", dir.display()))?;
     tracing_subscriber::registry().with(layer).try_init()?;
-    Ok(handle)
+    Ok((handle, epoch))
 }

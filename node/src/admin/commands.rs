@@ -118,6 +118,19 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
                 .await
                 .unwrap_or_else(|e| AdminResponse::Error(e.to_string()))
         }
+        AdminRequest::Search(q) => {
+            let b = broker.clone();
+            tokio::task::spawn_blocking(move || super::monitor_commands::run_search(&b, q))
+                .await
+                .unwrap_or_else(|e| AdminResponse::Error(e.to_string()))
+        }
+        AdminRequest::LogCollect { class, on } => {
+            super::monitor_commands::collect(broker, &class, on)
+        }
+        AdminRequest::LogLinks => super::monitor_commands::links(broker),
+        AdminRequest::LogTail { .. } => {
+            AdminResponse::Error("a tail is a stream: the endpoint serves it".into())
+        }
         AdminRequest::SettingsSet { name, value } => match broker.change_setting(&name, &value) {
             Ok(shown) => AdminResponse::Done(format!("{name} = {shown}")),
             Err(e) => AdminResponse::Error(e),

@@ -81,6 +81,14 @@ async fn serve(mut stream: UnixStream, broker: Arc<Broker>) {
             return;
         }
     };
+    if let AdminRequest::LogTail { query, class } = request {
+        let sent =
+            super::monitor_commands::tail(&broker, &query, class.as_deref(), &mut stream).await;
+        if let Err(why) = sent {
+            let _ = write_reply(&mut stream, &AdminResponse::Error(why)).await;
+        }
+        return;
+    }
     let reply = commands::execute(&broker, request).await;
     if let Err(e) = write_reply(&mut stream, &reply).await {
         tracing::debug!(target: "debug", error = %e, "admin reply not delivered");

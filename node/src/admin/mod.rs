@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod endpoint;
 mod log_commands;
+mod monitor_commands;
 
 pub use client::request;
 pub use endpoint::Endpoint;

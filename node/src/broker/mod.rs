@@ -54,6 +54,8 @@ pub struct Broker {
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// The node's log engine, once started (absent in unit tests).
     pub logs: OnceLock<fubar_logs::LogHandle>,
+    /// The monitor role, when the node is the monitor (`fubar monitor`).
+    pub monitor: OnceLock<Arc<crate::cluster::monitor::MonitorRole>>,
     /// Cancelled to stop the node (SIGTERM, `fubar ctl stop`).
     pub shutdown: CancellationToken,
     /// When the node started.
@@ -122,6 +124,7 @@ impl Broker {
             tracer: tracer::Tracer::default(),
             memory: memory::MemoryAlarm::default(),
             logs: OnceLock::new(),
+            monitor: OnceLock::new(),
             tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),
             registry: Registry::with_store(store.clone()),

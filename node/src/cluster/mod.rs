@@ -1,5 +1,9 @@
-//! The cluster: node names and, in later steps, membership, peer links (QUIC) and forwarding.
+//! The cluster: node names, the monitor role (collecting every node's logs) and a node's
+//! side of the log link; in later steps membership, peer links and forwarding.
 
+pub mod monitor;
 pub mod name;
+pub mod shipping;
+pub mod tail_filter;
 
 pub use name::{NodeName, DEFAULT_CLUSTER_PORT};

@@ -15,6 +15,14 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
     let settings = located(&args.node);
     let socket = admin::socket_path(&settings.node_dir());
     match args.command {
+        Some(CtlCommand::Log(LogCommand::List)) => {
+            print(admin::request(&socket, &AdminRequest::LogList)?)?;
+            // On the monitor, every node's link too.
+            match admin::request(&socket, &AdminRequest::LogLinks)? {
+                links @ AdminResponse::LogLinks(_) => print(links),
+                _ => Ok(()),
+            }
+        }
         Some(command) => print(admin::request(&socket, &request_of(command)?)?),
         None => super::shell::run(&socket, &settings.node_dir().join("ctl_history")),
     }
@@ -43,6 +51,10 @@ pub(crate) fn request_of(command: CtlCommand) -> anyhow::Result<AdminRequest> {
             AdminRequest::LogOut { class, redirect }
         }
         CtlCommand::Log(LogCommand::List) => AdminRequest::LogList,
+        CtlCommand::Log(LogCommand::Collect { class, state }) => AdminRequest::LogCollect {
+            class,
+            on: state == "on",
+        },
         CtlCommand::Log(LogCommand::Dump { class, path }) => AdminRequest::LogDump {
             class,
             path: path.map(absolute),
@@ -147,6 +159,36 @@ pub(crate) fn print(reply: AdminResponse) -> anyhow::Result<()> {
                 println!("topic  {t}");
             }
         }
+        AdminResponse::Events(events) => {
+            for e in &events {
+                println!("{}", fubar_logs::format_line(e));
+            }
+        }
+        AdminResponse::Event(e) => println!("{}", fubar_logs::format_line(&e)),
+        AdminResponse::Missed(n) => println!("... {n} events missed (the tail fell behind)"),
+        AdminResponse::LogLinks(links) => print_links(&links),
     }
     Ok(())
+}
+
+/// The monitor's view of every node's log link.
+fn print_links(links: &[fubar_logproto::admin::LinkStatus]) {
+    println!();
+    println!(
+        "{:<24} {:<4} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8}",
+        "node", "up", "events", "acked seq", "events/s", "lag ms", "duplicates", "lost"
+    );
+    for l in links {
+        println!(
+            "{:<24} {:<4} {:>10} {:>10} {:>9.0} {:>9} {:>10} {:>8}",
+            l.node,
+            if l.connected { "yes" } else { "no" },
+            l.events,
+            l.upto_seq,
+            l.events_per_sec,
+            l.lag_ms.map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
+            l.duplicates,
+            l.lost
+        );
+    }
 }

@@ -10,12 +10,18 @@ use crate::cli::OfflineLogCommand;
 
 /// Runs one `fubar log` command.
 pub(crate) fn run(cmd: OfflineLogCommand) -> anyhow::Result<()> {
-    let OfflineLogCommand::Dump {
-        dir,
-        node,
-        class,
-        file,
-    } = cmd;
+    let (dir, node, class, file) = match cmd {
+        OfflineLogCommand::Tail { node, class, query } => {
+            return super::search::tail(&node, class, query)
+        }
+        OfflineLogCommand::Reindex { node } => return super::search::reindex(&node),
+        OfflineLogCommand::Dump {
+            dir,
+            node,
+            class,
+            file,
+        } => (dir, node, class, file),
+    };
     let dir = dir.unwrap_or_else(|| located(&node).log_dir());
     if !dir.is_dir() {
         anyhow::bail!("no log directory at {}", dir.display());

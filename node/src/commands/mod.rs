@@ -7,6 +7,7 @@ mod log;
 mod node;
 mod pubsub;
 mod reset;
+mod search;
 mod shell;
 mod ssl;
 
@@ -18,6 +19,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     fubar_ssl::install_crypto_provider();
     match cli.command {
         Command::Node(args) => node::run(args),
+        Command::Monitor(args) => node::run_monitor(args),
+        Command::Search(args) => search::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Reset(args) => reset::run(args),
         Command::Bench(cmd) => bench::run(cmd),

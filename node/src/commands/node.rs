@@ -11,24 +11,66 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::broker::{Broker, Server};
-use crate::cli::NodeArgs;
+use crate::cli::{MonitorArgs, NodeArgs};
+use crate::cluster::monitor::MonitorRole;
+use crate::cluster::shipping;
 use crate::logging;
 use crate::settings::{Settings, SyncSetting};
 
+/// What a node process is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A broker (`fubar node`).
+    Broker,
+    /// The log collector (`fubar monitor`), serving MQTT too unless `mqtt` is false.
+    Monitor {
+        /// Whether it has an MQTT listener.
+        mqtt: bool,
+    },
+}
+
 /// Runs a broker node until SIGINT or SIGTERM.
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
+    run_as(args, Role::Broker)
+}
+
+/// Runs the monitor until SIGINT or SIGTERM.
+pub(crate) fn run_monitor(args: MonitorArgs) -> anyhow::Result<()> {
+    let role = Role::Monitor {
+        mqtt: !args.no_mqtt,
+    };
+    run_as(args.node, role)
+}
+
+fn run_as(args: NodeArgs, role: Role) -> anyhow::Result<()> {
     let first = settings_of(&args, &[])?;
     let node_dir = first.node_dir();
     create_private_dir(&node_dir)?;
-    let logs = logging::init(&first)?;
+    let (logs, epoch) = logging::init(&first)?;
     let store = open_store(&first)?;
     // Changes made at run time (`fubar ctl settings`) were kept in the store: they apply over
     // the file, and flags apply over them.
     let settings = settings_of(&args, &store.settings()?)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(settings, Arc::new(store), logs.clone()));
+    let node = NodeParts {
+        settings,
+        store: Arc::new(store),
+        logs: logs.clone(),
+        epoch,
+        role,
+    };
+    let result = runtime.block_on(serve(node));
     logs.shutdown();
     result
+}
+
+/// What `serve` runs.
+struct NodeParts {
+    settings: Settings,
+    store: Arc<Store>,
+    logs: LogHandle,
+    epoch: u64,
+    role: Role,
 }
 
 /// The node's directory, readable by its owner only: the admin socket lives there.
@@ -93,17 +135,51 @@ fn settings_of(args: &NodeArgs, stored: &[(String, String)]) -> anyhow::Result<S
     if args.auth {
         s.auth.enabled = true;
     }
+    if let Some(v) = args.master {
+        s.cluster.master = v;
+    }
+    if let Some(v) = args.cluster_port {
+        s.cluster.port = v;
+    }
+    if let Some(v) = args.cookie_file {
+        s.cluster.cookie_file = v;
+    }
     s.validate()?;
     Ok(s)
 }
 
-async fn serve(settings: Settings, store: Arc<Store>, logs: LogHandle) -> anyhow::Result<()> {
+async fn serve(node: NodeParts) -> anyhow::Result<()> {
+    let NodeParts {
+        settings,
+        store,
+        logs,
+        epoch,
+        role,
+    } = node;
     let name = settings.node.name.clone();
     let want = std::net::SocketAddr::new(settings.mqtt.bind, settings.mqtt.port);
     let admin_path = admin::socket_path(&settings.node_dir());
     let tls = settings.mqtts.port.is_some();
+    let monitor = match role {
+        Role::Monitor { .. } => Some(Arc::new(MonitorRole::start(&settings, &logs)?)),
+        Role::Broker => None,
+    };
+    let shipper = if settings.cluster.master.is_empty() {
+        None
+    } else {
+        Some(shipping::start(&settings, &logs, epoch)?)
+    };
+    let serves_mqtt = !matches!(role, Role::Monitor { mqtt: false });
     let broker = Arc::new(Broker::new(settings, Some(store))?);
     let _ = broker.logs.set(logs);
+    if let Some(m) = &monitor {
+        let _ = broker.monitor.set(m.clone());
+        broker.add_listener(format!("cluster://{}", m.addr));
+        println!("fubar monitor {name} collecting on cluster://{}", m.addr);
+    }
+    if !serves_mqtt {
+        return serve_without_mqtt(broker, &admin_path, &name, monitor, shipper).await;
+    }
     if tls {
         // Missing or unreadable certificate or key: refuse to start, naming the file.
         // The error's message already says why (its source): `{e:#}` would say it twice.
@@ -132,8 +208,46 @@ async fn serve(settings: Settings, store: Arc<Store>, logs: LogHandle) -> anyhow
         version = env!("CARGO_PKG_VERSION"), "node started");
     server.run().await;
     let _ = admin_task.await;
+    stop_cluster_parts(monitor, shipper).await;
     tracing::info!(target: "info", node = %name, "node stopped");
     Ok(())
+}
+
+/// A monitor without an MQTT listener: the admin socket and the cluster port until a signal.
+async fn serve_without_mqtt(
+    broker: Arc<Broker>,
+    admin_path: &std::path::Path,
+    name: &str,
+    monitor: Option<Arc<MonitorRole>>,
+    shipper: Option<fubar_monitor::shipper::Shipper>,
+) -> anyhow::Result<()> {
+    let admin = admin::Endpoint::bind(admin_path, broker.clone())?;
+    let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(cancel_on_signal(term, int, broker.shutdown.clone()));
+    let admin_task = tokio::spawn(admin.run());
+    // Scripts wait for this line: the cluster port and the admin socket are ready.
+    println!("fubar monitor {name} ready (no MQTT listener)");
+    tracing::info!(target: "info", node = %name, admin = %admin_path.display(),
+        version = env!("CARGO_PKG_VERSION"), "monitor started without MQTT");
+    broker.shutdown.cancelled().await;
+    let _ = admin_task.await;
+    stop_cluster_parts(monitor, shipper).await;
+    tracing::info!(target: "info", node = %name, "node stopped");
+    Ok(())
+}
+
+/// Stops the monitor role and the shipper, if the node has them.
+async fn stop_cluster_parts(
+    monitor: Option<Arc<MonitorRole>>,
+    shipper: Option<fubar_monitor::shipper::Shipper>,
+) {
+    if let Some(s) = shipper {
+        s.shutdown().await;
+    }
+    if let Some(m) = monitor {
+        m.shutdown().await;
+    }
 }
 
 /// Cancels `token` at the first SIGINT or SIGTERM.

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::mqtt::session::SessionLimits;
 
+mod cluster;
+
+pub use cluster::{ClusterSettings, MonitorSettings};
+
 /// All settings of a node.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,8 +36,12 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The preserved state.
     pub store: StoreSettings,
-    /// Which log classes are printed (until the log engine lands).
+    /// The log engine.
     pub log: LogSettings,
+    /// The cluster port, membership proof and log shipping.
+    pub cluster: ClusterSettings,
+    /// The monitor role: what it collects and how it indexes it.
+    pub monitor: MonitorSettings,
 }
 
 /// The MQTT over TLS listener.
@@ -312,7 +320,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 21] = [
+pub const FIXED_AT_START: [&str; 32] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -334,6 +342,17 @@ pub const FIXED_AT_START: [&str; 21] = [
     "log.channel_capacity",
     "log.flush_ms",
     "log.max_events_per_sec",
+    "cluster.bind",
+    "cluster.port",
+    "cluster.master",
+    "cluster.cookie_file",
+    "cluster.node_certfile",
+    "cluster.node_keyfile",
+    "cluster.spool_bytes",
+    "monitor.collect",
+    "monitor.index_heap_bytes",
+    "monitor.index_commit_ms",
+    "monitor.index_retention_secs",
 ];
 
 /// The highest per-second limit accepted (`mqtt.max_*_per_sec`): a limit of a million a second
@@ -458,6 +477,33 @@ impl Settings {
         if self.log.channel_capacity == 0 {
             return invalid("log.channel_capacity", "must be at least 1");
         }
+        if !self.cluster.master.is_empty() {
+            if let Err(e) = self.cluster.master.parse::<crate::cluster::NodeName>() {
+                return invalid("cluster.master", &e.to_string());
+            }
+        }
+        if self.cluster.node_certfile.as_os_str().is_empty()
+            != self.cluster.node_keyfile.as_os_str().is_empty()
+        {
+            return invalid(
+                "cluster.node_certfile / cluster.node_keyfile",
+                "give both or neither",
+            );
+        }
+        if self.cluster.spool_bytes < 1 << 20 {
+            return invalid("cluster.spool_bytes", "at least 1048576 bytes");
+        }
+        for class in &self.monitor.collect {
+            if let Err(e) = class.parse::<fubar_logproto::Class>() {
+                return invalid("monitor.collect", &e.to_string());
+            }
+        }
+        if self.monitor.index_heap_bytes < fubar_monitor::index::MIN_INDEX_HEAP_BYTES {
+            return invalid("monitor.index_heap_bytes", "at least 15000000 bytes");
+        }
+        if self.monitor.index_commit_ms == 0 {
+            return invalid("monitor.index_commit_ms", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -516,6 +562,15 @@ impl Settings {
     /// The node's own directory, `<data_dir>/<name>`.
     pub fn node_dir(&self) -> PathBuf {
         self.node.data_dir.join(&self.node.name)
+    }
+
+    /// The cluster cookie file: `cluster.cookie_file`, or `<data_dir>/cookie`.
+    pub fn cookie_file(&self) -> PathBuf {
+        if self.cluster.cookie_file.as_os_str().is_empty() {
+            self.node.data_dir.join("cookie")
+        } else {
+            self.cluster.cookie_file.clone()
+        }
     }
 
     /// The log directory: `log.dir`, or `<data_dir>/<name>/log`.

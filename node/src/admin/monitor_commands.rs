@@ -1,0 +1,129 @@
+//! The monitor's admin commands: search, live tail, what is collected, and the nodes' links.
+
+use std::sync::Arc;
+
+use fubar_logproto::admin::{AdminResponse, LinkStatus, SearchQuery};
+use fubar_logproto::frame;
+use fubar_logproto::Class;
+use fubar_monitor::search::{search, SearchRequest};
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::broker::Broker;
+use crate::cluster::monitor::MonitorRole;
+use crate::cluster::tail_filter::TailFilter;
+
+fn monitor_of(broker: &Broker) -> Result<Arc<MonitorRole>, String> {
+    broker
+        .monitor
+        .get()
+        .cloned()
+        .ok_or_else(|| "this node is not a monitor (start one with `fubar monitor`)".to_owned())
+}
+
+fn class_of(name: Option<&str>) -> Result<Option<Class>, String> {
+    name.map(|n| n.parse::<Class>().map_err(|e| e.to_string()))
+        .transpose()
+}
+
+/// Searches the monitor's index (blocking: run it off the async threads).
+pub(super) fn run_search(broker: &Broker, q: SearchQuery) -> AdminResponse {
+    let run = || -> Result<AdminResponse, String> {
+        let monitor = monitor_of(broker)?;
+        let request = SearchRequest {
+            query: q.query,
+            class: class_of(q.class.as_deref())?,
+            since_us: None,
+            from_us: q.from_us,
+            until_us: q.until_us,
+            limit: q.limit as usize,
+        };
+        let events = search(&monitor.index, &request).map_err(|e| e.to_string())?;
+        Ok(AdminResponse::Events(events))
+    };
+    run().unwrap_or_else(AdminResponse::Error)
+}
+
+/// Turns shipping of a class on or off on every node.
+pub(super) fn collect(broker: &Broker, class: &str, on: bool) -> AdminResponse {
+    let run = || -> Result<AdminResponse, String> {
+        let monitor = monitor_of(broker)?;
+        let class: Class = class
+            .parse()
+            .map_err(|e: fubar_logproto::event::UnknownClass| e.to_string())?;
+        monitor.server.set_collect(class, on);
+        tracing::info!(target: "info", class = %class, on, "log collection changed");
+        let now: Vec<String> = monitor
+            .server
+            .collected()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        Ok(AdminResponse::Done(format!(
+            "{class} {}; collected: {}",
+            if on { "collected" } else { "not collected" },
+            now.join(", ")
+        )))
+    };
+    run().unwrap_or_else(AdminResponse::Error)
+}
+
+/// Every node's link.
+pub(super) fn links(broker: &Broker) -> AdminResponse {
+    match monitor_of(broker) {
+        Ok(m) => AdminResponse::LogLinks(
+            m.server
+                .stats()
+                .into_iter()
+                .map(|s| LinkStatus {
+                    node: s.node,
+                    connected: s.connected,
+                    peer: s.peer.map(|p| p.to_string()).unwrap_or_default(),
+                    epoch: s.epoch,
+                    upto_seq: s.upto_seq,
+                    events_per_sec: s.events_per_sec,
+                    lag_ms: s.lag_ms,
+                    events: s.counts.events,
+                    duplicates: s.counts.duplicates,
+                    lost: s.counts.lost,
+                })
+                .collect(),
+        ),
+        Err(e) => AdminResponse::Error(e),
+    }
+}
+
+/// A live tail: every matching event as it reaches the monitor, one frame each, until the
+/// client goes away.
+pub(super) async fn tail<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    query: &str,
+    class: Option<&str>,
+    out: &mut W,
+) -> Result<(), String> {
+    let monitor = monitor_of(broker)?;
+    let class = class_of(class)?;
+    let filter = TailFilter::parse(query)?;
+    let mut rx = monitor.tail.subscribe();
+    let shutdown = broker.shutdown.clone();
+    loop {
+        let next = tokio::select! {
+            n = rx.recv() => n,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let reply = match next {
+            Ok(e) if class.is_none_or(|c| c == e.class) && filter.matches(&e) => {
+                AdminResponse::Event((*e).clone())
+            }
+            Ok(_) => continue,
+            Err(RecvError::Lagged(n)) => AdminResponse::Missed(n),
+            Err(RecvError::Closed) => return Ok(()),
+        };
+        let Ok(bytes) = frame::encode(&reply) else {
+            continue;
+        };
+        if out.write_all(&bytes).await.is_err() {
+            return Ok(());
+        }
+    }
+}

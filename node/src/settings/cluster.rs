@@ -1,0 +1,73 @@
+//! Settings of the cluster links and of the monitor role: where the QUIC port is, how a node
+//! proves it belongs, where its events are shipped, and how the monitor indexes them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The cluster port, membership proof and log shipping of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Address of the cluster (QUIC) listener of a monitor [default: `mqtt.bind`].
+    pub bind: Option<IpAddr>,
+    /// UDP port of the cluster (QUIC) listener; 0 picks a free one.
+    pub port: u16,
+    /// The monitor this node ships its events to, `NAME@HOST[:PORT]` (empty: none).
+    pub master: String,
+    /// The cluster cookie, a secret shared by every member (0600) [default:
+    /// `<data_dir>/cookie`, created on first use].
+    pub cookie_file: PathBuf,
+    /// This node's certificate from `fubar ssl new-certs --node NAME` (PEM), presented to
+    /// the monitor instead of the cookie proof (empty: the cookie).
+    pub node_certfile: PathBuf,
+    /// Its private key (PEM).
+    pub node_keyfile: PathBuf,
+    /// Bytes of events kept on disk for the monitor while it is away or behind; beyond them
+    /// the oldest are dropped and the loss is logged.
+    pub spool_bytes: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            port: crate::cluster::DEFAULT_CLUSTER_PORT,
+            master: String::new(),
+            cookie_file: PathBuf::new(),
+            node_certfile: PathBuf::new(),
+            node_keyfile: PathBuf::new(),
+            spool_bytes: fubar_monitor::config::DEFAULT_SPOOL_BYTES,
+        }
+    }
+}
+
+/// The monitor role (`fubar monitor`): what it collects and how it indexes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorSettings {
+    /// Classes every node ships to the monitor (`fubar ctl log collect CLASS on|off` changes
+    /// them at run time).
+    pub collect: Vec<String>,
+    /// Memory of the index writer, bytes (at least 15,000,000).
+    pub index_heap_bytes: usize,
+    /// Milliseconds between index commits: how soon an event is searchable.
+    pub index_commit_ms: u64,
+    /// Seconds of events kept in the index (0: as long as they are in the segments).
+    pub index_retention_secs: u64,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        Self {
+            collect: fubar_monitor::config::DEFAULT_COLLECT
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect(),
+            index_heap_bytes: fubar_monitor::index::DEFAULT_INDEX_HEAP_BYTES,
+            index_commit_ms: fubar_monitor::indexer::DEFAULT_COMMIT_INTERVAL.as_millis() as u64,
+            index_retention_secs: 0,
+        }
+    }
+}
