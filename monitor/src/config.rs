@@ -47,6 +47,9 @@ pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// First wait before reconnecting to the monitor.
 pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Time a node waits for an acknowledgement before it gives the link up and resends.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Longest wait between reconnection attempts.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -106,6 +109,9 @@ pub struct ShipperLimits {
     pub connect_timeout: Duration,
     /// QUIC idle timeout (keep-alives at a third of it).
     pub idle_timeout: Duration,
+    /// Time the oldest unacknowledged batch may wait before the link is given up and
+    /// everything unacknowledged is resent on a new one.
+    pub ack_timeout: Duration,
 }
 
 impl Default for ShipperLimits {
@@ -118,6 +124,7 @@ impl Default for ShipperLimits {
             backoff_max: DEFAULT_BACKOFF_MAX,
             connect_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
         }
     }
 }

@@ -277,6 +277,11 @@ async fn ship(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), MonitorError> {
     let max_in_flight = ctx.config.limits.max_in_flight.max(1);
+    let ack_timeout = ctx.config.limits.ack_timeout;
+    // When the oldest unacknowledged batch started waiting: a monitor that stops answering
+    // (killed, its host gone) is given up on after `ack_timeout`, long before QUIC's idle
+    // timeout would notice, and the batches are resent on a new link.
+    let mut waiting_since: Option<tokio::time::Instant> = None;
     loop {
         while ctx.spool.lock().in_flight() < max_in_flight {
             let (events, bytes) = (link.batch_events, link.batch_bytes);
@@ -285,14 +290,21 @@ async fn ship(
                 break;
             };
             write_frame(&mut link.send, &NodeMsg::Batch(batch)).await?;
+            waiting_since.get_or_insert_with(tokio::time::Instant::now);
             ctx.shared.update(|s| s.batches_sent += 1);
         }
-        let room = ctx.spool.lock().in_flight() < max_in_flight;
+        let in_flight = ctx.spool.lock().in_flight();
+        let room = in_flight < max_in_flight;
+        if in_flight == 0 {
+            waiting_since = None;
+        }
+        let ack_deadline = waiting_since.map(|t| t + ack_timeout);
         tokio::select! {
             msg = link.reader.next::<MonitorMsg>(&mut link.recv) => match msg? {
                 Some(MonitorMsg::Ack { epoch, upto_seq }) => {
                     ctx.spool.with(move |s| s.ack(epoch, upto_seq)).await?;
                     ctx.shared.update(|s| s.acks += 1);
+                    waiting_since = Some(tokio::time::Instant::now());
                 }
                 Some(MonitorMsg::Collect { class, on }) => {
                     if let Some(logs) = &ctx.logs {
@@ -305,8 +317,21 @@ async fn ship(
                 None => return Err(MonitorError::Stream("the monitor closed the link".into())),
             },
             () = ctx.spool.ready(), if room => {}
+            () = sleep_until_opt(ack_deadline) => {
+                return Err(MonitorError::Stream(format!(
+                    "no acknowledgement from the monitor in {ack_timeout:?}"
+                )));
+            }
             () = ctx.shared.reconnect.notified() => return Ok(()),
             _ = shutdown.changed() => return Ok(()),
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

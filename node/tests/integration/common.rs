@@ -102,6 +102,24 @@ impl Broker {
             std::fs::write(&path, config).expect("write config");
             cmd.arg("--config").arg(path);
         }
+        let mut broker = Self::spawn(cmd, dir, "listening on mqtt://");
+        let line = broker
+            .wait_for_log("listening on mqtt://", Duration::from_secs(20))
+            .expect("broker did not start listening");
+        let addr = line.rsplit("mqtt://").next().unwrap().trim();
+        broker.addr = addr.parse().expect("listen address");
+        // The TLS listener's line comes before the plain one.
+        broker.tls_addr = broker
+            .log_lines()
+            .iter()
+            .find_map(|l| l.split_once("listening on mqtts://"))
+            .map(|(_, a)| a.trim().parse().expect("TLS listen address"));
+        broker
+    }
+
+    /// Spawns `cmd` (a `fubar` process on `dir`), collects its stdout lines, and waits for a
+    /// line containing `ready`.
+    pub fn spawn(mut cmd: Command, dir: DataDir, ready: &str) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -117,24 +135,16 @@ impl Broker {
                 cv.notify_all();
             }
         });
-        let mut broker = Self {
+        let broker = Self {
             child: Some(child),
             addr: "127.0.0.1:0".parse().unwrap(),
             tls_addr: None,
             dir,
             lines,
         };
-        let line = broker
-            .wait_for_log("listening on mqtt://", Duration::from_secs(20))
-            .expect("broker did not start listening");
-        let addr = line.rsplit("mqtt://").next().unwrap().trim();
-        broker.addr = addr.parse().expect("listen address");
-        // The TLS listener's line comes before the plain one.
-        broker.tls_addr = broker
-            .log_lines()
-            .iter()
-            .find_map(|l| l.split_once("listening on mqtts://"))
-            .map(|(_, a)| a.trim().parse().expect("TLS listen address"));
+        broker
+            .wait_for_log(ready, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("fubar never printed {ready:?}"));
         broker
     }
 

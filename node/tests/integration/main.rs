@@ -11,6 +11,7 @@ mod interop;
 mod lifecycle;
 mod logs;
 mod malformed;
+mod monitor;
 mod overload;
 mod state;
 mod tls;

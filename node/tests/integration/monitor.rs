@@ -1,0 +1,319 @@
+//! The monitor and its nodes as separate processes on loopback: shipping, search, a monitor
+//! killed and restarted, a torn segment, and peers that are not members.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::{connect_v311, Broker, DataDir, RawClient};
+
+const WAIT: Duration = Duration::from_secs(30);
+const MONITOR: &str = "monitor@localhost";
+
+fn fubar() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fubar"))
+}
+
+/// A data dir shared by a monitor and its nodes (one cookie), with the cluster's TLS files.
+struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = fubar()
+            .args(["ssl", "new-certs", "--dir"])
+            .arg(dir.path().join("ssl"))
+            .output()
+            .expect("fubar ssl new-certs");
+        assert!(out.status.success(), "{out:?}");
+        let ssl = dir.path().join("ssl");
+        let config = format!(
+            "[ssl]\ncertfile = {:?}\nkeyfile = {:?}\ncafile = {:?}\n",
+            ssl.join("cert.pem"),
+            ssl.join("key.pem"),
+            ssl.join("cacert.pem")
+        );
+        std::fs::write(dir.path().join("cluster.toml"), config).expect("write config");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = fubar();
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(self.path())
+            .arg("--config")
+            .arg(self.path().join("cluster.toml"));
+        cmd
+    }
+
+    /// The monitor, without MQTT, on `port` (0: a free one); returns it with its port.
+    fn monitor(&self, port: u16) -> (Broker, u16) {
+        let mut cmd = self.command(&["monitor", "--no-mqtt", "--name", MONITOR]);
+        cmd.args(["--bind", "127.0.0.1", "--cluster-port", &port.to_string()])
+            .args(["--log-stdout", "warning,info"]);
+        let m = Broker::spawn(
+            cmd,
+            DataDir::Shared(self.path().to_owned()),
+            "ready (no MQTT",
+        );
+        let line = m
+            .wait_for_log("collecting on cluster://", WAIT)
+            .expect("cluster address");
+        let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        (m, port)
+    }
+
+    /// A broker node `name@localhost` shipping to the monitor on `port`.
+    fn node(&self, name: &str, port: u16, extra: &[&str]) -> Broker {
+        let node = format!("{name}@localhost");
+        let master = format!("{MONITOR}:{port}");
+        let mut cmd = self.command(&["node", "--name", &node, "--master", &master]);
+        cmd.args(["--bind", "127.0.0.1", "--mqtt-port", "0"])
+            .args(extra);
+        let mut b = Broker::spawn(
+            cmd,
+            DataDir::Shared(self.path().to_owned()),
+            "listening on mqtt://",
+        );
+        let line = b.wait_for_log("listening on mqtt://", WAIT).unwrap();
+        b.addr = line
+            .rsplit("mqtt://")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        b
+    }
+
+    fn search(&self, query: &str, extra: &[&str]) -> Output {
+        fubar()
+            .args(["search", "--node", MONITOR, "--data-dir"])
+            .arg(self.path())
+            .arg(query)
+            .args(extra)
+            .output()
+            .expect("fubar search")
+    }
+
+    /// Waits until `fubar search QUERY` prints a line containing `needle`.
+    fn wait_found(&self, query: &str, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let out = self.search(query, &[]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.lines().any(|l| l.contains(needle)) {
+                return text;
+            }
+            if Instant::now() >= deadline {
+                let links = fubar()
+                    .args(["ctl", "--node", MONITOR, "--data-dir"])
+                    .arg(self.path())
+                    .args(["log", "list"])
+                    .output()
+                    .expect("fubar ctl log list");
+                panic!(
+                    "{needle:?} never found by {query:?}: {text}\nmonitor: {}",
+                    String::from_utf8_lossy(&links.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn monitor_log_dir(&self) -> PathBuf {
+        self.path().join(MONITOR).join("log")
+    }
+}
+
+/// Connects `id` to `broker` and disconnects cleanly.
+fn visit(broker: &Broker, id: &str) {
+    let mut c = RawClient::connect(broker.addr);
+    c.send(&connect_v311(id));
+    c.read_packet(WAIT).expect("CONNACK");
+    c.send(&[0xE0, 0x00]);
+    let _ = c.closed_within(WAIT);
+}
+
+#[test]
+fn mqtt_activity_on_two_nodes_is_found_by_search() {
+    let cluster = Cluster::new();
+    let (_monitor, port) = cluster.monitor(0);
+    let n1 = cluster.node("n1", port, &[]);
+    let n2 = cluster.node("n2", port, &[]);
+    visit(&n1, "alice");
+    visit(&n2, "bob");
+    let found = cluster.wait_found("client:alice AND class:access", "connected client=alice");
+    assert!(found.lines().all(|l| l.contains("n1@localhost")), "{found}");
+    let found = cluster.wait_found("client:bob", "disconnected client=bob");
+    assert!(found
+        .lines()
+        .all(|l| l.contains("n2@localhost") && l.contains("client=bob")));
+    // Newest first, and --limit holds.
+    let out = cluster.search("client:bob", &["--limit", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("disconnected") || text.contains("session ended"),
+        "{text}"
+    );
+    // JSON lines for scripts.
+    let out = cluster.search("client:alice", &["--json", "--class", "access"]);
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        (v["node"].as_str(), v["class"].as_str()),
+        (Some("n1@localhost"), Some("access"))
+    );
+    // A bad query gets the parser's message and exit 1.
+    let out = cluster.search("client:(", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad query"),
+        "{out:?}"
+    );
+    // The monitor lists both nodes' links.
+    let out = fubar()
+        .args(["ctl", "--node", MONITOR, "--data-dir"])
+        .arg(cluster.path())
+        .args(["log", "list"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("n1@localhost") && text.contains("n2@localhost"),
+        "{text}"
+    );
+}
+
+/// (epoch, seq) → how many times the monitor has that event of `node`, from its index.
+fn sequences(cluster: &Cluster, node: &str) -> BTreeMap<(u64, u64), usize> {
+    let out = cluster.search(&format!("node:{node}"), &["--json", "--limit", "10000"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut seen = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = (v["epoch"].as_u64().unwrap(), v["seq"].as_u64().unwrap());
+        *seen.entry(key).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[test]
+fn a_monitor_killed_and_restarted_during_traffic_gets_every_event_once() {
+    let cluster = Cluster::new();
+    let (monitor, port) = cluster.monitor(0);
+    let n1 = cluster.node("n1", port, &[]);
+    for i in 0..20 {
+        visit(&n1, &format!("before{i}"));
+    }
+    cluster.wait_found("client:before19", "disconnected client=before19");
+    let _ = monitor.kill9();
+    // The node keeps serving and spools while the monitor is away.
+    for i in 0..20 {
+        visit(&n1, &format!("away{i}"));
+    }
+    let (_monitor, _) = cluster.monitor(port);
+    for i in 0..20 {
+        visit(&n1, &format!("after{i}"));
+    }
+    cluster.wait_found("client:after19", "disconnected client=after19");
+    cluster.wait_found("client:away19", "disconnected client=away19");
+    let seen = sequences(&cluster, "n1@localhost");
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "events written twice: {dups:?}");
+    // Every number of the node's run is there: nothing lost either.
+    let seqs: Vec<u64> = seen.keys().map(|(_, s)| *s).collect();
+    let max = *seqs.iter().max().unwrap();
+    assert_eq!(seqs.len() as u64, max, "gaps in 1..={max}");
+    assert!(seen
+        .keys()
+        .all(|(e, _)| *e == seen.keys().next().unwrap().0));
+}
+
+#[test]
+fn a_torn_segment_after_kill_9_is_skipped_reported_and_searching_goes_on() {
+    let cluster = Cluster::new();
+    let (monitor, port) = cluster.monitor(0);
+    let n1 = cluster.node("n1", port, &[]);
+    visit(&n1, "first");
+    cluster.wait_found("client:first", "disconnected client=first");
+    let _ = monitor.kill9();
+    // Garbage after the last record of the newest access segment: a torn write.
+    let access = cluster.monitor_log_dir().join("access");
+    let newest = std::fs::read_dir(&access)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .expect("an access segment");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes.extend_from_slice(&[0x00, 0x00, 0x01, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x17]);
+    std::fs::write(&newest, bytes).unwrap();
+    let (monitor, _) = cluster.monitor(port);
+    // The class's segments are repaired when it is next written.
+    visit(&n1, "second");
+    monitor
+        .wait_for_log("torn", WAIT)
+        .expect("the torn tail is reported as a warning");
+    cluster.wait_found("client:second", "disconnected client=second");
+    cluster.wait_found("client:first", "connected client=first");
+    // A rebuilt index finds the same (monitor stopped).
+    let _ = monitor.stop();
+    let out = fubar()
+        .args(["log", "reindex", "--node", MONITOR, "--data-dir"])
+        .arg(cluster.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (_monitor, _) = cluster.monitor(port);
+    cluster.wait_found("client:second", "connected client=second");
+}
+
+#[test]
+fn a_node_without_the_cookie_is_refused_and_garbage_harms_no_link() {
+    let cluster = Cluster::new();
+    let (monitor, port) = cluster.monitor(0);
+    let n1 = cluster.node("n1", port, &[]);
+    let other = cluster.path().join("other-cookie");
+    std::fs::write(&other, "a different secret, long enough").unwrap();
+    let mut perms = std::fs::metadata(&other).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&other, perms).unwrap();
+    let intruder = cluster.node(
+        "intruder",
+        port,
+        &["--cookie-file", other.to_str().unwrap()],
+    );
+    monitor
+        .wait_for_log("intruder@localhost", WAIT)
+        .filter(|l| l.starts_with("warning"))
+        .expect("the refusal is a warning on the monitor");
+    // Datagrams that are not QUIC, to the monitor's port.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..200u32 {
+        let junk: Vec<u8> = (0..(i % 1200 + 1)).map(|b| (b * 31 + i) as u8).collect();
+        let _ = udp.send_to(&junk, ("127.0.0.1", port));
+    }
+    visit(&intruder, "sneaky");
+    visit(&n1, "honest");
+    cluster.wait_found("client:honest", "disconnected client=honest");
+    let out = cluster.search("node:intruder@localhost", &[]);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
