@@ -132,6 +132,35 @@ pub enum BenchCommand {
     Probe(ProbeArgs),
     /// Publish-to-delivery latency percentiles at a fixed rate.
     Latency(LatencyArgs),
+    /// Synthetic nodes ship events to a monitor through the real log link: events/s
+    /// acknowledged (written to its segments).
+    Ingest(IngestArgs),
+}
+
+/// Flags of `fubar bench ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The monitor, NAME@HOST[:PORT].
+    #[arg(long, value_name = "NAME@HOST[:PORT]")]
+    pub monitor: String,
+    /// The cluster CA, to trust the monitor's certificate.
+    #[arg(long, value_name = "FILE", default_value = "ssl/cacert.pem")]
+    pub cafile: PathBuf,
+    /// The cluster cookie.
+    #[arg(long, value_name = "FILE", default_value = "data/cookie")]
+    pub cookie_file: PathBuf,
+    /// Synthetic nodes (one link each).
+    #[arg(long, default_value_t = 2)]
+    pub nodes: usize,
+    /// Events per node.
+    #[arg(long, default_value_t = 500_000)]
+    pub events: u64,
+    /// The monitor's process id (same machine): its CPU seconds and memory.
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The broker a benchmark runs against, and how the result is printed.

@@ -106,6 +106,8 @@ pub struct SpoolStats {
     pub bytes: u64,
     /// Batches sent and not acknowledged now.
     pub in_flight: usize,
+    /// The highest sequence number the monitor acknowledged (of any epoch).
+    pub acked_upto: u64,
 }
 
 /// The spool. See the module docs.
@@ -478,6 +480,7 @@ impl Spool {
 
     /// The monitor has everything of `epoch` up to `upto`: forget what it covers.
     pub fn ack(&mut self, epoch: u64, upto: u64) -> Result<(), MonitorError> {
+        self.stats.acked_upto = self.stats.acked_upto.max(upto);
         while let Some(s) = self.sent.front() {
             if s.epoch != epoch || s.to_seq > upto {
                 break;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cli::{
-    BatchArgs, BenchCommand, BenchTarget, ConnsArgs, FlowArgs, HandshakesArgs, LatencyArgs,
-    ProbeArgs, TlsArgs,
+    BatchArgs, BenchCommand, BenchTarget, ConnsArgs, FlowArgs, HandshakesArgs, IngestArgs,
+    LatencyArgs, ProbeArgs, TlsArgs,
 };
 use crate::mqtt::packet::QoS;
 use crate::tools::bench::conns::{self, BatchOptions, ConnsOptions};
@@ -40,6 +40,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             BenchCommand::Conns(a) => conns_cmd(a).await,
             BenchCommand::Probe(a) => probe_cmd(a).await,
             BenchCommand::Latency(a) => latency_cmd(a).await,
+            BenchCommand::Ingest(a) => ingest_cmd(a).await,
         }
     })
 }
@@ -189,5 +190,34 @@ async fn handshakes_cmd(a: HandshakesArgs) -> anyhow::Result<()> {
     let control = Control::for_terminal(a.count as u64, CONNECTIONS_BAR);
     let r = handshakes::run(options, &control).await;
     report::print(&r, a.target.json);
+    Ok(())
+}
+
+async fn ingest_cmd(a: IngestArgs) -> anyhow::Result<()> {
+    let monitor: crate::cluster::NodeName = a.monitor.parse()?;
+    let addr = monitor.cluster_addr()?;
+    let tls = fubar_ssl::quic_client_config(
+        Some(&a.cafile),
+        None,
+        &[fubar_logproto::link::LOG_ALPN],
+    )?;
+    let cookie = fubar_monitor::cookie::Cookie::load_or_create(&a.cookie_file)
+        .with_context(|| format!("cannot read the cluster cookie {}", a.cookie_file.display()))?;
+    let work = std::env::temp_dir().join(format!("fubar-ingest-{}", std::process::id()));
+    let options = crate::tools::bench::ingest::IngestOptions {
+        monitor: addr,
+        server_name: monitor.host.clone(),
+        tls,
+        cookie: Some(cookie),
+        nodes: a.nodes.max(1),
+        events: a.events,
+        work_dir: work.clone(),
+        monitor_pid: a.broker_pid,
+    };
+    let control = Control::for_terminal(a.events, "{bar:40} {pos}/{len} acknowledged {per_sec} {elapsed}");
+    let r = crate::tools::bench::ingest::run(options, &control).await;
+    let _ = std::fs::remove_dir_all(&work);
+    let r = r.with_context(|| format!("ingest into {addr} failed"))?;
+    report::print(&r, a.json);
     Ok(())
 }

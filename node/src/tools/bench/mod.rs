@@ -6,6 +6,7 @@ pub mod conns;
 pub mod control;
 pub mod flow;
 pub mod handshakes;
+pub mod ingest;
 pub mod latency;
 pub mod probe;
 pub mod report;
