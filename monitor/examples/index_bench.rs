@@ -1,35 +1,43 @@
-//! Indexing and search figures for the monitor's event index (issue #7 targets).
+//! Ingest, indexing and search figures for the monitor's event index (issue #7 targets).
 //!
-//! Writes N synthetic events (1,000 clients, 9 classes, 100,000 events/s of event time) as
-//! segment files, indexes them with the [`Indexer`] (committing every 500 ms, as in
-//! production), then times 200 warm queries of each kind: `client:cNNN` newest 100, and
-//! `class:access` over a time window newest 100. The segment files are written in the log
-//! engine's format by a plain buffered writer (the bench measures the index, not the engine).
-//! Indexing CPU time comes from `/proc/self/stat`, so the figure per core holds on a machine
-//! shared with other work, where events/s depends on the share the bench gets.
+//! 1. Live: a producer thread writes N synthetic events (1,000 clients, 9 classes; event
+//!    times 10 µs apart) through the real log engine (`LogHandle::write_events`, in batches of
+//!    1,000 as the link does) at an offered rate, while the [`Indexer`] runs on its own
+//!    thread, committing every 500 ms. Reports the rate reached, how long after being written
+//!    events became searchable (p50/p99/max, sampled every 10 ms), CPU per event (generation,
+//!    segments and indexing together), and bytes on disk per event.
+//! 2. `reindex` of the same segments into a new index: rebuild speed.
+//! 3. 200 warm queries of each kind on the live index: `client:cNNN` newest 100, and
+//!    `class:access` over a tenth of the time span, newest 100.
+//!
+//! CPU time comes from `/proc/self/stat`: on a machine shared with other work, events/s depends
+//! on the share the bench gets, CPU per event much less.
 //!
 //! ```text
 //! cargo run --release -p fubar-monitor --example index_bench
 //! FUBAR_BENCH_EVENTS=10000000 FUBAR_BENCH_DIR=/tmp/bench cargo run --release ...
 //! ```
-//! Settings (environment): `FUBAR_BENCH_EVENTS` (default 1,000,000), `FUBAR_BENCH_HEAP`
-//! (writer heap bytes, default 50 MB), `FUBAR_BENCH_DIR` (scratch dir, default a temp dir;
-//! its `logs` and `index` are deleted first).
+//! Settings (environment): `FUBAR_BENCH_EVENTS` (default 1,000,000), `FUBAR_BENCH_RATE`
+//! (offered events/s, default 100,000; 0: as fast as it goes), `FUBAR_BENCH_HEAP` (writer heap
+//! bytes, default 50 MB), `FUBAR_BENCH_DIR` (scratch dir, default a temp dir; its `logs`,
+//! `index` and `rebuilt` are deleted first).
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::collections::VecDeque;
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use fubar_logproto::{Class, Event};
-use fubar_logs::{class_dir, encode_record};
+use fubar_logs::LogConfig;
 use fubar_monitor::index::{EventIndex, DEFAULT_INDEX_HEAP_BYTES};
-use fubar_monitor::indexer::{Indexer, IndexerConfig};
+use fubar_monitor::indexer::{reindex, Indexer, IndexerConfig};
 use fubar_monitor::search::{search, SearchRequest};
 
 /// Segment file size, as the log engine's default.
-const SEGMENT_BYTES: usize = 10 << 20;
+const SEGMENT_BYTES: u64 = 10 << 20;
 const CLIENTS: u64 = 1_000;
 const QUERIES: usize = 200;
 /// Event time step: 100,000 events per second.
@@ -107,61 +115,6 @@ fn synthetic(i: u64, t0: i64, rng: &mut Rng) -> Event {
     }
 }
 
-/// One class's rolling segment files.
-struct Segments {
-    dir: PathBuf,
-    number: u64,
-    bytes: usize,
-    out: Option<BufWriter<File>>,
-}
-
-impl Segments {
-    fn append(&mut self, record: &[u8]) {
-        if self.out.is_none() || self.bytes + record.len() > SEGMENT_BYTES {
-            self.number += 1;
-            self.bytes = 0;
-            let path = self.dir.join(format!("{:012}.seg", self.number));
-            self.out = Some(BufWriter::with_capacity(
-                64 << 10,
-                File::create(path).unwrap(),
-            ));
-        }
-        if let Some(out) = &mut self.out {
-            out.write_all(record).unwrap();
-        }
-        self.bytes += record.len();
-    }
-}
-
-/// Writes `n` events as segment files; returns the first event's time.
-fn write_segments(log_dir: &Path, n: u64) -> i64 {
-    let t0 = chrono::Utc::now().timestamp_micros() - n as i64 * STEP_US;
-    let mut classes: Vec<Segments> = Class::ALL
-        .iter()
-        .map(|c| {
-            let dir = class_dir(log_dir, *c);
-            fs::create_dir_all(&dir).unwrap();
-            Segments {
-                dir,
-                number: 0,
-                bytes: 0,
-                out: None,
-            }
-        })
-        .collect();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for i in 0..n {
-        let event = synthetic(i, t0, &mut rng);
-        classes[event.class.index()].append(&encode_record(&event).unwrap());
-    }
-    for c in &mut classes {
-        if let Some(out) = &mut c.out {
-            out.flush().unwrap();
-        }
-    }
-    t0
-}
-
 /// CPU time (user and system) this process has used, from /proc (Linux); zero elsewhere.
 fn cpu_time() -> Duration {
     let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -211,8 +164,95 @@ fn latency(index: &EventIndex, request: impl Fn(usize) -> SearchRequest) -> (Dur
     (times[QUERIES / 2], times[QUERIES * 99 / 100])
 }
 
+/// The live pipeline's figures.
+struct Live {
+    /// Until the last event was written / was searchable.
+    written: Duration,
+    searchable: Duration,
+    cpu: Duration,
+    /// Write-to-searchable delays, sorted.
+    lags: Vec<Duration>,
+}
+
+/// Writes `n` events through the log engine at `rate` events/s (0: as fast as it goes), in
+/// batches of 1,000 as the link does, while an indexer thread tails the segments. Every 10 ms
+/// the main thread notes how many events are written and how many are searchable: an event
+/// is searchable `lag` after it was written.
+fn live(log_dir: &Path, index: &Arc<EventIndex>, n: u64, rate: u64, t0: i64) -> Live {
+    let config = LogConfig {
+        node: "monitor@host".into(),
+        epoch: 1,
+        dir: log_dir.to_path_buf(),
+        max_bytes: SEGMENT_BYTES,
+        max_files: 100_000,
+        classes: Vec::new(),
+        channel_capacity: 1024,
+        flush_interval: Duration::from_millis(100),
+        max_events_per_sec: 0,
+    };
+    let (handle, _layer) = fubar_logs::start(config).unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut indexer = Indexer::new(Arc::clone(index), IndexerConfig::new(log_dir)).unwrap();
+    let indexing = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || indexer.run(&stop).unwrap())
+    };
+    let (start, cpu_start) = (Instant::now(), cpu_time());
+    let producer = {
+        let written = Arc::clone(&written);
+        thread::spawn(move || {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+            for first in (0..n).step_by(1_000) {
+                let last = (first + 1_000).min(n);
+                let batch: Vec<Event> = (first..last).map(|i| synthetic(i, t0, &mut rng)).collect();
+                handle.write_events(&batch).unwrap();
+                written.store(last, Ordering::Release);
+                if rate > 0 {
+                    let due = start + Duration::from_secs_f64(last as f64 / rate as f64);
+                    thread::sleep(due.saturating_duration_since(Instant::now()));
+                }
+            }
+            let took = start.elapsed();
+            handle.shutdown();
+            took
+        })
+    };
+    let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut lags = Vec::new();
+    loop {
+        let now = Instant::now();
+        samples.push_back((now, written.load(Ordering::Acquire)));
+        let searchable = index.num_docs();
+        while samples.front().is_some_and(|(_, w)| *w <= searchable) {
+            if let Some((at, w)) = samples.pop_front() {
+                if w > 0 {
+                    lags.push(now - at);
+                }
+            }
+        }
+        if searchable >= n {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let searchable = start.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_start);
+    let written = producer.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    indexing.join().unwrap();
+    lags.sort_unstable();
+    Live {
+        written,
+        searchable,
+        cpu,
+        lags,
+    }
+}
+
 fn main() {
     let n = env_or("FUBAR_BENCH_EVENTS", 1_000_000) as u64;
+    let rate = env_or("FUBAR_BENCH_RATE", 100_000) as u64;
     let heap = env_or("FUBAR_BENCH_HEAP", DEFAULT_INDEX_HEAP_BYTES);
     let temp;
     let root = match std::env::var_os("FUBAR_BENCH_DIR") {
@@ -222,54 +262,60 @@ fn main() {
             temp.path().to_path_buf()
         }
     };
-    let (log_dir, index_dir) = (root.join("logs"), root.join("index"));
-    let _ = fs::remove_dir_all(&log_dir);
-    let _ = fs::remove_dir_all(&index_dir);
+    let (log_dir, index_dir, rebuilt_dir) =
+        (root.join("logs"), root.join("index"), root.join("rebuilt"));
+    for dir in [&log_dir, &index_dir, &rebuilt_dir] {
+        let _ = fs::remove_dir_all(dir);
+    }
     println!(
-        "{n} events, 1000 clients, 9 classes, writer heap {heap} bytes, in {}",
+        "{n} events, 1000 clients, 9 classes, offered at {rate} events/s (0: unpaced), writer heap {heap} bytes, in {}",
         root.display()
     );
 
-    let start = Instant::now();
-    let t0 = write_segments(&log_dir, n);
-    let write_secs = start.elapsed().as_secs_f64();
-    let segment_bytes = dir_bytes(&log_dir);
-    println!(
-        "segments: {:.0} events/s written, {:.1} bytes/event ({} MB)",
-        n as f64 / write_secs,
-        segment_bytes as f64 / n as f64,
-        segment_bytes >> 20
-    );
-
+    let t0 = chrono::Utc::now().timestamp_micros() - n as i64 * STEP_US;
     let index = Arc::new(EventIndex::open_or_create(&index_dir, heap).unwrap());
-    let mut indexer = Indexer::new(Arc::clone(&index), IndexerConfig::new(&log_dir)).unwrap();
-    let (start, cpu_start) = (Instant::now(), cpu_time());
-    while indexer.poll(Instant::now()).unwrap().indexed > 0 {}
-    indexer.poll_once().unwrap();
-    let index_secs = start.elapsed().as_secs_f64();
-    let index_cpu = cpu_time().saturating_sub(cpu_start).as_secs_f64();
-    let stats = indexer.stats();
-    assert_eq!((stats.indexed, index.num_docs()), (n, n));
-    let index_bytes = dir_bytes(&index_dir);
+    let run = live(&log_dir, &index, n, rate, t0);
+    let pct = |p: usize| run.lags[(run.lags.len() - 1) * p / 100];
     println!(
-        "index: {:.0} events/s indexed ({:.1} s, {} commits), {:.1} bytes/event ({} MB), {} segments",
-        n as f64 / index_secs,
-        index_secs,
-        stats.commits,
+        "live (log engine segments + indexer): written at {:.0} events/s, all searchable after {:.1} s: {:.0} events/s",
+        n as f64 / run.written.as_secs_f64(),
+        run.searchable.as_secs_f64(),
+        n as f64 / run.searchable.as_secs_f64(),
+    );
+    println!(
+        "  written to searchable: p50 {:?}, p99 {:?}, max {:?}; CPU {:.1} µs/event ({:.0}% of a core)",
+        pct(50),
+        pct(99),
+        pct(100),
+        run.cpu.as_secs_f64() * 1e6 / n as f64,
+        100.0 * run.cpu.as_secs_f64() / run.searchable.as_secs_f64()
+    );
+    let (segment_bytes, index_bytes) = (dir_bytes(&log_dir), dir_bytes(&index_dir));
+    println!(
+        "  on disk: segments {:.1} bytes/event ({} MB), index {:.1} bytes/event ({} MB, {} tantivy segments)",
+        segment_bytes as f64 / n as f64,
+        segment_bytes >> 20,
         index_bytes as f64 / n as f64,
         index_bytes >> 20,
         index.segments()
     );
-    println!(
-        "index CPU: {:.1} µs/event, {:.0} events/s per core busy ({:.0}% of a core on average)",
-        index_cpu * 1e6 / n as f64,
-        n as f64 / index_cpu,
-        100.0 * index_cpu / index_secs
+
+    let (start, cpu_start) = (Instant::now(), cpu_time());
+    let stats = reindex(&log_dir, &rebuilt_dir, heap).unwrap();
+    let (secs, cpu) = (
+        start.elapsed().as_secs_f64(),
+        cpu_time().saturating_sub(cpu_start),
     );
+    assert_eq!(stats.indexed, n);
     println!(
-        "segments then index, one after the other: {:.0} events/s",
-        n as f64 / (write_secs + index_secs)
+        "reindex from the segments: {:.0} events/s ({:.1} s, {} commits), CPU {:.1} µs/event ({:.0}% of a core)",
+        n as f64 / secs,
+        secs,
+        stats.commits,
+        cpu.as_secs_f64() * 1e6 / n as f64,
+        100.0 * cpu.as_secs_f64() / secs
     );
+    let _ = fs::remove_dir_all(&rebuilt_dir);
 
     let span = n as i64 * STEP_US;
     let (p50, p99) = latency(&index, |i| SearchRequest {

@@ -7,9 +7,13 @@
 //!   what is durable, and keeps per-node [`stats`].
 //! - [`shipper`]: what a node runs: a bounded on-disk spool fed by the log engine's tap, and
 //!   a client that ships it, resending what was not acknowledged after a reconnection.
+//! - [`index`], [`indexer`], [`search`]: the tantivy index of every collected event, fed by
+//!   tailing the segments (its source of truth, so it can be rebuilt from them), searched
+//!   newest first with tantivy's query syntax; `search::TailFilter` matches live events.
 //!
-//! Every limit and default is in [`config`]. Still to come here: feeding the tantivy index,
-//! answering search and tail requests.
+//! Every limit and default is in [`config`] (the index's are next to it, in [`index`] and
+//! [`indexer`], until the CLI wires them). Still to come here: answering search and tail
+//! requests over the link.
 
 #![warn(missing_docs)]
 
