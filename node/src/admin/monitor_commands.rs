@@ -5,13 +5,12 @@ use std::sync::Arc;
 use fubar_logproto::admin::{AdminResponse, LinkStatus, SearchQuery};
 use fubar_logproto::frame;
 use fubar_logproto::Class;
-use fubar_monitor::search::{search, SearchRequest};
+use fubar_monitor::search::{search, SearchRequest, TailFilter};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::broker::Broker;
 use crate::cluster::monitor::MonitorRole;
-use crate::cluster::tail_filter::TailFilter;
 
 fn monitor_of(broker: &Broker) -> Result<Arc<MonitorRole>, String> {
     broker
@@ -102,8 +101,16 @@ pub(super) async fn tail<W: AsyncWrite + Unpin>(
     out: &mut W,
 ) -> Result<(), String> {
     let monitor = monitor_of(broker)?;
-    let class = class_of(class)?;
-    let filter = TailFilter::parse(query)?;
+    let request = SearchRequest {
+        query: query.to_owned(),
+        class: class_of(class)?,
+        since_us: None,
+        from_us: None,
+        until_us: None,
+        limit: 0,
+    };
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let mut filter = TailFilter::new(&request, now_us).map_err(|e| e.to_string())?;
     let mut rx = monitor.tail.subscribe();
     let shutdown = broker.shutdown.clone();
     loop {
@@ -112,9 +119,7 @@ pub(super) async fn tail<W: AsyncWrite + Unpin>(
             _ = shutdown.cancelled() => return Ok(()),
         };
         let reply = match next {
-            Ok(e) if class.is_none_or(|c| c == e.class) && filter.matches(&e) => {
-                AdminResponse::Event((*e).clone())
-            }
+            Ok(e) if filter.matches(&e) => AdminResponse::Event((*e).clone()),
             Ok(_) => continue,
             Err(RecvError::Lagged(n)) => AdminResponse::Missed(n),
             Err(RecvError::Closed) => return Ok(()),

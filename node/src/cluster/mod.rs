@@ -4,6 +4,5 @@
 pub mod monitor;
 pub mod name;
 pub mod shipping;
-pub mod tail_filter;
 
 pub use name::{NodeName, DEFAULT_CLUSTER_PORT};

@@ -196,11 +196,8 @@ async fn handshakes_cmd(a: HandshakesArgs) -> anyhow::Result<()> {
 async fn ingest_cmd(a: IngestArgs) -> anyhow::Result<()> {
     let monitor: crate::cluster::NodeName = a.monitor.parse()?;
     let addr = monitor.cluster_addr()?;
-    let tls = fubar_ssl::quic_client_config(
-        Some(&a.cafile),
-        None,
-        &[fubar_logproto::link::LOG_ALPN],
-    )?;
+    let tls =
+        fubar_ssl::quic_client_config(Some(&a.cafile), None, &[fubar_logproto::link::LOG_ALPN])?;
     let cookie = fubar_monitor::cookie::Cookie::load_or_create(&a.cookie_file)
         .with_context(|| format!("cannot read the cluster cookie {}", a.cookie_file.display()))?;
     let work = std::env::temp_dir().join(format!("fubar-ingest-{}", std::process::id()));
@@ -214,7 +211,10 @@ async fn ingest_cmd(a: IngestArgs) -> anyhow::Result<()> {
         work_dir: work.clone(),
         monitor_pid: a.broker_pid,
     };
-    let control = Control::for_terminal(a.events, "{bar:40} {pos}/{len} acknowledged {per_sec} {elapsed}");
+    let control = Control::for_terminal(
+        a.events,
+        "{bar:40} {pos}/{len} acknowledged {per_sec} {elapsed}",
+    );
     let r = crate::tools::bench::ingest::run(options, &control).await;
     let _ = std::fs::remove_dir_all(&work);
     let r = r.with_context(|| format!("ingest into {addr} failed"))?;

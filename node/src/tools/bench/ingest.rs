@@ -114,8 +114,14 @@ pub fn synthetic_event(node: &str, epoch: u64, seq: u64) -> Event {
         },
         fields: vec![
             (Cow::Borrowed("client"), client),
-            (Cow::Borrowed("peer"), format!("10.0.{}.{}:5{:04}", seq % 200, seq % 250, seq % 10_000)),
-            (Cow::Borrowed("topic"), format!("sensors/{}/temp", seq % 5000)),
+            (
+                Cow::Borrowed("peer"),
+                format!("10.0.{}.{}:5{:04}", seq % 200, seq % 250, seq % 10_000),
+            ),
+            (
+                Cow::Borrowed("topic"),
+                format!("sensors/{}/temp", seq % 5000),
+            ),
         ],
     }
 }
@@ -154,7 +160,10 @@ pub async fn run(o: IngestOptions, control: &Control) -> std::io::Result<IngestR
                 if stop.is_cancelled() {
                     return seq - 1;
                 }
-                if producer_spool.append(&synthetic_event(&node, epoch, seq)).is_err() {
+                if producer_spool
+                    .append(&synthetic_event(&node, epoch, seq))
+                    .is_err()
+                {
                     return seq - 1;
                 }
             }
@@ -169,9 +178,8 @@ pub async fn run(o: IngestOptions, control: &Control) -> std::io::Result<IngestR
         producers.push((spool, shipper));
         made += producer.await.unwrap_or(0);
     }
-    let acked = |p: &[(SharedSpool, Shipper)]| -> u64 {
-        p.iter().map(|(s, _)| s.stats().acked_upto).sum()
-    };
+    let acked =
+        |p: &[(SharedSpool, Shipper)]| -> u64 { p.iter().map(|(s, _)| s.stats().acked_upto).sum() };
     let mut last_change = (acked(&producers), Instant::now());
     while acked(&producers) < made && !control.stop.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(5)).await;
