@@ -58,6 +58,15 @@ pub(super) fn collect(broker: &Broker, class: &str, on: bool) -> AdminResponse {
             .iter()
             .map(ToString::to_string)
             .collect();
+        // Kept as the `monitor.collect` setting, so a restarted monitor collects the same.
+        let value = format!(
+            "[{}]",
+            now.iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        broker.change_setting("monitor.collect", &value)?;
         Ok(AdminResponse::Done(format!(
             "{class} {}; collected: {}",
             if on { "collected" } else { "not collected" },

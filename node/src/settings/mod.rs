@@ -320,7 +320,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 32] = [
+pub const FIXED_AT_START: [&str; 31] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -349,7 +349,6 @@ pub const FIXED_AT_START: [&str; 32] = [
     "cluster.node_certfile",
     "cluster.node_keyfile",
     "cluster.spool_bytes",
-    "monitor.collect",
     "monitor.index_heap_bytes",
     "monitor.index_commit_ms",
     "monitor.index_retention_secs",
