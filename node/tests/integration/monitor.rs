@@ -146,7 +146,7 @@ fn visit(broker: &Broker, id: &str) {
 #[test]
 fn mqtt_activity_on_two_nodes_is_found_by_search() {
     let cluster = Cluster::new();
-    let (_monitor, port) = cluster.monitor(0);
+    let (monitor, port) = cluster.monitor(0);
     let n1 = cluster.node("n1", port, &[]);
     let n2 = cluster.node("n2", port, &[]);
     visit(&n1, "alice");
