@@ -21,6 +21,11 @@ pub fn start(settings: &Settings, logs: &LogHandle, epoch: u64) -> anyhow::Resul
     spool_config.max_bytes = settings.cluster.spool_bytes;
     let spool = SharedSpool::open(&spool_config).context("cannot open the log spool")?;
     logs.set_tap(Some(spool.tap()));
+    // Spool the default classes from the start: events before the first link (or while the
+    // monitor is away at boot) are kept, and the monitor's `Collect` orders adjust the set.
+    for class in fubar_monitor::config::DEFAULT_COLLECT {
+        logs.ship(class, true);
+    }
     let node_cert = (!settings.cluster.node_certfile.as_os_str().is_empty()).then_some((
         settings.cluster.node_certfile.as_path(),
         settings.cluster.node_keyfile.as_path(),

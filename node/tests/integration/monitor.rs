@@ -317,3 +317,18 @@ fn a_node_without_the_cookie_is_refused_and_garbage_harms_no_link() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_node_started_before_its_monitor_spools_from_boot_and_ships_when_it_comes() {
+    let cluster = Cluster::new();
+    // A UDP port nothing listens on yet.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let n1 = cluster.node("n1", port, &[]);
+    visit(&n1, "early");
+    let (_monitor, _) = cluster.monitor(port);
+    cluster.wait_found("client:early", "disconnected client=early");
+}
