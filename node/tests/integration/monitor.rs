@@ -196,6 +196,38 @@ fn mqtt_activity_on_two_nodes_is_found_by_search() {
         text.contains("n1@localhost") && text.contains("n2@localhost"),
         "{text}"
     );
+    // `protocol` is not shipped by default; `log collect` turns it on for every node, and
+    // keeps it as a setting for the monitor's next start.
+    let ctl = |args: &[&str]| {
+        fubar()
+            .args(["ctl", "--node", MONITOR, "--data-dir"])
+            .arg(cluster.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = ctl(&["log", "collect", "protocol", "on"]);
+    assert!(out.status.success(), "{out:?}");
+    visit(&n2, "carol");
+    cluster.wait_found("class:protocol AND client:carol", "kind=DISCONNECT");
+    let out = ctl(&["settings"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("monitor.collect") && l.contains("protocol")),
+        "{text}"
+    );
+    // The cluster's access class to the monitor's stdout, at once.
+    let out = ctl(&["log", "out", "access", "stdout"]);
+    assert!(out.status.success(), "{out:?}");
+    visit(&n1, "dave");
+    let line = monitor
+        .wait_for_log("connected client=dave", WAIT)
+        .expect("n1's access event on the monitor's stdout");
+    assert!(
+        line.starts_with("access") && line.contains("n1@localhost"),
+        "{line}"
+    );
 }
 
 /// (epoch, seq) → how many times the monitor has that event of `node`, from its index.
