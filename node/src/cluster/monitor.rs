@@ -83,6 +83,10 @@ impl MonitorRole {
         config.collect = collected_classes(settings)?;
         // What is in the segments already: resends after a restart are recognised as such.
         config.high_water = fubar_logs::high_water_marks(&log_dir)?;
+        // The monitor's own events are in the same segments; it is not a node it hears from.
+        config
+            .high_water
+            .retain(|(node, _), _| *node != settings.node.name);
         let (tail, _) = broadcast::channel(TAIL_CAPACITY);
         let sink = Arc::new(TailingSink {
             logs: logs.clone(),
