@@ -49,7 +49,13 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Local(socket) => write!(f, "{}", socket.display()),
-            Self::Remote(r) => write!(f, "{} (cluster://{}:{})", r.node.id(), r.node.host, r.node.port),
+            Self::Remote(r) => write!(
+                f,
+                "{} (cluster://{}:{})",
+                r.node.id(),
+                r.node.host,
+                r.node.port
+            ),
         }
     }
 }

@@ -17,8 +17,7 @@ pub async fn dispatch(
     replies: mpsc::Sender<AdminResponse>,
 ) {
     if let AdminRequest::LogTail { query, class } = request {
-        if let Err(why) =
-            monitor_commands::tail(&broker, &query, class.as_deref(), &replies).await
+        if let Err(why) = monitor_commands::tail(&broker, &query, class.as_deref(), &replies).await
         {
             let _ = replies.send(AdminResponse::Error(why)).await;
         }

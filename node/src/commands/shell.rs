@@ -106,9 +106,7 @@ pub(crate) fn run(socket: &admin::Target, history: &Path) -> anyhow::Result<()> 
     let mut editor: Editor<ShellHelper, rustyline::history::DefaultHistory> = Editor::new()?;
     editor.set_helper(Some(ShellHelper));
     let _ = editor.load_history(history);
-    println!(
-        "fubar admin shell on {socket} (help, quit; Tab completes)"
-    );
+    println!("fubar admin shell on {socket} (help, quit; Tab completes)");
     loop {
         let line = match editor.readline("fubar> ") {
             Ok(l) => l,

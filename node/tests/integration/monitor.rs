@@ -146,7 +146,7 @@ fn visit(broker: &Broker, id: &str) {
 #[test]
 fn mqtt_activity_on_two_nodes_is_found_by_search() {
     let cluster = Cluster::new();
-    let (monitor, port) = cluster.monitor(0);
+    let (_monitor, port) = cluster.monitor(0);
     let n1 = cluster.node("n1", port, &[]);
     let n2 = cluster.node("n2", port, &[]);
     visit(&n1, "alice");
@@ -365,7 +365,10 @@ fn ctl_and_search_reach_the_monitor_over_its_cluster_port() {
     let out = remote(other.path(), port, &["ctl", "status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(text.contains(MONITOR) && text.contains("cluster://"), "{text}");
+    assert!(
+        text.contains(MONITOR) && text.contains("cluster://"),
+        "{text}"
+    );
     let out = remote(other.path(), port, &["ctl", "log", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
@@ -395,7 +398,10 @@ fn ctl_and_search_reach_the_monitor_over_its_cluster_port() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
