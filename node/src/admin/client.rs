@@ -156,13 +156,18 @@ fn remote_exchange(
         }
         .map_err(|e| match e {
             Failure::Monitor(e) => unreachable(&e),
+            Failure::Setup(e) => unreachable(&e),
             Failure::Output(e) => e,
         })
     })
 }
 
 enum Failure {
+    /// The connection or the monitor failed.
     Monitor(fubar_monitor::MonitorError),
+    /// The CA, cookie or certificate is unusable, or the host does not resolve.
+    Setup(String),
+    /// Printing a reply failed.
     Output(io::Error),
 }
 
@@ -171,7 +176,7 @@ async fn remote_async(
     req: &AdminRequest,
     mut each: impl FnMut(AdminResponse) -> io::Result<bool>,
 ) -> Result<(), Failure> {
-    let setup = |e: &dyn fmt::Display| Failure::Output(io::Error::other(e.to_string()));
+    let setup = |e: &dyn fmt::Display| Failure::Setup(e.to_string());
     fubar_ssl::install_crypto_provider();
     let cert = remote
         .cert

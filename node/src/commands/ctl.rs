@@ -93,7 +93,11 @@ fn absolute(path: String) -> String {
 pub(crate) fn target(node: &NodeLocation, access: &RemoteAccess) -> anyhow::Result<admin::Target> {
     let settings = located(node);
     let socket = admin::socket_path(&settings.node_dir());
-    let Some(name) = node.name.as_deref().filter(|_| !socket.exists()) else {
+    // Only a socket that is surely absent sends us to the network: one we may not look at
+    // (another user's node dir) is reported as it is.
+    let absent =
+        std::fs::symlink_metadata(&socket).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+    let Some(name) = node.name.as_deref().filter(|_| absent) else {
         return Ok(admin::Target::Local(socket));
     };
     let node: NodeName = name.parse()?;
