@@ -34,6 +34,16 @@ use crate::{Class, Event};
 /// ALPN of the log link, offered by both sides; a peer without it fails the TLS handshake.
 pub const LOG_ALPN: &[u8] = b"fubar-log/1";
 
+/// ALPN of the remote admin link on the same endpoint: the same `Hello` and membership proof
+/// (the `node` of its `Hello` names the client, e.g. `ctl@HOST`, and its epoch is 0), then,
+/// on the same stream, one `admin::AdminRequest` frame from the client and `AdminResponse`
+/// frames back: one for an ordinary request, a stream of `Event` / `Missed` for `LogTail`
+/// until the client goes away. The monitor finishes the stream after the last reply.
+pub const ADMIN_ALPN: &[u8] = b"fubar-admin/1";
+
+/// Largest admin request frame body the monitor reads; a larger one closes that connection.
+pub const MAX_ADMIN_REQUEST: usize = 64 << 10;
+
 /// Length of a challenge nonce, bytes.
 pub const NONCE_LEN: usize = 32;
 

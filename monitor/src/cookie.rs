@@ -56,6 +56,12 @@ impl Cookie {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(MonitorError::io("create cookie file", path, e)),
         }
+        Self::load(path)
+    }
+
+    /// Reads the cookie file (a client's copy of it; never created): the same checks as
+    /// [`Cookie::load_or_create`].
+    pub fn load(path: &Path) -> Result<Self, MonitorError> {
         let bad = |reason: &str| MonitorError::Cookie {
             path: path.to_owned(),
             reason: reason.to_owned(),

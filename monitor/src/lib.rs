@@ -12,17 +12,20 @@
 //!   newest first with tantivy's query syntax; `search::TailFilter` matches live events.
 //!
 //! Every limit and default is in [`config`] (the index's are next to it, in [`index`] and
-//! [`indexer`], until the CLI wires them). Still to come here: answering search and tail
-//! requests over the link.
+//! [`indexer`], until the CLI wires them).
+//! - [`admin`]: remote admin on the same endpoint (ALPN `fubar-admin/1`), after the same
+//!   membership proof: requests go to a handler the owner installs, replies stream back.
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod cookie;
 pub mod dedup;
 mod error;
 pub mod index;
 pub mod indexer;
+mod membership;
 pub mod search;
 pub mod server;
 pub mod shipper;

@@ -7,15 +7,16 @@ mod connection;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use fubar_logproto::Class;
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Connection, Endpoint, IdleTimeout, TransportConfig, VarInt};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::admin::AdminCall;
 use crate::config::{LinkLimits, DEFAULT_COLLECT};
 use crate::cookie::Cookie;
 use crate::dedup::NodeDedup;
@@ -80,6 +81,9 @@ pub(crate) struct Inner {
     refused: AtomicU64,
     connections: Arc<Semaphore>,
     accept: Mutex<Option<JoinHandle<()>>>,
+    /// Where admitted remote admin requests go (`set_admin`); refused with an error reply
+    /// until one is installed.
+    admin: OnceLock<mpsc::Sender<AdminCall>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -93,8 +97,8 @@ impl std::fmt::Debug for Inner {
 impl MonitorServer {
     /// Binds the endpoint and starts accepting (needs a tokio runtime).
     ///
-    /// `tls` is a TLS 1.3 server configuration offering `LOG_ALPN`
-    /// (`fubar_ssl::quic_server_config`). A node is a member if it presents a certificate of
+    /// `tls` is a TLS 1.3 server configuration offering `LOG_ALPN`, and `ADMIN_ALPN` if
+    /// remote admin is served (`fubar_ssl::quic_server_config`). A node is a member if it presents a certificate of
     /// the cluster CA whose CN is its name (the configuration must then ask for client
     /// certificates), or proves `cookie`. `sink` writes the events (the log engine).
     pub fn start(
@@ -138,6 +142,7 @@ impl MonitorServer {
             collect: watch::channel(collect).0,
             refused: AtomicU64::new(0),
             accept: Mutex::new(None),
+            admin: OnceLock::new(),
         });
         let task = tokio::spawn(accept_loop(Arc::clone(&inner)));
         *lock(&inner.accept) = Some(task);
@@ -165,6 +170,12 @@ impl MonitorServer {
             .collect();
         all.sort_by(|a, b| a.node.cmp(&b.node));
         all
+    }
+
+    /// Installs the handler of remote admin requests (ALPN `fubar-admin/1`): each admitted
+    /// request arrives on `calls` with the sender of its replies. Only the first call counts.
+    pub fn set_admin(&self, calls: mpsc::Sender<AdminCall>) {
+        let _ = self.inner.admin.set(calls);
     }
 
     /// Peers refused (not members, too many connections) since start.

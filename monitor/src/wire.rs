@@ -32,6 +32,11 @@ impl FrameReader {
         }
     }
 
+    /// Changes the body limit (between frames).
+    pub(crate) fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// The next frame; `Ok(None)` if the stream ends cleanly between frames.
     pub(crate) async fn next<T: DeserializeOwned>(
         &mut self,

@@ -88,6 +88,9 @@ pub enum OfflineLogCommand {
         /// The monitor (its --name and --data-dir).
         #[command(flatten)]
         node: NodeLocation,
+        /// How to reach it on another machine.
+        #[command(flatten)]
+        remote: RemoteAccess,
         /// Only this class.
         #[arg(long)]
         class: Option<String>,
@@ -368,12 +371,32 @@ pub struct HandshakesArgs {
 /// a bare `fubar node` started.
 #[derive(Debug, Clone, Args)]
 pub struct NodeLocation {
-    /// Node name, NAME@HOST [default: fubar@<hostname>] (on this machine: its admin socket).
+    /// Node name, NAME@HOST[:PORT] [default: fubar@<hostname>]: its admin socket on this
+    /// machine, or else its cluster port (QUIC, default 4370).
     #[arg(long, visible_alias = "node")]
     pub name: Option<String>,
     /// Data directory [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// How to reach a node of another machine (`--node NAME@HOST[:PORT]` with no admin socket
+/// here): over QUIC to its cluster port, proving membership as a node would.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteAccess {
+    /// The cluster cookie, for a remote node [default: DATA_DIR/cookie].
+    #[arg(long, value_name = "FILE")]
+    pub cookie_file: Option<PathBuf>,
+    /// The cluster CA, to trust a remote node's certificate.
+    #[arg(long, value_name = "FILE", default_value = "ssl/cacert.pem")]
+    pub cafile: PathBuf,
+    /// A node certificate of the cluster CA (`fubar ssl new-certs --node`), proving
+    /// membership to a remote node instead of the cookie.
+    #[arg(long, value_name = "FILE", requires = "keyfile")]
+    pub certfile: Option<PathBuf>,
+    /// The key of --certfile.
+    #[arg(long, value_name = "FILE", requires = "certfile")]
+    pub keyfile: Option<PathBuf>,
 }
 
 /// Flags of `fubar ctl`.
@@ -382,6 +405,9 @@ pub struct CtlArgs {
     /// The node to talk to.
     #[command(flatten)]
     pub node: NodeLocation,
+    /// How to reach it on another machine.
+    #[command(flatten)]
+    pub remote: RemoteAccess,
     /// The command; without one, an interactive shell on the node.
     #[command(subcommand)]
     pub command: Option<CtlCommand>,
@@ -621,6 +647,9 @@ pub struct SearchArgs {
     /// The monitor (its --name and --data-dir; `--node` is the same as `--name`).
     #[command(flatten)]
     pub node: NodeLocation,
+    /// How to reach it on another machine.
+    #[command(flatten)]
+    pub remote: RemoteAccess,
     /// Query, in tantivy's syntax over the fields node, class, client, user, peer, topic,
     /// type, seq and the text: `client:c1 AND class:access`, `topic:"a/b"`, `"keep-alive
     /// timeout"` (empty: every event).

@@ -5,13 +5,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fubar_logproto::link::{Batch, MonitorMsg, NodeMsg, BINDING_LABEL, BINDING_LEN, REFUSED};
+use fubar_logproto::admin::{AdminRequest, AdminResponse};
+use fubar_logproto::link::{
+    Batch, MonitorMsg, NodeMsg, ADMIN_ALPN, BINDING_LABEL, BINDING_LEN, MAX_ADMIN_REQUEST, REFUSED,
+};
 use fubar_logproto::{Class, Event};
 use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
-use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit};
 
 use super::Inner;
+use crate::admin::{AdminCall, ADMIN_REPLY_CAPACITY};
 use crate::cookie;
 use crate::dedup::{check_batch, NodeDedup};
 use crate::stats::BatchDone;
@@ -22,6 +26,8 @@ use crate::MonitorError;
 const CLOSE_REFUSED: u32 = 1;
 /// How long a refused peer is given to read the refusal.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+/// How long an admin client is given to read the last reply and close.
+const REPLY_LINGER: Duration = Duration::from_secs(5);
 
 /// Why a link ended before or during its life.
 enum End {
@@ -41,6 +47,8 @@ struct Admitted {
     recv: RecvStream,
     reader: FrameReader,
     node: String,
+    /// A remote admin client (ALPN `fubar-admin/1`), not a node's log link.
+    admin: bool,
 }
 
 /// Logs a refusal as a `warning` event and counts it.
@@ -77,6 +85,21 @@ pub(super) async fn run(inner: Arc<Inner>, incoming: Incoming, _permit: OwnedSem
     };
     let node = admitted.node.clone();
     let conn = admitted.conn.clone();
+    if admitted.admin {
+        // Not a log link: it does not take the node's place in the table.
+        if let Err(error) = serve_admin(&inner, admitted).await {
+            if is_malformed(&error) {
+                // A bad or oversized request ends this connection only.
+                tracing::warn!(target: "warning", peer = %peer, client = %node,
+                    reason = %error, "admin link closed: malformed traffic");
+                conn.close(VarInt::from_u32(CLOSE_REFUSED), b"malformed");
+            } else {
+                tracing::info!(target: "info", peer = %peer, client = %node,
+                    reason = %error, "admin link ended");
+            }
+        }
+        return;
+    }
     let Some(dedup) = inner.register(&node, &conn) else {
         refusal(&inner, peer, Some(&node), "too many nodes");
         conn.close(VarInt::from_u32(CLOSE_REFUSED), b"");
@@ -109,6 +132,7 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
     let conn = incoming
         .await
         .map_err(|e| refused(None, format!("TLS handshake failed: {e}")))?;
+    let admin = alpn(&conn).as_deref() == Some(ADMIN_ALPN);
     let (mut send, mut recv) = conn
         .accept_bi()
         .await
@@ -162,7 +186,58 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
         recv,
         reader,
         node,
+        admin,
     })
+}
+
+/// The protocol the peer chose (TLS ALPN).
+fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// An admitted admin client: one request, handed to the installed handler, whose replies are
+/// written back until it is done or the client goes away; then the stream is finished.
+async fn serve_admin(inner: &Inner, mut link: Admitted) -> Result<(), MonitorError> {
+    link.reader = FrameReader::new(MAX_ADMIN_REQUEST);
+    let request = tokio::time::timeout(
+        inner.limits.handshake_timeout,
+        link.reader.next::<AdminRequest>(&mut link.recv),
+    )
+    .await
+    .map_err(|_| MonitorError::Timeout("the admin request"))??
+    .ok_or_else(|| MonitorError::Protocol("no admin request".into()))?;
+    let (replies, mut rx) = mpsc::channel(ADMIN_REPLY_CAPACITY);
+    let call = AdminCall { request, replies };
+    let handed = match inner.admin.get() {
+        Some(handler) => handler.send(call).await.is_ok(),
+        None => false,
+    };
+    if !handed {
+        let reply = AdminResponse::Error("this monitor serves no remote admin".into());
+        write_frame(&mut link.send, &reply).await?;
+    }
+    let gone = link.send.stopped();
+    tokio::pin!(gone);
+    loop {
+        tokio::select! {
+            reply = rx.recv() => match reply {
+                Some(r) => write_frame(&mut link.send, &r).await?,
+                None => break,
+            },
+            // The client stopped reading or closed: dropping `rx` ends a tail.
+            _ = &mut gone => return Ok(()),
+            _ = link.conn.closed() => return Ok(()),
+        }
+    }
+    link.send
+        .finish()
+        .map_err(|e| MonitorError::Stream(e.to_string()))?;
+    // Keep the connection until the client has read it all and closed it.
+    let _ = tokio::time::timeout(REPLY_LINGER, link.conn.closed()).await;
+    Ok(())
 }
 
 /// The certificate or the cookie: `Err(reason)` for the warning if neither holds.

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use fubar_logproto::link::{MonitorMsg, NodeMsg, BINDING_LABEL, BINDING_LEN};
+use fubar_logproto::link::{MonitorMsg, NodeMsg};
 use fubar_logs::LogHandle;
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Connection, Endpoint, IdleTimeout, RecvStream, SendStream, TransportConfig};
@@ -16,11 +16,10 @@ use tokio::task::JoinHandle;
 use super::SharedSpool;
 use crate::config::ShipperLimits;
 use crate::cookie::Cookie;
+use crate::membership::join;
 use crate::wire::{write_frame, FrameReader};
 use crate::MonitorError;
 
-/// Largest frame the monitor sends (its messages are small).
-const MAX_MONITOR_FRAME: usize = 64 << 10;
 /// Room left in the monitor's frame for the batch's own fields and `lost` ranges.
 const FRAME_MARGIN: usize = 64 << 10;
 
@@ -222,51 +221,22 @@ async fn connect(ctx: &Ctx) -> Result<Link, MonitorError> {
         .endpoint
         .connect(config.monitor, &config.server_name)?
         .await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let mut reader = FrameReader::new(MAX_MONITOR_FRAME);
-    let hello = NodeMsg::Hello {
-        node: config.node.clone(),
-        epoch: config.epoch,
-    };
-    write_frame(&mut send, &hello).await?;
-    loop {
-        match reader.next::<MonitorMsg>(&mut recv).await? {
-            Some(MonitorMsg::Challenge { nonce }) => {
-                let Some(cookie) = &ctx.cookie else {
-                    return Err(MonitorError::Refused(
-                        "the monitor asks for the cluster cookie and none is configured".into(),
-                    ));
-                };
-                let mut binding = [0; BINDING_LEN];
-                conn.export_keying_material(&mut binding, BINDING_LABEL, b"")
-                    .map_err(|_| MonitorError::Tls("no TLS exporter on this link".into()))?;
-                let mac = cookie.prove(&binding, &nonce, &config.node, config.epoch);
-                write_frame(&mut send, &NodeMsg::Proof { mac }).await?;
-            }
-            Some(MonitorMsg::Welcome {
-                max_frame,
-                max_batch_events,
-            }) => {
-                let limits = &config.limits;
-                let frame_room = (max_frame as usize).saturating_sub(FRAME_MARGIN).max(1);
-                return Ok(Link {
-                    conn,
-                    send,
-                    recv,
-                    reader,
-                    batch_events: limits.batch_events.min(max_batch_events as usize).max(1),
-                    batch_bytes: limits.batch_bytes.min(frame_room),
-                });
-            }
-            Some(MonitorMsg::Refused { reason }) => return Err(MonitorError::Refused(reason)),
-            Some(other) => {
-                return Err(MonitorError::Protocol(format!(
-                    "unexpected {other:?} before Welcome"
-                )))
-            }
-            None => return Err(MonitorError::Stream("closed during the handshake".into())),
-        }
-    }
+    let joined = join(&conn, &config.node, config.epoch, ctx.cookie.as_ref()).await?;
+    let limits = &config.limits;
+    let frame_room = (joined.max_frame as usize)
+        .saturating_sub(FRAME_MARGIN)
+        .max(1);
+    Ok(Link {
+        conn,
+        send: joined.send,
+        recv: joined.recv,
+        reader: joined.reader,
+        batch_events: limits
+            .batch_events
+            .min(joined.max_batch_events as usize)
+            .max(1),
+        batch_bytes: limits.batch_bytes.min(frame_room),
+    })
 }
 
 /// Sends batches while fewer than `max_in_flight` are unacknowledged, and takes acks and

@@ -1,6 +1,7 @@
 //! The log link end to end on loopback: real quinn endpoints, real TLS material from
 //! `fubar_ssl::new_certs`, the monitor writing through a real log engine.
 
+mod admin;
 mod membership;
 mod shipping;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fubar_logproto::link::LOG_ALPN;
+use fubar_logproto::link::{ADMIN_ALPN, LOG_ALPN};
 use fubar_logproto::{Class, Event};
 use fubar_logs::{class_dir, decode_records, EventLayer, LogConfig, LogHandle, Redirect};
 use fubar_monitor::config::ShipperLimits;
@@ -53,11 +54,20 @@ impl Pki {
             cafile: Some(self.path("cacert.pem")),
             verify: ClientVerify::Optional,
         };
-        fubar_ssl::quic_server_config(&files, &[LOG_ALPN]).unwrap()
+        fubar_ssl::quic_server_config(&files, &[LOG_ALPN, ADMIN_ALPN]).unwrap()
     }
 
     /// A node's TLS, trusting `self`'s CA, presenting `cert`'s node certificate if given.
     pub(crate) fn client_tls(&self, cert: Option<(&Self, &str)>) -> Arc<rustls::ClientConfig> {
+        self.client_tls_for(cert, LOG_ALPN)
+    }
+
+    /// [`Pki::client_tls`] offering `alpn`.
+    pub(crate) fn client_tls_for(
+        &self,
+        cert: Option<(&Self, &str)>,
+        alpn: &[u8],
+    ) -> Arc<rustls::ClientConfig> {
         let files = cert.map(|(pki, node)| {
             (
                 pki.path(&format!("node-{node}.pem")),
@@ -65,7 +75,7 @@ impl Pki {
             )
         });
         let files = files.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-        fubar_ssl::quic_client_config(Some(&self.path("cacert.pem")), files, &[LOG_ALPN]).unwrap()
+        fubar_ssl::quic_client_config(Some(&self.path("cacert.pem")), files, &[alpn]).unwrap()
     }
 }
 

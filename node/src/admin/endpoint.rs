@@ -10,8 +10,9 @@ use fubar_logproto::admin::{AdminRequest, AdminResponse};
 use fubar_logproto::frame;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 
-use super::commands;
+use super::dispatch::dispatch;
 use crate::broker::Broker;
 
 /// Largest admin request accepted.
@@ -81,18 +82,16 @@ async fn serve(mut stream: UnixStream, broker: Arc<Broker>) {
             return;
         }
     };
-    if let AdminRequest::LogTail { query, class } = request {
-        let sent =
-            super::monitor_commands::tail(&broker, &query, class.as_deref(), &mut stream).await;
-        if let Err(why) = sent {
-            let _ = write_reply(&mut stream, &AdminResponse::Error(why)).await;
+    let (replies, mut rx) = mpsc::channel(fubar_monitor::admin::ADMIN_REPLY_CAPACITY);
+    tokio::spawn(dispatch(broker, request, replies));
+    // Dropping `rx` when the client is gone ends a tail.
+    while let Some(reply) = rx.recv().await {
+        if let Err(e) = write_frame(&mut stream, &reply).await {
+            tracing::debug!(target: "debug", error = %e, "admin reply not delivered");
+            return;
         }
-        return;
     }
-    let reply = commands::execute(&broker, request).await;
-    if let Err(e) = write_reply(&mut stream, &reply).await {
-        tracing::debug!(target: "debug", error = %e, "admin reply not delivered");
-    }
+    let _ = stream.shutdown().await;
 }
 
 async fn read_request(stream: &mut UnixStream) -> io::Result<AdminRequest> {
@@ -104,8 +103,12 @@ async fn read_request(stream: &mut UnixStream) -> io::Result<AdminRequest> {
     frame::decode(&body).map_err(io::Error::other)
 }
 
-async fn write_reply(stream: &mut UnixStream, reply: &AdminResponse) -> io::Result<()> {
+async fn write_frame(stream: &mut UnixStream, reply: &AdminResponse) -> io::Result<()> {
     let bytes = frame::encode(reply).map_err(io::Error::other)?;
-    stream.write_all(&bytes).await?;
+    stream.write_all(&bytes).await
+}
+
+async fn write_reply(stream: &mut UnixStream, reply: &AdminResponse) -> io::Result<()> {
+    write_frame(stream, reply).await?;
     stream.shutdown().await
 }

@@ -1,16 +1,20 @@
 //! The admin endpoint: a Unix socket in the node's directory through which `fubar ctl` runs
-//! commands on a running node.
+//! commands on a running node, and, on a monitor, the same commands over its QUIC cluster
+//! port for members of the cluster (`fubar_monitor::admin`).
 //!
-//! Only the node's owner can reach it: the node directory is mode 0700 and the socket 0600.
-//! Each connection carries one request and one reply, as `fubar-logproto` frames.
+//! Only the node's owner can reach the socket: the node directory is mode 0700 and the socket
+//! 0600. Each connection carries one request and one reply (a stream of them for `log tail`),
+//! as `fubar-logproto` frames. Both transports run requests through [`dispatch`].
 
 mod client;
 mod commands;
+mod dispatch;
 mod endpoint;
 mod log_commands;
 mod monitor_commands;
 
-pub use client::request;
+pub use client::{request, stream, Remote, Target};
+pub use dispatch::dispatch;
 pub use endpoint::Endpoint;
 
 use std::path::{Path, PathBuf};

@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use fubar_logproto::admin::{AdminResponse, LinkStatus, SearchQuery};
-use fubar_logproto::frame;
 use fubar_logproto::Class;
 use fubar_monitor::search::{search, SearchRequest, TailFilter};
-use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::cluster::monitor::MonitorRole;
@@ -101,13 +100,13 @@ pub(super) fn links(broker: &Broker) -> AdminResponse {
     }
 }
 
-/// A live tail: every matching event as it reaches the monitor, one frame each, until the
-/// client goes away.
-pub(super) async fn tail<W: AsyncWrite + Unpin>(
+/// A live tail: every matching event as it reaches the monitor, one reply each, until the
+/// client goes away (`out` closed) or the node stops.
+pub(super) async fn tail(
     broker: &Broker,
     query: &str,
     class: Option<&str>,
-    out: &mut W,
+    out: &mpsc::Sender<AdminResponse>,
 ) -> Result<(), String> {
     let monitor = monitor_of(broker)?;
     let request = SearchRequest {
@@ -126,6 +125,7 @@ pub(super) async fn tail<W: AsyncWrite + Unpin>(
         let next = tokio::select! {
             n = rx.recv() => n,
             _ = shutdown.cancelled() => return Ok(()),
+            () = out.closed() => return Ok(()),
         };
         let reply = match next {
             Ok(e) if filter.matches(&e) => AdminResponse::Event((*e).clone()),
@@ -133,10 +133,7 @@ pub(super) async fn tail<W: AsyncWrite + Unpin>(
             Err(RecvError::Lagged(n)) => AdminResponse::Missed(n),
             Err(RecvError::Closed) => return Ok(()),
         };
-        let Ok(bytes) = frame::encode(&reply) else {
-            continue;
-        };
-        if out.write_all(&bytes).await.is_err() {
+        if out.send(reply).await.is_err() {
             return Ok(());
         }
     }

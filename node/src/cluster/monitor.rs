@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fubar_logproto::link::LOG_ALPN;
+use fubar_logproto::link::{ADMIN_ALPN, LOG_ALPN};
 use fubar_logproto::{Class, Event};
 use fubar_logs::LogHandle;
 use fubar_monitor::cookie::Cookie;
@@ -18,9 +18,13 @@ use fubar_monitor::indexer::{Indexer, IndexerConfig};
 use fubar_monitor::server::{MonitorServer, ServerConfig};
 use fubar_monitor::sink::EventSink;
 use fubar_monitor::MonitorError;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
+use crate::broker::Broker;
 use crate::settings::Settings;
+
+/// Remote admin requests waiting for the dispatcher (each then runs in its own task).
+pub const ADMIN_QUEUE: usize = 64;
 
 /// Events buffered for each live tail; a tail further behind is told how many it missed.
 pub const TAIL_CAPACITY: usize = 16_384;
@@ -67,7 +71,7 @@ impl MonitorRole {
             cafile: Some(settings.ssl.cafile.clone()),
             verify: fubar_ssl::ClientVerify::Optional,
         };
-        let tls = fubar_ssl::quic_server_config(&files, &[LOG_ALPN]).map_err(|e| {
+        let tls = fubar_ssl::quic_server_config(&files, &[LOG_ALPN, ADMIN_ALPN]).map_err(|e| {
             anyhow::anyhow!(
                 "the monitor needs TLS material for its cluster port (`fubar ssl new-certs`): {e}"
             )
@@ -125,6 +129,28 @@ impl MonitorRole {
             stop,
             indexer: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Serves remote admin (ALPN `fubar-admin/1`) with the node's own admin commands, as its
+    /// Unix socket does, until the node shuts down.
+    pub fn serve_admin(&self, broker: Arc<Broker>) {
+        let (calls, mut rx) = mpsc::channel(ADMIN_QUEUE);
+        self.server.set_admin(calls);
+        let shutdown = broker.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let call = tokio::select! {
+                    c = rx.recv() => c,
+                    _ = shutdown.cancelled() => None,
+                };
+                let Some(call) = call else { break };
+                tokio::spawn(crate::admin::dispatch(
+                    broker.clone(),
+                    call.request,
+                    call.replies,
+                ));
+            }
+        });
     }
 
     /// Stops the link server and the indexer (after its last commit).

@@ -6,14 +6,15 @@ use fubar_logproto::admin::{AdminRequest, AdminResponse};
 use crate::admin;
 use crate::cli::{
     AccountCommand, AclCommand, CtlArgs, CtlCommand, CtlSslCommand, LogCommand, NodeLocation,
-    TraceCommand, UntraceCommand,
+    RemoteAccess, TraceCommand, UntraceCommand,
 };
+use crate::cluster::NodeName;
 use crate::settings::Settings;
 
 /// Runs one `fubar ctl` command, or the interactive shell without one.
 pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
     let settings = located(&args.node);
-    let socket = admin::socket_path(&settings.node_dir());
+    let socket = target(&args.node, &args.remote)?;
     match args.command {
         Some(CtlCommand::Log(LogCommand::List)) => {
             print(admin::request(&socket, &AdminRequest::LogList)?)?;
@@ -85,6 +86,33 @@ pub(crate) fn request_of(command: CtlCommand) -> anyhow::Result<AdminRequest> {
 /// A path as the node (whose working directory may differ) must see it.
 fn absolute(path: String) -> String {
     std::path::absolute(&path).map_or(path, |p| p.display().to_string())
+}
+
+/// Where the admin endpoint of the node named by `--node` is: its socket on this machine if
+/// there is one, else (for a node named explicitly) its cluster port.
+pub(crate) fn target(node: &NodeLocation, access: &RemoteAccess) -> anyhow::Result<admin::Target> {
+    let settings = located(node);
+    let socket = admin::socket_path(&settings.node_dir());
+    // Only a socket that is surely absent sends us to the network: one we may not look at
+    // (another user's node dir) is reported as it is.
+    let absent =
+        std::fs::symlink_metadata(&socket).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+    let Some(name) = node.name.as_deref().filter(|_| absent) else {
+        return Ok(admin::Target::Local(socket));
+    };
+    let node: NodeName = name.parse()?;
+    let cookie_file = access
+        .cookie_file
+        .clone()
+        .unwrap_or_else(|| settings.node.data_dir.join("cookie"));
+    let cert = access.certfile.clone().zip(access.keyfile.clone());
+    Ok(admin::Target::Remote(Box::new(admin::Remote {
+        node,
+        cafile: access.cafile.clone(),
+        cookie_file,
+        cert,
+        socket,
+    })))
 }
 
 /// The settings that locate a node from `--name` and `--data-dir` (same defaults as `node`).

@@ -11,9 +11,12 @@ use crate::cli::OfflineLogCommand;
 /// Runs one `fubar log` command.
 pub(crate) fn run(cmd: OfflineLogCommand) -> anyhow::Result<()> {
     let (dir, node, class, file) = match cmd {
-        OfflineLogCommand::Tail { node, class, query } => {
-            return super::search::tail(&node, class, query)
-        }
+        OfflineLogCommand::Tail {
+            node,
+            remote,
+            class,
+            query,
+        } => return super::search::tail(&node, &remote, class, query),
         OfflineLogCommand::Reindex { node } => return super::search::reindex(&node),
         OfflineLogCommand::Dump {
             dir,

@@ -174,6 +174,7 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     let _ = broker.logs.set(logs);
     if let Some(m) = &monitor {
         let _ = broker.monitor.set(m.clone());
+        m.serve_admin(broker.clone());
         broker.add_listener(format!("cluster://{}", m.addr));
         println!("fubar monitor {name} collecting on cluster://{}", m.addr);
     }

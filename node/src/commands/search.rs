@@ -1,16 +1,16 @@
 //! `fubar search`, `fubar log tail` and `fubar log reindex`: the monitor's collected events.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use fubar_logproto::admin::{AdminRequest, AdminResponse, SearchQuery};
-use fubar_logproto::{frame, Event};
+use fubar_logproto::Event;
 
-use super::ctl::located;
+use super::ctl::{located, target};
 use crate::admin;
-use crate::cli::{NodeLocation, SearchArgs};
+use crate::cli::{NodeLocation, RemoteAccess, SearchArgs};
 
 /// Runs `fubar search`.
 pub(crate) fn run(a: SearchArgs) -> anyhow::Result<()> {
@@ -28,7 +28,7 @@ pub(crate) fn run(a: SearchArgs) -> anyhow::Result<()> {
         until_us,
         limit: a.limit,
     };
-    let socket = admin::socket_path(&located(&a.node).node_dir());
+    let socket = target(&a.node, &a.remote)?;
     match admin::request(&socket, &AdminRequest::Search(query))? {
         AdminResponse::Events(events) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -46,35 +46,32 @@ pub(crate) fn run(a: SearchArgs) -> anyhow::Result<()> {
 /// Runs `fubar log tail`: prints matching events until the monitor stops or Ctrl-C.
 pub(crate) fn tail(
     node: &NodeLocation,
+    remote: &RemoteAccess,
     class: Option<String>,
     query: String,
 ) -> anyhow::Result<()> {
-    let socket = admin::socket_path(&located(node).node_dir());
-    let mut stream = UnixStream::connect(&socket).with_context(|| {
-        format!(
-            "cannot reach the monitor's admin socket {}",
-            socket.display()
-        )
-    })?;
-    stream.write_all(&frame::encode(&AdminRequest::LogTail { query, class })?)?;
+    let socket = target(node, remote)?;
     let mut out = std::io::stdout().lock();
-    loop {
-        let mut header = [0u8; 4];
-        if stream.read_exact(&mut header).is_err() {
-            return Ok(());
-        }
-        let len = frame::body_len(header, frame::MAX_FRAME)?;
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body)?;
-        match frame::decode::<AdminResponse>(&body)? {
+    let mut failed = None;
+    admin::stream(&socket, &AdminRequest::LogTail { query, class }, |reply| {
+        match reply {
             AdminResponse::Event(e) => writeln!(out, "{}", fubar_logs::format_line(&e))?,
             AdminResponse::Missed(n) => {
                 writeln!(out, "... {n} events missed (the tail fell behind)")?;
             }
-            AdminResponse::Error(e) => bail!("{e}"),
+            AdminResponse::Error(e) => {
+                failed = Some(e);
+                return Ok(false);
+            }
             _ => {}
         }
         out.flush()?;
+        Ok(true)
+    })
+    .with_context(|| format!("log tail on {socket}"))?;
+    match failed {
+        Some(e) => bail!("{e}"),
+        None => Ok(()),
     }
 }
 

@@ -102,14 +102,11 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Runs the shell against the node at `socket` until `quit` or end of input.
-pub(crate) fn run(socket: &Path, history: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(socket: &admin::Target, history: &Path) -> anyhow::Result<()> {
     let mut editor: Editor<ShellHelper, rustyline::history::DefaultHistory> = Editor::new()?;
     editor.set_helper(Some(ShellHelper));
     let _ = editor.load_history(history);
-    println!(
-        "fubar admin shell on {} (help, quit; Tab completes)",
-        socket.display()
-    );
+    println!("fubar admin shell on {socket} (help, quit; Tab completes)");
     loop {
         let line = match editor.readline("fubar> ") {
             Ok(l) => l,
@@ -144,7 +141,7 @@ pub(crate) fn run(socket: &Path, history: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_line(socket: &Path, line: &str) -> anyhow::Result<()> {
+fn run_line(socket: &admin::Target, line: &str) -> anyhow::Result<()> {
     let words = split_words(line).map_err(anyhow::Error::msg)?;
     let parsed = match ShellLine::try_parse_from(words) {
         Ok(p) => p,

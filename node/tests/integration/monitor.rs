@@ -364,3 +364,125 @@ fn a_node_started_before_its_monitor_spools_from_boot_and_ships_when_it_comes() 
     let (_monitor, _) = cluster.monitor(port);
     cluster.wait_found("client:early", "disconnected client=early");
 }
+
+/// A directory standing for another machine: only a copy of the cluster's cookie (0600) and
+/// CA, no node of its own.
+fn remote_machine(cluster: &Cluster, cookie: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cookie");
+    match cookie {
+        Some(secret) => std::fs::write(&path, secret).unwrap(),
+        None => {
+            std::fs::copy(cluster.path().join("cookie"), &path).unwrap();
+        }
+    }
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&path, perms).unwrap();
+    std::fs::copy(
+        cluster.path().join("ssl").join("cacert.pem"),
+        dir.path().join("cacert.pem"),
+    )
+    .unwrap();
+    dir
+}
+
+/// `fubar COMMAND --node monitor@localhost:PORT ... ARGS` from the other machine's directory.
+fn remote(dir: &Path, port: u16, args: &[&str]) -> Output {
+    let node = format!("{MONITOR}:{port}");
+    fubar()
+        .arg(args[0])
+        .args(["--node", &node, "--data-dir"])
+        .arg(dir)
+        .arg("--cafile")
+        .arg(dir.join("cacert.pem"))
+        .args(&args[1..])
+        .output()
+        .expect("fubar")
+}
+
+#[test]
+fn ctl_and_search_reach_the_monitor_over_its_cluster_port() {
+    let cluster = Cluster::new();
+    let (monitor, port) = cluster.monitor(0);
+    let n1 = cluster.node("n1", port, &[]);
+    visit(&n1, "faraway");
+    cluster.wait_found("client:faraway", "disconnected client=faraway");
+    let other = remote_machine(&cluster, None);
+    let out = remote(other.path(), port, &["ctl", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(MONITOR) && text.contains("cluster://"),
+        "{text}"
+    );
+    let out = remote(other.path(), port, &["ctl", "log", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("access") && text.contains("n1@localhost"),
+        "{text}"
+    );
+    let out = remote(other.path(), port, &["search", "client:faraway"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("connected client=faraway"), "{text}");
+    // The admin link did not take any node's place: n1 still ships.
+    visit(&n1, "after-admin");
+    cluster.wait_found("client:after-admin", "disconnected client=after-admin");
+    // A remote tail sees new events, then ends when its client is killed.
+    let node = format!("{MONITOR}:{port}");
+    let mut tail = fubar()
+        .args(["log", "tail", "--node", &node, "--data-dir"])
+        .arg(other.path())
+        .arg("--cafile")
+        .arg(other.path().join("cacert.pem"))
+        .arg("client:tailed")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        visit(&n1, "tailed");
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            if line.contains("client=tailed") {
+                seen = true;
+                break;
+            }
+        }
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert!(seen, "the remote tail showed no event of client tailed");
+    drop(monitor);
+}
+
+#[test]
+fn ctl_with_a_wrong_cookie_is_refused_over_the_cluster_port() {
+    let cluster = Cluster::new();
+    let (monitor, port) = cluster.monitor(0);
+    let other = remote_machine(&cluster, Some("not this cluster's secret at all"));
+    let out = remote(other.path(), port, &["ctl", "status"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a member"), "{err}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    monitor
+        .wait_for_log("ctl@", WAIT)
+        .filter(|l| l.starts_with("warning"))
+        .expect("the refusal is a warning on the monitor");
+    let out = remote(other.path(), port, &["search", ""]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
