@@ -34,6 +34,9 @@ pub const DEFAULT_INDEX_HEAP_BYTES: usize = 50 << 20;
 /// Tantivy's smallest heap per indexing thread; smaller settings are raised to it.
 pub const MIN_INDEX_HEAP_BYTES: usize = 15_000_000;
 
+/// Documents above which a segment is not merged again.
+const MERGE_CAP: usize = 1_000_000;
+
 /// Exact-match index fields and the event fields that feed them (in that order of preference;
 /// every present one is indexed). A CONNECT packet event, say, has `client = "-"` and the real
 /// id in `client_id`, so both go to `client`.
@@ -255,6 +258,11 @@ impl EventIndex {
         let writer = index
             .writer_with_num_threads(1, heap_bytes.max(MIN_INDEX_HEAP_BYTES))
             .map_err(IndexError::tantivy("writer"))?;
+        // Segments past MERGE_CAP documents are not merged again: merge work per event stays
+        // bounded as the index grows (the default merges up to 10 million).
+        let mut merge = tantivy::merge_policy::LogMergePolicy::default();
+        merge.set_max_docs_before_merge(MERGE_CAP);
+        writer.set_merge_policy(Box::new(merge));
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
