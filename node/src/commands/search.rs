@@ -82,9 +82,8 @@ pub(crate) fn reindex(node: &NodeLocation) -> anyhow::Result<()> {
     if !log_dir.is_dir() {
         bail!("no log directory at {}", log_dir.display());
     }
-    if admin::socket_path(&settings.node_dir()).exists()
-        && UnixStream::connect(admin::socket_path(&settings.node_dir())).is_ok()
-    {
+    let socket = admin::socket_path(&settings.node_dir());
+    if UnixStream::connect(&socket).is_ok() {
         bail!(
             "the monitor is running: stop it first (`fubar ctl --name {} stop`)",
             settings.node.name

@@ -16,7 +16,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::{Mutex, Semaphore};
 
 use super::control::{BrokerUsage, BrokerWatch, Control};
-use super::report::{thousands, Report};
+use super::report::{interrupted_note, thousands, Report};
 use crate::mqtt::packet::{Connect, ProtocolVersion};
 use crate::tools::client::{connect_on, ClientReader, ClientWriter};
 
@@ -110,11 +110,7 @@ impl Report for ConnsReport {
                 format!(
                     "{} clients{}",
                     thousands(self.clients as f64),
-                    if self.interrupted {
-                        " (interrupted)"
-                    } else {
-                        ""
-                    }
+                    interrupted_note(self.interrupted)
                 ),
             ),
             ("connected".into(), thousands(self.connected as f64)),

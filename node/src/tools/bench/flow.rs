@@ -19,7 +19,7 @@ use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
-use super::report::{thousands, Report};
+use super::report::{interrupted_note, thousands, Report};
 use crate::mqtt::packet::{Packet, Publish, QoS, SubAckCode, Subscribe};
 use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 
@@ -107,11 +107,7 @@ impl Report for FlowReport {
                     self.publishers,
                     self.subscribers,
                     self.size,
-                    if self.interrupted {
-                        " (interrupted)"
-                    } else {
-                        ""
-                    }
+                    interrupted_note(self.interrupted)
                 ),
             ),
             ("published".into(), thousands(self.published as f64)),

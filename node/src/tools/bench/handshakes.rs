@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::control::{BrokerUsage, BrokerWatch, Control};
-use super::report::{thousands, Report};
+use super::report::{interrupted_note, thousands, Report};
 use crate::mqtt::packet::Packet;
 use crate::tools::client::{connect, TlsClient};
 
@@ -65,11 +65,7 @@ impl Report for HandshakeReport {
                     "over {}, {} at a time{}",
                     self.transport,
                     self.concurrency,
-                    if self.interrupted {
-                        " (interrupted)"
-                    } else {
-                        ""
-                    }
+                    interrupted_note(self.interrupted)
                 ),
             ),
             ("connected".into(), thousands(self.connected as f64)),

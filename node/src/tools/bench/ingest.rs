@@ -15,7 +15,7 @@ use fubar_monitor::shipper::{SharedSpool, Shipper, ShipperConfig, SpoolConfig};
 use serde::Serialize;
 
 use super::control::{BrokerUsage, BrokerWatch, Control};
-use super::report::{thousands, Report};
+use super::report::{interrupted_note, thousands, Report};
 
 /// Classes the synthetic events cycle through.
 const CLASSES: [Class; 4] = [Class::Access, Class::Resource, Class::Info, Class::Warning];
@@ -73,11 +73,7 @@ impl Report for IngestReport {
                 format!(
                     "{} node(s) -> monitor{}",
                     self.nodes,
-                    if self.interrupted {
-                        " (interrupted)"
-                    } else {
-                        ""
-                    }
+                    interrupted_note(self.interrupted)
                 ),
             ),
             ("events".into(), thousands(self.events as f64)),

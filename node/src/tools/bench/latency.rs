@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
-use super::report::{thousands, Report};
+use super::report::{interrupted_note, thousands, Report};
 use crate::mqtt::packet::{Packet, Publish, QoS, Subscribe};
 use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 
@@ -120,11 +120,7 @@ impl Report for LatencyReport {
                     "QoS {} at {} msg/s{}",
                     self.qos,
                     thousands(f64::from(self.rate)),
-                    if self.interrupted {
-                        " (interrupted)"
-                    } else {
-                        ""
-                    }
+                    interrupted_note(self.interrupted)
                 ),
             ),
             ("sent".into(), thousands(self.sent as f64)),

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::conns::{batch_start, BatchClient, BatchOptions};
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::latency::{age_of, stamped_payload, Percentiles};
-use super::report::{thousands, Report};
+use super::report::{interrupted_note, thousands, Report};
 use crate::mqtt::packet::{Packet, Publish, QoS, SubAckCode, Subscribe};
 use crate::tools::client::{connect, ClientReader, ClientWriter};
 
@@ -92,11 +92,7 @@ impl Report for ProbeReport {
                     self.mode,
                     self.qos,
                     thousands(self.clients as f64),
-                    if self.interrupted {
-                        " (interrupted)"
-                    } else {
-                        ""
-                    }
+                    interrupted_note(self.interrupted)
                 ),
             ),
             ("connected".into(), thousands(self.connected as f64)),

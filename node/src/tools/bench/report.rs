@@ -47,6 +47,15 @@ pub fn print(report: &impl Report, json: bool) {
     }
 }
 
+/// What a report's title line adds when Ctrl-C cut the run short.
+pub fn interrupted_note(interrupted: bool) -> &'static str {
+    if interrupted {
+        " (interrupted)"
+    } else {
+        ""
+    }
+}
+
 /// A count with thousands separators: `1234567` → `1,234,567`.
 pub fn thousands(n: f64) -> String {
     let digits = format!("{:.0}", n.abs());
