@@ -345,3 +345,41 @@ pub fn connect_v311(client_id: &str) -> Vec<u8> {
     out.extend_from_slice(&body);
     out
 }
+
+/// A client process that is killed if the test ends early.
+pub struct Proc(pub Option<Child>);
+
+impl Proc {
+    /// Spawns `cmd` with its output captured.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Self(Some(child))
+    }
+
+    /// Waits for the process to exit on its own and returns what it printed.
+    pub fn output(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().expect("wait")
+    }
+
+    /// SIGKILL, as a crashing client would end.
+    pub fn kill(mut self) -> Output {
+        let mut child = self.0.take().unwrap();
+        // It may have exited already; what it printed is still wanted.
+        let _ = child.kill();
+        child.wait_with_output().expect("wait")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

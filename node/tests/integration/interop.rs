@@ -3,10 +3,10 @@
 //! command that installs it.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::Broker;
+use crate::common::{Broker, Proc};
 
 /// Upper bound for anything the broker or a client should do promptly.
 const T: Duration = Duration::from_secs(10);
@@ -44,42 +44,6 @@ fn require_paho() {
         "paho-mqtt 2.x is needed by this test; install it with `{PAHO_INSTALL}`\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A client process that is killed if the test ends early.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Self {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Self(Some(child))
-    }
-
-    /// Waits for the process to exit on its own and returns what it printed.
-    fn output(mut self) -> Output {
-        self.0.take().unwrap().wait_with_output().expect("wait")
-    }
-
-    /// SIGKILL, as a crashing client would end.
-    fn kill(mut self) -> Output {
-        let mut child = self.0.take().unwrap();
-        child.kill().expect("kill");
-        child.wait_with_output().expect("wait")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 fn mosquitto(broker: &Broker, program: &str, args: &[&str]) -> Command {

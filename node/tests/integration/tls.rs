@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +20,7 @@ use fubar::mqtt::packet::{
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
-use crate::common::{connect_v311, Broker, RawClient};
+use crate::common::{connect_v311, Broker, Proc, RawClient};
 
 /// Upper bound for anything the broker or a client should do promptly.
 const T: Duration = Duration::from_secs(10);
@@ -76,40 +76,6 @@ fn fubar(args: &[&str]) -> Command {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A client process that is killed if the test ends early.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Self {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Self(Some(child))
-    }
-
-    fn output(mut self) -> Output {
-        self.0.take().unwrap().wait_with_output().expect("wait")
-    }
-
-    fn kill(mut self) -> Output {
-        let mut child = self.0.take().unwrap();
-        let _ = child.kill();
-        child.wait_with_output().expect("wait")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 // --- certificates and brokers -------------------------------------------------------------
