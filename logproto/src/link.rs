@@ -41,6 +41,12 @@ pub const LOG_ALPN: &[u8] = b"fubar-log/1";
 /// until the client goes away. The monitor finishes the stream after the last reply.
 pub const ADMIN_ALPN: &[u8] = b"fubar-admin/1";
 
+/// ALPN of a cluster peer link on the same endpoint: the same `Hello` and membership proof,
+/// then the handshake stream is finished and the dialer opens one bidirectional stream per
+/// request (Raft messages, joins, proposals) or a long-lived one for forwarded messages. The
+/// node crate defines those frames.
+pub const PEER_ALPN: &[u8] = b"fubar-cluster/1";
+
 /// Largest admin request frame body the monitor reads; a larger one closes that connection.
 pub const MAX_ADMIN_REQUEST: usize = 64 << 10;
 

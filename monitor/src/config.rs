@@ -21,6 +21,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Nodes whose statistics and duplicate filters the monitor keeps; the longest-silent
 /// disconnected node is forgotten beyond it.
 pub const DEFAULT_MAX_NODES: usize = 4096;
+/// Streams a cluster peer may have open at once on one link (requests in flight).
+pub const DEFAULT_MAX_PEER_STREAMS: u32 = 64;
+/// Admitted cluster peer links waiting for the node to take them.
+pub const PEER_QUEUE: usize = 64;
 /// Boot epochs per node whose duplicate filters are kept (a node's spool may still hold
 /// events of its previous boots).
 pub const MAX_EPOCHS_PER_NODE: usize = 8;

@@ -31,6 +31,6 @@ pub mod server;
 pub mod shipper;
 pub mod sink;
 pub mod stats;
-mod wire;
+pub mod wire;
 
 pub use error::MonitorError;

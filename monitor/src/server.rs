@@ -1,6 +1,8 @@
-//! The monitor's QUIC endpoint: accepts nodes' links, checks membership, takes their batches
-//! through the duplicate filter into the sink, acknowledges what is durable, and keeps
-//! per-node statistics.
+//! A node's QUIC endpoint on the cluster port: accepts links, checks membership, and serves
+//! each by its ALPN. Log links (a monitor's job): batches through the duplicate filter into
+//! the sink, acknowledgements of what is durable, per-node statistics. Remote admin: requests
+//! to the handler the node installed. Cluster peers: handed to the node's cluster layer, which
+//! also dials other members from this endpoint (`connect_peer`).
 
 mod connection;
 
@@ -11,13 +13,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use fubar_logproto::Class;
-use quinn::crypto::rustls::QuicServerConfig;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, IdleTimeout, TransportConfig, VarInt};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminCall;
-use crate::config::{LinkLimits, DEFAULT_COLLECT};
+use crate::config::{LinkLimits, DEFAULT_COLLECT, DEFAULT_MAX_PEER_STREAMS};
 use crate::cookie::Cookie;
 use crate::dedup::NodeDedup;
 use crate::shipper::MAX_SPOOL_ENTRY;
@@ -40,6 +42,20 @@ pub struct ServerConfig {
     /// Highest sequence numbers already in the segments per (node, epoch)
     /// (`fubar_logs::high_water_marks`), so resends after a monitor restart are recognised.
     pub high_water: BTreeMap<(String, u64), u64>,
+    /// This node's name and boot epoch, for the membership proof when it dials a peer.
+    pub node: String,
+    /// See `node`.
+    pub epoch: u64,
+}
+
+/// An admitted cluster peer link (ALPN `fubar-cluster/1`): the handshake stream is done;
+/// the peer opens a stream per request from here on.
+#[derive(Debug)]
+pub struct PeerLink {
+    /// The member's name, as proven.
+    pub node: String,
+    /// The connection.
+    pub conn: Connection,
 }
 
 impl ServerConfig {
@@ -50,6 +66,8 @@ impl ServerConfig {
             limits: LinkLimits::default(),
             collect: DEFAULT_COLLECT.to_vec(),
             high_water: BTreeMap::new(),
+            node: String::new(),
+            epoch: 0,
         }
     }
 }
@@ -84,6 +102,10 @@ pub(crate) struct Inner {
     /// Where admitted remote admin requests go (`set_admin`); refused with an error reply
     /// until one is installed.
     admin: OnceLock<mpsc::Sender<AdminCall>>,
+    /// Where admitted cluster peer links go (`set_peers`); refused until one is installed.
+    pub(crate) peers: OnceLock<mpsc::Sender<PeerLink>>,
+    node: String,
+    epoch: u64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -143,6 +165,9 @@ impl MonitorServer {
             refused: AtomicU64::new(0),
             accept: Mutex::new(None),
             admin: OnceLock::new(),
+            peers: OnceLock::new(),
+            node: config.node.clone(),
+            epoch: config.epoch,
         });
         let task = tokio::spawn(accept_loop(Arc::clone(&inner)));
         *lock(&inner.accept) = Some(task);
@@ -176,6 +201,46 @@ impl MonitorServer {
     /// request arrives on `calls` with the sender of its replies. Only the first call counts.
     pub fn set_admin(&self, calls: mpsc::Sender<AdminCall>) {
         let _ = self.inner.admin.set(calls);
+    }
+
+    /// Installs the taker of cluster peer links (ALPN `fubar-cluster/1`). Only the first call
+    /// counts.
+    pub fn set_peers(&self, links: mpsc::Sender<PeerLink>) {
+        let _ = self.inner.peers.set(links);
+    }
+
+    /// Dials the member at `addr` (whose certificate must name `server_name`) from this
+    /// endpoint and proves membership as this node; `tls` offers `PEER_ALPN`. The returned
+    /// connection is ready for request streams.
+    pub async fn connect_peer(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<Connection, MonitorError> {
+        let crypto =
+            QuicClientConfig::try_from(tls).map_err(|e| MonitorError::Tls(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = transport(&self.inner.limits)?;
+        transport.keep_alive_interval(Some(self.inner.limits.idle_timeout / 3));
+        config.transport_config(Arc::new(transport));
+        let conn = self
+            .inner
+            .endpoint
+            .connect_with(config, addr, server_name)?
+            .await?;
+        let mut joined = crate::membership::join(
+            &conn,
+            &self.inner.node,
+            self.inner.epoch,
+            self.inner.cookie.as_ref(),
+        )
+        .await?;
+        joined
+            .send
+            .finish()
+            .map_err(|e| MonitorError::Stream(e.to_string()))?;
+        Ok(conn)
     }
 
     /// Peers refused (not members, too many connections) since start.
@@ -293,14 +358,15 @@ fn check_limits(limits: &LinkLimits) -> Result<(), MonitorError> {
     Err(MonitorError::BadConfig(bad))
 }
 
-/// QUIC transport limits: one stream per link, flow-control windows sized to the frame limit.
+/// QUIC transport limits: flow-control windows sized to the frame limit; a log or admin link
+/// uses one stream, a cluster peer link one per request in flight.
 fn transport(limits: &LinkLimits) -> Result<TransportConfig, MonitorError> {
     let window = VarInt::from_u64(limits.receive_window())
         .map_err(|_| MonitorError::BadConfig("max_frame too large".into()))?;
     let idle = IdleTimeout::try_from(limits.idle_timeout)
         .map_err(|e| MonitorError::BadConfig(format!("idle timeout: {e}")))?;
     let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(VarInt::from_u32(1))
+    t.max_concurrent_bidi_streams(VarInt::from_u32(DEFAULT_MAX_PEER_STREAMS))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(window)
         .receive_window(window)

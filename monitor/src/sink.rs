@@ -18,3 +18,14 @@ impl EventSink for LogHandle {
         Ok(self.write_events(events)?)
     }
 }
+
+/// The sink of a node that is not a monitor: its endpoint does not offer the log link's ALPN,
+/// so nothing reaches it; a batch that somehow did would be refused, never dropped silently.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotAMonitor;
+
+impl EventSink for NotAMonitor {
+    fn write(&self, _events: &[Event]) -> Result<(), MonitorError> {
+        Err(MonitorError::Protocol("this node is not a monitor".into()))
+    }
+}

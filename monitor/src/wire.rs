@@ -11,7 +11,7 @@ use crate::MonitorError;
 /// `next` future may be dropped in a `select!` without losing bytes; memory grows with the
 /// bytes received (which QUIC flow control bounds), not with the length a peer announces.
 #[derive(Debug)]
-pub(crate) struct FrameReader {
+pub struct FrameReader {
     max: usize,
     header: [u8; 4],
     have: usize,
@@ -22,7 +22,7 @@ pub(crate) struct FrameReader {
 
 impl FrameReader {
     /// A reader refusing bodies longer than `max` bytes.
-    pub(crate) fn new(max: usize) -> Self {
+    pub fn new(max: usize) -> Self {
         Self {
             max,
             header: [0; 4],
@@ -33,12 +33,12 @@ impl FrameReader {
     }
 
     /// Changes the body limit (between frames).
-    pub(crate) fn set_max(&mut self, max: usize) {
+    pub fn set_max(&mut self, max: usize) {
         self.max = max;
     }
 
     /// The next frame; `Ok(None)` if the stream ends cleanly between frames.
-    pub(crate) async fn next<T: DeserializeOwned>(
+    pub async fn next<T: DeserializeOwned>(
         &mut self,
         recv: &mut RecvStream,
     ) -> Result<Option<T>, MonitorError> {
@@ -85,7 +85,7 @@ impl FrameReader {
 }
 
 /// Encodes `value` as one frame and writes it.
-pub(crate) async fn write_frame<T: Serialize>(
+pub async fn write_frame<T: Serialize>(
     send: &mut SendStream,
     value: &T,
 ) -> Result<(), MonitorError> {
@@ -96,7 +96,7 @@ pub(crate) async fn write_frame<T: Serialize>(
 }
 
 /// Whether an error is the peer's fault on the wire (bad frame) rather than the network's.
-pub(crate) fn is_malformed(e: &MonitorError) -> bool {
+pub fn is_malformed(e: &MonitorError) -> bool {
     matches!(
         e,
         MonitorError::Frame(FrameError::Malformed(_) | FrameError::TooLarge { .. })

@@ -7,14 +7,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fubar_logproto::admin::{AdminRequest, AdminResponse};
 use fubar_logproto::link::{
-    Batch, MonitorMsg, NodeMsg, ADMIN_ALPN, BINDING_LABEL, BINDING_LEN, MAX_ADMIN_REQUEST, REFUSED,
+    Batch, MonitorMsg, NodeMsg, ADMIN_ALPN, BINDING_LABEL, BINDING_LEN, MAX_ADMIN_REQUEST,
+    PEER_ALPN, REFUSED,
 };
 use fubar_logproto::{Class, Event};
 use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit};
 
-use super::Inner;
+use super::{Inner, PeerLink};
 use crate::admin::{AdminCall, ADMIN_REPLY_CAPACITY};
 use crate::cookie;
 use crate::dedup::{check_batch, NodeDedup};
@@ -47,8 +48,18 @@ struct Admitted {
     recv: RecvStream,
     reader: FrameReader,
     node: String,
-    /// A remote admin client (ALPN `fubar-admin/1`), not a node's log link.
-    admin: bool,
+    kind: LinkKind,
+}
+
+/// What a link is for, by its ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkKind {
+    /// A node's log link (`fubar-log/1`).
+    Log,
+    /// A remote admin client (`fubar-admin/1`).
+    Admin,
+    /// A cluster member (`fubar-cluster/1`).
+    Peer,
 }
 
 /// Logs a refusal as a `warning` event and counts it.
@@ -85,7 +96,11 @@ pub(super) async fn run(inner: Arc<Inner>, incoming: Incoming, _permit: OwnedSem
     };
     let node = admitted.node.clone();
     let conn = admitted.conn.clone();
-    if admitted.admin {
+    if admitted.kind == LinkKind::Peer {
+        hand_peer(&inner, admitted, peer).await;
+        return;
+    }
+    if admitted.kind == LinkKind::Admin {
         // Not a log link: it does not take the node's place in the table.
         if let Err(error) = serve_admin(&inner, admitted).await {
             if is_malformed(&error) {
@@ -132,7 +147,11 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
     let conn = incoming
         .await
         .map_err(|e| refused(None, format!("TLS handshake failed: {e}")))?;
-    let admin = alpn(&conn).as_deref() == Some(ADMIN_ALPN);
+    let kind = match alpn(&conn).as_deref() {
+        Some(ADMIN_ALPN) => LinkKind::Admin,
+        Some(PEER_ALPN) => LinkKind::Peer,
+        _ => LinkKind::Log,
+    };
     let (mut send, mut recv) = conn
         .accept_bi()
         .await
@@ -186,8 +205,33 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
         recv,
         reader,
         node,
-        admin,
+        kind,
     })
+}
+
+/// Gives an admitted cluster member's link to the node's cluster layer.
+async fn hand_peer(inner: &Inner, mut link: Admitted, peer: SocketAddr) {
+    let _ = link.send.finish();
+    let handed = match inner.peers.get() {
+        Some(taker) => taker
+            .send(PeerLink {
+                node: link.node.clone(),
+                conn: link.conn.clone(),
+            })
+            .await
+            .is_ok(),
+        None => false,
+    };
+    if !handed {
+        refusal(
+            inner,
+            peer,
+            Some(&link.node),
+            "this node is not in a cluster",
+        );
+        link.conn
+            .close(VarInt::from_u32(CLOSE_REFUSED), b"not clustered");
+    }
 }
 
 /// The protocol the peer chose (TLS ALPN).

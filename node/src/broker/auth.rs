@@ -106,6 +106,18 @@ impl Accounts {
         Ok(hashes.remove(name).is_some())
     }
 
+    /// Sets an account's password hash in memory only (the replicated state has stored it).
+    pub fn set_hash(&self, name: &str, password_hash: &str) {
+        let mut hashes = self.hashes.write().unwrap_or_else(PoisonError::into_inner);
+        hashes.insert(name.to_owned(), password_hash.to_owned());
+    }
+
+    /// Forgets an account in memory only (the replicated state has deleted it).
+    pub fn forget(&self, name: &str) {
+        let mut hashes = self.hashes.write().unwrap_or_else(PoisonError::into_inner);
+        hashes.remove(name);
+    }
+
     /// Account names, sorted.
     pub fn names(&self) -> Vec<String> {
         let hashes = self.hashes.read().unwrap_or_else(PoisonError::into_inner);

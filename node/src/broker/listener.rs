@@ -223,6 +223,9 @@ async fn sweep_expired_sessions(broker: Arc<Broker>, shutdown: CancellationToken
         }
         for handle in broker.registry.expire(Instant::now(), max_age) {
             broker.router.remove_session(&handle);
+            if let Some(cluster) = broker.cluster.get() {
+                cluster.client_ended(&handle.client_id);
+            }
             tracing::info!(target: "resource", client = %handle.client_id, "session ended: expired");
         }
     }

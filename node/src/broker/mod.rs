@@ -6,11 +6,12 @@
 
 pub mod acl;
 pub mod auth;
+pub mod cluster_hooks;
 mod connection;
 mod listener;
 pub mod memory;
 mod packet_log;
-mod persist;
+pub(crate) mod persist;
 pub mod rate_limit;
 pub mod registry;
 pub mod retained;
@@ -56,6 +57,10 @@ pub struct Broker {
     pub logs: OnceLock<fubar_logs::LogHandle>,
     /// The monitor role, when the node is the monitor (`fubar monitor`).
     pub monitor: OnceLock<Arc<crate::cluster::monitor::MonitorRole>>,
+    /// The cluster layer as the broker uses it, when the node is a cluster member.
+    pub cluster: OnceLock<Arc<dyn cluster_hooks::ClusterHooks>>,
+    /// The same cluster member, for admin commands (`fubar ctl cluster`).
+    pub member: OnceLock<Arc<crate::cluster::member::ClusterMember>>,
     /// Cancelled to stop the node (SIGTERM, `fubar ctl stop`).
     pub shutdown: CancellationToken,
     /// When the node started.
@@ -125,6 +130,8 @@ impl Broker {
             memory: memory::MemoryAlarm::default(),
             logs: OnceLock::new(),
             monitor: OnceLock::new(),
+            cluster: OnceLock::new(),
+            member: OnceLock::new(),
             tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),
             registry: Registry::with_store(store.clone()),
@@ -215,6 +222,21 @@ impl Broker {
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
         tracing::info!(target: "info", setting = name, value = %shown, "setting changed");
         Ok(shown)
+    }
+
+    /// Applies a setting changed on another node of the cluster (the replicated state has
+    /// stored it): in memory only.
+    pub fn apply_setting(&self, name: &str, value: &str) -> Result<(), String> {
+        let changed = self
+            .settings()
+            .with_change(name, value)
+            .map_err(|e| e.to_string())?;
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
+        tracing::info!(target: "info", setting = name, value, "setting changed by the cluster");
+        Ok(())
     }
 
     fn next_conn_id(&self) -> u64 {

@@ -289,6 +289,27 @@ impl Registry {
         true
     }
 
+    /// Another node of the cluster now holds `client_id`: tells the connection holding it
+    /// here (if any) to close, ends the session here and returns it, so its subscriptions
+    /// can leave the router.
+    pub fn release(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
+        let mut map = self.map();
+        let handle = map.get(client_id).cloned()?;
+        let mut slot = handle.lock();
+        if let Some(old) = slot.owner.take() {
+            let _ = old.kick.send(());
+        }
+        self.end(&mut slot, client_id);
+        drop(slot);
+        remove_if_same(&mut map, &handle);
+        Some(handle)
+    }
+
+    /// Every client id with a session here.
+    pub fn client_ids(&self) -> Vec<String> {
+        self.map().keys().map(|k| k.to_string()).collect()
+    }
+
     /// The session registered under `client_id`, if any.
     pub fn get(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
         self.map().get(client_id).cloned()

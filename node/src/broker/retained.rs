@@ -44,6 +44,21 @@ impl RetainedStore {
         }
     }
 
+    /// Forgets every retained message in memory only (before reloading the replicated ones).
+    pub fn clear(&self) {
+        self.messages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Forgets the retained message of `topic` in memory only (the replicated state has
+    /// deleted it).
+    pub fn forget(&self, topic: &str) {
+        let mut messages = self.messages.lock().unwrap_or_else(PoisonError::into_inner);
+        messages.remove(topic);
+    }
+
     /// Stores (or, for an empty payload, deletes) the retained message of its topic.
     ///
     /// The store is written under the lock, so it sees changes of a topic in their order.

@@ -4,9 +4,11 @@
 //! lock, and only then queues the message in each target session (each locked briefly on its
 //! own). No lock is held across the fan-out, so a slow session never stalls a publisher.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use super::cluster_hooks::ClusterHooks;
 use super::registry::{Registry, SessionHandle};
 use super::retained::{RetainChange, RetainedStore};
 use super::trie::SubscriptionTrie;
@@ -45,9 +47,47 @@ pub struct Routed {
 #[derive(Debug, Default)]
 pub struct Router {
     trie: RwLock<SubscriptionTrie<Arc<str>, Subscriber>>,
+    /// Told when a filter gets its first local subscriber and loses its last one.
+    hooks: OnceLock<Arc<dyn ClusterHooks>>,
+    /// Local subscribers per filter, kept only while `hooks` is set.
+    counts: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 impl Router {
+    /// Reports route changes to the cluster layer from now on (counting the subscriptions
+    /// made so far). Only the first call counts.
+    pub fn set_hooks(&self, hooks: Arc<dyn ClusterHooks>) {
+        let trie = self.trie.read().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.hooks.set(hooks.clone()).is_err() {
+            return;
+        }
+        trie.for_each_filter(|filter, n| {
+            counts.insert(filter.into(), n);
+            hooks.route_added(filter);
+        });
+    }
+
+    fn counted(&self, filter: &str, added: bool) {
+        let Some(hooks) = self.hooks.get() else {
+            return;
+        };
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if added {
+            let n = counts.entry(filter.into()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                hooks.route_added(filter);
+            }
+        } else if let Some(n) = counts.get_mut(filter) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(filter);
+                hooks.route_removed(filter);
+            }
+        }
+    }
+
     /// Adds (or replaces) a subscription of `handle` to `filter`; returns true when new.
     ///
     /// Add the filter to the session first: a session that has ended by the time the trie is
@@ -67,14 +107,21 @@ impl Router {
         if handle.lock().is_ended() {
             return false;
         }
-        trie.insert(filter, handle.client_id.clone(), sub).is_none()
+        let new = trie.insert(filter, handle.client_id.clone(), sub).is_none();
+        if new {
+            self.counted(filter, true);
+        }
+        new
     }
 
     /// Removes the subscription of `handle` to `filter`; returns whether it existed.
     pub fn unsubscribe(&self, handle: &Arc<SessionHandle>, filter: &str) -> bool {
         let mut trie = self.trie.write().unwrap_or_else(PoisonError::into_inner);
         match trie.remove(filter, &handle.client_id) {
-            Some(sub) if Arc::ptr_eq(&sub.handle, handle) => true,
+            Some(sub) if Arc::ptr_eq(&sub.handle, handle) => {
+                self.counted(filter, false);
+                true
+            }
             Some(other) => {
                 // Another session now owns this client id; its subscription stays.
                 trie.insert(filter, handle.client_id.clone(), other);

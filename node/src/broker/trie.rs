@@ -218,6 +218,37 @@ impl<K, V> SubscriptionTrie<K, V> {
     }
 }
 
+impl<K, V> SubscriptionTrie<K, V> {
+    /// Calls `f` with every filter that has subscribers and how many it has.
+    pub fn for_each_filter(&self, mut f: impl FnMut(&str, usize)) {
+        let mut stack: Vec<(&Node<K, V>, Vec<&str>)> = vec![(&self.root, Vec::new())];
+        while let Some((node, levels)) = stack.pop() {
+            let path = levels.join("/");
+            if !node.exact.is_empty() && !levels.is_empty() {
+                f(&path, node.exact.len());
+            }
+            if !node.multi.is_empty() {
+                let filter = if levels.is_empty() {
+                    "#".to_owned()
+                } else {
+                    format!("{path}/#")
+                };
+                f(&filter, node.multi.len());
+            }
+            for (level, child) in &node.children {
+                let mut next = levels.clone();
+                next.push(level);
+                stack.push((child, next));
+            }
+            if let Some(plus) = node.plus.as_deref() {
+                let mut next = levels.clone();
+                next.push("+");
+                stack.push((plus, next));
+            }
+        }
+    }
+}
+
 impl<K: Eq + Hash + Clone, V> SubscriptionTrie<K, V> {
     /// Subscribes `key` to `filter`; returns the value it replaces if `key` already had it.
     pub fn insert(&mut self, filter: &str, key: K, value: V) -> Option<V> {
@@ -537,6 +568,30 @@ mod tests {
             assert_eq!(trie.remove(filter, &i), Some(()));
         }
         assert_eq!(trie.node_count(), 1);
+    }
+
+    #[test]
+    fn for_each_filter_lists_every_filter_with_its_count() {
+        let mut t = SubscriptionTrie::new();
+        for (filter, key) in [
+            ("a/b", 1),
+            ("a/b", 2),
+            ("a/+/c", 1),
+            ("#", 3),
+            ("a/#", 1),
+            ("/x", 1),
+        ] {
+            t.insert(filter, key, ());
+        }
+        let mut seen = Vec::new();
+        t.for_each_filter(|f, n| seen.push((f.to_owned(), n)));
+        seen.sort();
+        let want: Vec<(String, usize)> =
+            [("#", 1), ("/x", 1), ("a/#", 1), ("a/+/c", 1), ("a/b", 2)]
+                .iter()
+                .map(|(f, n)| ((*f).to_owned(), *n))
+                .collect();
+        assert_eq!(seen, want);
     }
 
     fn filter_level() -> impl Strategy<Value = &'static str> {

@@ -1,8 +1,17 @@
-//! The cluster: node names, the monitor role (collecting every node's logs) and a node's
-//! side of the log link; in later steps membership, peer links and forwarding.
+//! The cluster: node names, the node's QUIC endpoint, the monitor role (collecting every
+//! node's logs) and a node's side of the log link; membership and the replicated state
+//! (Raft over `store/`), peer links and the forwarding of messages between nodes.
 
+pub mod endpoint;
+pub mod forward;
+pub mod member;
 pub mod monitor;
 pub mod name;
+pub mod peer_server;
+pub mod peer_wire;
+pub mod peers;
+pub mod raft_network;
 pub mod shipping;
+pub mod view;
 
 pub use name::{NodeName, DEFAULT_CLUSTER_PORT};

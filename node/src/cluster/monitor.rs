@@ -9,22 +9,18 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fubar_logproto::link::{ADMIN_ALPN, LOG_ALPN};
+use fubar_logproto::link::{ADMIN_ALPN, LOG_ALPN, PEER_ALPN};
 use fubar_logproto::{Class, Event};
 use fubar_logs::LogHandle;
-use fubar_monitor::cookie::Cookie;
 use fubar_monitor::index::EventIndex;
 use fubar_monitor::indexer::{Indexer, IndexerConfig};
-use fubar_monitor::server::{MonitorServer, ServerConfig};
+use fubar_monitor::server::MonitorServer;
 use fubar_monitor::sink::EventSink;
 use fubar_monitor::MonitorError;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
-use crate::broker::Broker;
+use super::endpoint;
 use crate::settings::Settings;
-
-/// Remote admin requests waiting for the dispatcher (each then runs in its own task).
-pub const ADMIN_QUEUE: usize = 64;
 
 /// Events buffered for each live tail; a tail further behind is told how many it missed.
 pub const TAIL_CAPACITY: usize = 16_384;
@@ -63,27 +59,13 @@ impl EventSink for TailingSink {
 }
 
 impl MonitorRole {
-    /// Starts the link server on the cluster port, and the indexer over this node's log dir.
-    pub fn start(settings: &Settings, logs: &LogHandle) -> anyhow::Result<Self> {
-        let files = fubar_ssl::ServerTlsFiles {
-            certfile: settings.ssl.certfile.clone(),
-            keyfile: settings.ssl.keyfile.clone(),
-            cafile: Some(settings.ssl.cafile.clone()),
-            verify: fubar_ssl::ClientVerify::Optional,
-        };
-        let tls = fubar_ssl::quic_server_config(&files, &[LOG_ALPN, ADMIN_ALPN]).map_err(|e| {
-            anyhow::anyhow!(
-                "the monitor needs TLS material for its cluster port (`fubar ssl new-certs`): {e}"
-            )
-        })?;
-        let cookie_file = settings.cookie_file();
-        let cookie = Cookie::load_or_create(&cookie_file)
-            .with_context(|| format!("cannot use the cluster cookie {}", cookie_file.display()))?;
+    /// Starts the endpoint on the cluster port (log links, remote admin, cluster peers), and
+    /// the indexer over this node's log dir.
+    pub fn start(settings: &Settings, logs: &LogHandle, epoch: u64) -> anyhow::Result<Self> {
+        let tls = endpoint::server_tls(settings, &[LOG_ALPN, ADMIN_ALPN, PEER_ALPN])?;
+        let cookie = endpoint::cookie(settings)?;
         let log_dir = settings.log_dir();
-        let mut config = ServerConfig::new(SocketAddr::new(
-            settings.cluster.bind.unwrap_or(settings.mqtt.bind),
-            settings.cluster.port,
-        ));
+        let mut config = endpoint::server_config(settings, epoch);
         config.collect = collected_classes(settings)?;
         // What is in the segments already: resends after a restart are recognised as such.
         config.high_water = fubar_logs::high_water_marks(&log_dir)?;
@@ -129,28 +111,6 @@ impl MonitorRole {
             stop,
             indexer: Mutex::new(Some(thread)),
         })
-    }
-
-    /// Serves remote admin (ALPN `fubar-admin/1`) with the node's own admin commands, as its
-    /// Unix socket does, until the node shuts down.
-    pub fn serve_admin(&self, broker: Arc<Broker>) {
-        let (calls, mut rx) = mpsc::channel(ADMIN_QUEUE);
-        self.server.set_admin(calls);
-        let shutdown = broker.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let call = tokio::select! {
-                    c = rx.recv() => c,
-                    _ = shutdown.cancelled() => None,
-                };
-                let Some(call) = call else { break };
-                tokio::spawn(crate::admin::dispatch(
-                    broker.clone(),
-                    call.request,
-                    call.replies,
-                ));
-            }
-        });
     }
 
     /// Stops the link server and the indexer (after its last commit).

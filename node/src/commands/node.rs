@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fubar_logs::LogHandle;
+use fubar_store::replicated::NodeRole;
 use fubar_store::{Store, SyncMode};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -12,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admin;
 use crate::broker::{Broker, Server};
 use crate::cli::{MonitorArgs, NodeArgs};
+use crate::cluster::member::ClusterMember;
 use crate::cluster::monitor::MonitorRole;
-use crate::cluster::shipping;
+use crate::cluster::{endpoint, shipping};
 use crate::logging;
 use crate::settings::{Settings, SyncSetting};
 
@@ -161,8 +163,28 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     let admin_path = admin::socket_path(&settings.node_dir());
     let tls = settings.mqtts.port.is_some();
     let monitor = match role {
-        Role::Monitor { .. } => Some(Arc::new(MonitorRole::start(&settings, &logs)?)),
+        Role::Monitor { .. } => Some(Arc::new(MonitorRole::start(&settings, &logs, epoch)?)),
         Role::Broker => None,
+    };
+    // A monitor founds (or belongs to) a cluster; a broker is a member if it names a master.
+    let endpoint = match &monitor {
+        Some(m) => Some(m.server.clone()),
+        None if !settings.cluster.master.is_empty() => {
+            Some(endpoint::start_member_endpoint(&settings, epoch)?)
+        }
+        None => None,
+    };
+    let member = match &endpoint {
+        Some(server) => {
+            let node_role = match role {
+                Role::Monitor { .. } => NodeRole::Monitor,
+                Role::Broker => NodeRole::Broker,
+            };
+            let m =
+                ClusterMember::start(&settings, store.clone(), server, node_role, epoch).await?;
+            Some(m)
+        }
+        None => None,
     };
     let shipper = if settings.cluster.master.is_empty() {
         None
@@ -172,11 +194,22 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     let serves_mqtt = !matches!(role, Role::Monitor { mqtt: false });
     let broker = Arc::new(Broker::new(settings, Some(store))?);
     let _ = broker.logs.set(logs);
+    if let Some(m) = &member {
+        m.attach(&broker);
+        let _ = broker.member.set(m.clone());
+    }
+    if let Some(server) = &endpoint {
+        endpoint::serve_admin(server, broker.clone());
+    }
     if let Some(m) = &monitor {
         let _ = broker.monitor.set(m.clone());
-        m.serve_admin(broker.clone());
         broker.add_listener(format!("cluster://{}", m.addr));
         println!("fubar monitor {name} collecting on cluster://{}", m.addr);
+    } else if let Some(server) = &endpoint {
+        let addr = server.local_addr()?;
+        broker.add_listener(format!("cluster://{addr}"));
+        // Before the mqtt line: scripts wait for that one as the sign the node is ready.
+        println!("fubar node {name} cluster port on cluster://{addr}");
     }
     if !serves_mqtt {
         return serve_without_mqtt(broker, &admin_path, &name, monitor, shipper).await;

@@ -27,6 +27,20 @@ pub struct ClusterSettings {
     /// Bytes of events kept on disk for the monitor while it is away or behind; beyond them
     /// the oldest are dropped and the loss is logged.
     pub spool_bytes: u64,
+    /// Most voting members of the replicated state (odd; further members follow as learners).
+    pub max_voters: usize,
+    /// Messages waiting for each other member, and as many sent but not acknowledged; beyond
+    /// them messages for that member are dropped and counted.
+    pub forward_queue: usize,
+    /// Milliseconds a request to another member (or a dial) may take.
+    pub request_timeout_ms: u64,
+    /// Milliseconds of silence after which the leader drops a member's routes and clients.
+    pub node_down_ms: u64,
+    /// Milliseconds between the leader's Raft heartbeats.
+    pub heartbeat_ms: u64,
+    /// Milliseconds without a leader before a member calls an election (at random up to
+    /// twice this).
+    pub election_timeout_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -39,6 +53,12 @@ impl Default for ClusterSettings {
             node_certfile: PathBuf::new(),
             node_keyfile: PathBuf::new(),
             spool_bytes: fubar_monitor::config::DEFAULT_SPOOL_BYTES,
+            max_voters: 3,
+            forward_queue: 10_000,
+            request_timeout_ms: 5_000,
+            node_down_ms: 2_000,
+            heartbeat_ms: 250,
+            election_timeout_ms: 1_000,
         }
     }
 }

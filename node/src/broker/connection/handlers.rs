@@ -136,6 +136,9 @@ where
         if attached.took_over {
             tracing::info!(target: "resource", client = %client_id, peer = %self.peer, "session taken over");
         }
+        if let Some(cluster) = self.broker.cluster.get() {
+            cluster.client_attached(&client_id);
+        }
         tracing::info!(target: "resource", client = %client_id, clean = c.clean_session,
             "{}", if attached.session_present { "session resumed" } else { "session created" });
         let session_present = attached.session_present && c.protocol != ProtocolVersion::V31;
@@ -203,12 +206,13 @@ where
             message.trace = Some(mark);
         }
         let mark = message.trace.clone();
-        let routed = b.router.publish(
-            Arc::new(message),
-            &b.registry,
-            &b.retained,
-            b.memory.is_on(),
-        );
+        let message = Arc::new(message);
+        let routed = b
+            .router
+            .publish(message.clone(), &b.registry, &b.retained, b.memory.is_on());
+        if let Some(cluster) = b.cluster.get() {
+            cluster.forward(&message);
+        }
         if let Some(mark) = &mark {
             trace_hop(mark, "routed", &topic, publisher, routed.delivered);
         }

@@ -409,6 +409,9 @@ where
             .detach(&client.handle, self.conn_id, Instant::now());
         if ended {
             self.broker.router.remove_session(&client.handle);
+            if let Some(cluster) = self.broker.cluster.get() {
+                cluster.client_ended(&client.id);
+            }
             tracing::info!(target: "resource", client = %client.id, "session ended");
         }
         let level = client.protocol;

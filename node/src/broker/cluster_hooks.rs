@@ -1,0 +1,25 @@
+//! What the broker tells the cluster layer, when the node is a cluster member: the broker
+//! knows nothing of Raft or peer links, it only reports the events that change the
+//! replicated state or that other nodes must see.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::mqtt::message::Message;
+
+/// The cluster layer, seen from the broker. Calls are made on the hot path and must not
+/// block: implementations queue the work (bounded) and return.
+pub trait ClusterHooks: Send + Sync + fmt::Debug {
+    /// The first local subscription to `filter` was made (routes are per node and filter).
+    fn route_added(&self, filter: &str);
+    /// The last local subscription to `filter` is gone.
+    fn route_removed(&self, filter: &str);
+    /// A message was published on this node (by a client or a will): send it to every other
+    /// node with a matching route or holding the client id it is addressed to, and replicate
+    /// it if it is retained.
+    fn forward(&self, message: &Arc<Message>);
+    /// A client's session is attached to this node now.
+    fn client_attached(&self, client_id: &str);
+    /// A client's session has ended on this node.
+    fn client_ended(&self, client_id: &str);
+}

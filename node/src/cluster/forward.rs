@@ -1,0 +1,330 @@
+//! Messages between nodes: a node forwards each message published on it to every other node
+//! with a matching route, once per node; the receiver routes it to its own sessions only.
+//!
+//! One [`ForwardLink`] per member carries them on one long-lived QUIC stream, in batches with
+//! consecutive sequence numbers. The receiver acknowledges a batch once its messages are in
+//! their sessions' queues (and durable, for persistent sessions); the sender keeps QoS 1 and 2
+//! messages until then and sends them again on a new stream after the link drops, and the
+//! receiver drops what it has already delivered. QoS 0 messages are sent once.
+//!
+//! Bounded: a link holds at most `capacity` messages waiting and as many unacknowledged;
+//! beyond that new messages for that member are dropped, counted and reported as a warning.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fubar_monitor::wire::{write_frame, FrameReader};
+use fubar_monitor::MonitorError;
+use quinn::{RecvStream, SendStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::peer_wire::{ForwardAck, ForwardBatch, ForwardedMessage, PeerRequest, MAX_PEER_FRAME};
+use super::peers::Peers;
+use crate::broker::persist::{message_of, stored_message};
+use crate::broker::Broker;
+use crate::mqtt::message::Message;
+
+/// Messages per batch frame, at most.
+const BATCH_MESSAGES: usize = 1024;
+/// Payload bytes per batch frame, about (a batch stops growing past this).
+const BATCH_BYTES: usize = 1 << 20;
+/// First and longest wait before dialing a member again.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often drops on a link are reported, at most.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// The message as it travels to other nodes.
+pub fn forwarded(message: &Message, publisher: &str) -> ForwardedMessage {
+    let stored = stored_message(message);
+    ForwardedMessage {
+        topic: stored.topic,
+        payload: message.payload.clone(),
+        qos: stored.qos,
+        retain: stored.retain,
+        properties: stored.properties,
+        publisher: publisher.to_owned(),
+    }
+}
+
+/// The sending end of the message stream to one member.
+#[derive(Debug)]
+pub struct ForwardLink {
+    queue: mpsc::Sender<Arc<ForwardedMessage>>,
+    dropped: AtomicU64,
+    last_report: Mutex<Option<Instant>>,
+    name: String,
+}
+
+impl ForwardLink {
+    /// Starts the link to member `id` (named `name`) from boot `epoch`.
+    pub fn start(
+        peers: Arc<Peers>,
+        id: u64,
+        name: String,
+        epoch: u64,
+        capacity: usize,
+        stop: CancellationToken,
+    ) -> Self {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let sender = Sender {
+            peers,
+            id,
+            name: name.clone(),
+            epoch,
+            capacity: capacity.max(1),
+            next_seq: 1,
+            unacked: VecDeque::new(),
+        };
+        tokio::spawn(sender.run(rx, stop));
+        Self {
+            queue,
+            dropped: AtomicU64::new(0),
+            last_report: Mutex::new(None),
+            name,
+        }
+    }
+
+    /// Queues `message` for the member; drops it (counted, reported) if the link is full.
+    pub fn send(&self, message: Arc<ForwardedMessage>) {
+        if self.queue.try_send(message).is_err() {
+            let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = Instant::now();
+            let mut last = self
+                .last_report
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_none_or(|t| now.duration_since(t) >= DROP_REPORT_EVERY) {
+                *last = Some(now);
+                tracing::warn!(target: "warning", node = %self.name, dropped_total = total,
+                    "forwarding queue full: messages to this node dropped");
+            }
+        }
+    }
+
+    /// Messages dropped because the link was full, since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The task behind a [`ForwardLink`].
+struct Sender {
+    peers: Arc<Peers>,
+    id: u64,
+    name: String,
+    epoch: u64,
+    capacity: usize,
+    next_seq: u64,
+    /// QoS 1/2 messages sent and not acknowledged, oldest first.
+    unacked: VecDeque<(u64, Arc<ForwardedMessage>)>,
+}
+
+impl Sender {
+    async fn run(mut self, mut rx: mpsc::Receiver<Arc<ForwardedMessage>>, stop: CancellationToken) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let served = tokio::select! {
+                r = self.serve(&mut rx) => r,
+                () = stop.cancelled() => return,
+            };
+            match served {
+                Ok(()) => return, // every handle is gone
+                Err(e) => {
+                    tracing::debug!(target: "debug", node = %self.name, error = %e,
+                        unacked = self.unacked.len(), "forward link down; retrying");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One stream: resend what was not acknowledged, then forward until it fails.
+    async fn serve(
+        &mut self,
+        rx: &mut mpsc::Receiver<Arc<ForwardedMessage>>,
+    ) -> Result<(), String> {
+        let conn = self
+            .peers
+            .connection(self.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let open = PeerRequest::Forward { epoch: self.epoch };
+        write_frame(&mut send, &open)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.resend(&mut send).await.map_err(|e| e.to_string())?;
+        let mut reader = FrameReader::new(MAX_PEER_FRAME);
+        loop {
+            let room = self.unacked.len() < self.capacity;
+            tokio::select! {
+                first = rx.recv(), if room => {
+                    let Some(first) = first else { return Ok(()) };
+                    self.send_batch(&mut send, first, rx).await.map_err(|e| e.to_string())?;
+                }
+                ack = reader.next::<ForwardAck>(&mut recv) => {
+                    match ack.map_err(|e| e.to_string())? {
+                        Some(ack) => self.acked(ack.upto_seq),
+                        None => return Err("the member closed the stream".into()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `first` and whatever else is waiting, up to a batch.
+    async fn send_batch(
+        &mut self,
+        send: &mut SendStream,
+        first: Arc<ForwardedMessage>,
+        rx: &mut mpsc::Receiver<Arc<ForwardedMessage>>,
+    ) -> Result<(), MonitorError> {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].payload.len();
+        while batch.len() < BATCH_MESSAGES
+            && bytes < BATCH_BYTES
+            && self.unacked.len() + batch.len() < self.capacity
+        {
+            match rx.try_recv() {
+                Ok(m) => {
+                    bytes += m.payload.len();
+                    batch.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        let first_seq = self.next_seq;
+        self.next_seq += batch.len() as u64;
+        for (i, m) in batch.iter().enumerate() {
+            if m.qos > 0 {
+                self.unacked.push_back((first_seq + i as u64, m.clone()));
+            }
+        }
+        let frame = ForwardBatch {
+            first_seq,
+            messages: batch.iter().map(|m| (**m).clone()).collect(),
+        };
+        write_frame(send, &frame).await
+    }
+
+    /// Sends every unacknowledged message again, with its sequence number, in runs of
+    /// consecutive numbers.
+    async fn resend(&mut self, send: &mut SendStream) -> Result<(), MonitorError> {
+        let mut i = 0;
+        while i < self.unacked.len() {
+            let first_seq = self.unacked[i].0;
+            let mut messages = Vec::new();
+            while i < self.unacked.len()
+                && self.unacked[i].0 == first_seq + messages.len() as u64
+                && messages.len() < BATCH_MESSAGES
+            {
+                messages.push((*self.unacked[i].1).clone());
+                i += 1;
+            }
+            write_frame(
+                send,
+                &ForwardBatch {
+                    first_seq,
+                    messages,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn acked(&mut self, upto: u64) {
+        while self.unacked.front().is_some_and(|(seq, _)| *seq <= upto) {
+            self.unacked.pop_front();
+        }
+    }
+}
+
+/// What a node remembers of each sender's stream, to drop messages sent again.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Per sending node: its epoch and the highest sequence number delivered.
+    last: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl Delivered {
+    fn last(&self, node: &str, epoch: u64) -> u64 {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match last.get(node) {
+            Some((e, seq)) if *e == epoch => *seq,
+            _ => 0,
+        }
+    }
+
+    fn set(&self, node: &str, epoch: u64, seq: u64) {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node.to_owned(), (epoch, seq));
+    }
+}
+
+/// Serves a message stream from member `node` (after its `Forward` request): routes each new
+/// message to this node's sessions, and acknowledges each batch once delivered.
+pub async fn receive(
+    broker: Arc<Broker>,
+    delivered: Arc<Delivered>,
+    node: String,
+    epoch: u64,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut reader: FrameReader,
+) -> Result<(), MonitorError> {
+    reader.set_max(MAX_PEER_FRAME);
+    let mut durable = broker.store.as_ref().map(|s| s.durable_watch());
+    while let Some(batch) = reader.next::<ForwardBatch>(&mut recv).await? {
+        let mut last = delivered.last(&node, epoch);
+        let mut stored = false;
+        let mut upto = last;
+        for (i, m) in batch.messages.into_iter().enumerate() {
+            let seq = batch.first_seq + i as u64;
+            upto = seq;
+            if seq <= last {
+                continue; // sent again after a reconnection: delivered already
+            }
+            last = seq;
+            let routed = broker.router.publish(
+                Arc::new(local_message(m)),
+                &broker.registry,
+                &broker.retained,
+                broker.memory.is_on(),
+            );
+            stored |= routed.stored;
+        }
+        delivered.set(&node, epoch, last);
+        if let (true, Some(store), Some(watch)) = (stored, &broker.store, durable.as_mut()) {
+            let ticket = store.ticket();
+            let _ = watch.wait_for(|d| *d >= ticket).await;
+        }
+        write_frame(&mut send, &ForwardAck { upto_seq: upto }).await?;
+    }
+    Ok(())
+}
+
+/// A forwarded message as this node routes it: the retained store is replicated apart, so
+/// the copy only goes to sessions.
+fn local_message(m: ForwardedMessage) -> Message {
+    let mut message = message_of(fubar_store::records::StoredMessage {
+        topic: m.topic,
+        payload: Vec::new(),
+        qos: m.qos,
+        retain: false,
+        properties: m.properties,
+    });
+    message.payload = Bytes::clone(&m.payload);
+    message
+}

@@ -1,0 +1,104 @@
+//! The frames of a cluster peer link (ALPN `fubar-cluster/1`), postcard-encoded and
+//! length-prefixed like every other link of the endpoint.
+//!
+//! After the membership handshake the dialer opens one bidirectional stream per request: it
+//! writes one [`PeerRequest`] and finishes; the other side answers with one [`PeerResponse`].
+//! [`PeerRequest::Forward`] is the exception: it opens a message stream that lives as long as
+//! the link, on which [`ForwardBatch`] frames go one way and [`ForwardAck`] frames come back.
+//!
+//! Field order is the wire format: change it only with a new ALPN.
+
+use bytes::Bytes;
+use fubar_store::records::StoredProperties;
+use fubar_store::replicated::{ChangeBatch, ChangeBatchOutcome, NodeInfo, TypeConfig};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+/// Largest request or response frame body on a peer link (a snapshot chunk, a batch of log
+/// entries, a batch of forwarded messages).
+pub const MAX_PEER_FRAME: usize = 8 << 20;
+
+/// A request from one member to another.
+#[derive(Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // one per stream, never stored
+pub enum PeerRequest {
+    /// Raft: a vote request.
+    Vote(VoteRequest<u64>),
+    /// Raft: log entries (or a heartbeat).
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// Raft: a chunk of a snapshot.
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A node asks to join the cluster; the receiver passes it on to the leader.
+    Join(NodeInfo),
+    /// Changes of the replicated state for the leader to commit.
+    Propose(ChangeBatch),
+    /// A node leaves the cluster for good; the receiver passes it on to the leader.
+    Leave(u64),
+    /// Opens a stream of forwarded messages from the sender's boot `epoch`.
+    Forward {
+        /// The sender's boot epoch: sequence numbers start again with a new one.
+        epoch: u64,
+    },
+    /// Is the node alive (and who leads, as it sees it)?
+    Ping,
+}
+
+/// The answer to a [`PeerRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum PeerResponse {
+    /// To `Vote`.
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// To `Append`.
+    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// To `Snapshot`.
+    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// To `Join`, `Leave`: done, or why not.
+    Done(Result<(), String>),
+    /// To `Propose`.
+    Proposed(Result<ChangeBatchOutcome, String>),
+    /// To `Ping`: the leader as the node sees it.
+    Pong {
+        /// The leader's id, if known.
+        leader: Option<u64>,
+    },
+}
+
+/// A message forwarded to a node with matching routes (or holding the client id it is
+/// addressed to). The receiver routes it to its local sessions only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardedMessage {
+    /// Topic name.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS as published.
+    pub qos: u8,
+    /// Retain flag as published.
+    pub retain: bool,
+    /// MQTT 5 properties.
+    pub properties: StoredProperties,
+    /// The publisher's client id (for the `trace` class and MQTT 5 no local).
+    pub publisher: String,
+}
+
+/// Consecutive messages on a forward stream: the first has sequence number `first_seq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardBatch {
+    /// Sequence number of the first message (per stream epoch, from 1).
+    pub first_seq: u64,
+    /// The messages.
+    pub messages: Vec<ForwardedMessage>,
+}
+
+/// Every message up to `upto_seq` has been delivered to the receiver's sessions (and stored,
+/// for persistent ones): the sender forgets them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ForwardAck {
+    /// The highest sequence number delivered, with every one before it.
+    pub upto_seq: u64,
+}

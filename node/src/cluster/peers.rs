@@ -1,0 +1,182 @@
+//! Links to the other members: one QUIC connection per member, dialed from the node's own
+//! endpoint when first needed and again after it drops, and one stream per request on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use fubar_monitor::server::MonitorServer;
+use fubar_monitor::wire::{write_frame, FrameReader};
+use fubar_monitor::MonitorError;
+use fubar_store::replicated::NodeInfo;
+use quinn::Connection;
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::peer_wire::{PeerRequest, PeerResponse, MAX_PEER_FRAME};
+use super::NodeName;
+
+/// Why a request to a member failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The member is not known (not in the membership this node has seen).
+    #[error("unknown member {0}")]
+    Unknown(u64),
+    /// Its name or address cannot be used.
+    #[error("member {name}: {reason}")]
+    Address {
+        /// The member's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The link or the stream failed.
+    #[error("link to {name}: {source}")]
+    Link {
+        /// The member's name.
+        name: String,
+        /// Why.
+        source: MonitorError,
+    },
+    /// No answer in time.
+    #[error("{name} did not answer within {timeout:?}")]
+    Timeout {
+        /// The member's name.
+        name: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+/// The members this node can reach, and its connections to them.
+#[derive(Debug)]
+pub struct Peers {
+    server: MonitorServer,
+    tls: Arc<rustls::ClientConfig>,
+    /// Who is where (from the replicated membership, or from `--master`).
+    known: RwLock<HashMap<u64, NodeInfo>>,
+    /// Open connections; one dial at a time per member.
+    conns: RwLock<HashMap<u64, Arc<AsyncMutex<Option<Connection>>>>>,
+    /// How long a dial or a request may take.
+    timeout: Duration,
+}
+
+impl Peers {
+    /// Links from `server`'s endpoint, with `tls` offering `PEER_ALPN`.
+    pub fn new(server: MonitorServer, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Self {
+        Self {
+            server,
+            tls,
+            known: RwLock::default(),
+            conns: RwLock::default(),
+            timeout,
+        }
+    }
+
+    /// Records where member `id` is.
+    pub fn learn(&self, id: u64, info: NodeInfo) {
+        let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        if known.get(&id) != Some(&info) {
+            known.insert(id, info);
+        }
+    }
+
+    /// Where member `id` is, if known.
+    pub fn info(&self, id: u64) -> Option<NodeInfo> {
+        self.known
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    /// A live connection to member `id`, dialed if there is none.
+    pub async fn connection(&self, id: u64) -> Result<Connection, PeerError> {
+        let info = self.info(id).ok_or(PeerError::Unknown(id))?;
+        let slot = {
+            let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
+            conns.entry(id).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+        }
+        let conn = tokio::time::timeout(self.timeout, self.dial(&info))
+            .await
+            .map_err(|_| PeerError::Timeout {
+                name: info.name.clone(),
+                timeout: self.timeout,
+            })??;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn dial(&self, info: &NodeInfo) -> Result<Connection, PeerError> {
+        let bad = |reason: String| PeerError::Address {
+            name: info.name.clone(),
+            reason,
+        };
+        let name: NodeName = info.name.parse().map_err(|e| bad(format!("{e}")))?;
+        // An address of the endpoint's own family: a socket bound to IPv4 cannot reach ::1.
+        let v4 = self.server.local_addr().map_or(true, |a| a.is_ipv4());
+        let addr = tokio::net::lookup_host(&info.addr)
+            .await
+            .map_err(|e| bad(format!("cannot resolve {}: {e}", info.addr)))?
+            .find(|a| a.is_ipv4() == v4)
+            .ok_or_else(|| bad(format!("{} has no address to reach from here", info.addr)))?;
+        self.server
+            .connect_peer(self.tls.clone(), addr, &name.host)
+            .await
+            .map_err(|source| PeerError::Link {
+                name: info.name.clone(),
+                source,
+            })
+    }
+
+    /// Sends one request to member `id` and waits for its answer (within the link timeout).
+    pub async fn call(&self, id: u64, request: &PeerRequest) -> Result<PeerResponse, PeerError> {
+        self.call_within(id, request, self.timeout).await
+    }
+
+    /// Sends one request to member `id` and waits up to `timeout` for its answer.
+    pub async fn call_within(
+        &self,
+        id: u64,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, PeerError> {
+        let name = self.info(id).map_or_else(|| id.to_string(), |i| i.name);
+        let conn = self.connection(id).await?;
+        let link = |source| PeerError::Link {
+            name: name.clone(),
+            source,
+        };
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(MonitorError::from)?;
+            write_frame(&mut send, request).await?;
+            send.finish()
+                .map_err(|e| MonitorError::Stream(e.to_string()))?;
+            FrameReader::new(MAX_PEER_FRAME)
+                .next::<PeerResponse>(&mut recv)
+                .await?
+                .ok_or_else(|| MonitorError::Stream("no answer".into()))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r.map_err(link),
+            Err(_) => Err(PeerError::Timeout { name, timeout }),
+        }
+    }
+
+    /// Closes the connection to member `id`, if any (it is dialed again when needed).
+    pub fn forget(&self, id: u64) {
+        self.known
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        self.conns
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+}

@@ -1,0 +1,214 @@
+//! This node's in-memory view of the replicated state, kept current by the state machine:
+//! which nodes have routes for which filters, which node holds which client id; and the
+//! broker's own copies of the replicated accounts, settings and retained messages.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+
+use fubar_store::replicated::{ApplyListener, Change, Outcome};
+use fubar_store::Store;
+
+use crate::broker::persist::message_of;
+use crate::broker::trie::SubscriptionTrie;
+use crate::broker::Broker;
+
+/// The routes and client registry of the whole cluster, and the way to the broker.
+pub struct ReplicatedView {
+    /// This node's id: its own routes and clients are in the tables too.
+    me: u64,
+    store: Arc<Store>,
+    routes: RwLock<SubscriptionTrie<u64, ()>>,
+    clients: RwLock<HashMap<String, u64>>,
+    broker: OnceLock<Weak<Broker>>,
+}
+
+impl std::fmt::Debug for ReplicatedView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedView")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicatedView {
+    /// A view for node `me`, loaded from what `store` holds now.
+    pub fn new(me: u64, store: Arc<Store>) -> Self {
+        let view = Self {
+            me,
+            store,
+            routes: RwLock::default(),
+            clients: RwLock::default(),
+            broker: OnceLock::new(),
+        };
+        view.reload_tables();
+        view
+    }
+
+    /// Connects the view to the broker (after which applied changes reach it too) and
+    /// brings the broker's copies up to date.
+    pub fn attach(&self, broker: &Arc<Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+        self.reload_broker();
+    }
+
+    /// The other nodes that should get a message on `topic`: those with a matching route,
+    /// and the one holding the client id `topic` (direct messaging).
+    pub fn targets(&self, topic: &str) -> Vec<u64> {
+        let mut nodes = Vec::new();
+        {
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            routes.for_each_match(topic, |node, ()| {
+                if *node != self.me && !nodes.contains(node) {
+                    nodes.push(*node);
+                }
+            });
+        }
+        if let Some(node) = self.holder(topic) {
+            if node != self.me && !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+        nodes
+    }
+
+    /// The node holding `client_id`, if any.
+    pub fn holder(&self, client_id: &str) -> Option<u64> {
+        self.clients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(client_id)
+            .copied()
+    }
+
+    /// Number of (filter, node) routes and of registered client ids, for status.
+    pub fn sizes(&self) -> (usize, usize) {
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        let clients = self
+            .clients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        (routes, clients)
+    }
+
+    fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.get().and_then(Weak::upgrade)
+    }
+
+    fn reload_tables(&self) {
+        let mut routes = SubscriptionTrie::new();
+        match self.store.routes() {
+            Ok(all) => {
+                for (filter, node) in all {
+                    routes.insert(&filter, node, ());
+                }
+            }
+            Err(e) => tracing::error!(target: "error", error = %e, "cannot read the routes"),
+        }
+        let clients = match self.store.clients() {
+            Ok(all) => all.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(target: "error", error = %e, "cannot read the client registry");
+                HashMap::new()
+            }
+        };
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = routes;
+        *self.clients.write().unwrap_or_else(PoisonError::into_inner) = clients;
+    }
+
+    /// Makes the broker's copies of accounts, settings and retained messages match the store.
+    fn reload_broker(&self) {
+        let Some(broker) = self.broker() else { return };
+        if let Ok(accounts) = self.store.accounts() {
+            let mut stale: Vec<String> = broker.accounts.names();
+            for (name, record) in accounts {
+                stale.retain(|n| *n != name);
+                broker.accounts.set_hash(&name, &record.password_hash);
+            }
+            for name in stale {
+                broker.accounts.forget(&name);
+            }
+        }
+        if let Ok(settings) = self.store.settings() {
+            for (name, value) in settings {
+                if let Err(e) = broker.apply_setting(&name, &value) {
+                    tracing::warn!(target: "warning", setting = %name, error = %e,
+                        "ignoring a replicated setting");
+                }
+            }
+        }
+        if let Ok(retained) = self.store.retained() {
+            broker.retained.clear();
+            broker
+                .retained
+                .restore(retained.into_iter().map(|m| Arc::new(message_of(m))));
+        }
+    }
+
+    fn apply_to_broker(&self, broker: &Broker, change: &Change) {
+        match change {
+            Change::PutAccount { name, record } => {
+                broker.accounts.set_hash(name, &record.password_hash);
+            }
+            Change::DeleteAccount { name } => broker.accounts.forget(name),
+            Change::PutSetting { name, value } => {
+                if let Err(e) = broker.apply_setting(name, value) {
+                    tracing::warn!(target: "warning", setting = %name, error = %e,
+                        "ignoring a replicated setting");
+                }
+            }
+            Change::PutRetained(m) => {
+                broker.retained.restore([Arc::new(message_of(m.clone()))]);
+            }
+            Change::DeleteRetained { topic } => broker.retained.forget(topic),
+            Change::RegisterClient { client_id, node } if *node != self.me => {
+                // Another node has the client now: close it here.
+                if let Some(handle) = broker.registry.release(client_id) {
+                    broker.router.remove_session(&handle);
+                    tracing::info!(target: "resource", client = %client_id,
+                        "session taken over by another node");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl ApplyListener for ReplicatedView {
+    fn applied(&self, change: &Change, _outcome: &Outcome) {
+        match change {
+            Change::AddRoute { filter, node } => {
+                let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+                routes.insert(filter, *node, ());
+            }
+            Change::RemoveRoute { filter, node } => {
+                let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+                routes.remove(filter, node);
+            }
+            Change::RegisterClient { client_id, node } => {
+                let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
+                clients.insert(client_id.clone(), *node);
+            }
+            Change::UnregisterClient { client_id, node } => {
+                let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
+                if clients.get(client_id) == Some(node) {
+                    clients.remove(client_id);
+                }
+            }
+            Change::DropNode { .. } => self.reload_tables(),
+            _ => {}
+        }
+        if let Some(broker) = self.broker() {
+            self.apply_to_broker(&broker, change);
+        }
+    }
+
+    fn reset(&self) {
+        self.reload_tables();
+        self.reload_broker();
+    }
+}
