@@ -7,12 +7,14 @@
 //! when they are fsynced (group commit, or never on the write path).
 //!
 //! This crate knows nothing of MQTT beyond the shapes of the records: the broker converts.
-//! Replication across the cluster arrives in a later step.
+//! `replicated` holds the cluster's Raft storage over the same database.
 
 mod durability;
 pub mod records;
+pub mod replicated;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -52,6 +54,12 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("cannot encode a state record: {0}")]
     Encode(#[from] postcard::Error),
+    /// A Raft snapshot received from another node could not be read.
+    #[error("unreadable cluster state snapshot: {0}")]
+    BadSnapshot(String),
+    /// `Store::replication` was called a second time on one store.
+    #[error("the replicated state of this store is already in use")]
+    ReplicationTaken,
 }
 
 /// The durable state of one node.
@@ -65,7 +73,10 @@ pub struct Store {
     sessions: Keyspace,
     queued: Keyspace,
     qos2: Keyspace,
+    routes: Keyspace,
+    clients: Keyspace,
     durability: Durability,
+    replication_taken: AtomicBool,
 }
 
 impl StoreError {
@@ -118,6 +129,9 @@ impl Store {
             sessions: ks("sessions")?,
             queued: ks("queued")?,
             qos2: ks("qos2")?,
+            routes: ks(replicated::ROUTES)?,
+            clients: ks(replicated::CLIENTS)?,
+            replication_taken: AtomicBool::new(false),
             durability: Durability::start(db.clone(), mode, group_window),
             db,
         };

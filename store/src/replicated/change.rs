@@ -1,0 +1,117 @@
+//! The changes that go through Raft, and what applying each one did.
+//!
+//! Changes are postcard-encoded in the Raft log and in messages between nodes: the order of the
+//! variants and of their fields is the format. Add variants and fields only at the end.
+
+use serde::{Deserialize, Serialize};
+
+use crate::records::{AccountRecord, StoredMessage};
+
+/// One change to the replicated cluster state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Creates or replaces an account. Outcome: `Done`.
+    PutAccount {
+        /// User name.
+        name: String,
+        /// The account.
+        record: AccountRecord,
+    },
+    /// Deletes an account. Outcome: `Removed(existed)`.
+    DeleteAccount {
+        /// User name.
+        name: String,
+    },
+    /// Adds or replaces an address rule. Outcome: `Done`.
+    PutAcl {
+        /// The address range, `10.0.0.0/8`.
+        cidr: String,
+        /// Whether the range is allowed (else denied).
+        allow: bool,
+    },
+    /// Deletes an address rule. Outcome: `Removed(existed)`.
+    DeleteAcl {
+        /// The address range.
+        cidr: String,
+    },
+    /// Records a setting changed at run time (dotted name → TOML value). Outcome: `Done`.
+    PutSetting {
+        /// Dotted name.
+        name: String,
+        /// TOML value.
+        value: String,
+    },
+    /// Stores the retained message of its topic. Outcome: `Done`.
+    PutRetained(StoredMessage),
+    /// Deletes the retained message of a topic. Outcome: `Removed(existed)`.
+    DeleteRetained {
+        /// Topic name.
+        topic: String,
+    },
+    /// Records that `node` has subscribers for `filter`. Outcome: `Added(was new)`.
+    AddRoute {
+        /// Topic filter.
+        filter: String,
+        /// The node with subscribers.
+        node: u64,
+    },
+    /// Records that `node` no longer has subscribers for `filter`. Outcome: `Removed(existed)`.
+    RemoveRoute {
+        /// Topic filter.
+        filter: String,
+        /// The node.
+        node: u64,
+    },
+    /// Records that `node` now holds the session of `client_id`.
+    /// Outcome: `PreviousHolder(the node that held it before, if another one)`.
+    RegisterClient {
+        /// Client id.
+        client_id: String,
+        /// The node that holds it now.
+        node: u64,
+    },
+    /// Forgets that `node` holds `client_id`, only if it still does (a later registration by
+    /// another node wins). Outcome: `Removed(whether it was removed)`.
+    UnregisterClient {
+        /// Client id.
+        client_id: String,
+        /// The node that let it go.
+        node: u64,
+    },
+    /// Removes every route and client registration of `node` (it died or left).
+    /// Outcome: `Dropped { filters, clients }`.
+    DropNode {
+        /// The node.
+        node: u64,
+    },
+}
+
+/// What applying one [`Change`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Written (the puts).
+    Done,
+    /// `AddRoute`: whether the route is new (false: it was there already).
+    Added(bool),
+    /// The deletes, `RemoveRoute`, `UnregisterClient`: whether something was removed.
+    Removed(bool),
+    /// `RegisterClient`: the node that held the client id before, if another one (it must
+    /// close its connection: a takeover).
+    PreviousHolder(Option<u64>),
+    /// `DropNode`: the filters of its routes and the client ids it held, now removed.
+    Dropped {
+        /// Filters whose route to the node was removed.
+        filters: Vec<String>,
+        /// Client ids the node held.
+        clients: Vec<String>,
+    },
+}
+
+/// The payload of one Raft log entry: changes applied together, in order, atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeBatch(pub Vec<Change>);
+
+/// The response to one [`ChangeBatch`]: one outcome per change, in order (empty for Raft's own
+/// entries: blank and membership).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeBatchOutcome(pub Vec<Outcome>);
