@@ -25,9 +25,9 @@ mod apply;
 mod change;
 mod keyspaces;
 mod log_store;
-mod reads;
 mod snapshot;
 mod state_machine;
+mod store_api;
 mod types;
 
 pub(crate) use keyspaces::{CLIENTS, ROUTES};

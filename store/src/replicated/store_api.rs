@@ -1,4 +1,4 @@
-//! What the node reads of the replicated state, and how it gets the Raft storage of its store.
+//! `Store`'s side of the replicated state: handing out the Raft storage, and the node's reads.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
