@@ -120,6 +120,13 @@ pub enum AdminRequest {
     },
     /// On the monitor: every node's log link.
     LogLinks,
+    /// The cluster as this node sees it: members, leader, lag, links.
+    ClusterStatus,
+    /// Takes a member out of the cluster for good (this node if `node` is `None`).
+    ClusterLeave {
+        /// The member's name, `NAME@HOST`.
+        node: Option<String>,
+    },
 }
 
 /// A search of the monitor's index.
@@ -255,4 +262,44 @@ pub enum AdminResponse {
     Missed(u64),
     /// Every node's log link (on the monitor).
     LogLinks(Vec<LinkStatus>),
+    /// The cluster as the node sees it.
+    Cluster(ClusterStatus),
+}
+
+/// One cluster member as `fubar ctl cluster status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// `NAME@HOST`.
+    pub name: String,
+    /// Cluster address.
+    pub addr: String,
+    /// `broker` or `monitor`.
+    pub role: String,
+    /// `voter` or `learner`.
+    pub kind: String,
+    /// `self`, `up`, or `down` (with how long it has been silent).
+    pub link: String,
+    /// Log entries it is behind the leader (known on the leader only).
+    pub lag: Option<u64>,
+}
+
+/// The cluster as one node sees it (`fubar ctl cluster status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node answering.
+    pub node: String,
+    /// The leader's name, if there is one.
+    pub leader: Option<String>,
+    /// Raft term.
+    pub term: u64,
+    /// Index of the last applied entry.
+    pub applied: u64,
+    /// Every member.
+    pub members: Vec<MemberStatus>,
+    /// Routes (filter, node) in the table.
+    pub routes: u64,
+    /// Registered client ids.
+    pub clients: u64,
+    /// Changes waiting to be committed (a minority side keeps them until it heals).
+    pub pending: u64,
 }

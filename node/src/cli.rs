@@ -447,6 +447,9 @@ pub enum CtlCommand {
     /// TLS: reload certificates.
     #[command(subcommand)]
     Ssl(CtlSslCommand),
+    /// The cluster: members, leader, replication lag, links; leaving it.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Show the effective settings, or change one at run time (kept across restarts).
     Settings {
         /// Dotted name, e.g. mqtt.max_packet_size.
@@ -454,6 +457,20 @@ pub enum CtlCommand {
         /// New value, as in the TOML file (negative numbers too).
         #[arg(allow_hyphen_values = true)]
         value: Option<String>,
+    },
+}
+
+/// `fubar ctl cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members with their role, voter or learner, link state and replication lag; the
+    /// leader; routes, registered clients and changes waiting to be committed.
+    Status,
+    /// Take a member out of the cluster for good (this node without NODE): its routes and
+    /// clients are dropped and it stops voting.
+    Leave {
+        /// The member, NAME@HOST.
+        node: Option<String>,
     },
 }
 

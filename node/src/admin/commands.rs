@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use fubar_logproto::admin::{AclRule, AdminRequest, AdminResponse, NodeStatus};
 
+use super::cluster_commands;
 use crate::broker::Broker;
 
 /// Runs one admin request against the broker.
@@ -17,12 +18,18 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
             AdminResponse::Done("stopping".into())
         }
         AdminRequest::AccountUpdate { name, password } => {
-            let b = broker.clone();
-            let n = name.clone();
-            // Hashing is deliberately slow: keep it off the async threads.
-            let result = tokio::task::spawn_blocking(move || b.accounts.update(&n, &password))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+            let result =
+                match cluster_commands::account_update(broker, &name, password.clone()).await {
+                    Some(r) => r,
+                    None => {
+                        let b = broker.clone();
+                        let n = name.clone();
+                        // Hashing is deliberately slow: keep it off the async threads.
+                        tokio::task::spawn_blocking(move || b.accounts.update(&n, &password))
+                            .await
+                            .unwrap_or_else(|e| Err(e.to_string()))
+                    }
+                };
             match result {
                 Ok(created) => {
                     tracing::info!(target: "resource", account = %name, created, "account updated");
@@ -35,14 +42,19 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
                 Err(e) => AdminResponse::Error(e),
             }
         }
-        AdminRequest::AccountDelete { name } => match broker.accounts.delete(&name) {
-            Ok(true) => {
-                tracing::info!(target: "resource", account = %name, "account deleted");
-                AdminResponse::Done(format!("account {name} deleted"))
+        AdminRequest::AccountDelete { name } => {
+            match cluster_commands::account_delete(broker, &name)
+                .await
+                .unwrap_or_else(|| broker.accounts.delete(&name))
+            {
+                Ok(true) => {
+                    tracing::info!(target: "resource", account = %name, "account deleted");
+                    AdminResponse::Done(format!("account {name} deleted"))
+                }
+                Ok(false) => AdminResponse::Error(format!("no account {name}")),
+                Err(e) => AdminResponse::Error(e),
             }
-            Ok(false) => AdminResponse::Error(format!("no account {name}")),
-            Err(e) => AdminResponse::Error(e),
-        },
+        }
         AdminRequest::AccountList => AdminResponse::Accounts(broker.accounts.names()),
         AdminRequest::AclAllow { cidr } => acl_set(broker, &cidr, true),
         AdminRequest::AclDeny { cidr } => acl_set(broker, &cidr, false),
@@ -131,10 +143,14 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
         AdminRequest::LogTail { .. } => {
             AdminResponse::Error("a tail is a stream: the endpoint serves it".into())
         }
-        AdminRequest::SettingsSet { name, value } => match broker.change_setting(&name, &value) {
-            Ok(shown) => AdminResponse::Done(format!("{name} = {shown}")),
-            Err(e) => AdminResponse::Error(e),
-        },
+        AdminRequest::ClusterStatus => cluster_commands::status(broker),
+        AdminRequest::ClusterLeave { node } => cluster_commands::leave(broker, node).await,
+        AdminRequest::SettingsSet { name, value } => {
+            match cluster_commands::setting_set(broker, &name, &value).await {
+                Ok(shown) => AdminResponse::Done(format!("{name} = {shown}")),
+                Err(e) => AdminResponse::Error(e),
+            }
+        }
     }
 }
 
@@ -161,9 +177,22 @@ fn status(broker: &Broker) -> NodeStatus {
         subscriptions: broker.router.subscription_count() as u64,
         retained: broker.retained.len() as u64,
         memory_bytes: crate::process_memory::resident_bytes(),
-        cluster_role: "standalone".into(),
+        cluster_role: cluster_role(broker),
         auth: settings.auth.enabled,
         delayed_accepts: broker.stats.accepts_delayed.load(Ordering::Relaxed),
         throttled_clients: broker.stats.clients_throttled.load(Ordering::Relaxed),
+    }
+}
+
+fn cluster_role(broker: &Broker) -> String {
+    let role = if broker.monitor.get().is_some() {
+        "monitor"
+    } else {
+        "broker"
+    };
+    match broker.member.get() {
+        None => "standalone".into(),
+        Some(m) if m.is_leader() => format!("{role}, cluster leader"),
+        Some(_) => format!("{role}, cluster member"),
     }
 }

@@ -7,6 +7,7 @@
 //! as `fubar-logproto` frames. Both transports run requests through [`dispatch`].
 
 mod client;
+mod cluster_commands;
 mod commands;
 mod dispatch;
 mod endpoint;

@@ -68,6 +68,16 @@ impl Router {
         });
     }
 
+    /// Filters with local subscribers (counted once hooks are set).
+    pub fn local_filters(&self) -> Vec<String> {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .map(|f| f.to_string())
+            .collect()
+    }
+
     fn counted(&self, filter: &str, added: bool) {
         let Some(hooks) = self.hooks.get() else {
             return;

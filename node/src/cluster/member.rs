@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use fubar_logproto::admin::{ClusterStatus, MemberStatus};
 use fubar_monitor::server::MonitorServer;
 use fubar_store::replicated::{
     node_id, Change, ChangeBatch, ChangeBatchOutcome, NodeInfo, NodeRole, Raft,
 };
 use fubar_store::Store;
 use openraft::{ChangeMembers, Config, ServerState};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -40,44 +40,6 @@ const PROPOSE_GATHER: Duration = Duration::from_millis(2);
 /// First and longest wait before a failed proposal or join is tried again.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
-
-/// A cluster member's view of one node, for `fubar ctl cluster status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberStatus {
-    /// `name@host`.
-    pub name: String,
-    /// Cluster address.
-    pub addr: String,
-    /// broker or monitor.
-    pub role: String,
-    /// voter or learner.
-    pub kind: String,
-    /// Whether it answered this node's pings lately ("self" for this node).
-    pub link: String,
-    /// Log entries it is behind the leader (known on the leader only).
-    pub lag: Option<u64>,
-}
-
-/// The cluster as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// This node.
-    pub node: String,
-    /// The leader's name, if there is one.
-    pub leader: Option<String>,
-    /// Raft term.
-    pub term: u64,
-    /// Index of the last applied entry.
-    pub applied: u64,
-    /// Every member.
-    pub members: Vec<MemberStatus>,
-    /// Routes (filter, node) in the table.
-    pub routes: u64,
-    /// Registered client ids.
-    pub clients: u64,
-    /// Changes waiting to be committed (a minority side waits here).
-    pub pending: u64,
-}
 
 /// The cluster layer of a node.
 pub struct ClusterMember {
@@ -235,6 +197,7 @@ impl ClusterMember {
         tokio::spawn(super::peer_server::serve(member.clone(), rx));
         tokio::spawn(member.clone().propose_loop());
         tokio::spawn(member.clone().watch_members());
+        tokio::spawn(member.clone().announce_again_when_dropped());
         if member.raft.is_initialized().await? {
             // A restart: the others know this node, and Raft catches it up.
         } else if c.master.is_empty() || c.master == settings.node.name {
@@ -472,6 +435,30 @@ impl ClusterMember {
         }
     }
 
+    /// After the cluster dropped this node's routes and clients (it was silent too long, or
+    /// cut off), announces them again: they are still here.
+    async fn announce_again_when_dropped(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.view.dropped_me.notified() => {}
+                () = self.stop.cancelled() => return,
+            }
+            let Some(broker) = self.broker() else {
+                continue;
+            };
+            let filters = broker.router.local_filters();
+            let clients = broker.registry.client_ids();
+            tracing::warn!(target: "warning", routes = filters.len(), clients = clients.len(),
+                "the cluster dropped this node's routes and clients; announcing them again");
+            for filter in filters {
+                self.route_added(&filter);
+            }
+            for client in clients {
+                self.client_attached(&client);
+            }
+        }
+    }
+
     fn dropped_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
         self.dropped.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -480,7 +467,6 @@ impl ClusterMember {
     /// `node_down` (its clients reconnect elsewhere), and the member adds them back itself
     /// when it returns.
     async fn watch_members(self: Arc<Self>) {
-        let started = Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.config.ping_every) => {}
@@ -493,6 +479,14 @@ impl ClusterMember {
                     .map(|(id, n)| (*id, n.clone()))
                     .collect()
             };
+            {
+                // A member's silence is counted from when this node first saw it.
+                let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = Instant::now();
+                for (id, _) in &members {
+                    seen.entry(*id).or_insert(now);
+                }
+            }
             for (id, info) in &members {
                 if *id == self.id {
                     continue;
@@ -516,12 +510,12 @@ impl ClusterMember {
                 });
             }
             if self.leader() == Some(self.id) {
-                self.drop_silent_members(&members, started).await;
+                self.drop_silent_members(&members).await;
             }
         }
     }
 
-    async fn drop_silent_members(&self, members: &[(u64, NodeInfo)], started: Instant) {
+    async fn drop_silent_members(&self, members: &[(u64, NodeInfo)]) {
         let now = Instant::now();
         let silent: Vec<(u64, String)> = {
             let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
@@ -529,8 +523,8 @@ impl ClusterMember {
                 .iter()
                 .filter(|(id, _)| *id != self.id)
                 .filter(|(id, _)| {
-                    let last = seen.get(id).copied().unwrap_or(started);
-                    now.duration_since(last) >= self.config.node_down
+                    seen.get(id)
+                        .is_some_and(|last| now.duration_since(*last) >= self.config.node_down)
                 })
                 .map(|(id, i)| (*id, i.name.clone()))
                 .collect()

@@ -20,6 +20,9 @@ pub struct ReplicatedView {
     routes: RwLock<SubscriptionTrie<u64, ()>>,
     clients: RwLock<HashMap<String, u64>>,
     broker: OnceLock<Weak<Broker>>,
+    /// Woken when the cluster dropped this node's routes and clients (it was thought dead):
+    /// the member announces them again.
+    pub dropped_me: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ReplicatedView {
@@ -39,6 +42,7 @@ impl ReplicatedView {
             routes: RwLock::default(),
             clients: RwLock::default(),
             broker: OnceLock::new(),
+            dropped_me: tokio::sync::Notify::new(),
         };
         view.reload_tables();
         view
@@ -199,7 +203,12 @@ impl ApplyListener for ReplicatedView {
                     clients.remove(client_id);
                 }
             }
-            Change::DropNode { .. } => self.reload_tables(),
+            Change::DropNode { node } => {
+                self.reload_tables();
+                if *node == self.me {
+                    self.dropped_me.notify_one();
+                }
+            }
             _ => {}
         }
         if let Some(broker) = self.broker() {

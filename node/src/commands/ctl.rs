@@ -5,8 +5,8 @@ use fubar_logproto::admin::{AdminRequest, AdminResponse};
 
 use crate::admin;
 use crate::cli::{
-    AccountCommand, AclCommand, CtlArgs, CtlCommand, CtlSslCommand, LogCommand, NodeLocation,
-    RemoteAccess, TraceCommand, UntraceCommand,
+    AccountCommand, AclCommand, ClusterCommand, CtlArgs, CtlCommand, CtlSslCommand, LogCommand,
+    NodeLocation, RemoteAccess, TraceCommand, UntraceCommand,
 };
 use crate::cluster::NodeName;
 use crate::settings::Settings;
@@ -33,6 +33,8 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
 pub(crate) fn request_of(command: CtlCommand) -> anyhow::Result<AdminRequest> {
     Ok(match command {
         CtlCommand::Status => AdminRequest::Status,
+        CtlCommand::Cluster(ClusterCommand::Status) => AdminRequest::ClusterStatus,
+        CtlCommand::Cluster(ClusterCommand::Leave { node }) => AdminRequest::ClusterLeave { node },
         CtlCommand::Stop => AdminRequest::Stop,
         CtlCommand::Account(AccountCommand::Update { name, password }) => {
             AdminRequest::AccountUpdate { name, password }
@@ -195,8 +197,38 @@ pub(crate) fn print(reply: AdminResponse) -> anyhow::Result<()> {
         AdminResponse::Event(e) => println!("{}", fubar_logs::format_line(&e)),
         AdminResponse::Missed(n) => println!("... {n} events missed (the tail fell behind)"),
         AdminResponse::LogLinks(links) => print_links(&links),
+        AdminResponse::Cluster(status) => print_cluster(&status),
     }
     Ok(())
+}
+
+/// The cluster as the node sees it.
+fn print_cluster(s: &fubar_logproto::admin::ClusterStatus) {
+    println!(
+        "node {}  leader {}  term {}  applied {}  routes {}  clients {}  pending {}",
+        s.node,
+        s.leader.as_deref().unwrap_or("none"),
+        s.term,
+        s.applied,
+        s.routes,
+        s.clients,
+        s.pending
+    );
+    println!(
+        "{:<28} {:<22} {:<8} {:<8} {:<10} {:>6}",
+        "member", "address", "role", "kind", "link", "lag"
+    );
+    for m in &s.members {
+        println!(
+            "{:<28} {:<22} {:<8} {:<8} {:<10} {:>6}",
+            m.name,
+            m.addr,
+            m.role,
+            m.kind,
+            m.link,
+            m.lag.map_or_else(|| "-".to_owned(), |l| l.to_string())
+        );
+    }
 }
 
 /// The monitor's view of every node's log link.

@@ -242,6 +242,9 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"), "node started");
     server.run().await;
     let _ = admin_task.await;
+    if let Some(m) = broker.member.get() {
+        m.shutdown().await;
+    }
     stop_cluster_parts(monitor, shipper).await;
     tracing::info!(target: "info", node = %name, "node stopped");
     Ok(())
@@ -266,6 +269,9 @@ async fn serve_without_mqtt(
         version = env!("CARGO_PKG_VERSION"), "monitor started without MQTT");
     broker.shutdown.cancelled().await;
     let _ = admin_task.await;
+    if let Some(m) = broker.member.get() {
+        m.shutdown().await;
+    }
     stop_cluster_parts(monitor, shipper).await;
     tracing::info!(target: "info", node = %name, "node stopped");
     Ok(())
