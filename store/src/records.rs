@@ -95,8 +95,8 @@ pub struct QueuedRecord {
     pub state: QueuedState,
 }
 
-/// A persistent session as read back at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A persistent session as read back at start, or as it moves from one node to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoredSession {
     /// Client id.
     pub client_id: String,

@@ -3,7 +3,11 @@
 //! replicated state or that other nodes must see.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use fubar_store::records::RestoredSession;
 
 use crate::mqtt::message::Message;
 
@@ -22,4 +26,12 @@ pub trait ClusterHooks: Send + Sync + fmt::Debug {
     fn client_attached(&self, client_id: &str);
     /// A client's session has ended on this node.
     fn client_ended(&self, client_id: &str);
+    /// A client is connecting here: if another node holds its session, that node closes its
+    /// connection and, when `keep` (clean session 0) and the session is persistent, hands
+    /// the session over. Resolves at once when no other node holds it.
+    fn take_over<'a>(
+        &'a self,
+        client_id: &'a str,
+        keep: bool,
+    ) -> Pin<Box<dyn Future<Output = Option<RestoredSession>> + Send + 'a>>;
 }

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fubar_store::records::{
-    QueuedRecord, QueuedState, SessionRecord, StoredMessage, StoredProperties, StoredSubscription,
+    QueuedRecord, QueuedState, RestoredSession, SessionRecord, StoredMessage, StoredProperties,
+    StoredSubscription,
 };
 use fubar_store::{Store, StoreError};
 
@@ -168,35 +169,83 @@ pub(crate) fn restore(broker: &Broker, store: &Arc<Store>) -> Result<(), StoreEr
         .restore(retained.into_iter().map(|m| Arc::new(message_of(m))));
     let sessions = store.sessions()?;
     let session_count = sessions.len();
-    let limits = broker.settings().session_limits();
     let now = Instant::now();
     for s in sessions {
-        let subscriptions: Vec<(String, SubscriptionOptions)> = s
-            .record
-            .subscriptions
-            .into_iter()
-            .map(subscription_of)
-            .collect();
-        let messages = s
-            .queued
-            .into_iter()
-            .map(|(seq, q)| RestoredDelivery {
-                seq,
-                delivery: Delivery {
-                    message: Arc::new(message_of(q.message)),
-                    qos: qos_of(q.qos),
-                    retain: q.retain,
-                },
-                state: delivery_state(q.state),
-            })
-            .collect();
-        let session = Session::restore(limits, subscriptions.clone(), messages, s.qos2_received);
-        let handle = broker.registry.restore(&s.client_id, session, now);
-        for (filter, options) in &subscriptions {
-            broker.router.subscribe(&handle, filter, *options);
-        }
+        restore_session(broker, s, now, false);
     }
     tracing::info!(target: "info", retained = retained_count, sessions = session_count,
         path = %store.path().display(), "state restored");
     Ok(())
+}
+
+/// Puts one persistent session into the registry (offline since `now`) and its
+/// subscriptions into the router. `moved`: it comes from another node, so everything it
+/// holds is written to this node's store too.
+fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: bool) {
+    let limits = broker.settings().session_limits();
+    let subscriptions: Vec<(String, SubscriptionOptions)> = s
+        .record
+        .subscriptions
+        .into_iter()
+        .map(subscription_of)
+        .collect();
+    let messages = s
+        .queued
+        .into_iter()
+        .map(|(seq, q)| RestoredDelivery {
+            seq,
+            delivery: Delivery {
+                message: Arc::new(message_of(q.message)),
+                qos: qos_of(q.qos),
+                retain: q.retain,
+            },
+            state: delivery_state(q.state),
+        })
+        .collect();
+    let mut session = Session::restore(limits, subscriptions.clone(), messages, s.qos2_received);
+    if moved {
+        // Journal everything: the next write puts the whole session in this node's store.
+        session.set_persistent(false);
+        session.set_persistent(true);
+    }
+    let handle = broker.registry.restore(&s.client_id, session, now);
+    if moved {
+        drop(handle.lock()); // the guard writes the journal on release
+    }
+    for (filter, options) in &subscriptions {
+        broker.router.subscribe(&handle, filter, *options);
+    }
+}
+
+/// A persistent session as it leaves this node for another one.
+pub(crate) fn exported(client_id: &str, session: &Session) -> RestoredSession {
+    let (subscriptions, messages, qos2_received) = session.export();
+    RestoredSession {
+        client_id: client_id.to_owned(),
+        record: SessionRecord {
+            subscriptions: subscriptions
+                .iter()
+                .map(|(f, o)| stored_subscription(f, o))
+                .collect(),
+        },
+        queued: messages
+            .into_iter()
+            .map(|m| {
+                let record = QueuedRecord {
+                    message: stored_message(&m.delivery.message),
+                    qos: m.delivery.qos as u8,
+                    retain: m.delivery.retain,
+                    state: queued_state(m.state),
+                };
+                (m.seq, record)
+            })
+            .collect(),
+        qos2_received,
+    }
+}
+
+/// Installs a persistent session that moved here from another node (offline until its
+/// client's CONNECT, which is in progress, resumes it).
+pub(crate) fn install_moved(broker: &Broker, session: RestoredSession) {
+    restore_session(broker, session, Instant::now(), true);
 }

@@ -293,16 +293,27 @@ impl Registry {
     /// here (if any) to close, ends the session here and returns it, so its subscriptions
     /// can leave the router.
     pub fn release(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
+        self.release_with(client_id, |_, _| ()).map(|(h, ())| h)
+    }
+
+    /// `release`, calling `f` on the session (and whether it is persistent) first, under its
+    /// lock: what `f` takes is exactly what the session held when it ended here.
+    pub fn release_with<T>(
+        &self,
+        client_id: &str,
+        f: impl FnOnce(&Session, bool) -> T,
+    ) -> Option<(Arc<SessionHandle>, T)> {
         let mut map = self.map();
         let handle = map.get(client_id).cloned()?;
         let mut slot = handle.lock();
         if let Some(old) = slot.owner.take() {
             let _ = old.kick.send(());
         }
+        let taken = f(&slot.session, !slot.clean);
         self.end(&mut slot, client_id);
         drop(slot);
         remove_if_same(&mut map, &handle);
-        Some(handle)
+        Some((handle, taken))
     }
 
     /// Every client id with a session here.

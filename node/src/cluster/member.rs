@@ -10,9 +10,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+use std::pin::Pin;
+
 use anyhow::Context as _;
 use fubar_logproto::admin::{ClusterStatus, MemberStatus};
 use fubar_monitor::server::MonitorServer;
+use fubar_store::records::RestoredSession;
 use fubar_store::replicated::{
     node_id, Change, ChangeBatch, ChangeBatchOutcome, NodeInfo, NodeRole, Raft,
 };
@@ -28,7 +32,7 @@ use super::raft_network::RaftNetworkOverPeers;
 use super::view::ReplicatedView;
 use super::{endpoint, NodeName};
 use crate::broker::cluster_hooks::ClusterHooks;
-use crate::broker::persist::stored_message;
+use crate::broker::persist::{self, stored_message};
 use crate::broker::Broker;
 use crate::mqtt::message::Message;
 use crate::settings::Settings;
@@ -200,13 +204,17 @@ impl ClusterMember {
         tokio::spawn(member.clone().announce_again_when_dropped());
         if member.raft.is_initialized().await? {
             // A restart: the others know this node, and Raft catches it up.
-        } else if c.master.is_empty() || c.master == settings.node.name {
+        } else if c.master.is_empty() {
             member.found().await?;
         } else {
-            // In the background: the node serves its own clients while it waits for the
-            // master to answer.
             let master: NodeName = c.master.parse()?;
-            tokio::spawn(member.clone().join_through(master));
+            if master.id() == settings.node.name {
+                member.found().await?;
+            } else {
+                // In the background: the node serves its own clients while it waits for
+                // the master to answer.
+                tokio::spawn(member.clone().join_through(master));
+            }
         }
         Ok(member)
     }
@@ -298,6 +306,22 @@ impl ClusterMember {
             }
             wait = (wait * 2).min(RETRY_MAX);
         }
+    }
+
+    /// Another node takes client `client_id` over: closes its connection here and returns
+    /// its session if it moves (`keep`, and persistent here).
+    pub fn give_up(&self, client_id: &str, keep: bool) -> Option<RestoredSession> {
+        let broker = self.broker()?;
+        let (handle, session) =
+            broker
+                .registry
+                .release_with(client_id, |session, persistent| {
+                    (keep && persistent).then(|| persist::exported(client_id, session))
+                })?;
+        broker.router.remove_session(&handle);
+        tracing::info!(target: "resource", client = client_id, moved = session.is_some(),
+            "session taken over by another node");
+        session
     }
 
     /// The leader's id, as this node sees it.
@@ -710,5 +734,34 @@ impl ClusterHooks for ClusterMember {
             client_id: client_id.to_owned(),
             node: self.id,
         });
+    }
+
+    fn take_over<'a>(
+        &'a self,
+        client_id: &'a str,
+        keep: bool,
+    ) -> Pin<Box<dyn Future<Output = Option<RestoredSession>> + Send + 'a>> {
+        Box::pin(async move {
+            let holder = self.view.holder(client_id).filter(|h| *h != self.id)?;
+            let request = PeerRequest::TakeOver {
+                client_id: client_id.to_owned(),
+                keep,
+            };
+            match self.peers.call(holder, &request).await {
+                Ok(PeerResponse::Session(session)) => session,
+                Ok(other) => {
+                    tracing::warn!(target: "warning", client = client_id, answer = ?other,
+                        "unexpected answer to a session takeover");
+                    None
+                }
+                Err(e) => {
+                    // The holder is away: the client starts here without its old session
+                    // (the registration moves it anyway).
+                    tracing::warn!(target: "warning", client = client_id, error = %e,
+                        "cannot take the session over from its node");
+                    None
+                }
+            }
+        })
     }
 }

@@ -68,6 +68,9 @@ async fn serve_stream(
         PeerRequest::Ping => PeerResponse::Pong {
             leader: member.leader(),
         },
+        PeerRequest::TakeOver { client_id, keep } => {
+            PeerResponse::Session(member.give_up(&client_id, keep))
+        }
         PeerRequest::Forward { epoch } => {
             let Some(broker) = member.broker() else {
                 return Err(MonitorError::Protocol("this node has no broker yet".into()));

@@ -9,7 +9,7 @@
 //! Field order is the wire format: change it only with a new ALPN.
 
 use bytes::Bytes;
-use fubar_store::records::StoredProperties;
+use fubar_store::records::{RestoredSession, StoredProperties};
 use fubar_store::replicated::{ChangeBatch, ChangeBatchOutcome, NodeInfo, TypeConfig};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -45,6 +45,14 @@ pub enum PeerRequest {
     },
     /// Is the node alive (and who leads, as it sees it)?
     Ping,
+    /// The client is connecting to the sender: close its connection here and, if `keep`,
+    /// hand its persistent session over.
+    TakeOver {
+        /// The client id.
+        client_id: String,
+        /// Clean session 0: the session moves.
+        keep: bool,
+    },
 }
 
 /// The answer to a [`PeerRequest`].
@@ -66,6 +74,8 @@ pub enum PeerResponse {
         /// The leader's id, if known.
         leader: Option<u64>,
     },
+    /// To `TakeOver`: the session, if it moves.
+    Session(Option<RestoredSession>),
 }
 
 /// A message forwarded to a node with matching routes (or holding the client id it is

@@ -221,6 +221,43 @@ impl Session {
         self.journal = Some(journal);
     }
 
+    /// Everything the session holds, in the shape `restore` takes: subscriptions, queued and
+    /// in-flight QoS 1/2 messages, and the QoS 2 packet ids received and not released.
+    pub fn export(
+        &self,
+    ) -> (
+        Vec<(String, SubscriptionOptions)>,
+        Vec<RestoredDelivery>,
+        Vec<u16>,
+    ) {
+        let subscriptions = self
+            .subscriptions
+            .iter()
+            .map(|(f, o)| (f.clone(), *o))
+            .collect();
+        let mut messages: Vec<RestoredDelivery> = self
+            .inflight
+            .iter()
+            .map(|i| RestoredDelivery {
+                seq: i.seq,
+                delivery: i.delivery.clone(),
+                state: i.state,
+            })
+            .collect();
+        messages.extend(
+            self.queue
+                .iter()
+                .filter(|q| q.delivery.qos != QoS::AtMostOnce)
+                .map(|q| RestoredDelivery {
+                    seq: q.seq,
+                    delivery: q.delivery.clone(),
+                    state: DeliveryState::Queued,
+                }),
+        );
+        let qos2 = self.awaiting_pubrel.iter().copied().collect();
+        (subscriptions, messages, qos2)
+    }
+
     /// Whether the session journals its changes for the store.
     pub fn is_persistent(&self) -> bool {
         self.journal.is_some()

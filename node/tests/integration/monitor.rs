@@ -76,8 +76,15 @@ impl Cluster {
         let node = format!("{name}@localhost");
         let master = format!("{MONITOR}:{port}");
         let mut cmd = self.command(&["node", "--name", &node, "--master", &master]);
-        cmd.args(["--bind", "127.0.0.1", "--mqtt-port", "0", "--cluster-port", "0"])
-            .args(extra);
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--mqtt-port",
+            "0",
+            "--cluster-port",
+            "0",
+        ])
+        .args(extra);
         let mut b = Broker::spawn(
             cmd,
             DataDir::Shared(self.path().to_owned()),

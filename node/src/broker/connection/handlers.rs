@@ -123,6 +123,13 @@ where
         } else {
             c.client_id.as_str().into()
         };
+        if let Some(cluster) = self.broker.cluster.get() {
+            // Another node may hold the client: it closes that connection, and a persistent
+            // session comes here to be resumed.
+            if let Some(moved) = cluster.take_over(&client_id, !c.clean_session).await {
+                super::super::persist::install_moved(&self.broker, moved);
+            }
+        }
         let attached = self.broker.registry.attach(
             &client_id,
             c.clean_session,
