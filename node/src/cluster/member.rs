@@ -203,7 +203,15 @@ impl ClusterMember {
         tokio::spawn(member.clone().watch_members());
         tokio::spawn(member.clone().announce_again_when_dropped());
         if member.raft.is_initialized().await? {
-            // A restart: the others know this node, and Raft catches it up.
+            // A restart: the others know this node, and Raft catches it up; if its address
+            // changed, it tells them the new one.
+            let recorded = {
+                let m = member.raft.metrics().borrow().membership_config.clone();
+                m.membership().get_node(&id).cloned()
+            };
+            if recorded.as_ref().is_some_and(|r| *r != member.info) {
+                tokio::spawn(member.clone().announce_address());
+            }
         } else if c.master.is_empty() {
             member.found().await?;
         } else {
@@ -324,6 +332,36 @@ impl ClusterMember {
         session
     }
 
+    /// Tells the cluster this node's new address (it restarted on another port or host):
+    /// asks each other member in turn to pass it to the leader, until one does.
+    async fn announce_address(self: Arc<Self>) {
+        let mut wait = RETRY_MIN;
+        loop {
+            let others: Vec<(u64, NodeInfo)> = {
+                let m = self.raft.metrics().borrow().membership_config.clone();
+                m.membership()
+                    .nodes()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(id, n)| (*id, n.clone()))
+                    .collect()
+            };
+            for (id, info) in others {
+                self.peers.learn(id, info);
+                let request = PeerRequest::Join(self.info.clone());
+                if let Ok(PeerResponse::Done(Ok(()))) = self.peers.call(id, &request).await {
+                    tracing::info!(target: "info", node = %self.info.name, addr = %self.info.addr,
+                        "new cluster address announced");
+                    return;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.stop.cancelled() => return,
+            }
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+
     /// The leader's id, as this node sees it.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow().current_leader
@@ -342,10 +380,27 @@ impl ClusterMember {
         let id = node_id(&info.name);
         let name = info.name.clone();
         self.peers.learn(id, info.clone());
-        self.raft
-            .add_learner(id, info, true)
-            .await
-            .map_err(|e| e.to_string())?;
+        let recorded = {
+            let m = self.raft.metrics().borrow().membership_config.clone();
+            m.membership().get_node(&id).cloned()
+        };
+        match recorded {
+            Some(r) if r == info => {} // joined already (a retry)
+            Some(_) => {
+                // A member restarted at a new address: same node, same log, new place.
+                self.raft
+                    .change_membership(ChangeMembers::SetNodes([(id, info)].into()), true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(target: "info", node = %name, "member moved to a new address");
+            }
+            None => {
+                self.raft
+                    .add_learner(id, info, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         self.balance_voters().await?;
         self.dropped_lock().remove(&id);
         tracing::info!(target: "info", node = %name, "member joined");

@@ -5,6 +5,7 @@
 
 mod admin;
 mod bench;
+mod cluster;
 mod common;
 mod conformance;
 mod interop;

@@ -1,0 +1,452 @@
+//! The cluster: real `fubar` processes on loopback joining through a master, routing across
+//! nodes, replicated state, takeover across nodes, and members that die or leave.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use rumqttc::QoS;
+
+use crate::common::{Broker, DataDir};
+use crate::conformance::support::{options, Mqtt};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn fubar() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fubar"))
+}
+
+/// A data dir shared by every member (one cookie), with the cluster's TLS files.
+pub(crate) struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+/// A running member: its process, name and cluster port.
+pub(crate) struct Member {
+    pub(crate) broker: Broker,
+    pub(crate) name: String,
+    pub(crate) cluster_port: u16,
+}
+
+impl Cluster {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = fubar()
+            .args(["ssl", "new-certs", "--dir"])
+            .arg(dir.path().join("ssl"))
+            .output()
+            .expect("fubar ssl new-certs");
+        assert!(out.status.success(), "{out:?}");
+        let ssl = dir.path().join("ssl");
+        let config = format!(
+            "[ssl]\ncertfile = {:?}\nkeyfile = {:?}\ncafile = {:?}\n",
+            ssl.join("cert.pem"),
+            ssl.join("key.pem"),
+            ssl.join("cacert.pem")
+        );
+        std::fs::write(dir.path().join("cluster.toml"), config).expect("write config");
+        Self { dir }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A broker `NAME@localhost` joining through `master` (its own name founds a cluster).
+    pub(crate) fn start(&self, name: &str, master: &str, extra: &[&str]) -> Member {
+        let node = format!("{name}@localhost");
+        let mut cmd = fubar();
+        cmd.args(["node", "--name", &node, "--master", master])
+            .arg("--data-dir")
+            .arg(self.path())
+            .arg("--config")
+            .arg(self.path().join("cluster.toml"))
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--mqtt-port",
+                "0",
+                "--cluster-port",
+                "0",
+            ])
+            .args(["--log-stdout", "warning,info,resource"])
+            .args(extra);
+        let mut broker = Broker::spawn(
+            cmd,
+            DataDir::Shared(self.path().to_owned()),
+            "listening on mqtt://",
+        );
+        let line = broker.wait_for_log("listening on mqtt://", WAIT).unwrap();
+        broker.addr = line
+            .rsplit("mqtt://")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let line = broker
+            .wait_for_log("cluster port on cluster://", WAIT)
+            .unwrap();
+        let cluster_port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        Member {
+            broker,
+            name: node,
+            cluster_port,
+        }
+    }
+
+    /// The first member, founding the cluster.
+    pub(crate) fn found(&self, name: &str) -> Member {
+        let m = self.start(name, &format!("{name}@localhost"), &[]);
+        m.broker
+            .wait_for_log("cluster founded", WAIT)
+            .expect("the founder says it founded the cluster");
+        m
+    }
+
+    /// A member joining through `master`, once it has joined.
+    pub(crate) fn join(&self, name: &str, master: &Member) -> Member {
+        let m = self.start(name, &master.address(), &[]);
+        m.broker
+            .wait_for_log("joined the cluster", WAIT)
+            .expect("the new member joins");
+        m
+    }
+
+    /// `fubar ctl --node NAME ARGS` on this cluster's data dir.
+    pub(crate) fn ctl(&self, node: &str, args: &[&str]) -> Output {
+        fubar()
+            .args(["ctl", "--node", node, "--data-dir"])
+            .arg(self.path())
+            .args(args)
+            .output()
+            .expect("fubar ctl")
+    }
+
+    /// `ctl cluster status` of `node`, as text.
+    pub(crate) fn status(&self, node: &str) -> String {
+        let out = self.ctl(node, &["cluster", "status"]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Waits until `node`'s cluster status satisfies `pred`; returns it.
+    pub(crate) fn wait_status(
+        &self,
+        node: &str,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.status(node);
+            if pred(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{node}: never {what}:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `node` has at least `n` routes in its table.
+    pub(crate) fn wait_routes(&self, node: &str, n: u64) {
+        self.wait_status(node, &format!("{n} routes"), |s| field(s, "routes") >= n);
+    }
+}
+
+impl Member {
+    /// `NAME@localhost:PORT`, as `--master` takes it.
+    pub(crate) fn address(&self) -> String {
+        format!("{}:{}", self.name, self.cluster_port)
+    }
+}
+
+/// A number after `name ` in a status header line.
+fn field(status: &str, name: &str) -> u64 {
+    status
+        .split_whitespace()
+        .skip_while(|w| *w != name)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The member lines of a status (after the header).
+fn member_line<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find(|l| l.starts_with(name))
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn three(cluster: &Cluster) -> (Member, Member, Member) {
+    let n1 = cluster.found("n1");
+    let n2 = cluster.join("n2", &n1);
+    let n3 = cluster.join("n3", &n1);
+    cluster.wait_status("n1@localhost", "three voters", |s| {
+        s.lines().filter(|l| l.contains(" voter ")).count() == 3
+    });
+    (n1, n2, n3)
+}
+
+#[test]
+fn a_publish_on_one_node_reaches_every_matching_subscriber_on_every_node_once() {
+    let cluster = Cluster::new();
+    let (n1, n2, n3) = three(&cluster);
+    // Overlapping filters of one client on n2: one copy, at the highest QoS.
+    let mut s2 = Mqtt::connect(&n2.broker, "s2");
+    s2.subscribe_many(&[("a/#", QoS::AtLeastOnce), ("a/+", QoS::AtMostOnce)]);
+    let mut s3 = Mqtt::connect(&n3.broker, "s3");
+    s3.subscribe("a/b", QoS::AtLeastOnce);
+    // A local subscriber on the publisher's node too.
+    let mut s1 = Mqtt::connect(&n1.broker, "s1");
+    s1.subscribe("a/b", QoS::AtMostOnce);
+    cluster.wait_routes("n1@localhost", 4);
+
+    let mut p = Mqtt::connect(&n1.broker, "p");
+    for i in 0..50u32 {
+        p.publish_acked("a/b", QoS::AtLeastOnce, false, &i.to_be_bytes());
+    }
+    for sub in [&mut s2, &mut s3] {
+        let got: Vec<Vec<u8>> = sub
+            .publishes(50)
+            .into_iter()
+            .map(|p| p.payload.to_vec())
+            .collect();
+        let want: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(got, want, "{}: every message once, in order", sub.id);
+        assert!(
+            sub.try_next_publish(Duration::from_millis(300)).is_none(),
+            "{}: no duplicate",
+            sub.id
+        );
+    }
+    assert_eq!(s1.publishes(50).len(), 50);
+    // QoS 0 across nodes as well.
+    p.publish("a/c", QoS::AtMostOnce, false, b"zero");
+    assert_eq!(&s2.next_publish().payload[..], b"zero");
+}
+
+#[test]
+fn retained_messages_accounts_and_settings_changed_on_one_node_are_seen_on_all() {
+    let cluster = Cluster::new();
+    let (n1, n2, n3) = three(&cluster);
+    let mut p = Mqtt::connect(&n2.broker, "p");
+    p.publish_acked("state/door", QoS::AtLeastOnce, true, b"open");
+    ok(&cluster.ctl("n1@localhost", &["account", "update", "alice", "secret"]));
+    ok(&cluster.ctl(
+        "n1@localhost",
+        &["settings", "session.max_queued_messages", "777"],
+    ));
+    for node in [&n1, &n3] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut s = Mqtt::connect(&node.broker, "reader");
+            s.subscribe("state/#", QoS::AtLeastOnce);
+            if let Some(m) = s.try_next_publish(Duration::from_millis(500)) {
+                assert_eq!(&m.payload[..], b"open");
+                assert!(m.retain);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: retained message never seen",
+                node.name
+            );
+        }
+        let accounts = ok(&cluster.ctl(&node.name, &["account", "list"]));
+        assert!(accounts.contains("alice"), "{}: {accounts}", node.name);
+        let settings = ok(&cluster.ctl(&node.name, &["settings"]));
+        assert!(
+            settings.contains("session.max_queued_messages = 777"),
+            "{}: {settings}",
+            node.name
+        );
+    }
+    // The replicated account logs in on another node (with authentication on).
+    ok(&cluster.ctl("n3@localhost", &["settings", "auth.enabled", "true"]));
+    let mut opts = options(&n2.broker, "alice-client");
+    opts.set_credentials("alice", "secret");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut c = Mqtt::connect_with(opts.clone());
+        if c.wait_error(Duration::from_millis(300)).is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alice never logged in on n2");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Clearing the retained message on one node clears it everywhere.
+    p.publish_acked("state/door", QoS::AtLeastOnce, true, b"");
+    let deadline = Instant::now() + WAIT;
+    let mut reader = options(&n3.broker, "reader2");
+    reader.set_credentials("alice", "secret");
+    loop {
+        let mut s = Mqtt::connect_with(reader.clone());
+        s.subscribe("state/#", QoS::AtLeastOnce);
+        if s.try_next_publish(Duration::from_millis(300)).is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retained message was never cleared on n3"
+        );
+    }
+}
+
+#[test]
+fn direct_messages_and_session_takeover_work_across_nodes() {
+    let cluster = Cluster::new();
+    let (n1, n2, _n3) = three(&cluster);
+    let mut o = options(&n1.broker, "c1");
+    o.set_clean_session(false);
+    let mut c1 = Mqtt::connect_with(o);
+    c1.subscribe("news", QoS::AtLeastOnce);
+    cluster.wait_status("n2@localhost", "c1 registered", |s| {
+        field(s, "clients") >= 1
+    });
+    cluster.wait_routes("n2@localhost", 1);
+    // A message to topic `c1` published on n2 reaches c1 on n1.
+    let mut p = Mqtt::connect(&n2.broker, "p");
+    p.publish_acked("c1", QoS::AtLeastOnce, false, b"direct");
+    assert_eq!(&c1.next_publish().payload[..], b"direct");
+    // c1 goes away; a message is queued for its persistent session on n1.
+    drop(c1);
+    std::thread::sleep(Duration::from_millis(300));
+    p.publish_acked("news", QoS::AtLeastOnce, false, b"while away");
+    std::thread::sleep(Duration::from_millis(300));
+    // c1 comes back on n2: its session (subscription and queued message) moved there.
+    let mut o = options(&n2.broker, "c1");
+    o.set_clean_session(false);
+    let mut c1 = Mqtt::connect_with(o);
+    assert_eq!(&c1.next_publish().payload[..], b"while away");
+    assert!(
+        n1.broker
+            .wait_for_log("session taken over by another node", WAIT)
+            .is_some(),
+        "n1 gave the session up"
+    );
+    // Its subscription works on n2 now, for messages published on n1.
+    cluster.wait_status("n1@localhost", "c1 held by n2", |s| {
+        field(s, "clients") >= 2
+    });
+    let mut q = Mqtt::connect(&n1.broker, "q");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        q.publish_acked("news", QoS::AtLeastOnce, false, b"later");
+        if let Some(m) = c1.try_next_publish(Duration::from_millis(500)) {
+            assert_eq!(&m.payload[..], b"later");
+            break;
+        }
+        assert!(Instant::now() < deadline, "news never reached c1 on n2");
+    }
+}
+
+#[test]
+fn a_connection_on_another_node_closes_the_first_one() {
+    let cluster = Cluster::new();
+    let (n1, n2, _n3) = three(&cluster);
+    let mut first = Mqtt::connect(&n1.broker, "twin");
+    cluster.wait_status("n2@localhost", "twin registered", |s| {
+        field(s, "clients") >= 1
+    });
+    let _second = Mqtt::connect(&n2.broker, "twin");
+    assert!(
+        first.wait_error(WAIT).is_some(),
+        "the connection on n1 is closed when the client connects to n2"
+    );
+}
+
+#[test]
+fn kill_9_of_a_member_leaves_the_others_serving_and_drops_its_routes() {
+    let cluster = Cluster::new();
+    let (n1, n2, n3) = three(&cluster);
+    let mut s3 = Mqtt::connect(&n3.broker, "s3");
+    s3.subscribe("t", QoS::AtLeastOnce);
+    let mut s2 = Mqtt::connect(&n2.broker, "s2");
+    s2.subscribe("t", QoS::AtLeastOnce);
+    cluster.wait_routes("n1@localhost", 2);
+    n3.broker.kill9();
+    // The others drop the dead member's routes and keep serving.
+    cluster.wait_status("n1@localhost", "n3 down and its route dropped", |s| {
+        member_line(s, "n3@localhost").is_some_and(|l| l.contains("down"))
+            && field(s, "routes") == 1
+    });
+    let mut p = Mqtt::connect(&n1.broker, "p");
+    p.publish_acked("t", QoS::AtLeastOnce, false, b"after");
+    assert_eq!(&s2.next_publish().payload[..], b"after");
+    // Cluster state can still be written (two voters of three are a majority).
+    ok(&cluster.ctl("n2@localhost", &["account", "update", "bob", "pw"]));
+    // The dead member restarts, rejoins and catches up.
+    let n3 = cluster.start("n3", &n1.address(), &[]);
+    cluster.wait_status("n1@localhost", "n3 back", |s| {
+        member_line(s, "n3@localhost").is_some_and(|l| l.contains(" up "))
+    });
+    let deadline = Instant::now() + WAIT;
+    while !ok(&cluster.ctl("n3@localhost", &["account", "list"])).contains("bob") {
+        assert!(
+            Instant::now() < deadline,
+            "n3 never caught up with the account"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut s3 = Mqtt::connect(&n3.broker, "s3");
+    s3.subscribe("t", QoS::AtLeastOnce);
+    cluster.wait_routes("n1@localhost", 2);
+    p.publish_acked("t", QoS::AtLeastOnce, false, b"back");
+    assert_eq!(&s3.next_publish().payload[..], b"back");
+}
+
+#[test]
+fn leave_takes_a_member_out_cleanly() {
+    let cluster = Cluster::new();
+    let (_n1, n2, n3) = three(&cluster);
+    ok(&cluster.ctl("n3@localhost", &["cluster", "leave"]));
+    let s = cluster.wait_status("n2@localhost", "two members", |s| {
+        member_line(s, "n3@localhost").is_none()
+    });
+    assert!(member_line(&s, "n1@localhost").is_some(), "{s}");
+    drop(n3);
+    // The two left still commit changes.
+    ok(&cluster.ctl("n2@localhost", &["account", "update", "carol", "pw"]));
+    drop(n2);
+}
+
+#[test]
+fn a_process_without_the_cookie_cannot_join() {
+    let cluster = Cluster::new();
+    let n1 = cluster.found("n1");
+    let other = cluster.path().join("other-cookie");
+    std::fs::write(&other, "not the cluster's cookie").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let intruder = cluster.start(
+        "intruder",
+        &n1.address(),
+        &["--cookie-file", other.to_str().unwrap()],
+    );
+    n1.broker
+        .wait_for_log("refused", WAIT)
+        .expect("the founder logs the refusal as a warning");
+    assert!(
+        intruder
+            .broker
+            .wait_for_log("joined the cluster", Duration::from_secs(2))
+            .is_none(),
+        "the intruder never joins"
+    );
+    let s = cluster.status("n1@localhost");
+    assert!(member_line(&s, "intruder@localhost").is_none(), "{s}");
+}
