@@ -16,26 +16,23 @@ use crate::cluster::NodeName;
 const NOT_CLUSTERED: &str =
     "this node is not in a cluster (start it with --master NAME@HOST[:PORT], or as the monitor)";
 
-fn member(broker: &Broker) -> Result<&Arc<ClusterMember>, AdminResponse> {
-    broker
-        .member
-        .get()
-        .ok_or_else(|| AdminResponse::Error(NOT_CLUSTERED.into()))
+fn member(broker: &Broker) -> Option<&Arc<ClusterMember>> {
+    broker.member.get()
+}
+
+fn not_clustered() -> AdminResponse {
+    AdminResponse::Error(NOT_CLUSTERED.into())
 }
 
 /// `fubar ctl cluster status`.
 pub(super) fn status(broker: &Broker) -> AdminResponse {
-    match member(broker) {
-        Ok(m) => AdminResponse::Cluster(m.status()),
-        Err(e) => e,
-    }
+    member(broker).map_or_else(not_clustered, |m| AdminResponse::Cluster(m.status()))
 }
 
 /// `fubar ctl cluster leave [NODE]`.
 pub(super) async fn leave(broker: &Broker, node: Option<String>) -> AdminResponse {
-    let m = match member(broker) {
-        Ok(m) => m,
-        Err(e) => return e,
+    let Some(m) = member(broker) else {
+        return not_clustered();
     };
     let name = match node {
         Some(n) => match n.parse::<NodeName>() {
