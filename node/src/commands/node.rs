@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::admin;
 use crate::broker::{Broker, Server};
 use crate::cli::{MonitorArgs, NodeArgs};
+use crate::cluster::endpoint;
 use crate::cluster::member::ClusterMember;
 use crate::cluster::monitor::MonitorRole;
-use crate::cluster::{endpoint, shipping};
+use crate::cluster::shipping::LogShipping;
 use crate::logging;
 use crate::settings::{Settings, SyncSetting};
 
@@ -186,10 +187,15 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let shipper = if settings.cluster.master.is_empty() {
-        None
-    } else {
-        Some(shipping::start(&settings, &logs, epoch)?)
+    // A broker of a cluster ships its events to the cluster's monitor (spooled from boot
+    // until the monitor is known and reachable).
+    let shipper = match (&member, &monitor) {
+        (Some(m), None) => {
+            let s = LogShipping::start(&settings, &logs, epoch)?;
+            tokio::spawn(s.clone().ship_when_monitor_known(m.clone()));
+            Some(s)
+        }
+        _ => None,
     };
     let serves_mqtt = !matches!(role, Role::Monitor { mqtt: false });
     let broker = Arc::new(Broker::new(settings, Some(store))?);
@@ -256,7 +262,7 @@ async fn serve_without_mqtt(
     admin_path: &std::path::Path,
     name: &str,
     monitor: Option<Arc<MonitorRole>>,
-    shipper: Option<fubar_monitor::shipper::Shipper>,
+    shipper: Option<Arc<LogShipping>>,
 ) -> anyhow::Result<()> {
     let admin = admin::Endpoint::bind(admin_path, broker.clone())?;
     let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -278,10 +284,7 @@ async fn serve_without_mqtt(
 }
 
 /// Stops the monitor role and the shipper, if the node has them.
-async fn stop_cluster_parts(
-    monitor: Option<Arc<MonitorRole>>,
-    shipper: Option<fubar_monitor::shipper::Shipper>,
-) {
+async fn stop_cluster_parts(monitor: Option<Arc<MonitorRole>>, shipper: Option<Arc<LogShipping>>) {
     if let Some(s) = shipper {
         s.shutdown().await;
     }
