@@ -467,6 +467,13 @@ impl ClusterMember {
         let leader = self
             .leader()
             .ok_or("no leader: this node is cut off from the majority")?;
+        if leader != self.id && self.silent(leader) {
+            return Err(format!(
+                "cut off from the leader (no answer for {} ms): this node takes no \
+                 cluster-state writes until it reaches a majority again",
+                self.config.node_down.as_millis()
+            ));
+        }
         let batch = ChangeBatch(changes);
         if leader == self.id {
             return self
@@ -536,6 +543,13 @@ impl ClusterMember {
                 self.client_attached(&client);
             }
         }
+    }
+
+    /// Whether member `id` has not answered a ping for `node_down`.
+    fn silent(&self, id: u64) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.get(&id)
+            .is_some_and(|t| t.elapsed() >= self.config.node_down)
     }
 
     fn dropped_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {

@@ -152,8 +152,16 @@ impl Peers {
             name: name.clone(),
             source,
         };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || PeerError::Timeout {
+            name: name.clone(),
+            timeout,
+        };
+        let (mut send, mut recv) = tokio::time::timeout_at(deadline, conn.open_bi())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| link(MonitorError::from(e)))?;
         let exchange = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(MonitorError::from)?;
             write_frame(&mut send, request).await?;
             send.finish()
                 .map_err(|e| MonitorError::Stream(e.to_string()))?;
@@ -162,9 +170,15 @@ impl Peers {
                 .await?
                 .ok_or_else(|| MonitorError::Stream("no answer".into()))
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        let answer = tokio::time::timeout_at(deadline, exchange).await;
+        match answer {
             Ok(r) => r.map_err(link),
-            Err(_) => Err(PeerError::Timeout { name, timeout }),
+            Err(_) => {
+                // Abandon the request: QUIC must not deliver it later, when the caller has
+                // been told it failed.
+                let _ = send.reset(0u32.into());
+                Err(timed_out())
+            }
         }
     }
 

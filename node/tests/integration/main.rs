@@ -14,6 +14,7 @@ mod logs;
 mod malformed;
 mod monitor;
 mod overload;
+mod partition;
 mod state;
 mod tls;
 mod tools;

@@ -1,0 +1,327 @@
+//! A network partition: three members, two in one network namespace and one in another,
+//! joined by a veth pair the test creates, cuts and mends (and removes). Needs root (or
+//! CAP_NET_ADMIN); where namespaces cannot be made the test says so and passes.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Broker, DataDir, Proc};
+
+const WAIT: Duration = Duration::from_secs(40);
+const BIN: &str = env!("CARGO_BIN_EXE_fubar");
+
+/// Two namespaces and the veth pair between them, removed on drop.
+struct Net {
+    a: String,
+    b: String,
+    /// The first three octets of the pair's /24.
+    prefix: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Net {
+    fn create() -> Result<Self, String> {
+        let id = std::process::id();
+        let net = Self {
+            a: format!("fubar-a-{id}"),
+            b: format!("fubar-b-{id}"),
+            prefix: format!("10.213.{}", id % 250),
+        };
+        ip(&["netns", "add", &net.a])?;
+        ip(&["netns", "add", &net.b])?;
+        let (va, vb) = (format!("fa{}", id % 100_000), format!("fb{}", id % 100_000));
+        ip(&[
+            "link", "add", &va, "netns", &net.a, "type", "veth", "peer", "name", &vb, "netns",
+            &net.b,
+        ])?;
+        for (ns, dev, host) in [(&net.a, &va, 1), (&net.b, &vb, 2)] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            let addr = format!("{}.{host}/24", net.prefix);
+            ip(&["-n", ns, "addr", "add", &addr, "dev", dev])?;
+        }
+        Ok(net)
+    }
+
+    fn host(&self, side: u8) -> String {
+        format!("{}.{side}", self.prefix)
+    }
+
+    fn veth_a(&self) -> String {
+        format!("fa{}", std::process::id() % 100_000)
+    }
+
+    /// Cuts the link: side b is alone.
+    fn cut(&self) {
+        ip(&["-n", &self.a, "link", "set", &self.veth_a(), "down"]).expect("cut");
+    }
+
+    /// Mends it.
+    fn heal(&self) {
+        ip(&["-n", &self.a, "link", "set", &self.veth_a(), "up"]).expect("heal");
+    }
+
+    fn exec(&self, side: u8) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", if side == 1 { &self.a } else { &self.b }]);
+        cmd
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.a]);
+        let _ = ip(&["netns", "del", &self.b]);
+    }
+}
+
+struct Member {
+    broker: Broker,
+    name: String,
+    cluster_port: u16,
+    side: u8,
+}
+
+fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -> Member {
+    let host = net.host(side);
+    let node = format!("{name}@{host}");
+    let mut cmd = net.exec(side);
+    cmd.arg(BIN)
+        .args(["node", "--name", &node, "--master", master, "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(dir.join("cluster.toml"))
+        .args(["--bind", &host, "--mqtt-port", "0", "--cluster-port", "0"])
+        .args(["--log-stdout", "warning,info"]);
+    let mut broker = Broker::spawn(cmd, DataDir::Shared(dir.to_owned()), "listening on mqtt://");
+    let line = broker.wait_for_log("listening on mqtt://", WAIT).unwrap();
+    broker.addr = line
+        .rsplit("mqtt://")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let line = broker
+        .wait_for_log("cluster port on cluster://", WAIT)
+        .unwrap();
+    let cluster_port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    Member {
+        broker,
+        name: node,
+        cluster_port,
+        side,
+    }
+}
+
+fn ctl(dir: &Path, node: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["ctl", "--node", node, "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("fubar ctl")
+}
+
+fn status(dir: &Path, node: &str) -> String {
+    String::from_utf8_lossy(&ctl(dir, node, &["cluster", "status"]).stdout).into_owned()
+}
+
+fn wait_status(dir: &Path, node: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = status(dir, node);
+        if pred(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{node}: never {what}:\n{s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn field(status: &str, name: &str) -> u64 {
+    status
+        .split_whitespace()
+        .skip_while(|w| *w != name)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `mosquitto_sub` on `m`'s side, printing the first message on `topic`, up to `secs` s.
+fn subscribe(net: &Net, m: &Member, topic: &str, secs: u32) -> Proc {
+    let mut cmd = net.exec(m.side);
+    cmd.args(["mosquitto_sub", "-h", &m.broker.addr.ip().to_string()])
+        .args(["-p", &m.broker.port().to_string(), "-t", topic, "-q", "1"])
+        .args([
+            "-C",
+            "1",
+            "-W",
+            &secs.to_string(),
+            "-i",
+            &format!("sub-{}", m.name),
+        ])
+        .stdout(Stdio::piped());
+    Proc::spawn(&mut cmd)
+}
+
+fn publish(net: &Net, m: &Member, topic: &str, message: &str) {
+    let out = net
+        .exec(m.side)
+        .args(["mosquitto_pub", "-h", &m.broker.addr.ip().to_string()])
+        .args([
+            "-p",
+            &m.broker.port().to_string(),
+            "-t",
+            topic,
+            "-m",
+            message,
+            "-q",
+            "1",
+        ])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(out.status.success(), "mosquitto_pub: {out:?}");
+}
+
+/// Publishes until the subscriber has its message (routes settle through Raft); returns
+/// what it printed.
+fn deliver(net: &Net, from: &Member, mut sub: Proc, topic: &str, message: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        publish(net, from, topic, message);
+        std::thread::sleep(Duration::from_millis(300));
+        let exited = sub
+            .0
+            .as_mut()
+            .is_none_or(|c| c.try_wait().is_ok_and(|s| s.is_some()));
+        if exited {
+            break; // -C 1: it got its message
+        }
+    }
+    String::from_utf8_lossy(&sub.output().stdout).into_owned()
+}
+
+fn mosquitto_present() -> bool {
+    Command::new("mosquitto_pub")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+#[test]
+fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself() {
+    if !mosquitto_present() {
+        eprintln!("skipped: mosquitto_pub/mosquitto_sub are not installed");
+        return;
+    }
+    let net = match Net::create() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("skipped: this machine does not allow network namespaces here: {e}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = Command::new(BIN)
+        .args(["ssl", "new-certs", "--dir"])
+        .arg(dir.join("ssl"))
+        .args(["--cn", &net.host(1), "--cn", &net.host(2)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ssl = dir.join("ssl");
+    std::fs::write(
+        dir.join("cluster.toml"),
+        format!(
+            "[ssl]\ncertfile = {:?}\nkeyfile = {:?}\ncafile = {:?}\n",
+            ssl.join("cert.pem"),
+            ssl.join("key.pem"),
+            ssl.join("cacert.pem")
+        ),
+    )
+    .unwrap();
+
+    let n1 = start(&net, dir, 1, "n1", &format!("n1@{}", net.host(1)));
+    let master = format!("{}:{}", n1.name, n1.cluster_port);
+    let n2 = start(&net, dir, 1, "n2", &master);
+    let n3 = start(&net, dir, 2, "n3", &master);
+    wait_status(dir, &n1.name, "three voters", |s| {
+        s.lines().filter(|l| l.contains(" voter ")).count() == 3
+    });
+    // A route from the minority-to-be, so that dropping it shows.
+    let probe = subscribe(&net, &n3, "p/#", 60);
+    wait_status(dir, &n1.name, "n3's route", |s| field(s, "routes") >= 1);
+
+    net.cut();
+    // The majority notices, drops n3's routes and clients, and keeps taking writes.
+    wait_status(dir, &n1.name, "n3 down and its route dropped", |s| {
+        s.lines()
+            .any(|l| l.starts_with(&n3.name) && l.contains("down"))
+            && field(s, "routes") == 0
+    });
+    let out = ctl(dir, &n2.name, &["account", "update", "dave", "pw"]);
+    assert!(out.status.success(), "the majority takes writes: {out:?}");
+    // The minority serves its own clients and local routes...
+    let local = deliver(
+        &net,
+        &n3,
+        subscribe(&net, &n3, "local/#", 20),
+        "local/x",
+        "here",
+    );
+    assert!(
+        local.contains("here"),
+        "n3 delivers locally while cut off: {local:?}"
+    );
+    // ...and takes no cluster-state writes.
+    let out = ctl(dir, &n3.name, &["account", "update", "erin", "pw"]);
+    assert!(
+        !out.status.success(),
+        "the minority refuses writes: {out:?}"
+    );
+
+    net.heal();
+    // It heals without manual steps: n3 catches up and its route is back.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list =
+            String::from_utf8_lossy(&ctl(dir, &n3.name, &["account", "list"]).stdout).into_owned();
+        if list.contains("dave") {
+            assert!(
+                !list.contains("erin"),
+                "the refused write never happened: {list}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "n3 never caught up: {list}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_status(dir, &n1.name, "n3's route back", |s| {
+        field(s, "routes") >= 1
+    });
+    let got = deliver(&net, &n1, probe, "p/after", "healed");
+    assert!(
+        got.contains("healed"),
+        "n1 reaches n3's subscriber again: {got:?}"
+    );
+    drop((n1, n2, n3));
+}
