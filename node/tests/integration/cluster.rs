@@ -496,3 +496,84 @@ fn acknowledged_messages_survive_a_dropped_link_between_nodes() {
         }
     }
 }
+
+#[test]
+fn every_member_serves_remote_admin_and_ships_logs_to_the_monitor_whoever_its_master() {
+    let cluster = Cluster::new();
+    // The monitor founds the cluster; n2 joins through n1, a broker.
+    let mut cmd = fubar();
+    cmd.args(["monitor", "--name", "mon@localhost", "--data-dir"])
+        .arg(cluster.path())
+        .arg("--config")
+        .arg(cluster.path().join("cluster.toml"))
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--mqtt-port",
+            "0",
+            "--cluster-port",
+            "0",
+        ])
+        .args(["--log-stdout", "warning,info"]);
+    let monitor = Broker::spawn(
+        cmd,
+        DataDir::Shared(cluster.path().to_owned()),
+        "listening on mqtt://",
+    );
+    let line = monitor
+        .wait_for_log("collecting on cluster://", WAIT)
+        .unwrap();
+    let mon = Member {
+        broker: monitor,
+        name: "mon@localhost".into(),
+        cluster_port: line.rsplit(':').next().unwrap().trim().parse().unwrap(),
+    };
+    let n1 = cluster.join("n1", &mon);
+    let n2 = cluster.join("n2", &n1);
+    n2.broker
+        .wait_for_log("shipping logs to the monitor", WAIT)
+        .expect("n2 finds the monitor in the membership");
+    let mut c = Mqtt::connect(&n2.broker, "far-client");
+    c.subscribe("x", QoS::AtMostOnce);
+    drop(c);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = fubar()
+            .args(["search", "--node", "mon@localhost", "--data-dir"])
+            .arg(cluster.path())
+            .arg("client:far-client")
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("n2@localhost") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n2's events never reached the monitor"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // From a machine holding only the cookie and the CA, `ctl --node` reaches a broker.
+    let other = tempfile::tempdir().unwrap();
+    let cookie = other.path().join("cookie");
+    std::fs::copy(cluster.path().join("cookie"), &cookie).unwrap();
+    std::fs::copy(
+        cluster.path().join("ssl").join("cacert.pem"),
+        other.path().join("cacert.pem"),
+    )
+    .unwrap();
+    let out = fubar()
+        .args(["ctl", "--node", &n2.address(), "--data-dir"])
+        .arg(other.path())
+        .arg("--cafile")
+        .arg(other.path().join("cacert.pem"))
+        .args(["cluster", "status"])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.contains("node n2@localhost"), "{text}");
+    assert!(
+        text.contains("mon@localhost") && text.contains("monitor"),
+        "{text}"
+    );
+}
