@@ -834,3 +834,33 @@ impl ClusterHooks for ClusterMember {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(filter: &str) -> Change {
+        Change::AddRoute {
+            filter: filter.into(),
+            node: 1,
+        }
+    }
+
+    #[test]
+    fn pending_changes_keep_their_order_when_put_back() {
+        let p = Pending::default();
+        for f in ["a", "b", "c"] {
+            p.push(route(f));
+        }
+        let first = p.take(2);
+        assert_eq!(first, vec![route("a"), route("b")]);
+        p.push(route("d"));
+        p.put_back(first);
+        assert_eq!(p.len(), 4);
+        assert_eq!(
+            p.take(10),
+            vec![route("a"), route("b"), route("c"), route("d")]
+        );
+        assert!(p.take(10).is_empty());
+    }
+}

@@ -221,3 +221,83 @@ impl ApplyListener for ReplicatedView {
         self.reload_broker();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fubar_store::SyncMode;
+
+    use super::*;
+
+    fn view(me: u64) -> (tempfile::TempDir, ReplicatedView) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::None, Duration::from_millis(1)).unwrap();
+        (dir, ReplicatedView::new(me, Arc::new(store)))
+    }
+
+    fn route(view: &ReplicatedView, filter: &str, node: u64) {
+        let change = Change::AddRoute {
+            filter: filter.into(),
+            node,
+        };
+        view.applied(&change, &Outcome::Added(true));
+    }
+
+    #[test]
+    fn targets_are_other_nodes_with_a_matching_route_once_each() {
+        let (_dir, v) = view(1);
+        route(&v, "a/#", 1);
+        route(&v, "a/b", 2);
+        route(&v, "a/+", 2);
+        route(&v, "x", 3);
+        assert_eq!(v.targets("a/b"), vec![2], "not itself, and node 2 once");
+        assert!(v.targets("nothing").is_empty());
+        v.applied(
+            &Change::RemoveRoute {
+                filter: "a/b".into(),
+                node: 2,
+            },
+            &Outcome::Removed(true),
+        );
+        assert_eq!(v.targets("a/b"), vec![2], "still through a/+");
+    }
+
+    #[test]
+    fn a_direct_message_goes_to_the_node_holding_the_client() {
+        let (_dir, v) = view(1);
+        let register = |node| Change::RegisterClient {
+            client_id: "c1".into(),
+            node,
+        };
+        v.applied(&register(2), &Outcome::PreviousHolder(None));
+        assert_eq!(v.targets("c1"), vec![2]);
+        v.applied(&register(3), &Outcome::PreviousHolder(Some(2)));
+        assert_eq!(v.targets("c1"), vec![3], "the latest registration wins");
+        // An old holder letting go does not remove the new one.
+        let unregister = Change::UnregisterClient {
+            client_id: "c1".into(),
+            node: 2,
+        };
+        v.applied(&unregister, &Outcome::Removed(false));
+        assert_eq!(v.holder("c1"), Some(3));
+        v.applied(&register(1), &Outcome::PreviousHolder(Some(3)));
+        assert!(v.targets("c1").is_empty(), "held here: nothing to forward");
+    }
+
+    #[test]
+    fn dropping_this_node_wakes_the_announcer() {
+        let (_dir, v) = view(7);
+        v.applied(&Change::DropNode { node: 7 }, &Outcome::Done);
+        // The permit is stored: a later wait returns at once.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), v.dropped_me.notified())
+                .await
+                .expect("notified");
+        });
+    }
+}
