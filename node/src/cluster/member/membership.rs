@@ -1,0 +1,195 @@
+//! Membership: founding a cluster, joining through a master, adding and removing members
+//! (on the leader), keeping the voters odd and capped, and a member's new address.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use fubar_store::replicated::{node_id, Change, NodeInfo, NodeRole};
+use openraft::ChangeMembers;
+
+use super::{ClusterMember, RETRY_MAX, RETRY_MIN};
+use crate::cluster::peer_wire::{PeerRequest, PeerResponse};
+use crate::cluster::NodeName;
+
+impl ClusterMember {
+    /// Makes this node the first member of a new cluster.
+    pub(super) async fn found(&self) -> anyhow::Result<()> {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(self.id, self.info.clone());
+        self.raft
+            .initialize(nodes)
+            .await
+            .context("cannot found the cluster")?;
+        tracing::info!(target: "info", node = %self.info.name, "cluster founded");
+        Ok(())
+    }
+
+    /// Asks `master_name` to add this node, until it does.
+    pub(super) async fn join_through(self: Arc<Self>, master_name: NodeName) {
+        let master = master_name.id();
+        let master_info = NodeInfo {
+            name: master_name.id(),
+            addr: format!("{}:{}", master_name.host, master_name.port),
+            role: NodeRole::Broker,
+        };
+        let master_id = node_id(&master_info.name);
+        self.peers.learn(master_id, master_info);
+        let mut wait = RETRY_MIN;
+        loop {
+            match self
+                .peers
+                .call(master_id, &PeerRequest::Join(self.info.clone()))
+                .await
+            {
+                Ok(PeerResponse::Done(Ok(()))) => {
+                    tracing::info!(target: "info", node = %self.info.name, master = %master,
+                        "joined the cluster");
+                    return;
+                }
+                Ok(PeerResponse::Done(Err(e))) => {
+                    tracing::warn!(target: "warning", master = %master, reason = %e,
+                        "join refused; retrying");
+                }
+                Ok(other) => {
+                    tracing::error!(target: "error", master = %master, answer = ?other,
+                        "unexpected answer to a join; retrying");
+                }
+                Err(e) => {
+                    tracing::warn!(target: "warning", master = %master, error = %e,
+                        "cannot reach the master to join; retrying");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.stop.cancelled() => return,
+            }
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Tells the cluster this node's new address (it restarted on another port or host):
+    /// asks each other member in turn to pass it to the leader, until one does.
+    pub(super) async fn announce_address(self: Arc<Self>) {
+        let mut wait = RETRY_MIN;
+        loop {
+            let others: Vec<(u64, NodeInfo)> = {
+                let m = self.raft.metrics().borrow().membership_config.clone();
+                m.membership()
+                    .nodes()
+                    .filter(|(id, _)| **id != self.id)
+                    .map(|(id, n)| (*id, n.clone()))
+                    .collect()
+            };
+            for (id, info) in others {
+                self.peers.learn(id, info);
+                let request = PeerRequest::Join(self.info.clone());
+                if let Ok(PeerResponse::Done(Ok(()))) = self.peers.call(id, &request).await {
+                    tracing::info!(target: "info", node = %self.info.name, addr = %self.info.addr,
+                        "new cluster address announced");
+                    return;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.stop.cancelled() => return,
+            }
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Adds `info` to the cluster (on the leader; passed on to it from another member).
+    pub async fn join(&self, info: NodeInfo) -> Result<(), String> {
+        let leader = self.leader().ok_or("no leader at the moment")?;
+        if leader != self.id {
+            return match self.peers.call(leader, &PeerRequest::Join(info)).await {
+                Ok(PeerResponse::Done(r)) => r,
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        let id = node_id(&info.name);
+        let name = info.name.clone();
+        self.peers.learn(id, info.clone());
+        let recorded = {
+            let m = self.raft.metrics().borrow().membership_config.clone();
+            m.membership().get_node(&id).cloned()
+        };
+        match recorded {
+            Some(r) if r == info => {} // joined already (a retry)
+            Some(_) => {
+                // A member restarted at a new address: same node, same log, new place.
+                self.raft
+                    .change_membership(ChangeMembers::SetNodes([(id, info)].into()), true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(target: "info", node = %name, "member moved to a new address");
+            }
+            None => {
+                self.raft
+                    .add_learner(id, info, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        self.balance_voters().await?;
+        self.dropped_lock().remove(&id);
+        tracing::info!(target: "info", node = %name, "member joined");
+        Ok(())
+    }
+
+    /// Removes member `id` for good (on the leader; passed on to it from another member).
+    pub async fn leave(&self, id: u64) -> Result<(), String> {
+        let leader = self.leader().ok_or("no leader at the moment")?;
+        if leader != self.id {
+            return match self.peers.call(leader, &PeerRequest::Leave(id)).await {
+                Ok(PeerResponse::Done(r)) => r,
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
+        if voters.contains(&id) {
+            let mut rest = voters.clone();
+            rest.remove(&id);
+            if rest.is_empty() {
+                return Err("the last voter cannot leave".into());
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.propose_now(vec![Change::DropNode { node: id }])
+            .await?;
+        self.balance_voters().await?;
+        Ok(())
+    }
+
+    /// Promotes learners until the voters are as many as allowed, and odd.
+    pub(super) async fn balance_voters(&self) -> Result<(), String> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
+        let learners: Vec<u64> = membership.membership().learner_ids().collect();
+        let total = voters.len() + learners.len();
+        let mut want = total.min(self.config.max_voters.max(1));
+        if want.is_multiple_of(2) {
+            want -= 1;
+        }
+        if voters.len() >= want {
+            return Ok(());
+        }
+        let add: BTreeSet<u64> = learners.into_iter().take(want - voters.len()).collect();
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(add), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}

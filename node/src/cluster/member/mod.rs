@@ -1,0 +1,398 @@
+//! This node as a cluster member: its Raft instance over the store, the peer links, the
+//! changes it proposes, the messages it forwards, and what it tells `fubar ctl cluster`.
+//!
+//! The broker reports through [`ClusterHooks`]; those calls never wait on the network:
+//! route and client changes join the pending list the proposer turns into Raft entries (one
+//! entry per batch, so a burst of connections costs a few entries), and messages go to the
+//! bounded forward link of each member concerned.
+
+mod liveness;
+mod membership;
+mod proposer;
+mod status;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use fubar_monitor::server::MonitorServer;
+use fubar_store::records::RestoredSession;
+use fubar_store::replicated::{node_id, Change, NodeInfo, NodeRole, Raft};
+use fubar_store::Store;
+use openraft::Config;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::forward::{forwarded, Delivered, ForwardLink};
+use super::peer_wire::{PeerRequest, PeerResponse};
+use super::peers::Peers;
+use super::raft_network::RaftNetworkOverPeers;
+use super::view::ReplicatedView;
+use super::{endpoint, NodeName};
+use crate::broker::cluster_hooks::ClusterHooks;
+use crate::broker::persist::{self, stored_message};
+use crate::broker::Broker;
+use crate::mqtt::message::Message;
+use crate::settings::Settings;
+use proposer::Pending;
+
+/// Admitted peer links waiting to be served.
+const PEER_LINK_QUEUE: usize = 64;
+/// First and longest wait before a failed proposal or join is tried again.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The cluster layer of a node.
+pub struct ClusterMember {
+    /// This node's Raft id.
+    pub id: u64,
+    /// This node as the membership records it.
+    pub info: NodeInfo,
+    /// The Raft instance.
+    pub raft: Raft,
+    peers: Arc<Peers>,
+    view: Arc<ReplicatedView>,
+    pending: Pending,
+    links: RwLock<HashMap<u64, Arc<ForwardLink>>>,
+    delivered: Arc<Delivered>,
+    /// When each member last answered a ping.
+    seen: Mutex<HashMap<u64, Instant>>,
+    /// Members this node (as leader) has dropped the routes of, until they answer again.
+    dropped: Mutex<BTreeSet<u64>>,
+    epoch: u64,
+    config: MemberConfig,
+    stop: CancellationToken,
+    broker: OnceLock<Weak<Broker>>,
+}
+
+impl std::fmt::Debug for ClusterMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterMember")
+            .field("id", &self.id)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cluster settings a member works with.
+#[derive(Debug, Clone)]
+struct MemberConfig {
+    forward_queue: usize,
+    max_voters: usize,
+    node_down: Duration,
+    ping_every: Duration,
+}
+
+impl ClusterMember {
+    /// Starts Raft over `store` with the peer links of `server`; joins through
+    /// `settings.cluster.master` if this node is not a member yet, or founds a cluster of
+    /// its own if it has no master.
+    pub async fn start(
+        settings: &Settings,
+        store: Arc<Store>,
+        server: &MonitorServer,
+        role: NodeRole,
+        epoch: u64,
+    ) -> anyhow::Result<Arc<Self>> {
+        let c = &settings.cluster;
+        let addr = server.local_addr()?;
+        let me: NodeName = settings.node.name.parse()?;
+        let info = NodeInfo {
+            name: settings.node.name.clone(),
+            addr: format!("{}:{}", me.host, addr.port()),
+            role,
+        };
+        let id = node_id(&info.name);
+        let view = Arc::new(ReplicatedView::new(id, store.clone()));
+        let (log_store, state_machine) = store
+            .replication(Some(view.clone()))
+            .context("cannot open the replicated state")?;
+        let timeout = Duration::from_millis(c.request_timeout_ms);
+        let peers = Arc::new(Peers::new(
+            server.clone(),
+            endpoint::peer_client_tls(settings)?,
+            timeout,
+        ));
+        peers.learn(id, info.clone());
+        let raft_config = Config {
+            cluster_name: "fubar".into(),
+            heartbeat_interval: c.heartbeat_ms,
+            election_timeout_min: c.election_timeout_ms,
+            election_timeout_max: c.election_timeout_ms * 2,
+            install_snapshot_timeout: c.request_timeout_ms,
+            snapshot_max_chunk_size: 1 << 20,
+            max_payload_entries: 256,
+            ..Default::default()
+        }
+        .validate()
+        .context("bad Raft timing settings")?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            RaftNetworkOverPeers::new(peers.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .context("cannot start Raft")?;
+        let member = Arc::new(Self {
+            id,
+            info,
+            raft,
+            peers,
+            view,
+            pending: Pending::default(),
+            links: RwLock::default(),
+            delivered: Arc::default(),
+            seen: Mutex::default(),
+            dropped: Mutex::default(),
+            epoch,
+            config: MemberConfig {
+                forward_queue: c.forward_queue,
+                max_voters: c.max_voters,
+                node_down: Duration::from_millis(c.node_down_ms),
+                ping_every: Duration::from_millis(c.heartbeat_ms.max(100) * 2),
+            },
+            stop: CancellationToken::new(),
+            broker: OnceLock::new(),
+        });
+        let (links, rx) = mpsc::channel(PEER_LINK_QUEUE);
+        server.set_peers(links);
+        tokio::spawn(super::peer_server::serve(member.clone(), rx));
+        tokio::spawn(member.clone().propose_loop());
+        tokio::spawn(member.clone().watch_members());
+        tokio::spawn(member.clone().announce_again_when_dropped());
+        if member.raft.is_initialized().await? {
+            // A restart: the others know this node, and Raft catches it up; if its address
+            // changed, it tells them the new one.
+            let recorded = {
+                let m = member.raft.metrics().borrow().membership_config.clone();
+                m.membership().get_node(&id).cloned()
+            };
+            if recorded.as_ref().is_some_and(|r| *r != member.info) {
+                tokio::spawn(member.clone().announce_address());
+            }
+        } else if c.master.is_empty() {
+            member.found().await?;
+        } else {
+            let master: NodeName = c.master.parse()?;
+            if master.id() == settings.node.name {
+                member.found().await?;
+            } else {
+                // In the background: the node serves its own clients while it waits for
+                // the master to answer.
+                tokio::spawn(member.clone().join_through(master));
+            }
+        }
+        Ok(member)
+    }
+
+    /// Connects the member to the broker: the view updates the broker's copies, routes
+    /// and clients are reported from now on.
+    pub fn attach(self: &Arc<Self>, broker: &Arc<Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+        self.view.attach(broker);
+        let hooks: Arc<dyn ClusterHooks> = self.clone();
+        let _ = broker.cluster.set(hooks.clone());
+        broker.router.set_hooks(hooks);
+        // Sessions restored from the store are held here.
+        for id in broker.registry.client_ids() {
+            self.client_attached(&id);
+        }
+    }
+
+    /// The broker, once attached and while it lives.
+    pub fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.get().and_then(Weak::upgrade)
+    }
+
+    /// The view of the replicated state.
+    pub fn view(&self) -> &ReplicatedView {
+        &self.view
+    }
+
+    /// What forwarded messages this node has delivered, per sender.
+    pub fn delivered(&self) -> Arc<Delivered> {
+        self.delivered.clone()
+    }
+
+    /// The peer links.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Another node takes client `client_id` over: closes its connection here and returns
+    /// its session if it moves (`keep`, and persistent here).
+    pub fn give_up(&self, client_id: &str, keep: bool) -> Option<RestoredSession> {
+        let broker = self.broker()?;
+        let (handle, session) =
+            broker
+                .registry
+                .release_with(client_id, |session, persistent| {
+                    (keep && persistent).then(|| persist::exported(client_id, session))
+                })?;
+        broker.router.remove_session(&handle);
+        tracing::info!(target: "resource", client = client_id, moved = session.is_some(),
+            "session taken over by another node");
+        session
+    }
+
+    /// The leader's id, as this node sees it.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The forward link to member `id`, started on first use.
+    fn link(&self, id: u64) -> Option<Arc<ForwardLink>> {
+        if let Some(l) = self
+            .links
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+        {
+            return Some(l.clone());
+        }
+        let info = self.peers.info(id).or_else(|| {
+            let m = self.raft.metrics().borrow().membership_config.clone();
+            let info = m.membership().get_node(&id).cloned();
+            if let Some(i) = &info {
+                self.peers.learn(id, i.clone());
+            }
+            info
+        })?;
+        let mut links = self.links.write().unwrap_or_else(PoisonError::into_inner);
+        let link = links.entry(id).or_insert_with(|| {
+            Arc::new(ForwardLink::start(
+                self.peers.clone(),
+                id,
+                info.name,
+                self.epoch,
+                self.config.forward_queue,
+                self.stop.clone(),
+            ))
+        });
+        Some(link.clone())
+    }
+
+    /// Stops the member's tasks and Raft.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+impl ClusterHooks for ClusterMember {
+    fn route_added(&self, filter: &str) {
+        self.pending.push(Change::AddRoute {
+            filter: filter.to_owned(),
+            node: self.id,
+        });
+    }
+
+    fn route_removed(&self, filter: &str) {
+        self.pending.push(Change::RemoveRoute {
+            filter: filter.to_owned(),
+            node: self.id,
+        });
+    }
+
+    fn forward(&self, message: &Arc<Message>) {
+        if message.retain {
+            let change = if message.payload.is_empty() {
+                Change::DeleteRetained {
+                    topic: message.topic.to_string(),
+                }
+            } else {
+                Change::PutRetained(stored_message(message))
+            };
+            self.pending.push(change);
+        }
+        let targets = self.view.targets(&message.topic);
+        if targets.is_empty() {
+            return;
+        }
+        let publisher = message.trace.as_ref().map_or("", |t| &*t.origin_client);
+        let out = Arc::new(forwarded(message, publisher));
+        for id in targets {
+            if let Some(link) = self.link(id) {
+                link.send(out.clone());
+            }
+        }
+    }
+
+    fn client_attached(&self, client_id: &str) {
+        self.pending.push(Change::RegisterClient {
+            client_id: client_id.to_owned(),
+            node: self.id,
+        });
+    }
+
+    fn client_ended(&self, client_id: &str) {
+        self.pending.push(Change::UnregisterClient {
+            client_id: client_id.to_owned(),
+            node: self.id,
+        });
+    }
+
+    fn take_over<'a>(
+        &'a self,
+        client_id: &'a str,
+        keep: bool,
+    ) -> Pin<Box<dyn Future<Output = Option<RestoredSession>> + Send + 'a>> {
+        Box::pin(async move {
+            let holder = self.view.holder(client_id).filter(|h| *h != self.id)?;
+            let request = PeerRequest::TakeOver {
+                client_id: client_id.to_owned(),
+                keep,
+            };
+            match self.peers.call(holder, &request).await {
+                Ok(PeerResponse::Session(session)) => session,
+                Ok(other) => {
+                    tracing::warn!(target: "warning", client = client_id, answer = ?other,
+                        "unexpected answer to a session takeover");
+                    None
+                }
+                Err(e) => {
+                    // The holder is away: the client starts here without its old session
+                    // (the registration moves it anyway).
+                    tracing::warn!(target: "warning", client = client_id, error = %e,
+                        "cannot take the session over from its node");
+                    None
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(filter: &str) -> Change {
+        Change::AddRoute {
+            filter: filter.into(),
+            node: 1,
+        }
+    }
+
+    #[test]
+    fn pending_changes_keep_their_order_when_put_back() {
+        let p = Pending::default();
+        for f in ["a", "b", "c"] {
+            p.push(route(f));
+        }
+        let first = p.take(2);
+        assert_eq!(first, vec![route("a"), route("b")]);
+        p.push(route("d"));
+        p.put_back(first);
+        assert_eq!(p.len(), 4);
+        assert_eq!(
+            p.take(10),
+            vec![route("a"), route("b"), route("c"), route("d")]
+        );
+        assert!(p.take(10).is_empty());
+    }
+}

@@ -1,0 +1,115 @@
+//! The proposer: route and client changes the broker reports wait in order in `Pending`,
+//! and are committed as one Raft entry per batch, on the leader or through it; while there is
+//! no leader they wait (a minority side keeps them until it heals).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fubar_store::replicated::{Change, ChangeBatch, ChangeBatchOutcome};
+use tokio::sync::Notify;
+
+use super::{ClusterMember, RETRY_MAX, RETRY_MIN};
+use crate::cluster::peer_wire::{PeerRequest, PeerResponse};
+
+/// How long the proposer gathers changes before it proposes them.
+const PROPOSE_GATHER: Duration = Duration::from_millis(2);
+/// Changes per Raft entry, at most.
+const MAX_BATCH_CHANGES: usize = 5_000;
+
+/// Changes waiting for the proposer, in order.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    changes: Mutex<Vec<Change>>,
+    wake: Notify,
+}
+
+impl Pending {
+    pub(super) fn push(&self, change: Change) {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(change);
+        self.wake.notify_one();
+    }
+
+    pub(super) fn take(&self, max: usize) -> Vec<Change> {
+        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = changes.len().min(max);
+        changes.drain(..n).collect()
+    }
+
+    /// Puts back changes that could not be committed, ahead of newer ones.
+    pub(super) fn put_back(&self, mut batch: Vec<Change>) {
+        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        batch.append(&mut changes);
+        *changes = batch;
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl ClusterMember {
+    /// Commits `changes` now (on the leader, or through it) and returns their outcomes.
+    pub async fn propose_now(&self, changes: Vec<Change>) -> Result<ChangeBatchOutcome, String> {
+        let leader = self
+            .leader()
+            .ok_or("no leader: this node is cut off from the majority")?;
+        if leader != self.id && self.silent(leader) {
+            return Err(format!(
+                "cut off from the leader (no answer for {} ms): this node takes no \
+                 cluster-state writes until it reaches a majority again",
+                self.config.node_down.as_millis()
+            ));
+        }
+        let batch = ChangeBatch(changes);
+        if leader == self.id {
+            return self
+                .raft
+                .client_write(batch)
+                .await
+                .map(|r| r.data)
+                .map_err(|e| e.to_string());
+        }
+        match self.peers.call(leader, &PeerRequest::Propose(batch)).await {
+            Ok(PeerResponse::Proposed(r)) => r,
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Turns pending changes into Raft entries, one batch at a time, retrying while there is
+    /// no leader (a minority side keeps them until it heals).
+    pub(super) async fn propose_loop(self: Arc<Self>) {
+        let mut wait = RETRY_MIN;
+        loop {
+            tokio::select! {
+                () = self.pending.wake.notified() => {}
+                () = self.stop.cancelled() => return,
+            }
+            tokio::time::sleep(PROPOSE_GATHER).await;
+            loop {
+                let batch = self.pending.take(MAX_BATCH_CHANGES);
+                if batch.is_empty() {
+                    break;
+                }
+                if let Err(e) = self.propose_now(batch.clone()).await {
+                    tracing::debug!(target: "debug", error = %e, changes = batch.len(),
+                        "cannot commit cluster changes yet; retrying");
+                    self.pending.put_back(batch);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.stop.cancelled() => return,
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                    continue;
+                }
+                wait = RETRY_MIN;
+            }
+        }
+    }
+}
