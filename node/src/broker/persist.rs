@@ -20,24 +20,28 @@ use crate::mqtt::session::{DeliveryState, RestoredDelivery, Session, SessionChan
 
 /// The stored form of a message.
 pub(crate) fn stored_message(m: &Message) -> StoredMessage {
-    let p = &m.properties;
     StoredMessage {
         topic: m.topic.to_string(),
         payload: m.payload.to_vec(),
         qos: m.qos as u8,
         retain: m.retain,
-        properties: StoredProperties {
-            payload_is_utf8: p.payload_is_utf8,
-            message_expiry_secs: p.message_expiry_secs,
-            content_type: p.content_type.as_deref().map(str::to_owned),
-            response_topic: p.response_topic.as_deref().map(str::to_owned),
-            correlation_data: p.correlation_data.as_ref().map(|b| b.to_vec()),
-            user_properties: p
-                .user_properties
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        },
+        properties: stored_properties(&m.properties),
+    }
+}
+
+/// The stored form of a message's MQTT 5 properties.
+pub(crate) fn stored_properties(p: &MessageProperties) -> StoredProperties {
+    StoredProperties {
+        payload_is_utf8: p.payload_is_utf8,
+        message_expiry_secs: p.message_expiry_secs,
+        content_type: p.content_type.as_deref().map(str::to_owned),
+        response_topic: p.response_topic.as_deref().map(str::to_owned),
+        correlation_data: p.correlation_data.as_ref().map(|b| b.to_vec()),
+        user_properties: p
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::peer_wire::{ForwardAck, ForwardBatch, ForwardedMessage, PeerRequest, MAX_PEER_FRAME};
 use super::peers::Peers;
-use crate::broker::persist::{message_of, stored_message};
+use crate::broker::persist::{message_of, stored_properties};
 use crate::broker::Broker;
 use crate::mqtt::message::Message;
 
@@ -40,13 +40,12 @@ const DROP_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// The message as it travels to other nodes.
 pub fn forwarded(message: &Message, publisher: &str) -> ForwardedMessage {
-    let stored = stored_message(message);
     ForwardedMessage {
-        topic: stored.topic,
+        topic: message.topic.to_string(),
         payload: message.payload.clone(),
-        qos: stored.qos,
-        retain: stored.retain,
-        properties: stored.properties,
+        qos: message.qos as u8,
+        retain: message.retain,
+        properties: stored_properties(&message.properties),
         publisher: publisher.to_owned(),
     }
 }
