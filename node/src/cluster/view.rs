@@ -84,6 +84,30 @@ impl ReplicatedView {
             .copied()
     }
 
+    /// The filters this node has routes for and the client ids it holds, as the replicated
+    /// state says.
+    pub fn own_entries(&self) -> (Vec<String>, Vec<String>) {
+        let filters = self.store.routes().map_or_else(
+            |_| Vec::new(),
+            |all| {
+                all.into_iter()
+                    .filter(|(_, n)| *n == self.me)
+                    .map(|(f, _)| f)
+                    .collect()
+            },
+        );
+        let clients = self.store.clients().map_or_else(
+            |_| Vec::new(),
+            |all| {
+                all.into_iter()
+                    .filter(|(_, n)| *n == self.me)
+                    .map(|(c, _)| c)
+                    .collect()
+            },
+        );
+        (filters, clients)
+    }
+
     /// Number of (filter, node) routes and of registered client ids, for status.
     pub fn sizes(&self) -> (usize, usize) {
         let routes = self

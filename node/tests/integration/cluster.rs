@@ -577,3 +577,20 @@ fn every_member_serves_remote_admin_and_ships_logs_to_the_monitor_whoever_its_ma
         "{text}"
     );
 }
+
+#[test]
+fn a_restarted_member_withdraws_the_routes_of_clients_it_no_longer_has() {
+    // The member is never declared dead here: only its own restart cleans up.
+    let cluster = Cluster::with_settings("[cluster]\nnode_down_ms = 120000\n");
+    let n1 = cluster.found("n1");
+    let n2 = cluster.join("n2", &n1);
+    let port = n2.cluster_port.to_string();
+    let mut s = Mqtt::connect(&n2.broker, "short-lived");
+    s.subscribe("stale/#", QoS::AtMostOnce);
+    cluster.wait_routes("n1@localhost", 1);
+    n2.broker.kill9();
+    let _n2 = cluster.start("n2", &n1.address(), &["--cluster-port", &port]);
+    cluster.wait_status("n1@localhost", "the stale route withdrawn", |s| {
+        field(s, "routes") == 0 && field(s, "clients") == 0
+    });
+}

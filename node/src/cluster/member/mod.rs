@@ -199,8 +199,19 @@ impl ClusterMember {
         let _ = broker.cluster.set(hooks.clone());
         broker.router.set_hooks(hooks);
         // Sessions restored from the store are held here.
-        for id in broker.registry.client_ids() {
-            self.client_attached(&id);
+        let held = broker.registry.client_ids();
+        for id in &held {
+            self.client_attached(id);
+        }
+        // What the table still says of this node from its last run but is gone (the
+        // subscriptions and sessions of clean-session clients) is removed.
+        let (filters, clients) = self.view.own_entries();
+        let local = broker.router.local_filters();
+        for filter in filters.into_iter().filter(|f| !local.contains(f)) {
+            self.route_removed(&filter);
+        }
+        for client in clients.into_iter().filter(|c| !held.contains(c)) {
+            self.client_ended(&client);
         }
     }
 
