@@ -111,6 +111,13 @@ impl ForwardLink {
     }
 }
 
+/// A [`ForwardBatch`] as it is written, borrowing the queued messages (same wire format).
+#[derive(serde::Serialize)]
+struct ForwardBatchOut<'a> {
+    first_seq: u64,
+    messages: Vec<&'a ForwardedMessage>,
+}
+
 /// The task behind a [`ForwardLink`].
 struct Sender {
     peers: Arc<Peers>,
@@ -208,9 +215,9 @@ impl Sender {
                 self.unacked.push_back((first_seq + i as u64, m.clone()));
             }
         }
-        let frame = ForwardBatch {
+        let frame = ForwardBatchOut {
             first_seq,
-            messages: batch.iter().map(|m| (**m).clone()).collect(),
+            messages: batch.iter().map(|m| &**m).collect(),
         };
         write_frame(send, &frame).await
     }
@@ -326,4 +333,45 @@ fn local_message(m: ForwardedMessage) -> Message {
     });
     message.payload = Bytes::clone(&m.payload);
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(n: u8) -> ForwardedMessage {
+        ForwardedMessage {
+            topic: format!("t/{n}"),
+            payload: Bytes::from(vec![n; 3]),
+            qos: 1,
+            retain: false,
+            properties: Default::default(),
+            publisher: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_borrowing_batch_is_the_batch_on_the_wire() {
+        let messages = [message(1), message(2)];
+        let out = ForwardBatchOut {
+            first_seq: 7,
+            messages: messages.iter().collect(),
+        };
+        let bytes = postcard::to_allocvec(&out).unwrap();
+        let back: ForwardBatch = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.first_seq, 7);
+        assert_eq!(back.messages.len(), 2);
+        assert_eq!(back.messages[1].topic, "t/2");
+        assert_eq!(&back.messages[1].payload[..], &[2, 2, 2]);
+    }
+
+    #[test]
+    fn delivered_numbers_are_per_sender_and_epoch() {
+        let d = Delivered::default();
+        assert_eq!(d.last("n1", 5), 0);
+        d.set("n1", 5, 10);
+        assert_eq!(d.last("n1", 5), 10);
+        assert_eq!(d.last("n1", 6), 0, "a new boot epoch starts again");
+        assert_eq!(d.last("n2", 5), 0);
+    }
 }
