@@ -16,6 +16,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod retained;
 pub mod router;
+pub mod shared;
 pub mod tracer;
 mod transport;
 pub mod trie;

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use super::cluster_hooks::ClusterHooks;
 use super::registry::{Registry, SessionHandle};
 use super::retained::{RetainChange, RetainedStore};
+use super::shared::SharedGroups;
 use super::trie::SubscriptionTrie;
 use crate::mqtt::message::{Delivery, Message, SubscriptionOptions};
 use crate::mqtt::packet::QoS;
+use crate::mqtt::topic;
 
 /// How often a session's queue drops are reported, at most.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -51,6 +53,8 @@ pub struct Router {
     hooks: OnceLock<Arc<dyn ClusterHooks>>,
     /// Local subscribers per filter, kept only while `hooks` is set.
     counts: Mutex<HashMap<Arc<str>, usize>>,
+    /// Shared subscriptions (`$share/GROUP/FILTER`).
+    shared: Mutex<SharedGroups>,
 }
 
 impl Router {
@@ -65,6 +69,11 @@ impl Router {
         trie.for_each_filter(|filter, n| {
             counts.insert(filter.into(), n);
             hooks.route_added(filter);
+        });
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.for_each_group(|share, n| {
+            counts.insert(share.into(), n);
+            hooks.route_added(share);
         });
     }
 
@@ -113,6 +122,18 @@ impl Router {
             handle: handle.clone(),
             options,
         };
+        if let Some((_, inner)) = topic::shared(filter) {
+            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            if handle.lock().is_ended() {
+                return false;
+            }
+            let new = shared.add(filter, inner, sub);
+            drop(shared);
+            if new {
+                self.counted(filter, true);
+            }
+            return new;
+        }
         let mut trie = self.trie.write().unwrap_or_else(PoisonError::into_inner);
         if handle.lock().is_ended() {
             return false;
@@ -126,6 +147,15 @@ impl Router {
 
     /// Removes the subscription of `handle` to `filter`; returns whether it existed.
     pub fn unsubscribe(&self, handle: &Arc<SessionHandle>, filter: &str) -> bool {
+        if let Some((_, inner)) = topic::shared(filter) {
+            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            let removed = shared.remove(filter, inner, handle);
+            drop(shared);
+            if removed {
+                self.counted(filter, false);
+            }
+            return removed;
+        }
         let mut trie = self.trie.write().unwrap_or_else(PoisonError::into_inner);
         match trie.remove(filter, &handle.client_id) {
             Some(sub) if Arc::ptr_eq(&sub.handle, handle) => {
@@ -188,6 +218,12 @@ impl Router {
         if let Some(direct) = registry.get(&message.topic) {
             targets.push((direct, message.qos));
         }
+        // In a cluster, the cluster layer chooses the node (and calls `deliver_shared`).
+        let shared = if self.hooks.get().is_none() {
+            self.shared_targets(&message)
+        } else {
+            Vec::new()
+        };
         if targets.len() > 1 {
             // Overlapping subscriptions deliver once, at the highest QoS (MQTT-3.3.5-1).
             targets.sort_by(|a, b| {
@@ -197,6 +233,8 @@ impl Router {
             });
             targets.dedup_by(|later, first| Arc::ptr_eq(&later.0, &first.0));
         }
+        // A shared subscription is a subscription of its own: no merging with the others.
+        targets.extend(shared);
         for (handle, qos) in targets {
             let delivery = Delivery {
                 message: message.clone(),
@@ -204,6 +242,49 @@ impl Router {
                 retain: false,
             };
             match deliver(&handle, delivery, shed_qos0) {
+                Some(d) => {
+                    routed.delivered += 1;
+                    routed.dropped += d.dropped;
+                    routed.stored |= d.stored;
+                }
+                None => routed.skipped_offline += 1,
+            }
+        }
+        routed
+    }
+}
+
+impl Router {
+    /// One member of each local share group matching the message, with its QoS.
+    fn shared_targets(&self, message: &Message) -> Vec<(Arc<SessionHandle>, QoS)> {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if shared.is_empty() {
+            return Vec::new();
+        }
+        shared
+            .matching(&message.topic)
+            .iter()
+            .filter_map(|share| shared.pick(share))
+            .map(|sub| (sub.handle, message.qos.min(sub.options.qos)))
+            .collect()
+    }
+
+    /// Delivers `message` to the member of share group `share` (`$share/GROUP/FILTER`)
+    /// whose turn it is, if the group has members here: the cluster layer chose this node.
+    pub fn deliver_shared(&self, share: &str, message: Arc<Message>, shed_qos0: bool) -> Routed {
+        let mut routed = Routed::default();
+        let sub = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pick(share);
+        if let Some(sub) = sub {
+            let delivery = Delivery {
+                qos: message.qos.min(sub.options.qos),
+                message,
+                retain: false,
+            };
+            match deliver(&sub.handle, delivery, shed_qos0) {
                 Some(d) => {
                     routed.delivered += 1;
                     routed.dropped += d.dropped;
@@ -382,6 +463,57 @@ mod tests {
         assert_eq!(r.skipped_offline, 1, "behind a backlog it is shed");
         let r = router.publish(msg("t", QoS::AtLeastOnce), &registry, &retained, true);
         assert_eq!(r.delivered, 1, "QoS 1 is never shed");
+    }
+
+    #[test]
+    fn a_share_group_takes_turns_and_ordinary_subscribers_get_every_message() {
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
+        let members: Vec<_> = ["m1", "m2", "m3"]
+            .iter()
+            .map(|id| registry.attach(id, true, 1, limits()).handle)
+            .collect();
+        for m in &members {
+            assert!(router.subscribe(m, "$share/g/t/+", opts(QoS::AtLeastOnce)));
+        }
+        let plain = registry.attach("plain", true, 1, limits()).handle;
+        router.subscribe(&plain, "t/#", opts(QoS::AtLeastOnce));
+        for _ in 0..6 {
+            router.publish(msg("t/x", QoS::AtLeastOnce), &registry, &retained, false);
+        }
+        for m in &members {
+            assert_eq!(drain(m).len(), 2, "{}: its turns", m.client_id);
+        }
+        assert_eq!(drain(&plain).len(), 6);
+        // A member that leaves gets no more.
+        assert!(router.unsubscribe(&members[0], "$share/g/t/+"));
+        for _ in 0..4 {
+            router.publish(msg("t/x", QoS::AtLeastOnce), &registry, &retained, false);
+        }
+        assert!(drain(&members[0]).is_empty());
+        assert_eq!(drain(&members[1]).len() + drain(&members[2]).len(), 4);
+    }
+
+    #[test]
+    fn a_share_group_passes_over_members_that_are_away() {
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
+        let away = registry.attach("away", false, 1, limits()).handle;
+        let here = registry.attach("here", true, 2, limits()).handle;
+        router.subscribe(&away, "$share/g/t", opts(QoS::AtLeastOnce));
+        router.subscribe(&here, "$share/g/t", opts(QoS::AtLeastOnce));
+        registry.detach(&away, 1, Instant::now());
+        for _ in 0..4 {
+            router.publish(msg("t", QoS::AtLeastOnce), &registry, &retained, false);
+        }
+        assert_eq!(drain(&here).len(), 4);
+        assert_eq!(away.lock().session.queued(), 0);
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub fn forwarded(message: &Message, publisher: &str) -> ForwardedMessage {
         retain: message.retain,
         properties: stored_properties(&message.properties),
         publisher: publisher.to_owned(),
+        share: None,
     }
 }
 
@@ -303,12 +304,15 @@ pub async fn receive(
                 continue; // sent again after a reconnection: delivered already
             }
             last = seq;
-            let routed = broker.router.publish(
-                Arc::new(local_message(m)),
-                &broker.registry,
-                &broker.retained,
-                broker.memory.is_on(),
-            );
+            let share = m.share.clone();
+            let message = Arc::new(local_message(m));
+            let shed = broker.memory.is_on();
+            let routed = match share {
+                Some(share) => broker.router.deliver_shared(&share, message, shed),
+                None => broker
+                    .router
+                    .publish(message, &broker.registry, &broker.retained, shed),
+            };
             stored |= routed.stored;
         }
         delivered.set(&node, epoch, last);
@@ -347,6 +351,7 @@ mod tests {
             retain: false,
             properties: Default::default(),
             publisher: String::new(),
+            share: None,
         }
     }
 

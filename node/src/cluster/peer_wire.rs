@@ -94,6 +94,9 @@ pub struct ForwardedMessage {
     pub properties: StoredProperties,
     /// The publisher's client id (for the `trace` class and MQTT 5 no local).
     pub publisher: String,
+    /// For a shared subscription's copy: the `$share/GROUP/FILTER` whose member on the
+    /// receiving node gets it (and no one else there).
+    pub share: Option<String>,
 }
 
 /// Consecutive messages on a forward stream: the first has sequence number `first_seq`.

@@ -11,6 +11,7 @@ use fubar_store::Store;
 use crate::broker::persist::message_of;
 use crate::broker::trie::SubscriptionTrie;
 use crate::broker::Broker;
+use crate::mqtt::topic;
 
 /// The routes and client registry of the whole cluster, and the way to the broker.
 pub struct ReplicatedView {
@@ -18,6 +19,8 @@ pub struct ReplicatedView {
     me: u64,
     store: Arc<Store>,
     routes: RwLock<SubscriptionTrie<u64, ()>>,
+    /// Shared subscriptions: the nodes with members of each `$share/GROUP/FILTER`.
+    shares: RwLock<ShareRoutes>,
     clients: RwLock<HashMap<String, u64>>,
     broker: OnceLock<Weak<Broker>>,
     /// Woken when the cluster dropped this node's routes and clients (it was thought dead):
@@ -40,6 +43,7 @@ impl ReplicatedView {
             me,
             store,
             routes: RwLock::default(),
+            shares: RwLock::default(),
             clients: RwLock::default(),
             broker: OnceLock::new(),
             dropped_me: tokio::sync::Notify::new(),
@@ -73,6 +77,24 @@ impl ReplicatedView {
             }
         }
         nodes
+    }
+
+    /// The share groups matching `topic`, each with the nodes that have members of it (this
+    /// one included), in a stable order.
+    pub fn share_targets(&self, topic: &str) -> Vec<(Arc<str>, Vec<u64>)> {
+        let shares = self.shares.read().unwrap_or_else(PoisonError::into_inner);
+        let mut found: Vec<(Arc<str>, Vec<u64>)> = Vec::new();
+        shares.trie.for_each_match(topic, |_, (share, node)| {
+            match found.iter_mut().find(|(s, _)| s == share) {
+                Some((_, nodes)) => nodes.push(*node),
+                None => found.push((share.clone(), vec![*node])),
+            }
+        });
+        for (_, nodes) in &mut found {
+            nodes.sort_unstable();
+            nodes.dedup();
+        }
+        found
     }
 
     /// The node holding `client_id`, if any.
@@ -114,7 +136,13 @@ impl ReplicatedView {
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .len();
+            .len()
+            + self
+                .shares
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .trie
+                .len();
         let clients = self
             .clients
             .read()
@@ -129,10 +157,13 @@ impl ReplicatedView {
 
     fn reload_tables(&self) {
         let mut routes = SubscriptionTrie::new();
+        let mut shares = ShareRoutes::default();
         match self.store.routes() {
             Ok(all) => {
                 for (filter, node) in all {
-                    routes.insert(&filter, node, ());
+                    if !shares.add(&filter, node) {
+                        routes.insert(&filter, node, ());
+                    }
                 }
             }
             Err(e) => tracing::error!(target: "error", error = %e, "cannot read the routes"),
@@ -145,6 +176,7 @@ impl ReplicatedView {
             }
         };
         *self.routes.write().unwrap_or_else(PoisonError::into_inner) = routes;
+        *self.shares.write().unwrap_or_else(PoisonError::into_inner) = shares;
         *self.clients.write().unwrap_or_else(PoisonError::into_inner) = clients;
     }
 
@@ -206,16 +238,54 @@ impl ReplicatedView {
     }
 }
 
+/// Shared-subscription routes: `(share, node)` entries by the filter inside the share.
+#[derive(Debug, Default)]
+struct ShareRoutes {
+    trie: SubscriptionTrie<Arc<str>, (Arc<str>, u64)>,
+}
+
+impl ShareRoutes {
+    /// Records `node` for `filter` if it is a shared subscription; false if it is not one.
+    fn add(&mut self, filter: &str, node: u64) -> bool {
+        let Some((_, inner)) = topic::shared(filter) else {
+            return false;
+        };
+        // One trie entry per (share, node): the key carries both.
+        self.trie
+            .insert(inner, share_key(filter, node), (filter.into(), node));
+        true
+    }
+
+    fn remove(&mut self, filter: &str, node: u64) -> bool {
+        let Some((_, inner)) = topic::shared(filter) else {
+            return false;
+        };
+        self.trie.remove(inner, &share_key(filter, node));
+        true
+    }
+}
+
+/// The trie key of a share route: the share and the node, so that each node is an entry.
+fn share_key(share: &str, node: u64) -> Arc<str> {
+    format!("{share}\u{0}{node}").into()
+}
+
 impl ApplyListener for ReplicatedView {
     fn applied(&self, change: &Change, _outcome: &Outcome) {
         match change {
             Change::AddRoute { filter, node } => {
-                let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-                routes.insert(filter, *node, ());
+                let mut shares = self.shares.write().unwrap_or_else(PoisonError::into_inner);
+                if !shares.add(filter, *node) {
+                    let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+                    routes.insert(filter, *node, ());
+                }
             }
             Change::RemoveRoute { filter, node } => {
-                let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-                routes.remove(filter, node);
+                let mut shares = self.shares.write().unwrap_or_else(PoisonError::into_inner);
+                if !shares.remove(filter, *node) {
+                    let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+                    routes.remove(filter, node);
+                }
             }
             Change::RegisterClient { client_id, node } => {
                 let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);

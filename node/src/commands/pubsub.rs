@@ -89,7 +89,7 @@ pub(crate) fn run_sub(a: SubArgs) -> anyhow::Result<()> {
     if let Some(bad) = a
         .topic
         .iter()
-        .find(|t| !crate::mqtt::topic::is_valid_topic_filter(t))
+        .find(|t| !crate::mqtt::topic::is_valid_subscription(t))
     {
         bail!("{bad:?} is not a topic filter");
     }

@@ -35,6 +35,26 @@ pub fn is_valid_topic_filter(filter: &str) -> bool {
     true
 }
 
+/// The share group and the topic filter of a shared subscription `$share/GROUP/FILTER` (MQTT
+/// 5.0 section 4.8.2, usable from 3.1.1 clients too); `None` for an ordinary filter. The
+/// group is non-empty without `+`, `#` or `/`, and the filter after it is valid.
+pub fn shared(filter: &str) -> Option<(&str, &str)> {
+    let rest = filter.strip_prefix("$share/")?;
+    let (group, inner) = rest.split_once('/')?;
+    let good = !group.is_empty() && !group.contains(['+', '#']) && is_valid_topic_filter(inner);
+    good.then_some((group, inner))
+}
+
+/// Whether `filter` is a valid subscription: a valid topic filter, and if it starts with
+/// `$share/`, a valid shared subscription.
+pub fn is_valid_subscription(filter: &str) -> bool {
+    if filter.starts_with("$share/") || filter == "$share" {
+        shared(filter).is_some()
+    } else {
+        is_valid_topic_filter(filter)
+    }
+}
+
 /// Whether `filter` matches the topic name `topic`.
 ///
 /// `filter` should be valid (see [`is_valid_topic_filter`]) and `topic` a valid name; other
@@ -54,6 +74,31 @@ pub fn matches(filter: &str, topic: &str) -> bool {
             (None, None) => return true,
             _ => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+
+    #[test]
+    fn shared_subscriptions_are_parsed_and_checked() {
+        assert_eq!(shared("$share/g1/a/+/c"), Some(("g1", "a/+/c")));
+        assert_eq!(shared("$share/g/#"), Some(("g", "#")));
+        assert_eq!(shared("a/b"), None);
+        for bad in [
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/a#",
+            "$share/#/a",
+        ] {
+            assert_eq!(shared(bad), None, "{bad}");
+            assert!(!is_valid_subscription(bad), "{bad}");
+        }
+        assert!(is_valid_subscription("$share/g/x"));
+        assert!(is_valid_subscription("$SYS/x"));
+        assert!(!is_valid_subscription("$share"));
     }
 }
 

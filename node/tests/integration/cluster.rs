@@ -594,3 +594,41 @@ fn a_restarted_member_withdraws_the_routes_of_clients_it_no_longer_has() {
         field(s, "routes") == 0 && field(s, "clients") == 0
     });
 }
+
+#[test]
+fn a_share_group_spread_over_nodes_gets_each_message_once() {
+    let cluster = Cluster::new();
+    let (n1, n2, n3) = three(&cluster);
+    // 3.1.1 clients in one group, on two other nodes; an ordinary subscriber beside them.
+    let mut a = Mqtt::connect(&n2.broker, "worker-a");
+    a.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce);
+    let mut b = Mqtt::connect(&n3.broker, "worker-b");
+    b.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce);
+    let mut all = Mqtt::connect(&n3.broker, "auditor");
+    all.subscribe("jobs/#", QoS::AtLeastOnce);
+    cluster.wait_routes("n1@localhost", 3);
+    let mut p = Mqtt::connect(&n1.broker, "p");
+    for i in 0..40u32 {
+        p.publish_acked("jobs/x", QoS::AtLeastOnce, false, &i.to_be_bytes());
+    }
+    assert_eq!(
+        all.publishes(40).len(),
+        40,
+        "the ordinary subscriber gets every message"
+    );
+    let mut got = Vec::new();
+    for w in [&mut a, &mut b] {
+        let mut mine = 0;
+        while let Some(m) = w.try_next_publish(Duration::from_millis(700)) {
+            got.push(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
+            mine += 1;
+        }
+        assert!(mine > 0, "{} took no turn", w.id);
+    }
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..40).collect::<Vec<_>>(),
+        "each message to one member, once"
+    );
+}

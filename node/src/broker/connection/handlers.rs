@@ -240,7 +240,7 @@ where
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut granted = Vec::new();
         for (filter, qos) in &s.filters {
-            if !topic::is_valid_topic_filter(filter) {
+            if !topic::is_valid_subscription(filter) {
                 codes.push(SubAckCode::Failure);
                 tracing::info!(target: "protocol", client = %handle.client_id, filter, "invalid topic filter refused");
                 continue;

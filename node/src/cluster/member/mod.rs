@@ -66,6 +66,8 @@ pub struct ClusterMember {
     config: MemberConfig,
     stop: CancellationToken,
     broker: OnceLock<Weak<Broker>>,
+    /// Per share group, whose turn it is (round robin over the nodes with members).
+    share_turns: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 impl std::fmt::Debug for ClusterMember {
@@ -158,6 +160,7 @@ impl ClusterMember {
             },
             stop: CancellationToken::new(),
             broker: OnceLock::new(),
+            share_turns: Mutex::default(),
         });
         let (links, rx) = mpsc::channel(PEER_LINK_QUEUE);
         server.set_peers(links);
@@ -212,6 +215,33 @@ impl ClusterMember {
         }
         for client in clients.into_iter().filter(|c| !held.contains(c)) {
             self.client_ended(&client);
+        }
+    }
+
+    /// Gives each share group matching the message one copy: to a node with members, in
+    /// turn (this one included), whose member whose turn it is gets it.
+    fn forward_shared(&self, message: &Arc<Message>, publisher: &str) {
+        for (share, nodes) in self.view.share_targets(&message.topic) {
+            let node = {
+                let mut turns = self
+                    .share_turns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let turn = turns.entry(share.clone()).or_insert(0);
+                let node = nodes[*turn % nodes.len()];
+                *turn = turn.wrapping_add(1);
+                node
+            };
+            if node == self.id {
+                if let Some(broker) = self.broker() {
+                    let shed = broker.memory.is_on();
+                    broker.router.deliver_shared(&share, message.clone(), shed);
+                }
+            } else if let Some(link) = self.link(node) {
+                let mut out = forwarded(message, publisher);
+                out.share = Some(share.to_string());
+                link.send(Arc::new(out));
+            }
         }
     }
 
@@ -321,17 +351,17 @@ impl ClusterHooks for ClusterMember {
             };
             self.pending.push(change);
         }
-        let targets = self.view.targets(&message.topic);
-        if targets.is_empty() {
-            return;
-        }
         let publisher = message.trace.as_ref().map_or("", |t| &*t.origin_client);
-        let out = Arc::new(forwarded(message, publisher));
-        for id in targets {
-            if let Some(link) = self.link(id) {
-                link.send(out.clone());
+        let targets = self.view.targets(&message.topic);
+        if !targets.is_empty() {
+            let out = Arc::new(forwarded(message, publisher));
+            for id in targets {
+                if let Some(link) = self.link(id) {
+                    link.send(out.clone());
+                }
             }
         }
+        self.forward_shared(message, publisher);
     }
 
     fn client_attached(&self, client_id: &str) {
