@@ -20,7 +20,8 @@
 //! Settings (environment): `FUBAR_BENCH_EVENTS` (default 1,000,000), `FUBAR_BENCH_RATE`
 //! (offered events/s, default 100,000; 0: as fast as it goes), `FUBAR_BENCH_HEAP` (writer heap
 //! bytes, default 50 MB), `FUBAR_BENCH_DIR` (scratch dir, default a temp dir; its `logs`,
-//! `index` and `rebuilt` are deleted first).
+//! `index` and `rebuilt` are deleted first), `FUBAR_BENCH_REINDEX` (0: stop after the live
+//! part, without the rebuild and the queries).
 
 use std::collections::VecDeque;
 use std::fs;
@@ -300,6 +301,9 @@ fn main() {
         index.segments()
     );
 
+    if env_or("FUBAR_BENCH_REINDEX", 1) == 0 {
+        return;
+    }
     let (start, cpu_start) = (Instant::now(), cpu_time());
     let stats = reindex(&log_dir, &rebuilt_dir, heap).unwrap();
     let (secs, cpu) = (

@@ -132,6 +132,8 @@ pub struct Indexer {
     last_retention: Option<Instant>,
     /// Scratch for an event's text.
     text: String,
+    /// Documents of the chunk being walked, added to the index together.
+    docs: Vec<TantivyDocument>,
 }
 
 impl Indexer {
@@ -147,6 +149,7 @@ impl Indexer {
             last_commit: None,
             last_retention: None,
             text: String::new(),
+            docs: Vec::new(),
         })
     }
 
@@ -421,16 +424,20 @@ impl Indexer {
             match decode_one(record) {
                 Some(event) => {
                     let body = &record[RECORD_HEADER..];
-                    self.index
-                        .add_record(&event, body, Some(number), &mut self.text)?;
-                    delta.indexed += 1;
-                    self.pending = true;
+                    let doc = self
+                        .index
+                        .document(&event, body, Some(number), &mut self.text);
+                    self.docs.push(doc);
                 }
                 None if last => break Stop::Corrupt,
                 None => delta.skipped_bytes += (end - pos) as u64,
             }
             pos = end;
         };
+        let added = self.docs.len() as u64;
+        self.index.add_documents(&mut self.docs)?;
+        delta.indexed += added;
+        self.pending |= added > 0;
         Ok(Walked {
             consumed: pos,
             stop,
