@@ -207,6 +207,14 @@ pub struct FlowArgs {
     /// Topic.
     #[arg(long, short = 't', default_value = "bench/flow")]
     pub topic: String,
+    /// Connect the subscribers to this host (another member of the publishers' cluster)
+    /// [default: --host]; publishing starts once their subscriptions are routable from
+    /// the publishers' broker.
+    #[arg(long)]
+    pub sub_host: Option<String>,
+    /// Connect the subscribers to this port [default: --port].
+    #[arg(long)]
+    pub sub_port: Option<u16>,
     /// TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -331,6 +339,10 @@ pub struct ConnsArgs {
     /// Seconds to hold the clients once connected.
     #[arg(long, default_value_t = 0)]
     pub hold: u64,
+    /// Each client subscribes (QoS 0) to PREFIX/<its client id> after CONNACK, and counts as
+    /// connected once its SUBACK is in.
+    #[arg(long, value_name = "PREFIX")]
+    pub subscribe: Option<String>,
 }
 
 /// TLS flags of the client tools.

@@ -91,6 +91,7 @@ fn batch_options(target: &BenchTarget, b: BatchArgs) -> anyhow::Result<BatchOpti
         rate: b.rate,
         concurrency: b.concurrency,
         keep_alive: b.keep_alive,
+        subscribe: None,
     })
 }
 
@@ -101,8 +102,16 @@ async fn flow_cmd(
     messages: u64,
 ) -> anyhow::Result<()> {
     let addr = resolve(&a.target.host, a.target.port)?;
+    let (sub_host, sub_port) = flow::subscriber_target(
+        &a.target.host,
+        a.target.port,
+        a.sub_host.as_deref(),
+        a.sub_port,
+    );
     let options = FlowOptions {
         addr,
+        sub_addr: resolve(sub_host, sub_port)?,
+        ready_timeout: flow::READY_TIMEOUT,
         tls: tls_client(&a.target.host, &a.tls)?,
         publishers: publishers.max(1),
         subscribers,
@@ -148,7 +157,10 @@ async fn latency_cmd(a: LatencyArgs) -> anyhow::Result<()> {
 async fn conns_cmd(a: ConnsArgs) -> anyhow::Result<()> {
     let control = Control::for_terminal(a.batch.clients as u64, CONNECTIONS_BAR);
     let options = ConnsOptions {
-        batch: batch_options(&a.target, a.batch)?,
+        batch: BatchOptions {
+            subscribe: a.subscribe,
+            ..batch_options(&a.target, a.batch)?
+        },
         hold: Duration::from_secs(a.hold),
         broker_pid: a.target.broker_pid,
     };

@@ -1,6 +1,8 @@
 //! `fubar bench conns`: batch-start N clients with ids `0001`…`N` (as Erlang fubar's
 //! `mqtt_client:batch_start`), hold them, and report the connect rate, failures by reason, and
-//! the broker's resident memory per connection.
+//! the broker's resident memory per connection. With a subscription prefix each client also
+//! subscribes to `PREFIX/<its id>` (a filter of its own, as many devices do), which in a
+//! cluster makes every client one route and one registry change to replicate.
 //!
 //! Above one source address's ephemeral ports it spreads connections over `127.0.0.x` source
 //! addresses (loopback only). It raises its own open-file limit and says what to tune when it
@@ -17,7 +19,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use super::control::{BrokerUsage, BrokerWatch, Control};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Connect, ProtocolVersion};
+use crate::mqtt::packet::{Connect, Packet, ProtocolVersion, QoS, SubAckCode, Subscribe};
 use crate::tools::client::{connect_on, ClientReader, ClientWriter};
 
 /// Connections per source address before the next `127.0.0.x` is used (the default
@@ -39,6 +41,9 @@ pub struct BatchOptions {
     pub concurrency: usize,
     /// Keep-alive the clients announce, seconds (0: none).
     pub keep_alive: u16,
+    /// Each client subscribes to `PREFIX/<its id>` after CONNACK and counts as connected
+    /// once the SUBACK is in.
+    pub subscribe: Option<String>,
 }
 
 /// One connected client of a batch.
@@ -190,8 +195,13 @@ pub async fn batch_start(o: &BatchOptions, control: &Control) -> Batch {
         let progress = control.progress.clone();
         let id = format!("{}{:04}", o.id_prefix, i + 1);
         let (addr, source, keep_alive) = (o.addr, source_for(o.addr, i), o.keep_alive);
+        let filter = o.subscribe.as_ref().map(|p| format!("{p}/{id}"));
         tasks.push(tokio::spawn(async move {
             let result = open_client(addr, source, id.clone(), keep_alive).await;
+            let result = match (result, filter) {
+                (Ok((r, w)), Some(filter)) => subscribe_to(r, w, filter).await,
+                (result, _) => result,
+            };
             drop(permit);
             match result {
                 Ok((reader, writer)) => {
@@ -261,7 +271,7 @@ async fn hold(clients: &mut [BatchClient], how_long: Duration, keep_alive: u16) 
             return;
         }
         for c in clients.iter_mut() {
-            c.writer.push(&crate::mqtt::packet::Packet::PingReq);
+            c.writer.push(&Packet::PingReq);
             let _ = c.writer.flush().await;
         }
     }
@@ -299,6 +309,28 @@ async fn open_client(
         .map_err(|e| reason_of(&e))
 }
 
+/// Subscribes a connected client to `filter` (QoS 0) and waits for the SUBACK.
+async fn subscribe_to(
+    mut reader: ClientReader,
+    mut writer: ClientWriter,
+    filter: String,
+) -> Result<(ClientReader, ClientWriter), String> {
+    writer.push(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(filter, QoS::AtMostOnce)],
+    }));
+    writer.flush().await.map_err(|e| reason_of(&e))?;
+    loop {
+        match reader.next().await.map_err(|e| reason_of(&e))? {
+            Packet::SubAck(a) if a.codes.contains(&SubAckCode::Failure) => {
+                return Err("subscription refused".into())
+            }
+            Packet::SubAck(_) => return Ok((reader, writer)),
+            _ => {}
+        }
+    }
+}
+
 fn reason_of(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(24) => "too many open files (EMFILE)".into(),
@@ -321,6 +353,7 @@ mod tests {
             rate: None,
             concurrency: 8,
             keep_alive: 0,
+            subscribe: None,
         }
     }
 
@@ -334,6 +367,46 @@ mod tests {
         assert_eq!((ids[0].as_str(), ids[29].as_str()), ("c0001", "c0030"));
         assert!(b.failures.is_empty());
         drop(b);
+        broker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn with_a_prefix_each_client_subscribes_to_a_filter_of_its_own() {
+        let broker = TestBroker::start().await;
+        let o = BatchOptions {
+            subscribe: Some("dev".into()),
+            ..batch(broker.addr, 12)
+        };
+        let b = batch_start(&o, &Control::quiet()).await;
+        assert_eq!(
+            (b.clients.len(), b.failures.len()),
+            (12, 0),
+            "{:?}",
+            b.failures
+        );
+        // The SUBACK is in before a client counts as connected: all 12 filters are there.
+        assert_eq!(broker.broker.router.subscription_count(), 12);
+        // And each is its own: a message to dev/c0007 reaches c0007.
+        let (_r, mut w, _) = crate::tools::client::connect(broker.addr, None, "p", true, 60)
+            .await
+            .unwrap();
+        w.push(&Packet::Publish(crate::mqtt::packet::Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "dev/c0007".into(),
+            packet_id: 0,
+            payload: bytes::Bytes::from_static(b"hi"),
+        }));
+        w.flush().await.unwrap();
+        let mut clients = b.clients;
+        let i = clients.iter().position(|c| c.id == "c0007").unwrap();
+        let mut c7 = clients.swap_remove(i);
+        match c7.reader.next().await.unwrap() {
+            Packet::Publish(p) => assert_eq!(&*p.topic, "dev/c0007"),
+            other => panic!("{other:?}"),
+        }
+        drop((clients, c7));
         broker.stop().await;
     }
 

@@ -4,12 +4,19 @@
 //!
 //! Each publisher keeps up to `window` QoS 1/2 messages unacknowledged (QoS 0 is written as
 //! fast as the socket takes it), optionally paced to a total rate. Subscribers subscribe at the
-//! same QoS and acknowledge what they receive. The run ends when every subscriber has every
-//! message, or nothing arrived for `QUIET`, or at the time limit, or on Ctrl-C; its time runs
-//! from the first publish to the last acknowledgement or delivery.
+//! same QoS and acknowledge what they receive. They may be connected to another broker than
+//! the publishers (another member of a cluster), so publishing starts only once the
+//! subscriptions are routable from the publishers' broker: a probe client publishes a
+//! readiness message every few milliseconds until every subscriber has seen one (in a cluster
+//! a subscription becomes a route on the other members after a Raft commit, so SUBACK alone
+//! says nothing there). Probe messages are not counted.
+//!
+//! The run ends when every subscriber has every message, or nothing arrived for `QUIET`, or at
+//! the time limit, or on Ctrl-C; its time runs from the first publish to the last
+//! acknowledgement or delivery.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +32,22 @@ use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 
 /// Bytes of publishes buffered before they are written.
 const WRITE_BATCH: usize = 64 << 10;
+/// Payload of the readiness probes (never counted as deliveries).
+const READY_PROBE: &[u8] = b"fubar-bench: ready?";
+/// Time between two readiness probes.
+const READY_EVERY: Duration = Duration::from_millis(5);
+/// How long subscriptions may take to become routable unless told otherwise.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct FlowOptions {
-    /// The broker.
+    /// The publishers' broker.
     pub addr: SocketAddr,
+    /// The subscribers' broker (`addr`, or another member of its cluster).
+    pub sub_addr: SocketAddr,
+    /// How long the subscriptions may take to become routable from `addr`.
+    pub ready_timeout: Duration,
     /// Connect over TLS.
     pub tls: Option<TlsClient>,
     /// Publishing connections.
@@ -137,6 +154,8 @@ struct Received {
     count: AtomicU64,
     /// Microseconds from the run's start to the last delivery.
     last_us: AtomicU64,
+    /// A readiness probe reached it.
+    ready: AtomicBool,
 }
 
 /// Runs the flow.
@@ -156,6 +175,10 @@ pub async fn run(o: FlowOptions, control: &Control) -> std::io::Result<FlowRepor
             epoch,
             done.clone(),
         )));
+    }
+    if let Err(e) = wait_until_routable(&o, &received, control).await {
+        done.cancel();
+        return Err(e);
     }
     let published = Arc::new(AtomicU64::new(0));
     let start = Arc::new(Barrier::new(o.publishers + 1));
@@ -240,9 +263,65 @@ pub async fn run(o: FlowOptions, control: &Control) -> std::io::Result<FlowRepor
     })
 }
 
+/// Where the subscribers connect: `sub_host`/`sub_port` where given, else the publishers'
+/// host and port.
+pub fn subscriber_target<'a>(
+    host: &'a str,
+    port: u16,
+    sub_host: Option<&'a str>,
+    sub_port: Option<u16>,
+) -> (&'a str, u16) {
+    (sub_host.unwrap_or(host), sub_port.unwrap_or(port))
+}
+
+/// Publishes a readiness probe from the publishers' broker every `READY_EVERY` until every
+/// subscriber has seen one (or a stop): the subscriptions are then routable from there.
+async fn wait_until_routable(
+    o: &FlowOptions,
+    received: &[Arc<Received>],
+    control: &Control,
+) -> std::io::Result<()> {
+    if received.is_empty() {
+        return Ok(());
+    }
+    let id = format!("{}ready", o.id_prefix);
+    let (_r, mut w, _) = connect(o.addr, o.tls.as_ref(), &id, true, 600).await?;
+    let probe = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: o.topic.as_str().into(),
+        packet_id: 0,
+        payload: Bytes::from_static(READY_PROBE),
+    });
+    let deadline = Instant::now() + o.ready_timeout;
+    while !received.iter().all(|r| r.ready.load(Ordering::Relaxed)) {
+        if control.stop.is_cancelled() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the subscriptions to {} at {} never became routable from {} in {:?}",
+                    o.topic, o.sub_addr, o.addr, o.ready_timeout
+                ),
+            ));
+        }
+        w.push(&probe);
+        w.flush().await?;
+        tokio::time::sleep(READY_EVERY).await;
+    }
+    w.push(&Packet::Disconnect);
+    let _ = w.flush().await;
+    Ok(())
+}
+
 /// Connects a subscriber and waits for its SUBACK.
 async fn subscribe(o: &FlowOptions, id: &str) -> std::io::Result<(ClientReader, ClientWriter)> {
-    let (mut r, mut w, _) = connect(o.addr, o.tls.as_ref(), id, true, 600).await?;
+    let (mut r, mut w, _) = connect(o.sub_addr, o.tls.as_ref(), id, true, 600)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("subscriber at {}: {e}", o.sub_addr)))?;
     w.push(&Packet::Subscribe(Subscribe {
         packet_id: 1,
         filters: vec![(o.topic.clone(), o.qos)],
@@ -397,10 +476,10 @@ async fn count_deliveries(
             _ = done.cancelled() => return,
         };
         let Ok(first) = first else { return };
-        let mut n = u64::from(deliver(first, &mut w));
+        let mut n = u64::from(deliver(first, &mut w, &counts));
         loop {
             match r.try_next() {
-                Ok(Some(p)) => n += u64::from(deliver(p, &mut w)),
+                Ok(Some(p)) => n += u64::from(deliver(p, &mut w, &counts)),
                 Ok(None) => break,
                 Err(_) => return,
             }
@@ -417,14 +496,19 @@ async fn count_deliveries(
     }
 }
 
-/// Acknowledges a delivery; true when the packet was one.
-fn deliver(packet: Packet, w: &mut ClientWriter) -> bool {
+/// Acknowledges a delivery; true when the packet was one of the run's messages (a readiness
+/// probe only marks the subscriber ready).
+fn deliver(packet: Packet, w: &mut ClientWriter, counts: &Received) -> bool {
     match packet {
         Packet::Publish(p) => {
             match p.qos {
                 QoS::AtLeastOnce => w.push(&Packet::PubAck(p.packet_id)),
                 QoS::ExactlyOnce => w.push(&Packet::PubRec(p.packet_id)),
                 QoS::AtMostOnce => {}
+            }
+            if *p.payload == *READY_PROBE {
+                counts.ready.store(true, Ordering::Relaxed);
+                return false;
             }
             true
         }
@@ -444,6 +528,8 @@ mod tests {
     fn options(addr: SocketAddr, qos: QoS, publishers: usize, subscribers: usize) -> FlowOptions {
         FlowOptions {
             addr,
+            sub_addr: addr,
+            ready_timeout: READY_TIMEOUT,
             tls: None,
             publishers,
             subscribers,
@@ -511,6 +597,48 @@ mod tests {
         assert!(r.published > 0 && r.published < 2_000_000, "{r:?}");
         assert_eq!(r.delivered, r.published);
         broker.stop().await;
+    }
+
+    #[test]
+    fn subscribers_default_to_the_publishers_broker() {
+        assert_eq!(
+            subscriber_target("127.0.0.1", 1883, None, None),
+            ("127.0.0.1", 1883)
+        );
+        assert_eq!(
+            subscriber_target("127.0.0.1", 1883, None, Some(1884)),
+            ("127.0.0.1", 1884)
+        );
+        assert_eq!(
+            subscriber_target("127.0.0.1", 1883, Some("::1"), None),
+            ("::1", 1883)
+        );
+    }
+
+    #[tokio::test]
+    async fn subscribers_connect_to_their_own_address_and_publishing_waits_for_their_route() {
+        // Two brokers that know nothing of each other: the subscriber's filter is on the
+        // second, and the first never routes to it, so the run ends at the readiness check
+        // instead of publishing into the void.
+        let (publishers, subscribers) = (TestBroker::start().await, TestBroker::start().await);
+        let mut o = options(publishers.addr, QoS::AtMostOnce, 1, 1);
+        o.sub_addr = subscribers.addr;
+        o.ready_timeout = Duration::from_millis(300);
+        let run = tokio::spawn(async move { run(o, &Control::quiet()).await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while subscribers.broker.router.subscription_count() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the subscriber never reached its broker"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(publishers.broker.router.subscription_count(), 0);
+        let err = run.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().contains("never became routable"), "{err}");
+        publishers.stop().await;
+        subscribers.stop().await;
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ pub(crate) mod test_broker {
     /// A running in-memory broker.
     pub(crate) struct TestBroker {
         pub(crate) addr: SocketAddr,
-        broker: Arc<Broker>,
+        pub(crate) broker: Arc<Broker>,
         serving: JoinHandle<()>,
     }
 

@@ -377,6 +377,7 @@ mod tests {
                 rate: None,
                 concurrency: 8,
                 keep_alive: 0,
+                subscribe: None,
             },
             interval: Duration::from_millis(2),
             duration: Duration::from_millis(300),
