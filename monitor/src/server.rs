@@ -212,17 +212,25 @@ impl MonitorServer {
     /// Dials the member at `addr` (whose certificate must name `server_name`) from this
     /// endpoint and proves membership as this node; `tls` offers `PEER_ALPN`. The returned
     /// connection is ready for request streams.
+    ///
+    /// `idle` is the link's idle timeout (keep-alives go every third of it): a member that
+    /// died is noticed within it, and the next request dials again.
     pub async fn connect_peer(
         &self,
         tls: Arc<rustls::ClientConfig>,
         addr: SocketAddr,
         server_name: &str,
+        idle: Duration,
     ) -> Result<Connection, MonitorError> {
         let crypto =
             QuicClientConfig::try_from(tls).map_err(|e| MonitorError::Tls(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = transport(&self.inner.limits)?;
-        transport.keep_alive_interval(Some(self.inner.limits.idle_timeout / 3));
+        let idle_timeout = IdleTimeout::try_from(idle)
+            .map_err(|e| MonitorError::BadConfig(format!("idle timeout: {e}")))?;
+        transport
+            .max_idle_timeout(Some(idle_timeout))
+            .keep_alive_interval(Some(idle / 3));
         config.transport_config(Arc::new(transport));
         let conn = self
             .inner

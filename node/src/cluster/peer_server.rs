@@ -24,7 +24,10 @@ pub async fn serve(member: Arc<ClusterMember>, mut links: mpsc::Receiver<PeerLin
 async fn serve_link(member: Arc<ClusterMember>, link: PeerLink) {
     tracing::debug!(target: "debug", node = %link.node, peer = %link.conn.remote_address(),
         "cluster peer link admitted");
+    let id = fubar_store::replicated::node_id(&link.node);
     while let Ok((send, recv)) = link.conn.accept_bi().await {
+        // Any request shows the member is alive (the leader's heartbeats, above all).
+        member.peers().heard_from(id);
         let member = member.clone();
         let node = link.node.clone();
         let peer = link.conn.remote_address();

@@ -2,8 +2,8 @@
 //! endpoint when first needed and again after it drops, and one stream per request on it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use fubar_monitor::server::MonitorServer;
 use fubar_monitor::wire::{write_frame, FrameReader};
@@ -58,26 +58,55 @@ pub struct Peers {
     conns: RwLock<HashMap<u64, Arc<AsyncMutex<Option<Connection>>>>>,
     /// How long a dial or a request may take.
     timeout: Duration,
+    /// Idle timeout of a link.
+    idle: Duration,
+    /// When each member was last heard from (an answer, or a request of its own).
+    heard: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
 impl Peers {
     /// Links from `server`'s endpoint, with `tls` offering `PEER_ALPN`.
-    pub fn new(server: MonitorServer, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Self {
+    /// `heard` is shared with the member's liveness check.
+    pub fn new(
+        server: MonitorServer,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+        idle: Duration,
+        heard: Arc<Mutex<HashMap<u64, Instant>>>,
+    ) -> Self {
         Self {
             server,
             tls,
             known: RwLock::default(),
             conns: RwLock::default(),
             timeout,
+            idle,
+            heard,
         }
     }
 
-    /// Records where member `id` is.
+    /// Records where member `id` is. A member that moved is dialed again at its new address.
     pub fn learn(&self, id: u64, info: NodeInfo) {
         let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        let moved = known.get(&id).is_some_and(|old| old.addr != info.addr);
         if known.get(&id) != Some(&info) {
             known.insert(id, info);
         }
+        drop(known);
+        if moved {
+            self.conns
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        }
+    }
+
+    /// Member `id` was heard from just now.
+    pub fn heard_from(&self, id: u64) {
+        self.heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Instant::now());
     }
 
     /// Where member `id` is, if known.
@@ -126,7 +155,7 @@ impl Peers {
             .find(|a| a.is_ipv4() == v4)
             .ok_or_else(|| bad(format!("{} has no address to reach from here", info.addr)))?;
         self.server
-            .connect_peer(self.tls.clone(), addr, &name.host)
+            .connect_peer(self.tls.clone(), addr, &name.host, self.idle)
             .await
             .map_err(|source| PeerError::Link {
                 name: info.name.clone(),
@@ -172,7 +201,11 @@ impl Peers {
         };
         let answer = tokio::time::timeout_at(deadline, exchange).await;
         match answer {
-            Ok(r) => r.map_err(link),
+            Ok(Ok(r)) => {
+                self.heard_from(id);
+                Ok(r)
+            }
+            Ok(Err(e)) => Err(link(e)),
             Err(_) => {
                 // Abandon the request: QUIC must not deliver it later, when the caller has
                 // been told it failed.

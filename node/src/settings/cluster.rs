@@ -36,6 +36,9 @@ pub struct ClusterSettings {
     pub request_timeout_ms: u64,
     /// Milliseconds of silence after which the leader drops a member's routes and clients.
     pub node_down_ms: u64,
+    /// Milliseconds of silence after which a link to another member is closed (and dialed
+    /// again when next needed); keep-alives go every third of it.
+    pub link_idle_ms: u64,
     /// Milliseconds between the leader's Raft heartbeats.
     pub heartbeat_ms: u64,
     /// Milliseconds without a leader before a member calls an election (at random up to
@@ -57,6 +60,7 @@ impl Default for ClusterSettings {
             forward_queue: 10_000,
             request_timeout_ms: 5_000,
             node_down_ms: 2_000,
+            link_idle_ms: 3_000,
             heartbeat_ms: 250,
             election_timeout_ms: 1_000,
         }

@@ -134,6 +134,8 @@ impl ClusterMember {
         }
         self.balance_voters().await?;
         self.dropped_lock().remove(&id);
+        // Its silence starts again from now: it has just spoken.
+        self.peers.heard_from(id);
         tracing::info!(target: "info", node = %name, "member joined");
         Ok(())
     }

@@ -59,7 +59,7 @@ pub struct ClusterMember {
     links: RwLock<HashMap<u64, Arc<ForwardLink>>>,
     delivered: Arc<Delivered>,
     /// When each member last answered a ping.
-    seen: Mutex<HashMap<u64, Instant>>,
+    seen: Arc<Mutex<HashMap<u64, Instant>>>,
     /// Members this node (as leader) has dropped the routes of, until they answer again.
     dropped: Mutex<BTreeSet<u64>>,
     epoch: u64,
@@ -113,10 +113,13 @@ impl ClusterMember {
             .replication(Some(view.clone()))
             .context("cannot open the replicated state")?;
         let timeout = Duration::from_millis(c.request_timeout_ms);
+        let seen: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
         let peers = Arc::new(Peers::new(
             server.clone(),
             endpoint::peer_client_tls(settings)?,
             timeout,
+            Duration::from_millis(c.link_idle_ms),
+            seen.clone(),
         ));
         peers.learn(id, info.clone());
         let raft_config = Config {
@@ -149,7 +152,7 @@ impl ClusterMember {
             pending: Pending::default(),
             links: RwLock::default(),
             delivered: Arc::default(),
-            seen: Mutex::default(),
+            seen,
             dropped: Mutex::default(),
             epoch,
             config: MemberConfig {

@@ -8,7 +8,10 @@ use std::time::Duration;
 use fubar_store::replicated::{Change, ChangeBatch, ChangeBatchOutcome};
 use tokio::sync::Notify;
 
-use super::{ClusterMember, RETRY_MAX, RETRY_MIN};
+use super::{ClusterMember, RETRY_MIN};
+
+/// Longest wait before a failed proposal is tried again.
+const PROPOSE_RETRY_MAX: Duration = Duration::from_millis(300);
 use crate::cluster::peer_wire::{PeerRequest, PeerResponse};
 
 /// How long the proposer gathers changes before it proposes them.
@@ -105,7 +108,8 @@ impl ClusterMember {
                         () = tokio::time::sleep(wait) => {}
                         () = self.stop.cancelled() => return,
                     }
-                    wait = (wait * 2).min(RETRY_MAX);
+                    // Short: a new leader is usually there within an election timeout.
+                    wait = (wait * 2).min(PROPOSE_RETRY_MAX);
                     continue;
                 }
                 wait = RETRY_MIN;
