@@ -292,6 +292,7 @@ async fn open_client(
         will: None,
         username: None,
         password: None,
+        properties: Default::default(),
     };
     connect_on(stream, None, connect)
         .await

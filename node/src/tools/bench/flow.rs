@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Packet, Publish, QoS, SubAckCode, Subscribe};
+use crate::mqtt::packet::{Ack, Packet, Publish, QoS, SubAckCode, Subscribe};
 use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 
 /// Bytes of publishes buffered before they are written.
@@ -245,7 +245,8 @@ async fn subscribe(o: &FlowOptions, id: &str) -> std::io::Result<(ClientReader, 
     let (mut r, mut w, _) = connect(o.addr, o.tls.as_ref(), id, true, 600).await?;
     w.push(&Packet::Subscribe(Subscribe {
         packet_id: 1,
-        filters: vec![(o.topic.clone(), o.qos)],
+        filters: vec![(o.topic.clone(), o.qos.into())],
+        properties: Default::default(),
     }));
     w.flush().await?;
     loop {
@@ -320,6 +321,7 @@ async fn publish_all(
                 topic: topic.clone(),
                 packet_id: if o.qos == QoS::AtMostOnce { 0 } else { next_id },
                 payload: payload.clone(),
+                properties: Default::default(),
             }));
             next_id = next_id.checked_add(1).unwrap_or(1);
             sent += 1;
@@ -375,8 +377,8 @@ async fn publish_all(
 fn answer(packet: Packet, w: &mut ClientWriter) -> bool {
     match packet {
         Packet::PubAck(_) | Packet::PubComp(_) => true,
-        Packet::PubRec(id) => {
-            w.push(&Packet::PubRel(id));
+        Packet::PubRec(Ack { packet_id: id, .. }) => {
+            w.push(&Packet::PubRel(Ack::new(id)));
             false
         }
         _ => false,
@@ -422,14 +424,14 @@ fn deliver(packet: Packet, w: &mut ClientWriter) -> bool {
     match packet {
         Packet::Publish(p) => {
             match p.qos {
-                QoS::AtLeastOnce => w.push(&Packet::PubAck(p.packet_id)),
-                QoS::ExactlyOnce => w.push(&Packet::PubRec(p.packet_id)),
+                QoS::AtLeastOnce => w.push(&Packet::PubAck(Ack::new(p.packet_id))),
+                QoS::ExactlyOnce => w.push(&Packet::PubRec(Ack::new(p.packet_id))),
                 QoS::AtMostOnce => {}
             }
             true
         }
-        Packet::PubRel(id) => {
-            w.push(&Packet::PubComp(id));
+        Packet::PubRel(Ack { packet_id: id, .. }) => {
+            w.push(&Packet::PubComp(Ack::new(id)));
             false
         }
         _ => false,
