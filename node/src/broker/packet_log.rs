@@ -46,7 +46,7 @@ macro_rules! packet_event {
                 keep_alive = c.keep_alive, will = c.will.is_some(),
                 user = c.username.as_deref().unwrap_or(""), size, "packet"),
             Packet::ConnAck(a) => tracing::debug!(target: $target, dir, client, %peer, kind,
-                code = a.code as u8, session_present = a.session_present, size, "packet"),
+                code = a.code.connect_return_code() as u8, session_present = a.session_present, size, "packet"),
             Packet::Subscribe(s) => tracing::debug!(target: $target, dir, client, %peer, kind,
                 packet_id = s.packet_id, filters = ?s.filters, size, "packet"),
             Packet::SubAck(s) => tracing::debug!(target: $target, dir, client, %peer, kind,

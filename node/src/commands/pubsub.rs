@@ -26,6 +26,7 @@ fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
         payload: Bytes::from(c.will_message.clone().unwrap_or_default()),
         qos: QoS::from_u8(c.will_qos).unwrap_or_default(),
         retain: c.will_retain,
+        properties: Default::default(),
     });
     let client_id =
         c.id.clone()
@@ -41,6 +42,7 @@ fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
             will,
             username: c.username.clone(),
             password: c.password.clone().map(Bytes::from),
+            properties: Default::default(),
         },
     })
 }

@@ -167,6 +167,7 @@ mod tests {
             will: None,
             username: None,
             password: None,
+            properties: Default::default(),
         })
     }
 

@@ -1,7 +1,9 @@
-//! Decoding MQTT 3.1 / 3.1.1 packets from a byte buffer.
+//! Decoding MQTT 3.1 / 3.1.1 / 5.0 packets from a byte buffer.
 //!
 //! [`decode`] is sans-IO: the caller appends whatever the socket produced to a `BytesMut` and
-//! calls it until it returns `Ok(None)` (more bytes needed). A complete frame is split off the
+//! calls it until it returns `Ok(None)` (more bytes needed). It takes the connection's protocol
+//! version, which CONNECT sets: a CONNECT is decoded by the version it names whatever the
+//! argument says, and every later packet by the version the caller passes. A complete frame is split off the
 //! buffer and frozen, so PUBLISH and will payloads are `Bytes` slices of the frame, not copies.
 //! The packet size limit is enforced as soon as the fixed header is complete, before the body
 //! is buffered. Every malformed input is an error value; no input makes the decoder panic.
@@ -11,16 +13,19 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::packet::{
-    ConnAck, Connect, ConnectReturnCode, LastWill, Packet, ProtocolVersion, Publish, QoS, SubAck,
-    SubAckCode, Subscribe, Unsubscribe,
+    Ack, Auth, ConnAck, Connect, ConnectReturnCode, Disconnect, FilterOptions, LastWill, Packet,
+    ProtocolVersion, Publish, QoS, RetainHandling, SubAck, SubAckCode, Subscribe, UnsubAck,
+    Unsubscribe,
 };
+use super::properties::{Properties, PropertyContext};
+use super::reason::{self, ReasonCode};
 
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
 
-/// Why a byte sequence is not a valid MQTT 3.1 / 3.1.1 packet.
+/// Why a byte sequence is not a valid MQTT packet of the connection's version.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
     /// The fixed header announces a packet larger than the configured maximum.
@@ -34,7 +39,7 @@ pub enum DecodeError {
     /// The remaining-length varint is longer than 4 bytes.
     #[error("malformed remaining length: more than 4 bytes")]
     MalformedRemainingLength,
-    /// Packet type 0 or 15, reserved in MQTT 3.1.1.
+    /// Packet type 0, or 15 before MQTT 5.0 (MQTT-2.2.1: reserved).
     #[error("unknown or reserved packet type {0}")]
     UnknownPacketType(u8),
     /// The low 4 bits of the first byte are wrong for this packet type.
@@ -105,6 +110,89 @@ pub enum DecodeError {
     /// The body is longer than its fields.
     #[error("packet body has trailing bytes after its fields")]
     TrailingBytes,
+    /// A variable byte integer inside the body is longer than 4 bytes.
+    #[error("malformed variable byte integer: more than 4 bytes (MQTT 5.0 1.5.5)")]
+    MalformedVariableByteInteger,
+    /// A property block's length runs past the end of the packet.
+    #[error(
+        "property length {len} exceeds the {available} bytes left in the packet (MQTT 5.0 2.2.2.1)"
+    )]
+    PropertyLengthExceedsPacket {
+        /// The property length announced.
+        len: usize,
+        /// Bytes left in the packet after it.
+        available: usize,
+    },
+    /// A property identifier the spec does not define.
+    #[error("unknown property identifier {0:#04x} (MQTT 5.0 2.2.2.2)")]
+    UnknownProperty(u8),
+    /// A property on a packet that may not carry it.
+    #[error("{property} is not allowed in {packet} (MQTT 5.0 2.2.2.2, table 2-4)")]
+    PropertyNotAllowed {
+        /// The property's name.
+        property: &'static str,
+        /// Where it was found.
+        packet: &'static str,
+    },
+    /// A second copy of a property that may appear only once.
+    #[error("{0} included more than once, a protocol error (MQTT 5.0 2.2.2.2: only User Property, and Subscription Identifier on PUBLISH, may repeat)")]
+    DuplicateProperty(&'static str),
+    /// A property value the spec forbids.
+    #[error("{property} of {value} is invalid: {rule}")]
+    InvalidPropertyValue {
+        /// The property's name.
+        property: &'static str,
+        /// The value found.
+        value: u32,
+        /// The rule broken.
+        rule: &'static str,
+    },
+    /// A response topic that is not a topic name.
+    #[error("Response Topic must be a topic name without wildcards (MQTT-3.3.2-14)")]
+    InvalidResponseTopic,
+    /// A reason code not defined for this packet type.
+    #[error("reason code {code:#04x} is not allowed in {packet} (MQTT 5.0 2.4)")]
+    InvalidReasonCode {
+        /// The packet's name.
+        packet: &'static str,
+        /// The code found.
+        code: u8,
+    },
+    /// MQTT 5.0 PUBLISH with an empty topic name and no topic alias.
+    #[error("PUBLISH with an empty topic name and no Topic Alias (MQTT 5.0 3.3.2.1)")]
+    EmptyTopicWithoutAlias,
+    /// MQTT 5.0 subscription options with reserved bits 6-7 set.
+    #[error("reserved bits set in subscription options {0:#04x} (MQTT-3.8.3-5)")]
+    SubscriptionOptionsReservedBits(u8),
+    /// MQTT 5.0 subscription options with retain handling 3.
+    #[error("retain handling 3 in subscription options (MQTT 5.0 3.8.3.1: a protocol error)")]
+    InvalidRetainHandling,
+    /// MQTT 5.0 UNSUBACK without any reason code.
+    #[error("UNSUBACK without reason codes (MQTT 5.0 3.11.3)")]
+    EmptyUnsubAck,
+}
+
+impl DecodeError {
+    /// The MQTT 5.0 reason code to close a connection with for this error: 0x95 for a packet
+    /// too large, 0x84 for an unsupported protocol level (in CONNACK), 0x90 for a bad topic
+    /// name, 0x82 for a broken protocol rule, 0x81 for bytes that are not a well-formed
+    /// packet (section 4.13).
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            Self::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+            Self::UnsupportedProtocolLevel(_) => ReasonCode::UnsupportedProtocolVersion,
+            Self::DuplicateProperty(_)
+            | Self::InvalidPropertyValue { .. }
+            | Self::EmptyTopicWithoutAlias
+            | Self::InvalidRetainHandling
+            | Self::ZeroPacketId
+            | Self::EmptySubscribe
+            | Self::EmptyUnsubscribe
+            | Self::DupWithQoS0 => ReasonCode::ProtocolError,
+            Self::InvalidTopicName | Self::InvalidResponseTopic => ReasonCode::TopicNameInvalid,
+            _ => ReasonCode::MalformedPacket,
+        }
+    }
 }
 
 /// The largest remaining length the 4-byte varint can express.
@@ -114,9 +202,14 @@ pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
 ///
 /// Returns `Ok(None)`, leaving `buf` untouched, when `buf` does not hold a whole packet yet.
 /// `max_packet_size` bounds the whole packet (fixed header + remaining length) and is checked
-/// as soon as the fixed header is complete.
-pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
-    let Some((header_len, remaining)) = fixed_header(buf)? else {
+/// as soon as the fixed header is complete. `version` is the connection's protocol version
+/// (any value before CONNECT: a CONNECT is decoded by the version it names).
+pub fn decode(
+    buf: &mut BytesMut,
+    max_packet_size: usize,
+    version: ProtocolVersion,
+) -> Result<Option<Packet>, DecodeError> {
+    let Some((header_len, remaining)) = fixed_header(buf, version)? else {
         return Ok(None);
     };
     let size = header_len + remaining;
@@ -132,29 +225,36 @@ pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packe
     let mut frame = buf.split_to(size).freeze();
     let first = frame.get_u8();
     frame.advance(header_len - 1);
-    parse(first, frame).map(Some)
+    parse(first, frame, version).map(Some)
 }
 
 /// The whole size of the packet at the front of `buf`, once its fixed header is complete.
 ///
 /// Also validates the first byte (packet type and flags) as soon as it is present.
-pub fn peek_packet_size(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
-    Ok(fixed_header(buf)?.map(|(header_len, remaining)| header_len + remaining))
+pub fn peek_packet_size(
+    buf: &[u8],
+    version: ProtocolVersion,
+) -> Result<Option<usize>, DecodeError> {
+    Ok(fixed_header(buf, version)?.map(|(header_len, remaining)| header_len + remaining))
 }
 
 /// Whether `buf` starts with a whole PUBLISH, before it is decoded: a rate limit on PUBLISH
 /// packets decides with it whether to handle the next packet now or to wait.
 pub fn starts_with_whole_publish(buf: &[u8]) -> bool {
     buf.first().is_some_and(|&first| first >> 4 == 3)
-        && matches!(peek_packet_size(buf), Ok(Some(size)) if size <= buf.len())
+        // The version changes nothing in PUBLISH's fixed header.
+        && matches!(peek_packet_size(buf, ProtocolVersion::V311), Ok(Some(size)) if size <= buf.len())
 }
 
 /// Parses the fixed header: `(header length, remaining length)`, or `None` if incomplete.
-fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
+fn fixed_header(
+    buf: &[u8],
+    version: ProtocolVersion,
+) -> Result<Option<(usize, usize)>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
-    check_first_byte(first)?;
+    check_first_byte(first, version)?;
     let mut remaining = 0usize;
     for (i, &byte) in buf.iter().skip(1).take(4).enumerate() {
         remaining |= usize::from(byte & 0x7F) << (7 * i);
@@ -185,16 +285,18 @@ fn kind_name(packet_type: u8) -> &'static str {
         12 => "PINGREQ",
         13 => "PINGRESP",
         14 => "DISCONNECT",
+        15 => "AUTH",
         _ => "reserved",
     }
 }
 
 /// Validates packet type and fixed header flags of the first byte.
-fn check_first_byte(first: u8) -> Result<(), DecodeError> {
+fn check_first_byte(first: u8, version: ProtocolVersion) -> Result<(), DecodeError> {
     let packet_type = first >> 4;
     let flags = first & 0x0F;
     let expected = match packet_type {
-        0 | 15 => return Err(DecodeError::UnknownPacketType(packet_type)),
+        0 => return Err(DecodeError::UnknownPacketType(packet_type)),
+        15 if !version.is_v5() => return Err(DecodeError::UnknownPacketType(packet_type)),
         3 => {
             let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
             if qos == QoS::AtMostOnce && flags & 0b1000 != 0 {
@@ -216,27 +318,107 @@ fn check_first_byte(first: u8) -> Result<(), DecodeError> {
 }
 
 /// Parses a packet body; the first byte has already been checked.
-fn parse(first: u8, body: Bytes) -> Result<Packet, DecodeError> {
+fn parse(first: u8, body: Bytes, version: ProtocolVersion) -> Result<Packet, DecodeError> {
     let mut r = Reader(body);
+    let v5 = version.is_v5();
     let packet = match first >> 4 {
         1 => Packet::Connect(parse_connect(&mut r)?),
-        2 => Packet::ConnAck(parse_connack(&mut r)?),
-        3 => Packet::Publish(parse_publish(first, &mut r)?),
-        4 => Packet::PubAck(r.u16()?),
-        5 => Packet::PubRec(r.u16()?),
-        6 => Packet::PubRel(r.u16()?),
-        7 => Packet::PubComp(r.u16()?),
-        8 => Packet::Subscribe(parse_subscribe(&mut r)?),
-        9 => Packet::SubAck(parse_suback(&mut r)?),
-        10 => Packet::Unsubscribe(parse_unsubscribe(&mut r)?),
-        11 => Packet::UnsubAck(r.u16()?),
+        2 => Packet::ConnAck(parse_connack(&mut r, v5)?),
+        3 => Packet::Publish(parse_publish(first, &mut r, v5)?),
+        4 => Packet::PubAck(parse_ack(
+            &mut r,
+            v5,
+            PropertyContext::PubAck,
+            reason::PUBACK,
+        )?),
+        5 => Packet::PubRec(parse_ack(
+            &mut r,
+            v5,
+            PropertyContext::PubRec,
+            reason::PUBACK,
+        )?),
+        6 => Packet::PubRel(parse_ack(
+            &mut r,
+            v5,
+            PropertyContext::PubRel,
+            reason::PUBREL,
+        )?),
+        7 => Packet::PubComp(parse_ack(
+            &mut r,
+            v5,
+            PropertyContext::PubComp,
+            reason::PUBREL,
+        )?),
+        8 => Packet::Subscribe(parse_subscribe(&mut r, v5)?),
+        9 => Packet::SubAck(parse_suback(&mut r, v5)?),
+        10 => Packet::Unsubscribe(parse_unsubscribe(&mut r, v5)?),
+        11 => Packet::UnsubAck(parse_unsuback(&mut r, v5)?),
         12 => Packet::PingReq,
         13 => Packet::PingResp,
-        14 => Packet::Disconnect,
+        14 => {
+            let (reason, properties) =
+                parse_reason_tail(&mut r, v5, PropertyContext::Disconnect, reason::DISCONNECT)?;
+            Packet::Disconnect(Disconnect { reason, properties })
+        }
+        // The fixed header check lets AUTH through for MQTT 5.0 only.
+        15 => {
+            let (reason, properties) =
+                parse_reason_tail(&mut r, v5, PropertyContext::Auth, reason::AUTH)?;
+            Packet::Auth(Auth { reason, properties })
+        }
         other => return Err(DecodeError::UnknownPacketType(other)),
     };
     r.finish()?;
     Ok(packet)
+}
+
+/// A reason code of `ctx`'s packet, checked against the packet's list.
+fn reason_code(
+    code: u8,
+    ctx: PropertyContext,
+    allowed: &[ReasonCode],
+) -> Result<ReasonCode, DecodeError> {
+    ReasonCode::from_u8(code)
+        .filter(|c| allowed.contains(c))
+        .ok_or_else(|| DecodeError::InvalidReasonCode {
+            packet: ctx.name(),
+            code,
+        })
+}
+
+/// The optional reason code and properties that end PUBACK…PUBCOMP, DISCONNECT and AUTH in
+/// MQTT 5.0: absent means success, and properties may be left out after the code.
+fn parse_reason_tail(
+    r: &mut Reader,
+    v5: bool,
+    ctx: PropertyContext,
+    allowed: &[ReasonCode],
+) -> Result<(ReasonCode, Properties), DecodeError> {
+    if !v5 || r.is_empty() {
+        return Ok((ReasonCode::Success, Properties::default()));
+    }
+    let code = reason_code(r.u8()?, ctx, allowed)?;
+    let properties = if r.is_empty() {
+        Properties::default()
+    } else {
+        Properties::read(r, ctx)?
+    };
+    Ok((code, properties))
+}
+
+fn parse_ack(
+    r: &mut Reader,
+    v5: bool,
+    ctx: PropertyContext,
+    allowed: &[ReasonCode],
+) -> Result<Ack, DecodeError> {
+    let packet_id = r.u16()?;
+    let (reason, properties) = parse_reason_tail(r, v5, ctx, allowed)?;
+    Ok(Ack {
+        packet_id,
+        reason,
+        properties,
+    })
 }
 
 fn parse_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
@@ -244,6 +426,7 @@ fn parse_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     let level = r.u8()?;
     let protocol = match &name[..] {
         b"MQTT" if level == 4 => ProtocolVersion::V311,
+        b"MQTT" if level == 5 => ProtocolVersion::V5,
         b"MQIsdp" if level == 3 => ProtocolVersion::V31,
         b"MQTT" | b"MQIsdp" => return Err(DecodeError::UnsupportedProtocolLevel(level)),
         _ => {
@@ -252,6 +435,7 @@ fn parse_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
             ))
         }
     };
+    let v5 = protocol.is_v5();
     let flags = r.u8()?;
     if flags & 0b0000_0001 != 0 {
         return Err(DecodeError::ReservedConnectFlag);
@@ -265,12 +449,23 @@ fn parse_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
     if !will_flag && (will_qos != QoS::AtMostOnce || will_retain) {
         return Err(DecodeError::InvalidWillFlags);
     }
-    if has_password && !has_username {
+    // MQTT 5.0 allows a password without a user name (3.1.2.9).
+    if has_password && !has_username && !v5 {
         return Err(DecodeError::PasswordWithoutUsername);
     }
     let keep_alive = r.u16()?;
+    let properties = if v5 {
+        Properties::read(r, PropertyContext::Connect)?
+    } else {
+        Properties::default()
+    };
     let client_id = r.string()?;
     let will = if will_flag {
+        let properties = if v5 {
+            Properties::read(r, PropertyContext::Will)?
+        } else {
+            Properties::default()
+        };
         let topic = r.topic_name()?;
         let payload = r.binary()?;
         Some(LastWill {
@@ -278,6 +473,7 @@ fn parse_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
             payload,
             qos: will_qos,
             retain: will_retain,
+            properties,
         })
     } else {
         None
@@ -300,30 +496,50 @@ fn parse_connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         will,
         username,
         password,
+        properties,
     })
 }
 
-fn parse_connack(r: &mut Reader) -> Result<ConnAck, DecodeError> {
+fn parse_connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
     let flags = r.u8()?;
     if flags & !1 != 0 {
         return Err(DecodeError::InvalidConnAckFlags(flags));
     }
     let code = r.u8()?;
-    let code = ConnectReturnCode::from_u8(code).ok_or(DecodeError::InvalidConnAckCode(code))?;
+    let (code, properties) = if v5 {
+        let code = reason_code(code, PropertyContext::ConnAck, reason::CONNACK)?;
+        (code, Properties::read(r, PropertyContext::ConnAck)?)
+    } else {
+        let code = ConnectReturnCode::from_u8(code).ok_or(DecodeError::InvalidConnAckCode(code))?;
+        (code.into(), Properties::default())
+    };
     Ok(ConnAck {
         session_present: flags & 1 != 0,
         code,
+        properties,
     })
 }
 
-fn parse_publish(first: u8, r: &mut Reader) -> Result<Publish, DecodeError> {
+fn parse_publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> {
     let qos = QoS::from_u8((first >> 1) & 0b11).ok_or(DecodeError::InvalidQoS)?;
-    let topic = r.topic_name()?;
+    let topic = if v5 {
+        r.topic_name_or_empty()?
+    } else {
+        r.topic_name()?
+    };
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
         r.packet_id()?
     };
+    let properties = if v5 {
+        Properties::read(r, PropertyContext::Publish)?
+    } else {
+        Properties::default()
+    };
+    if topic.is_empty() && properties.topic_alias.is_none() {
+        return Err(DecodeError::EmptyTopicWithoutAlias);
+    }
     Ok(Publish {
         dup: first & 0b1000 != 0,
         qos,
@@ -331,34 +547,73 @@ fn parse_publish(first: u8, r: &mut Reader) -> Result<Publish, DecodeError> {
         topic,
         packet_id,
         payload: r.rest(),
+        properties,
     })
 }
 
-fn parse_subscribe(r: &mut Reader) -> Result<Subscribe, DecodeError> {
+/// The options byte of a SUBSCRIBE filter: the requested QoS alone before MQTT 5.0.
+fn filter_options(byte: u8, v5: bool) -> Result<FilterOptions, DecodeError> {
+    if !v5 {
+        if byte & 0b1111_1100 != 0 {
+            return Err(DecodeError::SubscribeReservedBits(byte));
+        }
+        return QoS::from_u8(byte)
+            .map(FilterOptions::from)
+            .ok_or(DecodeError::InvalidQoS);
+    }
+    if byte & 0b1100_0000 != 0 {
+        return Err(DecodeError::SubscriptionOptionsReservedBits(byte));
+    }
+    let retain_handling = match (byte >> 4) & 0b11 {
+        0 => RetainHandling::OnSubscribe,
+        1 => RetainHandling::OnNewSubscription,
+        2 => RetainHandling::Never,
+        _ => return Err(DecodeError::InvalidRetainHandling),
+    };
+    Ok(FilterOptions {
+        qos: QoS::from_u8(byte & 0b11).ok_or(DecodeError::InvalidQoS)?,
+        no_local: byte & 0b0100 != 0,
+        retain_as_published: byte & 0b1000 != 0,
+        retain_handling,
+    })
+}
+
+fn parse_subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     let packet_id = r.packet_id()?;
+    let properties = if v5 {
+        Properties::read(r, PropertyContext::Subscribe)?
+    } else {
+        Properties::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
-        let requested = r.u8()?;
-        if requested & 0b1111_1100 != 0 {
-            return Err(DecodeError::SubscribeReservedBits(requested));
-        }
-        let qos = QoS::from_u8(requested).ok_or(DecodeError::InvalidQoS)?;
-        filters.push((filter, qos));
+        filters.push((filter, filter_options(r.u8()?, v5)?));
     }
     if filters.is_empty() {
         return Err(DecodeError::EmptySubscribe);
     }
-    Ok(Subscribe { packet_id, filters })
+    Ok(Subscribe {
+        packet_id,
+        filters,
+        properties,
+    })
 }
 
-fn parse_suback(r: &mut Reader) -> Result<SubAck, DecodeError> {
+fn parse_suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
     let packet_id = r.u16()?;
+    let properties = if v5 {
+        Properties::read(r, PropertyContext::SubAck)?
+    } else {
+        Properties::default()
+    };
     let codes = r
         .rest()
         .iter()
         .map(|&code| match code {
             0x80 => Ok(SubAckCode::Failure),
+            _ if v5 => reason_code(code, PropertyContext::SubAck, reason::SUBACK)
+                .map(|c| QoS::from_u8(code).map_or(SubAckCode::Refused(c), SubAckCode::Granted)),
             _ => QoS::from_u8(code)
                 .map(SubAckCode::Granted)
                 .ok_or(DecodeError::InvalidSubAckCode(code)),
@@ -367,11 +622,20 @@ fn parse_suback(r: &mut Reader) -> Result<SubAck, DecodeError> {
     if codes.is_empty() {
         return Err(DecodeError::EmptySubAck);
     }
-    Ok(SubAck { packet_id, codes })
+    Ok(SubAck {
+        packet_id,
+        codes,
+        properties,
+    })
 }
 
-fn parse_unsubscribe(r: &mut Reader) -> Result<Unsubscribe, DecodeError> {
+fn parse_unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
     let packet_id = r.packet_id()?;
+    let properties = if v5 {
+        Properties::read(r, PropertyContext::Unsubscribe)?
+    } else {
+        Properties::default()
+    };
     let mut filters = Vec::new();
     while !r.is_empty() {
         filters.push(r.string()?);
@@ -379,7 +643,32 @@ fn parse_unsubscribe(r: &mut Reader) -> Result<Unsubscribe, DecodeError> {
     if filters.is_empty() {
         return Err(DecodeError::EmptyUnsubscribe);
     }
-    Ok(Unsubscribe { packet_id, filters })
+    Ok(Unsubscribe {
+        packet_id,
+        filters,
+        properties,
+    })
+}
+
+fn parse_unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck, DecodeError> {
+    let packet_id = r.u16()?;
+    if !v5 {
+        return Ok(UnsubAck::new(packet_id));
+    }
+    let properties = Properties::read(r, PropertyContext::UnsubAck)?;
+    let reasons = r
+        .rest()
+        .iter()
+        .map(|&code| reason_code(code, PropertyContext::UnsubAck, reason::UNSUBACK))
+        .collect::<Result<Vec<_>, _>>()?;
+    if reasons.is_empty() {
+        return Err(DecodeError::EmptyUnsubAck);
+    }
+    Ok(UnsubAck {
+        packet_id,
+        reasons,
+        properties,
+    })
 }
 
 /// Checks an MQTT string: valid UTF-8 without U+0000.
@@ -392,25 +681,55 @@ fn check_str(bytes: &[u8]) -> Result<&str, DecodeError> {
 }
 
 /// A cursor over a packet body; every read checks the length first.
-struct Reader(Bytes);
+pub(super) struct Reader(Bytes);
 
 impl Reader {
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    /// Bytes left.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Splits the next `len` bytes off into their own reader; `len` is at most [`Self::len`].
+    pub(super) fn sub(&mut self, len: usize) -> Self {
+        Self(self.0.split_to(len.min(self.0.len())))
+    }
+
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
         if self.0.is_empty() {
             return Err(DecodeError::Truncated);
         }
         Ok(self.0.get_u8())
     }
 
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(super) fn u16(&mut self) -> Result<u16, DecodeError> {
         if self.0.len() < 2 {
             return Err(DecodeError::Truncated);
         }
         Ok(self.0.get_u16())
+    }
+
+    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
+        if self.0.len() < 4 {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(self.0.get_u32())
+    }
+
+    /// A variable byte integer (MQTT 5.0 1.5.5): at most 4 bytes, at most 268,435,455.
+    pub(super) fn varint(&mut self) -> Result<usize, DecodeError> {
+        let mut value = 0usize;
+        for i in 0..4 {
+            let byte = self.u8()?;
+            value |= usize::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::MalformedVariableByteInteger)
     }
 
     fn packet_id(&mut self) -> Result<u16, DecodeError> {
@@ -421,7 +740,7 @@ impl Reader {
     }
 
     /// A 2-byte length followed by that many bytes, as a slice of the frame.
-    fn binary(&mut self) -> Result<Bytes, DecodeError> {
+    pub(super) fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let len = usize::from(self.u16()?);
         if self.0.len() < len {
             return Err(DecodeError::Truncated);
@@ -434,11 +753,26 @@ impl Reader {
         check_str(&bytes).map(str::to_owned)
     }
 
+    /// A string shared as `Arc<str>` (a property value).
+    pub(super) fn arc_str(&mut self) -> Result<Arc<str>, DecodeError> {
+        let bytes = self.binary()?;
+        check_str(&bytes).map(Arc::from)
+    }
+
     /// A topic name: non-empty, no wildcards.
     fn topic_name(&mut self) -> Result<Arc<str>, DecodeError> {
+        let topic = self.topic_name_or_empty()?;
+        if topic.is_empty() {
+            return Err(DecodeError::InvalidTopicName);
+        }
+        Ok(topic)
+    }
+
+    /// A topic name or nothing (MQTT 5.0 PUBLISH with a topic alias): no wildcards.
+    fn topic_name_or_empty(&mut self) -> Result<Arc<str>, DecodeError> {
         let bytes = self.binary()?;
         let topic = check_str(&bytes)?;
-        if topic.is_empty() || topic.contains(['+', '#']) {
+        if topic.contains(['+', '#']) {
             return Err(DecodeError::InvalidTopicName);
         }
         Ok(Arc::from(topic))

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use super::packet::RetainHandling;
 use super::packet::{LastWill, Publish, QoS};
 
 /// MQTT 5 message properties that travel with a message from publisher to subscribers.
@@ -86,18 +87,6 @@ impl Message {
     pub fn cost(&self) -> usize {
         self.topic.len() + self.payload.len()
     }
-}
-
-/// What `retain handling` in a subscription asks for (MQTT 5; 3.1.1 is always `OnSubscribe`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RetainHandling {
-    /// Send retained messages at every subscribe.
-    #[default]
-    OnSubscribe,
-    /// Send retained messages only if the subscription is new.
-    OnNewSubscription,
-    /// Never send retained messages for this subscription.
-    Never,
 }
 
 /// The options a subscription was made with.

@@ -7,5 +7,7 @@ pub mod decode;
 pub mod encode;
 pub mod message;
 pub mod packet;
+pub mod properties;
+pub mod reason;
 pub mod session;
 pub mod topic;

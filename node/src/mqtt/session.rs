@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::message::{Delivery, Message, SubscriptionOptions};
-use super::packet::{Packet, Publish, QoS};
+use super::packet::{Ack, Packet, Publish, QoS};
 
 /// The bounds of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,7 +463,7 @@ impl Session {
         self.inflight
             .iter()
             .map(|i| match i.state {
-                DeliveryState::WaitPubComp(id) => Packet::PubRel(id),
+                DeliveryState::WaitPubComp(id) => Packet::PubRel(Ack::new(id)),
                 _ => Packet::Publish(publish_of(&i.delivery, i.packet_id, true)),
             })
             .collect()
@@ -511,6 +511,7 @@ fn publish_of(delivery: &Delivery, packet_id: u16, dup: bool) -> Publish {
         topic: delivery.message.topic.clone(),
         packet_id,
         payload: delivery.message.payload.clone(),
+        properties: Default::default(),
     }
 }
 
@@ -600,7 +601,7 @@ mod tests {
         // Reconnect now: x is past PUBREC, so PUBREL is resent; y is resent with DUP.
         let resend = s.resend_on_resume();
         assert_eq!(resend.len(), 2);
-        assert_eq!(resend[0], Packet::PubRel(x.packet_id));
+        assert_eq!(resend[0], Packet::PubRel(Ack::new(x.packet_id)));
         match &resend[1] {
             Packet::Publish(p) => {
                 assert!(p.dup);
@@ -780,7 +781,7 @@ mod tests {
         ];
         let mut s = Session::restore(limits(), vec![], restored, vec![3]);
         assert!(s.is_persistent());
-        assert_eq!(s.resend_on_resume(), vec![Packet::PubRel(77)]);
+        assert_eq!(s.resend_on_resume(), vec![Packet::PubRel(Ack::new(77))]);
         assert!(
             !s.receive_qos2(3),
             "QoS 2 id 3 was pending before the restart"

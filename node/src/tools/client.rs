@@ -117,6 +117,7 @@ pub async fn connect(
         will: None,
         username: None,
         password: None,
+        properties: Default::default(),
     };
     connect_with(addr, tls, connect).await
 }
@@ -146,7 +147,7 @@ pub async fn connect_on(
         }
         Packet::ConnAck(a) => Err(io::Error::other(format!(
             "connection refused: {:?}",
-            a.code
+            a.code.connect_return_code()
         ))),
         other => Err(io::Error::other(format!(
             "expected CONNACK, got {}",
@@ -171,14 +172,15 @@ impl ClientReader {
     /// The next packet already read, without waiting for more bytes: lets a caller answer a
     /// whole read's worth of packets with one write.
     pub fn try_next(&mut self) -> io::Result<Option<Packet>> {
-        decode(&mut self.buf, MAX_PACKET).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        decode(&mut self.buf, MAX_PACKET, ProtocolVersion::V311)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 
 impl ClientWriter {
     /// Buffers a packet.
     pub fn push(&mut self, packet: &Packet) {
-        encode(packet, &mut self.buf);
+        encode(packet, ProtocolVersion::V311, &mut self.buf);
     }
 
     /// Bytes buffered and not yet written.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::mqtt::packet::{Connect, Packet, Publish, QoS, SubAckCode, Subscribe};
+use crate::mqtt::packet::{Ack, Connect, Disconnect, Packet, Publish, QoS, SubAckCode, Subscribe};
 use crate::tools::client::{connect_with, ClientReader, ClientWriter, TlsClient};
 
 /// Where and how to connect.
@@ -42,7 +42,8 @@ pub async fn subscribe(s: Session, o: SubOptions, out: &mut dyn io::Write) -> io
     let (mut r, mut w, _) = connect_with(s.addr, s.tls.as_ref(), s.connect).await?;
     w.push(&Packet::Subscribe(Subscribe {
         packet_id: 1,
-        filters: o.topics.iter().map(|t| (t.clone(), o.qos)).collect(),
+        filters: o.topics.iter().map(|t| (t.clone(), o.qos.into())).collect(),
+        properties: Default::default(),
     }));
     w.flush().await?;
     let ping_every = Duration::from_secs(u64::from(keep_alive.max(1)));
@@ -73,11 +74,11 @@ pub async fn subscribe(s: Session, o: SubOptions, out: &mut dyn io::Write) -> io
                 out.flush()?;
                 match p.qos {
                     QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => w.push(&Packet::PubAck(p.packet_id)),
-                    QoS::ExactlyOnce => w.push(&Packet::PubRec(p.packet_id)),
+                    QoS::AtLeastOnce => w.push(&Packet::PubAck(Ack::new(p.packet_id))),
+                    QoS::ExactlyOnce => w.push(&Packet::PubRec(Ack::new(p.packet_id))),
                 }
             }
-            Packet::PubRel(id) => w.push(&Packet::PubComp(id)),
+            Packet::PubRel(Ack { packet_id: id, .. }) => w.push(&Packet::PubComp(Ack::new(id))),
             Packet::SubAck(a) if a.codes.contains(&SubAckCode::Failure) => {
                 return Err(io::Error::other("the broker refused a subscription"));
             }
@@ -85,7 +86,7 @@ pub async fn subscribe(s: Session, o: SubOptions, out: &mut dyn io::Write) -> io
         }
         w.flush().await?;
     }
-    w.push(&Packet::Disconnect);
+    w.push(&Packet::Disconnect(Disconnect::default()));
     let _ = w.flush().await;
     Ok(received)
 }
@@ -121,6 +122,7 @@ pub async fn publish(s: Session, o: PubOptions) -> io::Result<u64> {
             topic: topic.clone(),
             packet_id,
             payload,
+            properties: Default::default(),
         }));
         w.flush().await?;
         if o.qos != QoS::AtMostOnce {
@@ -128,7 +130,7 @@ pub async fn publish(s: Session, o: PubOptions) -> io::Result<u64> {
         }
         sent += 1;
     }
-    w.push(&Packet::Disconnect);
+    w.push(&Packet::Disconnect(Disconnect::default()));
     w.flush().await?;
     Ok(sent)
 }
@@ -141,9 +143,14 @@ async fn acknowledged(
 ) -> io::Result<()> {
     loop {
         match r.next().await? {
-            Packet::PubAck(id) | Packet::PubComp(id) if id == packet_id => return Ok(()),
-            Packet::PubRec(id) => {
-                w.push(&Packet::PubRel(id));
+            Packet::PubAck(Ack { packet_id: id, .. })
+            | Packet::PubComp(Ack { packet_id: id, .. })
+                if id == packet_id =>
+            {
+                return Ok(())
+            }
+            Packet::PubRec(Ack { packet_id: id, .. }) => {
+                w.push(&Packet::PubRel(Ack::new(id)));
                 w.flush().await?;
             }
             _ => {}

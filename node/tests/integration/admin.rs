@@ -109,10 +109,11 @@ fn connack_code(
             will: None,
             username: user.map(str::to_owned),
             password: password.map(|p| Bytes::copy_from_slice(p.as_bytes())),
+            properties: Default::default(),
         }),
     );
     match raw.read_packet(WAIT) {
-        Some(Packet::ConnAck(ConnAck { code, .. })) => (code, raw),
+        Some(Packet::ConnAck(ConnAck { code, .. })) => (code.connect_return_code(), raw),
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fubar::mqtt::decode::decode;
-use fubar::mqtt::packet::Packet;
+use fubar::mqtt::packet::{Packet, ProtocolVersion};
 
 /// Every log class, so tests can wait for the events they expect.
 const ALL_CLASSES: &str = "access,protocol,resource,warning,error,info,trace";
@@ -298,7 +298,7 @@ impl RawClient {
     pub fn read_packet(&mut self, timeout: Duration) -> Option<Packet> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(p)) = decode(&mut self.buf, 1 << 28) {
+            if let Ok(Some(p)) = decode(&mut self.buf, 1 << 28, ProtocolVersion::V311) {
                 return Some(p);
             }
             let left = deadline.checked_duration_since(Instant::now())?;

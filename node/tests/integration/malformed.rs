@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use fubar::mqtt::packet::{ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubAckCode};
+use fubar::mqtt::packet::{Ack, ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubAckCode};
 
 use crate::common::{connect_v311, Broker, RawClient};
 
@@ -432,7 +432,8 @@ fn mqtt_31_works_end_to_end() {
             ack,
             ConnAck {
                 session_present: false,
-                code: ConnectReturnCode::Accepted
+                code: ConnectReturnCode::Accepted.into(),
+                properties: Default::default(),
             }
         ),
         other => panic!("expected CONNACK, got {other:?}"),
@@ -446,7 +447,8 @@ fn mqtt_31_works_end_to_end() {
             ack,
             SubAck {
                 packet_id: 3,
-                codes: vec![SubAckCode::Granted(QoS::AtLeastOnce)]
+                codes: vec![SubAckCode::Granted(QoS::AtLeastOnce)],
+                properties: Default::default(),
             }
         ),
         other => panic!("expected SUBACK, got {other:?}"),
@@ -457,7 +459,7 @@ fn mqtt_31_works_end_to_end() {
     expect_connack(&broker, &mut publisher, ConnectReturnCode::Accepted);
     publisher.send(&publish(0x32, b"t/31", Some(7), b"hello 3.1"));
     match expect_packet(&broker, &mut publisher, "PUBACK") {
-        Packet::PubAck(7) => {}
+        Packet::PubAck(Ack { packet_id: 7, .. }) => {}
         other => panic!("expected PUBACK 7, got {other:?}"),
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fubar::mqtt::encode::encode;
-use fubar::mqtt::packet::{ConnectReturnCode, Packet, Publish, QoS};
+use fubar::mqtt::packet::{ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS};
 
 use crate::common::{connect_v311, Broker, RawClient};
 use crate::conformance::support::{raw_connect, raw_subscribe, read, send_packet, wait_log};
@@ -197,8 +197,9 @@ fn a_client_over_max_messages_per_sec_is_slowed_down_and_loses_nothing() {
             topic: Arc::from("flood/t"),
             packet_id: 0,
             payload: Bytes::from(i.to_string()),
+            properties: Default::default(),
         };
-        encode(&Packet::Publish(publish), &mut burst);
+        encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut burst);
     }
     publisher.send(&burst);
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fubar::mqtt::packet::{
-    Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish as RawPublish, QoS as RawQoS,
+    Ack, Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish as RawPublish, QoS as RawQoS,
 };
 use rumqttc::{MqttOptions, QoS};
 
@@ -302,6 +302,7 @@ fn raw_persistent(broker: &Broker, id: &str) -> RawClient {
             will: None,
             username: None,
             password: None,
+            properties: Default::default(),
         }),
     );
     match read(&mut raw) {
@@ -326,19 +327,20 @@ fn a_qos2_message_received_before_kill9_is_not_delivered_twice_when_resent() {
             topic: "q2/t".into(),
             packet_id: 7,
             payload: Bytes::from_static(b"exactly once"),
+            properties: Default::default(),
         })
     };
     let mut raw = raw_persistent(&broker, "q2-pub");
     send_packet(&mut raw, &publish(false));
-    assert_eq!(read(&mut raw), Packet::PubRec(7));
+    assert_eq!(read(&mut raw), Packet::PubRec(Ack::new(7)));
     // The broker dies before the PUBREL: the publisher must send the PUBLISH again.
     broker.kill9();
     let broker = Broker::start_in(dir.path(), &[], "");
     let mut raw = raw_persistent(&broker, "q2-pub");
     send_packet(&mut raw, &publish(true));
-    assert_eq!(read(&mut raw), Packet::PubRec(7));
-    send_packet(&mut raw, &Packet::PubRel(7));
-    assert_eq!(read(&mut raw), Packet::PubComp(7));
+    assert_eq!(read(&mut raw), Packet::PubRec(Ack::new(7)));
+    send_packet(&mut raw, &Packet::PubRel(Ack::new(7)));
+    assert_eq!(read(&mut raw), Packet::PubComp(Ack::new(7)));
     let mut sub = Mqtt::connect_with(persistent(&broker, "once"));
     let mut publisher = Mqtt::connect(&broker, "pub");
     publisher.publish_acked("q2/t", QoS::AtLeastOnce, false, b"marker");

@@ -14,8 +14,7 @@ use bytes::{Bytes, BytesMut};
 use fubar::mqtt::decode::decode;
 use fubar::mqtt::encode::encode;
 use fubar::mqtt::packet::{
-    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS, SubAckCode,
-    Subscribe,
+    Ack, ConnAck, Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubAckCode, Subscribe,
 };
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
@@ -253,11 +252,12 @@ impl TlsMqtt {
             will: None,
             username: None,
             password: None,
+            properties: Default::default(),
         }))
         .map_err(|e| format!("CONNECT: {e}"))?;
         match c.read() {
             Ok(Packet::ConnAck(ConnAck {
-                code: ConnectReturnCode::Accepted,
+                code: ReasonCode::Success,
                 ..
             })) => Ok(c),
             other => Err(format!("CONNACK: {other:?}")),
@@ -270,7 +270,7 @@ impl TlsMqtt {
 
     fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
         let mut out = BytesMut::new();
-        encode(packet, &mut out);
+        encode(packet, ProtocolVersion::V311, &mut out);
         self.stream.write_all(&out)?;
         self.stream.flush()
     }
@@ -278,7 +278,9 @@ impl TlsMqtt {
     /// The next packet; an error if the connection closed or nothing came within `T`.
     fn read(&mut self) -> Result<Packet, String> {
         loop {
-            if let Some(p) = decode(&mut self.buf, 1 << 20).map_err(|e| format!("{e:?}"))? {
+            if let Some(p) = decode(&mut self.buf, 1 << 20, ProtocolVersion::V311)
+                .map_err(|e| format!("{e:?}"))?
+            {
                 return Ok(p);
             }
             let mut chunk = [0u8; 4096];
@@ -300,7 +302,8 @@ impl TlsMqtt {
         let packet_id = self.id();
         self.send(&Packet::Subscribe(Subscribe {
             packet_id,
-            filters: vec![(filter.to_owned(), QoS::AtLeastOnce)],
+            filters: vec![(filter.to_owned(), QoS::AtLeastOnce.into())],
+            properties: Default::default(),
         }))
         .expect("SUBSCRIBE");
         match self.read() {
@@ -319,12 +322,13 @@ impl TlsMqtt {
             topic: topic.into(),
             packet_id,
             payload: Bytes::copy_from_slice(payload.as_bytes()),
+            properties: Default::default(),
         }))
         .expect("PUBLISH");
         let mut got = Vec::new();
         loop {
             match self.read() {
-                Ok(Packet::PubAck(id)) if id == packet_id => return got,
+                Ok(Packet::PubAck(Ack { packet_id: id, .. })) if id == packet_id => return got,
                 Ok(Packet::Publish(p)) => got.push(self.ack(p)),
                 other => panic!("expected PUBACK {packet_id}, got {other:?}"),
             }
@@ -333,7 +337,8 @@ impl TlsMqtt {
 
     fn ack(&mut self, p: Publish) -> (String, String) {
         if p.qos == QoS::AtLeastOnce {
-            self.send(&Packet::PubAck(p.packet_id)).expect("PUBACK");
+            self.send(&Packet::PubAck(Ack::new(p.packet_id)))
+                .expect("PUBACK");
         }
         (p.topic.to_string(), text(&p.payload))
     }

@@ -14,8 +14,8 @@ use super::{Client, Connection};
 use crate::mqtt::connection::CloseReason;
 use crate::mqtt::message::{Delivery, Message, SubscriptionOptions, TraceMark};
 use crate::mqtt::packet::{
-    ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS, SubAck, SubAckCode,
-    Subscribe, Unsubscribe,
+    Ack, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS, SubAck,
+    SubAckCode, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::mqtt::topic;
 
@@ -30,26 +30,26 @@ where
                 self.handle_publish(p);
                 Ok(())
             }
-            Packet::PubAck(id) => {
+            Packet::PubAck(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.handle_puback(id));
                 self.note_unknown_ack("PUBACK", id, known);
                 Ok(())
             }
-            Packet::PubRec(id) => {
+            Packet::PubRec(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.handle_pubrec(id));
                 self.note_unknown_ack("PUBREC", id, known);
-                self.send(&Packet::PubRel(id));
+                self.send(&Packet::PubRel(Ack::new(id)));
                 Ok(())
             }
-            Packet::PubComp(id) => {
+            Packet::PubComp(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.handle_pubcomp(id));
                 self.note_unknown_ack("PUBCOMP", id, known);
                 Ok(())
             }
-            Packet::PubRel(id) => {
+            Packet::PubRel(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.release_qos2(id));
                 self.note_unknown_ack("PUBREL", id, known);
-                self.send(&Packet::PubComp(id));
+                self.send(&Packet::PubComp(Ack::new(id)));
                 Ok(())
             }
             Packet::Subscribe(s) => {
@@ -64,7 +64,7 @@ where
                 self.send(&Packet::PingResp);
                 Ok(())
             }
-            Packet::Disconnect => Err(CloseReason::ClientDisconnect),
+            Packet::Disconnect(_) => Err(CloseReason::ClientDisconnect),
             // ConnectionState refuses server-to-client packets before they get here.
             other => Err(CloseReason::ProtocolError(format!(
                 "unexpected {}",
@@ -75,11 +75,8 @@ where
 
     pub(super) async fn handle_connect(&mut self, mut c: Connect) -> Result<(), CloseReason> {
         let settings = self.settings.clone();
-        let refuse = |this: &mut Self, code, why: &'static str| {
-            this.send(&Packet::ConnAck(ConnAck {
-                session_present: false,
-                code,
-            }));
+        let refuse = |this: &mut Self, code: ConnectReturnCode, why: &'static str| {
+            this.send(&Packet::ConnAck(ConnAck::new(false, code)));
             tracing::info!(target: "access", peer = %this.peer, client = %c.client_id,
                 user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol, code = code as u8,
                 "connect refused: {why}");
@@ -88,7 +85,8 @@ where
         let id_ok = match c.protocol {
             // MQTT 3.1 allows 1 to 23 characters.
             ProtocolVersion::V31 => (1..=23).contains(&c.client_id.chars().count()),
-            ProtocolVersion::V311 => {
+            // MQTT 5.0 connections are refused before they get here (`Connection::protocol`).
+            ProtocolVersion::V311 | ProtocolVersion::V5 => {
                 c.client_id.len() <= settings.mqtt.max_client_id_len
                     && (!c.client_id.is_empty() || c.clean_session)
             }
@@ -149,10 +147,10 @@ where
         tracing::info!(target: "resource", client = %client_id, clean = c.clean_session,
             "{}", if attached.session_present { "session resumed" } else { "session created" });
         let session_present = attached.session_present && c.protocol != ProtocolVersion::V31;
-        self.send(&Packet::ConnAck(ConnAck {
+        self.send(&Packet::ConnAck(ConnAck::new(
             session_present,
-            code: ConnectReturnCode::Accepted,
-        }));
+            ConnectReturnCode::Accepted,
+        )));
         self.state.on_connected(Instant::now(), c.keep_alive);
         tracing::info!(target: "access", client = %client_id, peer = %self.peer,
             user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
@@ -192,8 +190,8 @@ where
         };
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(p.packet_id), ticket),
-            QoS::ExactlyOnce => self.acknowledge(Packet::PubRec(p.packet_id), ticket),
+            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(Ack::new(p.packet_id)), ticket),
+            QoS::ExactlyOnce => self.acknowledge(Packet::PubRec(Ack::new(p.packet_id)), ticket),
         }
     }
 
@@ -239,7 +237,8 @@ where
         let handle = client.handle.clone();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut granted = Vec::new();
-        for (filter, qos) in &s.filters {
+        for (filter, requested) in &s.filters {
+            let qos = &requested.qos;
             if !topic::is_valid_subscription(filter) {
                 codes.push(SubAckCode::Failure);
                 tracing::info!(target: "protocol", client = %handle.client_id, filter, "invalid topic filter refused");
@@ -259,6 +258,7 @@ where
         self.send(&Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             codes,
+            properties: Default::default(),
         }));
         // Retained messages follow the SUBACK, flagged as retained (MQTT-3.3.1-8).
         for (filter, qos) in granted {
@@ -284,7 +284,7 @@ where
                 }
             }
         }
-        self.send(&Packet::UnsubAck(u.packet_id));
+        self.send(&Packet::UnsubAck(UnsubAck::new(u.packet_id)));
     }
 
     fn note_unknown_ack(&self, kind: &str, packet_id: u16, known: bool) {

@@ -69,6 +69,9 @@ struct Connection<R, W> {
     /// Room made in `rbuf` before the next read (between `MIN_READ` and `MAX_READ`).
     read_chunk: usize,
     wbuf: BytesMut,
+    /// The protocol version packets are decoded and encoded with: 3.1.1 until a CONNECT names
+    /// its own.
+    protocol: ProtocolVersion,
     state: ConnectionState,
     client: Option<Client>,
     /// The client id of a CONNECT being handled (`client` is set only once it is accepted),
@@ -122,6 +125,7 @@ pub(crate) async fn serve<R, W>(
         rbuf: BytesMut::new(),
         read_chunk: MIN_READ,
         wbuf: BytesMut::new(),
+        protocol: ProtocolVersion::V311,
         client: None,
         connecting: None,
         write_blocked_since: None,
@@ -235,14 +239,23 @@ where
                 return Ok(());
             }
             let before = self.rbuf.len();
-            let packet = match decode(&mut self.rbuf, max) {
+            let packet = match decode(&mut self.rbuf, max, self.protocol) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.refuse_input(e)),
             };
             let size = before - self.rbuf.len();
-            if let (Packet::Connect(c), None) = (&packet, &self.client) {
-                self.connecting = Some(c.client_id.clone());
+            if let Packet::Connect(c) = &packet {
+                // The codec speaks MQTT 5.0, the broker not yet: a version 5 CONNECT is
+                // refused as it was when the codec did not know it (CONNACK 1, 3.1.1 form).
+                if c.protocol == ProtocolVersion::V5 {
+                    let level = c.protocol.level();
+                    return Err(self.refuse_input(DecodeError::UnsupportedProtocolLevel(level)));
+                }
+                if self.client.is_none() {
+                    self.protocol = c.protocol;
+                    self.connecting = Some(c.client_id.clone());
+                }
             }
             packet_log::received(self.client_id(), self.peer, &packet, size, self.traced());
             self.state.on_packet(Instant::now(), &packet)?;
@@ -320,10 +333,10 @@ where
         match error {
             DecodeError::PacketTooLarge { size, max } => CloseReason::PacketTooLarge { size, max },
             DecodeError::UnsupportedProtocolLevel(_) if !self.state.is_connected() => {
-                self.send(&Packet::ConnAck(ConnAck {
-                    session_present: false,
-                    code: ConnectReturnCode::UnacceptableProtocolVersion,
-                }));
+                self.send(&Packet::ConnAck(ConnAck::new(
+                    false,
+                    ConnectReturnCode::UnacceptableProtocolVersion,
+                )));
                 CloseReason::Refused("unacceptable protocol level")
             }
             other => CloseReason::ProtocolError(other.to_string()),
@@ -362,7 +375,7 @@ where
     /// Encodes a packet into the write buffer.
     fn send(&mut self, packet: &Packet) {
         let before = self.wbuf.len();
-        encode(packet, &mut self.wbuf);
+        encode(packet, self.protocol, &mut self.wbuf);
         let size = self.wbuf.len() - before;
         packet_log::sent(self.client_id(), self.peer, packet, size, self.traced());
         packet_log::bytes("out", self.peer, &self.wbuf[before..]);

@@ -302,6 +302,7 @@ async fn open_client(
         will: None,
         username: None,
         password: None,
+        properties: Default::default(),
     };
     connect_on(stream, None, connect)
         .await
@@ -317,7 +318,8 @@ async fn subscribe_to(
 ) -> Result<(ClientReader, ClientWriter), String> {
     writer.push(&Packet::Subscribe(Subscribe {
         packet_id: 1,
-        filters: vec![(filter, QoS::AtMostOnce)],
+        filters: vec![(filter, QoS::AtMostOnce.into())],
+        properties: Default::default(),
     }));
     writer.flush().await.map_err(|e| reason_of(&e))?;
     loop {
@@ -397,6 +399,7 @@ mod tests {
             topic: "dev/c0007".into(),
             packet_id: 0,
             payload: bytes::Bytes::from_static(b"hi"),
+            properties: Default::default(),
         }));
         w.flush().await.unwrap();
         let mut clients = b.clients;

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Packet, Publish, QoS, SubAckCode, Subscribe};
+use crate::mqtt::packet::{Ack, Packet, Publish, QoS, SubAckCode, Subscribe};
 use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 
 /// Bytes of publishes buffered before they are written.
@@ -293,6 +293,7 @@ async fn wait_until_routable(
         topic: o.topic.as_str().into(),
         packet_id: 0,
         payload: Bytes::from_static(READY_PROBE),
+        properties: Default::default(),
     });
     let deadline = Instant::now() + o.ready_timeout;
     while !received.iter().all(|r| r.ready.load(Ordering::Relaxed)) {
@@ -312,7 +313,7 @@ async fn wait_until_routable(
         w.flush().await?;
         tokio::time::sleep(READY_EVERY).await;
     }
-    w.push(&Packet::Disconnect);
+    w.push(&Packet::Disconnect(Default::default()));
     let _ = w.flush().await;
     Ok(())
 }
@@ -324,7 +325,8 @@ async fn subscribe(o: &FlowOptions, id: &str) -> std::io::Result<(ClientReader, 
         .map_err(|e| std::io::Error::new(e.kind(), format!("subscriber at {}: {e}", o.sub_addr)))?;
     w.push(&Packet::Subscribe(Subscribe {
         packet_id: 1,
-        filters: vec![(o.topic.clone(), o.qos)],
+        filters: vec![(o.topic.clone(), o.qos.into())],
+        properties: Default::default(),
     }));
     w.flush().await?;
     loop {
@@ -399,6 +401,7 @@ async fn publish_all(
                 topic: topic.clone(),
                 packet_id: if o.qos == QoS::AtMostOnce { 0 } else { next_id },
                 payload: payload.clone(),
+                properties: Default::default(),
             }));
             next_id = next_id.checked_add(1).unwrap_or(1);
             sent += 1;
@@ -454,8 +457,8 @@ async fn publish_all(
 fn answer(packet: Packet, w: &mut ClientWriter) -> bool {
     match packet {
         Packet::PubAck(_) | Packet::PubComp(_) => true,
-        Packet::PubRec(id) => {
-            w.push(&Packet::PubRel(id));
+        Packet::PubRec(Ack { packet_id: id, .. }) => {
+            w.push(&Packet::PubRel(Ack::new(id)));
             false
         }
         _ => false,
@@ -502,8 +505,8 @@ fn deliver(packet: Packet, w: &mut ClientWriter, counts: &Received) -> bool {
     match packet {
         Packet::Publish(p) => {
             match p.qos {
-                QoS::AtLeastOnce => w.push(&Packet::PubAck(p.packet_id)),
-                QoS::ExactlyOnce => w.push(&Packet::PubRec(p.packet_id)),
+                QoS::AtLeastOnce => w.push(&Packet::PubAck(Ack::new(p.packet_id))),
+                QoS::ExactlyOnce => w.push(&Packet::PubRec(Ack::new(p.packet_id))),
                 QoS::AtMostOnce => {}
             }
             if *p.payload == *READY_PROBE {
@@ -512,8 +515,8 @@ fn deliver(packet: Packet, w: &mut ClientWriter, counts: &Received) -> bool {
             }
             true
         }
-        Packet::PubRel(id) => {
-            w.push(&Packet::PubComp(id));
+        Packet::PubRel(Ack { packet_id: id, .. }) => {
+            w.push(&Packet::PubComp(Ack::new(id)));
             false
         }
         _ => false,

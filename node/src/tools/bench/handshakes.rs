@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::control::{BrokerUsage, BrokerWatch, Control};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::Packet;
+use crate::mqtt::packet::{Disconnect, Packet};
 use crate::tools::client::{connect, TlsClient};
 
 /// What to run.
@@ -101,7 +101,7 @@ pub async fn run(o: HandshakeOptions, control: &Control) -> HandshakeReport {
                 let id = format!("{}{i}", o.id_prefix);
                 match connect(o.addr, o.tls.as_ref(), &id, true, 60).await {
                     Ok((_r, mut w, _)) => {
-                        w.push(&Packet::Disconnect);
+                        w.push(&Packet::Disconnect(Disconnect::default()));
                         let _ = w.flush().await;
                         ok += 1;
                     }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Packet, Publish, QoS, Subscribe};
+use crate::mqtt::packet::{Ack, Packet, Publish, QoS, Subscribe};
 use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 
 /// What to run.
@@ -166,7 +166,8 @@ pub async fn run(o: LatencyOptions, control: &Control) -> std::io::Result<Latenc
     .await?;
     sw.push(&Packet::Subscribe(Subscribe {
         packet_id: 1,
-        filters: vec![(o.topic.clone(), o.qos)],
+        filters: vec![(o.topic.clone(), o.qos.into())],
+        properties: Default::default(),
     }));
     sw.flush().await?;
     while !matches!(sr.next().await?, Packet::SubAck(_)) {}
@@ -210,6 +211,7 @@ pub async fn run(o: LatencyOptions, control: &Control) -> std::io::Result<Latenc
             topic: topic.clone(),
             packet_id,
             payload: stamped_payload(epoch, o.size),
+            properties: Default::default(),
         }));
         pw.flush().await?;
         sent += 1;
@@ -219,8 +221,8 @@ pub async fn run(o: LatencyOptions, control: &Control) -> std::io::Result<Latenc
             loop {
                 match pr.next().await? {
                     Packet::PubAck(_) | Packet::PubComp(_) => break,
-                    Packet::PubRec(id) => {
-                        pw.push(&Packet::PubRel(id));
+                    Packet::PubRec(Ack { packet_id: id, .. }) => {
+                        pw.push(&Packet::PubRel(Ack::new(id)));
                         pw.flush().await?;
                     }
                     _ => {}
@@ -265,12 +267,12 @@ async fn time_deliveries(
                 }
                 received.fetch_add(1, Ordering::Relaxed);
                 match p.qos {
-                    QoS::AtLeastOnce => w.push(&Packet::PubAck(p.packet_id)),
-                    QoS::ExactlyOnce => w.push(&Packet::PubRec(p.packet_id)),
+                    QoS::AtLeastOnce => w.push(&Packet::PubAck(Ack::new(p.packet_id))),
+                    QoS::ExactlyOnce => w.push(&Packet::PubRec(Ack::new(p.packet_id))),
                     QoS::AtMostOnce => {}
                 }
             }
-            Ok(Packet::PubRel(id)) => w.push(&Packet::PubComp(id)),
+            Ok(Packet::PubRel(Ack { packet_id: id, .. })) => w.push(&Packet::PubComp(Ack::new(id))),
             Ok(_) => {}
             Err(_) => break,
         }

@@ -18,7 +18,7 @@ use super::conns::{batch_start, BatchClient, BatchOptions};
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::latency::{age_of, stamped_payload, Percentiles};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Packet, Publish, QoS, SubAckCode, Subscribe};
+use crate::mqtt::packet::{Ack, Packet, Publish, QoS, SubAckCode, Subscribe};
 use crate::tools::client::{connect, ClientReader, ClientWriter};
 
 /// What to run.
@@ -209,7 +209,8 @@ async fn subscribe(
     let filter = topic.unwrap_or(&c.id).to_owned();
     c.writer.push(&Packet::Subscribe(Subscribe {
         packet_id: 1,
-        filters: vec![(filter, qos)],
+        filters: vec![(filter, qos.into())],
+        properties: Default::default(),
     }));
     c.writer.flush().await?;
     loop {
@@ -253,6 +254,7 @@ async fn send(
             topic,
             packet_id,
             payload: stamped_payload(epoch, o.size),
+            properties: Default::default(),
         }));
         sent += 1;
         if !o.interval.is_zero() || w.buffered() >= 16 << 10 || o.qos != QoS::AtMostOnce {
@@ -263,8 +265,8 @@ async fn send(
             loop {
                 match r.next().await? {
                     Packet::PubAck(_) | Packet::PubComp(_) => break,
-                    Packet::PubRec(id) => {
-                        w.push(&Packet::PubRel(id));
+                    Packet::PubRec(Ack { packet_id: id, .. }) => {
+                        w.push(&Packet::PubRel(Ack::new(id)));
                         w.flush().await?;
                     }
                     _ => {}
@@ -328,12 +330,12 @@ async fn receive(
                 }
                 deliveries.count.fetch_add(1, Ordering::Relaxed);
                 match p.qos {
-                    QoS::AtLeastOnce => w.push(&Packet::PubAck(p.packet_id)),
-                    QoS::ExactlyOnce => w.push(&Packet::PubRec(p.packet_id)),
+                    QoS::AtLeastOnce => w.push(&Packet::PubAck(Ack::new(p.packet_id))),
+                    QoS::ExactlyOnce => w.push(&Packet::PubRec(Ack::new(p.packet_id))),
                     QoS::AtMostOnce => {}
                 }
             }
-            Ok(Packet::PubRel(id)) => w.push(&Packet::PubComp(id)),
+            Ok(Packet::PubRel(Ack { packet_id: id, .. })) => w.push(&Packet::PubComp(Ack::new(id))),
             Ok(_) => {}
             Err(_) => return,
         }

@@ -1,6 +1,6 @@
 //! PUBLISH flows at each QoS, redelivery, the in-flight window, ordering and direct messages.
 
-use fubar::mqtt::packet::{Packet, QoS as RawQoS};
+use fubar::mqtt::packet::{Ack, Packet, QoS as RawQoS};
 use rumqttc::{Incoming, QoS};
 
 use super::support::{
@@ -110,7 +110,7 @@ fn inflight_window_holds_back_qos1_until_acknowledged() {
     let mut got = vec![a, b];
     let mut acked = 0;
     while got.len() < 5 {
-        send_packet(&mut sub, &Packet::PubAck(got[acked].packet_id));
+        send_packet(&mut sub, &Packet::PubAck(Ack::new(got[acked].packet_id)));
         acked += 1;
         got.push(publish(read(&mut sub)));
     }

@@ -146,7 +146,8 @@ fn empty_client_id_with_clean_session_gets_an_assigned_id() {
         c.read_packet(WAIT),
         Some(Packet::ConnAck(ConnAck {
             session_present: false,
-            code: ConnectReturnCode::Accepted
+            code: ConnectReturnCode::Accepted.into(),
+            properties: Default::default(),
         }))
     );
     wait_log(&broker, "connected client=fubar-");
@@ -162,7 +163,8 @@ fn empty_client_id_without_clean_session_is_rejected_with_code_2() {
         c.read_packet(WAIT),
         Some(Packet::ConnAck(ConnAck {
             session_present: false,
-            code: ConnectReturnCode::IdentifierRejected
+            code: ConnectReturnCode::IdentifierRejected.into(),
+            properties: Default::default(),
         }))
     );
     assert!(

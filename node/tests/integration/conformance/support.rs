@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use fubar::mqtt::encode::encode;
 use fubar::mqtt::packet::{
-    ConnAck as RawConnAck, Connect, ConnectReturnCode, LastWill as RawWill, Packet,
-    ProtocolVersion, QoS as RawQoS, SubAck as RawSubAck, Subscribe as RawSubscribe,
+    ConnAck as RawConnAck, Connect, LastWill as RawWill, Packet, ProtocolVersion, QoS as RawQoS,
+    ReasonCode, SubAck as RawSubAck, Subscribe as RawSubscribe,
 };
 use rumqttc::{
     AsyncClient, ConnAck, ConnectionError, Event, Incoming, MqttOptions, Outgoing, Publish, QoS,
@@ -317,7 +317,7 @@ pub(crate) fn wait_disconnected(broker: &Broker, id: &str, n: usize) -> String {
 /// Encodes `packet` with fubar's encoder and writes it.
 pub(crate) fn send_packet(raw: &mut RawClient, packet: &Packet) {
     let mut buf = BytesMut::new();
-    encode(packet, &mut buf);
+    encode(packet, ProtocolVersion::V311, &mut buf);
     raw.send(&buf);
 }
 
@@ -333,6 +333,7 @@ pub(crate) fn raw_will(topic: &str, payload: &str, qos: RawQoS, retain: bool) ->
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         qos,
         retain,
+        properties: Default::default(),
     }
 }
 
@@ -354,11 +355,12 @@ pub(crate) fn raw_connect(
             will,
             username: None,
             password: None,
+            properties: Default::default(),
         }),
     );
     match read(&mut raw) {
         Packet::ConnAck(RawConnAck {
-            code: ConnectReturnCode::Accepted,
+            code: ReasonCode::Success,
             ..
         }) => raw,
         other => panic!("expected an accepting CONNACK, got {other:?}"),
@@ -375,7 +377,11 @@ pub(crate) fn raw_subscribe(
         raw,
         &Packet::Subscribe(RawSubscribe {
             packet_id,
-            filters: filters.iter().map(|(f, q)| ((*f).to_owned(), *q)).collect(),
+            filters: filters
+                .iter()
+                .map(|(f, q)| ((*f).to_owned(), (*q).into()))
+                .collect(),
+            properties: Default::default(),
         }),
     );
     match read(raw) {
