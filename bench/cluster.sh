@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 CLIENTS=${CLIENTS:-50000}
 MESSAGES=${MESSAGES:-50000}
-FORWARD_QUEUE=${FORWARD_QUEUE:-10000}
+FORWARD_QUEUE=${FORWARD_QUEUE:-1000000}   # the default of cluster.forward_queue
 VICTIM_CLIENTS=${VICTIM_CLIENTS:-1000}
 STEPS=${STEPS:-qos0 burst kill}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -54,7 +54,7 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # Waits (up to $3 s) until file $1 has a line matching $2; prints it.
 wait_line() {
-  local deadline; deadline=$(awk -v t="$(now)" -v w="${3:-30}" 'BEGIN { print t + w }')
+  local deadline; deadline=$(awk -v t="$(now)" -v w="${3:-30}" 'BEGIN { printf "%.3f", t + w }')
   until grep -m1 -- "$2" "$1" 2>/dev/null; do
     if awk -v d="$deadline" -v t="$(now)" 'BEGIN { exit !(t > d) }'; then
       echo "never saw '$2' in $1:" >&2; tail -20 "$1" >&2; return 1

@@ -7,6 +7,9 @@ use serde::Serialize;
 
 use crate::MonitorError;
 
+/// Most bytes reserved ahead for a frame body.
+const RESERVE_MAX: usize = 1 << 20;
+
 /// Reads length-prefixed postcard frames. The partial frame lives in the struct, so the
 /// `next` future may be dropped in a `select!` without losing bytes; memory grows with the
 /// bytes received (which QUIC flow control bounds), not with the length a peer announces.
@@ -42,6 +45,18 @@ impl FrameReader {
         &mut self,
         recv: &mut RecvStream,
     ) -> Result<Option<T>, MonitorError> {
+        match self.next_body(recv).await? {
+            Some(body) => Ok(Some(frame::decode(&body)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next frame's body, undecoded (for a reader that borrows from it); `Ok(None)` if
+    /// the stream ends cleanly between frames.
+    pub async fn next_body(
+        &mut self,
+        recv: &mut RecvStream,
+    ) -> Result<Option<Vec<u8>>, MonitorError> {
         loop {
             let want = match self.len {
                 None => 4 - self.have,
@@ -68,16 +83,18 @@ impl FrameReader {
                 }
             }
             if self.len.is_none() && self.have == 4 {
-                self.len = Some(frame::body_len(self.header, self.max)?);
+                let len = frame::body_len(self.header, self.max)?;
+                // Room for the body up to a bound: what is reserved beyond it grows with the
+                // bytes that actually arrive.
+                self.body.reserve(len.min(RESERVE_MAX));
+                self.len = Some(len);
                 continue;
             }
             if let Some(len) = self.len {
                 if self.body.len() == len {
-                    let value = frame::decode(&self.body);
                     self.have = 0;
                     self.len = None;
-                    self.body = Vec::new();
-                    return Ok(Some(value?));
+                    return Ok(Some(std::mem::take(&mut self.body)));
                 }
             }
         }

@@ -8,6 +8,8 @@
 //!
 //! Field order is the wire format: change it only with a new ALPN.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use fubar_store::records::{RestoredSession, StoredProperties};
 use fubar_store::replicated::{ChangeBatch, ChangeBatchOutcome, NodeInfo, TypeConfig};
@@ -82,8 +84,8 @@ pub enum PeerResponse {
 /// addressed to). The receiver routes it to its local sessions only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ForwardedMessage {
-    /// Topic name.
-    pub topic: String,
+    /// Topic name (shared with the message it was made from).
+    pub topic: Arc<str>,
     /// Payload.
     pub payload: Bytes,
     /// QoS as published.

@@ -84,6 +84,9 @@ impl ReplicatedView {
     pub fn share_targets(&self, topic: &str) -> Vec<(Arc<str>, Vec<u64>)> {
         let shares = self.shares.read().unwrap_or_else(PoisonError::into_inner);
         let mut found: Vec<(Arc<str>, Vec<u64>)> = Vec::new();
+        if shares.trie.is_empty() {
+            return found;
+        }
         shares.trie.for_each_match(topic, |_, (share, node)| {
             match found.iter_mut().find(|(s, _)| s == share) {
                 Some((_, nodes)) => nodes.push(*node),

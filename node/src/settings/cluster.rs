@@ -57,7 +57,7 @@ impl Default for ClusterSettings {
             node_keyfile: PathBuf::new(),
             spool_bytes: fubar_monitor::config::DEFAULT_SPOOL_BYTES,
             max_voters: 3,
-            forward_queue: 10_000,
+            forward_queue: 1_000_000,
             request_timeout_ms: 5_000,
             node_down_ms: 2_000,
             link_idle_ms: 3_000,

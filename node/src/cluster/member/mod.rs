@@ -56,7 +56,7 @@ pub struct ClusterMember {
     peers: Arc<Peers>,
     view: Arc<ReplicatedView>,
     pending: Pending,
-    links: RwLock<HashMap<u64, Arc<ForwardLink>>>,
+    links: RwLock<HashMap<u64, Arc<ForwardLink>, BuildNodeIdHasher>>,
     delivered: Arc<Delivered>,
     /// When each member last answered a ping.
     seen: Arc<Mutex<HashMap<u64, Instant>>>,
@@ -76,6 +76,35 @@ impl std::fmt::Debug for ClusterMember {
             .field("id", &self.id)
             .field("info", &self.info)
             .finish_non_exhaustive()
+    }
+}
+
+/// Node ids are hashes of node names already: a map keyed by them needs no hashing.
+#[derive(Debug, Clone, Copy, Default)]
+struct BuildNodeIdHasher;
+
+/// See [`BuildNodeIdHasher`].
+#[derive(Debug, Default)]
+struct NodeIdHasher(u64);
+
+impl std::hash::BuildHasher for BuildNodeIdHasher {
+    type Hasher = NodeIdHasher;
+    fn build_hasher(&self) -> NodeIdHasher {
+        NodeIdHasher(0)
+    }
+}
+
+impl std::hash::Hasher for NodeIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
