@@ -43,6 +43,20 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The reason an MQTT 5.0 client is told in the server's DISCONNECT, for the ways the
+    /// server ends a connection (none when the client ended it, or before CONNACK).
+    pub fn disconnect_reason(&self) -> Option<super::reason::ReasonCode> {
+        use super::reason::ReasonCode;
+        Some(match self {
+            Self::KeepAliveTimeout => ReasonCode::KeepAliveTimeout,
+            Self::ProtocolError(_) => ReasonCode::ProtocolError,
+            Self::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+            Self::TakenOver => ReasonCode::SessionTakenOver,
+            Self::ServerShutdown => ReasonCode::ServerShuttingDown,
+            _ => return None,
+        })
+    }
+
     /// Whether the will message is published for a connection that ended this way.
     pub fn publishes_will(&self) -> bool {
         !matches!(

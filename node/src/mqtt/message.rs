@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 pub use super::packet::RetainHandling;
 use super::packet::{LastWill, Publish, QoS};
+use super::properties::Properties;
 
 /// MQTT 5 message properties that travel with a message from publisher to subscribers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +28,34 @@ pub struct MessageProperties {
     pub correlation_data: Option<Bytes>,
     /// User properties, in order, duplicates allowed.
     pub user_properties: Vec<(Arc<str>, Arc<str>)>,
+}
+
+impl MessageProperties {
+    /// The message properties among a PUBLISH's (or a will's) properties.
+    pub fn of(p: &Properties) -> Self {
+        Self {
+            payload_is_utf8: p.payload_format_utf8.unwrap_or(false),
+            message_expiry_secs: p.message_expiry_interval,
+            content_type: p.content_type.clone(),
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.clone(),
+            user_properties: p.user_properties.clone(),
+        }
+    }
+
+    /// Them as PUBLISH properties, for a subscriber (an MQTT 3.1.1 one gets none: the
+    /// encoder leaves them out).
+    pub fn to_properties(&self) -> Properties {
+        Properties {
+            payload_format_utf8: self.payload_is_utf8.then_some(true),
+            message_expiry_interval: self.message_expiry_secs,
+            content_type: self.content_type.clone(),
+            response_topic: self.response_topic.clone(),
+            correlation_data: self.correlation_data.clone(),
+            user_properties: self.user_properties.clone(),
+            ..Properties::default()
+        }
+    }
 }
 
 /// The mark of a traced message: when and where it entered the broker, and the nodes it has
@@ -66,7 +95,7 @@ impl Message {
             payload: p.payload.clone(),
             qos: p.qos,
             retain: p.retain,
-            properties: MessageProperties::default(),
+            properties: MessageProperties::of(&p.properties),
             trace: None,
         }
     }
@@ -78,7 +107,7 @@ impl Message {
             payload: w.payload.clone(),
             qos: w.qos,
             retain: w.retain,
-            properties: MessageProperties::default(),
+            properties: MessageProperties::of(&w.properties),
             trace: None,
         }
     }

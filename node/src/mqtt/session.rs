@@ -511,7 +511,7 @@ fn publish_of(delivery: &Delivery, packet_id: u16, dup: bool) -> Publish {
         topic: delivery.message.topic.clone(),
         packet_id,
         payload: delivery.message.payload.clone(),
-        properties: Default::default(),
+        properties: delivery.message.properties.to_properties(),
     }
 }
 

@@ -13,6 +13,7 @@ mod lifecycle;
 mod logs;
 mod malformed;
 mod monitor;
+mod mqtt5;
 mod overload;
 mod partition;
 mod state;

@@ -287,11 +287,11 @@ fn connect_invalid_protocol_name_is_closed_without_connack() {
 }
 
 #[test]
-fn connack_1_for_mqtt_level_5() {
+fn connack_1_for_an_unknown_mqtt_level() {
     refused_with_connack(
-        &connect(b"MQTT", 5, 0b10, b"c1"),
+        &connect(b"MQTT", 6, 0b10, b"c1"),
         ConnectReturnCode::UnacceptableProtocolVersion,
-        "error=unsupported protocol level 5",
+        "error=unsupported protocol level 6",
     );
 }
 

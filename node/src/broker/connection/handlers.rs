@@ -85,11 +85,12 @@ where
         let id_ok = match c.protocol {
             // MQTT 3.1 allows 1 to 23 characters.
             ProtocolVersion::V31 => (1..=23).contains(&c.client_id.chars().count()),
-            // MQTT 5.0 connections are refused before they get here (`Connection::protocol`).
-            ProtocolVersion::V311 | ProtocolVersion::V5 => {
+            ProtocolVersion::V311 => {
                 c.client_id.len() <= settings.mqtt.max_client_id_len
                     && (!c.client_id.is_empty() || c.clean_session)
             }
+            // MQTT 5.0: an empty client id gets one assigned, clean start or not.
+            ProtocolVersion::V5 => c.client_id.len() <= settings.mqtt.max_client_id_len,
         };
         if !id_ok {
             return refuse(
@@ -116,11 +117,27 @@ where
                 return refuse(self, refusal.code, refusal.reason);
             }
         }
-        let client_id: Arc<str> = if c.client_id.is_empty() {
+        let assigned = c.client_id.is_empty();
+        let client_id: Arc<str> = if assigned {
             self.broker.assign_client_id(self.conn_id).into()
         } else {
             c.client_id.as_str().into()
         };
+        // MQTT 5.0: the session outlives the connection when the session expiry interval is
+        // above 0 (kept up to `session.max_age_secs`); clean start discards an old one first.
+        // In 3.1/3.1.1 clean session says both.
+        let keep = if c.protocol == ProtocolVersion::V5 {
+            let keep = c.properties.session_expiry_interval.unwrap_or(0) > 0;
+            if c.clean_session && keep {
+                if let Some(old) = self.broker.registry.release(&client_id) {
+                    self.broker.router.remove_session(&old);
+                }
+            }
+            keep
+        } else {
+            !c.clean_session
+        };
+        c.clean_session = !keep;
         if let Some(cluster) = self.broker.cluster.get() {
             // Another node may hold the client: it closes that connection, and a persistent
             // session comes here to be resumed.
@@ -147,10 +164,19 @@ where
         tracing::info!(target: "resource", client = %client_id, clean = c.clean_session,
             "{}", if attached.session_present { "session resumed" } else { "session created" });
         let session_present = attached.session_present && c.protocol != ProtocolVersion::V31;
-        self.send(&Packet::ConnAck(ConnAck::new(
-            session_present,
-            ConnectReturnCode::Accepted,
-        )));
+        let mut connack = ConnAck::new(session_present, ConnectReturnCode::Accepted);
+        if c.protocol == ProtocolVersion::V5 {
+            // What this server offers (MQTT 5.0 section 3.2.2.3); the encoder leaves these
+            // out for 3.1/3.1.1.
+            let p = &mut connack.properties;
+            p.assigned_client_identifier = assigned.then(|| client_id.clone());
+            p.retain_available = Some(true);
+            p.wildcard_subscription_available = Some(true);
+            p.shared_subscription_available = Some(true);
+            p.subscription_identifier_available = Some(false);
+            p.maximum_packet_size = u32::try_from(settings.mqtt.max_packet_size).ok();
+        }
+        self.send(&Packet::ConnAck(connack));
         self.state.on_connected(Instant::now(), c.keep_alive);
         tracing::info!(target: "access", client = %client_id, peer = %self.peer,
             user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,

@@ -246,12 +246,6 @@ where
             };
             let size = before - self.rbuf.len();
             if let Packet::Connect(c) = &packet {
-                // The codec speaks MQTT 5.0, the broker not yet: a version 5 CONNECT is
-                // refused as it was when the codec did not know it (CONNACK 1, 3.1.1 form).
-                if c.protocol == ProtocolVersion::V5 {
-                    let level = c.protocol.level();
-                    return Err(self.refuse_input(DecodeError::UnsupportedProtocolLevel(level)));
-                }
                 if self.client.is_none() {
                     self.protocol = c.protocol;
                     self.connecting = Some(c.client_id.clone());
@@ -395,6 +389,17 @@ where
     /// Ends the connection: flushes what can be flushed, publishes the will if the way it
     /// ended calls for it, and releases (or ends) the session.
     async fn finish(mut self, reason: CloseReason) {
+        if self.protocol == ProtocolVersion::V5 && self.client.is_some() {
+            // An MQTT 5.0 client is told why the server ends its connection (the flush
+            // below writes it).
+            if let Some(code) = reason.disconnect_reason() {
+                let disconnect = Packet::Disconnect(crate::mqtt::packet::Disconnect {
+                    reason: code,
+                    properties: Default::default(),
+                });
+                encode(&disconnect, self.protocol, &mut self.wbuf);
+            }
+        }
         if !matches!(
             reason,
             CloseReason::SocketError(_) | CloseReason::StalledReader

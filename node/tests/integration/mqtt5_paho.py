@@ -1,0 +1,75 @@
+import sys, threading, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+port = int(sys.argv[1])
+V2 = mqtt.CallbackAPIVersion.VERSION2
+out = []
+got = threading.Event()
+got311 = threading.Event()
+connack = {}
+
+def on_connect(c, u, flags, rc, props):
+    connack["rc"] = int(rc.value) if hasattr(rc, "value") else int(rc)
+    connack["assigned"] = getattr(props, "AssignedClientIdentifier", None) if props else None
+    connack["shared"] = getattr(props, "SharedSubscriptionAvailable", None) if props else None
+    connack["retain"] = getattr(props, "RetainAvailable", None) if props else None
+
+def on_message(c, u, m):
+    p = m.properties
+    out.append(("v5", m.topic, m.payload.decode(), getattr(p, "ResponseTopic", None),
+                getattr(p, "CorrelationData", None), getattr(p, "UserProperty", None),
+                getattr(p, "ContentType", None)))
+    got.set()
+
+def on_message311(c, u, m):
+    out.append(("v311", m.topic, m.payload.decode()))
+    got311.set()
+
+sub = mqtt.Client(V2, client_id="", protocol=mqtt.MQTTv5)
+sub.on_connect = on_connect
+sub.on_message = on_message
+sub.connect("127.0.0.1", port, 60)
+sub.loop_start()
+time.sleep(0.5)
+print("connack", connack.get("rc"), bool(connack.get("assigned")), connack.get("shared"), connack.get("retain"), flush=True)
+sub.subscribe("req/#", qos=1)
+old = mqtt.Client(V2, client_id="old-311", protocol=mqtt.MQTTv311)
+old.on_message = on_message311
+old.connect("127.0.0.1", port, 60)
+old.loop_start()
+old.subscribe("req/#", qos=1)
+time.sleep(0.5)
+
+pub = mqtt.Client(V2, client_id="pub5", protocol=mqtt.MQTTv5)
+pub.connect("127.0.0.1", port, 60)
+pub.loop_start()
+props = Properties(PacketTypes.PUBLISH)
+props.ResponseTopic = "resp/1"
+props.CorrelationData = b"corr-42"
+props.UserProperty = [("k", "v")]
+props.ContentType = "text/plain"
+pub.publish("req/x", b"hello", qos=1, properties=props).wait_for_publish(5)
+got.wait(5); got311.wait(5)
+for line in sorted(out, key=lambda l: l[0]):
+    print(*line, flush=True)
+
+reasons = []
+def on_disconnect(c, u, flags, rc, props):
+    reasons.append(int(rc.value) if hasattr(rc, "value") else int(rc))
+first = mqtt.Client(V2, client_id="twin5", protocol=mqtt.MQTTv5)
+first.on_disconnect = on_disconnect
+first.connect("127.0.0.1", port, 60)
+first.loop_start()
+time.sleep(0.3)
+second = mqtt.Client(V2, client_id="twin5", protocol=mqtt.MQTTv5)
+second.connect("127.0.0.1", port, 60)
+second.loop_start()
+deadline = time.time() + 5
+while not reasons and time.time() < deadline:
+    time.sleep(0.05)
+first.loop_stop()
+print("takeover", reasons[0] if reasons else None, flush=True)
+for c in (sub, old, pub, second):
+    c.disconnect(); c.loop_stop()
