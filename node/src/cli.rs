@@ -732,7 +732,7 @@ pub struct ClientArgs {
     /// messages while away).
     #[arg(short = 'c', long = "disable-clean-session")]
     pub no_clean: bool,
-    /// Protocol: mqttv31 or mqttv311.
+    /// Protocol: mqttv31, mqttv311 or mqttv5.
     #[arg(short = 'V', long = "protocol-version", default_value = "mqttv311")]
     pub protocol: String,
     /// Will topic.

@@ -9,13 +9,15 @@ use bytes::Bytes;
 use super::bench::tls_client;
 use crate::cli::{ClientArgs, PubArgs, SubArgs};
 use crate::mqtt::packet::{Connect, LastWill, ProtocolVersion, QoS};
+use crate::mqtt::properties::Properties;
 use crate::tools::pubsub::{self, PubOptions, Session, SubOptions};
 
 fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
     let protocol = match c.protocol.as_str() {
         "mqttv31" | "31" => ProtocolVersion::V31,
         "mqttv311" | "311" => ProtocolVersion::V311,
-        other => bail!("unknown protocol version {other:?} (mqttv31, mqttv311)"),
+        "mqttv5" | "5" => ProtocolVersion::V5,
+        other => bail!("unknown protocol version {other:?} (mqttv31, mqttv311, mqttv5)"),
     };
     let tls = tls_client(&c.host, &c.tls)?;
     let default_port = if tls.is_some() { 8883 } else { 1883 };
@@ -42,7 +44,12 @@ fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
             will,
             username: c.username.clone(),
             password: c.password.clone().map(Bytes::from),
-            properties: Default::default(),
+            // MQTT 5.0: a session kept while away (-c) never expires on its own.
+            properties: Properties {
+                session_expiry_interval: (protocol == ProtocolVersion::V5 && c.no_clean)
+                    .then_some(u32::MAX),
+                ..Properties::default()
+            },
         },
     })
 }

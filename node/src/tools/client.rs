@@ -19,12 +19,16 @@ const MAX_PACKET: usize = 16 << 20;
 
 /// The reading half of a client connection (TCP or TLS).
 pub struct ClientReader {
+    /// The protocol version packets are read with (set by the CONNECT sent).
+    version: ProtocolVersion,
     stream: Box<dyn AsyncRead + Unpin + Send>,
     buf: BytesMut,
 }
 
 /// The writing half of a client connection; packets are buffered until `flush`.
 pub struct ClientWriter {
+    /// The protocol version packets are written with (set by the CONNECT sent).
+    version: ProtocolVersion,
     stream: Box<dyn AsyncWrite + Unpin + Send>,
     buf: BytesMut,
 }
@@ -90,10 +94,12 @@ pub async fn open_on(
     };
     Ok((
         ClientReader {
+            version: ProtocolVersion::V311,
             stream: r,
             buf: BytesMut::with_capacity(4096),
         },
         ClientWriter {
+            version: ProtocolVersion::V311,
             stream: w,
             buf: BytesMut::with_capacity(4096),
         },
@@ -139,6 +145,8 @@ pub async fn connect_on(
     connect: Connect,
 ) -> io::Result<(ClientReader, ClientWriter, bool)> {
     let (mut reader, mut writer) = open_on(stream, tls).await?;
+    reader.version = connect.protocol;
+    writer.version = connect.protocol;
     writer.push(&Packet::Connect(connect));
     writer.flush().await?;
     match reader.next().await? {
@@ -172,7 +180,7 @@ impl ClientReader {
     /// The next packet already read, without waiting for more bytes: lets a caller answer a
     /// whole read's worth of packets with one write.
     pub fn try_next(&mut self) -> io::Result<Option<Packet>> {
-        decode(&mut self.buf, MAX_PACKET, ProtocolVersion::V311)
+        decode(&mut self.buf, MAX_PACKET, self.version)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
@@ -180,7 +188,7 @@ impl ClientReader {
 impl ClientWriter {
     /// Buffers a packet.
     pub fn push(&mut self, packet: &Packet) {
-        encode(packet, ProtocolVersion::V311, &mut self.buf);
+        encode(packet, self.version, &mut self.buf);
     }
 
     /// Bytes buffered and not yet written.

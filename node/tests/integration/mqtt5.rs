@@ -46,3 +46,63 @@ fn paho_v5_properties_pass_through_beside_a_311_client_and_takeover_says_why() {
         "{text}"
     );
 }
+
+#[test]
+fn fubar_pub_and_sub_speak_version_5() {
+    let broker = Broker::start();
+    let port = broker.port().to_string();
+    let fubar = env!("CARGO_BIN_EXE_fubar");
+    let mut sub = crate::common::Proc::spawn(Command::new(fubar).args([
+        "sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-V",
+        "mqttv5",
+        "-t",
+        "five/#",
+        "-C",
+        "1",
+        "-v",
+        "-i",
+        "sub5",
+    ]));
+    broker.wait_for_log_count("client=sub5", 1, std::time::Duration::from_secs(10));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = Command::new(fubar)
+            .args([
+                "pub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                "5",
+                "-t",
+                "five/a",
+                "-m",
+                "hi",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        if sub.0.as_mut().unwrap().try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the v5 subscriber got nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let text = String::from_utf8_lossy(&sub.output().stdout).into_owned();
+    assert_eq!(text.trim(), "five/a hi");
+    let lines = broker.log_lines();
+    let line = lines
+        .iter()
+        .find(|l| l.contains(" connected") && l.contains("client=sub5 "))
+        .expect("the subscriber's connection is logged");
+    assert!(line.contains("protocol=5.0"), "{line}");
+}
