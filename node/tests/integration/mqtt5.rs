@@ -1,7 +1,8 @@
 //! MQTT 5.0 with an independent client (paho-mqtt, MQTTv5): the CONNACK's assigned client id
 //! and availability flags, properties passed through unchanged (response topic, correlation
 //! data, user properties, content type), a 3.1.1 client on the same topic, and the server's
-//! DISCONNECT with reason 0x8E when a session is taken over.
+//! DISCONNECT with reason 0x8E when a session is taken over; enhanced authentication refused
+//! with 0x8C (no method is configured).
 
 use std::process::Command;
 
@@ -42,6 +43,7 @@ fn paho_v5_properties_pass_through_beside_a_311_client_and_takeover_says_why() {
             "v311 req/x hello",
             "v5 req/x hello resp/1 b'corr-42' [('k', 'v')] text/plain",
             "takeover 142",
+            "auth 140",
         ],
         "{text}"
     );

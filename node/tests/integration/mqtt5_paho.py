@@ -73,3 +73,18 @@ first.loop_stop()
 print("takeover", reasons[0] if reasons else None, flush=True)
 for c in (sub, old, pub, second):
     c.disconnect(); c.loop_stop()
+
+res = {}
+def on_auth_connect(c, u, flags, rc, props):
+    res["rc"] = int(rc.value) if hasattr(rc, "value") else int(rc)
+ap = Properties(PacketTypes.CONNECT)
+ap.AuthenticationMethod = "SCRAM-SHA-1"
+a = mqtt.Client(V2, client_id="auth5", protocol=mqtt.MQTTv5)
+a.on_connect = on_auth_connect
+a.connect("127.0.0.1", port, 60, properties=ap)
+a.loop_start()
+deadline = time.time() + 5
+while "rc" not in res and time.time() < deadline:
+    time.sleep(0.05)
+a.loop_stop()
+print("auth", res.get("rc"), flush=True)

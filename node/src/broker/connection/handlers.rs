@@ -12,6 +12,7 @@ use super::super::router::deliver;
 use super::super::tracer::now_us;
 use super::{Client, Connection};
 use crate::mqtt::connection::CloseReason;
+use crate::mqtt::reason::ReasonCode;
 use crate::mqtt::message::{Delivery, Message, SubscriptionOptions, TraceMark};
 use crate::mqtt::packet::{
     Ack, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS, SubAck,
@@ -82,6 +83,18 @@ where
                 "connect refused: {why}");
             Err(CloseReason::Refused(why))
         };
+        if let Some(method) = c.properties.authentication_method.as_deref() {
+            // Enhanced authentication: no method is configured, so none is accepted (MQTT
+            // 5.0 section 4.12: CONNACK 0x8C, bad authentication method).
+            self.send(&Packet::ConnAck(ConnAck::new(
+                false,
+                ReasonCode::BadAuthenticationMethod,
+            )));
+            tracing::info!(target: "access", peer = %self.peer, client = %c.client_id,
+                protocol = %c.protocol, method, code = "0x8c",
+                "connect refused: bad authentication method");
+            return Err(CloseReason::Refused("bad authentication method"));
+        }
         let id_ok = match c.protocol {
             // MQTT 3.1 allows 1 to 23 characters.
             ProtocolVersion::V31 => (1..=23).contains(&c.client_id.chars().count()),
