@@ -12,12 +12,12 @@ use super::super::router::deliver;
 use super::super::tracer::now_us;
 use super::{Client, Connection};
 use crate::mqtt::connection::CloseReason;
-use crate::mqtt::reason::ReasonCode;
 use crate::mqtt::message::{Delivery, Message, SubscriptionOptions, TraceMark};
 use crate::mqtt::packet::{
     Ack, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS, SubAck,
     SubAckCode, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::mqtt::reason::ReasonCode;
 use crate::mqtt::topic;
 
 impl<R, W> Connection<R, W>
