@@ -49,6 +49,8 @@ impl Endpoint {
     /// Serves requests until the node shuts down; then removes the socket.
     pub async fn run(self) {
         let shutdown = self.broker.shutdown.clone();
+        // Requests in flight when the node stops (`ctl stop` itself) still get their reply.
+        let in_flight = tokio_util::task::TaskTracker::new();
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -56,7 +58,7 @@ impl Endpoint {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve(stream, self.broker.clone()));
+                    in_flight.spawn(serve(stream, self.broker.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(target: "warning", error = %e, "admin accept failed");
@@ -64,9 +66,15 @@ impl Endpoint {
                 }
             }
         }
+        in_flight.close();
+        let _ = tokio::time::timeout(REPLY_GRACE, in_flight.wait()).await;
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// How long a stopping node waits for admin replies still being written (a live tail is
+/// cut off after it).
+const REPLY_GRACE: Duration = Duration::from_secs(2);
 
 async fn serve(mut stream: UnixStream, broker: Arc<Broker>) {
     let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
