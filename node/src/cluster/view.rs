@@ -26,6 +26,8 @@ pub struct ReplicatedView {
     /// Woken when the cluster dropped this node's routes and clients (it was thought dead):
     /// the member announces them again.
     pub dropped_me: tokio::sync::Notify,
+    /// Bumped by every applied change: what was looked up before it may be stale.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ReplicatedView {
@@ -47,6 +49,7 @@ impl ReplicatedView {
             clients: RwLock::default(),
             broker: OnceLock::new(),
             dropped_me: tokio::sync::Notify::new(),
+            version: std::sync::atomic::AtomicU64::new(0),
         };
         view.reload_tables();
         view
@@ -131,6 +134,12 @@ impl ReplicatedView {
             },
         );
         (filters, clients)
+    }
+
+    /// Changes whenever the tables may have changed (lookups made at one version hold as
+    /// long as it is unchanged).
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Number of (filter, node) routes and of registered client ids, for status.
@@ -275,6 +284,8 @@ fn share_key(share: &str, node: u64) -> Arc<str> {
 
 impl ApplyListener for ReplicatedView {
     fn applied(&self, change: &Change, _outcome: &Outcome) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match change {
             Change::AddRoute { filter, node } => {
                 let mut shares = self.shares.write().unwrap_or_else(PoisonError::into_inner);
@@ -314,6 +325,8 @@ impl ApplyListener for ReplicatedView {
     }
 
     fn reset(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.reload_tables();
         self.reload_broker();
     }

@@ -79,6 +79,21 @@ impl std::fmt::Debug for ClusterMember {
     }
 }
 
+/// What a forward decided for a topic, kept per thread for the next message.
+struct Lookup {
+    /// The member it was made for (tests run several in one process).
+    member: usize,
+    /// The view's version it was made at.
+    version: u64,
+    topic: Arc<str>,
+    links: Vec<Arc<ForwardLink>>,
+    shares: Vec<(Arc<str>, Vec<u64>)>,
+}
+
+thread_local! {
+    static LAST_LOOKUP: std::cell::RefCell<Option<Lookup>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Node ids are hashes of node names already: a map keyed by them needs no hashing.
 #[derive(Debug, Clone, Copy, Default)]
 struct BuildNodeIdHasher;
@@ -252,8 +267,13 @@ impl ClusterMember {
 
     /// Gives each share group matching the message one copy: to a node with members, in
     /// turn (this one included), whose member whose turn it is gets it.
-    fn forward_shared(&self, message: &Arc<Message>, publisher: &str) {
-        for (share, nodes) in self.view.share_targets(&message.topic) {
+    fn forward_shared(
+        &self,
+        message: &Arc<Message>,
+        publisher: &str,
+        shares: Vec<(Arc<str>, Vec<u64>)>,
+    ) {
+        for (share, nodes) in shares {
             let node = {
                 let mut turns = self
                     .share_turns
@@ -384,16 +404,50 @@ impl ClusterHooks for ClusterMember {
             self.pending.push(change);
         }
         let publisher = message.trace.as_ref().map_or("", |t| &*t.origin_client);
-        let targets = self.view.targets(&message.topic);
-        if !targets.is_empty() {
-            let out = Arc::new(forwarded(message, publisher));
-            for id in targets {
-                if let Some(link) = self.link(id) {
+        let version = self.view.version();
+        let me = self as *const Self as usize;
+        // A publisher mostly repeats its topic: the last lookup of this thread is reused
+        // while the tables have not changed (no lock, hash or trie walk per message).
+        let send = |links: &[Arc<ForwardLink>]| {
+            if !links.is_empty() {
+                let out = Arc::new(forwarded(message, publisher));
+                for link in links {
                     link.send(out.clone());
                 }
             }
+        };
+        let hit = LAST_LOOKUP.with_borrow(|last| {
+            let fresh = last
+                .as_ref()
+                .filter(|l| l.member == me && l.version == version && *l.topic == *message.topic)?;
+            send(&fresh.links);
+            Some(fresh.shares.clone())
+        });
+        let shares = match hit {
+            Some(shares) => shares,
+            None => {
+                let ids = self.view.targets(&message.topic);
+                let links: Vec<Arc<ForwardLink>> =
+                    ids.iter().filter_map(|id| self.link(*id)).collect();
+                let shares = self.view.share_targets(&message.topic);
+                send(&links);
+                if links.len() == ids.len() {
+                    LAST_LOOKUP.with_borrow_mut(|last| {
+                        *last = Some(Lookup {
+                            member: me,
+                            version,
+                            topic: message.topic.clone(),
+                            links,
+                            shares: shares.clone(),
+                        });
+                    });
+                }
+                shares
+            }
+        };
+        if !shares.is_empty() {
+            self.forward_shared(message, publisher, shares);
         }
-        self.forward_shared(message, publisher);
     }
 
     fn client_attached(&self, client_id: &str) {
