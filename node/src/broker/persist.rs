@@ -66,6 +66,7 @@ pub(crate) fn message_of(m: StoredMessage) -> Message {
                 .collect(),
         },
         trace: None,
+        publisher: None,
     }
 }
 

@@ -136,6 +136,7 @@ mod tests {
             retain: true,
             properties: MessageProperties::default(),
             trace: None,
+            publisher: None,
         })
     }
 

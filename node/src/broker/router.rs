@@ -209,9 +209,20 @@ impl Router {
             routed.retained = Some(change);
         }
         let mut targets: Vec<(Arc<SessionHandle>, QoS)> = Vec::new();
+        // MQTT 5.0 retain as published: those sessions see the retain flag as published.
+        let mut keep_retain: Vec<Arc<SessionHandle>> = Vec::new();
         {
             let trie = self.trie.read().unwrap_or_else(PoisonError::into_inner);
             trie.for_each_match(&message.topic, |_, sub| {
+                // MQTT 5.0 no local: not back to the session that published it.
+                if sub.options.no_local
+                    && message.publisher.as_deref() == Some(&*sub.handle.client_id)
+                {
+                    return;
+                }
+                if sub.options.retain_as_published && message.retain {
+                    keep_retain.push(sub.handle.clone());
+                }
                 targets.push((sub.handle.clone(), message.qos.min(sub.options.qos)));
             });
         }
@@ -239,7 +250,7 @@ impl Router {
             let delivery = Delivery {
                 message: message.clone(),
                 qos,
-                retain: false,
+                retain: keep_retain.iter().any(|h| Arc::ptr_eq(h, &handle)),
             };
             match deliver(&handle, delivery, shed_qos0) {
                 Some(d) => {
@@ -366,6 +377,7 @@ mod tests {
             retain: false,
             properties: MessageProperties::default(),
             trace: None,
+            publisher: None,
         })
     }
 

@@ -350,7 +350,6 @@ struct ForwardedIn<'a> {
     #[allow(dead_code)] // part of the wire format: the retained store is replicated apart
     retain: bool,
     properties: fubar_store::records::StoredProperties,
-    #[allow(dead_code)] // part of the wire format; the trace class does not use it yet
     publisher: &'a str,
     share: Option<&'a str>,
 }
@@ -367,6 +366,7 @@ fn local_message(m: ForwardedIn<'_>, frame: &Bytes) -> Message {
     });
     message.topic = m.topic.into();
     message.payload = frame.slice_ref(m.payload);
+    message.publisher = (!m.publisher.is_empty()).then(|| m.publisher.into());
     message
 }
 

@@ -85,6 +85,8 @@ pub struct Message {
     pub properties: MessageProperties,
     /// Set when the message is traced.
     pub trace: Option<Arc<TraceMark>>,
+    /// The client id of the client that published it (for MQTT 5.0 no local), when known.
+    pub publisher: Option<Arc<str>>,
 }
 
 impl Message {
@@ -97,6 +99,7 @@ impl Message {
             retain: p.retain,
             properties: MessageProperties::of(&p.properties),
             trace: None,
+            publisher: None,
         }
     }
 
@@ -109,6 +112,7 @@ impl Message {
             retain: w.retain,
             properties: MessageProperties::of(&w.properties),
             trace: None,
+            publisher: None,
         }
     }
 

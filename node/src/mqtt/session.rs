@@ -539,6 +539,7 @@ mod tests {
                 retain: false,
                 properties: MessageProperties::default(),
                 trace: None,
+                publisher: None,
             }),
             qos,
             retain: false,

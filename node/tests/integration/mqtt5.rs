@@ -2,7 +2,8 @@
 //! and availability flags, properties passed through unchanged (response topic, correlation
 //! data, user properties, content type), a 3.1.1 client on the same topic, and the server's
 //! DISCONNECT with reason 0x8E when a session is taken over; enhanced authentication refused
-//! with 0x8C (no method is configured).
+//! with 0x8C (no method is configured); subscription options no local, retain as published
+//! and retain handling.
 
 use std::process::Command;
 
@@ -44,6 +45,10 @@ fn paho_v5_properties_pass_through_beside_a_311_client_and_takeover_says_why() {
             "v5 req/x hello resp/1 b'corr-42' [('k', 'v')] text/plain",
             "takeover 142",
             "auth 140",
+            // retain handling 2: no retained message at subscribe; retain as published
+            "opts keep/x new 1",
+            // no local: its own message to "mine" does not come back
+            "opts mine other 0",
         ],
         "{text}"
     );

@@ -88,3 +88,30 @@ while "rc" not in res and time.time() < deadline:
     time.sleep(0.05)
 a.loop_stop()
 print("auth", res.get("rc"), flush=True)
+
+from paho.mqtt.subscribeoptions import SubscribeOptions
+r = mqtt.Client(V2, client_id="retainer", protocol=mqtt.MQTTv5)
+r.connect("127.0.0.1", port, 60)
+r.loop_start()
+r.publish("keep/x", b"old", qos=1, retain=True).wait_for_publish(5)
+got_o = []
+o = mqtt.Client(V2, client_id="opts5", protocol=mqtt.MQTTv5)
+o.on_message = lambda c, u, m: got_o.append((m.topic, m.payload.decode(), int(m.retain)))
+o.connect("127.0.0.1", port, 60)
+o.loop_start()
+o.subscribe([
+    ("keep/#", SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND, retainAsPublished=True)),
+    ("mine", SubscribeOptions(qos=1, noLocal=True)),
+])
+time.sleep(0.5)
+o.publish("mine", b"self", qos=1).wait_for_publish(5)
+r.publish("mine", b"other", qos=1).wait_for_publish(5)
+r.publish("keep/x", b"new", qos=1, retain=True).wait_for_publish(5)
+deadline = time.time() + 5
+while len(got_o) < 2 and time.time() < deadline:
+    time.sleep(0.05)
+time.sleep(0.3)
+for t in sorted(got_o):
+    print("opts", *t, flush=True)
+for c in (r, o):
+    c.disconnect(); c.loop_stop()

@@ -12,7 +12,7 @@ use super::super::router::deliver;
 use super::super::tracer::now_us;
 use super::{Client, Connection};
 use crate::mqtt::connection::CloseReason;
-use crate::mqtt::message::{Delivery, Message, SubscriptionOptions, TraceMark};
+use crate::mqtt::message::{Delivery, Message, RetainHandling, SubscriptionOptions, TraceMark};
 use crate::mqtt::packet::{
     Ack, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS, SubAck,
     SubAckCode, Subscribe, UnsubAck, Unsubscribe,
@@ -250,6 +250,9 @@ where
             message.trace = Some(mark);
         }
         let mark = message.trace.clone();
+        if let Some(client) = &self.client {
+            message.publisher = Some(client.id.clone());
+        }
         let message = Arc::new(message);
         let routed = b
             .router
@@ -283,16 +286,29 @@ where
                 tracing::info!(target: "protocol", client = %handle.client_id, filter, "invalid topic filter refused");
                 continue;
             }
+            // MQTT 5.0 subscription options (3.1.1 subscriptions keep their defaults).
             let options = SubscriptionOptions {
                 qos: *qos,
+                no_local: requested.no_local,
+                retain_as_published: requested.retain_as_published,
+                retain_handling: requested.retain_handling,
                 ..Default::default()
             };
             // Session first, then router: see `Router::subscribe`.
             handle.lock().session.subscribe(filter, options);
-            self.broker.router.subscribe(&handle, filter, options);
+            let new = self.broker.router.subscribe(&handle, filter, options);
             tracing::info!(target: "resource", client = %handle.client_id, filter, qos = *qos as u8, "subscription added");
             codes.push(SubAckCode::Granted(*qos));
-            granted.push((filter.as_str(), *qos));
+            // Retain handling: 0 sends retained messages at every subscribe, 1 only for a
+            // new subscription, 2 never.
+            let send_retained = match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscription => new,
+                RetainHandling::Never => false,
+            };
+            if send_retained {
+                granted.push((filter.as_str(), *qos));
+            }
         }
         self.send(&Packet::SubAck(SubAck {
             packet_id: s.packet_id,

@@ -403,7 +403,7 @@ impl ClusterHooks for ClusterMember {
             };
             self.pending.push(change);
         }
-        let publisher = message.trace.as_ref().map_or("", |t| &*t.origin_client);
+        let publisher = message.publisher.as_deref().unwrap_or("");
         let version = self.view.version();
         let me = self as *const Self as usize;
         // A publisher mostly repeats its topic: the last lookup of this thread is reused
