@@ -258,6 +258,12 @@ impl Session {
         (subscriptions, messages, qos2)
     }
 
+    /// Sets how many QoS 1/2 messages may be in flight at once (an MQTT 5.0 client's receive
+    /// maximum, at most the configured window). Messages already in flight stay.
+    pub fn set_inflight_window(&mut self, n: usize) {
+        self.limits.inflight_window = n.max(1);
+    }
+
     /// Whether the session journals its changes for the store.
     pub fn is_persistent(&self) -> bool {
         self.journal.is_some()

@@ -113,3 +113,71 @@ fn fubar_pub_and_sub_speak_version_5() {
         .expect("the subscriber's connection is logged");
     assert!(line.contains("protocol=5.0"), "{line}");
 }
+
+#[test]
+fn a_v5_clients_receive_maximum_bounds_what_it_has_in_flight() {
+    use bytes::Bytes;
+    use fubar::mqtt::packet::{Ack, Connect, Packet, ProtocolVersion, Publish, QoS, Subscribe};
+    use fubar::mqtt::properties::Properties;
+    use fubar::tools::client::connect_with;
+    use std::time::Duration;
+
+    let broker = Broker::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let connect = |id: &str, receive_maximum| Connect {
+            protocol: ProtocolVersion::V5,
+            clean_session: true,
+            keep_alive: 60,
+            client_id: id.to_owned(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Properties {
+                receive_maximum,
+                ..Properties::default()
+            },
+        };
+        let (mut r, mut w, _) = connect_with(broker.addr, None, connect("slow", Some(2)))
+            .await
+            .unwrap();
+        w.push(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![("rm".into(), QoS::AtLeastOnce.into())],
+            properties: Properties::default(),
+        }));
+        w.flush().await.unwrap();
+        assert!(matches!(r.next().await.unwrap(), Packet::SubAck(_)));
+        let (_pr, mut pw, _) = connect_with(broker.addr, None, connect("fast", None))
+            .await
+            .unwrap();
+        for i in 1..=5u16 {
+            pw.push(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: "rm".into(),
+                packet_id: i,
+                payload: Bytes::from_static(b"m"),
+                properties: Properties::default(),
+            }));
+        }
+        pw.flush().await.unwrap();
+        // Without acknowledging: two in flight, no more.
+        let mut ids = Vec::new();
+        while let Ok(Ok(p)) = tokio::time::timeout(Duration::from_millis(700), r.next()).await {
+            if let Packet::Publish(p) = p {
+                ids.push(p.packet_id);
+            }
+        }
+        assert_eq!(ids.len(), 2, "receive maximum 2: {ids:?}");
+        // One acknowledged: one more comes.
+        w.push(&Packet::PubAck(Ack::new(ids[0])));
+        w.flush().await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), r.next())
+            .await
+            .expect("a third message after the acknowledgement")
+            .unwrap();
+        assert!(matches!(next, Packet::Publish(_)), "{next:?}");
+    });
+}

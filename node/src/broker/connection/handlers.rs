@@ -201,6 +201,15 @@ where
                 keep_alive = c.keep_alive, clean_session = c.clean_session, session_present,
                 "connected");
         }
+        // MQTT 5.0 receive maximum: the client takes at most that many QoS 1/2 messages in
+        // flight (the configured window if it is smaller).
+        let window = c
+            .properties
+            .receive_maximum
+            .map_or(settings.session.inflight_window, |n| {
+                settings.session.inflight_window.min(usize::from(n))
+            });
+        attached.handle.lock().session.set_inflight_window(window);
         let resend = attached.handle.lock().session.resend_on_resume();
         self.client = Some(Client {
             id: client_id,
