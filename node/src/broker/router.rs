@@ -45,6 +45,20 @@ pub struct Routed {
     pub retained: Option<RetainChange>,
 }
 
+impl Routed {
+    /// Counts what `deliver` did with one copy.
+    fn count(&mut self, delivered: Option<Delivered>) {
+        match delivered {
+            Some(d) => {
+                self.delivered += 1;
+                self.dropped += d.dropped;
+                self.stored |= d.stored;
+            }
+            None => self.skipped_offline += 1,
+        }
+    }
+}
+
 /// Subscriptions of every session of the node, and the fan-out of messages to them.
 #[derive(Debug, Default)]
 pub struct Router {
@@ -252,14 +266,7 @@ impl Router {
                 qos,
                 retain: keep_retain.iter().any(|h| Arc::ptr_eq(h, &handle)),
             };
-            match deliver(&handle, delivery, shed_qos0) {
-                Some(d) => {
-                    routed.delivered += 1;
-                    routed.dropped += d.dropped;
-                    routed.stored |= d.stored;
-                }
-                None => routed.skipped_offline += 1,
-            }
+            routed.count(deliver(&handle, delivery, shed_qos0));
         }
         routed
     }
@@ -295,14 +302,7 @@ impl Router {
                 message,
                 retain: false,
             };
-            match deliver(&sub.handle, delivery, shed_qos0) {
-                Some(d) => {
-                    routed.delivered += 1;
-                    routed.dropped += d.dropped;
-                    routed.stored |= d.stored;
-                }
-                None => routed.skipped_offline += 1,
-            }
+            routed.count(deliver(&sub.handle, delivery, shed_qos0));
         }
         routed
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 
-use crate::common::{Broker, DataDir};
+use crate::common::{cluster_dir, spawn_member, Broker, DataDir};
 use crate::conformance::support::{options, Mqtt};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -35,22 +35,9 @@ impl Cluster {
 
     /// A cluster whose members all get these extra settings (TOML).
     pub(crate) fn with_settings(extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = fubar()
-            .args(["ssl", "new-certs", "--dir"])
-            .arg(dir.path().join("ssl"))
-            .output()
-            .expect("fubar ssl new-certs");
-        assert!(out.status.success(), "{out:?}");
-        let ssl = dir.path().join("ssl");
-        let config = format!(
-            "[ssl]\ncertfile = {:?}\nkeyfile = {:?}\ncafile = {:?}\n{extra}",
-            ssl.join("cert.pem"),
-            ssl.join("key.pem"),
-            ssl.join("cacert.pem")
-        );
-        std::fs::write(dir.path().join("cluster.toml"), config).expect("write config");
-        Self { dir }
+        Self {
+            dir: cluster_dir(&[], extra),
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -72,23 +59,7 @@ impl Cluster {
         if !extra.contains(&"--cluster-port") {
             cmd.args(["--cluster-port", "0"]);
         }
-        let mut broker = Broker::spawn(
-            cmd,
-            DataDir::Shared(self.path().to_owned()),
-            "listening on mqtt://",
-        );
-        let line = broker.wait_for_log("listening on mqtt://", WAIT).unwrap();
-        broker.addr = line
-            .rsplit("mqtt://")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let line = broker
-            .wait_for_log("cluster port on cluster://", WAIT)
-            .unwrap();
-        let cluster_port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        let (broker, cluster_port) = spawn_member(cmd, self.path(), WAIT);
         Member {
             broker,
             name: node,

@@ -383,3 +383,47 @@ impl Drop for Proc {
         }
     }
 }
+
+/// A data dir for a cluster's members (one cookie): the cluster's TLS files from `fubar ssl
+/// new-certs` (certificates naming `hosts` too) and `cluster.toml` pointing at them, followed
+/// by `extra` settings (TOML).
+pub fn cluster_dir(hosts: &[&str], extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ssl = dir.path().join("ssl");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
+    cmd.args(["ssl", "new-certs", "--dir"]).arg(&ssl);
+    for host in hosts {
+        cmd.args(["--cn", host]);
+    }
+    let out = cmd.output().expect("fubar ssl new-certs");
+    assert!(out.status.success(), "{out:?}");
+    let config = format!(
+        "[ssl]\ncertfile = {:?}\nkeyfile = {:?}\ncafile = {:?}\n{extra}",
+        ssl.join("cert.pem"),
+        ssl.join("key.pem"),
+        ssl.join("cacert.pem")
+    );
+    std::fs::write(dir.path().join("cluster.toml"), config).expect("write config");
+    dir
+}
+
+/// Spawns a cluster member (`cmd`, on the shared data dir `dir`) and waits until it serves
+/// MQTT; returns it with its cluster (QUIC) port.
+pub fn spawn_member(cmd: Command, dir: &Path, timeout: Duration) -> (Broker, u16) {
+    let mut broker = Broker::spawn(cmd, DataDir::Shared(dir.to_owned()), "listening on mqtt://");
+    let line = broker
+        .wait_for_log("listening on mqtt://", timeout)
+        .unwrap();
+    broker.addr = line
+        .rsplit("mqtt://")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let line = broker
+        .wait_for_log("cluster port on cluster://", timeout)
+        .unwrap();
+    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    (broker, port)
+}

@@ -22,22 +22,9 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let out = fubar()
-            .args(["ssl", "new-certs", "--dir"])
-            .arg(dir.path().join("ssl"))
-            .output()
-            .expect("fubar ssl new-certs");
-        assert!(out.status.success(), "{out:?}");
-        let ssl = dir.path().join("ssl");
-        let config = format!(
-            "[ssl]\ncertfile = {:?}\nkeyfile = {:?}\ncafile = {:?}\n",
-            ssl.join("cert.pem"),
-            ssl.join("key.pem"),
-            ssl.join("cacert.pem")
-        );
-        std::fs::write(dir.path().join("cluster.toml"), config).expect("write config");
-        Self { dir }
+        Self {
+            dir: crate::common::cluster_dir(&[], ""),
+        }
     }
 
     fn path(&self) -> &Path {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Broker, DataDir, Proc};
+use crate::common::{cluster_dir, spawn_member, Broker, Proc};
 
 const WAIT: Duration = Duration::from_secs(40);
 const BIN: &str = env!("CARGO_BIN_EXE_fubar");
@@ -108,19 +108,7 @@ fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -> Member {
         .arg(dir.join("cluster.toml"))
         .args(["--bind", &host, "--mqtt-port", "0", "--cluster-port", "0"])
         .args(["--log-stdout", "warning,info"]);
-    let mut broker = Broker::spawn(cmd, DataDir::Shared(dir.to_owned()), "listening on mqtt://");
-    let line = broker.wait_for_log("listening on mqtt://", WAIT).unwrap();
-    broker.addr = line
-        .rsplit("mqtt://")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let line = broker
-        .wait_for_log("cluster port on cluster://", WAIT)
-        .unwrap();
-    let cluster_port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let (broker, cluster_port) = spawn_member(cmd, dir, WAIT);
     Member {
         broker,
         name: node,
@@ -239,26 +227,9 @@ fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself
             return;
         }
     };
-    let tmp = tempfile::tempdir().unwrap();
+    let (h1, h2) = (net.host(1), net.host(2));
+    let tmp = cluster_dir(&[&h1, &h2], "");
     let dir = tmp.path();
-    let out = Command::new(BIN)
-        .args(["ssl", "new-certs", "--dir"])
-        .arg(dir.join("ssl"))
-        .args(["--cn", &net.host(1), "--cn", &net.host(2)])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let ssl = dir.join("ssl");
-    std::fs::write(
-        dir.join("cluster.toml"),
-        format!(
-            "[ssl]\ncertfile = {:?}\nkeyfile = {:?}\ncafile = {:?}\n",
-            ssl.join("cert.pem"),
-            ssl.join("key.pem"),
-            ssl.join("cacert.pem")
-        ),
-    )
-    .unwrap();
 
     let n1 = start(&net, dir, 1, "n1", &format!("n1@{}", net.host(1)));
     let master = format!("{}:{}", n1.name, n1.cluster_port);
