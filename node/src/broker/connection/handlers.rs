@@ -209,8 +209,11 @@ where
             .map_or(settings.session.inflight_window, |n| {
                 settings.session.inflight_window.min(usize::from(n))
             });
-        attached.handle.lock().session.set_inflight_window(window);
-        let resend = attached.handle.lock().session.resend_on_resume();
+        let resend = {
+            let mut slot = attached.handle.lock();
+            slot.session.set_inflight_window(window);
+            slot.session.resend_on_resume()
+        };
         self.client = Some(Client {
             id: client_id,
             protocol: c.protocol,
