@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the on-disk format; a store written by another version is refused at open.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// An account: the user name is the key, this is the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +67,8 @@ pub struct StoredSubscription {
 pub struct SessionRecord {
     /// Its subscriptions.
     pub subscriptions: Vec<StoredSubscription>,
+    /// MQTT 5.0 session expiry interval in seconds, when the client gave one.
+    pub expiry_secs: Option<u32>,
 }
 
 /// Where a queued message stands.

@@ -50,6 +50,7 @@ fn everything_survives_reopen() {
                 retain_handling: 0,
                 subscription_id: None,
             }],
+            expiry_secs: Some(30),
         };
         s.put_session("c1", &rec).unwrap();
         s.put_queued("c1", 2, &queued(b"second", QueuedState::Queued))

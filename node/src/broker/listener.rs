@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::rate_limit::TokenBucket;
+use super::registry::Due;
 use super::{transport, Broker};
 
 /// A bound MQTT listener and the broker it serves.
@@ -212,21 +213,36 @@ async fn accept_on(listener: Option<&TcpListener>) -> io::Result<(TcpStream, Soc
     }
 }
 
-/// Removes persistent sessions whose clients stayed away longer than `session.max_age_secs`.
+/// Ends persistent sessions whose clients stayed away longer than their session expiry
+/// interval (at most `session.max_age_secs`) and publishes delayed wills when they are due.
+/// Sleeps until the registry's earliest timer.
 async fn sweep_expired_sessions(broker: Arc<Broker>, shutdown: CancellationToken) {
-    let every = Duration::from_secs(broker.settings().session.expiry_sweep_secs.max(1));
     loop {
-        let max_age = Duration::from_secs(broker.settings().session.max_age_secs);
+        let next = broker.registry.next_due();
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = broker.registry.timers_changed() => continue,
+            _ = sleep_until(next) => {}
         }
-        for handle in broker.registry.expire(Instant::now(), max_age) {
-            broker.router.remove_session(&handle);
-            if let Some(cluster) = broker.cluster.get() {
-                cluster.client_ended(&handle.client_id);
+        for due in broker.registry.take_due(Instant::now()) {
+            match due {
+                Due::Expired(handle) => {
+                    broker.router.remove_session(&handle);
+                    if let Some(cluster) = broker.cluster.get() {
+                        cluster.client_ended(&handle.client_id);
+                    }
+                    tracing::info!(target: "resource", client = %handle.client_id, "session ended: expired");
+                }
+                Due::Will(client_id, will) => broker.publish_will(&client_id, &will, "delayed"),
             }
-            tracing::info!(target: "resource", client = %handle.client_id, "session ended: expired");
         }
+    }
+}
+
+/// Sleeps until `at` (forever without one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

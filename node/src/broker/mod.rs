@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use listener::Server;
 
+use crate::mqtt::message::Message;
+use crate::mqtt::packet::LastWill;
 use crate::settings::Settings;
 use acl::Acl;
 use auth::Accounts;
@@ -146,6 +148,7 @@ impl Broker {
             boot_id,
             store,
         };
+        broker.apply_session_max_age();
         if let Some(store) = &broker.store {
             persist::restore(&broker, store)?;
         }
@@ -221,6 +224,7 @@ impl Broker {
             .settings
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
+        self.apply_session_max_age();
         tracing::info!(target: "info", setting = name, value = %shown, "setting changed");
         Ok(shown)
     }
@@ -236,8 +240,38 @@ impl Broker {
             .settings
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
+        self.apply_session_max_age();
         tracing::info!(target: "info", setting = name, value, "setting changed by the cluster");
         Ok(())
+    }
+
+    /// Hands `session.max_age_secs` to the registry (for sessions going offline from now on).
+    fn apply_session_max_age(&self) {
+        let secs = self.settings().session.max_age_secs;
+        self.registry
+            .set_max_age(std::time::Duration::from_secs(secs));
+    }
+
+    /// Publishes the will of `client_id` (`why` says when: "delayed" or "session ended") as
+    /// any message: routed here, forwarded to the cluster, retained if it asks to be.
+    pub(crate) fn publish_will(&self, client_id: &Arc<str>, will: &LastWill, why: &str) {
+        tracing::info!(target: "access", client = %client_id, topic = %will.topic, why, "publishing will");
+        let mut message = Message::from_will(will);
+        message.publisher = Some(client_id.clone());
+        let message = Arc::new(message);
+        let routed = self.router.publish(
+            message.clone(),
+            &self.registry,
+            &self.retained,
+            self.memory.is_on(),
+        );
+        if let Some(cluster) = self.cluster.get() {
+            cluster.forward(&message);
+        }
+        self.stats.record_routed(&routed);
+        if let Some(change) = routed.retained {
+            packet_log::retained(Some(client_id), &will.topic, change);
+        }
     }
 
     fn next_conn_id(&self) -> u64 {

@@ -154,6 +154,7 @@ pub(crate) fn write_changes(
                         .subscriptions()
                         .map(|(f, o)| stored_subscription(f, o))
                         .collect(),
+                    expiry_secs: session.expiry_secs(),
                 };
                 store.put_session(client_id, &record).map(drop)
             }
@@ -207,7 +208,8 @@ fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: boo
             state: delivery_state(q.state),
         })
         .collect();
-    let mut session = Session::restore(limits, subscriptions.clone(), messages, s.qos2_received);
+    let mut session = Session::restore(limits, subscriptions.clone(), messages, s.qos2_received)
+        .with_expiry_secs(s.record.expiry_secs);
     if moved {
         // Journal everything: the next write puts the whole session in this node's store.
         session.set_persistent(false);
@@ -232,6 +234,7 @@ pub(crate) fn exported(client_id: &str, session: &Session) -> RestoredSession {
                 .iter()
                 .map(|(f, o)| stored_subscription(f, o))
                 .collect(),
+            expiry_secs: session.expiry_secs(),
         },
         queued: messages
             .into_iter()

@@ -1,10 +1,17 @@
 //! The registry of client ids: which session belongs to which id, and which connection (if
-//! any) owns it now. Session takeover and session expiry happen here.
+//! any) owns it now. Session takeover, session expiry and delayed wills happen here.
 //!
-//! Lock order: the registry map first, then a session's slot; never the other way round.
+//! An offline persistent session has a deadline (its session expiry interval, at most
+//! `session.max_age_secs`), and may hold a will waiting for its will delay interval (MQTT 5.0).
+//! Both are entries of one ordered set of timers, so the sweeper sleeps until the earliest and
+//! a reconnect takes its entries out: no scan of every session, however many there are.
+//!
+//! Lock order: the registry map first, then a session's slot, then the timers; never the other
+//! way round.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -12,6 +19,7 @@ use fubar_store::Store;
 use tokio::sync::{oneshot, Notify};
 
 use super::persist;
+use crate::mqtt::packet::LastWill;
 use crate::mqtt::session::{Session, SessionLimits};
 
 /// The mutable state of one session and its current owner.
@@ -23,8 +31,10 @@ pub struct SessionSlot {
     owner: Option<Owner>,
     /// Clean session: the session ends with its connection.
     pub clean: bool,
-    /// When the last connection ended, while none serves it.
-    offline_since: Option<Instant>,
+    /// When the session expires, while no connection serves it.
+    expires_at: Option<Instant>,
+    /// A will waiting for its delay interval (MQTT 5.0), and when it is due.
+    delayed_will: Option<Box<(LastWill, Instant)>>,
     /// Set once the session is gone from the registry; the router refuses new subscriptions
     /// of an ended session, so none can outlive it.
     ended: bool,
@@ -34,17 +44,13 @@ pub struct SessionSlot {
 }
 
 impl SessionSlot {
-    fn new(
-        session: Session,
-        owner: Option<Owner>,
-        clean: bool,
-        offline_since: Option<Instant>,
-    ) -> Self {
+    fn new(session: Session, owner: Option<Owner>, clean: bool) -> Self {
         Self {
             session,
             owner,
             clean,
-            offline_since,
+            expires_at: None,
+            delayed_will: None,
             ended: false,
             drops_unreported: 0,
             last_drop_report: None,
@@ -162,17 +168,55 @@ pub struct Attached {
     /// A previous session of the same id that was discarded (clean session 1); its
     /// subscriptions must be removed from the router.
     pub discarded: Option<Arc<SessionHandle>>,
+    /// The delayed will of the discarded session: its session ended, so it is published now.
+    pub discarded_will: Option<LastWill>,
     /// Whether another connection was told to close (takeover).
     pub took_over: bool,
     /// Fires when another connection takes this session over.
     pub kicked: oneshot::Receiver<()>,
 }
 
+/// What came due among the offline sessions' timers.
+#[derive(Debug)]
+pub enum Due {
+    /// The session expired and left the registry; its subscriptions must leave the router.
+    Expired(Arc<SessionHandle>),
+    /// A delayed will is due: publish it for this client.
+    Will(Arc<str>, Box<LastWill>),
+}
+
+/// What `Registry::delay_will` did with a will.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WillDelay {
+    /// It waits for its delay (or its session's end).
+    Delayed,
+    /// The session has ended already: publish it now.
+    PublishNow(Box<LastWill>),
+    /// Another connection has taken the session meanwhile: it is not sent (MQTT 5.0
+    /// 3.1.3.2.2).
+    Dropped,
+}
+
+/// How long a persistent session is kept by default: `session.max_age_secs`' default.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(2 * 24 * 3600);
+
 /// All sessions of a node, by client id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
     store: Option<Arc<Store>>,
+    /// Deadlines of offline sessions and delayed wills, earliest first.
+    timers: Mutex<BTreeSet<(Instant, Arc<str>)>>,
+    /// Woken when a timer earlier than every other is added.
+    timers_changed: Notify,
+    /// `session.max_age_secs`: the longest an offline session is kept.
+    max_age_secs: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::with_store(None)
+    }
 }
 
 impl Registry {
@@ -181,14 +225,146 @@ impl Registry {
         Self {
             sessions: Mutex::default(),
             store,
+            timers: Mutex::default(),
+            timers_changed: Notify::new(),
+            max_age_secs: AtomicU64::new(DEFAULT_MAX_AGE.as_secs()),
         }
+    }
+
+    /// Sets the longest an offline session is kept (`session.max_age_secs`), for sessions
+    /// that go offline from now on.
+    pub fn set_max_age(&self, max_age: Duration) {
+        self.max_age_secs
+            .store(max_age.as_secs(), Ordering::Relaxed);
+    }
+
+    /// How long an offline session is kept: its MQTT 5.0 session expiry interval, capped by
+    /// `session.max_age_secs` (which is all a 3.1/3.1.1 session has).
+    fn lifetime(&self, session: &Session) -> Duration {
+        let max_age = Duration::from_secs(self.max_age_secs.load(Ordering::Relaxed));
+        session
+            .expiry_secs()
+            .map_or(max_age, |s| Duration::from_secs(u64::from(s)).min(max_age))
     }
 
     /// Adds a persistent session read back from the store, offline since `now`.
     pub fn restore(&self, client_id: &str, session: Session, now: Instant) -> Arc<SessionHandle> {
-        let handle = self.new_handle(client_id, SessionSlot::new(session, None, false, Some(now)));
-        self.map().insert(handle.client_id.clone(), handle.clone());
+        let handle = self.new_handle(client_id, SessionSlot::new(session, None, false));
+        let mut map = self.map();
+        {
+            let mut slot = handle.lock();
+            let at = now + self.lifetime(&slot.session);
+            slot.expires_at = Some(at);
+            self.add_timer(at, &handle.client_id);
+        }
+        map.insert(handle.client_id.clone(), handle.clone());
         handle
+    }
+
+    fn timers(&self) -> MutexGuard<'_, BTreeSet<(Instant, Arc<str>)>> {
+        self.timers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add_timer(&self, at: Instant, client_id: &Arc<str>) {
+        let mut timers = self.timers();
+        timers.insert((at, client_id.clone()));
+        if timers.first().is_some_and(|(first, _)| *first == at) {
+            self.timers_changed.notify_one();
+        }
+    }
+
+    /// Takes the session's timers out: it is online again, or gone.
+    fn clear_timers(&self, slot: &mut SessionSlot, client_id: &Arc<str>) {
+        let expires = slot.expires_at.take();
+        let will = slot.delayed_will.take().map(|d| d.1);
+        if expires.is_none() && will.is_none() {
+            return;
+        }
+        let mut timers = self.timers();
+        for at in expires.into_iter().chain(will) {
+            timers.remove(&(at, client_id.clone()));
+        }
+    }
+
+    /// The earliest timer, if any: when `take_due` has work next.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.timers().first().map(|(at, _)| *at)
+    }
+
+    /// Completes when a timer earlier than the others was added.
+    pub async fn timers_changed(&self) {
+        self.timers_changed.notified().await;
+    }
+
+    /// Handles the timers due at `now`: expires offline sessions whose time is up (they leave
+    /// the registry) and hands out the delayed wills that are due.
+    pub fn take_due(&self, now: Instant) -> Vec<Due> {
+        let mut due = Vec::new();
+        let mut map = self.map();
+        loop {
+            let next = {
+                let mut timers = self.timers();
+                match timers.first() {
+                    Some((at, _)) if *at <= now => timers.pop_first(),
+                    _ => None,
+                }
+            };
+            let Some((_, client_id)) = next else { break };
+            let Some(handle) = map.get(&client_id).cloned() else {
+                continue;
+            };
+            let mut slot = handle.lock();
+            if slot.owner.is_some() {
+                continue;
+            }
+            if slot.delayed_will.as_ref().is_some_and(|d| d.1 <= now) {
+                if let Some(d) = slot.delayed_will.take() {
+                    due.push(Due::Will(client_id.clone(), Box::new(d.0)));
+                }
+            }
+            if slot.expires_at.is_some_and(|at| at <= now) {
+                // A will still waiting goes out as its session ends (MQTT 5.0 3.1.2.5).
+                if let Some(d) = slot.delayed_will.take() {
+                    let (will, at) = *d;
+                    self.timers().remove(&(at, client_id.clone()));
+                    due.push(Due::Will(client_id.clone(), Box::new(will)));
+                }
+                self.end(&mut slot, &handle.client_id);
+                drop(slot);
+                remove_if_same(&mut map, &handle);
+                due.push(Due::Expired(handle));
+            }
+        }
+        due
+    }
+
+    /// Keeps `will` until `delay` has passed (or the session ends, if sooner) for a
+    /// session whose connection just ended.
+    pub fn delay_will(
+        &self,
+        handle: &Arc<SessionHandle>,
+        will: LastWill,
+        delay: Duration,
+        now: Instant,
+    ) -> WillDelay {
+        let _map = self.map();
+        let mut slot = handle.lock();
+        if slot.ended {
+            return WillDelay::PublishNow(Box::new(will));
+        }
+        if slot.owner.is_some() {
+            return WillDelay::Dropped;
+        }
+        let mut at = now + delay;
+        if let Some(expires) = slot.expires_at {
+            at = at.min(expires);
+        }
+        if let Some(old) = slot.delayed_will.take() {
+            self.timers().remove(&(old.1, handle.client_id.clone()));
+        }
+        slot.delayed_will = Some(Box::new((will, at)));
+        self.add_timer(at, &handle.client_id);
+        WillDelay::Delayed
     }
 
     fn new_handle(&self, client_id: &str, slot: SessionSlot) -> Arc<SessionHandle> {
@@ -200,14 +376,20 @@ impl Registry {
     }
 
     /// Ends a session: no more store writes for it, and its stored state is deleted.
-    fn end(&self, slot: &mut SessionSlot, client_id: &str) {
+    fn end(&self, slot: &mut SessionSlot, client_id: &Arc<str>) {
         slot.ended = true;
+        self.clear_timers(slot, client_id);
         if slot.session.is_persistent() {
             let _ = slot.session.take_changes();
-            if let Some(store) = &self.store {
-                if let Err(e) = store.delete_session(client_id) {
-                    tracing::error!(target: "error", client = client_id, error = %e, "cannot delete stored session");
-                }
+            self.forget_stored(client_id);
+        }
+    }
+
+    /// Deletes a session's stored state.
+    fn forget_stored(&self, client_id: &str) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.delete_session(client_id) {
+                tracing::error!(target: "error", client = client_id, error = %e, "cannot delete stored session");
             }
         }
     }
@@ -217,7 +399,9 @@ impl Registry {
     }
 
     /// Gives the session of `client_id` to connection `conn_id`: resumes it (clean 0) or
-    /// starts a new one, and tells any connection that held it to close.
+    /// starts a new one, and tells any connection that held it to close. In 3.1/3.1.1 clean
+    /// session says both whether to start afresh and whether the session ends with the
+    /// connection; see `attach_with` for MQTT 5.0, where they are apart.
     pub fn attach(
         &self,
         client_id: &str,
@@ -225,48 +409,81 @@ impl Registry {
         conn_id: u64,
         limits: SessionLimits,
     ) -> Attached {
+        self.attach_with(client_id, clean, !clean, conn_id, limits)
+    }
+
+    /// `attach` with MQTT 5.0's two choices: `clean_start` discards an existing session
+    /// (otherwise it is resumed), and `persistent` keeps the session after the connection
+    /// ends (a session expiry interval above 0).
+    pub fn attach_with(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        persistent: bool,
+        conn_id: u64,
+        limits: SessionLimits,
+    ) -> Attached {
         let (kick, kicked) = oneshot::channel();
         let mut map = self.map();
         let mut took_over = false;
         let mut discarded = None;
+        let mut discarded_will = None;
         if let Some(existing) = map.get(client_id).cloned() {
             let mut slot = existing.lock();
             if let Some(old) = slot.owner.take() {
                 let _ = old.kick.send(());
                 took_over = true;
             }
-            if !clean {
+            if !clean_start {
+                // A new connection to the session: its delayed will is not sent (MQTT 5.0
+                // 3.1.3.2.2), and it no longer expires.
+                self.clear_timers(&mut slot, &existing.client_id);
                 slot.owner = Some(Owner { conn_id, kick });
-                slot.offline_since = None;
-                slot.clean = false;
-                slot.session.set_persistent(true);
+                slot.clean = !persistent;
+                if !persistent && slot.session.is_persistent() {
+                    // It ends with this connection now: nothing of it stays in the store.
+                    let _ = slot.session.take_changes();
+                    self.forget_stored(client_id);
+                }
+                slot.session.set_persistent(persistent);
                 drop(slot);
                 return Attached {
                     handle: existing,
                     session_present: true,
                     discarded: None,
+                    discarded_will: None,
                     took_over,
                     kicked,
                 };
             }
-            self.end(&mut slot, client_id);
+            discarded_will = slot.delayed_will.take().map(|d| d.0);
+            self.end(&mut slot, &existing.client_id);
             drop(slot);
             map.remove(client_id);
             discarded = Some(existing);
         }
         let mut session = Session::new(limits);
-        session.set_persistent(!clean);
+        session.set_persistent(persistent);
         let owner = Some(Owner { conn_id, kick });
-        let handle = self.new_handle(client_id, SessionSlot::new(session, owner, clean, None));
+        let handle = self.new_handle(client_id, SessionSlot::new(session, owner, !persistent));
         drop(handle.lock()); // writes a new persistent session's record
         map.insert(handle.client_id.clone(), handle.clone());
         Attached {
             handle,
             session_present: false,
             discarded,
+            discarded_will,
             took_over,
             kicked,
         }
+    }
+
+    /// Changes how long the session outlives its connection (an MQTT 5.0 DISCONNECT's session
+    /// expiry interval); 0 makes it end with the connection.
+    pub fn set_expiry(&self, handle: &SessionHandle, secs: u32) {
+        let mut slot = handle.lock();
+        slot.session.set_expiry_secs(Some(secs));
+        slot.clean = secs == 0;
     }
 
     /// Connection `conn_id` ended at `now`. Returns true when the session ended with it
@@ -278,9 +495,11 @@ impl Registry {
             return false; // taken over: the session is someone else's now
         }
         slot.owner = None;
-        slot.offline_since = Some(now);
         if !slot.clean {
             slot.session.drop_qos0();
+            let at = now + self.lifetime(&slot.session);
+            slot.expires_at = Some(at);
+            self.add_timer(at, &handle.client_id);
             return false;
         }
         self.end(&mut slot, &handle.client_id);
@@ -293,15 +512,16 @@ impl Registry {
     /// here (if any) to close, ends the session here and returns it, so its subscriptions
     /// can leave the router.
     pub fn release(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
-        self.release_with(client_id, |_, _| ()).map(|(h, ())| h)
+        self.release_with(client_id, |_, _, _| ()).map(|(h, ())| h)
     }
 
-    /// `release`, calling `f` on the session (and whether it is persistent) first, under its
-    /// lock: what `f` takes is exactly what the session held when it ended here.
+    /// `release`, calling `f` on the session (whether it is persistent, and the will it was
+    /// delaying, if any) first, under its lock: what `f` takes is exactly what the session
+    /// held when it ended here.
     pub fn release_with<T>(
         &self,
         client_id: &str,
-        f: impl FnOnce(&Session, bool) -> T,
+        f: impl FnOnce(&Session, bool, Option<LastWill>) -> T,
     ) -> Option<(Arc<SessionHandle>, T)> {
         let mut map = self.map();
         let handle = map.get(client_id).cloned()?;
@@ -309,8 +529,9 @@ impl Registry {
         if let Some(old) = slot.owner.take() {
             let _ = old.kick.send(());
         }
-        let taken = f(&slot.session, !slot.clean);
-        self.end(&mut slot, client_id);
+        let will = slot.delayed_will.take().map(|d| d.0);
+        let taken = f(&slot.session, !slot.clean, will);
+        self.end(&mut slot, &handle.client_id);
         drop(slot);
         remove_if_same(&mut map, &handle);
         Some((handle, taken))
@@ -324,31 +545,6 @@ impl Registry {
     /// The session registered under `client_id`, if any.
     pub fn get(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
         self.map().get(client_id).cloned()
-    }
-
-    /// Removes persistent sessions offline for longer than `max_age`; returns them so their
-    /// subscriptions can leave the router.
-    pub fn expire(&self, now: Instant, max_age: Duration) -> Vec<Arc<SessionHandle>> {
-        let mut map = self.map();
-        let expired: Vec<Arc<SessionHandle>> = map
-            .values()
-            .filter(|h| {
-                let mut slot = h.lock();
-                let expired = slot.owner.is_none()
-                    && slot
-                        .offline_since
-                        .is_some_and(|t| now.saturating_duration_since(t) >= max_age);
-                if expired {
-                    self.end(&mut slot, &h.client_id);
-                }
-                expired
-            })
-            .cloned()
-            .collect();
-        for h in &expired {
-            remove_if_same(&mut map, h);
-        }
-        expired
     }
 
     /// Drops the queued QoS 0 messages of every session (the memory alarm); returns how many.
@@ -427,22 +623,151 @@ mod tests {
         assert!(r.get("c").is_none());
     }
 
+    fn expired(due: &[Due]) -> Vec<&str> {
+        due.iter()
+            .filter_map(|d| match d {
+                Due::Expired(h) => Some(&*h.client_id),
+                Due::Will(..) => None,
+            })
+            .collect()
+    }
+
+    fn wills(due: &[Due]) -> Vec<&str> {
+        due.iter()
+            .filter_map(|d| match d {
+                Due::Will(_, w) => Some(&*w.topic),
+                Due::Expired(_) => None,
+            })
+            .collect()
+    }
+
+    fn will(topic: &str) -> LastWill {
+        LastWill {
+            topic: topic.into(),
+            payload: bytes::Bytes::from_static(b"bye"),
+            qos: crate::mqtt::packet::QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        }
+    }
+
     #[test]
     fn offline_persistent_session_expires_after_max_age() {
         let r = Registry::default();
+        r.set_max_age(Duration::from_secs(10));
         let a = r.attach("c", false, 1, limits());
         let t0 = Instant::now();
         assert!(!r.detach(&a.handle, 1, t0));
-        assert!(r
-            .expire(t0 + Duration::from_secs(5), Duration::from_secs(10))
-            .is_empty());
-        assert_eq!(
-            r.expire(t0 + Duration::from_secs(10), Duration::from_secs(10))
-                .len(),
-            1
-        );
+        assert_eq!(r.next_due(), Some(t0 + Duration::from_secs(10)));
+        assert!(r.take_due(t0 + Duration::from_secs(5)).is_empty());
+        let due = r.take_due(t0 + Duration::from_secs(10));
+        assert_eq!(expired(&due), ["c"]);
         assert!(r.is_empty());
         assert!(a.handle.lock().is_ended());
+        assert_eq!(r.next_due(), None);
+    }
+
+    #[test]
+    fn a_v5_session_expires_after_its_own_interval_capped_by_max_age() {
+        let r = Registry::default();
+        r.set_max_age(Duration::from_secs(100));
+        let short = r.attach_with("short", true, true, 1, limits());
+        short.handle.lock().session.set_expiry_secs(Some(3));
+        let long = r.attach_with("long", true, true, 2, limits());
+        long.handle.lock().session.set_expiry_secs(Some(u32::MAX));
+        let t0 = Instant::now();
+        r.detach(&short.handle, 1, t0);
+        r.detach(&long.handle, 2, t0);
+        assert_eq!(expired(&r.take_due(t0 + Duration::from_secs(3))), ["short"]);
+        assert!(r.take_due(t0 + Duration::from_secs(99)).is_empty());
+        assert_eq!(
+            expired(&r.take_due(t0 + Duration::from_secs(100))),
+            ["long"]
+        );
+    }
+
+    #[test]
+    fn reconnecting_cancels_expiry_and_a_disconnect_can_end_the_session() {
+        let r = Registry::default();
+        r.set_max_age(Duration::from_secs(10));
+        let a = r.attach("c", false, 1, limits());
+        let t0 = Instant::now();
+        r.detach(&a.handle, 1, t0);
+        let b = r.attach("c", false, 2, limits());
+        assert!(b.session_present);
+        assert_eq!(r.next_due(), None, "online again: no timer left");
+        assert!(r.take_due(t0 + Duration::from_secs(60)).is_empty());
+        // MQTT 5.0 DISCONNECT with session expiry 0: the session ends with the connection.
+        r.set_expiry(&b.handle, 0);
+        assert!(r.detach(&b.handle, 2, t0));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn clean_start_0_with_expiry_0_resumes_then_ends_with_the_connection() {
+        let r = Registry::default();
+        let a = r.attach("c", false, 1, limits());
+        r.detach(&a.handle, 1, Instant::now());
+        let b = r.attach_with("c", false, false, 2, limits());
+        assert!(b.session_present);
+        assert!(Arc::ptr_eq(&a.handle, &b.handle));
+        assert!(!b.handle.lock().session.is_persistent());
+        assert!(r.detach(&b.handle, 2, Instant::now()));
+        assert!(r.get("c").is_none());
+    }
+
+    #[test]
+    fn a_delayed_will_is_due_after_its_delay_unless_the_client_returns() {
+        let r = Registry::default();
+        r.set_max_age(Duration::from_secs(100));
+        let a = r.attach("c", false, 1, limits());
+        let t0 = Instant::now();
+        r.detach(&a.handle, 1, t0);
+        assert!(
+            r.delay_will(&a.handle, will("w/c"), Duration::from_secs(5), t0) == WillDelay::Delayed
+        );
+        assert!(r.take_due(t0 + Duration::from_secs(4)).is_empty());
+        let due = r.take_due(t0 + Duration::from_secs(5));
+        assert_eq!(wills(&due), ["w/c"]);
+        assert!(expired(&due).is_empty(), "the session itself stays");
+        // Again, but the client comes back in time: no will.
+        r.detach(&r.attach("c", false, 2, limits()).handle, 2, t0);
+        assert!(
+            r.delay_will(&a.handle, will("w/c"), Duration::from_secs(5), t0) == WillDelay::Delayed
+        );
+        let back = r.attach("c", false, 3, limits());
+        assert!(back.session_present);
+        assert!(r.take_due(t0 + Duration::from_secs(50)).is_empty());
+    }
+
+    #[test]
+    fn a_delayed_will_goes_out_when_its_session_ends_first() {
+        let r = Registry::default();
+        r.set_max_age(Duration::from_secs(100));
+        let a = r.attach_with("c", true, true, 1, limits());
+        a.handle.lock().session.set_expiry_secs(Some(2));
+        let t0 = Instant::now();
+        r.detach(&a.handle, 1, t0);
+        assert!(
+            r.delay_will(&a.handle, will("w/c"), Duration::from_secs(30), t0) == WillDelay::Delayed
+        );
+        let due = r.take_due(t0 + Duration::from_secs(2));
+        assert_eq!(wills(&due), ["w/c"]);
+        assert_eq!(expired(&due), ["c"]);
+        // A clean start discards a waiting session: its will goes out at once.
+        let b = r.attach("d", false, 2, limits());
+        r.detach(&b.handle, 2, t0);
+        assert!(
+            r.delay_will(&b.handle, will("w/d"), Duration::from_secs(30), t0) == WillDelay::Delayed
+        );
+        let fresh = r.attach("d", true, 3, limits());
+        assert_eq!(fresh.discarded_will.map(|w| w.topic), Some("w/d".into()));
+        // An ended session's will is published by the caller right away.
+        assert!(r.detach(&fresh.handle, 3, t0));
+        assert_eq!(
+            r.delay_will(&fresh.handle, will("w/e"), Duration::from_secs(30), t0),
+            WillDelay::PublishNow(Box::new(will("w/e")))
+        );
     }
 
     #[test]

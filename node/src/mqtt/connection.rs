@@ -15,6 +15,8 @@ use super::packet::Packet;
 pub enum CloseReason {
     /// The client sent DISCONNECT.
     ClientDisconnect,
+    /// The client sent DISCONNECT asking for its will to be published (MQTT 5.0, 0x04).
+    ClientDisconnectWithWill,
     /// The client sent nothing within 1.5 × its keep-alive.
     KeepAliveTimeout,
     /// The client did not send CONNECT within the connect timeout.
@@ -70,6 +72,7 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ClientDisconnect => f.write_str("disconnect"),
+            Self::ClientDisconnectWithWill => f.write_str("disconnect with will"),
             Self::KeepAliveTimeout => f.write_str("keep-alive timeout"),
             Self::ConnectTimeout => f.write_str("connect timeout"),
             Self::SocketClosed => f.write_str("socket closed"),
@@ -249,6 +252,7 @@ mod tests {
     #[test]
     fn will_is_published_unless_disconnect_or_refusal() {
         assert!(!CloseReason::ClientDisconnect.publishes_will());
+        assert!(CloseReason::ClientDisconnectWithWill.publishes_will());
         assert!(CloseReason::KeepAliveTimeout.publishes_will());
         assert!(CloseReason::TakenOver.publishes_will());
         assert!(CloseReason::ProtocolError("x".into()).publishes_will());

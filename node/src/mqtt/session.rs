@@ -77,7 +77,7 @@ pub enum SessionChange {
     Qos2Received(u16),
     /// The QoS 2 packet id was released.
     Qos2Released(u16),
-    /// The subscriptions changed: rewrite the session record.
+    /// The subscriptions (or the session expiry interval) changed: rewrite the session record.
     Subscriptions,
 }
 
@@ -128,6 +128,9 @@ pub struct Session {
     dropped_total: u64,
     /// Changes not yet written to the store; `None` for a session that is not persistent.
     journal: Option<Vec<SessionChange>>,
+    /// MQTT 5.0 session expiry interval the client asked for, in seconds; `None` for a 3.1/3.1.1
+    /// session (kept for the node's `session.max_age_secs`).
+    expiry_secs: Option<u32>,
 }
 
 impl Session {
@@ -144,7 +147,30 @@ impl Session {
             next_seq: 1,
             dropped_total: 0,
             journal: None,
+            expiry_secs: None,
         }
+    }
+
+    /// The session with this MQTT 5.0 session expiry interval, as read back from the store
+    /// (not journaled: it is stored already).
+    #[must_use]
+    pub fn with_expiry_secs(mut self, secs: Option<u32>) -> Self {
+        self.expiry_secs = secs;
+        self
+    }
+
+    /// Sets the MQTT 5.0 session expiry interval (from CONNECT, or changed by DISCONNECT);
+    /// a persistent session's record is rewritten with it.
+    pub fn set_expiry_secs(&mut self, secs: Option<u32>) {
+        if self.expiry_secs != secs {
+            self.expiry_secs = secs;
+            self.record(SessionChange::Subscriptions);
+        }
+    }
+
+    /// The MQTT 5.0 session expiry interval, if the client gave one.
+    pub fn expiry_secs(&self) -> Option<u32> {
+        self.expiry_secs
     }
 
     /// A persistent session rebuilt from the store. Its journal starts empty: what was read

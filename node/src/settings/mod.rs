@@ -212,10 +212,9 @@ pub struct SessionSettings {
     pub max_queued_bytes: usize,
     /// Most QoS 1/2 messages in flight (sent, not acknowledged) per session.
     pub inflight_window: usize,
-    /// Seconds a persistent session is kept while its client is away.
+    /// Seconds a persistent session is kept while its client is away (an MQTT 5.0 client's
+    /// session expiry interval, if shorter, ends it sooner).
     pub max_age_secs: u64,
-    /// Seconds between sweeps for expired sessions.
-    pub expiry_sweep_secs: u64,
 }
 
 /// The node's log engine.
@@ -276,7 +275,6 @@ impl Default for SessionSettings {
             max_queued_bytes: 64 << 20,
             inflight_window: 32,
             max_age_secs: 2 * 24 * 3600,
-            expiry_sweep_secs: 60,
         }
     }
 }
@@ -320,7 +318,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 31] = [
+pub const FIXED_AT_START: [&str; 30] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -328,7 +326,6 @@ pub const FIXED_AT_START: [&str; 31] = [
     "mqtt.bind",
     "mqtt.port",
     "mqtt.max_connections",
-    "session.expiry_sweep_secs",
     "auth.failure_delay_ms",
     "auth.max_failure_delay_ms",
     "auth.max_tracked_addresses",

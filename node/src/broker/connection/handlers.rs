@@ -14,8 +14,8 @@ use super::{Client, Connection};
 use crate::mqtt::connection::CloseReason;
 use crate::mqtt::message::{Delivery, Message, RetainHandling, SubscriptionOptions, TraceMark};
 use crate::mqtt::packet::{
-    Ack, ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS, SubAck,
-    SubAckCode, Subscribe, UnsubAck, Unsubscribe,
+    Ack, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, ProtocolVersion, Publish, QoS,
+    SubAck, SubAckCode, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::mqtt::reason::ReasonCode;
 use crate::mqtt::topic;
@@ -65,7 +65,7 @@ where
                 self.send(&Packet::PingResp);
                 Ok(())
             }
-            Packet::Disconnect(_) => Err(CloseReason::ClientDisconnect),
+            Packet::Disconnect(d) => Err(self.handle_disconnect(&d)),
             // ConnectionState refuses server-to-client packets before they get here.
             other => Err(CloseReason::ProtocolError(format!(
                 "unexpected {}",
@@ -136,37 +136,34 @@ where
         } else {
             c.client_id.as_str().into()
         };
-        // MQTT 5.0: the session outlives the connection when the session expiry interval is
-        // above 0 (kept up to `session.max_age_secs`); clean start discards an old one first.
-        // In 3.1/3.1.1 clean session says both.
-        let keep = if c.protocol == ProtocolVersion::V5 {
-            let keep = c.properties.session_expiry_interval.unwrap_or(0) > 0;
-            if c.clean_session && keep {
-                if let Some(old) = self.broker.registry.release(&client_id) {
-                    self.broker.router.remove_session(&old);
-                }
-            }
-            keep
-        } else {
-            !c.clean_session
-        };
-        c.clean_session = !keep;
+        // MQTT 5.0: clean start discards an existing session (else it is resumed), and the
+        // session outlives the connection when the session expiry interval is above 0 (for
+        // that long, at most `session.max_age_secs`). In 3.1/3.1.1 clean session says both.
+        let clean_start = c.clean_session;
+        let expiry = (c.protocol == ProtocolVersion::V5)
+            .then(|| c.properties.session_expiry_interval.unwrap_or(0));
+        let persistent = expiry.map_or(!clean_start, |secs| secs > 0);
+        c.clean_session = !persistent;
         if let Some(cluster) = self.broker.cluster.get() {
             // Another node may hold the client: it closes that connection, and a persistent
             // session comes here to be resumed.
-            if let Some(moved) = cluster.take_over(&client_id, !c.clean_session).await {
+            if let Some(moved) = cluster.take_over(&client_id, !clean_start).await {
                 super::super::persist::install_moved(&self.broker, moved);
             }
         }
-        let attached = self.broker.registry.attach(
+        let attached = self.broker.registry.attach_with(
             &client_id,
-            c.clean_session,
+            clean_start,
+            persistent,
             self.conn_id,
             settings.session_limits(),
         );
         if let Some(old) = &attached.discarded {
             self.broker.router.remove_session(old);
             tracing::info!(target: "resource", client = %client_id, "session ended: replaced by a clean session");
+        }
+        if let Some(will) = &attached.discarded_will {
+            self.broker.publish_will(&client_id, will, "session ended");
         }
         if attached.took_over {
             tracing::info!(target: "resource", client = %client_id, peer = %self.peer, "session taken over");
@@ -212,10 +209,12 @@ where
         let resend = {
             let mut slot = attached.handle.lock();
             slot.session.set_inflight_window(window);
+            slot.session.set_expiry_secs(expiry);
             slot.session.resend_on_resume()
         };
         self.client = Some(Client {
             id: client_id,
+            session_expiry: expiry,
             protocol: c.protocol,
             handle: attached.handle,
             will: c.will,
@@ -352,6 +351,31 @@ where
             }
         }
         self.send(&Packet::UnsubAck(UnsubAck::new(u.packet_id)));
+    }
+
+    /// The client's DISCONNECT: how the connection ends. MQTT 5.0 lets it ask for its will
+    /// to be published (0x04) and change its session expiry interval, but not from 0 to
+    /// more (MQTT-3.14.2-2: a protocol error).
+    fn handle_disconnect(&mut self, d: &Disconnect) -> CloseReason {
+        let Some(client) = &self.client else {
+            return CloseReason::ClientDisconnect;
+        };
+        if let Some(secs) = d.properties.session_expiry_interval {
+            if client.session_expiry == Some(0) && secs > 0 {
+                tracing::warn!(target: "warning", client = %client.id, peer = %self.peer, secs,
+                    "DISCONNECT sets a session expiry interval after 0 in CONNECT (MQTT-3.14.2-2)");
+                return CloseReason::ProtocolError(
+                    "session expiry interval set on DISCONNECT after 0 in CONNECT".into(),
+                );
+            }
+            self.broker.registry.set_expiry(&client.handle, secs);
+            tracing::info!(target: "resource", client = %client.id, secs, "session expiry interval changed by DISCONNECT");
+        }
+        if d.reason == ReasonCode::DisconnectWithWillMessage {
+            CloseReason::ClientDisconnectWithWill
+        } else {
+            CloseReason::ClientDisconnect
+        }
     }
 
     fn note_unknown_ack(&self, kind: &str, packet_id: u16, known: bool) {

@@ -28,7 +28,7 @@ use handlers::trace_hop;
 
 use super::packet_log;
 use super::rate_limit::TokenBucket;
-use super::registry::SessionHandle;
+use super::registry::{SessionHandle, WillDelay};
 use super::Broker;
 use crate::mqtt::connection::{CloseReason, ConnectionState};
 use crate::mqtt::decode::{decode, starts_with_whole_publish, DecodeError};
@@ -47,6 +47,8 @@ const MAX_READ: usize = 64 << 10;
 /// The client behind a connection, once its CONNECT was accepted.
 struct Client {
     id: Arc<str>,
+    /// The MQTT 5.0 session expiry interval of its CONNECT (`None` before 5.0).
+    session_expiry: Option<u32>,
     protocol: ProtocolVersion,
     handle: Arc<SessionHandle>,
     will: Option<LastWill>,
@@ -415,16 +417,40 @@ where
             tracing::info!(target: "access", peer = %self.peer, %reason, "disconnected before CONNECT");
             return;
         };
-        if reason.publishes_will() {
-            if let Some(will) = &client.will {
-                tracing::info!(target: "access", client = %client.id, topic = %will.topic, "publishing will");
-                let _ = self.route(Message::from_will(will));
+        // MQTT 5.0 will delay: the will waits (in the registry) while the session lives, and
+        // is dropped if the client comes back in time.
+        let mut delayed = None;
+        if let Some(will) = client.will.as_ref().filter(|_| reason.publishes_will()) {
+            match will.properties.will_delay_interval.filter(|d| *d > 0) {
+                Some(secs) => delayed = Some((will.clone(), Duration::from_secs(u64::from(secs)))),
+                None => {
+                    tracing::info!(target: "access", client = %client.id, topic = %will.topic, "publishing will");
+                    let _ = self.route(Message::from_will(will));
+                }
             }
         }
+        let now = Instant::now();
         let ended = self
             .broker
             .registry
-            .detach(&client.handle, self.conn_id, Instant::now());
+            .detach(&client.handle, self.conn_id, now);
+        if let Some((will, delay)) = delayed {
+            match self
+                .broker
+                .registry
+                .delay_will(&client.handle, will, delay, now)
+            {
+                WillDelay::PublishNow(will) => {
+                    self.broker.publish_will(&client.id, &will, "session ended")
+                }
+                WillDelay::Delayed => {
+                    tracing::info!(target: "access", client = %client.id, delay_secs = delay.as_secs(), "will delayed")
+                }
+                WillDelay::Dropped => {
+                    tracing::info!(target: "access", client = %client.id, "will dropped: the session has a new connection")
+                }
+            }
+        }
         if ended {
             self.broker.router.remove_session(&client.handle);
             if let Some(cluster) = self.broker.cluster.get() {
@@ -437,7 +463,9 @@ where
             tracing::info!(target: "trace", client = %client.id, peer = %self.peer, %reason, "disconnected");
         }
         match reason {
-            CloseReason::ClientDisconnect | CloseReason::ServerShutdown => {
+            CloseReason::ClientDisconnect
+            | CloseReason::ClientDisconnectWithWill
+            | CloseReason::ServerShutdown => {
                 tracing::info!(target: "access", client = %client.id, peer = %self.peer, protocol = %level, %reason, "disconnected");
             }
             _ => {

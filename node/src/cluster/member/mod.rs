@@ -318,16 +318,22 @@ impl ClusterMember {
     }
 
     /// Another node takes client `client_id` over: closes its connection here and returns
-    /// its session if it moves (`keep`, and persistent here).
+    /// its session if it moves (`keep`, and persistent here). A will the session was
+    /// delaying goes out now if the session ends (the client started clean), and is dropped
+    /// if the session moves (its client is back).
     pub fn give_up(&self, client_id: &str, keep: bool) -> Option<RestoredSession> {
         let broker = self.broker()?;
-        let (handle, session) =
+        let (handle, (session, will)) =
             broker
                 .registry
-                .release_with(client_id, |session, persistent| {
-                    (keep && persistent).then(|| persist::exported(client_id, session))
+                .release_with(client_id, |session, persistent, will| {
+                    let moved = (keep && persistent).then(|| persist::exported(client_id, session));
+                    (moved, will)
                 })?;
         broker.router.remove_session(&handle);
+        if let (None, Some(will)) = (&session, will) {
+            broker.publish_will(&handle.client_id, &will, "session ended");
+        }
         tracing::info!(target: "resource", client = client_id, moved = session.is_some(),
             "session taken over by another node");
         session

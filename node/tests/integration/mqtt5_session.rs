@@ -1,0 +1,84 @@
+//! MQTT 5.0 sessions with an independent client (paho-mqtt, MQTTv5): each session's own
+//! expiry interval, changed or ended by the client's DISCONNECT; the will delay interval
+//! (cancelled by a timely return, cut short by the session's end); DISCONNECT with reason
+//! 0x04 publishing the will.
+
+use std::process::Command;
+
+use crate::common::Broker;
+
+/// The paho script: runs one scenario, prints one line per check.
+const SCRIPT: &str = include_str!("mqtt5_session.py");
+
+fn run(scenario: &str) -> Vec<String> {
+    let check = Command::new("python3")
+        .args(["-c", "import paho.mqtt.client, paho.mqtt.enums"])
+        .output()
+        .expect("python3");
+    assert!(
+        check.status.success(),
+        "paho-mqtt 2.x is needed (scripts/test.sh installs it)"
+    );
+    let broker = Broker::start();
+    let script = broker.dir.path().join("session5.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(broker.port().to_string())
+        .arg(scenario)
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn a_will_waits_for_its_delay_and_is_dropped_if_the_client_returns() {
+    assert_eq!(
+        run("will-delay"),
+        [
+            "back in time, session present True",
+            "delayed will arrives True",
+            "after the delay True will/b gone:wd-b",
+            "will at session end True will/c",
+            "wills seen ['will/b', 'will/c']",
+        ]
+    );
+}
+
+#[test]
+fn disconnect_with_reason_4_publishes_the_will_and_a_plain_one_does_not() {
+    assert_eq!(
+        run("disconnect-with-will"),
+        [
+            "0x04 publishes the will True",
+            "wills seen ['will/a', 'will/c']",
+        ]
+    );
+}
+
+#[test]
+fn each_session_lives_for_its_own_expiry_interval() {
+    assert_eq!(
+        run("session-expiry"),
+        [
+            "kept True",
+            "ended by DISCONNECT True",
+            "expired True",
+            "resumed then ended True True",
+        ]
+    );
+}
+
+#[test]
+fn a_session_expiry_set_on_disconnect_after_zero_is_a_protocol_error() {
+    assert_eq!(
+        run("expiry-after-zero"),
+        ["protocol error publishes the will True"]
+    );
+}
