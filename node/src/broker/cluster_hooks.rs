@@ -22,6 +22,9 @@ pub trait ClusterHooks: Send + Sync + fmt::Debug {
     /// node with a matching route or holding the client id it is addressed to, and replicate
     /// it if it is retained.
     fn forward(&self, message: &Arc<Message>);
+    /// A message a member of share group `share` here left unacknowledged: send it to
+    /// another node with members of the group, in turn. False when no other node has any.
+    fn forward_share(&self, share: &Arc<str>, message: &Arc<Message>) -> bool;
     /// A client's session is attached to this node now.
     fn client_attached(&self, client_id: &str);
     /// A client's session has ended on this node.

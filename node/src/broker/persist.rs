@@ -204,6 +204,7 @@ fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: boo
                 message: Arc::new(message_of(q.message)),
                 qos: qos_of(q.qos),
                 retain: q.retain,
+                share: None,
             },
             state: delivery_state(q.state),
         })

@@ -258,13 +258,22 @@ impl Router {
             });
             targets.dedup_by(|later, first| Arc::ptr_eq(&later.0, &first.0));
         }
-        // A shared subscription is a subscription of its own: no merging with the others.
-        targets.extend(shared);
         for (handle, qos) in targets {
             let delivery = Delivery {
                 message: message.clone(),
                 qos,
                 retain: keep_retain.iter().any(|h| Arc::ptr_eq(h, &handle)),
+                share: None,
+            };
+            routed.count(deliver(&handle, delivery, shed_qos0));
+        }
+        // A shared subscription is a subscription of its own: no merging with the others.
+        for (handle, qos, share) in shared {
+            let delivery = Delivery {
+                message: message.clone(),
+                qos,
+                retain: false,
+                share: Some(share),
             };
             routed.count(deliver(&handle, delivery, shed_qos0));
         }
@@ -273,18 +282,36 @@ impl Router {
 }
 
 impl Router {
-    /// One member of each local share group matching the message, with its QoS.
-    fn shared_targets(&self, message: &Message) -> Vec<(Arc<SessionHandle>, QoS)> {
+    /// One member of each local share group matching the message, with its QoS and group.
+    fn shared_targets(&self, message: &Message) -> Vec<(Arc<SessionHandle>, QoS, Arc<str>)> {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         if shared.is_empty() {
             return Vec::new();
         }
         shared
             .matching(&message.topic)
-            .iter()
-            .filter_map(|share| shared.pick(share))
-            .map(|sub| (sub.handle, message.qos.min(sub.options.qos)))
+            .into_iter()
+            .filter_map(|share| shared.pick(&share).map(|sub| (sub, share)))
+            .map(|(sub, share)| (sub.handle, message.qos.min(sub.options.qos), share))
             .collect()
+    }
+
+    /// Gives a message that a member of group `share` left unacknowledged to a member that
+    /// is online here; false when the group has none here.
+    pub fn redeliver_shared(&self, share: &Arc<str>, message: Arc<Message>) -> bool {
+        let sub = self
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pick_online(share);
+        let Some(sub) = sub else { return false };
+        let delivery = Delivery {
+            qos: message.qos.min(sub.options.qos),
+            message,
+            retain: false,
+            share: Some(share.clone()),
+        };
+        deliver(&sub.handle, delivery, false).is_some()
     }
 
     /// Delivers `message` to the member of share group `share` (`$share/GROUP/FILTER`)
@@ -301,6 +328,7 @@ impl Router {
                 qos: message.qos.min(sub.options.qos),
                 message,
                 retain: false,
+                share: Some(share.into()),
             };
             routed.count(deliver(&sub.handle, delivery, shed_qos0));
         }

@@ -8,6 +8,45 @@ use std::sync::Arc;
 use super::registry::SessionHandle;
 use super::router::Subscriber;
 use super::trie::SubscriptionTrie;
+use super::Broker;
+use crate::mqtt::message::Delivery;
+
+/// Hands the messages a member left unacknowledged (`Session::take_shared`) to other members
+/// of their groups: one online here if there is one, else on another node, else any member
+/// (an away member's queue keeps it for its return).
+pub(crate) fn hand_over(broker: &Broker, from: &str, deliveries: Vec<Delivery>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let (mut here, mut elsewhere, mut lost) = (0usize, 0usize, 0usize);
+    for d in deliveries {
+        let Some(share) = d.share else { continue };
+        if broker.router.redeliver_shared(&share, d.message.clone()) {
+            here += 1;
+        } else if broker
+            .cluster
+            .get()
+            .is_some_and(|c| c.forward_share(&share, &d.message))
+        {
+            elsewhere += 1;
+        } else if broker
+            .router
+            .deliver_shared(&share, d.message, false)
+            .delivered
+            > 0
+        {
+            here += 1;
+        } else {
+            lost += 1;
+        }
+    }
+    tracing::info!(target: "resource", client = from, here, elsewhere,
+        "unacknowledged shared-subscription messages handed to other members");
+    if lost > 0 {
+        tracing::warn!(target: "warning", client = from, lost,
+            "shared-subscription messages dropped: their group has no other member");
+    }
+}
 
 /// Every share group of the node.
 #[derive(Debug, Default)]
@@ -83,13 +122,26 @@ impl SharedGroups {
 
     /// The member of `share` whose turn it is: the next one online (any member if none is).
     pub fn pick(&mut self, share: &str) -> Option<Subscriber> {
+        self.choose(share, false)
+    }
+
+    /// The member of `share` whose turn it is among those online; none if none is.
+    pub fn pick_online(&mut self, share: &str) -> Option<Subscriber> {
+        self.choose(share, true)
+    }
+
+    fn choose(&mut self, share: &str, online_only: bool) -> Option<Subscriber> {
         let group = self.groups.get_mut(share)?;
         let n = group.members.len();
         let start = group.next % n;
         let online = (0..n)
             .map(|i| (start + i) % n)
             .find(|&i| group.members[i].handle.lock().is_online());
-        let chosen = online.unwrap_or(start);
+        let chosen = match online {
+            Some(i) => i,
+            None if online_only => return None,
+            None => start,
+        };
         group.next = chosen + 1;
         Some(group.members[chosen].clone())
     }

@@ -146,4 +146,7 @@ pub struct Delivery {
     pub qos: QoS,
     /// Retain flag on the wire: set only when sent because of a new subscription.
     pub retain: bool,
+    /// The share group (`$share/GROUP/FILTER`) it came through, if any: should this session
+    /// leave the group before acknowledging it, it goes to another member.
+    pub share: Option<Arc<str>>,
 }

@@ -501,6 +501,46 @@ impl Session {
             .collect()
     }
 
+    /// Takes out the messages that came through a share group (`only` that group, or any)
+    /// and are not acknowledged yet: queued ones, and in-flight ones whose PUBREC has not
+    /// come (past PUBREC the client has the message). They go to another member of the
+    /// group when this one leaves it (MQTT 5.0 section 4.8.2).
+    pub fn take_shared(&mut self, only: Option<&str>) -> Vec<Delivery> {
+        let wanted = |d: &Delivery| {
+            d.share
+                .as_deref()
+                .is_some_and(|s| only.is_none_or(|o| o == s))
+        };
+        let mut taken = Vec::new();
+        let mut removed = Vec::new();
+        let mut freed = 0;
+        self.inflight.retain(|i| {
+            let take = wanted(&i.delivery) && !matches!(i.state, DeliveryState::WaitPubComp(_));
+            if take {
+                removed.push(i.seq);
+                taken.push((i.seq, i.delivery.clone()));
+            }
+            !take
+        });
+        self.queue.retain(|q| {
+            let take = wanted(&q.delivery);
+            if take {
+                freed += q.delivery.message.cost();
+                if q.delivery.qos != QoS::AtMostOnce {
+                    removed.push(q.seq);
+                }
+                taken.push((q.seq, q.delivery.clone()));
+            }
+            !take
+        });
+        self.queued_bytes -= freed;
+        for seq in removed {
+            self.record(SessionChange::Remove { seq });
+        }
+        taken.sort_by_key(|(seq, _)| *seq);
+        taken.into_iter().map(|(_, d)| d).collect()
+    }
+
     /// Forgets queued QoS 0 messages: they are not kept for a client that went away.
     pub fn drop_qos0(&mut self) {
         let mut bytes = 0;
@@ -575,6 +615,7 @@ mod tests {
             }),
             qos,
             retain: false,
+            share: None,
         }
     }
 
@@ -727,6 +768,41 @@ mod tests {
         assert_eq!(s.queued(), 1);
         assert_eq!(s.queued_bytes(), 2);
         assert_eq!(payload(&s.poll_publish().unwrap()), b"b");
+    }
+
+    #[test]
+    fn take_shared_takes_unacknowledged_share_messages_in_order() {
+        let mut s = Session::new(limits());
+        s.set_persistent(true);
+        let share = |d: Delivery, g: &str| Delivery {
+            share: Some(g.into()),
+            ..d
+        };
+        let _ = s.enqueue(share(delivery("t", "a", QoS::ExactlyOnce), "$share/g/t"));
+        let _ = s.enqueue(share(delivery("t", "b", QoS::AtLeastOnce), "$share/g/t"));
+        let _ = s.enqueue(delivery("t", "mine", QoS::AtLeastOnce));
+        let _ = s.enqueue(share(delivery("t", "c", QoS::AtLeastOnce), "$share/h/t"));
+        let _ = s.enqueue(share(delivery("t", "d", QoS::AtLeastOnce), "$share/g/t"));
+        let a = s.poll_publish().unwrap();
+        let _b = s.poll_publish().unwrap(); // window of 2: b in flight, the rest queued
+        assert!(s.handle_pubrec(a.packet_id), "past PUBREC: a stays");
+        let _ = s.take_changes();
+        let taken = s.take_shared(Some("$share/g/t"));
+        let payloads: Vec<&[u8]> = taken.iter().map(|d| &d.message.payload[..]).collect();
+        assert_eq!(payloads, [&b"b"[..], b"d"]);
+        assert_eq!(s.inflight(), 1);
+        assert_eq!(s.queued(), 2);
+        assert_eq!(s.queued_bytes(), 5 + 2);
+        assert_eq!(
+            s.take_changes(),
+            vec![
+                SessionChange::Remove { seq: 2 },
+                SessionChange::Remove { seq: 5 }
+            ]
+        );
+        let rest = s.take_shared(None);
+        assert_eq!(rest.len(), 1, "any group: c");
+        assert_eq!(&rest[0].message.payload[..], b"c");
     }
 
     #[test]

@@ -603,3 +603,53 @@ fn a_share_group_spread_over_nodes_gets_each_message_once() {
         "each message to one member, once"
     );
 }
+
+#[test]
+fn a_share_member_leaving_one_node_hands_its_unacknowledged_messages_to_another_node() {
+    use crate::common::{connect_v311, RawClient};
+    use fubar::mqtt::packet::Packet;
+    let cluster = Cluster::new();
+    let n1 = cluster.found("n1");
+    let n2 = cluster.join("n2", &n1);
+    let mut worker = Mqtt::connect(&n1.broker, "worker");
+    worker.subscribe("$share/g/jobs", QoS::AtLeastOnce);
+    // A member on n2 that takes its turns and never acknowledges them.
+    let mut lazy = RawClient::connect(n2.broker.addr);
+    lazy.send(&connect_v311("lazy"));
+    assert!(matches!(lazy.read_packet(WAIT), Some(Packet::ConnAck(_))));
+    let filter = b"$share/g/jobs";
+    let mut subscribe = vec![
+        0x82,
+        (2 + 2 + filter.len() + 1) as u8,
+        0,
+        1,
+        0,
+        filter.len() as u8,
+    ];
+    subscribe.extend_from_slice(filter);
+    subscribe.push(1);
+    lazy.send(&subscribe);
+    assert!(matches!(lazy.read_packet(WAIT), Some(Packet::SubAck(_))));
+    cluster.wait_routes("n1@localhost", 2);
+    let mut p = Mqtt::connect(&n1.broker, "boss");
+    for i in 0..10u32 {
+        p.publish_acked("jobs", QoS::AtLeastOnce, false, &i.to_be_bytes());
+    }
+    let mut in_flight = 0;
+    while let Some(Packet::Publish(_)) = lazy.read_packet(Duration::from_secs(2)) {
+        in_flight += 1;
+    }
+    assert!(in_flight > 0, "the member on n2 took no turn");
+    drop(lazy);
+    let mut got: Vec<u32> = worker
+        .publishes(10)
+        .iter()
+        .map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<_>>(),
+        "every job reaches the worker on n1"
+    );
+}

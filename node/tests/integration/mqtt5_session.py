@@ -152,3 +152,55 @@ elif scenario == "expiry-after-zero":
     a.disconnect(properties=p)
     a.loop_stop()
     print("protocol error publishes the will", w.wait(10), flush=True)
+
+elif scenario == "share-leave":
+    # Two members of $share/g/jobs: a raw MQTT 3.1.1 one that never acknowledges, and a paho
+    # v5 one. Once the raw one has messages in flight it leaves; they go to the other.
+    import socket, struct
+
+    def utf8(s):
+        b = s.encode()
+        return struct.pack("!H", len(b)) + b
+
+    def packet(kind, body):
+        n, out = len(body), bytearray([kind])
+        while True:
+            d, n = n % 128, n // 128
+            out.append(d | (128 if n else 0))
+            if not n:
+                return bytes(out) + body
+
+    lazy = socket.create_connection(("127.0.0.1", port))
+    lazy.sendall(packet(0x10, utf8("MQTT") + bytes([4, 2, 0, 60]) + utf8("lazy")))
+    lazy.sendall(packet(0x82, struct.pack("!H", 1) + utf8("$share/g/jobs") + bytes([1])))
+    lazy.settimeout(10)
+    seen = b""
+    while b"\x90" not in seen:  # SUBACK
+        seen += lazy.recv(4096)
+
+    got = set()
+    all_in = threading.Event()
+    worker, _ = client("worker")
+
+    def on_message(c, u, m):
+        got.add(m.payload.decode())
+        if len(got) == 10:
+            all_in.set()
+
+    worker.on_message = on_message
+    subscribed = threading.Event()
+    worker.on_subscribe = lambda *a: subscribed.set()
+    worker.subscribe("$share/g/jobs", qos=1)
+    assert subscribed.wait(10)
+    pub, _ = client("boss")
+    for i in range(10):
+        pub.publish("jobs", str(i).encode(), qos=1).wait_for_publish(10)
+    # The lazy member has its turns' messages in flight: PUBLISH packets (0x32) it never acks.
+    lazy_bytes = b""
+    deadline = time.monotonic() + 10
+    while lazy_bytes.count(b"jobs") < 5 and time.monotonic() < deadline:
+        lazy_bytes += lazy.recv(4096)
+    print("lazy member had", lazy_bytes.count(b"jobs"), flush=True)
+    print("worker before all", len(got) < 10, flush=True)
+    lazy.close()
+    print("worker gets every job", all_in.wait(20), sorted(got, key=int) == [str(i) for i in range(10)], flush=True)

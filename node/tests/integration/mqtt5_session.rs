@@ -1,7 +1,8 @@
 //! MQTT 5.0 sessions with an independent client (paho-mqtt, MQTTv5): each session's own
 //! expiry interval, changed or ended by the client's DISCONNECT; the will delay interval
 //! (cancelled by a timely return, cut short by the session's end); DISCONNECT with reason
-//! 0x04 publishing the will.
+//! 0x04 publishing the will; a shared-subscription member that leaves handing its
+//! unacknowledged messages to another member.
 
 use std::process::Command;
 
@@ -80,5 +81,17 @@ fn a_session_expiry_set_on_disconnect_after_zero_is_a_protocol_error() {
     assert_eq!(
         run("expiry-after-zero"),
         ["protocol error publishes the will True"]
+    );
+}
+
+#[test]
+fn a_share_member_that_leaves_hands_its_unacknowledged_messages_to_another() {
+    assert_eq!(
+        run("share-leave"),
+        [
+            "lazy member had 5",
+            "worker before all True",
+            "worker gets every job True True",
+        ]
     );
 }

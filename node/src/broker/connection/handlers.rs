@@ -334,6 +334,7 @@ where
                     message,
                     qos,
                     retain: true,
+                    share: None,
                 };
                 let _ = deliver(&handle, retained, false);
             }
@@ -344,7 +345,12 @@ where
         if let Some(client) = &self.client {
             for filter in &u.filters {
                 let removed = self.broker.router.unsubscribe(&client.handle, filter);
-                client.handle.lock().session.unsubscribe(filter);
+                let left = {
+                    let mut slot = client.handle.lock();
+                    slot.session.unsubscribe(filter);
+                    slot.session.take_shared(Some(filter))
+                };
+                super::super::shared::hand_over(&self.broker, &client.id, left);
                 if removed {
                     tracing::info!(target: "resource", client = %client.id, filter, "subscription removed");
                 }

@@ -417,6 +417,20 @@ where
             tracing::info!(target: "access", peer = %self.peer, %reason, "disconnected before CONNECT");
             return;
         };
+        // A member of share groups leaving: what it has not acknowledged goes to another
+        // member (MQTT 5.0 4.8.2). Not on takeover (the new connection resends it) nor at
+        // shutdown (a persistent session keeps it).
+        let shared_left = if matches!(reason, CloseReason::TakenOver | CloseReason::ServerShutdown)
+        {
+            Vec::new()
+        } else {
+            let mut slot = client.handle.lock();
+            if slot.is_owned_by(self.conn_id) {
+                slot.session.take_shared(None)
+            } else {
+                Vec::new()
+            }
+        };
         // MQTT 5.0 will delay: the will waits (in the registry) while the session lives, and
         // is dropped if the client comes back in time.
         let mut delayed = None;
@@ -434,6 +448,7 @@ where
             .broker
             .registry
             .detach(&client.handle, self.conn_id, now);
+        super::shared::hand_over(&self.broker, &client.id, shared_left);
         if let Some((will, delay)) = delayed {
             match self
                 .broker

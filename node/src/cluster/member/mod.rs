@@ -274,16 +274,7 @@ impl ClusterMember {
         shares: Vec<(Arc<str>, Vec<u64>)>,
     ) {
         for (share, nodes) in shares {
-            let node = {
-                let mut turns = self
-                    .share_turns
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                let turn = turns.entry(share.clone()).or_insert(0);
-                let node = nodes[*turn % nodes.len()];
-                *turn = turn.wrapping_add(1);
-                node
-            };
+            let node = self.share_turn(&share, &nodes);
             if node == self.id {
                 if let Some(broker) = self.broker() {
                     let shed = broker.memory.is_on();
@@ -295,6 +286,18 @@ impl ClusterMember {
                 link.send(Arc::new(out));
             }
         }
+    }
+
+    /// The next node, in turn, among `nodes` with members of `share`.
+    fn share_turn(&self, share: &Arc<str>, nodes: &[u64]) -> u64 {
+        let mut turns = self
+            .share_turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let turn = turns.entry(share.clone()).or_insert(0);
+        let node = nodes[*turn % nodes.len()];
+        *turn = turn.wrapping_add(1);
+        node
     }
 
     /// The broker, once attached and while it lives.
@@ -468,6 +471,28 @@ impl ClusterHooks for ClusterMember {
             client_id: client_id.to_owned(),
             node: self.id,
         });
+    }
+
+    fn forward_share(&self, share: &Arc<str>, message: &Arc<Message>) -> bool {
+        let others: Vec<u64> = self
+            .view
+            .share_targets(&message.topic)
+            .into_iter()
+            .find(|(s, _)| s == share)
+            .map(|(_, nodes)| nodes.into_iter().filter(|n| *n != self.id).collect())
+            .unwrap_or_default();
+        if others.is_empty() {
+            return false;
+        }
+        let node = self.share_turn(share, &others);
+        let Some(link) = self.link(node) else {
+            return false;
+        };
+        let publisher = message.publisher.as_deref().unwrap_or("");
+        let mut out = forwarded(message, publisher);
+        out.share = Some(share.to_string());
+        link.send(Arc::new(out));
+        true
     }
 
     fn take_over<'a>(
