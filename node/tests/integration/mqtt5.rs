@@ -43,7 +43,7 @@ fn paho_v5_properties_pass_through_beside_a_311_client_and_takeover_says_why() {
             "connack 0 True 1 1",
             "v311 req/x hello",
             "v5 req/x hello resp/1 b'corr-42' [('k', 'v')] text/plain",
-            "takeover 142",
+            "takeover 142 taken over",
             "auth 140",
             // retain handling 2: no retained message at subscribe; retain as published
             "opts keep/x new 1",

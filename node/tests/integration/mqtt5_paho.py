@@ -58,6 +58,7 @@ for line in sorted(out, key=lambda l: l[0]):
 reasons = []
 def on_disconnect(c, u, flags, rc, props):
     reasons.append(int(rc.value) if hasattr(rc, "value") else int(rc))
+    reasons.append(getattr(props, "ReasonString", None) if props else None)
 first = mqtt.Client(V2, client_id="twin5", protocol=mqtt.MQTTv5)
 first.on_disconnect = on_disconnect
 first.connect("127.0.0.1", port, 60)
@@ -70,7 +71,7 @@ deadline = time.time() + 5
 while not reasons and time.time() < deadline:
     time.sleep(0.05)
 first.loop_stop()
-print("takeover", reasons[0] if reasons else None, flush=True)
+print("takeover", *(reasons[:2] if reasons else [None]), flush=True)
 for c in (sub, old, pub, second):
     c.disconnect(); c.loop_stop()
 

@@ -395,9 +395,15 @@ where
             // An MQTT 5.0 client is told why the server ends its connection (the flush
             // below writes it).
             if let Some(code) = reason.disconnect_reason() {
+                // The reason string says what the broker's log says (MQTT-3.1.2-29 allows
+                // it on DISCONNECT whatever the client asked).
+                let properties = crate::mqtt::packet::Properties {
+                    reason_string: Some(reason.to_string().into()),
+                    ..Default::default()
+                };
                 let disconnect = Packet::Disconnect(crate::mqtt::packet::Disconnect {
                     reason: code,
-                    properties: Default::default(),
+                    properties,
                 });
                 encode(&disconnect, self.protocol, &mut self.wbuf);
             }
