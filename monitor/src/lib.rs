@@ -31,6 +31,7 @@ pub mod server;
 pub mod shipper;
 pub mod sink;
 pub mod stats;
+mod thread_priority;
 pub mod wire;
 
 pub use error::MonitorError;
