@@ -109,12 +109,84 @@ pub struct Event {
     pub fields: Vec<(Cow<'static, str>, String)>,
 }
 
+/// An event read in place from its postcard encoding (the same bytes as [`Event`]'s): its
+/// strings borrow from the buffer, so reading one allocates only the list of fields. The
+/// monitor's indexer reads every collected event this way.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EventRef<'a> {
+    /// The node that emitted it.
+    pub node: &'a str,
+    /// The node's boot epoch.
+    pub epoch: u64,
+    /// Per-node, per-boot sequence number.
+    pub seq: u64,
+    /// When it happened, microseconds since the Unix epoch, UTC.
+    pub time_us: i64,
+    /// Its class.
+    pub class: Class,
+    /// The message.
+    pub message: &'a str,
+    /// Key-value fields, in emission order.
+    #[serde(borrow)]
+    pub fields: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> EventRef<'a> {
+    /// A view of an owned event.
+    pub fn of(event: &'a Event) -> Self {
+        Self {
+            node: &event.node,
+            epoch: event.epoch,
+            seq: event.seq,
+            time_us: event.time_us,
+            class: event.class,
+            message: &event.message,
+            fields: event
+                .fields
+                .iter()
+                .map(|(k, v)| (&**k, v.as_str()))
+                .collect(),
+        }
+    }
+}
+
 impl Event {
+    /// Its fields as pairs of strings.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.fields.iter().map(|(k, v)| (&**k, v.as_str()))
+    }
+
     /// The value of a field, if present.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_reads_in_place_as_it_was_written() {
+        let event = Event {
+            node: "n1@host".into(),
+            epoch: 7,
+            seq: 42,
+            time_us: 1_700_000_000_000_000,
+            class: Class::Access,
+            message: "connected".into(),
+            fields: vec![
+                ("client".into(), "c1".into()),
+                ("peer".into(), "10.0.0.1:5000".into()),
+            ],
+        };
+        let bytes = postcard::to_allocvec(&event).unwrap();
+        let (read, rest) = postcard::take_from_bytes::<EventRef<'_>>(&bytes).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(read, EventRef::of(&event));
+        assert!(postcard::from_bytes::<EventRef<'_>>(&bytes[..bytes.len() - 1]).is_err());
     }
 }

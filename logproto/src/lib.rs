@@ -10,4 +10,4 @@ pub mod event;
 pub mod frame;
 pub mod link;
 
-pub use event::{Class, Event};
+pub use event::{Class, Event, EventRef};

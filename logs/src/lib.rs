@@ -58,7 +58,7 @@ pub use engine::{ClassStatus, Tap};
 pub use error::LogError;
 pub use layer::{class_of_target, EventLayer};
 pub use redirect::{Redirect, MAX_PREFIX_LEN};
-pub use segment::{decode_records, encode_record, MAX_RECORD_LEN, RECORD_HEADER};
+pub use segment::{decode_records, encode_record, record_body, MAX_RECORD_LEN, RECORD_HEADER};
 pub use text::format_line;
 
 use dump::{dump_files, has_segments};

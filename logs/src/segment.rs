@@ -85,6 +85,15 @@ fn next_record(bytes: &[u8], pos: usize) -> Next<'_> {
     }
 }
 
+/// The body of one whole record (header, body and nothing after) if its length and checksum
+/// are good, for a reader that decodes it in place ([`fubar_logproto::EventRef`]).
+pub fn record_body(record: &[u8]) -> Option<&[u8]> {
+    match next_record(record, 0) {
+        Next::Good(body, end) if end == record.len() => Some(body),
+        _ => None,
+    }
+}
+
 /// An event from a whole record body, refusing trailing bytes.
 fn decode_body(body: &[u8]) -> Option<Event> {
     match postcard::take_from_bytes::<Event>(body) {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use fubar_logproto::{Class, Event};
+use fubar_logproto::{Class, Event, EventRef};
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::{IndexWriterOptions, UserOperation};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
@@ -209,23 +209,25 @@ pub(crate) fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
-/// The values an event gives a keyword field fed by the event fields `sources`.
+/// The values an event's `fields` give a keyword field fed by the event fields `sources`.
 pub(crate) fn keyword_values<'a>(
-    event: &'a Event,
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
     sources: &'static [&'static str],
 ) -> impl Iterator<Item = &'a str> {
-    event
-        .fields
-        .iter()
-        .filter(move |(k, _)| sources.contains(&k.as_ref()))
-        .map(|(_, v)| v.as_str())
+    fields
+        .filter(move |(k, _)| sources.contains(k))
+        .map(|(_, v)| v)
 }
 
 /// The `text` of an event, into `out` (cleared): the message and every field value.
-pub(crate) fn event_text(event: &Event, out: &mut String) {
+pub(crate) fn event_text<'a>(
+    message: &str,
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
+    out: &mut String,
+) {
     out.clear();
-    out.push_str(&event.message);
-    for (_, v) in &event.fields {
+    out.push_str(message);
+    for (_, v) in fields {
         out.push(' ');
         out.push_str(v);
     }
@@ -314,14 +316,14 @@ impl EventIndex {
     /// see the module docs.
     pub fn add(&self, event: &Event) -> Result<(), IndexError> {
         let body = postcard::to_allocvec(event).map_err(|e| IndexError::Encode(e.to_string()))?;
-        self.add_record(event, &body, None, &mut String::new())
+        self.add_record(&EventRef::of(event), &body, None, &mut String::new())
     }
 
     /// Adds an event whose postcard encoding is `body`, read from segment file `segment` (an
     /// event from no segment is never removed by segment retention); `text` is scratch.
     pub(crate) fn add_record(
         &self,
-        event: &Event,
+        event: &EventRef<'_>,
         body: &[u8],
         segment: Option<u64>,
         text: &mut String,
@@ -334,7 +336,7 @@ impl EventIndex {
     /// `segment`, for [`add_documents`](Self::add_documents); `text` is scratch.
     pub(crate) fn document(
         &self,
-        event: &Event,
+        event: &EventRef<'_>,
         body: &[u8],
         segment: Option<u64>,
         text: &mut String,
@@ -342,16 +344,16 @@ impl EventIndex {
         let f = &self.fields;
         let mut doc = TantivyDocument::new();
         doc.add_date(f.time, date(event.time_us));
-        doc.add_text(f.node, &event.node);
+        doc.add_text(f.node, event.node);
         doc.add_text(f.class, event.class.name());
         doc.add_u64(f.seq, event.seq);
         doc.add_u64(f.epoch, event.epoch);
         for (field, (_, sources)) in f.keywords.iter().zip(KEYWORDS) {
-            for value in keyword_values(event, sources) {
+            for value in keyword_values(event.fields.iter().copied(), sources) {
                 doc.add_text(*field, value);
             }
         }
-        event_text(event, text);
+        event_text(event.message, event.fields.iter().copied(), text);
         doc.add_text(f.text, text.as_str());
         if let Some(segment) = segment {
             doc.add_u64(f.segment, segment);
@@ -539,9 +541,13 @@ pub(crate) mod tests {
             let e = event("n1@h", Class::Access, seq, &[]);
             let body = postcard::to_allocvec(&e).unwrap();
             let segment = Some(seq / 5 + 1);
-            index.add_record(&e, &body, segment, &mut text).unwrap();
+            index
+                .add_record(&EventRef::of(&e), &body, segment, &mut text)
+                .unwrap();
             let e = event("n1@h", Class::Error, seq, &[]);
-            index.add_record(&e, &body, segment, &mut text).unwrap();
+            index
+                .add_record(&EventRef::of(&e), &body, segment, &mut text)
+                .unwrap();
         }
         index.add(&event("n1@h", Class::Access, 10, &[])).unwrap();
         index.commit().unwrap();

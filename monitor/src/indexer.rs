@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fubar_logproto::{Class, Event};
-use fubar_logs::{class_dir, decode_records, MAX_RECORD_LEN, RECORD_HEADER};
+use fubar_logproto::{Class, EventRef};
+use fubar_logs::{class_dir, record_body, MAX_RECORD_LEN, RECORD_HEADER};
 use serde::{Deserialize, Serialize};
 use tantivy::{Index, TantivyDocument};
 
@@ -422,8 +422,7 @@ impl Indexer {
                 break Stop::Incomplete(RECORD_HEADER + len);
             };
             match decode_one(record) {
-                Some(event) => {
-                    let body = &record[RECORD_HEADER..];
+                Some((event, body)) => {
                     let doc = self
                         .index
                         .document(&event, body, Some(number), &mut self.text);
@@ -445,11 +444,13 @@ impl Indexer {
     }
 }
 
-/// The event of one whole record, if its checksum and encoding are good (the test the log
-/// writer applies when it repairs a file, so both agree on where the good records end).
-fn decode_one(record: &[u8]) -> Option<Event> {
-    match decode_records(record) {
-        (mut events, 0) if events.len() == 1 => events.pop(),
+/// The event of one whole record, read in place, and its body, if its checksum and encoding
+/// are good (the test the log writer applies when it repairs a file, so both agree on where
+/// the good records end).
+fn decode_one(record: &[u8]) -> Option<(EventRef<'_>, &[u8])> {
+    let body = record_body(record)?;
+    match postcard::take_from_bytes::<EventRef<'_>>(body) {
+        Ok((event, [])) => Some((event, body)),
         _ => None,
     }
 }

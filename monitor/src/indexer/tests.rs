@@ -1,12 +1,13 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 
-use fubar_logs::{encode_record, LogConfig, Redirect};
+use fubar_logs::{decode_records, encode_record, LogConfig, Redirect};
 use tracing_subscriber::layer::SubscriberExt;
 
 use super::*;
 use crate::index::tests::{event, T0};
 use crate::search::{search, search_at, SearchRequest, MAX_LIMIT};
+use fubar_logproto::Event;
 
 fn ev(class: Class, seq: u64) -> Event {
     let client = format!("c{}", seq % 3);

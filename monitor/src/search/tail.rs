@@ -93,7 +93,7 @@ impl TailFilter {
         let Some(query) = &self.query else {
             return true;
         };
-        event_text(event, &mut self.text);
+        event_text(&event.message, event.pairs(), &mut self.text);
         self.tokens.clear();
         let tokens = &mut self.tokens;
         self.analyzer
@@ -267,7 +267,7 @@ impl Ctx<'_> {
             Target::Epoch => test(&e.epoch.to_string()),
             Target::Node => test(&e.node),
             Target::Class => test(e.class.name()),
-            Target::Keyword(i) => keyword_values(e, KEYWORDS[i].1).any(test),
+            Target::Keyword(i) => keyword_values(e.pairs(), KEYWORDS[i].1).any(test),
         }
     }
 }
