@@ -87,6 +87,20 @@ impl Default for LinkLimits {
     }
 }
 
+/// The largest UDP payload QUIC's path MTU discovery tries (quinn's default stops at 1452,
+/// Ethernet's). Links inside a data centre often carry jumbo frames, and loopback 64 KiB: every
+/// packet costs its encryption, header protection and acknowledgement whatever its size, so
+/// bigger packets are less CPU per message. Discovery only keeps sizes the path delivers
+/// (QUIC never lets IP fragment them), so a path with a smaller MTU costs a few lost probes.
+pub const MAX_UDP_PAYLOAD: u16 = 65_527;
+
+/// Path MTU discovery up to [`MAX_UDP_PAYLOAD`], for every QUIC link.
+pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    mtu
+}
+
 impl LinkLimits {
     /// Bytes QUIC may buffer per stream and per connection before the peer must wait: one
     /// full frame and its header, plus one more, so a pipelining node is not stalled while

@@ -378,7 +378,8 @@ fn transport(limits: &LinkLimits) -> Result<TransportConfig, MonitorError> {
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(window)
         .receive_window(window)
-        .max_idle_timeout(Some(idle));
+        .max_idle_timeout(Some(idle))
+        .mtu_discovery_config(Some(crate::config::mtu_discovery()));
     Ok(t)
 }
 

@@ -117,7 +117,8 @@ impl Shipper {
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(config.limits.idle_timeout / 3))
             .max_concurrent_bidi_streams(0u32.into())
-            .max_concurrent_uni_streams(0u32.into());
+            .max_concurrent_uni_streams(0u32.into())
+            .mtu_discovery_config(Some(crate::config::mtu_discovery()));
         client.transport_config(Arc::new(transport));
         let local: SocketAddr = if config.monitor.is_ipv6() {
             (Ipv6Addr::UNSPECIFIED, 0).into()
