@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the on-disk format; a store written by another version is refused at open.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// An account: the user name is the key, this is the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +43,10 @@ pub struct StoredMessage {
     pub retain: bool,
     /// MQTT 5 properties.
     pub properties: StoredProperties,
+    /// When its message expiry interval ends, in milliseconds since the Unix epoch: a
+    /// deadline that holds across restarts (and nodes); `None` for a message that never
+    /// expires.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// One subscription of a persistent session.
@@ -95,6 +99,8 @@ pub struct QueuedRecord {
     pub retain: bool,
     /// Its place in the acknowledgement flow.
     pub state: QueuedState,
+    /// MQTT 5 subscription identifiers of the subscriptions it matched.
+    pub subscription_ids: Vec<u32>,
 }
 
 /// A persistent session as read back at start, or as it moves from one node to another.

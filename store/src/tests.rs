@@ -14,6 +14,7 @@ fn message(topic: &str, payload: &[u8]) -> StoredMessage {
         qos: 1,
         retain: true,
         properties: StoredProperties::default(),
+        expires_at_ms: None,
     }
 }
 
@@ -23,6 +24,7 @@ fn queued(payload: &[u8], state: QueuedState) -> QueuedRecord {
         qos: 1,
         retain: false,
         state,
+        subscription_ids: Vec::new(),
     }
 }
 
@@ -57,8 +59,10 @@ fn everything_survives_reopen() {
             .unwrap();
         s.put_queued("c1", 1, &queued(b"first", QueuedState::WaitPubAck(7)))
             .unwrap();
-        s.put_queued("c1", 300, &queued(b"third", QueuedState::Queued))
-            .unwrap();
+        let mut third = queued(b"third", QueuedState::Queued);
+        third.message.expires_at_ms = Some(1_700_000_000_123);
+        third.subscription_ids = vec![4, 11];
+        s.put_queued("c1", 300, &third).unwrap();
         s.put_qos2("c1", 9).unwrap();
         s.flush().unwrap();
     }
@@ -74,6 +78,9 @@ fn everything_survives_reopen() {
     let order: Vec<u64> = c1.queued.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(order, vec![1, 2, 300], "queue comes back oldest first");
     assert_eq!(c1.queued[0].1.state, QueuedState::WaitPubAck(7));
+    let third = &c1.queued[2].1;
+    assert_eq!(third.message.expires_at_ms, Some(1_700_000_000_123));
+    assert_eq!(third.subscription_ids, vec![4, 11]);
     assert_eq!(c1.qos2_received, vec![9]);
 }
 

@@ -97,6 +97,8 @@ pub struct Stats {
     pub messages_out: AtomicU64,
     /// Messages dropped from full session queues.
     pub messages_dropped: AtomicU64,
+    /// Messages dropped from session queues because their MQTT 5.0 expiry interval passed.
+    pub messages_expired: AtomicU64,
     /// Accepted connections held back because `mqtt.max_connections_per_sec` was reached.
     pub accepts_delayed: AtomicU64,
     /// Connections whose reading was paused at least once by `mqtt.max_messages_per_sec`.
@@ -256,7 +258,8 @@ impl Broker {
     /// any message: routed here, forwarded to the cluster, retained if it asks to be.
     pub(crate) fn publish_will(&self, client_id: &Arc<str>, will: &LastWill, why: &str) {
         tracing::info!(target: "access", client = %client_id, topic = %will.topic, why, "publishing will");
-        let mut message = Message::from_will(will);
+        // Its message expiry interval counts from its publication (MQTT 5.0 3.1.3.2.4).
+        let mut message = Message::from_will(will).expiring_from(Instant::now());
         message.publisher = Some(client_id.clone());
         let message = Arc::new(message);
         let routed = self.router.publish(

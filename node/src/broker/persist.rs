@@ -2,7 +2,7 @@
 //! journal, and reading everything back at start.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fubar_store::records::{
@@ -26,6 +26,46 @@ pub(crate) fn stored_message(m: &Message) -> StoredMessage {
         qos: m.qos as u8,
         retain: m.retain,
         properties: stored_properties(&m.properties),
+        expires_at_ms: m.expires_at.map(|at| {
+            let (now, wall_ms) = clocks();
+            wall_ms_of(at, now, wall_ms)
+        }),
+    }
+}
+
+/// The monotonic and the wall clock, read together: deadlines are `Instant`s in memory and
+/// wall-clock milliseconds in the store, so that they hold across a restart.
+fn clocks() -> (Instant, u64) {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (
+        Instant::now(),
+        u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
+    )
+}
+
+/// `deadline` in milliseconds since the Unix epoch, `now` being `wall_ms`.
+fn wall_ms_of(deadline: Instant, now: Instant, wall_ms: u64) -> u64 {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if deadline >= now {
+        wall_ms.saturating_add(ms(deadline - now))
+    } else {
+        wall_ms.saturating_sub(ms(now - deadline))
+    }
+}
+
+/// The deadline `at_ms` (milliseconds since the Unix epoch) as an `Instant`, `now` being
+/// `wall_ms`: one long past is `now` (it has expired either way), one too far ahead for an
+/// `Instant` is none (as `Message::expiring_from` does).
+fn instant_of(at_ms: u64, now: Instant, wall_ms: u64) -> Option<Instant> {
+    if at_ms >= wall_ms {
+        now.checked_add(Duration::from_millis(at_ms - wall_ms))
+    } else {
+        Some(
+            now.checked_sub(Duration::from_millis(wall_ms - at_ms))
+                .unwrap_or(now),
+        )
     }
 }
 
@@ -48,6 +88,10 @@ pub(crate) fn stored_properties(p: &MessageProperties) -> StoredProperties {
 /// A message read back from the store.
 pub(crate) fn message_of(m: StoredMessage) -> Message {
     let p = m.properties;
+    let expires_at = m.expires_at_ms.and_then(|at| {
+        let (now, wall_ms) = clocks();
+        instant_of(at, now, wall_ms)
+    });
     Message {
         topic: m.topic.into(),
         payload: Bytes::from(m.payload),
@@ -67,6 +111,7 @@ pub(crate) fn message_of(m: StoredMessage) -> Message {
         },
         trace: None,
         publisher: None,
+        expires_at,
     }
 }
 
@@ -142,6 +187,7 @@ pub(crate) fn write_changes(
                     qos: delivery.qos as u8,
                     retain: delivery.retain,
                     state: queued_state(state),
+                    subscription_ids: delivery.subscription_ids,
                 };
                 store.put_queued(client_id, seq, &record).map(drop)
             }
@@ -205,6 +251,7 @@ fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: boo
                 qos: qos_of(q.qos),
                 retain: q.retain,
                 share: None,
+                subscription_ids: q.subscription_ids,
             },
             state: delivery_state(q.state),
         })
@@ -245,6 +292,7 @@ pub(crate) fn exported(client_id: &str, session: &Session) -> RestoredSession {
                     qos: m.delivery.qos as u8,
                     retain: m.delivery.retain,
                     state: queued_state(m.state),
+                    subscription_ids: m.delivery.subscription_ids,
                 };
                 (m.seq, record)
             })
@@ -257,4 +305,70 @@ pub(crate) fn exported(client_id: &str, session: &Session) -> RestoredSession {
 /// client's CONNECT, which is in progress, resumes it).
 pub(crate) fn install_moved(broker: &Broker, session: RestoredSession) {
     restore_session(broker, session, Instant::now(), true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_goes_to_the_wall_clock_and_back() {
+        let now = Instant::now();
+        let wall_ms = 1_700_000_000_000;
+        let later = now + Duration::from_millis(90_500);
+        assert_eq!(wall_ms_of(later, now, wall_ms), wall_ms + 90_500);
+        // Read back after a restart 30 s later: 60.5 s remain.
+        let restart = now + Duration::from_secs(600);
+        let back = instant_of(wall_ms + 90_500, restart, wall_ms + 30_000).unwrap();
+        assert_eq!(back - restart, Duration::from_millis(60_500));
+        // One that passed while the node was down is expired once read back.
+        let past = instant_of(wall_ms + 90_500, restart, wall_ms + 100_000).unwrap();
+        assert!(past < restart);
+        assert_eq!(restart - past, Duration::from_millis(9_500));
+        let earlier = now.checked_sub(Duration::from_millis(1_000)).unwrap_or(now);
+        assert!(wall_ms_of(earlier, now, wall_ms) <= wall_ms);
+    }
+
+    #[test]
+    fn a_stored_message_keeps_its_deadline_and_a_queued_one_its_subscription_ids() {
+        let mut m = Message {
+            topic: "t".into(),
+            payload: Bytes::from_static(b"p"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: MessageProperties {
+                message_expiry_secs: Some(100),
+                ..MessageProperties::default()
+            },
+            trace: None,
+            publisher: None,
+            expires_at: None,
+        };
+        m = m.expiring_from(Instant::now());
+        let back = message_of(stored_message(&m));
+        assert_eq!(back.properties.message_expiry_secs, Some(100));
+        let left = back.remaining_expiry_secs(Instant::now()).unwrap();
+        assert!((99..=100).contains(&left), "{left}");
+        let never = Message {
+            expires_at: None,
+            properties: MessageProperties::default(),
+            ..m
+        };
+        assert_eq!(message_of(stored_message(&never)).expires_at, None);
+        // A queued delivery goes to the store with its subscription identifiers.
+        let mut session = Session::new(crate::mqtt::session::SessionLimits {
+            max_queued_messages: 10,
+            max_queued_bytes: 1000,
+            inflight_window: 1,
+        });
+        let _ = session.enqueue(Delivery {
+            message: Arc::new(never),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            share: None,
+            subscription_ids: vec![2, 5],
+        });
+        let out = exported("c", &session);
+        assert_eq!(out.queued[0].1.subscription_ids, vec![2, 5]);
+    }
 }

@@ -1,7 +1,12 @@
 //! Retained messages: the last retained message of every topic.
+//!
+//! A retained message with an MQTT 5.0 message expiry interval is forgotten once it has
+//! passed: it is never sent to a new subscriber, and the lookup that finds it expired deletes
+//! it (in memory and in the store).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use fubar_store::Store;
 
@@ -36,10 +41,11 @@ impl RetainedStore {
         }
     }
 
-    /// Loads messages read back from the store.
+    /// Loads messages read back from the store (those expired already are left out).
     pub fn restore(&self, messages: impl IntoIterator<Item = Arc<Message>>) {
+        let now = Instant::now();
         let mut map = self.messages.lock().unwrap_or_else(PoisonError::into_inner);
-        for m in messages {
+        for m in messages.into_iter().filter(|m| !m.is_expired(now)) {
             map.insert(m.topic.clone(), m);
         }
     }
@@ -91,19 +97,37 @@ impl RetainedStore {
         self.store.is_some()
     }
 
-    /// The retained messages whose topics match `filter`.
+    /// The retained messages whose topics match `filter` and that have not expired at `now`;
+    /// the expired ones found are deleted.
     ///
     /// A filter without wildcards is one lookup; a wildcard filter scans the retained set.
-    pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
-        let messages = self.messages.lock().unwrap_or_else(PoisonError::into_inner);
-        if !filter.contains(['+', '#']) {
-            return messages.get(filter).cloned().into_iter().collect();
+    pub fn matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
+        let mut messages = self.messages.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut found: Vec<Arc<Message>> = if filter.contains(['+', '#']) {
+            messages
+                .iter()
+                .filter(|(t, _)| topic::matches(filter, t))
+                .map(|(_, m)| m.clone())
+                .collect()
+        } else {
+            messages.get(filter).cloned().into_iter().collect()
+        };
+        if found.iter().any(|m| m.is_expired(now)) {
+            found.retain(|m| {
+                if !m.is_expired(now) {
+                    return true;
+                }
+                messages.remove(&m.topic);
+                if let Some(store) = &self.store {
+                    if let Err(e) = store.delete_retained(&m.topic) {
+                        tracing::error!(target: "error", topic = %m.topic, error = %e, "cannot delete retained message");
+                    }
+                }
+                tracing::debug!(target: "resource", topic = %m.topic, "retained message expired: deleted");
+                false
+            });
         }
-        messages
-            .iter()
-            .filter(|(t, _)| topic::matches(filter, t))
-            .map(|(_, m)| m.clone())
-            .collect()
+        found
     }
 
     /// Number of retained messages.
@@ -137,6 +161,7 @@ mod tests {
             properties: MessageProperties::default(),
             trace: None,
             publisher: None,
+            expires_at: None,
         })
     }
 
@@ -146,7 +171,7 @@ mod tests {
         assert_eq!(r.set(&msg("a/b", "1")), RetainChange::Set);
         assert_eq!(r.set(&msg("a/b", "2")), RetainChange::Set);
         assert_eq!(r.len(), 1);
-        assert_eq!(&r.matching("a/b")[0].payload[..], b"2");
+        assert_eq!(&r.matching("a/b", Instant::now())[0].payload[..], b"2");
         assert_eq!(r.set(&msg("a/b", "")), RetainChange::Cleared);
         assert_eq!(r.set(&msg("a/b", "")), RetainChange::Unchanged);
         assert!(r.is_empty());
@@ -158,9 +183,37 @@ mod tests {
         let _ = r.set(&msg("a/b", "1"));
         let _ = r.set(&msg("a/c", "2"));
         let _ = r.set(&msg("$SYS/x", "3"));
-        assert_eq!(r.matching("a/+").len(), 2);
-        assert_eq!(r.matching("#").len(), 2);
-        assert_eq!(r.matching("$SYS/#").len(), 1);
-        assert_eq!(r.matching("a/d").len(), 0);
+        let now = Instant::now();
+        assert_eq!(r.matching("a/+", now).len(), 2);
+        assert_eq!(r.matching("#", now).len(), 2);
+        assert_eq!(r.matching("$SYS/#", now).len(), 1);
+        assert_eq!(r.matching("a/d", now).len(), 0);
+    }
+
+    #[test]
+    fn an_expired_retained_message_is_never_found_and_is_forgotten() {
+        use std::time::Duration;
+        let r = RetainedStore::default();
+        let t0 = Instant::now();
+        let expiring = |topic: &str, secs: u32| {
+            let mut m = (*msg(topic, "x")).clone();
+            m.properties.message_expiry_secs = Some(secs);
+            Arc::new(m.expiring_from(t0))
+        };
+        let _ = r.set(&expiring("e/short", 5));
+        let _ = r.set(&expiring("e/long", 50));
+        let _ = r.set(&msg("e/forever", "x"));
+        assert_eq!(r.matching("e/#", t0 + Duration::from_secs(4)).len(), 3);
+        let later = t0 + Duration::from_secs(5);
+        assert!(r.matching("e/short", later).is_empty());
+        assert_eq!(r.len(), 2, "forgotten");
+        let much_later = t0 + Duration::from_secs(60);
+        let left: Vec<_> = r.matching("e/+", much_later);
+        assert_eq!(left.len(), 1);
+        assert_eq!(&*left[0].topic, "e/forever");
+        assert_eq!(r.len(), 1);
+        // Read back from the store after its time: not loaded.
+        r.restore([expiring("e/old", 0)]);
+        assert_eq!(r.len(), 1);
     }
 }

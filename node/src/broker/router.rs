@@ -216,15 +216,27 @@ impl Router {
         retained: &RetainedStore,
         shed_qos0: bool,
     ) -> Routed {
-        let mut routed = Routed::default();
-        if message.retain {
-            let change = retained.set(&message);
+        let change = message.retain.then(|| retained.set(&message));
+        let mut routed = self.publish_copy(message, registry, shed_qos0);
+        if let Some(change) = change {
             routed.stored |= change != RetainChange::Unchanged && retained.is_durable();
             routed.retained = Some(change);
         }
-        let mut targets: Vec<(Arc<SessionHandle>, QoS)> = Vec::new();
-        // MQTT 5.0 retain as published: those sessions see the retain flag as published.
-        let mut keep_retain: Vec<Arc<SessionHandle>> = Vec::new();
+        routed
+    }
+
+    /// Queues `message` for this node's sessions as `publish` does, without storing it in
+    /// the retained store: for a copy published on another node, whose retained messages are
+    /// replicated apart. Its retain flag is the one it was published with, for subscribers
+    /// with retain as published.
+    pub fn publish_copy(
+        &self,
+        message: Arc<Message>,
+        registry: &Registry,
+        shed_qos0: bool,
+    ) -> Routed {
+        let mut routed = Routed::default();
+        let mut targets: Vec<Target> = Vec::new();
         {
             let trie = self.trie.read().unwrap_or_else(PoisonError::into_inner);
             trie.for_each_match(&message.topic, |_, sub| {
@@ -234,14 +246,22 @@ impl Router {
                 {
                     return;
                 }
-                if sub.options.retain_as_published && message.retain {
-                    keep_retain.push(sub.handle.clone());
-                }
-                targets.push((sub.handle.clone(), message.qos.min(sub.options.qos)));
+                targets.push(Target {
+                    handle: sub.handle.clone(),
+                    qos: message.qos.min(sub.options.qos),
+                    // MQTT 5.0 retain as published: the retain flag as published.
+                    retain: sub.options.retain_as_published && message.retain,
+                    subscription_ids: sub.options.subscription_id.into_iter().collect(),
+                });
             });
         }
         if let Some(direct) = registry.get(&message.topic) {
-            targets.push((direct, message.qos));
+            targets.push(Target {
+                handle: direct,
+                qos: message.qos,
+                retain: false,
+                subscription_ids: Vec::new(),
+            });
         }
         // In a cluster, the cluster layer chooses the node (and calls `deliver_shared`).
         let shared = if self.hooks.get().is_none() {
@@ -249,41 +269,65 @@ impl Router {
         } else {
             Vec::new()
         };
-        if targets.len() > 1 {
-            // Overlapping subscriptions deliver once, at the highest QoS (MQTT-3.3.5-1).
-            targets.sort_by(|a, b| {
-                Arc::as_ptr(&a.0)
-                    .cmp(&Arc::as_ptr(&b.0))
-                    .then(b.1.cmp(&a.1))
-            });
-            targets.dedup_by(|later, first| Arc::ptr_eq(&later.0, &first.0));
-        }
-        for (handle, qos) in targets {
+        for target in merge_overlapping(targets) {
             let delivery = Delivery {
                 message: message.clone(),
-                qos,
-                retain: keep_retain.iter().any(|h| Arc::ptr_eq(h, &handle)),
+                qos: target.qos,
+                retain: target.retain,
                 share: None,
+                subscription_ids: target.subscription_ids,
             };
-            routed.count(deliver(&handle, delivery, shed_qos0));
+            routed.count(deliver(&target.handle, delivery, shed_qos0));
         }
-        // A shared subscription is a subscription of its own: no merging with the others.
-        for (handle, qos, share) in shared {
+        // A shared subscription is a subscription of its own: no merging with the others,
+        // and its copy carries its own subscription identifier (MQTT-3.3.4-5).
+        for (sub, share) in shared {
             let delivery = Delivery {
+                qos: message.qos.min(sub.options.qos),
                 message: message.clone(),
-                qos,
                 retain: false,
                 share: Some(share),
+                subscription_ids: sub.options.subscription_id.into_iter().collect(),
             };
-            routed.count(deliver(&handle, delivery, shed_qos0));
+            routed.count(deliver(&sub.handle, delivery, shed_qos0));
         }
         routed
     }
 }
 
+/// One session a message goes to, through one of its subscriptions (or as a direct message).
+struct Target {
+    handle: Arc<SessionHandle>,
+    qos: QoS,
+    retain: bool,
+    subscription_ids: Vec<u32>,
+}
+
+/// One target per session: overlapping subscriptions deliver once, at the highest QoS
+/// (MQTT-3.3.5-1), with the retain flag if any of them keeps it, and with the subscription
+/// identifiers of all of them (MQTT-3.3.4-4).
+fn merge_overlapping(mut targets: Vec<Target>) -> Vec<Target> {
+    if targets.len() < 2 {
+        return targets;
+    }
+    targets.sort_by_key(|t| Arc::as_ptr(&t.handle));
+    let mut merged: Vec<Target> = Vec::with_capacity(targets.len());
+    for t in targets {
+        match merged.last_mut() {
+            Some(m) if Arc::ptr_eq(&m.handle, &t.handle) => {
+                m.qos = m.qos.max(t.qos);
+                m.retain |= t.retain;
+                m.subscription_ids.extend(t.subscription_ids);
+            }
+            _ => merged.push(t),
+        }
+    }
+    merged
+}
+
 impl Router {
-    /// One member of each local share group matching the message, with its QoS and group.
-    fn shared_targets(&self, message: &Message) -> Vec<(Arc<SessionHandle>, QoS, Arc<str>)> {
+    /// One member of each local share group matching the message, with its group.
+    fn shared_targets(&self, message: &Message) -> Vec<(Subscriber, Arc<str>)> {
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         if shared.is_empty() {
             return Vec::new();
@@ -292,7 +336,6 @@ impl Router {
             .matching(&message.topic)
             .into_iter()
             .filter_map(|share| shared.pick(&share).map(|sub| (sub, share)))
-            .map(|(sub, share)| (sub.handle, message.qos.min(sub.options.qos), share))
             .collect()
     }
 
@@ -310,6 +353,7 @@ impl Router {
             message,
             retain: false,
             share: Some(share.clone()),
+            subscription_ids: sub.options.subscription_id.into_iter().collect(),
         };
         deliver(&sub.handle, delivery, false).is_some()
     }
@@ -329,6 +373,7 @@ impl Router {
                 message,
                 retain: false,
                 share: Some(share.into()),
+                subscription_ids: sub.options.subscription_id.into_iter().collect(),
             };
             routed.count(deliver(&sub.handle, delivery, shed_qos0));
         }
@@ -406,6 +451,7 @@ mod tests {
             properties: MessageProperties::default(),
             trace: None,
             publisher: None,
+            expires_at: None,
         })
     }
 
@@ -418,7 +464,7 @@ mod tests {
 
     fn drain(h: &SessionHandle) -> Vec<Publish> {
         let mut slot = h.lock();
-        std::iter::from_fn(|| slot.session.poll_publish()).collect()
+        std::iter::from_fn(|| slot.session.poll_publish(Instant::now())).collect()
     }
 
     #[test]
@@ -554,6 +600,91 @@ mod tests {
         }
         assert_eq!(drain(&here).len(), 4);
         assert_eq!(away.lock().session.queued(), 0);
+    }
+
+    fn with_id(qos: QoS, id: u32) -> SubscriptionOptions {
+        SubscriptionOptions {
+            subscription_id: Some(id),
+            ..opts(qos)
+        }
+    }
+
+    #[test]
+    fn one_copy_for_overlapping_subscriptions_carries_every_identifier() {
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
+        let a = registry.attach("a", true, 1, limits()).handle;
+        router.subscribe(&a, "x/+", with_id(QoS::AtMostOnce, 7));
+        router.subscribe(&a, "x/#", with_id(QoS::AtLeastOnce, 3));
+        router.subscribe(&a, "x/y", opts(QoS::AtMostOnce));
+        let b = registry.attach("b", true, 1, limits()).handle;
+        router.subscribe(&b, "x/y", opts(QoS::AtLeastOnce));
+        router.publish(msg("x/y", QoS::AtLeastOnce), &registry, &retained, false);
+        let out = drain(&a);
+        assert_eq!(out.len(), 1, "one copy (MQTT-3.3.5-1)");
+        let mut ids = out[0].properties.subscription_identifiers.clone();
+        ids.sort_unstable();
+        assert_eq!(ids, [3, 7], "MQTT-3.3.4-4");
+        assert_eq!(out[0].qos, QoS::AtLeastOnce);
+        let out = drain(&b);
+        assert!(out[0].properties.subscription_identifiers.is_empty());
+    }
+
+    #[test]
+    fn a_shared_subscriptions_copy_carries_its_own_identifier() {
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
+        let a = registry.attach("a", true, 1, limits()).handle;
+        router.subscribe(&a, "$share/g/t", with_id(QoS::AtLeastOnce, 9));
+        router.subscribe(&a, "t", with_id(QoS::AtLeastOnce, 4));
+        router.publish(msg("t", QoS::AtLeastOnce), &registry, &retained, false);
+        let mut ids: Vec<Vec<u32>> = drain(&a)
+            .into_iter()
+            .map(|p| p.properties.subscription_identifiers)
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [vec![4], vec![9]],
+            "two copies, each its own (MQTT-3.3.4-5)"
+        );
+    }
+
+    #[test]
+    fn a_copy_from_another_node_keeps_its_retain_flag_and_is_not_stored() {
+        let (router, registry, retained) = (
+            Router::default(),
+            Registry::default(),
+            RetainedStore::default(),
+        );
+        let keep = registry.attach("keep", true, 1, limits()).handle;
+        router.subscribe(
+            &keep,
+            "t",
+            SubscriptionOptions {
+                retain_as_published: true,
+                ..opts(QoS::AtLeastOnce)
+            },
+        );
+        let plain = registry.attach("plain", true, 1, limits()).handle;
+        router.subscribe(&plain, "t", opts(QoS::AtLeastOnce));
+        let mut m = (*msg("t", QoS::AtLeastOnce)).clone();
+        m.retain = true;
+        let routed = router.publish_copy(Arc::new(m), &registry, false);
+        assert_eq!(routed.delivered, 2);
+        assert_eq!(routed.retained, None);
+        assert!(
+            retained.is_empty(),
+            "the retained store is replicated apart"
+        );
+        assert!(drain(&keep)[0].retain, "retain as published");
+        assert!(!drain(&plain)[0].retain);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //!
 //! Bounded: a link holds at most `capacity` messages waiting and as many unacknowledged;
 //! beyond that new messages for that member are dropped, counted and reported as a warning.
+//!
+//! A message with an MQTT 5.0 expiry interval goes with what remains of it when it is
+//! written (MQTT-3.3.2-6), and not at all once it has passed (MQTT-3.3.2-5); the receiver
+//! counts its own deadline from its arrival.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +30,7 @@ use super::peer_wire::{ForwardAck, ForwardBatch, ForwardedMessage, PeerRequest, 
 use super::peers::Peers;
 use crate::broker::persist::{message_of, stored_properties};
 use crate::broker::Broker;
-use crate::mqtt::message::Message;
+use crate::mqtt::message::{remaining_secs, Message};
 
 /// Messages per batch frame, at most.
 const BATCH_MESSAGES: usize = 1024;
@@ -48,7 +52,22 @@ pub fn forwarded(message: &Message, publisher: &str) -> ForwardedMessage {
         properties: stored_properties(&message.properties),
         publisher: publisher.to_owned(),
         share: None,
+        expires_at: message.expires_at,
     }
+}
+
+/// The message as it is written at `now`: with what remains of its expiry interval, or
+/// `None` once that has passed (it is not sent).
+fn on_wire(m: &Arc<ForwardedMessage>, now: Instant) -> Option<Arc<ForwardedMessage>> {
+    let Some(at) = m.expires_at else {
+        return Some(m.clone());
+    };
+    if at <= now {
+        return None;
+    }
+    let mut out = (**m).clone();
+    out.properties.message_expiry_secs = Some(remaining_secs(at, now));
+    Some(Arc::new(out))
 }
 
 /// The sending end of the message stream to one member.
@@ -199,19 +218,27 @@ impl Sender {
         first: Arc<ForwardedMessage>,
         rx: &mut mpsc::Receiver<Arc<ForwardedMessage>>,
     ) -> Result<(), MonitorError> {
-        let mut batch = vec![first];
-        let mut bytes = batch[0].payload.len();
-        while batch.len() < BATCH_MESSAGES
-            && bytes < BATCH_BYTES
-            && self.unacked.len() + batch.len() < self.capacity
-        {
-            match rx.try_recv() {
-                Ok(m) => {
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match on_wire(&m, now) {
+                Some(m) => {
                     bytes += m.payload.len();
                     batch.push(m);
                 }
-                Err(_) => break,
+                None => self.expired(&m),
             }
+            if batch.len() < BATCH_MESSAGES
+                && bytes < BATCH_BYTES
+                && self.unacked.len() + batch.len() < self.capacity
+            {
+                next = rx.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
         }
         let first_seq = self.next_seq;
         self.next_seq += batch.len() as u64;
@@ -230,6 +257,18 @@ impl Sender {
     /// Sends every unacknowledged message again, with its sequence number, in runs of
     /// consecutive numbers.
     async fn resend(&mut self, send: &mut SendStream) -> Result<(), MonitorError> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        self.unacked.retain(|(_, m)| {
+            let live = m.expires_at.is_none_or(|at| at > now);
+            if !live {
+                expired.push(m.clone());
+            }
+            live
+        });
+        for m in &expired {
+            self.expired(m);
+        }
         let mut i = 0;
         while i < self.unacked.len() {
             let first_seq = self.unacked[i].0;
@@ -238,7 +277,11 @@ impl Sender {
                 && self.unacked[i].0 == first_seq + messages.len() as u64
                 && messages.len() < BATCH_MESSAGES
             {
-                messages.push((*self.unacked[i].1).clone());
+                let mut m = (*self.unacked[i].1).clone();
+                if let Some(at) = m.expires_at {
+                    m.properties.message_expiry_secs = Some(remaining_secs(at, now));
+                }
+                messages.push(m);
                 i += 1;
             }
             write_frame(
@@ -251,6 +294,12 @@ impl Sender {
             .await?;
         }
         Ok(())
+    }
+
+    /// A message whose expiry interval passed before it could be sent to the member.
+    fn expired(&self, m: &ForwardedMessage) {
+        tracing::debug!(target: "resource", node = %self.name, topic = %m.topic,
+            "message expired on its way to another node: dropped");
     }
 
     fn acked(&mut self, upto: u64) {
@@ -313,13 +362,13 @@ pub async fn receive(
             }
             last = seq;
             let share = m.share;
-            let message = Arc::new(local_message(m, &body));
+            let message = Arc::new(local_message(m, &body, Instant::now()));
             let shed = broker.memory.is_on();
             let routed = match share {
                 Some(share) => broker.router.deliver_shared(share, message, shed),
-                None => broker
-                    .router
-                    .publish(message, &broker.registry, &broker.retained, shed),
+                // With its retain flag (for retain as published), and not stored: the
+                // retained store is replicated apart.
+                None => broker.router.publish_copy(message, &broker.registry, shed),
             };
             stored |= routed.stored;
         }
@@ -347,27 +396,28 @@ struct ForwardedIn<'a> {
     topic: &'a str,
     payload: &'a [u8],
     qos: u8,
-    #[allow(dead_code)] // part of the wire format: the retained store is replicated apart
     retain: bool,
     properties: fubar_store::records::StoredProperties,
     publisher: &'a str,
     share: Option<&'a str>,
 }
 
-/// A forwarded message as this node routes it: the retained store is replicated apart, so
-/// the copy only goes to sessions. Its payload is a slice of `frame`.
-fn local_message(m: ForwardedIn<'_>, frame: &Bytes) -> Message {
+/// A forwarded message as this node routes it, arrived at `now`: with the retain flag it
+/// was published with, and its expiry interval (what remained of it when it was sent)
+/// counted from now. Its payload is a slice of `frame`.
+fn local_message(m: ForwardedIn<'_>, frame: &Bytes, now: Instant) -> Message {
     let mut message = message_of(fubar_store::records::StoredMessage {
         topic: String::new(),
         payload: Vec::new(),
         qos: m.qos,
-        retain: false,
+        retain: m.retain,
         properties: m.properties,
+        expires_at_ms: None,
     });
     message.topic = m.topic.into();
     message.payload = frame.slice_ref(m.payload);
     message.publisher = (!m.publisher.is_empty()).then(|| m.publisher.into());
-    message
+    message.expiring_from(now)
 }
 
 #[cfg(test)]
@@ -383,6 +433,7 @@ mod tests {
             properties: Default::default(),
             publisher: String::new(),
             share: None,
+            expires_at: None,
         }
     }
 
@@ -403,10 +454,44 @@ mod tests {
         let frame = Bytes::from(bytes);
         let batch: ForwardBatchIn<'_> = postcard::from_bytes(&frame).unwrap();
         assert_eq!(batch.first_seq, 7);
-        let m = local_message(batch.messages.into_iter().nth(1).unwrap(), &frame);
+        let m = local_message(
+            batch.messages.into_iter().nth(1).unwrap(),
+            &frame,
+            Instant::now(),
+        );
         assert_eq!(&*m.topic, "t/2");
         assert_eq!(&m.payload[..], &[2, 2, 2]);
         assert!(!m.retain);
+    }
+
+    #[test]
+    fn a_copy_goes_with_its_retain_flag_and_what_remains_of_its_expiry() {
+        let t0 = Instant::now();
+        let mut m = message(1);
+        m.retain = true;
+        m.properties.message_expiry_secs = Some(60);
+        m.expires_at = Some(t0 + Duration::from_secs(60));
+        let m = Arc::new(m);
+        assert!(
+            on_wire(&m, t0 + Duration::from_secs(60)).is_none(),
+            "expired: not sent"
+        );
+        let sent = on_wire(&m, t0 + Duration::from_millis(20_500)).unwrap();
+        assert_eq!(sent.properties.message_expiry_secs, Some(40));
+        let bytes = postcard::to_allocvec(&ForwardBatchOut {
+            first_seq: 1,
+            messages: vec![&*sent],
+        })
+        .unwrap();
+        let frame = Bytes::from(bytes);
+        let batch: ForwardBatchIn<'_> = postcard::from_bytes(&frame).unwrap();
+        let arrived = t0 + Duration::from_secs(30);
+        let local = local_message(batch.messages.into_iter().next().unwrap(), &frame, arrived);
+        assert!(local.retain, "the retain flag as published");
+        assert_eq!(local.expires_at, Some(arrived + Duration::from_secs(40)));
+        // A message without an interval goes as it is.
+        let plain = Arc::new(message(2));
+        assert!(Arc::ptr_eq(&on_wire(&plain, t0).unwrap(), &plain));
     }
 
     #[test]

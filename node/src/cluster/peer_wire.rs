@@ -99,6 +99,10 @@ pub struct ForwardedMessage {
     /// For a shared subscription's copy: the `$share/GROUP/FILTER` whose member on the
     /// receiving node gets it (and no one else there).
     pub share: Option<String>,
+    /// When its message expiry interval ends, on the sending node only (not on the wire:
+    /// `properties` carries what remains of the interval when it is sent).
+    #[serde(skip)]
+    pub expires_at: Option<std::time::Instant>,
 }
 
 /// Consecutive messages on a forward stream: the first has sequence number `first_seq`.

@@ -6,6 +6,7 @@
 //! reshape routing.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -87,6 +88,9 @@ pub struct Message {
     pub trace: Option<Arc<TraceMark>>,
     /// The client id of the client that published it (for MQTT 5.0 no local), when known.
     pub publisher: Option<Arc<str>>,
+    /// When it expires: its message expiry interval counted from when the broker took it
+    /// (`expiring_from`); `None` for a message that never expires.
+    pub expires_at: Option<Instant>,
 }
 
 impl Message {
@@ -100,6 +104,7 @@ impl Message {
             properties: MessageProperties::of(&p.properties),
             trace: None,
             publisher: None,
+            expires_at: None,
         }
     }
 
@@ -113,6 +118,35 @@ impl Message {
             properties: MessageProperties::of(&w.properties),
             trace: None,
             publisher: None,
+            expires_at: None,
+        }
+    }
+
+    /// The message with its deadline set from its message expiry interval, counted from
+    /// `now`: when the broker received it (for a will: when it is published, MQTT 5.0
+    /// 3.1.3.2.4; for a copy from another node: when it arrived, with the interval that
+    /// remained when it was sent).
+    #[must_use]
+    pub fn expiring_from(mut self, now: Instant) -> Self {
+        self.expires_at = self
+            .properties
+            .message_expiry_secs
+            .and_then(|secs| now.checked_add(Duration::from_secs(u64::from(secs))));
+        self
+    }
+
+    /// Whether its message expiry interval has passed at `now`.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The message expiry interval to send at `now`: what remains of it, in whole seconds
+    /// rounded up (MQTT-3.3.2-6), 0 once it has passed. A message without a deadline keeps
+    /// the interval it was published with (none for one that does not expire).
+    pub fn remaining_expiry_secs(&self, now: Instant) -> Option<u32> {
+        match self.expires_at {
+            Some(at) => Some(remaining_secs(at, now)),
+            None => self.properties.message_expiry_secs,
         }
     }
 
@@ -120,6 +154,14 @@ impl Message {
     pub fn cost(&self) -> usize {
         self.topic.len() + self.payload.len()
     }
+}
+
+/// What remains at `now` of an expiry interval that ends `at`, in whole seconds rounded up
+/// (so at least 1 until it ends), 0 once it has ended.
+pub fn remaining_secs(at: Instant, now: Instant) -> u32 {
+    let left = at.saturating_duration_since(now);
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 /// The options a subscription was made with.
@@ -149,4 +191,60 @@ pub struct Delivery {
     /// The share group (`$share/GROUP/FILTER`) it came through, if any: should this session
     /// leave the group before acknowledging it, it goes to another member.
     pub share: Option<Arc<str>>,
+    /// MQTT 5.0 subscription identifiers of the session's subscriptions it matched (those
+    /// that have one): the PUBLISH carries them all (MQTT-3.3.4-3, MQTT-3.3.4-4).
+    pub subscription_ids: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expiring(secs: Option<u32>) -> Message {
+        Message {
+            topic: "t".into(),
+            payload: Bytes::from_static(b"p"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: MessageProperties {
+                message_expiry_secs: secs,
+                ..MessageProperties::default()
+            },
+            trace: None,
+            publisher: None,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn the_remaining_interval_counts_down_from_reception_rounded_up() {
+        let t0 = Instant::now();
+        let m = expiring(Some(10)).expiring_from(t0);
+        assert_eq!(m.expires_at, Some(t0 + Duration::from_secs(10)));
+        assert_eq!(m.remaining_expiry_secs(t0), Some(10));
+        // 9.7 s left is sent as 10: never 0 while the message lives, never above the interval.
+        assert_eq!(
+            m.remaining_expiry_secs(t0 + Duration::from_millis(300)),
+            Some(10)
+        );
+        assert_eq!(
+            m.remaining_expiry_secs(t0 + Duration::from_secs(4)),
+            Some(6)
+        );
+        assert!(!m.is_expired(t0 + Duration::from_millis(9_999)));
+        assert!(m.is_expired(t0 + Duration::from_secs(10)));
+        assert_eq!(
+            m.remaining_expiry_secs(t0 + Duration::from_secs(11)),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_message_without_an_interval_never_expires() {
+        let t0 = Instant::now();
+        let m = expiring(None).expiring_from(t0);
+        assert_eq!(m.expires_at, None);
+        assert!(!m.is_expired(t0 + Duration::from_secs(1 << 40)));
+        assert_eq!(m.remaining_expiry_secs(t0), None);
+    }
 }

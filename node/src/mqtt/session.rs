@@ -16,9 +16,13 @@
 //!   with distinct packet ids; QoS 0 messages never enter it.
 //! - Messages leave the queue in the order they entered it, so delivery is in order per topic.
 //! - Every message has a sequence number, increasing in the order messages were queued.
+//! - A queued message whose MQTT 5.0 expiry interval has passed is never sent: `poll_send`
+//!   drops it (MQTT-3.3.2-5). One already in flight is completed, as delivery has started.
+//!   Time is passed in (`now`); nothing here reads a clock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::message::{Delivery, Message, SubscriptionOptions};
 use super::packet::{Ack, Packet, Publish, QoS};
@@ -126,6 +130,9 @@ pub struct Session {
     next_packet_id: u16,
     next_seq: u64,
     dropped_total: u64,
+    /// Messages dropped from the queue because they expired, not yet taken by the driver.
+    expired: Vec<Arc<Message>>,
+    expired_total: u64,
     /// Changes not yet written to the store; `None` for a session that is not persistent.
     journal: Option<Vec<SessionChange>>,
     /// MQTT 5.0 session expiry interval the client asked for, in seconds; `None` for a 3.1/3.1.1
@@ -146,6 +153,8 @@ impl Session {
             next_packet_id: 1,
             next_seq: 1,
             dropped_total: 0,
+            expired: Vec::new(),
+            expired_total: 0,
             journal: None,
             expiry_secs: None,
         }
@@ -363,19 +372,21 @@ impl Session {
         Enqueued { dropped }
     }
 
-    /// The next PUBLISH to send, if the queue has one the in-flight window lets out.
+    /// The next PUBLISH to send at `now`, if the queue has one the in-flight window lets out.
     ///
     /// QoS 0 messages go as soon as they reach the head of the queue. A QoS 1/2 message at the
     /// head waits while the window is full, and so does everything behind it: that keeps the
-    /// order of messages on a topic.
+    /// order of messages on a topic. Messages that have expired by `now` are dropped on the
+    /// way (`take_expired`), and the PUBLISH carries what remains of the expiry interval.
     #[must_use]
-    pub fn poll_publish(&mut self) -> Option<Publish> {
-        self.poll_send().map(|(p, _)| p)
+    pub fn poll_publish(&mut self, now: Instant) -> Option<Publish> {
+        self.poll_send(now).map(|(p, _)| p)
     }
 
     /// As `poll_publish`, with the message the PUBLISH carries (for its trace mark).
     #[must_use]
-    pub fn poll_send(&mut self) -> Option<(Publish, Arc<Message>)> {
+    pub fn poll_send(&mut self, now: Instant) -> Option<(Publish, Arc<Message>)> {
+        self.drop_expired_head(now);
         let head = self.queue.front()?;
         if head.delivery.qos != QoS::AtMostOnce
             && self.inflight.len() >= self.limits.inflight_window
@@ -410,7 +421,36 @@ impl Session {
                 id
             }
         };
-        Some((publish_of(&delivery, packet_id, false), delivery.message))
+        Some((
+            publish_of(&delivery, packet_id, false, now),
+            delivery.message,
+        ))
+    }
+
+    /// Drops the messages at the head of the queue whose expiry interval has passed: onward
+    /// delivery has not started, so their copy for this session is deleted (MQTT-3.3.2-5).
+    fn drop_expired_head(&mut self, now: Instant) {
+        while self
+            .queue
+            .front()
+            .is_some_and(|q| q.delivery.message.is_expired(now))
+        {
+            let Some(old) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= old.delivery.message.cost();
+            if old.delivery.qos != QoS::AtMostOnce {
+                self.record(SessionChange::Remove { seq: old.seq });
+            }
+            self.expired_total += 1;
+            self.expired.push(old.delivery.message);
+        }
+    }
+
+    /// Takes the messages dropped because they expired since the last call (for the
+    /// driver's log and counters).
+    pub fn take_expired(&mut self) -> Vec<Arc<Message>> {
+        std::mem::take(&mut self.expired)
     }
 
     fn allocate_packet_id(&mut self) -> u16 {
@@ -490,13 +530,14 @@ impl Session {
 
     /// The packets to resend when a client resumes this session: every unacknowledged
     /// PUBLISH again with DUP set, and PUBREL for QoS 2 messages already received, in the
-    /// order they were first sent (MQTT-4.4.0-1).
-    pub fn resend_on_resume(&self) -> Vec<Packet> {
+    /// order they were first sent (MQTT-4.4.0-1). A PUBLISH carries what remains at `now` of
+    /// its expiry interval.
+    pub fn resend_on_resume(&self, now: Instant) -> Vec<Packet> {
         self.inflight
             .iter()
             .map(|i| match i.state {
                 DeliveryState::WaitPubComp(id) => Packet::PubRel(Ack::new(id)),
-                _ => Packet::Publish(publish_of(&i.delivery, i.packet_id, true)),
+                _ => Packet::Publish(publish_of(&i.delivery, i.packet_id, true, now)),
             })
             .collect()
     }
@@ -573,17 +614,30 @@ impl Session {
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
     }
+
+    /// Messages dropped because they expired, over the session's life.
+    pub fn expired_total(&self) -> u64 {
+        self.expired_total
+    }
 }
 
-fn publish_of(delivery: &Delivery, packet_id: u16, dup: bool) -> Publish {
+/// The PUBLISH of `delivery` at `now`: with the expiry interval that remains (MQTT-3.3.2-6)
+/// and the subscription identifiers of the subscriptions it matched (MQTT-3.3.4-3).
+fn publish_of(delivery: &Delivery, packet_id: u16, dup: bool, now: Instant) -> Publish {
+    let message = &delivery.message;
+    let mut properties = message.properties.to_properties();
+    properties.message_expiry_interval = message.remaining_expiry_secs(now);
+    properties
+        .subscription_identifiers
+        .clone_from(&delivery.subscription_ids);
     Publish {
         dup,
         qos: delivery.qos,
         retain: delivery.retain,
-        topic: delivery.message.topic.clone(),
+        topic: message.topic.clone(),
         packet_id,
-        payload: delivery.message.payload.clone(),
-        properties: delivery.message.properties.to_properties(),
+        payload: message.payload.clone(),
+        properties,
     }
 }
 
@@ -612,11 +666,19 @@ mod tests {
                 properties: MessageProperties::default(),
                 trace: None,
                 publisher: None,
+                expires_at: None,
             }),
             qos,
             retain: false,
             share: None,
+            subscription_ids: Vec::new(),
         }
+    }
+
+    /// A fake clock: `secs` after a fixed start.
+    fn at(secs: u64) -> Instant {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now) + std::time::Duration::from_secs(secs)
     }
 
     fn payload(p: &Publish) -> &[u8] {
@@ -630,12 +692,12 @@ mod tests {
             let _ = s.enqueue(delivery("t", &i.to_string(), QoS::AtMostOnce));
         }
         for i in 0..5 {
-            let p = s.poll_publish().expect("qos0 is never held back");
+            let p = s.poll_publish(at(0)).expect("qos0 is never held back");
             assert_eq!(p.packet_id, 0);
             assert_eq!(payload(&p), i.to_string().as_bytes());
         }
         assert_eq!(s.inflight(), 0);
-        assert!(s.poll_publish().is_none());
+        assert!(s.poll_publish(at(0)).is_none());
     }
 
     #[test]
@@ -645,15 +707,15 @@ mod tests {
         let _ = s.enqueue(delivery("t", "b", QoS::AtLeastOnce));
         let _ = s.enqueue(delivery("t", "c", QoS::AtLeastOnce));
         let _ = s.enqueue(delivery("t", "d", QoS::AtMostOnce));
-        let a = s.poll_publish().unwrap();
-        let b = s.poll_publish().unwrap();
+        let a = s.poll_publish(at(0)).unwrap();
+        let b = s.poll_publish(at(0)).unwrap();
         assert_ne!(a.packet_id, b.packet_id);
         assert!(a.packet_id != 0 && b.packet_id != 0);
         // Window of 2 is full: c waits, and d (QoS 0) waits behind it to keep the order.
-        assert!(s.poll_publish().is_none());
+        assert!(s.poll_publish(at(0)).is_none());
         assert!(s.handle_puback(a.packet_id));
-        assert_eq!(payload(&s.poll_publish().unwrap()), b"c");
-        assert_eq!(payload(&s.poll_publish().unwrap()), b"d");
+        assert_eq!(payload(&s.poll_publish(at(0)).unwrap()), b"c");
+        assert_eq!(payload(&s.poll_publish(at(0)).unwrap()), b"d");
         assert!(
             !s.handle_puback(a.packet_id),
             "a second PUBACK matches nothing"
@@ -665,15 +727,15 @@ mod tests {
         let mut s = Session::new(limits());
         let _ = s.enqueue(delivery("t", "x", QoS::ExactlyOnce));
         let _ = s.enqueue(delivery("t", "y", QoS::ExactlyOnce));
-        let x = s.poll_publish().unwrap();
-        let y = s.poll_publish().unwrap();
+        let x = s.poll_publish(at(0)).unwrap();
+        let y = s.poll_publish(at(0)).unwrap();
         assert!(
             !s.handle_pubcomp(x.packet_id),
             "PUBCOMP before PUBREC matches nothing"
         );
         assert!(s.handle_pubrec(x.packet_id));
         // Reconnect now: x is past PUBREC, so PUBREL is resent; y is resent with DUP.
-        let resend = s.resend_on_resume();
+        let resend = s.resend_on_resume(at(0));
         assert_eq!(resend.len(), 2);
         assert_eq!(resend[0], Packet::PubRel(Ack::new(x.packet_id)));
         match &resend[1] {
@@ -706,7 +768,7 @@ mod tests {
         assert_eq!(dropped, 5);
         assert_eq!(s.queued(), 10);
         assert_eq!(s.dropped_total(), 5);
-        assert_eq!(payload(&s.poll_publish().unwrap()), b"05");
+        assert_eq!(payload(&s.poll_publish(at(0)).unwrap()), b"05");
     }
 
     #[test]
@@ -735,14 +797,14 @@ mod tests {
             let _ = s.enqueue(delivery("t", "p", QoS::AtLeastOnce));
         }
         let ids: Vec<u16> = (0..3)
-            .map(|_| s.poll_publish().unwrap().packet_id)
+            .map(|_| s.poll_publish(at(0)).unwrap().packet_id)
             .collect();
         assert_eq!(ids, vec![u16::MAX, 1, 2]);
         // Free id 1 only; the next allocation walks past 3.. and never reuses 2 or MAX.
         assert!(s.handle_puback(1));
         s.next_packet_id = u16::MAX;
         let _ = s.enqueue(delivery("t", "p", QoS::AtLeastOnce));
-        assert_eq!(s.poll_publish().unwrap().packet_id, 1);
+        assert_eq!(s.poll_publish(at(0)).unwrap().packet_id, 1);
     }
 
     #[test]
@@ -767,7 +829,7 @@ mod tests {
         s.drop_qos0();
         assert_eq!(s.queued(), 1);
         assert_eq!(s.queued_bytes(), 2);
-        assert_eq!(payload(&s.poll_publish().unwrap()), b"b");
+        assert_eq!(payload(&s.poll_publish(at(0)).unwrap()), b"b");
     }
 
     #[test]
@@ -783,8 +845,8 @@ mod tests {
         let _ = s.enqueue(delivery("t", "mine", QoS::AtLeastOnce));
         let _ = s.enqueue(share(delivery("t", "c", QoS::AtLeastOnce), "$share/h/t"));
         let _ = s.enqueue(share(delivery("t", "d", QoS::AtLeastOnce), "$share/g/t"));
-        let a = s.poll_publish().unwrap();
-        let _b = s.poll_publish().unwrap(); // window of 2: b in flight, the rest queued
+        let a = s.poll_publish(at(0)).unwrap();
+        let _b = s.poll_publish(at(0)).unwrap(); // window of 2: b in flight, the rest queued
         assert!(s.handle_pubrec(a.packet_id), "past PUBREC: a stays");
         let _ = s.take_changes();
         let taken = s.take_shared(Some("$share/g/t"));
@@ -837,7 +899,7 @@ mod tests {
         ));
         let _ = s.enqueue(delivery("t", "q0", QoS::AtMostOnce));
         assert!(s.take_changes().is_empty(), "QoS 0 is never stored");
-        let p = s.poll_publish().unwrap();
+        let p = s.poll_publish(at(0)).unwrap();
         assert_eq!(
             s.take_changes(),
             vec![SessionChange::Put {
@@ -874,6 +936,83 @@ mod tests {
         assert_eq!(changes[2], SessionChange::Remove { seq: 1 });
     }
 
+    /// A delivery whose message, received at `at(received)`, expires `secs` later.
+    fn expiring(payload: &str, qos: QoS, received: u64, secs: u32) -> Delivery {
+        let mut d = delivery("t", payload, qos);
+        let mut m = (*d.message).clone();
+        m.properties.message_expiry_secs = Some(secs);
+        d.message = Arc::new(m.expiring_from(at(received)));
+        d
+    }
+
+    #[test]
+    fn expired_queued_messages_are_dropped_and_the_rest_carry_what_remains() {
+        let mut s = Session::new(limits());
+        s.set_persistent(true);
+        let _ = s.enqueue(expiring("short", QoS::AtLeastOnce, 0, 5));
+        let _ = s.enqueue(expiring("q0", QoS::AtMostOnce, 0, 1));
+        let _ = s.enqueue(expiring("long", QoS::AtLeastOnce, 0, 100));
+        let _ = s.enqueue(delivery("t", "forever", QoS::AtLeastOnce));
+        let _ = s.take_changes();
+        // Ten seconds later the client is back: the first two are gone (MQTT-3.3.2-5).
+        let p = s.poll_publish(at(10)).unwrap();
+        assert_eq!(payload(&p), b"long");
+        assert_eq!(
+            p.properties.message_expiry_interval,
+            Some(90),
+            "MQTT-3.3.2-6"
+        );
+        let p = s.poll_publish(at(10)).unwrap();
+        assert_eq!(payload(&p), b"forever");
+        assert_eq!(p.properties.message_expiry_interval, None);
+        let expired: Vec<Bytes> = s.take_expired().iter().map(|m| m.payload.clone()).collect();
+        assert_eq!(expired, [&b"short"[..], b"q0"]);
+        assert!(s.take_expired().is_empty(), "taken once");
+        assert_eq!(s.expired_total(), 2);
+        assert_eq!(s.queued(), 0);
+        assert_eq!(s.queued_bytes(), 0);
+        let changes = s.take_changes();
+        assert_eq!(
+            changes[0],
+            SessionChange::Remove { seq: 1 },
+            "the stored copy of the QoS 1 message goes too (the QoS 0 one was never stored)"
+        );
+        assert!(matches!(changes[1], SessionChange::Put { seq: 3, .. }));
+    }
+
+    #[test]
+    fn a_message_in_flight_is_resent_with_what_remains_even_past_its_expiry() {
+        let mut s = Session::new(limits());
+        let _ = s.enqueue(expiring("m", QoS::AtLeastOnce, 0, 30));
+        let p = s.poll_publish(at(0)).unwrap();
+        assert_eq!(p.properties.message_expiry_interval, Some(30));
+        let resent = |s: &Session, secs| match &s.resend_on_resume(at(secs))[..] {
+            [Packet::Publish(p)] => p.properties.message_expiry_interval,
+            other => panic!("expected one PUBLISH, got {other:?}"),
+        };
+        assert_eq!(resent(&s, 12), Some(18));
+        // Delivery has started: it is completed, not dropped.
+        assert_eq!(resent(&s, 40), Some(0));
+        assert!(s.handle_puback(p.packet_id));
+    }
+
+    #[test]
+    fn a_publish_carries_the_subscription_identifiers_of_its_delivery() {
+        let mut s = Session::new(limits());
+        let d = Delivery {
+            subscription_ids: vec![3, 7],
+            ..delivery("t", "x", QoS::AtLeastOnce)
+        };
+        let _ = s.enqueue(d);
+        let p = s.poll_publish(at(0)).unwrap();
+        assert_eq!(p.properties.subscription_identifiers, vec![3, 7]);
+        // And again when resent after a reconnection.
+        match &s.resend_on_resume(at(1))[..] {
+            [Packet::Publish(p)] => assert_eq!(p.properties.subscription_identifiers, vec![3, 7]),
+            other => panic!("expected one PUBLISH, got {other:?}"),
+        }
+    }
+
     #[test]
     fn restore_rebuilds_queue_inflight_and_counters() {
         let restored = vec![
@@ -890,12 +1029,15 @@ mod tests {
         ];
         let mut s = Session::restore(limits(), vec![], restored, vec![3]);
         assert!(s.is_persistent());
-        assert_eq!(s.resend_on_resume(), vec![Packet::PubRel(Ack::new(77))]);
+        assert_eq!(
+            s.resend_on_resume(at(0)),
+            vec![Packet::PubRel(Ack::new(77))]
+        );
         assert!(
             !s.receive_qos2(3),
             "QoS 2 id 3 was pending before the restart"
         );
-        let p = s.poll_publish().unwrap();
+        let p = s.poll_publish(at(0)).unwrap();
         assert_eq!(payload(&p), b"queued");
         assert_eq!(p.packet_id, 78);
         let _ = s.take_changes();

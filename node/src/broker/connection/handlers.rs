@@ -27,6 +27,15 @@ where
 {
     pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), CloseReason> {
         match packet {
+            Packet::Publish(p) if !p.properties.subscription_identifiers.is_empty() => {
+                // Subscription identifiers go from server to client only (MQTT-3.3.4-6).
+                tracing::warn!(target: "warning", client = self.client_id().unwrap_or("-"),
+                    peer = %self.peer, topic = %p.topic, packet = "PUBLISH",
+                    "PUBLISH from the client carries a subscription identifier (MQTT-3.3.4-6)");
+                Err(CloseReason::ProtocolError(
+                    "PUBLISH from the client carries a subscription identifier".into(),
+                ))
+            }
             Packet::Publish(p) => {
                 self.handle_publish(p);
                 Ok(())
@@ -183,7 +192,7 @@ where
             p.retain_available = Some(true);
             p.wildcard_subscription_available = Some(true);
             p.shared_subscription_available = Some(true);
-            p.subscription_identifier_available = Some(false);
+            p.subscription_identifier_available = Some(true);
             p.maximum_packet_size = u32::try_from(settings.mqtt.max_packet_size).ok();
         }
         self.send(&Packet::ConnAck(connack));
@@ -210,7 +219,7 @@ where
             let mut slot = attached.handle.lock();
             slot.session.set_inflight_window(window);
             slot.session.set_expiry_secs(expiry);
-            slot.session.resend_on_resume()
+            slot.session.resend_on_resume(Instant::now())
         };
         self.client = Some(Client {
             id: client_id,
@@ -247,7 +256,9 @@ where
 
     /// Routes a message; returns the durability ticket its acknowledgement must wait for (0
     /// when no copy went to the store) and how many sessions it was queued for.
-    pub(super) fn route(&self, mut message: Message) -> (u64, usize) {
+    pub(super) fn route(&self, message: Message) -> (u64, usize) {
+        // Its message expiry interval counts from now (MQTT 5.0 3.3.2.3.3).
+        let mut message = message.expiring_from(Instant::now());
         let b = &self.broker;
         let topic = message.topic.clone();
         let publisher = self.client_id().unwrap_or("-");
@@ -297,13 +308,15 @@ where
                 tracing::info!(target: "protocol", client = %handle.client_id, filter, "invalid topic filter refused");
                 continue;
             }
-            // MQTT 5.0 subscription options (3.1.1 subscriptions keep their defaults).
+            // MQTT 5.0 subscription options (3.1.1 subscriptions keep their defaults), and the
+            // SUBSCRIBE's subscription identifier, kept with each of its subscriptions
+            // (MQTT 5.0 3.8.2.1.2; a subscription replaced without one has none).
             let options = SubscriptionOptions {
                 qos: *qos,
                 no_local: requested.no_local,
                 retain_as_published: requested.retain_as_published,
                 retain_handling: requested.retain_handling,
-                ..Default::default()
+                subscription_id: s.properties.subscription_identifiers.first().copied(),
             };
             // Session first, then router: see `Router::subscribe`.
             handle.lock().session.subscribe(filter, options);
@@ -318,7 +331,7 @@ where
                 RetainHandling::Never => false,
             };
             if send_retained {
-                granted.push((filter.as_str(), *qos));
+                granted.push((filter.as_str(), *qos, options.subscription_id));
             }
         }
         self.send(&Packet::SubAck(SubAck {
@@ -326,15 +339,18 @@ where
             codes,
             properties: Default::default(),
         }));
-        // Retained messages follow the SUBACK, flagged as retained (MQTT-3.3.1-8).
-        for (filter, qos) in granted {
-            for message in self.broker.retained.matching(filter) {
+        // Retained messages follow the SUBACK, flagged as retained (MQTT-3.3.1-8), with the
+        // subscription's identifier; expired ones are not sent (MQTT 5.0 3.3.2.3.3).
+        let now = Instant::now();
+        for (filter, qos, id) in granted {
+            for message in self.broker.retained.matching(filter, now) {
                 let qos = message.qos.min(qos);
                 let retained = Delivery {
                     message,
                     qos,
                     retain: true,
                     share: None,
+                    subscription_ids: id.into_iter().collect(),
                 };
                 let _ = deliver(&handle, retained, false);
             }

@@ -343,7 +343,8 @@ where
     fn fill_from_session(&mut self, limit: usize) {
         let Some(client) = &self.client else { return };
         let mut out = Vec::new();
-        {
+        let now = Instant::now();
+        let expired = {
             let mut slot = client.handle.lock();
             if !slot.is_owned_by(self.conn_id) {
                 // Taken over: what is queued now belongs to the new connection, which has
@@ -352,19 +353,38 @@ where
             }
             let mut budget = limit.saturating_sub(self.wbuf.len());
             while budget > 0 {
-                let Some((p, message)) = slot.session.poll_send() else {
+                let Some((p, message)) = slot.session.poll_send(now) else {
                     break;
                 };
                 budget = budget.saturating_sub(p.payload.len() + p.topic.len() + 8);
                 out.push((Packet::Publish(p), message.trace.clone()));
             }
-        }
+            slot.session.take_expired()
+        };
+        self.note_expired(&client.id, &expired);
         self.broker.stats.record_sent(out.len());
         for (p, mark) in &out {
             self.send(p);
             if let (Some(mark), Packet::Publish(p)) = (mark, p) {
                 trace_hop(mark, "sent", &p.topic, self.client_id().unwrap_or("-"), 1);
             }
+        }
+    }
+
+    /// Counts and logs the messages the session dropped because their expiry interval had
+    /// passed before they could be sent (MQTT-3.3.2-5).
+    fn note_expired(&self, client: &str, expired: &[Arc<Message>]) {
+        if expired.is_empty() {
+            return;
+        }
+        self.broker
+            .stats
+            .messages_expired
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        for m in expired {
+            tracing::debug!(target: "resource", client, topic = %m.topic, qos = m.qos as u8,
+                expiry_secs = m.properties.message_expiry_secs.unwrap_or(0),
+                "message expired in the session queue: dropped");
         }
     }
 

@@ -54,6 +54,7 @@ fn message(topic: &str, payload: &[u8]) -> StoredMessage {
         qos: 1,
         retain: true,
         properties: StoredProperties::default(),
+        expires_at_ms: None,
     }
 }
 
