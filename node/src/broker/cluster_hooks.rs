@@ -20,8 +20,10 @@ pub trait ClusterHooks: Send + Sync + fmt::Debug {
     fn route_removed(&self, filter: &str);
     /// A message was published on this node (by a client or a will): send it to every other
     /// node with a matching route or holding the client id it is addressed to, and replicate
-    /// it if it is retained.
-    fn forward(&self, message: &Arc<Message>);
+    /// it if it is retained. Returns whether another node, or a share group (on any node),
+    /// takes it: an MQTT 5.0 publisher's acknowledgement says "no matching subscribers"
+    /// otherwise.
+    fn forward(&self, message: &Arc<Message>) -> bool;
     /// A message a member of share group `share` here left unacknowledged: send it to
     /// another node with members of the group, in turn. False when no other node has any.
     fn forward_share(&self, share: &Arc<str>, message: &Arc<Message>) -> bool;

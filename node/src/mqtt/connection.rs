@@ -34,6 +34,15 @@ pub enum CloseReason {
         /// The limit.
         max: usize,
     },
+    /// An MQTT 5.0 client sent more unacknowledged QoS 1/2 PUBLISH packets than the
+    /// server's Receive Maximum (MQTT-3.3.4-7).
+    ReceiveMaximumExceeded {
+        /// The Receive Maximum announced in CONNACK.
+        max: u16,
+    },
+    /// An MQTT 5.0 client sent a topic alias of 0 or above the maximum announced in CONNACK;
+    /// the text says which.
+    TopicAliasInvalid(String),
     /// Another connection took over this client id.
     TakenOver,
     /// CONNECT was refused (the return code says why).
@@ -53,6 +62,8 @@ impl CloseReason {
             Self::KeepAliveTimeout => ReasonCode::KeepAliveTimeout,
             Self::ProtocolError(_) => ReasonCode::ProtocolError,
             Self::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+            Self::ReceiveMaximumExceeded { .. } => ReasonCode::ReceiveMaximumExceeded,
+            Self::TopicAliasInvalid(_) => ReasonCode::TopicAliasInvalid,
             Self::TakenOver => ReasonCode::SessionTakenOver,
             Self::ServerShutdown => ReasonCode::ServerShuttingDown,
             _ => return None,
@@ -81,6 +92,13 @@ impl fmt::Display for CloseReason {
             Self::PacketTooLarge { size, max } => {
                 write!(f, "packet too large: {size} bytes, maximum {max}")
             }
+            Self::ReceiveMaximumExceeded { max } => {
+                write!(
+                    f,
+                    "receive maximum exceeded: more than {max} QoS 1/2 publishes unacknowledged"
+                )
+            }
+            Self::TopicAliasInvalid(e) => write!(f, "topic alias invalid: {e}"),
             Self::TakenOver => f.write_str("taken over"),
             Self::Refused(why) => write!(f, "refused: {why}"),
             Self::StalledReader => f.write_str("stalled reader"),
@@ -247,6 +265,30 @@ mod tests {
             c.on_packet(t0, &Packet::PingResp),
             Err(CloseReason::ProtocolError(_))
         ));
+    }
+
+    #[test]
+    fn server_disconnect_reasons() {
+        use crate::mqtt::reason::ReasonCode;
+        let cases = [
+            (
+                CloseReason::ReceiveMaximumExceeded { max: 3 },
+                Some(ReasonCode::ReceiveMaximumExceeded),
+            ),
+            (
+                CloseReason::TopicAliasInvalid("0".into()),
+                Some(ReasonCode::TopicAliasInvalid),
+            ),
+            (
+                CloseReason::ProtocolError("x".into()),
+                Some(ReasonCode::ProtocolError),
+            ),
+            (CloseReason::ClientDisconnect, None),
+        ];
+        for (reason, code) in cases {
+            assert_eq!(reason.disconnect_reason(), code, "{reason}");
+        }
+        assert!(CloseReason::ReceiveMaximumExceeded { max: 3 }.publishes_will());
     }
 
     #[test]

@@ -175,11 +175,17 @@ pub enum DecodeError {
 impl DecodeError {
     /// The MQTT 5.0 reason code to close a connection with for this error: 0x95 for a packet
     /// too large, 0x84 for an unsupported protocol level (in CONNACK), 0x90 for a bad topic
-    /// name, 0x82 for a broken protocol rule, 0x81 for bytes that are not a well-formed
-    /// packet (section 4.13).
+    /// name, 0x94 for a topic alias of 0 (MQTT 5.0 3.3.2.3.4), 0x82 for a broken protocol
+    /// rule, 0x81 for bytes that are not a well-formed packet (section 4.13).
     pub fn reason_code(&self) -> ReasonCode {
         match self {
             Self::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+            Self::InvalidPropertyValue { property, .. }
+                if super::properties::property_name(super::properties::TOPIC_ALIAS)
+                    == Some(*property) =>
+            {
+                ReasonCode::TopicAliasInvalid
+            }
             Self::UnsupportedProtocolLevel(_) => ReasonCode::UnsupportedProtocolVersion,
             Self::DuplicateProperty(_)
             | Self::InvalidPropertyValue { .. }

@@ -9,5 +9,7 @@ pub mod message;
 pub mod packet;
 pub mod properties;
 pub mod reason;
+pub mod receive_quota;
 pub mod session;
 pub mod topic;
+pub mod topic_alias;

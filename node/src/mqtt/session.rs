@@ -337,6 +337,16 @@ impl Session {
         existed
     }
 
+    /// Whether the session has a subscription to exactly `filter`.
+    pub fn has_subscription(&self, filter: &str) -> bool {
+        self.subscriptions.contains_key(filter)
+    }
+
+    /// How many subscriptions the session has.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
     /// The session's subscriptions.
     pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &SubscriptionOptions)> {
         self.subscriptions.iter().map(|(f, o)| (f.as_str(), o))
@@ -501,6 +511,27 @@ impl Session {
         // A repeated PUBREC after a reconnect finds the message already released.
         self.find_inflight(DeliveryState::WaitPubComp(packet_id))
             .is_some()
+    }
+
+    /// PUBREC with an error reason (0x80 or above, MQTT 5.0) received: the client refused the
+    /// message, which ends its delivery without PUBREL (MQTT 5.0 4.3.3); returns whether it
+    /// matched a message in flight.
+    pub fn handle_pubrec_refused(&mut self, packet_id: u16) -> bool {
+        self.complete(DeliveryState::WaitPubRec(packet_id))
+    }
+
+    /// A QoS 1/2 message just taken from `poll_send` with `packet_id` could not be sent (it is
+    /// larger than the client's maximum packet size): it leaves the window and the store as
+    /// if the client had acknowledged it (MQTT 5.0 3.1.2.11.4). Returns whether it was in
+    /// flight.
+    pub fn discard_inflight(&mut self, packet_id: u16) -> bool {
+        let Some(at) = self.inflight.iter().position(|i| i.packet_id == packet_id) else {
+            return false;
+        };
+        if let Some(done) = self.inflight.remove(at) {
+            self.record(SessionChange::Remove { seq: done.seq });
+        }
+        true
     }
 
     /// PUBCOMP received; returns whether it completed a message in flight.
@@ -754,6 +785,54 @@ mod tests {
         );
         assert!(s.handle_pubcomp(y.packet_id));
         assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn a_discarded_message_leaves_the_window_and_the_store() {
+        let mut s = Session::new(limits());
+        s.set_persistent(true);
+        let _ = s.take_changes();
+        let _ = s.enqueue(delivery("t", "big", QoS::AtLeastOnce));
+        let _ = s.enqueue(delivery("t", "b", QoS::AtLeastOnce));
+        let _ = s.enqueue(delivery("t", "c", QoS::AtLeastOnce));
+        let big = s.poll_publish(at(0)).unwrap();
+        let _b = s.poll_publish(at(0)).unwrap();
+        assert!(s.poll_publish(at(0)).is_none(), "window of 2 is full");
+        let _ = s.take_changes();
+        assert!(s.discard_inflight(big.packet_id));
+        assert!(matches!(
+            s.take_changes().as_slice(),
+            [SessionChange::Remove { .. }]
+        ));
+        assert_eq!(payload(&s.poll_publish(at(0)).unwrap()), b"c");
+        assert!(!s.discard_inflight(big.packet_id), "already gone");
+        assert!(
+            s.resend_on_resume(at(0))
+                .iter()
+                .all(|p| !matches!(p, Packet::Publish(p) if p.payload == big.payload)),
+            "a discarded message is not resent"
+        );
+    }
+
+    #[test]
+    fn a_refused_pubrec_ends_the_delivery_without_pubrel() {
+        let mut s = Session::new(limits());
+        let _ = s.enqueue(delivery("t", "x", QoS::ExactlyOnce));
+        let x = s.poll_publish(at(0)).unwrap();
+        assert!(s.handle_pubrec_refused(x.packet_id));
+        assert_eq!(s.inflight(), 0);
+        assert!(s.resend_on_resume(at(0)).is_empty());
+        assert!(!s.handle_pubrec_refused(x.packet_id));
+    }
+
+    #[test]
+    fn subscriptions_are_counted() {
+        let mut s = Session::new(limits());
+        let _ = s.subscribe("a/#", SubscriptionOptions::default());
+        let _ = s.subscribe("b", SubscriptionOptions::default());
+        let _ = s.subscribe("a/#", SubscriptionOptions::default());
+        assert_eq!(s.subscription_count(), 2);
+        assert!(s.has_subscription("a/#") && !s.has_subscription("a/+"));
     }
 
     #[test]

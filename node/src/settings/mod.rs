@@ -200,6 +200,19 @@ pub struct MqttSettings {
     /// Milliseconds spent flushing the last packets (a refusing CONNACK, say) to a closing
     /// connection.
     pub close_flush_ms: u64,
+    /// QoS 1/2 PUBLISH packets a client may have unacknowledged at once (sent to MQTT 5.0
+    /// clients as the server's Receive Maximum; one that sends more is disconnected with
+    /// 0x93). It also bounds the acknowledgements a connection holds while they wait for the
+    /// store's durability: a 3.1.1 client is not read from while that many wait.
+    pub receive_maximum: u16,
+    /// Topic aliases an MQTT 5.0 client may set on a connection (its Topic Alias Maximum in
+    /// CONNACK; 0: none), and the most the server gives to the topics it sends a client that
+    /// allows them.
+    pub topic_alias_maximum: u16,
+    /// Longest keep-alive, in seconds: an MQTT 5.0 client asking for none (0) or for more is
+    /// told this one in CONNACK (Server Keep Alive) and held to it. 3.1/3.1.1 clients cannot be
+    /// told, and keep their own.
+    pub max_keep_alive_secs: u16,
 }
 
 /// Per-session bounds and lifetimes.
@@ -212,6 +225,9 @@ pub struct SessionSettings {
     pub max_queued_bytes: usize,
     /// Most QoS 1/2 messages in flight (sent, not acknowledged) per session.
     pub inflight_window: usize,
+    /// Most subscriptions per session; a SUBSCRIBE beyond it is refused for the filters that
+    /// would be new (SUBACK 0x97 Quota exceeded to MQTT 5.0 clients, 0x80 to 3.1.1).
+    pub max_subscriptions: usize,
     /// Seconds a persistent session is kept while its client is away (an MQTT 5.0 client's
     /// session expiry interval, if shorter, ends it sooner).
     pub max_age_secs: u64,
@@ -264,6 +280,15 @@ impl Default for MqttSettings {
             stalled_reader_timeout_secs: 60,
             shutdown_grace_secs: 5,
             close_flush_ms: 1000,
+            // The same as `session.inflight_window`: what the broker asks of a client is what it
+            // allows itself toward one. EMQX uses its max_inflight (32) both ways; mosquitto
+            // announces its max_inflight_messages (20), HiveMQ 10. The MQTT 5.0 default
+            // (65,535) would let one client hold that many acknowledgements per connection.
+            receive_maximum: 32,
+            // Mosquitto's default max_topic_alias; each alias holds one topic per connection.
+            topic_alias_maximum: 10,
+            // Erlang fubar's valid_keep_alive range ended at 3600 s (mqtt_server.erl).
+            max_keep_alive_secs: 3600,
         }
     }
 }
@@ -274,6 +299,11 @@ impl Default for SessionSettings {
             max_queued_messages: 10_000,
             max_queued_bytes: 64 << 20,
             inflight_window: 32,
+            // Far more than a device subscribes to (tens), enough for a bridge or a dashboard
+            // that subscribes to many topics one by one, while one client cannot grow the
+            // subscription trie without bound (each subscription is also replicated across the
+            // cluster as a route).
+            max_subscriptions: 10_000,
             max_age_secs: 2 * 24 * 3600,
         }
     }
@@ -427,6 +457,15 @@ impl Settings {
         }
         if self.session.inflight_window == 0 || self.session.inflight_window > 65_535 {
             return invalid("session.inflight_window", "must be 1 ..= 65535");
+        }
+        if self.session.max_subscriptions == 0 {
+            return invalid("session.max_subscriptions", "must be at least 1");
+        }
+        if self.mqtt.receive_maximum == 0 {
+            return invalid("mqtt.receive_maximum", "must be 1 ..= 65535");
+        }
+        if self.mqtt.max_keep_alive_secs == 0 {
+            return invalid("mqtt.max_keep_alive_secs", "must be 1 ..= 65535");
         }
         if self.session.max_queued_messages == 0 || self.session.max_queued_bytes == 0 {
             return invalid("session.max_queued_*", "must be at least 1");
@@ -612,6 +651,10 @@ mod tests {
         assert_eq!(s.mqtt.connect_timeout_secs, 10);
         assert_eq!(s.session.max_age_secs, 172_800);
         assert_eq!(s.mqtt.port, 1883);
+        assert_eq!(s.mqtt.receive_maximum, 32);
+        assert_eq!(s.mqtt.topic_alias_maximum, 10);
+        assert_eq!(s.mqtt.max_keep_alive_secs, 3600);
+        assert_eq!(s.session.max_subscriptions, 10_000);
         assert!(s.node.name.starts_with("fubar@"));
         s.validate().unwrap();
     }
@@ -675,5 +718,15 @@ mod tests {
         let mut s = Settings::default();
         s.log.classes.insert("nonsense".into(), "stdout".into());
         assert!(s.validate().is_err());
+        let s = Settings::default();
+        for name in [
+            "mqtt.receive_maximum",
+            "mqtt.max_keep_alive_secs",
+            "session.max_subscriptions",
+        ] {
+            assert!(s.with_change(name, "0").is_err(), "{name} 0");
+        }
+        assert!(s.with_change("mqtt.receive_maximum", "65536").is_err());
+        assert!(s.with_change("mqtt.topic_alias_maximum", "0").is_ok());
     }
 }

@@ -14,6 +14,7 @@ mod logs;
 mod malformed;
 mod monitor;
 mod mqtt5;
+mod mqtt5_flow;
 mod mqtt5_message;
 mod mqtt5_session;
 mod overload;

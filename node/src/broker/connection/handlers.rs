@@ -14,11 +14,13 @@ use super::{Client, Connection};
 use crate::mqtt::connection::CloseReason;
 use crate::mqtt::message::{Delivery, Message, RetainHandling, SubscriptionOptions, TraceMark};
 use crate::mqtt::packet::{
-    Ack, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, ProtocolVersion, Publish, QoS,
-    SubAck, SubAckCode, Subscribe, UnsubAck, Unsubscribe,
+    Ack, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, Properties, ProtocolVersion,
+    Publish, QoS, SubAck, SubAckCode, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::mqtt::reason::ReasonCode;
+use crate::mqtt::receive_quota::QuotaExceeded;
 use crate::mqtt::topic;
+use crate::mqtt::topic_alias::AliasError;
 
 impl<R, W> Connection<R, W>
 where
@@ -36,19 +38,27 @@ where
                     "PUBLISH from the client carries a subscription identifier".into(),
                 ))
             }
-            Packet::Publish(p) => {
-                self.handle_publish(p);
-                Ok(())
-            }
+            Packet::Publish(p) => self.handle_publish(p),
             Packet::PubAck(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.handle_puback(id));
                 self.note_unknown_ack("PUBACK", id, known);
                 Ok(())
             }
+            Packet::PubRec(Ack {
+                packet_id: id,
+                reason,
+                ..
+            }) if reason.is_error() => {
+                // MQTT 5.0: the client refused the message; its delivery ends here, without
+                // PUBREL (section 4.3.3), and it leaves the in-flight window.
+                let known = self.session(|s| s.handle_pubrec_refused(id));
+                self.note_unknown_ack("PUBREC", id, known);
+                Ok(())
+            }
             Packet::PubRec(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.handle_pubrec(id));
                 self.note_unknown_ack("PUBREC", id, known);
-                self.send(&Packet::PubRel(Ack::new(id)));
+                self.send(&Packet::PubRel(self.id_ack(id, known)));
                 Ok(())
             }
             Packet::PubComp(Ack { packet_id: id, .. }) => {
@@ -58,8 +68,9 @@ where
             }
             Packet::PubRel(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.release_qos2(id));
+                self.flow.quota.pubrel_received(id);
                 self.note_unknown_ack("PUBREL", id, known);
-                self.send(&Packet::PubComp(Ack::new(id)));
+                self.send(&Packet::PubComp(self.id_ack(id, known)));
                 Ok(())
             }
             Packet::Subscribe(s) => {
@@ -184,7 +195,9 @@ where
             "{}", if attached.session_present { "session resumed" } else { "session created" });
         let session_present = attached.session_present && c.protocol != ProtocolVersion::V31;
         let mut connack = ConnAck::new(session_present, ConnectReturnCode::Accepted);
+        let mut keep_alive = c.keep_alive;
         if c.protocol == ProtocolVersion::V5 {
+            self.flow.on_connect(&c, &settings.mqtt);
             // What this server offers (MQTT 5.0 section 3.2.2.3); the encoder leaves these
             // out for 3.1/3.1.1.
             let p = &mut connack.properties;
@@ -194,17 +207,30 @@ where
             p.shared_subscription_available = Some(true);
             p.subscription_identifier_available = Some(true);
             p.maximum_packet_size = u32::try_from(settings.mqtt.max_packet_size).ok();
+            // Flow control toward the server (section 4.9) and topic aliases the client may
+            // set (3.3.2.3.4); absent would mean 65,535 and none.
+            p.receive_maximum = Some(self.flow.quota.max());
+            let aliases = self.flow.inbound.max();
+            p.topic_alias_maximum = (aliases > 0).then_some(aliases);
+            // Server Keep Alive (3.2.2.3.14): a client asking for none, or for more than
+            // `mqtt.max_keep_alive_secs`, is held to that maximum and told so (the client
+            // then uses it, MQTT-3.2.2-21).
+            let max = settings.mqtt.max_keep_alive_secs;
+            if keep_alive == 0 || keep_alive > max {
+                keep_alive = max;
+                p.server_keep_alive = Some(max);
+            }
         }
         self.send(&Packet::ConnAck(connack));
-        self.state.on_connected(Instant::now(), c.keep_alive);
+        self.state.on_connected(Instant::now(), keep_alive);
         tracing::info!(target: "access", client = %client_id, peer = %self.peer,
             user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
-            keep_alive = c.keep_alive, clean_session = c.clean_session, session_present,
+            keep_alive, clean_session = c.clean_session, session_present,
             "connected");
         if self.broker.tracer.client_traced(&client_id) {
             tracing::info!(target: "trace", client = %client_id, peer = %self.peer,
                 user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
-                keep_alive = c.keep_alive, clean_session = c.clean_session, session_present,
+                keep_alive, clean_session = c.clean_session, session_present,
                 "connected");
         }
         // MQTT 5.0 receive maximum: the client takes at most that many QoS 1/2 messages in
@@ -229,34 +255,97 @@ where
             will: c.will,
             kicked: attached.kicked,
         });
-        for p in &resend {
-            self.send(p);
+        for p in resend {
+            self.resend(p);
         }
         Ok(())
     }
 
-    fn handle_publish(&mut self, p: Publish) {
+    /// Sends a packet a resumed session resends. A PUBLISH goes with its full topic (aliases
+    /// are per connection) and, when it is larger than the client accepts, is dropped as if
+    /// delivered (MQTT 5.0 3.1.2.11.4).
+    fn resend(&mut self, packet: Packet) {
+        let Packet::Publish(p) = packet else {
+            return self.send(&packet);
+        };
+        if !self.protocol.is_v5() {
+            return self.send(&Packet::Publish(p));
+        }
+        let (topic, qos, packet_id) = (p.topic.clone(), p.qos, p.packet_id);
+        match self.flow.outgoing_publish(p, false) {
+            Ok(packet) => self.send(&packet),
+            Err(size) => {
+                self.session(|s| s.discard_inflight(packet_id));
+                self.report_too_large(&topic, qos, size);
+            }
+        }
+    }
+
+    fn handle_publish(&mut self, mut p: Publish) -> Result<(), CloseReason> {
+        let v5 = self.protocol.is_v5();
+        if v5 {
+            self.check_v5_publish(&mut p)?;
+        }
         let fresh = match p.qos {
             QoS::ExactlyOnce => self.session(|s| s.receive_qos2(p.packet_id)),
             _ => true,
         };
-        let ticket = if fresh {
-            let (ticket, delivered) = self.route(Message::from_publish(&p));
-            self.woke_sessions |= delivered > 0;
-            ticket
+        let (ticket, matched) = if fresh {
+            let routed = self.route(Message::from_publish(&p));
+            self.woke_sessions |= routed.delivered > 0;
+            (routed.ticket, routed.matched)
         } else {
-            0
+            (0, true)
+        };
+        // MQTT 5.0: 0x10 when the message reached no subscriber, here or on another node
+        // (sections 3.4.2.1, 3.5.2.1); still a success.
+        let ack = Ack {
+            reason: if v5 && !matched {
+                ReasonCode::NoMatchingSubscribers
+            } else {
+                ReasonCode::Success
+            },
+            ..Ack::new(p.packet_id)
         };
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(Ack::new(p.packet_id)), ticket),
-            QoS::ExactlyOnce => self.acknowledge(Packet::PubRec(Ack::new(p.packet_id)), ticket),
+            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), ticket),
+            QoS::ExactlyOnce => self.acknowledge(Packet::PubRec(ack), ticket),
         }
+        Ok(())
     }
 
-    /// Routes a message; returns the durability ticket its acknowledgement must wait for (0
-    /// when no copy went to the store) and how many sessions it was queued for.
-    pub(super) fn route(&self, message: Message) -> (u64, usize) {
+    /// An MQTT 5.0 PUBLISH: resolves its topic alias and counts it against the server's
+    /// receive maximum.
+    fn check_v5_publish(&mut self, p: &mut Publish) -> Result<(), CloseReason> {
+        let alias = p.properties.topic_alias.take();
+        match self.flow.inbound.resolve(&p.topic, alias) {
+            Ok(topic) => p.topic = topic,
+            Err(e) => {
+                let client = self.client_id().unwrap_or("-");
+                tracing::warn!(target: "warning", client, peer = %self.peer, kind = "PUBLISH",
+                    alias, topic = %p.topic, max = self.flow.inbound.max(), "topic alias refused: {e}");
+                return Err(match e {
+                    AliasError::Invalid { .. } => CloseReason::TopicAliasInvalid(e.to_string()),
+                    AliasError::Unknown(_) => CloseReason::ProtocolError(e.to_string()),
+                });
+            }
+        }
+        if let Err(QuotaExceeded { max }) = self.flow.quota.on_publish(p.qos, p.packet_id) {
+            let client = self.client_id().unwrap_or("-");
+            tracing::warn!(target: "warning", client, peer = %self.peer, kind = "PUBLISH",
+                topic = %p.topic, qos = p.qos as u8, packet_id = p.packet_id, max,
+                waiting_acks = self.pending_acks.len(),
+                "receive maximum exceeded: more QoS 1/2 publishes unacknowledged than CONNACK allowed (MQTT-3.3.4-7)");
+            return Err(CloseReason::ReceiveMaximumExceeded { max });
+        }
+        Ok(())
+    }
+
+    /// Routes a message: the durability ticket its acknowledgement must wait for (0 when no
+    /// copy went to the store), how many sessions here it was queued for, and whether any
+    /// subscriber, here or on another node, matched it.
+    pub(super) fn route(&self, message: Message) -> RouteOutcome {
         // Its message expiry interval counts from now (MQTT 5.0 3.3.2.3.3).
         let mut message = message.expiring_from(Instant::now());
         let b = &self.broker;
@@ -279,8 +368,10 @@ where
         let routed = b
             .router
             .publish(message.clone(), &b.registry, &b.retained, b.memory.is_on());
+        // Copies not queued (QoS 0 for a client away) still had a subscriber.
+        let mut matched = routed.delivered + routed.skipped_offline > 0;
         if let Some(cluster) = b.cluster.get() {
-            cluster.forward(&message);
+            matched |= cluster.forward(&message);
         }
         if let Some(mark) = &mark {
             trace_hop(mark, "routed", &topic, publisher, routed.delivered);
@@ -293,18 +384,31 @@ where
             Some(store) if routed.stored => store.ticket(),
             _ => 0,
         };
-        (ticket, routed.delivered)
+        RouteOutcome {
+            ticket,
+            delivered: routed.delivered,
+            matched,
+        }
     }
 
     fn handle_subscribe(&mut self, s: Subscribe) {
         let Some(client) = &self.client else { return };
         let handle = client.handle.clone();
+        let v5 = self.protocol.is_v5();
+        let max_subscriptions = self.settings.session.max_subscriptions;
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut granted = Vec::new();
+        let mut refused = Vec::new();
         for (filter, requested) in &s.filters {
             let qos = &requested.qos;
             if !topic::is_valid_subscription(filter) {
-                codes.push(SubAckCode::Failure);
+                // MQTT 5.0 says why (0x8F); 3.1.1 has only 0x80.
+                codes.push(if v5 {
+                    SubAckCode::Refused(ReasonCode::TopicFilterInvalid)
+                } else {
+                    SubAckCode::Failure
+                });
+                refused.push(format!("{filter:?}: topic filter invalid"));
                 tracing::info!(target: "protocol", client = %handle.client_id, filter, "invalid topic filter refused");
                 continue;
             }
@@ -318,8 +422,27 @@ where
                 retain_handling: requested.retain_handling,
                 subscription_id: s.properties.subscription_identifiers.first().copied(),
             };
-            // Session first, then router: see `Router::subscribe`.
-            handle.lock().session.subscribe(filter, options);
+            // Session first, then router: see `Router::subscribe`. A new filter beyond
+            // `session.max_subscriptions` is refused (0x97 Quota exceeded; 0x80 in 3.1.1).
+            let over_quota = {
+                let mut slot = handle.lock();
+                let over = !slot.session.has_subscription(filter)
+                    && slot.session.subscription_count() >= max_subscriptions;
+                if !over {
+                    slot.session.subscribe(filter, options);
+                }
+                over
+            };
+            if over_quota {
+                codes.push(SubAckCode::Refused(ReasonCode::QuotaExceeded));
+                refused.push(format!(
+                    "{filter:?}: session.max_subscriptions ({max_subscriptions}) reached"
+                ));
+                tracing::warn!(target: "warning", client = %handle.client_id, peer = %self.peer,
+                    kind = "SUBSCRIBE", filter, max = max_subscriptions,
+                    "subscription refused: session.max_subscriptions reached");
+                continue;
+            }
             let new = self.broker.router.subscribe(&handle, filter, options);
             tracing::info!(target: "resource", client = %handle.client_id, filter, qos = *qos as u8, "subscription added");
             codes.push(SubAckCode::Granted(*qos));
@@ -334,10 +457,18 @@ where
                 granted.push((filter.as_str(), *qos, options.subscription_id));
             }
         }
+        let properties = Properties {
+            reason_string: if refused.is_empty() {
+                None
+            } else {
+                self.flow.reason_string(|| refused.join("; "))
+            },
+            ..Properties::default()
+        };
         self.send(&Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             codes,
-            properties: Default::default(),
+            properties,
         }));
         // Retained messages follow the SUBACK, flagged as retained (MQTT-3.3.1-8), with the
         // subscription's identifier; expired ones are not sent (MQTT 5.0 3.3.2.3.3).
@@ -358,21 +489,32 @@ where
     }
 
     fn handle_unsubscribe(&mut self, u: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
         if let Some(client) = &self.client {
             for filter in &u.filters {
                 let removed = self.broker.router.unsubscribe(&client.handle, filter);
-                let left = {
+                let (existed, left) = {
                     let mut slot = client.handle.lock();
-                    slot.session.unsubscribe(filter);
-                    slot.session.take_shared(Some(filter))
+                    let existed = slot.session.unsubscribe(filter);
+                    (existed, slot.session.take_shared(Some(filter)))
                 };
                 super::super::shared::hand_over(&self.broker, &client.id, left);
                 if removed {
                     tracing::info!(target: "resource", client = %client.id, filter, "subscription removed");
                 }
+                // MQTT 5.0 UNSUBACK: one reason per filter (section 3.11.3).
+                reasons.push(if existed || removed {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                });
             }
         }
-        self.send(&Packet::UnsubAck(UnsubAck::new(u.packet_id)));
+        let mut ack = UnsubAck::new(u.packet_id);
+        if self.protocol.is_v5() {
+            ack.reasons = reasons;
+        }
+        self.send(&Packet::UnsubAck(ack));
     }
 
     /// The client's DISCONNECT: how the connection ends. MQTT 5.0 lets it ask for its will
@@ -400,6 +542,24 @@ where
         }
     }
 
+    /// The PUBREL or PUBCOMP answering a PUBREC or PUBREL: MQTT 5.0 says 0x92 when the
+    /// packet id is unknown (sections 3.6.2.1, 3.7.2.1).
+    fn id_ack(&self, packet_id: u16, known: bool) -> Ack {
+        if known || !self.protocol.is_v5() {
+            return Ack::new(packet_id);
+        }
+        Ack {
+            packet_id,
+            reason: ReasonCode::PacketIdentifierNotFound,
+            properties: Properties {
+                reason_string: self
+                    .flow
+                    .reason_string(|| format!("no QoS 2 message with packet id {packet_id}")),
+                ..Properties::default()
+            },
+        }
+    }
+
     fn note_unknown_ack(&self, kind: &str, packet_id: u16, known: bool) {
         if !known {
             tracing::debug!(target: "protocol", client = self.client_id().unwrap_or("-"), kind,
@@ -414,6 +574,16 @@ where
             None => T::default(),
         }
     }
+}
+
+/// What routing one message did, for its publisher's acknowledgement.
+pub(super) struct RouteOutcome {
+    /// The store's durability ticket the acknowledgement waits for (0: none).
+    pub(super) ticket: u64,
+    /// Sessions on this node it was queued for.
+    pub(super) delivered: usize,
+    /// Whether any subscriber matched it, on this node or another.
+    pub(super) matched: bool,
 }
 
 /// One hop of a traced message: where it is, and how long since it was received.

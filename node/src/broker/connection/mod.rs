@@ -23,8 +23,10 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 mod handlers;
+mod negotiated;
 
 use handlers::trace_hop;
+use negotiated::Negotiated;
 
 use super::packet_log;
 use super::rate_limit::TokenBucket;
@@ -34,7 +36,8 @@ use crate::mqtt::connection::{CloseReason, ConnectionState};
 use crate::mqtt::decode::{decode, starts_with_whole_publish, DecodeError};
 use crate::mqtt::encode::encode;
 use crate::mqtt::message::Message;
-use crate::mqtt::packet::{ConnAck, ConnectReturnCode, LastWill, Packet, ProtocolVersion};
+use crate::mqtt::packet::{ConnAck, ConnectReturnCode, LastWill, Packet, ProtocolVersion, QoS};
+use crate::mqtt::reason::ReasonCode;
 use crate::settings::Settings;
 
 /// How much to read from the socket at a time.
@@ -92,6 +95,9 @@ struct Connection<R, W> {
     throttle_reported: bool,
     /// Messages from this client were queued for sessions since this task last yielded.
     woke_sessions: bool,
+    /// What CONNECT settled beyond 3.1.1: receive maximum, topic aliases, the client's
+    /// maximum packet size (MQTT 5.0).
+    flow: Negotiated,
 }
 
 /// Serves one connection (plain TCP or TLS, already accepted) until it ends.
@@ -117,6 +123,7 @@ pub(crate) async fn serve<R, W>(
         state: ConnectionState::new(now, settings.connect_timeout()),
         durable: broker.store.as_ref().map(|s| s.durable_watch()),
         pending_acks: VecDeque::new(),
+        flow: Negotiated::new(&settings.mqtt),
         settings,
         broker,
         peer,
@@ -168,7 +175,9 @@ where
             // `wbuf` (acknowledgements pile up there) and pushes back on the client. Stop
             // reading too while the client is throttled. While we do not read, its keep-alive
             // is not held against it: the stall timer, or the end of the throttle, decides.
-            let may_read = self.wbuf.len() < 2 * write_limit && self.throttled_until.is_none();
+            let may_read = self.wbuf.len() < 2 * write_limit
+                && self.throttled_until.is_none()
+                && !self.acks_full();
             let stall_deadline = self.write_blocked_since.map(|t| t + stall);
             // Checked on every turn, not only when the timer branch wins: a flood of messages
             // for this session keeps the wake-up branch ready and would starve the timer.
@@ -237,6 +246,14 @@ where
     async fn process_input(&mut self) -> Result<(), CloseReason> {
         let max = self.settings.mqtt.max_packet_size;
         loop {
+            if self.acks_full() && starts_with_whole_publish(&self.rbuf) {
+                // `mqtt.receive_maximum` acknowledgements wait for durability: the next
+                // PUBLISH waits for them (a 3.1.1 client has no receive maximum to obey).
+                self.release_durable_acks();
+                if self.acks_full() {
+                    return Ok(());
+                }
+            }
             if !self.admit_next() {
                 return Ok(());
             }
@@ -307,16 +324,31 @@ where
             .is_some_and(|(t, _)| *t <= durable)
         {
             if let Some((_, ack)) = self.pending_acks.pop_front() {
-                self.send(&ack);
+                self.send_ack(&ack);
             }
         }
+    }
+
+    /// Sends a PUBACK/PUBREC; a PUBACK ends its PUBLISH's count against the receive maximum.
+    fn send_ack(&mut self, ack: &Packet) {
+        self.send(ack);
+        if matches!(ack, Packet::PubAck(_)) {
+            self.flow.quota.puback_sent();
+        }
+    }
+
+    /// Whether as many acknowledgements wait for durability as `mqtt.receive_maximum`: a
+    /// 3.1/3.1.1 client is then not read from. (An MQTT 5.0 client never gets there: it is
+    /// disconnected with 0x93 first.)
+    fn acks_full(&self) -> bool {
+        !self.protocol.is_v5() && self.pending_acks.len() >= usize::from(self.flow.quota.max())
     }
 
     /// Sends a PUBACK/PUBREC once `ticket` is durable, after any acknowledgement already
     /// waiting (MQTT-4.6.0-2: acknowledgements go in the order the PUBLISHes came).
     fn acknowledge(&mut self, ack: Packet, ticket: u64) {
         if ticket == 0 && self.pending_acks.is_empty() {
-            self.send(&ack);
+            self.send_ack(&ack);
         } else {
             self.pending_acks.push_back((ticket, ack));
         }
@@ -328,6 +360,10 @@ where
         tracing::warn!(target: "warning", client, peer = %self.peer, %error, "bad packet");
         match error {
             DecodeError::PacketTooLarge { size, max } => CloseReason::PacketTooLarge { size, max },
+            // A topic alias of 0: DISCONNECT 0x94 (MQTT-3.3.2-8, 5.0 section 3.3.2.3.4).
+            e if e.reason_code() == ReasonCode::TopicAliasInvalid => {
+                CloseReason::TopicAliasInvalid(e.to_string())
+            }
             DecodeError::UnsupportedProtocolLevel(_) if !self.state.is_connected() => {
                 self.send(&Packet::ConnAck(ConnAck::new(
                     false,
@@ -343,6 +379,8 @@ where
     fn fill_from_session(&mut self, limit: usize) {
         let Some(client) = &self.client else { return };
         let mut out = Vec::new();
+        let mut too_large = Vec::new();
+        let v5 = self.protocol.is_v5();
         let now = Instant::now();
         let expired = {
             let mut slot = client.handle.lock();
@@ -357,11 +395,29 @@ where
                     break;
                 };
                 budget = budget.saturating_sub(p.payload.len() + p.topic.len() + 8);
-                out.push((Packet::Publish(p), message.trace.clone()));
+                if !v5 {
+                    out.push((Packet::Publish(p), message.trace.clone()));
+                    continue;
+                }
+                let (qos, packet_id) = (p.qos, p.packet_id);
+                match self.flow.outgoing_publish(p, true) {
+                    Ok(packet) => out.push((packet, message.trace.clone())),
+                    Err(size) => {
+                        // Larger than the client accepts: dropped as if delivered (MQTT 5.0
+                        // 3.1.2.11.4, MQTT-3.1.2-25).
+                        if qos != QoS::AtMostOnce {
+                            slot.session.discard_inflight(packet_id);
+                        }
+                        too_large.push((message.topic.clone(), qos, size));
+                    }
+                }
             }
             slot.session.take_expired()
         };
         self.note_expired(&client.id, &expired);
+        for (topic, qos, size) in too_large {
+            self.report_too_large(&topic, qos, size);
+        }
         self.broker.stats.record_sent(out.len());
         for (p, mark) in &out {
             self.send(p);
@@ -388,8 +444,30 @@ where
         }
     }
 
-    /// Encodes a packet into the write buffer.
+    /// A PUBLISH not sent: larger than the client's maximum packet size.
+    fn report_too_large(&self, topic: &str, qos: QoS, size: usize) {
+        let client = self.client_id().unwrap_or("-");
+        let max = self.flow.client_max_packet().unwrap_or(0);
+        tracing::warn!(target: "warning", client, peer = %self.peer, topic, qos = qos as u8, size, max,
+            "message discarded: larger than the client's maximum packet size (MQTT-3.1.2-25)");
+    }
+
+    /// Encodes a packet into the write buffer, within the client's maximum packet size.
     fn send(&mut self, packet: &Packet) {
+        if let Some(size) = self.flow.oversize(packet, self.protocol) {
+            // Reason string and user properties are left out to fit (MQTT-3.1.2-24); a
+            // packet that still does not fit is not sent.
+            match self.flow.fit(packet.clone(), self.protocol) {
+                Ok(fitted) => return self.send(&fitted),
+                Err(_) => {
+                    let client = self.client_id().unwrap_or("-").to_owned();
+                    tracing::warn!(target: "warning", client, peer = %self.peer, kind = packet.kind(),
+                        size, max = self.flow.client_max_packet().unwrap_or(0),
+                        "packet not sent: larger than the client's maximum packet size (MQTT-3.1.2-24)");
+                    return;
+                }
+            }
+        }
         let before = self.wbuf.len();
         encode(packet, self.protocol, &mut self.wbuf);
         let size = self.wbuf.len() - before;
@@ -425,7 +503,10 @@ where
                     reason: code,
                     properties,
                 });
-                encode(&disconnect, self.protocol, &mut self.wbuf);
+                // Within the client's maximum packet size (MQTT-3.1.2-24).
+                if let Ok(disconnect) = self.flow.fit(disconnect, self.protocol) {
+                    encode(&disconnect, self.protocol, &mut self.wbuf);
+                }
             }
         }
         if !matches!(

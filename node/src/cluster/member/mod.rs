@@ -401,7 +401,7 @@ impl ClusterHooks for ClusterMember {
         });
     }
 
-    fn forward(&self, message: &Arc<Message>) {
+    fn forward(&self, message: &Arc<Message>) -> bool {
         if message.retain {
             let change = if message.payload.is_empty() {
                 Change::DeleteRetained {
@@ -425,20 +425,26 @@ impl ClusterHooks for ClusterMember {
                 }
             }
         };
+        // Whether another node has a route for the topic (or holds the client it names).
+        let elsewhere;
         let hit = LAST_LOOKUP.with_borrow(|last| {
             let fresh = last
                 .as_ref()
                 .filter(|l| l.member == me && l.version == version && *l.topic == *message.topic)?;
             send(&fresh.links);
-            Some(fresh.shares.clone())
+            Some((fresh.shares.clone(), !fresh.links.is_empty()))
         });
         let shares = match hit {
-            Some(shares) => shares,
+            Some((shares, linked)) => {
+                elsewhere = linked;
+                shares
+            }
             None => {
                 let ids = self.view.targets(&message.topic);
                 let links: Vec<Arc<ForwardLink>> =
                     ids.iter().filter_map(|id| self.link(*id)).collect();
                 let shares = self.view.share_targets(&message.topic);
+                elsewhere = !ids.is_empty();
                 send(&links);
                 if links.len() == ids.len() {
                     LAST_LOOKUP.with_borrow_mut(|last| {
@@ -454,9 +460,11 @@ impl ClusterHooks for ClusterMember {
                 shares
             }
         };
-        if !shares.is_empty() {
+        let shared = !shares.is_empty();
+        if shared {
             self.forward_shared(message, publisher, shares);
         }
+        elsewhere || shared
     }
 
     fn client_attached(&self, client_id: &str) {

@@ -1336,6 +1336,11 @@ fn v5_errors_map_to_reason_codes() {
         DecodeError::PacketTooLarge { size: 2, max: 1 }.reason_code(),
         ReasonCode::PacketTooLarge
     );
+    // A topic alias of 0: 0x94, not a plain protocol error (MQTT 5.0 3.3.2.3.4).
+    assert_eq!(
+        err5(&frame(0x30, &[0, 1, b't', 3, 0x23, 0, 0])).reason_code(),
+        ReasonCode::TopicAliasInvalid
+    );
 }
 
 #[test]
