@@ -253,7 +253,14 @@ where
                     self.connecting = Some(c.client_id.clone());
                 }
             }
-            packet_log::received(self.client_id(), self.peer, &packet, size, self.traced());
+            packet_log::received(
+                self.client_id(),
+                self.peer,
+                self.protocol,
+                &packet,
+                size,
+                self.traced(),
+            );
             self.state.on_packet(Instant::now(), &packet)?;
             match packet {
                 // Boxed: the CONNECT exchange (authentication included) runs once, and inline
@@ -373,7 +380,14 @@ where
         let before = self.wbuf.len();
         encode(packet, self.protocol, &mut self.wbuf);
         let size = self.wbuf.len() - before;
-        packet_log::sent(self.client_id(), self.peer, packet, size, self.traced());
+        packet_log::sent(
+            self.client_id(),
+            self.peer,
+            self.protocol,
+            packet,
+            size,
+            self.traced(),
+        );
         packet_log::bytes("out", self.peer, &self.wbuf[before..]);
     }
 
@@ -405,7 +419,8 @@ where
                     reason: code,
                     properties,
                 });
-                encode(&disconnect, self.protocol, &mut self.wbuf);
+                // Through `send`: the protocol log shows it as it shows every packet.
+                self.send(&disconnect);
             }
         }
         if !matches!(
