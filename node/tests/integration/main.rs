@@ -14,6 +14,7 @@ mod logs;
 mod malformed;
 mod monitor;
 mod mqtt5;
+mod mqtt5_rumqttc;
 mod mqtt5_session;
 mod overload;
 mod partition;
