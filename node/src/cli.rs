@@ -122,18 +122,25 @@ pub enum OfflineLogCommand {
 /// `fubar bench ...`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    // `-V` is the protocol version here (as in `fubar pub`), not `--version`.
     /// Many publishers to one topic, one subscriber (messages/s in and out).
+    #[command(disable_version_flag = true)]
     Fanin(FaninArgs),
     /// One publisher to one topic, many subscribers (deliveries/s).
+    #[command(disable_version_flag = true)]
     Fanout(FanoutArgs),
     /// Clients connecting and disconnecting as fast as they can (TCP or TLS handshakes).
+    #[command(disable_version_flag = true)]
     Handshakes(HandshakesArgs),
     /// Batch-start N clients (ids 0001…N), hold them, report the connect rate and memory.
+    #[command(disable_version_flag = true)]
     Conns(ConnsArgs),
     /// Batch clients and a probe publishing to random ones by client id (or to a topic they
     /// all subscribe to): rates and latency percentiles.
+    #[command(disable_version_flag = true)]
     Probe(ProbeArgs),
     /// Publish-to-delivery latency percentiles at a fixed rate.
+    #[command(disable_version_flag = true)]
     Latency(LatencyArgs),
     /// Synthetic nodes ship events to a monitor through the real log link: events/s
     /// acknowledged (written to its segments).
@@ -181,6 +188,9 @@ pub struct BenchTarget {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Protocol every client speaks: mqttv31, mqttv311 or mqttv5 (or 3.1, 3.1.1, 5).
+    #[arg(short = 'V', long = "protocol-version", default_value = "mqttv311")]
+    pub protocol: String,
 }
 
 /// What fan-in and fan-out share.
@@ -732,7 +742,7 @@ pub struct ClientArgs {
     /// messages while away).
     #[arg(short = 'c', long = "disable-clean-session")]
     pub no_clean: bool,
-    /// Protocol: mqttv31, mqttv311 or mqttv5.
+    /// Protocol: mqttv31, mqttv311 or mqttv5 (or 3.1, 3.1.1, 5).
     #[arg(short = 'V', long = "protocol-version", default_value = "mqttv311")]
     pub protocol: String,
     /// Will topic.

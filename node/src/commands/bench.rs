@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::pubsub::protocol_version;
 use crate::cli::{
     BatchArgs, BenchCommand, BenchTarget, ConnsArgs, FlowArgs, HandshakesArgs, IngestArgs,
     LatencyArgs, ProbeArgs, TlsArgs,
@@ -86,6 +87,7 @@ fn batch_options(target: &BenchTarget, b: BatchArgs) -> anyhow::Result<BatchOpti
     }
     Ok(BatchOptions {
         addr,
+        version: protocol_version(&target.protocol)?,
         clients: b.clients,
         id_prefix: b.id_prefix,
         rate: b.rate,
@@ -110,6 +112,7 @@ async fn flow_cmd(
     );
     let options = FlowOptions {
         addr,
+        version: protocol_version(&a.target.protocol)?,
         sub_addr: resolve(sub_host, sub_port)?,
         ready_timeout: flow::READY_TIMEOUT,
         tls: tls_client(&a.target.host, &a.tls)?,
@@ -137,6 +140,7 @@ async fn latency_cmd(a: LatencyArgs) -> anyhow::Result<()> {
     let addr = resolve(&a.target.host, a.target.port)?;
     let options = LatencyOptions {
         addr,
+        version: protocol_version(&a.target.protocol)?,
         rate: a.rate,
         messages: a.messages,
         qos: QoS::from_u8(a.qos).unwrap_or_default(),
@@ -193,6 +197,7 @@ async fn handshakes_cmd(a: HandshakesArgs) -> anyhow::Result<()> {
     let addr = resolve(&a.target.host, a.target.port)?;
     let options = HandshakeOptions {
         addr,
+        version: protocol_version(&a.target.protocol)?,
         count: a.count,
         concurrency: a.concurrency,
         tls: tls_client(&a.target.host, &a.tls)?,

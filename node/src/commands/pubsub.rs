@@ -12,13 +12,19 @@ use crate::mqtt::packet::{Connect, LastWill, ProtocolVersion, QoS};
 use crate::mqtt::properties::Properties;
 use crate::tools::pubsub::{self, PubOptions, Session, SubOptions};
 
-fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
-    let protocol = match c.protocol.as_str() {
-        "mqttv31" | "31" => ProtocolVersion::V31,
-        "mqttv311" | "311" => ProtocolVersion::V311,
-        "mqttv5" | "5" => ProtocolVersion::V5,
+/// The protocol of `-V` (`fubar pub`, `fubar sub`, `fubar bench`): mosquitto's names, the
+/// short forms, or the version as fubar's logs show it.
+pub(crate) fn protocol_version(name: &str) -> anyhow::Result<ProtocolVersion> {
+    Ok(match name {
+        "mqttv31" | "31" | "3.1" => ProtocolVersion::V31,
+        "mqttv311" | "311" | "3.1.1" => ProtocolVersion::V311,
+        "mqttv5" | "5" | "5.0" => ProtocolVersion::V5,
         other => bail!("unknown protocol version {other:?} (mqttv31, mqttv311, mqttv5)"),
-    };
+    })
+}
+
+fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
+    let protocol = protocol_version(&c.protocol)?;
     let tls = tls_client(&c.host, &c.tls)?;
     let default_port = if tls.is_some() { 8883 } else { 1883 };
     let port = c.port.unwrap_or(default_port);

@@ -8,6 +8,7 @@ pub mod encode;
 pub mod message;
 pub mod packet;
 pub mod properties;
+pub mod properties_text;
 pub mod reason;
 pub mod receive_quota;
 pub mod session;

@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 
 use crate::mqtt::decode::decode;
 use crate::mqtt::encode::encode;
-use crate::mqtt::packet::{Connect, ConnectReturnCode, Packet, ProtocolVersion};
+use crate::mqtt::packet::{Connect, ConnectReturnCode, Packet, ProtocolVersion, SubAckCode};
+use crate::mqtt::properties::Properties;
 
 /// Largest packet the tools accept from a broker.
 const MAX_PACKET: usize = 16 << 20;
@@ -106,26 +107,43 @@ pub async fn open_on(
     ))
 }
 
-/// Connects to `addr` (over TLS with `tls`), sends CONNECT for `client_id` and waits for
-/// CONNACK 0.
+/// Connects to `addr` (over TLS with `tls`), sends CONNECT (protocol `version`) for
+/// `client_id` and waits for CONNACK 0.
 pub async fn connect(
     addr: SocketAddr,
     tls: Option<&TlsClient>,
+    version: ProtocolVersion,
     client_id: &str,
     clean_session: bool,
     keep_alive: u16,
 ) -> io::Result<(ClientReader, ClientWriter, bool)> {
-    let connect = Connect {
-        protocol: ProtocolVersion::V311,
+    let connect = connect_packet(version, client_id, clean_session, keep_alive);
+    connect_with(addr, tls, connect).await
+}
+
+/// A plain CONNECT (no credentials, no will) in protocol `version`. In MQTT 5.0 a session
+/// that is not clean is kept while away for as long as the server allows (a session expiry
+/// interval of 0xFFFFFFFF, MQTT 5.0 3.1.2.11.2), as 3.1.1 keeps it: the same client then
+/// behaves the same in both versions.
+pub fn connect_packet(
+    version: ProtocolVersion,
+    client_id: &str,
+    clean_session: bool,
+    keep_alive: u16,
+) -> Connect {
+    Connect {
+        protocol: version,
         clean_session,
         keep_alive,
         client_id: client_id.to_owned(),
         will: None,
         username: None,
         password: None,
-        properties: Default::default(),
-    };
-    connect_with(addr, tls, connect).await
+        properties: Properties {
+            session_expiry_interval: (version.is_v5() && !clean_session).then_some(u32::MAX),
+            ..Properties::default()
+        },
+    }
 }
 
 /// Connects with a CONNECT of the caller's (credentials, will, protocol) and waits for
@@ -153,6 +171,9 @@ pub async fn connect_on(
         Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => {
             Ok((reader, writer, a.session_present))
         }
+        Packet::ConnAck(a) if reader.version.is_v5() => {
+            Err(io::Error::other(format!("connection refused: {}", a.code)))
+        }
         Packet::ConnAck(a) => Err(io::Error::other(format!(
             "connection refused: {:?}",
             a.code.connect_return_code()
@@ -162,6 +183,12 @@ pub async fn connect_on(
             other.kind()
         ))),
     }
+}
+
+/// Whether a SUBACK granted every filter (3.1.1 refuses with 0x80, MQTT 5.0 with any code
+/// from 0x80 up).
+pub fn granted(codes: &[SubAckCode]) -> bool {
+    codes.iter().all(|c| matches!(c, SubAckCode::Granted(_)))
 }
 
 impl ClientReader {

@@ -159,6 +159,102 @@ fn conns_probe_latency_and_handshakes_report_their_figures() {
 }
 
 #[test]
+fn every_mode_speaks_mqtt_5_with_dash_v_5() {
+    let broker = Broker::start();
+    let v = report(&bench(
+        &broker,
+        &[
+            "fanin",
+            "-V",
+            "5",
+            "-q",
+            "1",
+            "--publishers",
+            "2",
+            "--messages",
+            "50",
+        ],
+    ));
+    assert_eq!((uint(&v, "published"), uint(&v, "delivered")), (100, 100));
+    let v = report(&bench(
+        &broker,
+        &[
+            "fanout",
+            "-V",
+            "mqttv5",
+            "-q",
+            "2",
+            "--subscribers",
+            "2",
+            "--messages",
+            "50",
+        ],
+    ));
+    assert_eq!((uint(&v, "expected"), uint(&v, "delivered")), (100, 100));
+    let v = report(&bench(
+        &broker,
+        &["conns", "-V", "5", "--clients", "5", "--id-prefix", "v5c"],
+    ));
+    assert_eq!((uint(&v, "connected"), uint(&v, "failed")), (5, 0), "{v}");
+    let v = report(&bench(
+        &broker,
+        &[
+            "probe",
+            "-V",
+            "5",
+            "--clients",
+            "5",
+            "--id-prefix",
+            "v5p",
+            "--interval",
+            "5",
+            "--duration",
+            "0.3",
+            "-q",
+            "1",
+        ],
+    ));
+    assert_eq!(uint(&v, "connected"), 5);
+    assert_eq!(uint(&v, "received"), uint(&v, "sent"), "{v}");
+    let v = report(&bench(
+        &broker,
+        &["latency", "-V", "5", "--messages", "50", "--rate", "1000"],
+    ));
+    assert_eq!((uint(&v, "sent"), uint(&v, "received")), (50, 50));
+    let v = report(&bench(&broker, &["handshakes", "-V", "5", "--count", "5"]));
+    assert_eq!((uint(&v, "connected"), uint(&v, "failed")), (5, 0));
+
+    // The broker's access log says which protocol each connection spoke. Every client of
+    // every mode: fan-in 2 publishers, a subscriber and the readiness probe, fan-out 1, 2 and
+    // the probe; 5 conns clients; 5 probe clients and the probe; 2 for latency; 5 handshakes.
+    for (prefix, n) in [
+        ("flow-", 8),
+        ("v5c", 5),
+        ("v5p", 6),
+        ("lat-", 2),
+        ("hs-", 5),
+    ] {
+        let needle = format!(" connected client={prefix}");
+        assert!(
+            broker
+                .wait_for_log_count(&needle, n, Duration::from_secs(10))
+                .is_some(),
+            "{n} connections of {prefix}"
+        );
+    }
+    let connected: Vec<String> = broker
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("access") && l.contains(" connected client="))
+        .collect();
+    assert_eq!(connected.len(), 26, "{connected:#?}");
+    for line in &connected {
+        assert!(line.contains(" protocol=5.0 "), "{line}");
+    }
+    broker.stop();
+}
+
+#[test]
 fn the_table_is_for_people() {
     let broker = Broker::start();
     let out = Command::new(env!("CARGO_BIN_EXE_fubar"))

@@ -16,6 +16,7 @@ mod monitor;
 mod mqtt5;
 mod mqtt5_flow;
 mod mqtt5_message;
+mod mqtt5_rumqttc;
 mod mqtt5_session;
 mod overload;
 mod partition;

@@ -270,7 +270,14 @@ where
                     self.connecting = Some(c.client_id.clone());
                 }
             }
-            packet_log::received(self.client_id(), self.peer, &packet, size, self.traced());
+            packet_log::received(
+                self.client_id(),
+                self.peer,
+                self.protocol,
+                &packet,
+                size,
+                self.traced(),
+            );
             self.state.on_packet(Instant::now(), &packet)?;
             match packet {
                 // Boxed: the CONNECT exchange (authentication included) runs once, and inline
@@ -471,7 +478,14 @@ where
         let before = self.wbuf.len();
         encode(packet, self.protocol, &mut self.wbuf);
         let size = self.wbuf.len() - before;
-        packet_log::sent(self.client_id(), self.peer, packet, size, self.traced());
+        packet_log::sent(
+            self.client_id(),
+            self.peer,
+            self.protocol,
+            packet,
+            size,
+            self.traced(),
+        );
         packet_log::bytes("out", self.peer, &self.wbuf[before..]);
     }
 
@@ -503,10 +517,8 @@ where
                     reason: code,
                     properties,
                 });
-                // Within the client's maximum packet size (MQTT-3.1.2-24).
-                if let Ok(disconnect) = self.flow.fit(disconnect, self.protocol) {
-                    encode(&disconnect, self.protocol, &mut self.wbuf);
-                }
+                // Through `send`: within the client's maximum packet size, and logged as every packet is.
+                self.send(&disconnect);
             }
         }
         if !matches!(

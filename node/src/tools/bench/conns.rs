@@ -19,8 +19,8 @@ use tokio::sync::{Mutex, Semaphore};
 
 use super::control::{BrokerUsage, BrokerWatch, Control};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Connect, Packet, ProtocolVersion, QoS, SubAckCode, Subscribe};
-use crate::tools::client::{connect_on, ClientReader, ClientWriter};
+use crate::mqtt::packet::{Packet, ProtocolVersion, QoS, Subscribe};
+use crate::tools::client::{connect_on, connect_packet, granted, ClientReader, ClientWriter};
 
 /// Connections per source address before the next `127.0.0.x` is used (the default
 /// ephemeral port range holds about 28,000).
@@ -31,6 +31,8 @@ const PER_SOURCE: usize = 25_000;
 pub struct BatchOptions {
     /// The broker.
     pub addr: SocketAddr,
+    /// The protocol version every client speaks (3.1.1 unless `-V 5`).
+    pub version: ProtocolVersion,
     /// Clients.
     pub clients: usize,
     /// Client id prefix (ids are PREFIX0001 … PREFIXN).
@@ -195,9 +197,10 @@ pub async fn batch_start(o: &BatchOptions, control: &Control) -> Batch {
         let progress = control.progress.clone();
         let id = format!("{}{:04}", o.id_prefix, i + 1);
         let (addr, source, keep_alive) = (o.addr, source_for(o.addr, i), o.keep_alive);
+        let version = o.version;
         let filter = o.subscribe.as_ref().map(|p| format!("{p}/{id}"));
         tasks.push(tokio::spawn(async move {
-            let result = open_client(addr, source, id.clone(), keep_alive).await;
+            let result = open_client(addr, source, version, id.clone(), keep_alive).await;
             let result = match (result, filter) {
                 (Ok((r, w)), Some(filter)) => subscribe_to(r, w, filter).await,
                 (result, _) => result,
@@ -280,6 +283,7 @@ async fn hold(clients: &mut [BatchClient], how_long: Duration, keep_alive: u16) 
 async fn open_client(
     addr: SocketAddr,
     source: Option<SocketAddr>,
+    version: ProtocolVersion,
     id: String,
     keep_alive: u16,
 ) -> Result<(ClientReader, ClientWriter), String> {
@@ -294,16 +298,7 @@ async fn open_client(
         }
     }
     let stream = socket.connect(addr).await.map_err(|e| reason_of(&e))?;
-    let connect = Connect {
-        protocol: ProtocolVersion::V311,
-        clean_session: true,
-        keep_alive,
-        client_id: id,
-        will: None,
-        username: None,
-        password: None,
-        properties: Default::default(),
-    };
+    let connect = connect_packet(version, &id, true, keep_alive);
     connect_on(stream, None, connect)
         .await
         .map(|(r, w, _)| (r, w))
@@ -324,9 +319,7 @@ async fn subscribe_to(
     writer.flush().await.map_err(|e| reason_of(&e))?;
     loop {
         match reader.next().await.map_err(|e| reason_of(&e))? {
-            Packet::SubAck(a) if a.codes.contains(&SubAckCode::Failure) => {
-                return Err("subscription refused".into())
-            }
+            Packet::SubAck(a) if !granted(&a.codes) => return Err("subscription refused".into()),
             Packet::SubAck(_) => return Ok((reader, writer)),
             _ => {}
         }
@@ -350,6 +343,7 @@ mod tests {
     fn batch(addr: SocketAddr, clients: usize) -> BatchOptions {
         BatchOptions {
             addr,
+            version: ProtocolVersion::V311,
             clients,
             id_prefix: "c".into(),
             rate: None,
@@ -389,9 +383,10 @@ mod tests {
         // The SUBACK is in before a client counts as connected: all 12 filters are there.
         assert_eq!(broker.broker.router.subscription_count(), 12);
         // And each is its own: a message to dev/c0007 reaches c0007.
-        let (_r, mut w, _) = crate::tools::client::connect(broker.addr, None, "p", true, 60)
-            .await
-            .unwrap();
+        let (_r, mut w, _) =
+            crate::tools::client::connect(broker.addr, None, ProtocolVersion::V311, "p", true, 60)
+                .await
+                .unwrap();
         w.push(&Packet::Publish(crate::mqtt::packet::Publish {
             dup: false,
             qos: QoS::AtMostOnce,

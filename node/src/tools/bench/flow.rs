@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Ack, Packet, Publish, QoS, SubAckCode, Subscribe};
-use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
+use crate::mqtt::packet::{Ack, Packet, ProtocolVersion, Publish, QoS, Subscribe};
+use crate::tools::client::{connect, granted, ClientReader, ClientWriter, TlsClient};
 
 /// Bytes of publishes buffered before they are written.
 const WRITE_BATCH: usize = 64 << 10;
@@ -44,6 +44,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct FlowOptions {
     /// The publishers' broker.
     pub addr: SocketAddr,
+    /// The protocol version every client speaks (3.1.1 unless `-V 5`).
+    pub version: ProtocolVersion,
     /// The subscribers' broker (`addr`, or another member of its cluster).
     pub sub_addr: SocketAddr,
     /// How long the subscriptions may take to become routable from `addr`.
@@ -187,6 +189,7 @@ pub async fn run(o: FlowOptions, control: &Control) -> std::io::Result<FlowRepor
         let (r, w, _) = connect(
             o.addr,
             o.tls.as_ref(),
+            o.version,
             &format!("{}pub{i}", o.id_prefix),
             true,
             600,
@@ -285,7 +288,7 @@ async fn wait_until_routable(
         return Ok(());
     }
     let id = format!("{}ready", o.id_prefix);
-    let (_r, mut w, _) = connect(o.addr, o.tls.as_ref(), &id, true, 600).await?;
+    let (_r, mut w, _) = connect(o.addr, o.tls.as_ref(), o.version, &id, true, 600).await?;
     let probe = Packet::Publish(Publish {
         dup: false,
         qos: QoS::AtMostOnce,
@@ -320,7 +323,7 @@ async fn wait_until_routable(
 
 /// Connects a subscriber and waits for its SUBACK.
 async fn subscribe(o: &FlowOptions, id: &str) -> std::io::Result<(ClientReader, ClientWriter)> {
-    let (mut r, mut w, _) = connect(o.sub_addr, o.tls.as_ref(), id, true, 600)
+    let (mut r, mut w, _) = connect(o.sub_addr, o.tls.as_ref(), o.version, id, true, 600)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("subscriber at {}: {e}", o.sub_addr)))?;
     w.push(&Packet::Subscribe(Subscribe {
@@ -331,7 +334,7 @@ async fn subscribe(o: &FlowOptions, id: &str) -> std::io::Result<(ClientReader, 
     w.flush().await?;
     loop {
         match r.next().await? {
-            Packet::SubAck(a) if !a.codes.contains(&SubAckCode::Failure) => return Ok((r, w)),
+            Packet::SubAck(a) if granted(&a.codes) => return Ok((r, w)),
             Packet::SubAck(_) => {
                 return Err(std::io::Error::other(format!(
                     "the broker refused the subscription to {}",
@@ -531,6 +534,7 @@ mod tests {
     fn options(addr: SocketAddr, qos: QoS, publishers: usize, subscribers: usize) -> FlowOptions {
         FlowOptions {
             addr,
+            version: ProtocolVersion::V311,
             sub_addr: addr,
             ready_timeout: READY_TIMEOUT,
             tls: None,
@@ -568,6 +572,19 @@ mod tests {
                 "{qos:?}"
             );
             assert!(r.delivery_rate > 0.0);
+        }
+        broker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn fan_in_speaks_mqtt_5_and_delivers_every_message_at_every_qos() {
+        let broker = TestBroker::start().await;
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let mut o = options(broker.addr, qos, 3, 1);
+            o.version = ProtocolVersion::V5;
+            o.id_prefix = format!("v5-{}", o.id_prefix);
+            let r = run(o, &Control::quiet()).await.unwrap();
+            assert_eq!((r.published, r.delivered, r.lost), (600, 600, 0), "{qos:?}");
         }
         broker.stop().await;
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::control::{BrokerUsage, BrokerWatch, Control};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Disconnect, Packet};
+use crate::mqtt::packet::{Disconnect, Packet, ProtocolVersion};
 use crate::tools::client::{connect, TlsClient};
 
 /// What to run.
@@ -18,6 +18,8 @@ use crate::tools::client::{connect, TlsClient};
 pub struct HandshakeOptions {
     /// The broker.
     pub addr: SocketAddr,
+    /// The protocol version every client speaks (3.1.1 unless `-V 5`).
+    pub version: ProtocolVersion,
     /// Connections in all.
     pub count: usize,
     /// Connections in progress at once.
@@ -99,7 +101,7 @@ pub async fn run(o: HandshakeOptions, control: &Control) -> HandshakeReport {
                     return (ok, failed);
                 }
                 let id = format!("{}{i}", o.id_prefix);
-                match connect(o.addr, o.tls.as_ref(), &id, true, 60).await {
+                match connect(o.addr, o.tls.as_ref(), o.version, &id, true, 60).await {
                     Ok((_r, mut w, _)) => {
                         w.push(&Packet::Disconnect(Disconnect::default()));
                         let _ = w.flush().await;
@@ -143,6 +145,7 @@ mod tests {
         let r = run(
             HandshakeOptions {
                 addr: broker.addr,
+                version: ProtocolVersion::V311,
                 count: 40,
                 concurrency: 4,
                 tls: None,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Ack, Packet, Publish, QoS, Subscribe};
+use crate::mqtt::packet::{Ack, Packet, ProtocolVersion, Publish, QoS, Subscribe};
 use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 
 /// What to run.
@@ -21,6 +21,8 @@ use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
 pub struct LatencyOptions {
     /// The broker.
     pub addr: SocketAddr,
+    /// The protocol version every client speaks (3.1.1 unless `-V 5`).
+    pub version: ProtocolVersion,
     /// Messages per second.
     pub rate: u32,
     /// Messages in all.
@@ -159,6 +161,7 @@ pub async fn run(o: LatencyOptions, control: &Control) -> std::io::Result<Latenc
     let (mut sr, mut sw, _) = connect(
         o.addr,
         o.tls.as_ref(),
+        o.version,
         &format!("{}sub", o.id_prefix),
         true,
         600,
@@ -183,6 +186,7 @@ pub async fn run(o: LatencyOptions, control: &Control) -> std::io::Result<Latenc
     let (mut pr, mut pw, _) = connect(
         o.addr,
         o.tls.as_ref(),
+        o.version,
         &format!("{}pub", o.id_prefix),
         true,
         600,
@@ -296,6 +300,7 @@ mod tests {
             let r = run(
                 LatencyOptions {
                     addr,
+                    version: ProtocolVersion::V311,
                     rate: 2000,
                     messages: 200,
                     qos,

@@ -18,8 +18,8 @@ use super::conns::{batch_start, BatchClient, BatchOptions};
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::latency::{age_of, stamped_payload, Percentiles};
 use super::report::{interrupted_note, thousands, Report};
-use crate::mqtt::packet::{Ack, Packet, Publish, QoS, SubAckCode, Subscribe};
-use crate::tools::client::{connect, ClientReader, ClientWriter};
+use crate::mqtt::packet::{Ack, Packet, Publish, QoS, Subscribe};
+use crate::tools::client::{connect, granted, ClientReader, ClientWriter};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -157,7 +157,7 @@ pub async fn run(o: ProbeOptions, control: &Control) -> std::io::Result<ProbeRep
         .collect();
     let watch = BrokerWatch::start(o.broker_pid);
     let probe = format!("{}probe", o.batch.id_prefix);
-    let (pr, pw, _) = connect(o.batch.addr, None, &probe, true, 600).await?;
+    let (pr, pw, _) = connect(o.batch.addr, None, o.batch.version, &probe, true, 600).await?;
     control.progress.reset();
     control.progress.set_length(o.duration.as_millis() as u64);
     let began = Instant::now();
@@ -215,7 +215,7 @@ async fn subscribe(
     c.writer.flush().await?;
     loop {
         match c.reader.next().await? {
-            Packet::SubAck(a) if !a.codes.contains(&SubAckCode::Failure) => return Ok(c),
+            Packet::SubAck(a) if granted(&a.codes) => return Ok(c),
             Packet::SubAck(_) => return Err(std::io::Error::other("subscription refused")),
             _ => {}
         }
@@ -374,6 +374,7 @@ mod tests {
         ProbeOptions {
             batch: BatchOptions {
                 addr,
+                version: crate::mqtt::packet::ProtocolVersion::V311,
                 clients: 20,
                 id_prefix: format!("p{}{}-", qos as u8, topic.is_some()),
                 rate: None,
