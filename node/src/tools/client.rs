@@ -24,6 +24,9 @@ pub struct ClientReader {
     version: ProtocolVersion,
     stream: Box<dyn AsyncRead + Unpin + Send>,
     buf: BytesMut,
+    /// The MQTT 5.0 server's receive maximum from CONNACK: most QoS 1/2 publishes this client
+    /// may have unacknowledged (65,535 when absent, and for 3.1/3.1.1).
+    receive_maximum: u16,
 }
 
 /// The writing half of a client connection; packets are buffered until `flush`.
@@ -95,6 +98,7 @@ pub async fn open_on(
     };
     Ok((
         ClientReader {
+            receive_maximum: u16::MAX,
             version: ProtocolVersion::V311,
             stream: r,
             buf: BytesMut::with_capacity(4096),
@@ -169,6 +173,9 @@ pub async fn connect_on(
     writer.flush().await?;
     match reader.next().await? {
         Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => {
+            if let Some(n) = a.properties.receive_maximum {
+                reader.receive_maximum = n;
+            }
             Ok((reader, writer, a.session_present))
         }
         Packet::ConnAck(a) if reader.version.is_v5() => {
@@ -192,6 +199,12 @@ pub fn granted(codes: &[SubAckCode]) -> bool {
 }
 
 impl ClientReader {
+    /// Most QoS 1/2 publishes the server lets this client have unacknowledged (its MQTT 5.0
+    /// receive maximum; 65,535 when it gave none).
+    pub fn receive_maximum(&self) -> u16 {
+        self.receive_maximum
+    }
+
     /// The next packet from the broker. Cancel-safe: bytes read stay buffered.
     pub async fn next(&mut self) -> io::Result<Packet> {
         loop {

@@ -386,7 +386,8 @@ async fn publish_all(
     let deadline = o.duration.map(|d| began + d);
     let (mut sent, mut done) = (0u64, 0u64);
     let mut next_id: u16 = 1;
-    let window = o.window.max(1) as u64;
+    // An MQTT 5.0 server's receive maximum caps the window (more would be a protocol error).
+    let window = o.window.max(1).min(usize::from(r.receive_maximum())) as u64;
     loop {
         let stopping = stop.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d);
         let allowed = match (stopping, per_publisher) {
