@@ -20,8 +20,8 @@
 //! Settings (environment): `FUBAR_BENCH_EVENTS` (default 1,000,000), `FUBAR_BENCH_RATE`
 //! (offered events/s, default 100,000; 0: as fast as it goes), `FUBAR_BENCH_HEAP` (writer heap
 //! bytes, default 50 MB), `FUBAR_BENCH_DIR` (scratch dir, default a temp dir; its `logs`,
-//! `index` and `rebuilt` are deleted first), `FUBAR_BENCH_REINDEX` (0: stop after the live
-//! part, without the rebuild and the queries).
+//! `index` and `rebuilt` are deleted first), `FUBAR_BENCH_REINDEX` (0: without the rebuild),
+//! `FUBAR_BENCH_QUERIES` (0: without the queries).
 
 use std::collections::VecDeque;
 use std::fs;
@@ -301,11 +301,18 @@ fn main() {
         index.segments()
     );
 
-    if env_or("FUBAR_BENCH_REINDEX", 1) == 0 {
-        return;
+    if env_or("FUBAR_BENCH_REINDEX", 1) != 0 {
+        rebuild(&log_dir, &rebuilt_dir, heap, n);
     }
+    if env_or("FUBAR_BENCH_QUERIES", 1) != 0 {
+        queries(&index, n, t0);
+    }
+}
+
+/// Part 2: `reindex` of the segments into a new index.
+fn rebuild(log_dir: &Path, rebuilt_dir: &Path, heap: usize, n: u64) {
     let (start, cpu_start) = (Instant::now(), cpu_time());
-    let stats = reindex(&log_dir, &rebuilt_dir, heap).unwrap();
+    let stats = reindex(log_dir, rebuilt_dir, heap).unwrap();
     let (secs, cpu) = (
         start.elapsed().as_secs_f64(),
         cpu_time().saturating_sub(cpu_start),
@@ -319,16 +326,19 @@ fn main() {
         cpu.as_secs_f64() * 1e6 / n as f64,
         100.0 * cpu.as_secs_f64() / secs
     );
-    let _ = fs::remove_dir_all(&rebuilt_dir);
+    let _ = fs::remove_dir_all(rebuilt_dir);
+}
 
+/// Part 3: warm queries on the live index.
+fn queries(index: &EventIndex, n: u64, t0: i64) {
     let span = n as i64 * STEP_US;
-    let (p50, p99) = latency(&index, |i| SearchRequest {
+    let (p50, p99) = latency(index, |i| SearchRequest {
         query: format!("client:c{:03}", (i as u64 * 7919) % CLIENTS),
         limit: 100,
         ..SearchRequest::default()
     });
     println!("client:cNNN newest 100: p50 {p50:?}, p99 {p99:?}");
-    let (p50, p99) = latency(&index, |i| {
+    let (p50, p99) = latency(index, |i| {
         // A window of a tenth of the time span, at 200 different places.
         let from = t0 + span * (i % 90) as i64 / 100;
         SearchRequest {
