@@ -502,40 +502,31 @@ where
 
     /// Ends the connection: flushes what can be flushed, publishes the will if the way it
     /// ended calls for it, and releases (or ends) the session.
-    async fn finish(mut self, reason: CloseReason) {
-        if self.protocol == ProtocolVersion::V5 && self.client.is_some() {
-            // An MQTT 5.0 client is told why the server ends its connection (the flush
-            // below writes it).
-            if let Some(code) = reason.disconnect_reason() {
-                // The reason string says what the broker's log says (MQTT-3.1.2-29 allows
-                // it on DISCONNECT whatever the client asked).
-                let properties = crate::mqtt::packet::Properties {
-                    reason_string: Some(reason.to_string().into()),
-                    ..Default::default()
-                };
-                let disconnect = Packet::Disconnect(crate::mqtt::packet::Disconnect {
-                    reason: code,
-                    properties,
-                });
-                // Through `send`: within the client's maximum packet size, and logged as every packet is.
-                self.send(&disconnect);
-            }
-        }
-        if !matches!(
-            reason,
-            CloseReason::SocketError(_) | CloseReason::StalledReader
-        ) {
-            let flush = Duration::from_millis(self.settings.mqtt.close_flush_ms);
-            let _ = tokio::time::timeout(flush, async {
-                self.writer.write_all_buf(&mut self.wbuf).await?;
-                self.writer.shutdown().await
-            })
-            .await;
-        }
-        let Some(client) = self.client.take() else {
-            tracing::info!(target: "access", peer = %self.peer, %reason, "disconnected before CONNECT");
+    /// Tells an MQTT 5.0 client why the server ends its connection (the flush in `finish`
+    /// writes it).
+    fn tell_why(&mut self, reason: &CloseReason) {
+        if self.protocol != ProtocolVersion::V5 || self.client.is_none() {
             return;
-        };
+        }
+        if let Some(code) = reason.disconnect_reason() {
+            // The reason string says what the broker's log says (MQTT-3.1.2-29 allows
+            // it on DISCONNECT whatever the client asked).
+            let properties = crate::mqtt::packet::Properties {
+                reason_string: Some(reason.to_string().into()),
+                ..Default::default()
+            };
+            let disconnect = Packet::Disconnect(crate::mqtt::packet::Disconnect {
+                reason: code,
+                properties,
+            });
+            // Through `send`: within the client's maximum packet size, and logged as every packet is.
+            self.send(&disconnect);
+        }
+    }
+
+    /// The client leaves: its unacknowledged shared-subscription messages go to other
+    /// members, its will is published or delayed, and its session is released (or ends).
+    fn leave(&self, client: &Client, reason: &CloseReason) {
         // A member of share groups leaving: what it has not acknowledged goes to another
         // member (MQTT 5.0 4.8.2). Not on takeover (the new connection resends it) nor at
         // shutdown (a persistent session keeps it).
@@ -592,6 +583,26 @@ where
             }
             tracing::info!(target: "resource", client = %client.id, "session ended");
         }
+    }
+
+    async fn finish(mut self, reason: CloseReason) {
+        self.tell_why(&reason);
+        if !matches!(
+            reason,
+            CloseReason::SocketError(_) | CloseReason::StalledReader
+        ) {
+            let flush = Duration::from_millis(self.settings.mqtt.close_flush_ms);
+            let _ = tokio::time::timeout(flush, async {
+                self.writer.write_all_buf(&mut self.wbuf).await?;
+                self.writer.shutdown().await
+            })
+            .await;
+        }
+        let Some(client) = self.client.take() else {
+            tracing::info!(target: "access", peer = %self.peer, %reason, "disconnected before CONNECT");
+            return;
+        };
+        self.leave(&client, &reason);
         let level = client.protocol;
         if self.broker.tracer.client_traced(&client.id) {
             tracing::info!(target: "trace", client = %client.id, peer = %self.peer, %reason, "disconnected");
