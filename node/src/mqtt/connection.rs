@@ -27,6 +27,14 @@ pub enum CloseReason {
     SocketError(String),
     /// The client broke a protocol rule; the text says which.
     ProtocolError(String),
+    /// A packet could not be decoded: the MQTT 5.0 reason the decoder gives (0x81 malformed
+    /// packet, 0x82 protocol error, 0x90 topic name invalid, ...) and what was wrong.
+    BadPacket {
+        /// The reason code for the server's DISCONNECT.
+        code: super::reason::ReasonCode,
+        /// What was wrong, as the decoder says it.
+        why: String,
+    },
     /// The client sent a packet larger than the maximum packet size.
     PacketTooLarge {
         /// Size the packet announced.
@@ -61,6 +69,10 @@ impl CloseReason {
         Some(match self {
             Self::KeepAliveTimeout => ReasonCode::KeepAliveTimeout,
             Self::ProtocolError(_) => ReasonCode::ProtocolError,
+            Self::BadPacket { code, .. } => *code,
+            // The client does not read: the limit on what it leaves unread is exceeded (sent
+            // if its socket still takes it).
+            Self::StalledReader => ReasonCode::QuotaExceeded,
             Self::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
             Self::ReceiveMaximumExceeded { .. } => ReasonCode::ReceiveMaximumExceeded,
             Self::TopicAliasInvalid(_) => ReasonCode::TopicAliasInvalid,
@@ -88,7 +100,9 @@ impl fmt::Display for CloseReason {
             Self::ConnectTimeout => f.write_str("connect timeout"),
             Self::SocketClosed => f.write_str("socket closed"),
             Self::SocketError(e) => write!(f, "socket error: {e}"),
-            Self::ProtocolError(e) => write!(f, "protocol error: {e}"),
+            Self::ProtocolError(e) | Self::BadPacket { why: e, .. } => {
+                write!(f, "protocol error: {e}")
+            }
             Self::PacketTooLarge { size, max } => {
                 write!(f, "packet too large: {size} bytes, maximum {max}")
             }
@@ -283,6 +297,14 @@ mod tests {
                 CloseReason::ProtocolError("x".into()),
                 Some(ReasonCode::ProtocolError),
             ),
+            (
+                CloseReason::BadPacket {
+                    code: ReasonCode::MalformedPacket,
+                    why: "x".into(),
+                },
+                Some(ReasonCode::MalformedPacket),
+            ),
+            (CloseReason::StalledReader, Some(ReasonCode::QuotaExceeded)),
             (CloseReason::ClientDisconnect, None),
         ];
         for (reason, code) in cases {

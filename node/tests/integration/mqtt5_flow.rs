@@ -480,3 +480,22 @@ fn mqtt5_flow_no_matching_subscribers_looks_at_the_other_nodes_too() {
     let (first, _) = sub.next(WAIT).expect("the message reached n2");
     assert_eq!(first & 0xF0, 0x30);
 }
+
+#[test]
+fn mqtt5_flow_a_packet_that_cannot_be_decoded_gets_the_decoders_reason() {
+    let broker = Broker::start();
+    // An unknown property identifier: malformed packet (0x81).
+    let (mut bad, _) = Raw::open(broker.addr, &connect5("bad-prop"));
+    bad.send(&publish(5, "t/x", 0, 0, &[0x7F, 0], b"m"));
+    assert_eq!(bad.disconnect_reason(), Some(0x81));
+    // A wildcard in a PUBLISH topic: topic name invalid (0x90).
+    let (mut wild, _) = Raw::open(broker.addr, &connect5("bad-topic"));
+    wild.send(&publish(5, "t/+", 0, 0, &[], b"m"));
+    assert_eq!(wild.disconnect_reason(), Some(0x90));
+    // The same bytes from a 3.1.1 client close it without a DISCONNECT.
+    let mut old = Raw::connect(broker.addr);
+    old.send(&connect(4, "old-topic", 60, 0x02, &[]));
+    assert_eq!(old.next(WAIT).map(|(first, _)| first), Some(0x20));
+    old.send(&publish(4, "t/+", 0, 0, &[], b"m"));
+    assert_eq!(old.disconnect_reason(), None);
+}

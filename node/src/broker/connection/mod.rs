@@ -378,7 +378,10 @@ where
                 )));
                 CloseReason::Refused("unacceptable protocol level")
             }
-            other => CloseReason::ProtocolError(other.to_string()),
+            other => CloseReason::BadPacket {
+                code: other.reason_code(),
+                why: other.to_string(),
+            },
         }
     }
 
@@ -587,10 +590,9 @@ where
 
     async fn finish(mut self, reason: CloseReason) {
         self.tell_why(&reason);
-        if !matches!(
-            reason,
-            CloseReason::SocketError(_) | CloseReason::StalledReader
-        ) {
+        // A stalled reader gets its bounded try too: its DISCONNECT (0x97) is sent if the
+        // socket takes it.
+        if !matches!(reason, CloseReason::SocketError(_)) {
             let flush = Duration::from_millis(self.settings.mqtt.close_flush_ms);
             let _ = tokio::time::timeout(flush, async {
                 self.writer.write_all_buf(&mut self.wbuf).await?;
