@@ -427,3 +427,31 @@ pub fn spawn_member(cmd: Command, dir: &Path, timeout: Duration) -> (Broker, u16
     let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
     (broker, port)
 }
+
+/// Runs a paho-mqtt (2.x, Python) script against `broker` (its port, then `args`, on the
+/// command line) and returns the lines it printed; fails the test if it fails.
+pub fn run_paho(broker: &Broker, name: &str, script: &str, args: &[&str]) -> Vec<String> {
+    let check = Command::new("python3")
+        .args(["-c", "import paho.mqtt.client, paho.mqtt.enums"])
+        .output()
+        .expect("python3");
+    assert!(
+        check.status.success(),
+        "paho-mqtt 2.x is needed (scripts/test.sh installs it)"
+    );
+    let path = broker.dir.path().join(name);
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("python3")
+        .arg(&path)
+        .arg(broker.port().to_string())
+        .args(args)
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines().map(str::to_owned).collect()
+}

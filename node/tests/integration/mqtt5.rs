@@ -7,36 +7,15 @@
 
 use std::process::Command;
 
-use crate::common::Broker;
+use crate::common::{run_paho, Broker};
 
 /// The paho script: prints one line per check.
 const SCRIPT: &str = include_str!("mqtt5_paho.py");
 
 #[test]
 fn paho_v5_properties_pass_through_beside_a_311_client_and_takeover_says_why() {
-    let check = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client, paho.mqtt.enums"])
-        .output()
-        .expect("python3");
-    assert!(
-        check.status.success(),
-        "paho-mqtt 2.x is needed (scripts/test.sh installs it)"
-    );
     let broker = Broker::start();
-    let script = broker.dir.path().join("v5.py");
-    std::fs::write(&script, SCRIPT).unwrap();
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(broker.port().to_string())
-        .output()
-        .expect("run python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = text.lines().collect();
+    let lines = run_paho(&broker, "v5.py", SCRIPT, &[]);
     assert_eq!(
         lines,
         [
@@ -50,7 +29,6 @@ fn paho_v5_properties_pass_through_beside_a_311_client_and_takeover_says_why() {
             // no local: its own message to "mine" does not come back
             "opts mine other 0",
         ],
-        "{text}"
     );
 }
 

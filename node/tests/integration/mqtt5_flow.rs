@@ -8,11 +8,10 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
-use crate::common::Broker;
+use crate::common::{run_paho, Broker};
 
 /// The paho script: runs one scenario, prints one line per check.
 const SCRIPT: &str = include_str!("mqtt5_flow.py");
@@ -21,29 +20,7 @@ const SCRIPT: &str = include_str!("mqtt5_flow.py");
 const WAIT: Duration = Duration::from_secs(15);
 
 fn paho(broker: &Broker, scenario: &str) -> Vec<String> {
-    let check = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client, paho.mqtt.enums"])
-        .output()
-        .expect("python3");
-    assert!(
-        check.status.success(),
-        "paho-mqtt 2.x is needed (scripts/test.sh installs it)"
-    );
-    let script = broker.dir.path().join("flow5.py");
-    std::fs::write(&script, SCRIPT).unwrap();
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(broker.port().to_string())
-        .arg(scenario)
-        .output()
-        .expect("run python3");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines().map(str::to_owned).collect()
+    run_paho(broker, "flow5.py", SCRIPT, &[scenario])
 }
 
 /// A socket speaking raw MQTT bytes; packets are read back as (first byte, body).

@@ -4,38 +4,14 @@
 //! 0x04 publishing the will; a shared-subscription member that leaves handing its
 //! unacknowledged messages to another member.
 
-use std::process::Command;
-
-use crate::common::Broker;
+use crate::common::{run_paho, Broker};
 
 /// The paho script: runs one scenario, prints one line per check.
 const SCRIPT: &str = include_str!("mqtt5_session.py");
 
 fn run(scenario: &str) -> Vec<String> {
-    let check = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client, paho.mqtt.enums"])
-        .output()
-        .expect("python3");
-    assert!(
-        check.status.success(),
-        "paho-mqtt 2.x is needed (scripts/test.sh installs it)"
-    );
     let broker = Broker::start();
-    let script = broker.dir.path().join("session5.py");
-    std::fs::write(&script, SCRIPT).unwrap();
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(broker.port().to_string())
-        .arg(scenario)
-        .output()
-        .expect("run python3");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines().map(str::to_owned).collect()
+    run_paho(&broker, "session5.py", SCRIPT, &[scenario])
 }
 
 #[test]
