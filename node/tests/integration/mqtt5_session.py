@@ -38,6 +38,12 @@ def client(cid, expiry=None, clean=True, will=None, will_delay=None):
     return c, res["present"]
 
 
+def settle():
+    """Gives the broker time to handle a connection's end before the same client id returns
+    on a new connection (two sockets: nothing orders their packets)."""
+    time.sleep(1)
+
+
 def drop(c):
     """Ends the connection without DISCONNECT: the broker sees the socket close."""
     c.loop_stop()
@@ -117,6 +123,7 @@ elif scenario == "session-expiry":
     p.SessionExpiryInterval = 0
     a.disconnect(properties=p)
     a.loop_stop()
+    settle()
     a, present = client("se-a", expiry=60, clean=False)
     print("ended by DISCONNECT", not present, flush=True)
     a.disconnect()
@@ -138,6 +145,7 @@ elif scenario == "session-expiry":
     c, present = client("se-c", expiry=0, clean=False)
     c.disconnect()
     c.loop_stop()
+    settle()
     c, again = client("se-c", expiry=60, clean=False)
     print("resumed then ended", present, not again, flush=True)
     c.disconnect()

@@ -590,6 +590,12 @@ where
 
     async fn finish(mut self, reason: CloseReason) {
         self.tell_why(&reason);
+        // The session is released before the last bytes are flushed: a client reconnecting
+        // at once finds it as the end of this connection left it.
+        let client = self.client.take();
+        if let Some(client) = &client {
+            self.leave(client, &reason);
+        }
         // A stalled reader gets its bounded try too: its DISCONNECT (0x97) is sent if the
         // socket takes it.
         if !matches!(reason, CloseReason::SocketError(_)) {
@@ -600,11 +606,10 @@ where
             })
             .await;
         }
-        let Some(client) = self.client.take() else {
+        let Some(client) = client else {
             tracing::info!(target: "access", peer = %self.peer, %reason, "disconnected before CONNECT");
             return;
         };
-        self.leave(&client, &reason);
         let level = client.protocol;
         if self.broker.tracer.client_traced(&client.id) {
             tracing::info!(target: "trace", client = %client.id, peer = %self.peer, %reason, "disconnected");
