@@ -354,6 +354,8 @@ pub async fn receive(
         let mut last = delivered.last(&node, epoch);
         let mut stored = false;
         let mut upto = last;
+        // One arrival time for the batch: no clock read per message.
+        let arrived = Instant::now();
         for (i, m) in batch.messages.into_iter().enumerate() {
             let seq = batch.first_seq + i as u64;
             upto = seq;
@@ -362,7 +364,7 @@ pub async fn receive(
             }
             last = seq;
             let share = m.share;
-            let message = Arc::new(local_message(m, &body, Instant::now()));
+            let message = Arc::new(local_message(m, &body, arrived));
             let shed = broker.memory.is_on();
             let routed = match share {
                 Some(share) => broker.router.deliver_shared(share, message, shed),

@@ -455,3 +455,19 @@ pub fn run_paho(broker: &Broker, name: &str, script: &str, args: &[&str]) -> Vec
     );
     text.lines().map(str::to_owned).collect()
 }
+
+/// A variable byte integer (MQTT 5.0 1.5.5), for tests that write packets byte by byte.
+pub fn varint(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            return out;
+        }
+    }
+}

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
-use crate::common::{run_paho, Broker};
+use crate::common::{run_paho, varint, Broker};
 
 /// The paho script: runs one scenario, prints one line per check.
 const SCRIPT: &str = include_str!("mqtt5_flow.py");
@@ -102,21 +102,6 @@ fn fixed_header(buf: &[u8]) -> Option<(usize, usize)> {
         }
     }
     None
-}
-
-fn varint(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            return out;
-        }
-    }
 }
 
 fn packet(first: u8, body: &[u8]) -> Vec<u8> {

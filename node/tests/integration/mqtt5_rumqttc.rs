@@ -414,25 +414,10 @@ fn a_taken_over_client_is_told_0x8e() {
     }
 }
 
-/// A variable byte integer (MQTT 5.0 1.5.5).
-fn varint(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            return;
-        }
-    }
-}
-
 /// A packet: the first byte, the remaining length, the body.
 fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
-    varint(body.len(), &mut out);
+    out.extend(crate::common::varint(body.len()));
     out.extend_from_slice(body);
     out
 }

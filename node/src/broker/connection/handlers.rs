@@ -347,7 +347,7 @@ where
     /// subscriber, here or on another node, matched it.
     pub(super) fn route(&self, message: Message) -> RouteOutcome {
         // Its message expiry interval counts from now (MQTT 5.0 3.3.2.3.3).
-        let mut message = message.expiring_from(Instant::now());
+        let mut message = message.expiring_from_now();
         let b = &self.broker;
         let topic = message.topic.clone();
         let publisher = self.client_id().unwrap_or("-");
