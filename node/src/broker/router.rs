@@ -311,18 +311,17 @@ fn merge_overlapping(mut targets: Vec<Target>) -> Vec<Target> {
         return targets;
     }
     targets.sort_by_key(|t| Arc::as_ptr(&t.handle));
-    let mut merged: Vec<Target> = Vec::with_capacity(targets.len());
-    for t in targets {
-        match merged.last_mut() {
-            Some(m) if Arc::ptr_eq(&m.handle, &t.handle) => {
-                m.qos = m.qos.max(t.qos);
-                m.retain |= t.retain;
-                m.subscription_ids.extend(t.subscription_ids);
-            }
-            _ => merged.push(t),
+    // In place: a fan-out to many sessions does not build a second list.
+    targets.dedup_by(|later, kept| {
+        if !Arc::ptr_eq(&later.handle, &kept.handle) {
+            return false;
         }
-    }
-    merged
+        kept.qos = kept.qos.max(later.qos);
+        kept.retain |= later.retain;
+        kept.subscription_ids.append(&mut later.subscription_ids);
+        true
+    });
+    targets
 }
 
 impl Router {
