@@ -2,15 +2,18 @@
 //! opened by the node, carrying length-prefixed postcard frames (`frame`).
 //!
 //! ```text
-//! node                                     monitor
-//!  | Hello { node, epoch }                   |
-//!  |---------------------------------------->|  certificate CN == node? -> Welcome
-//!  |            Challenge { nonce }          |  else, with a cookie configured:
-//!  |<----------------------------------------|
-//!  | Proof { mac }                           |  HMAC-SHA256(cookie, binding || nonce || node || epoch)
+//! node (client)                            server (monitor, or any member)
+//!  | Hello { nonce: cn }                     |  first frame, at most MAX_HELLO_FRAME bytes
 //!  |---------------------------------------->|
-//!  |    Welcome {..} | Refused { reason }    |  a refusal is generic and ends the connection
+//!  |  Challenge { nonce: sn, mac: server }   |  server = HMAC(cookie, "server" binding cn sn)
 //!  |<----------------------------------------|
+//!  client: with the cookie, checks `mac` before sending anything else (a server without the
+//!  cookie, or a man in the middle, learns nothing, not even the client's name); with only a
+//!  cluster CA, the TLS layer has checked the server's node certificate instead.
+//!  | Proof { node, epoch, mac: client }      |  client = HMAC(cookie, "client" binding sn cn node epoch)
+//!  |---------------------------------------->|  at most MAX_HELLO_FRAME bytes
+//!  |    Welcome {..} | Refused { reason }    |  member: the proof holds, or a node certificate
+//!  |<----------------------------------------|  of the cluster CA names a known member
 //!  |    Collect { class, on } (any time)     |
 //!  |<----------------------------------------|
 //!  | Batch { epoch, from_seq, to_seq, .. }   |  pipelined, oldest first
@@ -18,6 +21,12 @@
 //!  |          Ack { epoch, upto_seq }        |  everything <= upto_seq of that epoch is durable
 //!  |<----------------------------------------|
 //! ```
+//!
+//! `binding` is the TLS exporter of the session: each side proves the cookie for *this*
+//! session only, so a relay between two sessions has nothing to replay. The two proofs carry
+//! different labels, so one side's proof is never valid as the other's. The server sends
+//! nothing but its proof before the client's proof holds; the client sends nothing but its
+//! proof before the server's holds.
 //!
 //! A batch *covers* the sequence range `from_seq..=to_seq` of one boot epoch of one node: every
 //! sequence number in it is either one of its events, inside one of its `lost` ranges (dropped
@@ -32,23 +41,30 @@ use serde::{Deserialize, Serialize};
 use crate::{Class, Event};
 
 /// ALPN of the log link, offered by both sides; a peer without it fails the TLS handshake.
-pub const LOG_ALPN: &[u8] = b"fubar-log/1";
+pub const LOG_ALPN: &[u8] = b"fubar-log/2";
 
 /// ALPN of the remote admin link on the same endpoint: the same `Hello` and membership proof
-/// (the `node` of its `Hello` names the client, e.g. `ctl@HOST`, and its epoch is 0), then,
+/// (the `node` of its `Proof` names the client, e.g. `ctl@HOST`, and its epoch is 0), then,
 /// on the same stream, one `admin::AdminRequest` frame from the client and `AdminResponse`
 /// frames back: one for an ordinary request, a stream of `Event` / `Missed` for `LogTail`
 /// until the client goes away. The monitor finishes the stream after the last reply.
-pub const ADMIN_ALPN: &[u8] = b"fubar-admin/1";
+pub const ADMIN_ALPN: &[u8] = b"fubar-admin/2";
 
 /// ALPN of a cluster peer link on the same endpoint: the same `Hello` and membership proof,
 /// then the handshake stream is finished and the dialer opens one bidirectional stream per
 /// request (Raft messages, joins, proposals) or a long-lived one for forwarded messages. The
 /// node crate defines those frames.
-pub const PEER_ALPN: &[u8] = b"fubar-cluster/1";
+pub const PEER_ALPN: &[u8] = b"fubar-cluster/2";
 
 /// Largest admin request frame body the monitor reads; a larger one closes that connection.
 pub const MAX_ADMIN_REQUEST: usize = 64 << 10;
+
+/// Largest frame read before the peer has proven membership (`Hello`, `Proof`), bytes: what
+/// they need with a node name of [`MAX_NODE_NAME`] bytes, and no more.
+pub const MAX_HELLO_FRAME: usize = 256;
+
+/// Longest node name a `Proof` may carry, bytes.
+pub const MAX_NODE_NAME: usize = 160;
 
 /// Length of a challenge nonce, bytes.
 pub const NONCE_LEN: usize = 32;
@@ -66,17 +82,20 @@ pub const BINDING_LEN: usize = 32;
 /// A frame from a node to the monitor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeMsg {
-    /// First frame: who the node says it is.
+    /// First frame: the client's challenge to the server.
     Hello {
-        /// The node's name, `name@host`.
-        node: String,
-        /// The node's current boot epoch.
-        epoch: u64,
+        /// Fresh random bytes.
+        nonce: [u8; NONCE_LEN],
     },
-    /// The answer to a `Challenge`: an HMAC-SHA256 tag proving the node holds the cookie.
+    /// The answer to a `Challenge`: who the client is, and its cookie proof.
     Proof {
-        /// The tag.
-        mac: [u8; MAC_LEN],
+        /// The node's name, `name@host` (a remote admin client's is `ctl@host`).
+        node: String,
+        /// The node's current boot epoch (0 for an admin client).
+        epoch: u64,
+        /// HMAC-SHA256 tag proving the client holds the cookie ([`ProofRole::Client`]); none
+        /// from a client proving itself with a node certificate only.
+        mac: Option<[u8; MAC_LEN]>,
     },
     /// Events to record.
     Batch(Batch),
@@ -112,10 +131,13 @@ pub struct Lost {
 /// A frame from the monitor to a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MonitorMsg {
-    /// Prove the cookie: answer with `Proof` over this nonce.
+    /// The server's proof of the cookie for the client's nonce, and its own challenge: answer
+    /// with `Proof`.
     Challenge {
         /// Fresh random bytes.
         nonce: [u8; NONCE_LEN],
+        /// HMAC-SHA256 tag ([`ProofRole::Server`]); none from a server without a cookie.
+        mac: Option<[u8; MAC_LEN]>,
     },
     /// The node is a member; batches may follow.
     Welcome {
@@ -148,14 +170,39 @@ pub enum MonitorMsg {
 /// The refusal text every non-member gets, whatever failed.
 pub const REFUSED: &str = "not a member of this cluster";
 
-/// The bytes a cookie proof is computed over: `binding || nonce || len(node) || node || epoch`.
+/// Which side of a link a cookie proof is for: the label makes one side's proof worthless as
+/// the other's (a server cannot reflect a client's proof back at it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofRole {
+    /// The dialing side (its `Proof`).
+    Client,
+    /// The accepting side (its `Challenge`).
+    Server,
+}
+
+/// The bytes a cookie proof is computed over: `label || binding || server nonce || client
+/// nonce || len(node) || node || epoch` (a server's proof has an empty node and epoch 0).
 ///
 /// The node name is length-prefixed (u32, big-endian) so that no two (node, epoch) pairs give
 /// the same bytes; the epoch is big-endian.
-pub fn proof_input(binding: &[u8], nonce: &[u8; NONCE_LEN], node: &str, epoch: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(binding.len() + NONCE_LEN + 4 + node.len() + 8);
+pub fn proof_input(
+    role: ProofRole,
+    binding: &[u8],
+    server_nonce: &[u8; NONCE_LEN],
+    client_nonce: &[u8; NONCE_LEN],
+    node: &str,
+    epoch: u64,
+) -> Vec<u8> {
+    let label: &[u8] = match role {
+        ProofRole::Client => b"fubar cookie proof v2: client\0",
+        ProofRole::Server => b"fubar cookie proof v2: server\0",
+    };
+    let mut out =
+        Vec::with_capacity(label.len() + binding.len() + 2 * NONCE_LEN + 4 + node.len() + 8);
+    out.extend_from_slice(label);
     out.extend_from_slice(binding);
-    out.extend_from_slice(nonce);
+    out.extend_from_slice(server_nonce);
+    out.extend_from_slice(client_nonce);
     out.extend_from_slice(&u32::try_from(node.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(node.as_bytes());
     out.extend_from_slice(&epoch.to_be_bytes());
@@ -182,11 +229,12 @@ mod tests {
     #[test]
     fn every_message_round_trips_through_a_frame() {
         let node = [
-            NodeMsg::Hello {
+            NodeMsg::Hello { nonce: [1; NONCE_LEN] },
+            NodeMsg::Proof {
                 node: "n1@h".into(),
                 epoch: 7,
+                mac: Some([3; MAC_LEN]),
             },
-            NodeMsg::Proof { mac: [3; MAC_LEN] },
             NodeMsg::Batch(Batch {
                 epoch: 7,
                 from_seq: 1,
@@ -207,6 +255,7 @@ mod tests {
         let monitor = [
             MonitorMsg::Challenge {
                 nonce: [9; NONCE_LEN],
+                mac: Some([8; MAC_LEN]),
             },
             MonitorMsg::Welcome {
                 max_frame: 1,
@@ -232,13 +281,30 @@ mod tests {
     }
 
     #[test]
-    fn proof_input_separates_node_and_epoch() {
-        let n = [0; NONCE_LEN];
+    fn proof_input_separates_role_node_epoch_and_nonces() {
+        let (a, b) = ([0; NONCE_LEN], [1; NONCE_LEN]);
+        let c = ProofRole::Client;
+        let p = |role, bind: &[u8], s, cl, node, epoch| proof_input(role, bind, s, cl, node, epoch);
+        assert_ne!(p(c, b"b", &a, &b, "ab", 1), p(c, b"b", &a, &b, "a", 1));
+        assert_ne!(p(c, b"b", &a, &b, "a", 1), p(c, b"b", &a, &b, "a", 2));
+        assert_ne!(p(c, b"b", &a, &b, "a", 1), p(c, b"c", &a, &b, "a", 1));
+        assert_ne!(p(c, b"b", &a, &b, "a", 1), p(c, b"b", &b, &a, "a", 1));
         assert_ne!(
-            proof_input(b"b", &n, "ab", 1),
-            proof_input(b"b", &n, "a", 1)
+            p(c, b"b", &a, &b, "", 0),
+            p(ProofRole::Server, b"b", &a, &b, "", 0)
         );
-        assert_ne!(proof_input(b"b", &n, "a", 1), proof_input(b"b", &n, "a", 2));
-        assert_ne!(proof_input(b"b", &n, "a", 1), proof_input(b"c", &n, "a", 1));
+    }
+
+    #[test]
+    fn a_hello_and_a_proof_with_the_longest_name_fit_the_pre_proof_limit() {
+        let hello = encode(&NodeMsg::Hello { nonce: [0xff; NONCE_LEN] }).unwrap();
+        assert!(hello.len() - 4 <= MAX_HELLO_FRAME);
+        let proof = encode(&NodeMsg::Proof {
+            node: "n".repeat(MAX_NODE_NAME),
+            epoch: u64::MAX,
+            mac: Some([0xff; MAC_LEN]),
+        })
+        .unwrap();
+        assert!(proof.len() - 4 <= MAX_HELLO_FRAME, "{}", proof.len());
     }
 }

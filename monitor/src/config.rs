@@ -13,8 +13,21 @@ pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
 pub const MAX_LOST_RANGES: usize = 64;
 /// Connections the monitor serves at once by default; more are refused at accept.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Time a peer has for TLS, `Hello` and the cookie proof, by default.
+/// Time a node's shipper gives a connection and the membership proof, by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a peer has on the server for TLS, `Hello` and its proof, by default (setting
+/// `cluster.proof_timeout_ms`): short, since a slot held by a non-member is a slot lost.
+pub const DEFAULT_PROOF_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections one address may have that have not proven membership yet, by default
+/// (setting `cluster.max_unproven_per_address`); more are refused before any handshake.
+pub const DEFAULT_MAX_UNPROVEN_PER_ADDRESS: usize = 16;
+/// Interval of the refusal warnings of one address, by default (setting
+/// `cluster.refusal_warning_ms`): one warning per address and interval, with the count of the
+/// refusals it stands for.
+pub const DEFAULT_REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// Addresses whose refusals are counted for the rate-limited warnings; beyond, the oldest
+/// entries are forgotten (their next refusal is warned about at once).
+pub const MAX_REFUSAL_ADDRESSES: usize = 4096;
 /// A link with no traffic at all for this long is dead (QUIC idle timeout); nodes send
 /// keep-alives at a third of it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,6 +81,10 @@ pub struct LinkLimits {
     pub max_connections: usize,
     /// Time for TLS, `Hello` and the proof.
     pub handshake_timeout: Duration,
+    /// Connections not yet proven from one address.
+    pub max_unproven_per_address: usize,
+    /// One refusal warning per address per this interval.
+    pub refusal_warning_interval: Duration,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
     /// Nodes remembered (statistics, duplicate filters).
@@ -80,7 +97,9 @@ impl Default for LinkLimits {
             max_frame: DEFAULT_MAX_FRAME,
             max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            handshake_timeout: DEFAULT_PROOF_TIMEOUT,
+            max_unproven_per_address: DEFAULT_MAX_UNPROVEN_PER_ADDRESS,
+            refusal_warning_interval: DEFAULT_REFUSAL_WARNING_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_nodes: DEFAULT_MAX_NODES,
         }

@@ -1,12 +1,12 @@
-//! The cluster cookie: a shared secret in a 0600 file, proven by HMAC-SHA256 over a fresh
-//! monitor nonce and the TLS session's channel binding, never sent.
+//! The cluster cookie: a shared secret in a 0600 file, proven by each side of a link by
+//! HMAC-SHA256 over both sides' fresh nonces and the TLS session's channel binding, never sent.
 
 use std::fmt;
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use fubar_logproto::link::{proof_input, MAC_LEN, NONCE_LEN};
+use fubar_logproto::link::{proof_input, ProofRole, MAC_LEN, NONCE_LEN};
 use ring::hmac;
 use ring::rand::{SecureRandom as _, SystemRandom};
 
@@ -82,35 +82,93 @@ impl Cookie {
             .ok_or_else(|| bad(&format!("shorter than {MIN_COOKIE_LEN} bytes")))
     }
 
-    /// The proof that the holder knows the cookie, for this session, nonce, node and epoch.
+    /// The client's proof that it knows the cookie, for this session, both nonces, node and
+    /// epoch.
     pub fn prove(
         &self,
         binding: &[u8],
-        nonce: &[u8; NONCE_LEN],
+        server_nonce: &[u8; NONCE_LEN],
+        client_nonce: &[u8; NONCE_LEN],
         node: &str,
         epoch: u64,
     ) -> [u8; MAC_LEN] {
-        let tag = hmac::sign(&self.key, &proof_input(binding, nonce, node, epoch));
-        let mut mac = [0; MAC_LEN];
-        mac.copy_from_slice(tag.as_ref());
-        mac
+        self.sign(&proof_input(
+            ProofRole::Client,
+            binding,
+            server_nonce,
+            client_nonce,
+            node,
+            epoch,
+        ))
     }
 
-    /// Whether `mac` is the proof for these inputs (compared in constant time).
+    /// Whether `mac` is the client's proof for these inputs (compared in constant time).
     pub fn verify(
         &self,
         binding: &[u8],
-        nonce: &[u8; NONCE_LEN],
+        server_nonce: &[u8; NONCE_LEN],
+        client_nonce: &[u8; NONCE_LEN],
         node: &str,
         epoch: u64,
         mac: &[u8],
     ) -> bool {
-        hmac::verify(&self.key, &proof_input(binding, nonce, node, epoch), mac).is_ok()
+        let input = proof_input(
+            ProofRole::Client,
+            binding,
+            server_nonce,
+            client_nonce,
+            node,
+            epoch,
+        );
+        hmac::verify(&self.key, &input, mac).is_ok()
+    }
+
+    /// The server's proof that it knows the cookie, for this session and both nonces.
+    pub fn prove_server(
+        &self,
+        binding: &[u8],
+        server_nonce: &[u8; NONCE_LEN],
+        client_nonce: &[u8; NONCE_LEN],
+    ) -> [u8; MAC_LEN] {
+        self.sign(&proof_input(
+            ProofRole::Server,
+            binding,
+            server_nonce,
+            client_nonce,
+            "",
+            0,
+        ))
+    }
+
+    /// Whether `mac` is the server's proof for these inputs (compared in constant time).
+    pub fn verify_server(
+        &self,
+        binding: &[u8],
+        server_nonce: &[u8; NONCE_LEN],
+        client_nonce: &[u8; NONCE_LEN],
+        mac: &[u8],
+    ) -> bool {
+        let input = proof_input(
+            ProofRole::Server,
+            binding,
+            server_nonce,
+            client_nonce,
+            "",
+            0,
+        );
+        hmac::verify(&self.key, &input, mac).is_ok()
+    }
+
+    fn sign(&self, input: &[u8]) -> [u8; MAC_LEN] {
+        let tag = hmac::sign(&self.key, input);
+        let mut mac = [0; MAC_LEN];
+        mac.copy_from_slice(tag.as_ref());
+        mac
     }
 }
 
 /// Fresh random bytes for a challenge.
-pub(crate) fn nonce() -> Result<[u8; NONCE_LEN], MonitorError> {
+pub fn nonce() -> Result<[u8; NONCE_LEN], MonitorError> {
     let mut nonce = [0; NONCE_LEN];
     SystemRandom::new()
         .fill(&mut nonce)
@@ -157,16 +215,25 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let again = Cookie::load_or_create(&path).unwrap();
-        let nonce = nonce().unwrap();
-        let mac = made.prove(b"tls", &nonce, "n1@h", 7);
-        assert!(again.verify(b"tls", &nonce, "n1@h", 7, &mac));
-        assert!(!again.verify(b"other tls", &nonce, "n1@h", 7, &mac));
-        assert!(!again.verify(b"tls", &nonce, "n2@h", 7, &mac));
-        assert!(!again.verify(b"tls", &nonce, "n1@h", 8, &mac));
-        assert!(!again.verify(b"tls", &[0; NONCE_LEN], "n1@h", 7, &mac));
+        let (sn, cn) = (nonce().unwrap(), nonce().unwrap());
+        let mac = made.prove(b"tls", &sn, &cn, "n1@h", 7);
+        assert!(again.verify(b"tls", &sn, &cn, "n1@h", 7, &mac));
+        assert!(!again.verify(b"other tls", &sn, &cn, "n1@h", 7, &mac));
+        assert!(!again.verify(b"tls", &sn, &cn, "n2@h", 7, &mac));
+        assert!(!again.verify(b"tls", &sn, &cn, "n1@h", 8, &mac));
+        assert!(!again.verify(b"tls", &[0; NONCE_LEN], &cn, "n1@h", 7, &mac));
+        assert!(!again.verify(b"tls", &sn, &[0; NONCE_LEN], "n1@h", 7, &mac));
         let other = Cookie::from_secret(b"another cluster's secret").unwrap();
-        assert!(!other.verify(b"tls", &nonce, "n1@h", 7, &mac));
-        assert!(!again.verify(b"tls", &nonce, "n1@h", 7, &mac[..31]));
+        assert!(!other.verify(b"tls", &sn, &cn, "n1@h", 7, &mac));
+        assert!(!again.verify(b"tls", &sn, &cn, "n1@h", 7, &mac[..31]));
+        // The server's proof is its own: a client's cannot stand for it, nor the reverse.
+        let server = made.prove_server(b"tls", &sn, &cn);
+        assert!(again.verify_server(b"tls", &sn, &cn, &server));
+        assert!(!again.verify_server(b"tls", &cn, &sn, &server));
+        assert!(!other.verify_server(b"tls", &sn, &cn, &server));
+        let empty = made.prove(b"tls", &sn, &cn, "", 0);
+        assert!(!again.verify_server(b"tls", &sn, &cn, &empty));
+        assert!(!again.verify(b"tls", &sn, &cn, "", 0, &server));
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! The client side of the membership handshake, shared by a node's log link (the shipper)
-//! and a remote admin client: `Hello`, a cookie `Proof` if challenged, then `Welcome` or
-//! `Refused`. The monitor's side is `server::connection::admit`, the same for both ALPNs.
+//! The client side of the membership handshake, shared by a node's log link (the shipper),
+//! a cluster peer link and a remote admin client: `Hello` with a challenge, the server's
+//! proof checked, then the client's `Proof`, then `Welcome` or `Refused`. The server's side
+//! is `server::connection::admit`, the same for every ALPN.
 
 use fubar_logproto::link::{MonitorMsg, NodeMsg, BINDING_LABEL, BINDING_LEN};
 use quinn::{Connection, RecvStream, SendStream};
 
-use crate::cookie::Cookie;
+use crate::cookie::{self, Cookie};
 use crate::wire::{write_frame, FrameReader};
 use crate::MonitorError;
 
@@ -23,7 +24,9 @@ pub(crate) struct Joined {
     pub(crate) max_batch_events: u32,
 }
 
-/// Opens the stream on `conn`, says who `node` is, answers a cookie challenge with `cookie`.
+/// Opens the stream on `conn`, challenges the server, and once it has proven the cookie
+/// (when this side holds one; without one the TLS layer must have checked the server's node
+/// certificate against the cluster CA), says who `node` is and proves the cookie in turn.
 pub(crate) async fn join(
     conn: &Connection,
     node: &str,
@@ -32,44 +35,79 @@ pub(crate) async fn join(
 ) -> Result<Joined, MonitorError> {
     let (mut send, mut recv) = conn.open_bi().await?;
     let mut reader = FrameReader::new(MAX_MONITOR_FRAME);
-    let hello = NodeMsg::Hello {
+    let client_nonce = cookie::nonce()?;
+    write_frame(
+        &mut send,
+        &NodeMsg::Hello {
+            nonce: client_nonce,
+        },
+    )
+    .await?;
+    let mut binding = [0; BINDING_LEN];
+    conn.export_keying_material(&mut binding, BINDING_LABEL, b"")
+        .map_err(|_| MonitorError::Tls("no TLS exporter on this link".into()))?;
+    let (server_nonce, server_mac) = match reader.next::<MonitorMsg>(&mut recv).await? {
+        Some(MonitorMsg::Challenge { nonce, mac }) => (nonce, mac),
+        Some(MonitorMsg::Refused { reason }) => return Err(MonitorError::Refused(reason)),
+        Some(other) => {
+            return Err(MonitorError::Protocol(format!(
+                "unexpected {} before the challenge",
+                kind(&other)
+            )))
+        }
+        None => return Err(MonitorError::Stream("closed during the handshake".into())),
+    };
+    let mac = match cookie {
+        Some(cookie) => {
+            // Nothing of value goes out before the server has shown it holds the cookie.
+            let proven = server_mac.is_some_and(|mac| {
+                cookie.verify_server(&binding, &server_nonce, &client_nonce, &mac)
+            });
+            if !proven {
+                conn.close(1u32.into(), b"");
+                return Err(MonitorError::Refused(
+                    "the server did not prove the cluster cookie: not a member of this cluster \
+                     (another cookie, or a man in the middle)"
+                        .into(),
+                ));
+            }
+            Some(cookie.prove(&binding, &server_nonce, &client_nonce, node, epoch))
+        }
+        None => None,
+    };
+    let proof = NodeMsg::Proof {
         node: node.to_owned(),
         epoch,
+        mac,
     };
-    write_frame(&mut send, &hello).await?;
-    loop {
-        match reader.next::<MonitorMsg>(&mut recv).await? {
-            Some(MonitorMsg::Challenge { nonce }) => {
-                let Some(cookie) = cookie else {
-                    return Err(MonitorError::Refused(
-                        "the monitor asks for the cluster cookie and none is configured".into(),
-                    ));
-                };
-                let mut binding = [0; BINDING_LEN];
-                conn.export_keying_material(&mut binding, BINDING_LABEL, b"")
-                    .map_err(|_| MonitorError::Tls("no TLS exporter on this link".into()))?;
-                let mac = cookie.prove(&binding, &nonce, node, epoch);
-                write_frame(&mut send, &NodeMsg::Proof { mac }).await?;
-            }
-            Some(MonitorMsg::Welcome {
-                max_frame,
-                max_batch_events,
-            }) => {
-                return Ok(Joined {
-                    send,
-                    recv,
-                    reader,
-                    max_frame,
-                    max_batch_events,
-                })
-            }
-            Some(MonitorMsg::Refused { reason }) => return Err(MonitorError::Refused(reason)),
-            Some(other) => {
-                return Err(MonitorError::Protocol(format!(
-                    "unexpected {other:?} before Welcome"
-                )))
-            }
-            None => return Err(MonitorError::Stream("closed during the handshake".into())),
-        }
+    write_frame(&mut send, &proof).await?;
+    match reader.next::<MonitorMsg>(&mut recv).await? {
+        Some(MonitorMsg::Welcome {
+            max_frame,
+            max_batch_events,
+        }) => Ok(Joined {
+            send,
+            recv,
+            reader,
+            max_frame,
+            max_batch_events,
+        }),
+        Some(MonitorMsg::Refused { reason }) => Err(MonitorError::Refused(reason)),
+        Some(other) => Err(MonitorError::Protocol(format!(
+            "unexpected {} before Welcome",
+            kind(&other)
+        ))),
+        None => Err(MonitorError::Stream("closed during the handshake".into())),
+    }
+}
+
+/// A message's name, for errors (never its contents: they come from an unproven peer).
+fn kind(msg: &MonitorMsg) -> &'static str {
+    match msg {
+        MonitorMsg::Challenge { .. } => "Challenge",
+        MonitorMsg::Welcome { .. } => "Welcome",
+        MonitorMsg::Ack { .. } => "Ack",
+        MonitorMsg::Refused { .. } => "Refused",
+        MonitorMsg::Collect { .. } => "Collect",
     }
 }

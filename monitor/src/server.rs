@@ -6,10 +6,10 @@
 
 mod connection;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use fubar_logproto::Class;
@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminCall;
-use crate::config::{LinkLimits, DEFAULT_COLLECT, DEFAULT_MAX_PEER_STREAMS};
+use crate::config::{
+    LinkLimits, DEFAULT_COLLECT, DEFAULT_MAX_PEER_STREAMS, MAX_REFUSAL_ADDRESSES,
+};
 use crate::cookie::Cookie;
 use crate::dedup::NodeDedup;
 use crate::shipper::MAX_SPOOL_ENTRY;
@@ -46,6 +48,10 @@ pub struct ServerConfig {
     pub node: String,
     /// See `node`.
     pub epoch: u64,
+    /// Whether the TLS configuration checks peer certificates against the cluster's own CA,
+    /// so that a node certificate naming a known member stands for it without the cookie.
+    /// False when certificates are taken unchecked (the cookie mode): only the cookie counts.
+    pub certs_vouch: bool,
 }
 
 /// An admitted cluster peer link (ALPN `fubar-cluster/1`): the handshake stream is done;
@@ -68,6 +74,7 @@ impl ServerConfig {
             high_water: BTreeMap::new(),
             node: String::new(),
             epoch: 0,
+            certs_vouch: false,
         }
     }
 }
@@ -106,6 +113,77 @@ pub(crate) struct Inner {
     pub(crate) peers: OnceLock<mpsc::Sender<PeerLink>>,
     node: String,
     epoch: u64,
+    pub(crate) certs_vouch: bool,
+    /// The cluster's members by name (`set_members`): a node certificate stands only for one.
+    members: RwLock<HashSet<String>>,
+    /// Connections not proven yet, per address.
+    unproven: Mutex<HashMap<IpAddr, usize>>,
+    /// When each address was last warned about, and its refusals since.
+    pub(crate) refusal_log: RefusalLog,
+}
+
+/// A connection's place among its address's unproven ones; given back when dropped.
+pub(crate) struct Unproven {
+    inner: Arc<Inner>,
+    ip: IpAddr,
+}
+
+impl Drop for Unproven {
+    fn drop(&mut self) {
+        let mut unproven = lock(&self.inner.unproven);
+        if let Some(n) = unproven.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                unproven.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// One refusal warning per address per interval, counting the refusals between them.
+#[derive(Debug)]
+pub(crate) struct RefusalLog {
+    interval: Duration,
+    /// Per address: when it was last warned about, and refusals since (that one included).
+    seen: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+}
+
+impl RefusalLog {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a refusal of `ip`; `Some(refusals)` when a warning is due, with the refusals it
+    /// stands for (this one and those not warned about since the last warning).
+    pub(crate) fn due(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+        let mut seen = lock(&self.seen);
+        if seen.len() >= MAX_REFUSAL_ADDRESSES && !seen.contains_key(&ip) {
+            let interval = self.interval;
+            seen.retain(|_, (at, _)| now.duration_since(*at) < interval);
+            if seen.len() >= MAX_REFUSAL_ADDRESSES {
+                seen.clear();
+            }
+        }
+        match seen.get_mut(&ip) {
+            Some((at, count)) if now.duration_since(*at) < self.interval => {
+                *count += 1;
+                None
+            }
+            Some((at, count)) => {
+                let refusals = *count;
+                *at = now;
+                *count = 0;
+                Some(refusals)
+            }
+            None => {
+                seen.insert(ip, (now, 0));
+                Some(1)
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -168,6 +246,10 @@ impl MonitorServer {
             peers: OnceLock::new(),
             node: config.node.clone(),
             epoch: config.epoch,
+            certs_vouch: config.certs_vouch,
+            members: RwLock::default(),
+            unproven: Mutex::default(),
+            refusal_log: RefusalLog::new(config.limits.refusal_warning_interval),
         });
         let task = tokio::spawn(accept_loop(Arc::clone(&inner)));
         *lock(&inner.accept) = Some(task);
@@ -201,6 +283,16 @@ impl MonitorServer {
     /// request arrives on `calls` with the sender of its replies. Only the first call counts.
     pub fn set_admin(&self, calls: mpsc::Sender<AdminCall>) {
         let _ = self.inner.admin.set(calls);
+    }
+
+    /// The cluster's members, by name, as the node's replicated membership says: a node
+    /// certificate of the cluster CA stands only for one of them.
+    pub fn set_members(&self, names: impl IntoIterator<Item = String>) {
+        *self
+            .inner
+            .members
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = names.into_iter().collect();
     }
 
     /// Installs the taker of cluster peer links (ALPN `fubar-cluster/1`). Only the first call
@@ -286,6 +378,16 @@ impl MonitorServer {
     }
 }
 
+impl Inner {
+    /// Whether `name` is a member the cluster knows.
+    pub(crate) fn is_member(&self, name: &str) -> bool {
+        self.members
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+}
+
 impl NodeEntry {
     fn new(now: Instant) -> Self {
         Self {
@@ -356,8 +458,12 @@ fn check_limits(limits: &LinkLimits) -> Result<(), MonitorError> {
         format!("max_frame must be at least {MIN_MAX_FRAME} bytes")
     } else if limits.max_frame > u32::MAX as usize {
         "max_frame must fit in 32 bits".to_owned()
-    } else if limits.max_batch_events == 0 || limits.max_connections == 0 {
-        "max_batch_events and max_connections must be at least 1".to_owned()
+    } else if limits.max_batch_events == 0
+        || limits.max_connections == 0
+        || limits.max_unproven_per_address == 0
+    {
+        "max_batch_events, max_connections and max_unproven_per_address must be at least 1"
+            .to_owned()
     } else if limits.max_nodes < limits.max_connections {
         "max_nodes must be at least max_connections".to_owned()
     } else {
@@ -385,18 +491,53 @@ fn transport(limits: &LinkLimits) -> Result<TransportConfig, MonitorError> {
 
 async fn accept_loop(inner: Arc<Inner>) {
     while let Some(incoming) = inner.endpoint.accept().await {
-        let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
+        // QUIC address validation first (a Retry: one round trip), so that the limits below
+        // count addresses that are really there, not spoofed ones.
+        if !incoming.remote_address_validated() {
+            if incoming.may_retry() {
+                let _ = incoming.retry();
+            } else {
+                incoming.ignore();
+            }
+            continue;
+        }
+        let peer = incoming.remote_address();
+        let Some(unproven) = take_unproven(&inner, peer.ip()) else {
             connection::refusal(
                 &inner,
-                incoming.remote_address(),
+                peer,
                 None,
-                "too many connections",
+                "too many connections not proven yet from this address",
             );
             incoming.refuse();
             continue;
         };
-        tokio::spawn(connection::run(Arc::clone(&inner), incoming, permit));
+        let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
+            connection::refusal(&inner, peer, None, "too many connections");
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(connection::run(
+            Arc::clone(&inner),
+            incoming,
+            permit,
+            unproven,
+        ));
     }
+}
+
+/// A pre-proof slot of `ip`, unless it has all of its share already.
+fn take_unproven(inner: &Arc<Inner>, ip: IpAddr) -> Option<Unproven> {
+    let mut unproven = lock(&inner.unproven);
+    let n = unproven.entry(ip).or_insert(0);
+    if *n >= inner.limits.max_unproven_per_address {
+        return None;
+    }
+    *n += 1;
+    Some(Unproven {
+        inner: Arc::clone(inner),
+        ip,
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

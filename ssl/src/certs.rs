@@ -25,6 +25,10 @@ pub(crate) const MAX_DAYS: u32 = 36_500;
 /// Validity of a new CA, in days (10 years).
 const CA_DAYS: i64 = 3650;
 
+/// Where `fubar ssl new-certs` writes when no folder is given: under the default data
+/// directory (ignored by git), never a source folder.
+pub const DEFAULT_DIR: &str = "data/ssl";
+
 /// Hosts of the server certificate when none are given.
 const DEFAULT_HOSTS: [&str; 2] = ["localhost", "127.0.0.1"];
 
@@ -61,7 +65,7 @@ pub struct NewCerts {
 impl Default for NewCerts {
     fn default() -> Self {
         Self {
-            dir: PathBuf::from("ssl"),
+            dir: PathBuf::from(DEFAULT_DIR),
             hosts: Vec::new(),
             clients: Vec::new(),
             nodes: Vec::new(),
@@ -84,6 +88,10 @@ struct Output {
 /// Nothing is written if any file in the way exists (without `force`) or a name is invalid.
 pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
     let dir = &req.dir;
+    // A checkout's crate folder (the `ssl/` crate above all) is no place for private keys.
+    if dir.join("Cargo.toml").exists() {
+        return Err(SslError::SourceFolder { path: dir.clone() });
+    }
     if !(1..=MAX_DAYS).contains(&req.days) {
         return Err(SslError::BadDays(req.days));
     }
@@ -199,10 +207,7 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
             &what,
             name,
             host.into_iter().map(str::to_owned).collect(),
-            &[
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
+            &crate::cluster::node_usages(),
             now,
             days,
         )?;
@@ -417,6 +422,31 @@ fn check_host(host: &str) -> Result<(), SslError> {
         name: host.to_owned(),
         reason: "neither an IP address nor a DNS name".to_owned(),
     })
+}
+
+/// [`check_name`] for the cluster module.
+pub(crate) fn check_name_pub(kind: &'static str, name: &str) -> Result<(), SslError> {
+    check_name(kind, name)
+}
+
+/// Writes a private key (0600) and then its public certificate, each through a temporary
+/// file renamed into place.
+pub(crate) fn write_secret_and_public(
+    secret: (&Path, Vec<u8>),
+    public: (&Path, Vec<u8>),
+) -> Result<(), SslError> {
+    for (path, contents, secret) in [(secret.0, secret.1, true), (public.0, public.1, false)] {
+        let out = Output {
+            path: path.to_owned(),
+            contents,
+            secret,
+        };
+        write_file(&out).map_err(|source| SslError::Write {
+            path: out.path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// A client or node name: it becomes a CN and part of a file name, so it is kept to

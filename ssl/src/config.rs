@@ -168,12 +168,12 @@ pub(crate) fn client_config_with_versions(
 }
 
 /// The one provider fubar uses, passed explicitly so no process-wide default is needed.
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Every certificate in a PEM file; at least one.
-fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, SslError> {
+pub(crate) fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, SslError> {
     let bytes = std::fs::read(path).map_err(|source| SslError::ReadCert {
         path: path.to_owned(),
         source,
@@ -192,7 +192,7 @@ fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'sta
 }
 
 /// The first private key in a PEM file.
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SslError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SslError> {
     let bytes = std::fs::read(path).map_err(|source| SslError::ReadKey {
         path: path.to_owned(),
         source,
@@ -208,7 +208,7 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, SslError> {
 }
 
 /// The CA certificates of a PEM file, as a root store.
-fn read_roots(path: &Path) -> Result<Arc<RootCertStore>, SslError> {
+pub(crate) fn read_roots(path: &Path) -> Result<Arc<RootCertStore>, SslError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(path, "CA certificate")? {
         roots.add(cert).map_err(|source| SslError::Tls {

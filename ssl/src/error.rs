@@ -90,6 +90,12 @@ pub enum SslError {
         /// rcgen's reason.
         source: rcgen::Error,
     },
+    /// The folder holds a `Cargo.toml`: a source folder, where keys would end up in git.
+    #[error("{} holds a Cargo.toml: certificates and keys do not go into a source folder (the default is data/ssl)", path.display())]
+    SourceFolder {
+        /// The folder.
+        path: PathBuf,
+    },
     /// A directory could not be created or a file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {

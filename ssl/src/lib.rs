@@ -8,6 +8,10 @@
 //!   endpoints (the monitor's log link).
 //! - [`new_certs`] makes a CA and the server, client and node certificates it signs, as
 //!   `fubar ssl new-certs` does; no OpenSSL is involved.
+//! - [`cluster_server_config`] and [`cluster_client_config`] are the cluster port's, with
+//!   its own trust ([`ClusterTrust`]: the cookie, or the cluster's own CA, never the MQTT
+//!   client CA); [`self_made_identity`] makes a node's certificate on first start, and
+//!   [`cert_kind`] tells a node certificate (marked with [`NODE_EKU`]) from any other.
 //! - [`peer_common_name`] reads the subject CN of a peer's certificate (the MQTT user name
 //!   when the node takes it from the client certificate).
 //!
@@ -19,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod certs;
+mod cluster;
 mod config;
 mod error;
 mod verify;
@@ -26,7 +31,11 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
-pub use certs::{new_certs, peer_common_name, NewCerts, DEFAULT_DAYS};
+pub use certs::{new_certs, peer_common_name, NewCerts, DEFAULT_DAYS, DEFAULT_DIR};
+pub use cluster::{
+    cert_kind, cluster_client_config, cluster_server_config, self_made_identity, CertKind,
+    ClusterTrust, NodeIdentity, NODE_EKU,
+};
 pub use config::{
     client_config, quic_client_config, quic_server_config, server_config, ServerTlsFiles,
 };

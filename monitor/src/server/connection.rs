@@ -8,14 +8,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fubar_logproto::admin::{AdminRequest, AdminResponse};
 use fubar_logproto::link::{
     Batch, MonitorMsg, NodeMsg, ADMIN_ALPN, BINDING_LABEL, BINDING_LEN, MAX_ADMIN_REQUEST,
-    PEER_ALPN, REFUSED,
+    MAX_HELLO_FRAME, MAX_NODE_NAME, NONCE_LEN, PEER_ALPN, REFUSED,
 };
+use fubar_ssl::CertKind;
 use fubar_logproto::{Class, Event};
 use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit};
 
-use super::{Inner, PeerLink};
+use super::{Inner, PeerLink, Unproven};
 use crate::admin::{AdminCall, ADMIN_REPLY_CAPACITY};
 use crate::cookie;
 use crate::dedup::{check_batch, NodeDedup};
@@ -62,23 +63,50 @@ enum LinkKind {
     Peer,
 }
 
-/// Logs a refusal as a `warning` event and counts it.
+/// Counts a refusal and logs it as a `warning` event, at most one per address per interval
+/// (with the number of refusals it stands for); the claimed name and the reason are cut
+/// short and cleaned, since they may come from the peer.
 pub(super) fn refusal(inner: &Inner, peer: SocketAddr, node: Option<&str>, reason: &str) {
     inner.refused.fetch_add(1, Ordering::Relaxed);
+    let Some(refusals) = inner.refusal_log.due(peer.ip(), Instant::now()) else {
+        return;
+    };
     tracing::warn!(
         target: "warning",
         peer = %peer,
-        node = node.unwrap_or("-"),
-        reason = %reason,
-        "log link refused"
+        node = %node.map_or_else(|| "-".to_owned(), |n| bounded_text(n, 64)),
+        reason = %bounded_text(reason, 200),
+        refusals,
+        "cluster port: connection refused"
     );
 }
 
+/// At most `max` characters of `text`, control characters replaced: peer-supplied text in a
+/// log line.
+pub(crate) fn bounded_text(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Serves one incoming connection to its end.
-pub(super) async fn run(inner: Arc<Inner>, incoming: Incoming, _permit: OwnedSemaphorePermit) {
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    incoming: Incoming,
+    _permit: OwnedSemaphorePermit,
+    unproven: Unproven,
+) {
     let peer = incoming.remote_address();
     let admitted =
         tokio::time::timeout(inner.limits.handshake_timeout, admit(&inner, incoming)).await;
+    // Proven or not, the connection no longer counts against its address's pre-proof slots.
+    drop(unproven);
     let admitted = match admitted {
         Ok(Ok(a)) => a,
         Ok(Err(End::Refused { node, reason })) => {
@@ -156,10 +184,10 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
         .accept_bi()
         .await
         .map_err(|e| refused(None, format!("no stream: {e}")))?;
-    let mut reader = FrameReader::new(inner.limits.max_frame);
-    let hello = reader.next::<NodeMsg>(&mut recv).await;
-    let (node, epoch) = match hello {
-        Ok(Some(NodeMsg::Hello { node, epoch })) => (node, epoch),
+    // Until the peer has proven membership, frames are no larger than a hello needs.
+    let mut reader = FrameReader::new(MAX_HELLO_FRAME);
+    let client_nonce = match reader.next::<NodeMsg>(&mut recv).await {
+        Ok(Some(NodeMsg::Hello { nonce })) => nonce,
         other => {
             conn.close(VarInt::from_u32(CLOSE_REFUSED), b"");
             let reason = match other {
@@ -169,27 +197,22 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
             return Err(refused(None, reason));
         }
     };
-    let proven = prove(
-        inner,
-        &conn,
-        &mut send,
-        &mut reader,
-        &mut recv,
-        &node,
-        epoch,
-    )
-    .await;
-    if let Err(reason) = proven {
-        // Generic: a non-member learns nothing of why.
-        let refusal = MonitorMsg::Refused {
-            reason: REFUSED.into(),
-        };
-        if write_frame(&mut send, &refusal).await.is_ok() && send.finish().is_ok() {
-            let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+    let proven = prove(inner, &conn, &mut send, &mut reader, &mut recv, client_nonce).await;
+    let (node, _epoch) = match proven {
+        Ok(who) => who,
+        Err((node, reason)) => {
+            // Generic: a non-member learns nothing of why.
+            let refusal = MonitorMsg::Refused {
+                reason: REFUSED.into(),
+            };
+            if write_frame(&mut send, &refusal).await.is_ok() && send.finish().is_ok() {
+                let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+            }
+            conn.close(VarInt::from_u32(CLOSE_REFUSED), b"");
+            return Err(refused(node.as_deref(), reason));
         }
-        conn.close(VarInt::from_u32(CLOSE_REFUSED), b"");
-        return Err(refused(Some(&node), reason));
-    }
+    };
+    reader.set_max(inner.limits.max_frame);
     let welcome = MonitorMsg::Welcome {
         max_frame: u32::try_from(inner.limits.max_frame).unwrap_or(u32::MAX),
         max_batch_events: u32::try_from(inner.limits.max_batch_events).unwrap_or(u32::MAX),
@@ -284,53 +307,104 @@ async fn serve_admin(inner: &Inner, mut link: Admitted) -> Result<(), MonitorErr
     Ok(())
 }
 
-/// The certificate or the cookie: `Err(reason)` for the warning if neither holds.
+/// The server's proof and challenge, then the client's `Proof`: `Ok((node, epoch))` for a
+/// member, `Err((claimed name, reason))` for the warning otherwise.
+///
+/// A member proves the cookie, or (when the TLS layer checks certificates against the
+/// cluster CA) shows a node certificate naming itself and a member the cluster knows. A
+/// certificate that is not a node certificate is refused whatever else comes with it: a
+/// device certificate is never a cluster identity.
 async fn prove(
     inner: &Inner,
     conn: &Connection,
     send: &mut SendStream,
     reader: &mut FrameReader,
     recv: &mut RecvStream,
-    node: &str,
-    epoch: u64,
-) -> Result<(), String> {
-    if let Some(cn) = certificate_name(conn) {
-        // rustls has checked the chain against the cluster CA.
-        return if cn == node {
-            Ok(())
-        } else {
-            Err(format!("certificate names {cn:?}, not this node"))
-        };
+    client_nonce: [u8; NONCE_LEN],
+) -> Result<(String, u64), (Option<String>, String)> {
+    let fail = |node: Option<&str>, reason: String| (node.map(str::to_owned), reason);
+    let certificate = peer_certificate(conn);
+    let kind = certificate.as_deref().map(fubar_ssl::cert_kind);
+    if kind == Some(CertKind::Other) {
+        return Err(fail(
+            None,
+            "a certificate that is not a node certificate (a device's?)".into(),
+        ));
     }
-    let Some(cookie) = &inner.cookie else {
-        return Err("no certificate, and no cookie is configured".into());
-    };
-    let nonce = cookie::nonce().map_err(|e| e.to_string())?;
-    write_frame(send, &MonitorMsg::Challenge { nonce })
-        .await
-        .map_err(|e| e.to_string())?;
-    let mac = match reader.next::<NodeMsg>(recv).await {
-        Ok(Some(NodeMsg::Proof { mac })) => mac,
-        Ok(_) => return Err("no proof after the challenge".into()),
-        Err(e) => return Err(format!("bad proof frame: {e}")),
-    };
     let mut binding = [0; BINDING_LEN];
     conn.export_keying_material(&mut binding, BINDING_LABEL, b"")
-        .map_err(|_| "no TLS exporter".to_owned())?;
-    if cookie.verify(&binding, &nonce, node, epoch, &mac) {
-        Ok(())
-    } else {
-        Err("wrong cookie proof".into())
+        .map_err(|_| fail(None, "no TLS exporter".to_owned()))?;
+    let server_nonce = cookie::nonce().map_err(|e| fail(None, e.to_string()))?;
+    let mac = inner
+        .cookie
+        .as_ref()
+        .map(|c| c.prove_server(&binding, &server_nonce, &client_nonce));
+    write_frame(
+        send,
+        &MonitorMsg::Challenge {
+            nonce: server_nonce,
+            mac,
+        },
+    )
+    .await
+    .map_err(|e| fail(None, e.to_string()))?;
+    let (node, epoch, mac) = match reader.next::<NodeMsg>(recv).await {
+        Ok(Some(NodeMsg::Proof { node, epoch, mac })) => (node, epoch, mac),
+        Ok(_) => return Err(fail(None, "no proof after the challenge".into())),
+        Err(e) => return Err(fail(None, format!("bad proof frame: {e}"))),
+    };
+    if node.is_empty() || node.len() > MAX_NODE_NAME {
+        return Err(fail(Some(&node), "no name, or too long a name".into()));
+    }
+    if let Some(mac) = mac {
+        let Some(cookie) = &inner.cookie else {
+            return Err(fail(Some(&node), "a cookie proof, and no cookie here".into()));
+        };
+        return if cookie.verify(&binding, &server_nonce, &client_nonce, &node, epoch, &mac) {
+            Ok((node, epoch))
+        } else {
+            Err(fail(Some(&node), "wrong cookie proof".into()))
+        };
+    }
+    match kind {
+        Some(CertKind::Node(cn)) if inner.certs_vouch => {
+            if cn != node {
+                Err(fail(
+                    Some(&node),
+                    format!(
+                        "its node certificate names {}",
+                        connection_text(&cn)
+                    ),
+                ))
+            } else if !inner.is_member(&node) {
+                Err(fail(
+                    Some(&node),
+                    "a node certificate of a node the cluster does not know, and no cookie proof"
+                        .into(),
+                ))
+            } else {
+                Ok((node, epoch))
+            }
+        }
+        Some(_) => Err(fail(
+            Some(&node),
+            "a certificate without the cluster CA's authority, and no cookie proof".into(),
+        )),
+        None => Err(fail(Some(&node), "no certificate and no cookie proof".into())),
     }
 }
 
-/// The CN of the peer's (CA-verified) certificate, if it sent one.
-fn certificate_name(conn: &Connection) -> Option<String> {
+fn connection_text(text: &str) -> String {
+    format!("{:?}", bounded_text(text, 64))
+}
+
+/// The peer's certificate (the leaf), if it sent one.
+fn peer_certificate(conn: &Connection) -> Option<Vec<u8>> {
     let chain = conn
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
         .ok()?;
-    chain.first().and_then(|c| fubar_ssl::peer_common_name(c))
+    chain.first().map(|c| c.to_vec())
 }
 
 /// The admitted link: batches in, acks and `Collect` orders out.
