@@ -59,8 +59,8 @@ pub enum SslCommand {
 /// Flags of `fubar ssl new-certs`.
 #[derive(Debug, Args)]
 pub struct NewCertsArgs {
-    /// Directory the files go to (created if missing).
-    #[arg(long, value_name = "DIR", default_value = "ssl")]
+    /// Directory the files go to (created if missing); never a folder holding a Cargo.toml.
+    #[arg(long, value_name = "DIR", default_value = fubar_ssl::DEFAULT_DIR)]
     pub dir: PathBuf,
     /// Host name or IP address of the server certificate; repeat for more (the first is the
     /// CN) [default: localhost and 127.0.0.1].
@@ -153,9 +153,9 @@ pub struct IngestArgs {
     /// The monitor, NAME@HOST[:PORT].
     #[arg(long, value_name = "NAME@HOST[:PORT]")]
     pub monitor: String,
-    /// The cluster CA, to trust the monitor's certificate.
-    #[arg(long, value_name = "FILE", default_value = "ssl/cacert.pem")]
-    pub cafile: PathBuf,
+    /// The cluster's own CA, if it uses one [default: none; the monitor proves the cookie].
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
     /// The cluster cookie.
     #[arg(long, value_name = "FILE", default_value = "data/cookie")]
     pub cookie_file: PathBuf,
@@ -409,11 +409,12 @@ pub struct RemoteAccess {
     /// The cluster cookie, for a remote node [default: DATA_DIR/cookie].
     #[arg(long, value_name = "FILE")]
     pub cookie_file: Option<PathBuf>,
-    /// The cluster CA, to trust a remote node's certificate.
-    #[arg(long, value_name = "FILE", default_value = "ssl/cacert.pem")]
-    pub cafile: PathBuf,
+    /// The cluster's own CA (setting cluster.cafile), when the cluster uses one: the remote
+    /// node's certificate is checked against it [default: none; the node proves the cookie].
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
     /// A node certificate of the cluster CA (`fubar ssl new-certs --node`), proving
-    /// membership to a remote node instead of the cookie.
+    /// membership to a remote node instead of the cookie (needs --cafile).
     #[arg(long, value_name = "FILE", requires = "keyfile")]
     pub certfile: Option<PathBuf>,
     /// The key of --certfile.
@@ -634,10 +635,10 @@ pub struct NodeArgs {
     /// Settings file (TOML); see the README for every key and its default.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Node name, NAME@HOST [default: fubar@<hostname>].
+    /// Node name, NAME@HOST[:PORT] (PORT: the cluster port) [default: fubar@<hostname>].
     #[arg(long)]
     pub name: Option<String>,
-    /// Data directory; the node's state goes under DIR/<name>/ [default: ./data].
+    /// Data directory; the node's state goes under DIR/<NAME@HOST>/ [default: ./data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address the MQTT listener binds [default: 0.0.0.0].
@@ -661,7 +662,8 @@ pub struct NodeArgs {
     /// Ship this node's log events to the monitor NAME@HOST[:PORT] (setting cluster.master).
     #[arg(long, value_name = "NAME@HOST[:PORT]")]
     pub master: Option<String>,
-    /// UDP port of the cluster (QUIC) listener of a monitor [default: 4370].
+    /// UDP port of the cluster (QUIC) listener [default: the PORT of --name NAME@HOST:PORT,
+    /// else 4370]; one that disagrees with the name's is refused.
     #[arg(long, value_name = "PORT")]
     pub cluster_port: Option<u16>,
     /// The cluster cookie, a secret every member shares [default: DATA_DIR/cookie].

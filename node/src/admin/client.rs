@@ -35,8 +35,9 @@ pub enum Target {
 pub struct Remote {
     /// The node, with its cluster port.
     pub node: NodeName,
-    /// The cluster CA, trusting the node's certificate.
-    pub cafile: PathBuf,
+    /// The cluster's own CA, trusting the node's certificate; none: the node must prove the
+    /// cookie.
+    pub cafile: Option<PathBuf>,
     /// The cluster cookie.
     pub cookie_file: PathBuf,
     /// A node certificate and its key, proving membership instead of the cookie.
@@ -182,8 +183,21 @@ async fn remote_async(
         .cert
         .as_ref()
         .map(|(c, k)| (c.as_path(), k.as_path()));
-    let tls = fubar_ssl::quic_client_config(Some(&remote.cafile), cert, &[ADMIN_ALPN])
-        .map_err(|e| setup(&format_args!("the cluster CA (--cafile): {e}")))?;
+    let trust = match &remote.cafile {
+        Some(ca) => fubar_ssl::ClusterTrust::Ca(ca.clone()),
+        None if cert.is_some() => {
+            return Err(setup(
+                &"a node certificate (--certfile) is checked against the cluster CA: give --cafile",
+            ))
+        }
+        None => fubar_ssl::ClusterTrust::Cookie,
+    };
+    let identity = cert.map(|(c, k)| fubar_ssl::NodeIdentity {
+        certfile: c.to_owned(),
+        keyfile: k.to_owned(),
+    });
+    let tls = fubar_ssl::cluster_client_config(identity.as_ref(), &trust, &[ADMIN_ALPN])
+        .map_err(|e| setup(&format_args!("the cluster's TLS ({trust}): {e}")))?;
     let (cookie, client) = match &remote.cert {
         Some((certfile, _)) => (None, certificate_name(certfile).map_err(|e| setup(&e))?),
         None => {

@@ -1,10 +1,11 @@
 //! The node's QUIC endpoint on the cluster port: the same one for a monitor (log links,
 //! remote admin, cluster peers) and for a broker that is a cluster member (remote admin and
-//! cluster peers); membership is proven the same way on each (a node certificate of the
-//! cluster CA, or the cookie).
+//! cluster peers); membership is proven the same way on each (the mutual cookie proof, or a
+//! node certificate of the cluster's own CA naming a known member).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use fubar_logproto::link::PEER_ALPN;
@@ -19,33 +20,63 @@ use crate::settings::Settings;
 /// Remote admin requests waiting for the dispatcher (each then runs in its own task).
 pub const ADMIN_QUEUE: usize = 64;
 
+/// Where a node keeps the cluster identity it made itself: `<data_dir>/<name>/cluster-tls`.
+pub fn identity_dir(settings: &Settings) -> std::path::PathBuf {
+    settings.node_dir().join("cluster-tls")
+}
+
+/// This node's certificate on the cluster port, and how it trusts other members: the
+/// operator's (`cluster.node_certfile` of `cluster.cafile`) when set, else the one it made
+/// itself on first start (said in one `info` line), trusted by nobody: the cookie decides.
+pub fn cluster_tls(
+    settings: &Settings,
+) -> anyhow::Result<(fubar_ssl::NodeIdentity, fubar_ssl::ClusterTrust)> {
+    let c = &settings.cluster;
+    let trust = if c.cafile.as_os_str().is_empty() {
+        fubar_ssl::ClusterTrust::Cookie
+    } else {
+        fubar_ssl::ClusterTrust::Ca(c.cafile.clone())
+    };
+    if !c.node_certfile.as_os_str().is_empty() {
+        let identity = fubar_ssl::NodeIdentity {
+            certfile: c.node_certfile.clone(),
+            keyfile: c.node_keyfile.clone(),
+        };
+        return Ok((identity, trust));
+    }
+    let dir = identity_dir(settings);
+    let (identity, made) = fubar_ssl::self_made_identity(&dir, &settings.node.name)
+        .with_context(|| format!("cannot make this node's cluster identity in {}", dir.display()))?;
+    if made {
+        tracing::info!(target: "info", node = %settings.node.name, path = %dir.display(),
+            "made this node's cluster TLS identity (self-signed; the cookie proves membership)");
+    }
+    Ok((identity, trust))
+}
+
 /// The server side's TLS for the cluster port, offering `alpns`.
 pub fn server_tls(
     settings: &Settings,
     alpns: &[&[u8]],
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let files = fubar_ssl::ServerTlsFiles {
-        certfile: settings.ssl.certfile.clone(),
-        keyfile: settings.ssl.keyfile.clone(),
-        cafile: Some(settings.ssl.cafile.clone()),
-        verify: fubar_ssl::ClientVerify::Optional,
-    };
-    fubar_ssl::quic_server_config(&files, alpns).map_err(|e| {
-        anyhow::anyhow!(
-            "the cluster port needs TLS material (`fubar ssl new-certs`, settings ssl.*): {e}"
-        )
-    })
+    let (identity, trust) = cluster_tls(settings)?;
+    fubar_ssl::cluster_server_config(&identity, &trust, alpns)
+        .with_context(|| format!("the cluster port's TLS (trust: {trust})"))
 }
 
-/// The client side's TLS for dialing other members (`PEER_ALPN`), with the node certificate
-/// if one is configured.
+/// The client side's TLS for dialing other members (`alpn`: peers, or the monitor's log
+/// link), presenting this node's certificate when it has one of the cluster CA.
+pub fn client_tls(settings: &Settings, alpn: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let (identity, trust) = cluster_tls(settings)?;
+    // A self-made certificate proves nothing to anyone: it is not presented.
+    let presented = matches!(trust, fubar_ssl::ClusterTrust::Ca(_)).then_some(&identity);
+    fubar_ssl::cluster_client_config(presented, &trust, &[alpn])
+        .with_context(|| format!("the cluster links' TLS (trust: {trust})"))
+}
+
+/// The client side's TLS for dialing other members (`PEER_ALPN`).
 pub fn peer_client_tls(settings: &Settings) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let node_cert = (!settings.cluster.node_certfile.as_os_str().is_empty()).then_some((
-        settings.cluster.node_certfile.as_path(),
-        settings.cluster.node_keyfile.as_path(),
-    ));
-    fubar_ssl::quic_client_config(Some(&settings.ssl.cafile), node_cert, &[PEER_ALPN])
-        .context("cluster links need the cluster CA (ssl.cafile) to trust other members")
+    client_tls(settings, PEER_ALPN)
 }
 
 /// The cluster cookie (created on first use).
@@ -63,6 +94,11 @@ pub fn server_config(settings: &Settings, epoch: u64) -> ServerConfig {
     ));
     config.node = settings.node.name.clone();
     config.epoch = epoch;
+    let c = &settings.cluster;
+    config.certs_vouch = !c.cafile.as_os_str().is_empty();
+    config.limits.handshake_timeout = Duration::from_millis(c.proof_timeout_ms);
+    config.limits.max_unproven_per_address = c.max_unproven_per_address;
+    config.limits.refusal_warning_interval = Duration::from_millis(c.refusal_warning_ms);
     config
 }
 

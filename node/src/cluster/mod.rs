@@ -14,4 +14,4 @@ pub mod raft_network;
 pub mod shipping;
 pub mod view;
 
-pub use name::{NodeName, DEFAULT_CLUSTER_PORT};
+pub use name::{identity, settle, NodeName, DEFAULT_CLUSTER_PORT};

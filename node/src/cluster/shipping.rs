@@ -39,12 +39,7 @@ impl LogShipping {
         for class in fubar_monitor::config::DEFAULT_COLLECT {
             logs.ship(class, true);
         }
-        let node_cert = (!settings.cluster.node_certfile.as_os_str().is_empty()).then_some((
-            settings.cluster.node_certfile.as_path(),
-            settings.cluster.node_keyfile.as_path(),
-        ));
-        let tls = fubar_ssl::quic_client_config(Some(&settings.ssl.cafile), node_cert, &[LOG_ALPN])
-            .context("the log link needs the cluster CA (ssl.cafile) to trust the monitor")?;
+        let tls = super::endpoint::client_tls(settings, LOG_ALPN)?;
         let cookie_file = settings.cookie_file();
         let cookie = Cookie::load_or_create(&cookie_file)
             .with_context(|| format!("cannot use the cluster cookie {}", cookie_file.display()))?;

@@ -121,7 +121,8 @@ pub(crate) fn target(node: &NodeLocation, access: &RemoteAccess) -> anyhow::Resu
 pub(crate) fn located(node: &NodeLocation) -> Settings {
     let mut s = Settings::default();
     if let Some(n) = &node.name {
-        s.node.name = n.clone();
+        // The node's directory goes by its identity, `NAME@HOST`, whatever port is named.
+        s.node.name = crate::cluster::identity(n);
     }
     if let Some(d) = &node.data_dir {
         s.node.data_dir = d.clone();

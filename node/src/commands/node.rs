@@ -147,8 +147,28 @@ fn settings_of(args: &NodeArgs, stored: &[(String, String)]) -> anyhow::Result<S
     if let Some(v) = args.cookie_file {
         s.cluster.cookie_file = v;
     }
+    // `NAME@HOST:PORT`: the port is the cluster port, the identity is `NAME@HOST`.
+    let port_set = args.cluster_port.is_some() || file_sets_cluster_port(args.config.as_deref());
+    let (name, port) = crate::cluster::settle(&s.node.name, s.cluster.port, port_set)?;
+    s.node.name = name;
+    s.cluster.port = port;
+    if s.node.name.len() > fubar_logproto::link::MAX_NODE_NAME {
+        anyhow::bail!(
+            "the node name is longer than {} bytes",
+            fubar_logproto::link::MAX_NODE_NAME
+        );
+    }
     s.validate()?;
     Ok(s)
+}
+
+/// Whether the settings file gives `cluster.port` (a name's port must then agree with it).
+fn file_sets_cluster_port(config: Option<&std::path::Path>) -> bool {
+    config
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("cluster")?.as_table()?.get("port").cloned())
+        .is_some()
 }
 
 async fn serve(node: NodeParts) -> anyhow::Result<()> {

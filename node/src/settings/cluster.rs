@@ -19,11 +19,28 @@ pub struct ClusterSettings {
     /// The cluster cookie, a secret shared by every member (0600) [default:
     /// `<data_dir>/cookie`, created on first use].
     pub cookie_file: PathBuf,
-    /// This node's certificate from `fubar ssl new-certs --node NAME` (PEM), presented to
-    /// the monitor instead of the cookie proof (empty: the cookie).
+    /// The cluster's own CA (PEM), for operators who bring one: members' node certificates
+    /// (`fubar ssl new-certs --node NAME`) are checked against it, and one naming a known
+    /// member stands for it. Never the MQTT client CA. Empty: the cookie alone decides, and
+    /// each node uses the identity it made itself under `<data_dir>/<name>/cluster-tls/`.
+    pub cafile: PathBuf,
+    /// This node's certificate of `cluster.cafile` (PEM, from `fubar ssl new-certs --node
+    /// NAME`), presented on the cluster port and to other members (empty: the self-made one).
     pub node_certfile: PathBuf,
     /// Its private key (PEM).
     pub node_keyfile: PathBuf,
+    /// Milliseconds a connection to the cluster port has for its TLS handshake and its
+    /// membership proof; then it is closed.
+    pub proof_timeout_ms: u64,
+    /// Connections from one address that have not proven membership yet; more are refused
+    /// before any handshake.
+    pub max_unproven_per_address: usize,
+    /// Milliseconds between two warnings about refused connections from one address (the
+    /// warning counts the refusals in between).
+    pub refusal_warning_ms: u64,
+    /// Milliseconds a node waits to join its cluster before it says on stderr that it is
+    /// alone; it says it again at twice the wait each time.
+    pub join_warning_ms: u64,
     /// Bytes of events kept on disk for the monitor while it is away or behind; beyond them
     /// the oldest are dropped and the loss is logged.
     pub spool_bytes: u64,
@@ -53,8 +70,14 @@ impl Default for ClusterSettings {
             port: crate::cluster::DEFAULT_CLUSTER_PORT,
             master: String::new(),
             cookie_file: PathBuf::new(),
+            cafile: PathBuf::new(),
             node_certfile: PathBuf::new(),
             node_keyfile: PathBuf::new(),
+            proof_timeout_ms: fubar_monitor::config::DEFAULT_PROOF_TIMEOUT.as_millis() as u64,
+            max_unproven_per_address: fubar_monitor::config::DEFAULT_MAX_UNPROVEN_PER_ADDRESS,
+            refusal_warning_ms: fubar_monitor::config::DEFAULT_REFUSAL_WARNING_INTERVAL
+                .as_millis() as u64,
+            join_warning_ms: 5_000,
             spool_bytes: fubar_monitor::config::DEFAULT_SPOOL_BYTES,
             max_voters: 3,
             forward_queue: 1_000_000,

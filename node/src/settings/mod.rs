@@ -348,7 +348,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 30] = [
+pub const FIXED_AT_START: [&str; 35] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -375,6 +375,11 @@ pub const FIXED_AT_START: [&str; 30] = [
     "cluster.cookie_file",
     "cluster.node_certfile",
     "cluster.node_keyfile",
+    "cluster.cafile",
+    "cluster.proof_timeout_ms",
+    "cluster.max_unproven_per_address",
+    "cluster.refusal_warning_ms",
+    "cluster.join_warning_ms",
     "cluster.spool_bytes",
     "monitor.index_heap_bytes",
     "monitor.index_commit_ms",
@@ -523,6 +528,24 @@ impl Settings {
             return invalid(
                 "cluster.node_certfile / cluster.node_keyfile",
                 "give both or neither",
+            );
+        }
+        if !self.cluster.node_certfile.as_os_str().is_empty()
+            && self.cluster.cafile.as_os_str().is_empty()
+        {
+            return invalid(
+                "cluster.node_certfile",
+                "a node certificate needs its CA in cluster.cafile",
+            );
+        }
+        if self.cluster.proof_timeout_ms == 0
+            || self.cluster.max_unproven_per_address == 0
+            || self.cluster.refusal_warning_ms == 0
+            || self.cluster.join_warning_ms == 0
+        {
+            return invalid(
+                "cluster.proof_timeout_ms / max_unproven_per_address / refusal_warning_ms / join_warning_ms",
+                "must be at least 1",
             );
         }
         if self.cluster.spool_bytes < 1 << 20 {

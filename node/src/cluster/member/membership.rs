@@ -36,7 +36,10 @@ impl ClusterMember {
         let master_id = node_id(&master_info.name);
         self.peers.learn(master_id, master_info);
         let mut wait = RETRY_MIN;
+        let started = tokio::time::Instant::now();
+        let mut warn_after = self.config.join_warning;
         loop {
+            let last_reason: String;
             match self
                 .peers
                 .call(master_id, &PeerRequest::Join(self.info.clone()))
@@ -50,15 +53,31 @@ impl ClusterMember {
                 Ok(PeerResponse::Done(Err(e))) => {
                     tracing::warn!(target: "warning", master = %master, reason = %e,
                         "join refused; retrying");
+                    last_reason = format!("join refused: {e}");
                 }
                 Ok(other) => {
                     tracing::error!(target: "error", master = %master, answer = ?other,
                         "unexpected answer to a join; retrying");
+                    last_reason = "unexpected answer to a join".into();
                 }
                 Err(e) => {
                     tracing::warn!(target: "warning", master = %master, error = %e,
                         "cannot reach the master to join; retrying");
+                    last_reason = format!("cannot reach it: {e}");
                 }
+            }
+            let waited = started.elapsed();
+            if waited >= warn_after {
+                // Not only in the warning log: an operator watching the terminal must not
+                // believe this node is clustered while it is alone. Less often as time goes.
+                eprintln!(
+                    "fubar: {} has not joined its cluster through {} after {}s ({}); still trying",
+                    self.info.name,
+                    master_name,
+                    waited.as_secs(),
+                    last_reason
+                );
+                warn_after = waited * 2;
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}

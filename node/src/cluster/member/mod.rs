@@ -130,6 +130,8 @@ struct MemberConfig {
     max_voters: usize,
     node_down: Duration,
     ping_every: Duration,
+    /// How long a join may take before the node says on stderr that it is alone.
+    join_warning: Duration,
 }
 
 impl ClusterMember {
@@ -204,6 +206,7 @@ impl ClusterMember {
                 max_voters: c.max_voters,
                 node_down: Duration::from_millis(c.node_down_ms),
                 ping_every: Duration::from_millis(c.heartbeat_ms.max(100) * 2),
+                join_warning: Duration::from_millis(c.join_warning_ms),
             },
             stop: CancellationToken::new(),
             broker: OnceLock::new(),
@@ -215,6 +218,7 @@ impl ClusterMember {
         tokio::spawn(member.clone().propose_loop());
         tokio::spawn(member.clone().watch_members());
         tokio::spawn(member.clone().announce_again_when_dropped());
+        tokio::spawn(member.clone().tell_endpoint_the_members(server.clone()));
         if member.raft.is_initialized().await? {
             // A restart: the others know this node, and Raft catches it up; if its address
             // changed, it tells them the new one.
@@ -229,7 +233,9 @@ impl ClusterMember {
             member.found().await?;
         } else {
             let master: NodeName = c.master.parse()?;
-            if master.id() == settings.node.name {
+            // Names compare as identities (`NAME@HOST`): naming itself as master, with or
+            // without its port, founds the cluster.
+            if master.id() == super::identity(&settings.node.name) {
                 member.found().await?;
             } else {
                 // In the background: the node serves its own clients while it waits for
@@ -238,6 +244,23 @@ impl ClusterMember {
             }
         }
         Ok(member)
+    }
+
+    /// Keeps the endpoint's list of members (for whom a node certificate may stand) in step
+    /// with the replicated membership.
+    async fn tell_endpoint_the_members(self: Arc<Self>, server: MonitorServer) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let names: Vec<String> = {
+                let m = metrics.borrow_and_update().membership_config.clone();
+                m.membership().nodes().map(|(_, n)| n.name.clone()).collect()
+            };
+            server.set_members(names);
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                () = self.stop.cancelled() => return,
+            }
+        }
     }
 
     /// Connects the member to the broker: the view updates the broker's copies, routes
