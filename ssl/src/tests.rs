@@ -687,3 +687,106 @@ async fn quic_configs_speak_tls13_only() {
     assert_eq!(view.version, Some(ProtocolVersion::TLSv1_3));
     assert_eq!(view.cn.as_deref(), Some("alice"));
 }
+
+#[test]
+fn node_certificates_are_marked_and_client_and_server_certificates_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    new_certs(&NewCerts {
+        clients: vec!["n1@h".into()],
+        nodes: vec!["n1@h".into()],
+        ..request(dir)
+    })
+    .unwrap();
+    let kind = |f: &str| crate::cert_kind(&parse_pem_cert(&dir.join(f)));
+    assert_eq!(kind("node-n1@h.pem"), crate::CertKind::Node("n1@h".into()));
+    // A device certificate with a member's name is still a device certificate.
+    assert_eq!(kind("client-n1@h.pem"), crate::CertKind::Other);
+    assert_eq!(kind("cert.pem"), crate::CertKind::Other);
+    assert_eq!(kind("cacert.pem"), crate::CertKind::Other);
+    assert_eq!(crate::cert_kind(b"garbage"), crate::CertKind::Other);
+}
+
+#[test]
+fn a_self_made_identity_is_made_once_0600_and_only_for_its_own_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1@h").join("cluster-tls");
+    let (id, made) = crate::self_made_identity(&dir, "n1@h").unwrap();
+    assert!(made);
+    #[cfg(unix)]
+    assert_eq!(mode(&id.keyfile), 0o600);
+    assert_eq!(
+        crate::cert_kind(&parse_pem_cert(&id.certfile)),
+        crate::CertKind::Node("n1@h".into())
+    );
+    let key = fs::read(&id.keyfile).unwrap();
+    let (again, made) = crate::self_made_identity(&dir, "n1@h").unwrap();
+    assert!(!made, "reused");
+    assert_eq!(again, id);
+    assert_eq!(fs::read(&id.keyfile).unwrap(), key);
+    let err = crate::self_made_identity(&dir, "n2@h").unwrap_err();
+    assert!(err.to_string().contains("not a node certificate for n2@h"), "{err}");
+}
+
+#[test]
+fn new_certs_refuses_a_source_folder_and_defaults_under_the_data_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("Cargo.toml"), "[package]\n").unwrap();
+    let err = new_certs(&request(tmp.path())).unwrap_err();
+    assert!(err.to_string().contains("Cargo.toml"), "{err}");
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "nothing written");
+    assert_eq!(NewCerts::default().dir, PathBuf::from("data/ssl"));
+}
+
+#[tokio::test]
+async fn cluster_tls_takes_any_certificate_with_the_cookie_and_only_its_ca_otherwise() {
+    use crate::{cluster_client_config, cluster_server_config, ClusterTrust, NodeIdentity};
+    let tmp = tempfile::tempdir().unwrap();
+    let (server_id, _) = crate::self_made_identity(&tmp.path().join("s"), "s@localhost").unwrap();
+    let (client_id, _) = crate::self_made_identity(&tmp.path().join("c"), "c@localhost").unwrap();
+    let alpn: &[&[u8]] = &[b"fubar-cluster/2"];
+    // Cookie mode: self-signed certificates on both sides pass the TLS layer.
+    let server = cluster_server_config(&server_id, &ClusterTrust::Cookie, alpn).unwrap();
+    let client = cluster_client_config(Some(&client_id), &ClusterTrust::Cookie, alpn).unwrap();
+    let out = handshake(server.clone(), client, "localhost").await;
+    out.client.unwrap();
+    assert_eq!(out.server.unwrap().cn.as_deref(), Some("c@localhost"));
+    // Own CA: a node certificate of the CA passes; a self-made one, or another CA's, does
+    // not; the CA's MQTT server certificate is no member either.
+    let ca = tmp.path().join("ca");
+    let other = tmp.path().join("other");
+    for (dir, node) in [(&ca, "n1@localhost"), (&other, "n2@localhost")] {
+        new_certs(&NewCerts {
+            nodes: vec![node.into()],
+            ..request(dir)
+        })
+        .unwrap();
+    }
+    let node = |dir: &Path, n: &str| NodeIdentity {
+        certfile: dir.join(format!("node-{n}.pem")),
+        keyfile: dir.join(format!("node-{n}.key.pem")),
+    };
+    let trust = ClusterTrust::Ca(ca.join("cacert.pem"));
+    let server = cluster_server_config(&node(&ca, "n1@localhost"), &trust, alpn).unwrap();
+    let member = cluster_client_config(Some(&node(&ca, "n1@localhost")), &trust, alpn).unwrap();
+    handshake(server.clone(), member.clone(), "localhost")
+        .await
+        .client
+        .unwrap();
+    let foreign = cluster_client_config(Some(&node(&other, "n2@localhost")), &trust, alpn).unwrap();
+    let out = handshake(server.clone(), foreign, "localhost").await;
+    assert!(out.server.is_err(), "another CA's node certificate is refused");
+    let self_made = cluster_client_config(Some(&client_id), &trust, alpn).unwrap();
+    assert!(handshake(server, self_made, "localhost").await.server.is_err());
+    let mqtt_server = cluster_server_config(
+        &NodeIdentity {
+            certfile: ca.join("cert.pem"),
+            keyfile: ca.join("key.pem"),
+        },
+        &trust,
+        alpn,
+    )
+    .unwrap();
+    let out = handshake(mqtt_server, member, "localhost").await;
+    assert!(out.client.is_err(), "the MQTT server certificate is no node");
+}

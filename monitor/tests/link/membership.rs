@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fubar_logproto::frame::encode;
-use fubar_logproto::link::{MonitorMsg, NodeMsg, BINDING_LABEL, BINDING_LEN, REFUSED};
+use fubar_logproto::link::{
+    MonitorMsg, NodeMsg, BINDING_LABEL, BINDING_LEN, MAX_HELLO_FRAME, NONCE_LEN, REFUSED,
+};
 use fubar_logproto::Class;
 use fubar_monitor::cookie::Cookie;
 use quinn::crypto::rustls::QuicClientConfig;
@@ -27,6 +29,8 @@ async fn non_members_are_refused_with_a_warning_and_certificate_members_ship() {
     // The monitor's warnings are recorded by its own log engine.
     let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
     let monitor = Monitor::start(&pki, free_addr(), cookie(), dir.path(), logs, None);
+    // n2 is a member the cluster knows: its certificate stands for it.
+    monitor.server.set_members(["n2@localhost".to_owned()]);
     let addr = monitor.addr();
     let wrong = Cookie::from_secret(b"another cluster's cookie!!");
     let bad_cookie = Node::start("bad@localhost", addr, pki.client_tls(None), wrong);
@@ -78,7 +82,9 @@ async fn non_members_are_refused_with_a_warning_and_certificate_members_ship() {
                 && w.field("reason").is_some_and(|r| r.contains(reason))
         })
     };
-    assert!(find("bad@localhost", "wrong cookie proof"), "{warnings:#?}");
+    // The node with another cookie gives up before it proves anything: the monitor did not
+    // prove the node's cookie. The monitor hears no proof from it.
+    assert!(find("-", "bad proof frame"), "{warnings:#?}");
     assert!(find("-", "TLS handshake failed"), "{warnings:#?}");
     assert!(find("n1@localhost", "certificate names"), "{warnings:#?}");
     let access = monitor.recorded(Class::Access);
@@ -123,21 +129,26 @@ async fn read_msg(recv: &mut RecvStream) -> MonitorMsg {
 /// A bare connection that proves the cookie by hand and is welcomed.
 async fn raw_member(pki: &Pki, addr: SocketAddr, node: &str) -> (Endpoint, Connection, SendStream) {
     let (endpoint, conn, mut send, mut recv) = raw(pki, addr).await;
+    let client_nonce = [7; NONCE_LEN];
     let hello = NodeMsg::Hello {
-        node: node.into(),
-        epoch: 3,
+        nonce: client_nonce,
     };
     send.write_all(&encode(&hello).unwrap()).await.unwrap();
-    let MonitorMsg::Challenge { nonce } = read_msg(&mut recv).await else {
+    let MonitorMsg::Challenge { nonce, mac } = read_msg(&mut recv).await else {
         panic!("no challenge");
     };
     let mut binding = [0; BINDING_LEN];
     conn.export_keying_material(&mut binding, BINDING_LABEL, b"")
         .unwrap();
-    let mac = cookie().unwrap().prove(&binding, &nonce, node, 3);
-    send.write_all(&encode(&NodeMsg::Proof { mac }).unwrap())
-        .await
-        .unwrap();
+    let cookie = cookie().unwrap();
+    assert!(cookie.verify_server(&binding, &nonce, &client_nonce, &mac.unwrap()));
+    let mac = cookie.prove(&binding, &nonce, &client_nonce, node, 3);
+    let proof = NodeMsg::Proof {
+        node: node.into(),
+        epoch: 3,
+        mac: Some(mac),
+    };
+    send.write_all(&encode(&proof).unwrap()).await.unwrap();
     assert!(matches!(
         read_msg(&mut recv).await,
         MonitorMsg::Welcome { .. }
@@ -207,5 +218,45 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
         "{warnings:#?}"
     );
     good.shipper.shutdown().await;
+    monitor.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_refuses_a_server_with_another_cookie_before_saying_anything() {
+    let pki = Pki::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, layer) = monitor_logs(dir.path());
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let other = Cookie::from_secret(b"a monitor of another cluster");
+    let monitor = Monitor::start(&pki, free_addr(), other, dir.path(), logs, None);
+    let node = Node::start("n1@localhost", monitor.addr(), pki.client_tls(None), cookie());
+    node.emit(1..=5);
+    let shipper = &node.shipper;
+    wait_for("the node gives the server up", || {
+        shipper
+            .stats()
+            .last_error
+            .is_some_and(|e| e.contains("did not prove the cluster cookie"))
+    })
+    .await;
+    // The server never heard who the node is, and got none of its events.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(monitor.server.stats().is_empty(), "{:?}", monitor.server.stats());
+    assert!(monitor.recorded(Class::Access).is_empty());
+    node.shipper.shutdown().await;
+    monitor.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_first_frame_larger_than_a_hello_is_refused_unread() {
+    let pki = Pki::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, layer) = monitor_logs(dir.path());
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let monitor = Monitor::start(&pki, free_addr(), cookie(), dir.path(), logs, None);
+    let (_e, conn, mut send, _r) = raw(&pki, monitor.addr()).await;
+    let len = u32::try_from(MAX_HELLO_FRAME + 1).unwrap();
+    send.write_all(&len.to_be_bytes()).await.unwrap();
+    assert_eq!(closed_by_monitor(&conn).await, 1);
     monitor.server.shutdown().await;
 }
