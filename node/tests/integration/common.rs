@@ -119,10 +119,19 @@ impl Broker {
 
     /// Spawns `cmd` (a `fubar` process on `dir`), collects its stdout lines, and waits for a
     /// line containing `ready`.
-    pub fn spawn(mut cmd: Command, dir: DataDir, ready: &str) -> Self {
+    pub fn spawn(cmd: Command, dir: DataDir, ready: &str) -> Self {
+        Self::spawn_capturing(cmd, dir, ready, false)
+    }
+
+    /// [`Broker::spawn`], collecting its stderr lines too (prefixed `stderr: `) when `stderr`.
+    pub fn spawn_capturing(mut cmd: Command, dir: DataDir, ready: &str, stderr: bool) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn fubar");
         let stdout = child.stdout.take().expect("stdout");
@@ -135,6 +144,16 @@ impl Broker {
                 cv.notify_all();
             }
         });
+        if let Some(err) = child.stderr.take() {
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let (store, cv) = &*sink;
+                    store.lock().unwrap().push(format!("stderr: {line}"));
+                    cv.notify_all();
+                }
+            });
+        }
         let broker = Self {
             child: Some(child),
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -384,26 +403,11 @@ impl Drop for Proc {
     }
 }
 
-/// A data dir for a cluster's members (one cookie): the cluster's TLS files from `fubar ssl
-/// new-certs` (certificates naming `hosts` too) and `cluster.toml` pointing at them, followed
-/// by `extra` settings (TOML).
-pub fn cluster_dir(hosts: &[&str], extra: &str) -> tempfile::TempDir {
+/// A data dir for a cluster's members (one cookie; each node makes its own cluster TLS
+/// identity on first start) and `cluster.toml` holding `extra` settings (TOML).
+pub fn cluster_dir(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ssl = dir.path().join("ssl");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
-    cmd.args(["ssl", "new-certs", "--dir"]).arg(&ssl);
-    for host in hosts {
-        cmd.args(["--cn", host]);
-    }
-    let out = cmd.output().expect("fubar ssl new-certs");
-    assert!(out.status.success(), "{out:?}");
-    let config = format!(
-        "[ssl]\ncertfile = {:?}\nkeyfile = {:?}\ncafile = {:?}\n{extra}",
-        ssl.join("cert.pem"),
-        ssl.join("key.pem"),
-        ssl.join("cacert.pem")
-    );
-    std::fs::write(dir.path().join("cluster.toml"), config).expect("write config");
+    std::fs::write(dir.path().join("cluster.toml"), extra).expect("write config");
     dir
 }
 

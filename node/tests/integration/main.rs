@@ -6,6 +6,7 @@
 mod admin;
 mod bench;
 mod cluster;
+mod cluster_identity;
 mod common;
 mod conformance;
 mod interop;

@@ -23,7 +23,7 @@ struct Cluster {
 impl Cluster {
     fn new() -> Self {
         Self {
-            dir: crate::common::cluster_dir(&[], ""),
+            dir: crate::common::cluster_dir(""),
         }
     }
 
@@ -359,8 +359,8 @@ fn a_node_started_before_its_monitor_spools_from_boot_and_ships_when_it_comes() 
     cluster.wait_found("client:early", "disconnected client=early");
 }
 
-/// A directory standing for another machine: only a copy of the cluster's cookie (0600) and
-/// CA, no node of its own.
+/// A directory standing for another machine: only a copy of the cluster's cookie (0600), no
+/// node of its own.
 fn remote_machine(cluster: &Cluster, cookie: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cookie");
@@ -373,11 +373,6 @@ fn remote_machine(cluster: &Cluster, cookie: Option<&str>) -> tempfile::TempDir 
     let mut perms = std::fs::metadata(&path).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
     std::fs::set_permissions(&path, perms).unwrap();
-    std::fs::copy(
-        cluster.path().join("ssl").join("cacert.pem"),
-        dir.path().join("cacert.pem"),
-    )
-    .unwrap();
     dir
 }
 
@@ -388,8 +383,6 @@ fn remote(dir: &Path, port: u16, args: &[&str]) -> Output {
         .arg(args[0])
         .args(["--node", &node, "--data-dir"])
         .arg(dir)
-        .arg("--cafile")
-        .arg(dir.join("cacert.pem"))
         .args(&args[1..])
         .output()
         .expect("fubar")
@@ -429,8 +422,6 @@ fn ctl_and_search_reach_the_monitor_over_its_cluster_port() {
     let mut tail = fubar()
         .args(["log", "tail", "--node", &node, "--data-dir"])
         .arg(other.path())
-        .arg("--cafile")
-        .arg(other.path().join("cacert.pem"))
         .arg("client:tailed")
         .stdout(std::process::Stdio::piped())
         .spawn()

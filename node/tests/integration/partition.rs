@@ -227,8 +227,7 @@ fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself
             return;
         }
     };
-    let (h1, h2) = (net.host(1), net.host(2));
-    let tmp = cluster_dir(&[&h1, &h2], "");
+    let tmp = cluster_dir("");
     let dir = tmp.path();
 
     let n1 = start(&net, dir, 1, "n1", &format!("n1@{}", net.host(1)));
