@@ -48,6 +48,12 @@ pub fn cluster_tls(
     let (identity, made) = fubar_ssl::self_made_identity(&dir, &settings.node.name)
         .with_context(|| format!("cannot make this node's cluster identity in {}", dir.display()))?;
     if made {
+        // Said once, on the terminal too: the info class is not shown there by default.
+        println!(
+            "fubar node {} made its cluster TLS identity in {} (self-signed; the cookie proves membership)",
+            settings.node.name,
+            dir.display()
+        );
         tracing::info!(target: "info", node = %settings.node.name, path = %dir.display(),
             "made this node's cluster TLS identity (self-signed; the cookie proves membership)");
     }
