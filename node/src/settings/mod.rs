@@ -86,9 +86,9 @@ impl Default for MqttsSettings {
 impl Default for SslSettings {
     fn default() -> Self {
         Self {
-            certfile: PathBuf::from("ssl/cert.pem"),
-            keyfile: PathBuf::from("ssl/key.pem"),
-            cafile: PathBuf::from("ssl/cacert.pem"),
+            certfile: PathBuf::from("data/ssl/cert.pem"),
+            keyfile: PathBuf::from("data/ssl/key.pem"),
+            cafile: PathBuf::from("data/ssl/cacert.pem"),
             verify: fubar_ssl::ClientVerify::None,
             username_from_cn: false,
         }
