@@ -165,12 +165,7 @@ echo "$FUBAR; STEPS=$STEPS RUNS=$RUNS CLIENTS=$CLIENTS MESSAGES=$MESSAGES FORWAR
 : > "$work/figures"
 for run in $(seq "$RUNS"); do
   dir=$work/run$run; mkdir -p "$dir"; PORT=(); CPORT=(); PID=(); LOG=()
-  "$FUBAR" ssl new-certs --dir "$dir/ssl" > /dev/null
   cat > "$dir/cluster.toml" <<CONF
-[ssl]
-certfile = "$dir/ssl/cert.pem"
-keyfile = "$dir/ssl/key.pem"
-cafile = "$dir/ssl/cacert.pem"
 [session]
 inflight_window = 100
 max_queued_messages = 100000000

@@ -229,7 +229,9 @@ mod tests {
     #[test]
     fn every_message_round_trips_through_a_frame() {
         let node = [
-            NodeMsg::Hello { nonce: [1; NONCE_LEN] },
+            NodeMsg::Hello {
+                nonce: [1; NONCE_LEN],
+            },
             NodeMsg::Proof {
                 node: "n1@h".into(),
                 epoch: 7,
@@ -297,7 +299,10 @@ mod tests {
 
     #[test]
     fn a_hello_and_a_proof_with_the_longest_name_fit_the_pre_proof_limit() {
-        let hello = encode(&NodeMsg::Hello { nonce: [0xff; NONCE_LEN] }).unwrap();
+        let hello = encode(&NodeMsg::Hello {
+            nonce: [0xff; NONCE_LEN],
+        })
+        .unwrap();
         assert!(hello.len() - 4 <= MAX_HELLO_FRAME);
         let proof = encode(&NodeMsg::Proof {
             node: "n".repeat(MAX_NODE_NAME),

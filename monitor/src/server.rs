@@ -19,9 +19,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminCall;
-use crate::config::{
-    LinkLimits, DEFAULT_COLLECT, DEFAULT_MAX_PEER_STREAMS, MAX_REFUSAL_ADDRESSES,
-};
+use crate::config::{LinkLimits, DEFAULT_COLLECT, DEFAULT_MAX_PEER_STREAMS, MAX_REFUSAL_ADDRESSES};
 use crate::cookie::Cookie;
 use crate::dedup::NodeDedup;
 use crate::shipper::MAX_SPOOL_ENTRY;

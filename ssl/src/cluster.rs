@@ -250,16 +250,18 @@ pub fn cluster_client_config(
         Some(id) => {
             let chain = read_certs(&id.certfile, "certificate")?;
             let key = read_key(&id.keyfile)?;
-            builder.with_client_auth_cert(chain, key).map_err(|source| {
-                tls(
-                    format!(
-                        "cannot use certificate {} with key {}",
-                        id.certfile.display(),
-                        id.keyfile.display()
-                    ),
-                    source,
-                )
-            })?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|source| {
+                    tls(
+                        format!(
+                            "cannot use certificate {} with key {}",
+                            id.certfile.display(),
+                            id.keyfile.display()
+                        ),
+                        source,
+                    )
+                })?
         }
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -399,9 +401,13 @@ impl ServerCertVerifier for NodeServer {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified =
-            self.0
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        let verified = self.0.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
         match cert_kind(end_entity) {
             CertKind::Node(_) => Ok(verified),
             CertKind::Other => Err(rustls::Error::InvalidCertificate(

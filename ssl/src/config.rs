@@ -173,7 +173,10 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Every certificate in a PEM file; at least one.
-pub(crate) fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, SslError> {
+pub(crate) fn read_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, SslError> {
     let bytes = std::fs::read(path).map_err(|source| SslError::ReadCert {
         path: path.to_owned(),
         source,

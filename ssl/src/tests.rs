@@ -725,7 +725,10 @@ fn a_self_made_identity_is_made_once_0600_and_only_for_its_own_name() {
     assert_eq!(again, id);
     assert_eq!(fs::read(&id.keyfile).unwrap(), key);
     let err = crate::self_made_identity(&dir, "n2@h").unwrap_err();
-    assert!(err.to_string().contains("not a node certificate for n2@h"), "{err}");
+    assert!(
+        err.to_string().contains("not a node certificate for n2@h"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -734,7 +737,11 @@ fn new_certs_refuses_a_source_folder_and_defaults_under_the_data_directory() {
     fs::write(tmp.path().join("Cargo.toml"), "[package]\n").unwrap();
     let err = new_certs(&request(tmp.path())).unwrap_err();
     assert!(err.to_string().contains("Cargo.toml"), "{err}");
-    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "nothing written");
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "nothing written"
+    );
     assert_eq!(NewCerts::default().dir, PathBuf::from("data/ssl"));
 }
 
@@ -775,9 +782,15 @@ async fn cluster_tls_takes_any_certificate_with_the_cookie_and_only_its_ca_other
         .unwrap();
     let foreign = cluster_client_config(Some(&node(&other, "n2@localhost")), &trust, alpn).unwrap();
     let out = handshake(server.clone(), foreign, "localhost").await;
-    assert!(out.server.is_err(), "another CA's node certificate is refused");
+    assert!(
+        out.server.is_err(),
+        "another CA's node certificate is refused"
+    );
     let self_made = cluster_client_config(Some(&client_id), &trust, alpn).unwrap();
-    assert!(handshake(server, self_made, "localhost").await.server.is_err());
+    assert!(handshake(server, self_made, "localhost")
+        .await
+        .server
+        .is_err());
     let mqtt_server = cluster_server_config(
         &NodeIdentity {
             certfile: ca.join("cert.pem"),
@@ -788,5 +801,8 @@ async fn cluster_tls_takes_any_certificate_with_the_cookie_and_only_its_ca_other
     )
     .unwrap();
     let out = handshake(mqtt_server, member, "localhost").await;
-    assert!(out.client.is_err(), "the MQTT server certificate is no node");
+    assert!(
+        out.client.is_err(),
+        "the MQTT server certificate is no node"
+    );
 }

@@ -10,8 +10,8 @@ use fubar_logproto::link::{
     Batch, MonitorMsg, NodeMsg, ADMIN_ALPN, BINDING_LABEL, BINDING_LEN, MAX_ADMIN_REQUEST,
     MAX_HELLO_FRAME, MAX_NODE_NAME, NONCE_LEN, PEER_ALPN, REFUSED,
 };
-use fubar_ssl::CertKind;
 use fubar_logproto::{Class, Event};
+use fubar_ssl::CertKind;
 use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit};
@@ -197,7 +197,15 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
             return Err(refused(None, reason));
         }
     };
-    let proven = prove(inner, &conn, &mut send, &mut reader, &mut recv, client_nonce).await;
+    let proven = prove(
+        inner,
+        &conn,
+        &mut send,
+        &mut reader,
+        &mut recv,
+        client_nonce,
+    )
+    .await;
     let (node, _epoch) = match proven {
         Ok(who) => who,
         Err((node, reason)) => {
@@ -358,7 +366,10 @@ async fn prove(
     }
     if let Some(mac) = mac {
         let Some(cookie) = &inner.cookie else {
-            return Err(fail(Some(&node), "a cookie proof, and no cookie here".into()));
+            return Err(fail(
+                Some(&node),
+                "a cookie proof, and no cookie here".into(),
+            ));
         };
         return if cookie.verify(&binding, &server_nonce, &client_nonce, &node, epoch, &mac) {
             Ok((node, epoch))
@@ -371,10 +382,7 @@ async fn prove(
             if cn != node {
                 Err(fail(
                     Some(&node),
-                    format!(
-                        "its node certificate names {}",
-                        connection_text(&cn)
-                    ),
+                    format!("its node certificate names {}", connection_text(&cn)),
                 ))
             } else if !inner.is_member(&node) {
                 Err(fail(
@@ -390,7 +398,10 @@ async fn prove(
             Some(&node),
             "a certificate without the cluster CA's authority, and no cookie proof".into(),
         )),
-        None => Err(fail(Some(&node), "no certificate and no cookie proof".into())),
+        None => Err(fail(
+            Some(&node),
+            "no certificate and no cookie proof".into(),
+        )),
     }
 }
 

@@ -126,7 +126,10 @@ async fn members_run_requests_and_tails_and_non_members_are_refused() {
         .unwrap_err();
     match refused {
         MonitorError::Refused(reason) => {
-            assert!(reason.contains("did not prove the cluster cookie"), "{reason}")
+            assert!(
+                reason.contains("did not prove the cluster cookie"),
+                "{reason}"
+            )
         }
         other => panic!("{other}"),
     }

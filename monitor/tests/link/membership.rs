@@ -229,7 +229,12 @@ async fn a_node_refuses_a_server_with_another_cookie_before_saying_anything() {
     let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
     let other = Cookie::from_secret(b"a monitor of another cluster");
     let monitor = Monitor::start(&pki, free_addr(), other, dir.path(), logs, None);
-    let node = Node::start("n1@localhost", monitor.addr(), pki.client_tls(None), cookie());
+    let node = Node::start(
+        "n1@localhost",
+        monitor.addr(),
+        pki.client_tls(None),
+        cookie(),
+    );
     node.emit(1..=5);
     let shipper = &node.shipper;
     wait_for("the node gives the server up", || {
@@ -241,7 +246,11 @@ async fn a_node_refuses_a_server_with_another_cookie_before_saying_anything() {
     .await;
     // The server never heard who the node is, and got none of its events.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(monitor.server.stats().is_empty(), "{:?}", monitor.server.stats());
+    assert!(
+        monitor.server.stats().is_empty(),
+        "{:?}",
+        monitor.server.stats()
+    );
     assert!(monitor.recorded(Class::Access).is_empty());
     node.shipper.shutdown().await;
     monitor.server.shutdown().await;

@@ -183,15 +183,14 @@ async fn remote_async(
         .cert
         .as_ref()
         .map(|(c, k)| (c.as_path(), k.as_path()));
-    let trust = match &remote.cafile {
-        Some(ca) => fubar_ssl::ClusterTrust::Ca(ca.clone()),
-        None if cert.is_some() => {
-            return Err(setup(
+    let trust =
+        match &remote.cafile {
+            Some(ca) => fubar_ssl::ClusterTrust::Ca(ca.clone()),
+            None if cert.is_some() => return Err(setup(
                 &"a node certificate (--certfile) is checked against the cluster CA: give --cafile",
-            ))
-        }
-        None => fubar_ssl::ClusterTrust::Cookie,
-    };
+            )),
+            None => fubar_ssl::ClusterTrust::Cookie,
+        };
     let identity = cert.map(|(c, k)| fubar_ssl::NodeIdentity {
         certfile: c.to_owned(),
         keyfile: k.to_owned(),

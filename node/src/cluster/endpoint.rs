@@ -45,8 +45,13 @@ pub fn cluster_tls(
         return Ok((identity, trust));
     }
     let dir = identity_dir(settings);
-    let (identity, made) = fubar_ssl::self_made_identity(&dir, &settings.node.name)
-        .with_context(|| format!("cannot make this node's cluster identity in {}", dir.display()))?;
+    let (identity, made) =
+        fubar_ssl::self_made_identity(&dir, &settings.node.name).with_context(|| {
+            format!(
+                "cannot make this node's cluster identity in {}",
+                dir.display()
+            )
+        })?;
     if made {
         // Said once, on the terminal too: the info class is not shown there by default.
         println!(

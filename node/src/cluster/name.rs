@@ -78,7 +78,8 @@ pub fn settle(name: &str, port: u16, port_set: bool) -> Result<(String, u16), Po
 /// `name` compared as every node name is: `NAME@HOST`, the port left out (unchanged if it
 /// does not parse).
 pub fn identity(name: &str) -> String {
-    name.parse::<NodeName>().map_or_else(|_| name.to_owned(), |n| n.id())
+    name.parse::<NodeName>()
+        .map_or_else(|_| name.to_owned(), |n| n.id())
 }
 
 impl NodeName {
@@ -184,12 +185,17 @@ mod tests {
             settle("n1@127.0.0.1:5000", 5000, true).unwrap(),
             ("n1@127.0.0.1".to_owned(), 5000)
         );
-        let e = settle("n1@127.0.0.1:5000", 6000, true).unwrap_err().to_string();
+        let e = settle("n1@127.0.0.1:5000", 6000, true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("5000") && e.contains("6000"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
         // No port in the name: the setting (or its default) decides.
         assert_eq!(settle("n1@h", 0, true).unwrap(), ("n1@h".to_owned(), 0));
-        assert_eq!(settle("n1@h", 4370, false).unwrap(), ("n1@h".to_owned(), 4370));
+        assert_eq!(
+            settle("n1@h", 4370, false).unwrap(),
+            ("n1@h".to_owned(), 4370)
+        );
         // The founder of the issue: its name and its master's compare equal.
         assert_eq!(identity("n1@127.0.0.1:5000"), identity("n1@127.0.0.1"));
         assert_eq!(identity("n1@[::1]:7"), "n1@::1");

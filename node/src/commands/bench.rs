@@ -213,15 +213,14 @@ async fn handshakes_cmd(a: HandshakesArgs) -> anyhow::Result<()> {
 async fn ingest_cmd(a: IngestArgs) -> anyhow::Result<()> {
     let monitor: crate::cluster::NodeName = a.monitor.parse()?;
     let addr = monitor.cluster_addr()?;
-    let tls =
-        fubar_ssl::cluster_client_config(
-            None,
-            &match &a.cafile {
-                Some(ca) => fubar_ssl::ClusterTrust::Ca(ca.clone()),
-                None => fubar_ssl::ClusterTrust::Cookie,
-            },
-            &[fubar_logproto::link::LOG_ALPN],
-        )?;
+    let tls = fubar_ssl::cluster_client_config(
+        None,
+        &match &a.cafile {
+            Some(ca) => fubar_ssl::ClusterTrust::Ca(ca.clone()),
+            None => fubar_ssl::ClusterTrust::Cookie,
+        },
+        &[fubar_logproto::link::LOG_ALPN],
+    )?;
     let cookie = fubar_monitor::cookie::Cookie::load_or_create(&a.cookie_file)
         .with_context(|| format!("cannot read the cluster cookie {}", a.cookie_file.display()))?;
     let work = std::env::temp_dir().join(format!("fubar-ingest-{}", std::process::id()));

@@ -75,8 +75,8 @@ impl Default for ClusterSettings {
             node_keyfile: PathBuf::new(),
             proof_timeout_ms: fubar_monitor::config::DEFAULT_PROOF_TIMEOUT.as_millis() as u64,
             max_unproven_per_address: fubar_monitor::config::DEFAULT_MAX_UNPROVEN_PER_ADDRESS,
-            refusal_warning_ms: fubar_monitor::config::DEFAULT_REFUSAL_WARNING_INTERVAL
-                .as_millis() as u64,
+            refusal_warning_ms: fubar_monitor::config::DEFAULT_REFUSAL_WARNING_INTERVAL.as_millis()
+                as u64,
             join_warning_ms: 5_000,
             spool_bytes: fubar_monitor::config::DEFAULT_SPOOL_BYTES,
             max_voters: 3,

@@ -84,7 +84,10 @@ fn the_monitor_and_a_node_in_empty_folders_need_nothing_but_the_cookie() {
         .wait_for_log("cluster TLS identity", WAIT)
         .expect("one info line says the identity was made");
     let identity = mon_dir.path().join("data/monitor@127.0.0.1/cluster-tls");
-    assert!(made.contains(&identity.display().to_string()) || made.contains("cluster-tls"), "{made}");
+    assert!(
+        made.contains(&identity.display().to_string()) || made.contains("cluster-tls"),
+        "{made}"
+    );
     let key = identity.join("node.key.pem");
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -183,16 +186,24 @@ fn the_monitor_and_a_node_in_empty_folders_need_nothing_but_the_cookie() {
         "listening on mqtt://",
     );
     intruder
-        .wait_for_log("stderr: fubar: intruder@127.0.0.1 has not joined its cluster", WAIT)
+        .wait_for_log(
+            "stderr: fubar: intruder@127.0.0.1 has not joined its cluster",
+            WAIT,
+        )
         .expect("the intruder says on stderr that it is alone");
-    assert!(intruder.wait_for_log("joined the cluster", Duration::from_millis(500)).is_none());
+    assert!(intruder
+        .wait_for_log("joined the cluster", Duration::from_millis(500))
+        .is_none());
     let status = fubar()
         .current_dir(mon_dir.path())
         .args(["ctl", "--node", &monitor_name, "cluster", "status"])
         .output()
         .unwrap();
     let status = text(&status);
-    assert!(status.contains("n1@127.0.0.1") && !status.contains("intruder"), "{status}");
+    assert!(
+        status.contains("n1@127.0.0.1") && !status.contains("intruder"),
+        "{status}"
+    );
 
     // A monitor with another cookie: n1's cookie does not open it, and n1's peer gives it up
     // before saying who it is.
@@ -232,7 +243,9 @@ fn the_monitor_and_a_node_in_empty_folders_need_nothing_but_the_cookie() {
         .wait_for_log("stderr: fubar: n2@127.0.0.1 has not joined", WAIT)
         .expect("n2 stays alone");
     assert!(line.contains("did not prove the cluster cookie"), "{line}");
-    assert!(n2.wait_for_log("shipping logs", Duration::from_millis(500)).is_none());
+    assert!(n2
+        .wait_for_log("shipping logs", Duration::from_millis(500))
+        .is_none());
     let out = search(other_dir.path(), &other_name, "");
     assert!(!text(&out).contains("n2@127.0.0.1"), "{}", text(&out));
     drop((n2, other, intruder, n1, monitor));
@@ -243,7 +256,13 @@ fn a_name_and_a_cluster_port_that_disagree_are_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = fubar()
         .current_dir(dir.path())
-        .args(["node", "--name", "n1@127.0.0.1:5000", "--cluster-port", "6000"])
+        .args([
+            "node",
+            "--name",
+            "n1@127.0.0.1:5000",
+            "--cluster-port",
+            "6000",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -271,11 +290,17 @@ fn a_brokers_only_cluster_with_ports_in_the_names_forms_and_routes() {
     let master = format!("n1@127.0.0.1:{}", ports[0]);
     // As the README says: naming itself as master founds the cluster (the port included).
     let mut cmd = fubar();
-    cmd.args(["node", "--name", &master, "--cluster-port", &ports[0].to_string()])
-        .args(["--master", &master, "--data-dir"])
-        .arg(dir)
-        .args(["--bind", "127.0.0.1", "--mqtt-port", "0"])
-        .args(["--log-stdout", "warning,info"]);
+    cmd.args([
+        "node",
+        "--name",
+        &master,
+        "--cluster-port",
+        &ports[0].to_string(),
+    ])
+    .args(["--master", &master, "--data-dir"])
+    .arg(dir)
+    .args(["--bind", "127.0.0.1", "--mqtt-port", "0"])
+    .args(["--log-stdout", "warning,info"]);
     let n1 = spawn_member(cmd, dir, WAIT).0;
     n1.wait_for_log("cluster founded", WAIT)
         .expect("n1 recognises itself as its master");
@@ -293,11 +318,13 @@ fn a_brokers_only_cluster_with_ports_in_the_names_forms_and_routes() {
             .output()
             .unwrap();
         let s = text(&out);
-        if s.lines().filter(|l| l.contains(" voter ")).count() == 3 && !s.contains("leader none")
-        {
+        if s.lines().filter(|l| l.contains(" voter ")).count() == 3 && !s.contains("leader none") {
             break;
         }
-        assert!(Instant::now() < deadline, "no three-voter cluster with a leader:\n{s}");
+        assert!(
+            Instant::now() < deadline,
+            "no three-voter cluster with a leader:\n{s}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut sub = Mqtt::connect(&n3, "far");
@@ -310,7 +337,10 @@ fn a_brokers_only_cluster_with_ports_in_the_names_forms_and_routes() {
             assert_eq!(&p.payload[..], b"across");
             break;
         }
-        assert!(Instant::now() < deadline, "no message crossed from n1 to n3");
+        assert!(
+            Instant::now() < deadline,
+            "no message crossed from n1 to n3"
+        );
     }
 }
 
@@ -322,10 +352,27 @@ fn own_ca(dir: &Path) {
         assert!(out.status.success(), "{}", text(&out));
     };
     run(&[
-        "ssl", "new-certs", "--dir", "ca", "--node", "n1@localhost", "--node", "n2@localhost",
-        "--node", "ghost@localhost", "--client", "dev1",
+        "ssl",
+        "new-certs",
+        "--dir",
+        "ca",
+        "--node",
+        "n1@localhost",
+        "--node",
+        "n2@localhost",
+        "--node",
+        "ghost@localhost",
+        "--client",
+        "dev1",
     ]);
-    run(&["ssl", "new-certs", "--dir", "other", "--node", "n3@localhost"]);
+    run(&[
+        "ssl",
+        "new-certs",
+        "--dir",
+        "other",
+        "--node",
+        "n3@localhost",
+    ]);
 }
 
 /// A node of the own-CA cluster with its certificate.
@@ -342,13 +389,26 @@ fn ca_member(dir: &Path, name: &str, master: &str) -> (Broker, u16) {
     )
     .unwrap();
     let mut cmd = fubar();
-    cmd.args(["node", "--name", &format!("{name}@localhost"), "--master", master])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--bind", "127.0.0.1", "--mqtt-port", "0", "--cluster-port", "0"])
-        .args(["--log-stdout", "warning,info"]);
+    cmd.args([
+        "node",
+        "--name",
+        &format!("{name}@localhost"),
+        "--master",
+        master,
+    ])
+    .arg("--data-dir")
+    .arg(dir.join("data"))
+    .arg("--config")
+    .arg(&config)
+    .args([
+        "--bind",
+        "127.0.0.1",
+        "--mqtt-port",
+        "0",
+        "--cluster-port",
+        "0",
+    ])
+    .args(["--log-stdout", "warning,info"]);
     spawn_member(cmd, &dir.join("data"), WAIT)
 }
 
@@ -421,10 +481,22 @@ fn a_device_certificate_or_a_foreign_or_unknown_node_certificate_is_no_member() 
     // A real member joins (its certificate and the cookie), and its certificate alone then
     // opens remote admin.
     let (n2, _) = ca_member(dir, "n2", &node);
-    n2.wait_for_log("joined the cluster", WAIT).expect("n2 joins");
+    n2.wait_for_log("joined the cluster", WAIT)
+        .expect("n2 joins");
     let deadline = Instant::now() + WAIT;
-    while admitted_with(dir, port, ADMIN_ALPN, "ca/node-n2@localhost", "n2@localhost").is_err() {
-        assert!(Instant::now() < deadline, "a member's certificate never opened admin");
+    while admitted_with(
+        dir,
+        port,
+        ADMIN_ALPN,
+        "ca/node-n2@localhost",
+        "n2@localhost",
+    )
+    .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a member's certificate never opened admin"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = fubar()
@@ -454,7 +526,11 @@ struct Flood {
 
 /// Opens connections to `target` from 127.0.0.2 that never prove anything, `wave` at a time,
 /// until `stop`; each one that gets in sends half a frame header and waits to be closed.
-fn flood(target: SocketAddr, wave: usize, stop: Arc<AtomicBool>) -> (Arc<Flood>, std::thread::JoinHandle<()>) {
+fn flood(
+    target: SocketAddr,
+    wave: usize,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Flood>, std::thread::JoinHandle<()>) {
     let stats = Arc::new(Flood::default());
     let counts = stats.clone();
     let thread = std::thread::spawn(move || {
@@ -487,9 +563,11 @@ fn flood(target: SocketAddr, wave: usize, stop: Arc<AtomicBool>) -> (Arc<Flood>,
                                 counts.held.fetch_add(1, Ordering::Relaxed);
                                 if let Ok((mut send, _recv)) = conn.open_bi().await {
                                     let _ = send.write_all(&[0, 0]).await;
-                                    let _ =
-                                        tokio::time::timeout(Duration::from_secs(10), conn.closed())
-                                            .await;
+                                    let _ = tokio::time::timeout(
+                                        Duration::from_secs(10),
+                                        conn.closed(),
+                                    )
+                                    .await;
                                 }
                             }
                             _ => {
@@ -517,7 +595,14 @@ fn thousands_of_unproven_connections_from_one_address_do_not_stop_a_join_or_an_a
     cmd.args(["node", "--name", "n1@127.0.0.1", "--master", "n1@127.0.0.1"])
         .arg("--data-dir")
         .arg(dir)
-        .args(["--bind", "127.0.0.1", "--mqtt-port", "0", "--cluster-port", "0"])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--mqtt-port",
+            "0",
+            "--cluster-port",
+            "0",
+        ])
         .args(["--log-stdout", "warning,info"]);
     let (n1, port) = spawn_member(cmd, dir, WAIT);
     n1.wait_for_log("cluster founded", WAIT).expect("founded");
@@ -535,7 +620,14 @@ fn thousands_of_unproven_connections_from_one_address_do_not_stop_a_join_or_an_a
         .arg(format!("n1@127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(dir)
-        .args(["--bind", "127.0.0.1", "--mqtt-port", "0", "--cluster-port", "0"])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--mqtt-port",
+            "0",
+            "--cluster-port",
+            "0",
+        ])
         .args(["--log-stdout", "warning,info"]);
     let (n2, _) = spawn_member(cmd, dir, WAIT);
     n2.wait_for_log("joined the cluster", WAIT)
@@ -543,7 +635,12 @@ fn thousands_of_unproven_connections_from_one_address_do_not_stop_a_join_or_an_a
     let other = tempfile::tempdir().unwrap();
     std::fs::copy(dir.join("cookie"), other.path().join("cookie")).unwrap();
     let out = fubar()
-        .args(["ctl", "--node", &format!("n1@127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "ctl",
+            "--node",
+            &format!("n1@127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(other.path())
         .args(["cluster", "status"])
         .output()

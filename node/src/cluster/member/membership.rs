@@ -39,8 +39,7 @@ impl ClusterMember {
         let started = tokio::time::Instant::now();
         let mut warn_after = self.config.join_warning;
         loop {
-            let last_reason: String;
-            match self
+            let last_reason: String = match self
                 .peers
                 .call(master_id, &PeerRequest::Join(self.info.clone()))
                 .await
@@ -53,19 +52,19 @@ impl ClusterMember {
                 Ok(PeerResponse::Done(Err(e))) => {
                     tracing::warn!(target: "warning", master = %master, reason = %e,
                         "join refused; retrying");
-                    last_reason = format!("join refused: {e}");
+                    format!("join refused: {e}")
                 }
                 Ok(other) => {
                     tracing::error!(target: "error", master = %master, answer = ?other,
                         "unexpected answer to a join; retrying");
-                    last_reason = "unexpected answer to a join".into();
+                    "unexpected answer to a join".into()
                 }
                 Err(e) => {
                     tracing::warn!(target: "warning", master = %master, error = %e,
                         "cannot reach the master to join; retrying");
-                    last_reason = format!("cannot reach it: {e}");
+                    format!("cannot reach it: {e}")
                 }
-            }
+            };
             let waited = started.elapsed();
             if waited >= warn_after {
                 // Not only in the warning log: an operator watching the terminal must not

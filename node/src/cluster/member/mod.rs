@@ -253,7 +253,10 @@ impl ClusterMember {
         loop {
             let names: Vec<String> = {
                 let m = metrics.borrow_and_update().membership_config.clone();
-                m.membership().nodes().map(|(_, n)| n.name.clone()).collect()
+                m.membership()
+                    .nodes()
+                    .map(|(_, n)| n.name.clone())
+                    .collect()
             };
             server.set_members(names);
             tokio::select! {
