@@ -674,3 +674,28 @@ fn thousands_of_unproven_connections_from_one_address_do_not_stop_a_join_or_an_a
     );
     drop(n2);
 }
+
+#[test]
+fn new_certs_in_a_checkout_writes_no_key_git_would_see() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // The `ssl/` crate folder is refused outright.
+    let out = fubar()
+        .args(["ssl", "new-certs", "--dir"])
+        .arg(root.join("ssl"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("Cargo.toml"), "{}", text(&out));
+    // And what the default folder and the key names would hold is ignored (a second guard).
+    for path in ["data/ssl/key.pem", "ssl/cakey.pem", "x/client-d.key.pem"] {
+        let check = Command::new("git")
+            .current_dir(root)
+            .args(["check-ignore", "-q", path])
+            .output();
+        match check {
+            Ok(out) if out.status.code() == Some(128) => eprintln!("skipped: not a git checkout"),
+            Ok(out) => assert!(out.status.success(), "{path} is not ignored: {out:?}"),
+            Err(e) => eprintln!("skipped: no git ({e})"),
+        }
+    }
+}
