@@ -196,9 +196,14 @@ impl MonitorServer {
     /// Binds the endpoint and starts accepting (needs a tokio runtime).
     ///
     /// `tls` is a TLS 1.3 server configuration offering `LOG_ALPN`, and `ADMIN_ALPN` if
-    /// remote admin is served (`fubar_ssl::quic_server_config`). A node is a member if it presents a certificate of
-    /// the cluster CA whose CN is its name (the configuration must then ask for client
-    /// certificates), or proves `cookie`. `sink` writes the events (the log engine).
+    /// remote admin is served (`fubar_ssl::cluster_server_config`). A peer is a member if it
+    /// proves `cookie` (after this side has proven it), or, when `config.certs_vouch` (the
+    /// configuration checks client certificates against the cluster's own CA), presents a
+    /// node certificate whose CN is its name and a member of `set_members`. A certificate
+    /// that is not a node certificate is refused whatever else comes with it. Before the
+    /// proof a peer's frames are at most `MAX_HELLO_FRAME` bytes, its address holds at most
+    /// `limits.max_unproven_per_address` connections, and it has `limits.handshake_timeout`.
+    /// `sink` writes the events (the log engine).
     pub fn start(
         config: ServerConfig,
         tls: Arc<rustls::ServerConfig>,
