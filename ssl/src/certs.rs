@@ -424,9 +424,9 @@ fn check_host(host: &str) -> Result<(), SslError> {
     })
 }
 
-/// [`check_name`] for the cluster module.
-pub(crate) fn check_name_pub(kind: &'static str, name: &str) -> Result<(), SslError> {
-    check_name(kind, name)
+/// [`check_host`] for the cluster module.
+pub(crate) fn check_host_pub(host: &str) -> Result<(), SslError> {
+    check_host(host)
 }
 
 /// Writes a private key (0600) and then its public certificate, each through a temporary

@@ -29,7 +29,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use time::{Duration, OffsetDateTime};
 
-use crate::certs::{check_name_pub, write_secret_and_public};
+use crate::certs::{check_host_pub, write_secret_and_public};
 use crate::config::{provider, read_certs, read_key, read_roots, TLS13_ONLY};
 use crate::SslError;
 
@@ -131,11 +131,21 @@ pub fn self_made_identity(dir: &Path, node: &str) -> Result<(NodeIdentity, bool)
             }),
         };
     }
-    check_name_pub("node", node)?;
+    if node.is_empty() || node.chars().any(char::is_control) {
+        return Err(SslError::BadName {
+            kind: "node",
+            name: node.to_owned(),
+            reason: "empty, or holds control characters".to_owned(),
+        });
+    }
     let what = format!("self-made node certificate {node}");
     let key = KeyPair::generate().map_err(|e| generate(&what, e))?;
     let now = OffsetDateTime::now_utc();
-    let host = node.split_once('@').map(|(_, h)| h.to_owned());
+    // The host as a SAN when it can be one (nothing checks it in the cookie mode).
+    let host = node
+        .split_once('@')
+        .map(|(_, h)| h.to_owned())
+        .filter(|h| check_host_pub(h).is_ok());
     let mut params = CertificateParams::new(host.into_iter().collect::<Vec<_>>())
         .map_err(|e| generate(&what, e))?;
     let mut dn = DistinguishedName::new();
