@@ -171,7 +171,7 @@ impl RefusalLog {
                 None
             }
             Some((at, count)) => {
-                let refusals = *count;
+                let refusals = *count + 1;
                 *at = now;
                 *count = 0;
                 Some(refusals)
@@ -545,4 +545,44 @@ fn take_unproven(inner: &Arc<Inner>, ip: IpAddr) -> Option<Unproven> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_warned_about_once_per_address_and_interval_with_their_count() {
+        let log = RefusalLog::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert_eq!(log.due(a, t0), Some(1), "the first one at once");
+        for i in 1..=500 {
+            assert_eq!(log.due(a, t0 + Duration::from_millis(i)), None);
+        }
+        assert_eq!(log.due(b, t0), Some(1), "another address is its own");
+        // The next interval's first refusal stands for the 500 silenced and itself.
+        assert_eq!(log.due(a, t0 + Duration::from_secs(10)), Some(501));
+        assert_eq!(log.due(a, t0 + Duration::from_secs(11)), None);
+    }
+
+    #[test]
+    fn the_refusal_log_holds_a_bounded_number_of_addresses() {
+        let log = RefusalLog::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        for i in 0..(MAX_REFUSAL_ADDRESSES as u32 * 3) {
+            let ip = IpAddr::from(i.to_be_bytes());
+            assert_eq!(log.due(ip, t0), Some(1));
+            assert!(lock(&log.seen).len() <= MAX_REFUSAL_ADDRESSES);
+        }
+    }
+
+    #[test]
+    fn peer_text_in_a_warning_is_cut_short_and_cleaned() {
+        let long = "n".repeat(10_000);
+        let cut = connection::bounded_text(&long, 64);
+        assert_eq!(cut.chars().count(), 65, "64 and an ellipsis");
+        assert_eq!(connection::bounded_text("a\nb\u{1b}[31m", 64), "a?b?[31m");
+        assert_eq!(connection::bounded_text("short", 64), "short");
+    }
 }
