@@ -358,6 +358,92 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    fn bounded(max_messages: usize, max_bytes: u64, max_payload_bytes: usize) -> RetainedStore {
+        RetainedStore::with_store(
+            None,
+            RetainedSettings {
+                max_messages,
+                max_bytes,
+                max_payload_bytes,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn the_count_bound_refuses_new_topics_but_replacing_and_deleting_work() {
+        let r = bounded(2, 1 << 20, 1024);
+        assert_eq!(r.set(&msg("a", "1")), RetainChange::Set);
+        assert_eq!(r.set(&msg("b", "1")), RetainChange::Set);
+        assert_eq!(
+            r.set(&msg("c", "1")),
+            RetainChange::Refused(RetainRefusal::TooManyMessages { max: 2 })
+        );
+        assert!(r.admits("c", 1, Instant::now()).is_err());
+        assert_eq!(r.set(&msg("a", "2")), RetainChange::Set, "replacing at the cap");
+        assert_eq!(r.set(&msg("b", "")), RetainChange::Cleared, "deleting at the cap");
+        assert_eq!(r.set(&msg("c", "1")), RetainChange::Set, "room again");
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn the_byte_bounds_count_topic_and_payload() {
+        // "t1" + 8 bytes = 10 bytes each.
+        let r = bounded(100, 20, 8);
+        assert_eq!(
+            r.set(&msg("t0", "123456789")),
+            RetainChange::Refused(RetainRefusal::PayloadTooLarge { size: 9, max: 8 })
+        );
+        assert_eq!(r.set(&msg("t1", "12345678")), RetainChange::Set);
+        assert_eq!(r.set(&msg("t2", "12345678")), RetainChange::Set);
+        assert_eq!(r.bytes(), 20);
+        assert_eq!(
+            r.set(&msg("t3", "1")),
+            RetainChange::Refused(RetainRefusal::TooManyBytes { max: 20 })
+        );
+        assert_eq!(r.set(&msg("t1", "abcdefgh")), RetainChange::Set, "same size");
+        assert_eq!(r.set(&msg("t1", "abc")), RetainChange::Set, "smaller");
+        assert_eq!(r.bytes(), 15);
+        assert_eq!(r.set(&msg("t3", "1")), RetainChange::Set);
+        assert_eq!(r.bytes(), 18);
+        r.forget("t2");
+        assert_eq!(r.bytes(), 8);
+        r.clear();
+        assert_eq!(r.bytes(), 0);
+    }
+
+    #[test]
+    fn restored_messages_are_counted_whatever_the_bounds() {
+        // From the store or the cluster: loaded (every member holds the same), and counted.
+        let r = bounded(1, 1 << 20, 1024);
+        r.restore([msg("a", "1"), msg("b", "22"), msg("a", "333")]);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.bytes(), 1 + 3 + 1 + 2);
+        assert!(matches!(
+            r.set(&msg("c", "1")),
+            RetainChange::Refused(RetainRefusal::TooManyMessages { .. })
+        ));
+    }
+
+    #[test]
+    fn a_nearly_full_disk_refuses_new_retained_messages_but_not_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = Arc::new(DiskGuard::new(
+            dir.path().to_owned(),
+            u64::MAX,
+            std::time::Duration::from_secs(60),
+        ));
+        let r = RetainedStore::with_store(None, RetainedSettings::default(), Some(guard.clone()));
+        r.restore([msg("old", "1")]);
+        assert!(matches!(
+            r.set(&msg("new", "1")),
+            RetainChange::Refused(RetainRefusal::DiskLow(_))
+        ));
+        assert_eq!(r.set(&msg("old", "")), RetainChange::Cleared);
+        guard.set_limits(1, std::time::Duration::from_secs(60));
+        assert_eq!(r.set(&msg("new", "1")), RetainChange::Set);
+    }
+
     #[test]
     fn wildcard_matching_honours_dollar_topics() {
         let r = RetainedStore::default();
