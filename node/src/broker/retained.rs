@@ -380,8 +380,16 @@ mod tests {
             RetainChange::Refused(RetainRefusal::TooManyMessages { max: 2 })
         );
         assert!(r.admits("c", 1, Instant::now()).is_err());
-        assert_eq!(r.set(&msg("a", "2")), RetainChange::Set, "replacing at the cap");
-        assert_eq!(r.set(&msg("b", "")), RetainChange::Cleared, "deleting at the cap");
+        assert_eq!(
+            r.set(&msg("a", "2")),
+            RetainChange::Set,
+            "replacing at the cap"
+        );
+        assert_eq!(
+            r.set(&msg("b", "")),
+            RetainChange::Cleared,
+            "deleting at the cap"
+        );
         assert_eq!(r.set(&msg("c", "1")), RetainChange::Set, "room again");
         assert_eq!(r.len(), 2);
     }
@@ -401,7 +409,11 @@ mod tests {
             r.set(&msg("t3", "1")),
             RetainChange::Refused(RetainRefusal::TooManyBytes { max: 20 })
         );
-        assert_eq!(r.set(&msg("t1", "abcdefgh")), RetainChange::Set, "same size");
+        assert_eq!(
+            r.set(&msg("t1", "abcdefgh")),
+            RetainChange::Set,
+            "same size"
+        );
         assert_eq!(r.set(&msg("t1", "abc")), RetainChange::Set, "smaller");
         assert_eq!(r.bytes(), 15);
         assert_eq!(r.set(&msg("t3", "1")), RetainChange::Set);
