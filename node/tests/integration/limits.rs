@@ -291,8 +291,8 @@ fn topic_limits_hold_at_the_boundary_for_both_versions() {
             });
             let err = connect_with(broker.addr, None, c)
                 .await
-                .err()
-                .expect("refused")
+                .map(drop)
+                .expect_err("refused")
                 .to_string();
             if protocol == ProtocolVersion::V5 {
                 assert!(err.contains("0x90"), "{err}");
@@ -442,13 +442,13 @@ fn new_persistent_sessions_are_capped_and_resuming_still_works() {
         broker.wait_for_log("client=p1", WAIT);
         let err = connect_with(broker.addr, None, persistent(ProtocolVersion::V311, "p2"))
             .await
-            .err()
-            .expect("3.1.1 refused");
+            .map(drop)
+            .expect_err("3.1.1 refused");
         assert!(err.to_string().contains("ServerUnavailable"), "{err}");
         let err = connect_with(broker.addr, None, persistent(ProtocolVersion::V5, "p3"))
             .await
-            .err()
-            .expect("5.0 refused");
+            .map(drop)
+            .expect_err("5.0 refused");
         assert!(err.to_string().contains("0x97"), "{err}");
         connect_with(broker.addr, None, connect(ProtocolVersion::V311, "clean"))
             .await
@@ -507,13 +507,13 @@ fn a_nearly_full_disk_refuses_new_persistent_data_only() {
         assert_eq!(reason, ReasonCode::Success, "ordinary messages flow");
         let err = connect_with(broker.addr, None, persistent(ProtocolVersion::V5, "p5"))
             .await
-            .err()
-            .expect("5.0 refused");
+            .map(drop)
+            .expect_err("5.0 refused");
         assert!(err.to_string().contains("0x97"), "{err}");
         let err = connect_with(broker.addr, None, persistent(ProtocolVersion::V311, "p3"))
             .await
-            .err()
-            .expect("3.1.1 refused");
+            .map(drop)
+            .expect_err("3.1.1 refused");
         assert!(err.to_string().contains("ServerUnavailable"), "{err}");
     });
     broker
