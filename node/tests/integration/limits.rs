@@ -520,3 +520,52 @@ fn a_nearly_full_disk_refuses_new_persistent_data_only() {
         .wait_for_log("disk nearly full", WAIT)
         .expect("a warning");
 }
+
+#[test]
+fn in_a_cluster_a_refused_retained_message_is_not_replicated() {
+    use crate::cluster::Cluster;
+    use crate::conformance::support::Mqtt;
+    use rumqttc::QoS as Q;
+
+    let cluster = Cluster::with_settings("[retained]\nmax_messages = 1\n");
+    let n1 = cluster.found("n1");
+    let n2 = cluster.join("n2", &n1);
+    let n3 = cluster.join("n3", &n1);
+    cluster.wait_status("n1@localhost", "three voters", |s| {
+        s.lines().filter(|l| l.contains(" voter ")).count() == 3
+    });
+    let mut p = Mqtt::connect(&n2.broker, "p");
+    p.publish_acked("s/a", Q::AtLeastOnce, true, b"1");
+    // Wait until the first is replicated to n1, so that n2's count includes it.
+    let seen_on = |member: &crate::cluster::Member, payload: &[u8]| {
+        let deadline = std::time::Instant::now() + WAIT * 3;
+        loop {
+            let mut s = Mqtt::connect(&member.broker, "reader");
+            s.subscribe("s/#", Q::AtLeastOnce);
+            let mut got = Vec::new();
+            while let Some(m) = s.try_next_publish(Duration::from_millis(300)) {
+                got.push((m.topic.clone(), m.payload.to_vec()));
+            }
+            if got.iter().any(|(t, m)| t == "s/a" && m == payload) {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: {got:?}",
+                member.name
+            );
+        }
+    };
+    seen_on(&n1, b"1");
+    // Over the cap on n2: delivered (3.1.1), not retained, not proposed.
+    p.publish_acked("s/b", Q::AtLeastOnce, true, b"2");
+    // A replacement at the cap is replicated; once a member has it, it would have had s/b.
+    p.publish_acked("s/a", Q::AtLeastOnce, true, b"3");
+    for member in [&n1, &n3] {
+        let got = seen_on(member, b"3");
+        assert_eq!(got.len(), 1, "{}: {got:?}", member.name);
+    }
+    n2.broker
+        .wait_for_log("delivered, not retained", WAIT)
+        .expect("the refusal is a warning on the publisher's node");
+}
