@@ -20,10 +20,12 @@ pub trait ClusterHooks: Send + Sync + fmt::Debug {
     fn route_removed(&self, filter: &str);
     /// A message was published on this node (by a client or a will): send it to every other
     /// node with a matching route or holding the client id it is addressed to, and replicate
-    /// it if it is retained. Returns whether another node, or a share group (on any node),
+    /// it if it is retained and `replicate_retained` (false when the retained store here
+    /// refused it: the bound is checked where the message is published, and every member
+    /// applies what is replicated). Returns whether another node, or a share group (on any node),
     /// takes it: an MQTT 5.0 publisher's acknowledgement says "no matching subscribers"
     /// otherwise.
-    fn forward(&self, message: &Arc<Message>) -> bool;
+    fn forward(&self, message: &Arc<Message>, replicate_retained: bool) -> bool;
     /// A message a member of share group `share` here left unacknowledged: send it to
     /// another node with members of the group, in turn. False when no other node has any.
     fn forward_share(&self, share: &Arc<str>, message: &Arc<Message>) -> bool;

@@ -8,6 +8,8 @@ pub mod acl;
 pub mod auth;
 pub mod cluster_hooks;
 mod connection;
+pub mod disk_guard;
+pub(crate) mod limits;
 mod listener;
 pub mod memory;
 mod packet_log;
@@ -76,6 +78,8 @@ pub struct Broker {
     pub router: Router,
     /// Retained messages.
     pub retained: RetainedStore,
+    /// Refuses new persistent data while the data folder's disk is nearly full.
+    pub disk: Arc<disk_guard::DiskGuard>,
     /// Counters.
     pub stats: Stats,
     next_conn_id: AtomicU64,
@@ -128,6 +132,16 @@ impl Broker {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let disk = Arc::new(disk_guard::DiskGuard::new(
+            settings.node_dir(),
+            settings.store.min_free_disk_bytes,
+            std::time::Duration::from_millis(settings.store.disk_check_ms),
+        ));
+        let retained = RetainedStore::with_store(
+            store.clone(),
+            settings.retained.clone(),
+            store.as_ref().map(|_| disk.clone()),
+        );
         let broker = Self {
             accounts: Accounts::load(store.clone(), &settings.auth)?,
             acl: Acl::load(store.clone())?,
@@ -141,7 +155,8 @@ impl Broker {
             settings: RwLock::new(Arc::new(settings)),
             registry: Registry::with_store(store.clone()),
             router: Router::default(),
-            retained: RetainedStore::with_store(store.clone()),
+            retained,
+            disk,
             stats: Stats::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
@@ -249,9 +264,11 @@ impl Broker {
 
     /// Hands `session.max_age_secs` to the registry (for sessions going offline from now on).
     fn apply_session_max_age(&self) {
-        let secs = self.settings().session.max_age_secs;
+        let settings = self.settings();
+        let secs = settings.session.max_age_secs;
         self.registry
             .set_max_age(std::time::Duration::from_secs(secs));
+        limits::apply(self, &settings);
     }
 
     /// Publishes the will of `client_id` (`why` says when: "delayed" or "session ended") as
@@ -269,10 +286,11 @@ impl Broker {
             self.memory.is_on(),
         );
         if let Some(cluster) = self.cluster.get() {
-            cluster.forward(&message);
+            cluster.forward(&message, limits::replicate(&routed));
         }
         self.stats.record_routed(&routed);
         if let Some(change) = routed.retained {
+            limits::note_refused_will(client_id, &will.topic, change);
             packet_log::retained(Some(client_id), &will.topic, change);
         }
     }

@@ -215,7 +215,8 @@ pub(crate) fn retained(client: Option<&str>, topic: &str, change: RetainChange) 
         RetainChange::Cleared => {
             tracing::info!(target: "resource", client, topic, "retained message cleared")
         }
-        RetainChange::Unchanged => {}
+        // The refusal is a `warning`, where the publisher's peer is known (broker/limits.rs).
+        RetainChange::Unchanged | RetainChange::Refused(_) => {}
     }
 }
 

@@ -561,6 +561,23 @@ impl Registry {
             .sum()
     }
 
+    /// Whether at least `n` persistent sessions other than `client_id`'s exist. Counting
+    /// walks the sessions, so it is done only when there are `n` sessions at all: below that
+    /// the answer is known at once (a session's persistence changes in many places, and a
+    /// count kept beside them could drift).
+    pub fn persistent_at_least(&self, n: usize, client_id: &str) -> bool {
+        let map = self.map();
+        if map.len() < n {
+            return false;
+        }
+        let persistent = map
+            .iter()
+            .filter(|(id, h)| &***id != client_id && h.lock().session.is_persistent())
+            .take(n)
+            .count();
+        persistent >= n
+    }
+
     /// Number of sessions (online and offline).
     pub fn len(&self) -> usize {
         self.map().len()

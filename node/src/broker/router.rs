@@ -219,7 +219,7 @@ impl Router {
         let change = message.retain.then(|| retained.set(&message));
         let mut routed = self.publish_copy(message, registry, shed_qos0);
         if let Some(change) = change {
-            routed.stored |= change != RetainChange::Unchanged && retained.is_durable();
+            routed.stored |= change.wrote() && retained.is_durable();
             routed.retained = Some(change);
         }
         routed

@@ -55,6 +55,97 @@ pub fn is_valid_subscription(filter: &str) -> bool {
     }
 }
 
+/// The broker's own bounds on topic names and filters, tighter than the protocol's 65535
+/// bytes: every level of a filter is a node of the subscription trie, so a 64 KiB filter of
+/// empty levels would cost one allocation per level (issue 16.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLimits {
+    /// Most levels (`/`-separated parts) in a topic name or filter.
+    pub max_levels: usize,
+    /// Most bytes in a topic name or filter.
+    pub max_len: usize,
+}
+
+/// How a topic name or filter exceeds [`TopicLimits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TopicLimitError {
+    /// More levels than `mqtt.max_topic_levels`.
+    #[error("{levels} topic levels, more than mqtt.max_topic_levels ({max})")]
+    TooManyLevels {
+        /// Levels it has (counted up to one past the limit).
+        levels: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Longer than `mqtt.max_topic_len`.
+    #[error("{len} bytes, more than mqtt.max_topic_len ({max})")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl TopicLimits {
+    /// Checks a topic name (PUBLISH, will, retained).
+    pub fn check_name(&self, topic: &str) -> Result<(), TopicLimitError> {
+        self.check(topic)
+    }
+
+    /// Checks a subscription or unsubscription filter. A shared subscription's levels are
+    /// counted in the filter after `$share/GROUP/` (that is what the trie stores); its length
+    /// is the whole string's.
+    pub fn check_filter(&self, filter: &str) -> Result<(), TopicLimitError> {
+        self.check_len(filter)?;
+        let inner = shared(filter).map_or(filter, |(_, inner)| inner);
+        self.check_levels(inner)
+    }
+
+    fn check(&self, topic: &str) -> Result<(), TopicLimitError> {
+        self.check_len(topic)?;
+        self.check_levels(topic)
+    }
+
+    fn check_len(&self, topic: &str) -> Result<(), TopicLimitError> {
+        if topic.len() > self.max_len {
+            return Err(TopicLimitError::TooLong {
+                len: topic.len(),
+                max: self.max_len,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_levels(&self, topic: &str) -> Result<(), TopicLimitError> {
+        // Counting stops one past the limit: a long topic costs no more than a short one.
+        let levels = topic
+            .split('/')
+            .take(self.max_levels.saturating_add(1))
+            .count();
+        if levels > self.max_levels {
+            return Err(TopicLimitError::TooManyLevels {
+                levels,
+                max: self.max_levels,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The first `max` bytes of `topic` (cut at a character boundary), with `...` when cut: for
+/// logging a topic that may be 64 KiB long.
+pub fn truncated(topic: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if topic.len() <= max {
+        return topic.into();
+    }
+    let mut end = max;
+    while !topic.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &topic[..end], topic.len()).into()
+}
+
 /// Whether `filter` matches the topic name `topic`.
 ///
 /// `filter` should be valid (see [`is_valid_topic_filter`]) and `topic` a valid name; other
@@ -74,6 +165,66 @@ pub fn matches(filter: &str, topic: &str) -> bool {
             (None, None) => return true,
             _ => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    const LIMITS: TopicLimits = TopicLimits {
+        max_levels: 4,
+        max_len: 16,
+    };
+
+    #[test]
+    fn exactly_the_limits_pass_and_one_more_fails() {
+        assert_eq!(LIMITS.check_name("a/b/c/d"), Ok(()));
+        assert_eq!(LIMITS.check_name("///"), Ok(()));
+        assert_eq!(
+            LIMITS.check_name("a/b/c/d/e"),
+            Err(TopicLimitError::TooManyLevels { levels: 5, max: 4 })
+        );
+        assert_eq!(
+            LIMITS.check_filter("////"),
+            Err(TopicLimitError::TooManyLevels { levels: 5, max: 4 })
+        );
+        assert_eq!(LIMITS.check_filter("+/+/+/#"), Ok(()));
+        assert_eq!(LIMITS.check_name(&"x".repeat(16)), Ok(()));
+        assert_eq!(
+            LIMITS.check_name(&"x".repeat(17)),
+            Err(TopicLimitError::TooLong { len: 17, max: 16 })
+        );
+    }
+
+    #[test]
+    fn shared_subscriptions_count_the_levels_of_their_filter() {
+        assert_eq!(LIMITS.check_filter("$share/g/a/b/c/d"), Ok(()));
+        assert!(LIMITS.check_filter("$share/g/a/b/c/d/e").is_err());
+        assert!(LIMITS.check_filter("$share/group/a/bcd").is_err(), "length");
+    }
+
+    #[test]
+    fn the_attack_filter_is_counted_only_up_to_the_limit() {
+        let attack = format!("f0{}", "/".repeat(32_000));
+        let big = TopicLimits {
+            max_levels: 128,
+            max_len: 65_535,
+        };
+        assert_eq!(
+            big.check_filter(&attack),
+            Err(TopicLimitError::TooManyLevels {
+                levels: 129,
+                max: 128
+            })
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncated("abc", 8), "abc");
+        assert_eq!(truncated("abcdef", 3), "abc... (6 bytes)");
+        assert_eq!(truncated("\u{e9}\u{e9}", 3), "\u{e9}... (4 bytes)");
     }
 }
 

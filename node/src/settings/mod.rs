@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::mqtt::session::SessionLimits;
 
 mod cluster;
+mod retained;
 
 pub use cluster::{ClusterSettings, MonitorSettings};
+pub use retained::RetainedSettings;
 
 /// All settings of a node.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -36,6 +38,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The preserved state.
     pub store: StoreSettings,
+    /// Bounds of the retained store.
+    pub retained: RetainedSettings,
     /// The log engine.
     pub log: LogSettings,
     /// The cluster port, membership proof and log shipping.
@@ -145,6 +149,11 @@ pub struct StoreSettings {
     pub sync: SyncSetting,
     /// Milliseconds a group commit waits for more writes to join before its fsync.
     pub group_commit_ms: u64,
+    /// Free bytes the data folder's disk must keep: below it, new persistent data (retained
+    /// messages, persistent sessions) is refused; deletions still work.
+    pub min_free_disk_bytes: u64,
+    /// Milliseconds between two looks at the disk's free space.
+    pub disk_check_ms: u64,
 }
 
 /// The values of `store.sync`.
@@ -213,6 +222,11 @@ pub struct MqttSettings {
     /// told this one in CONNACK (Server Keep Alive) and held to it. 3.1/3.1.1 clients cannot be
     /// told, and keep their own.
     pub max_keep_alive_secs: u16,
+    /// Most levels in a topic name or filter (PUBLISH, will, SUBSCRIBE, UNSUBSCRIBE): each
+    /// level of a filter is a node of the subscription trie.
+    pub max_topic_levels: usize,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_len: usize,
 }
 
 /// Per-session bounds and lifetimes.
@@ -231,6 +245,10 @@ pub struct SessionSettings {
     /// Seconds a persistent session is kept while its client is away (an MQTT 5.0 client's
     /// session expiry interval, if shorter, ends it sooner).
     pub max_age_secs: u64,
+    /// Most persistent sessions (clean session 0, or a session expiry interval) on the node;
+    /// a CONNECT that would create one more is refused (MQTT 5.0 CONNACK 0x97, 3.1.1
+    /// CONNACK 3 server unavailable). Resuming an existing session always works.
+    pub max_persistent: usize,
 }
 
 /// The node's log engine.
@@ -289,6 +307,11 @@ impl Default for MqttSettings {
             topic_alias_maximum: 10,
             // Erlang fubar's valid_keep_alive range ended at 3600 s (mqtt_server.erl).
             max_keep_alive_secs: 3600,
+            // EMQX's default; mosquitto stops at 200 levels. Real topics have under ten.
+            max_topic_levels: 128,
+            // The protocol allows 65535. AWS IoT allows 256 bytes; 4 KiB is far above any
+            // device's topic and keeps one filter's trie path and session copy small.
+            max_topic_len: 4096,
         }
     }
 }
@@ -305,6 +328,9 @@ impl Default for SessionSettings {
             // cluster as a route).
             max_subscriptions: 10_000,
             max_age_secs: 2 * 24 * 3600,
+            // The same as `mqtt.max_connections`: every client may keep a session, but a
+            // client-id generator cannot make more (each costs memory and disk while away).
+            max_persistent: 1_000_000,
         }
     }
 }
@@ -326,6 +352,9 @@ impl Default for StoreSettings {
         Self {
             sync: SyncSetting::Group,
             group_commit_ms: 2,
+            // Room for fjall's compactions and the logs to finish what they started.
+            min_free_disk_bytes: 100 << 20,
+            disk_check_ms: 1000,
         }
     }
 }
@@ -485,6 +514,16 @@ impl Settings {
                 "need 0 < low_watermark <= high_watermark <= 1",
             );
         }
+        if self.mqtt.max_topic_levels == 0 || self.mqtt.max_topic_len == 0 {
+            return invalid(
+                "mqtt.max_topic_levels / mqtt.max_topic_len",
+                "must be at least 1",
+            );
+        }
+        if self.mqtt.max_topic_len > crate::mqtt::topic::MAX_TOPIC_LEN {
+            return invalid("mqtt.max_topic_len", "must be 1 ..= 65535");
+        }
+        self.retained.validate()?;
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "must be at least 1");
         }
@@ -651,6 +690,14 @@ impl Settings {
             max_queued_messages: self.session.max_queued_messages,
             max_queued_bytes: self.session.max_queued_bytes,
             inflight_window: self.session.inflight_window,
+        }
+    }
+
+    /// The bounds on topic names and filters.
+    pub fn topic_limits(&self) -> crate::mqtt::topic::TopicLimits {
+        crate::mqtt::topic::TopicLimits {
+            max_levels: self.mqtt.max_topic_levels,
+            max_len: self.mqtt.max_topic_len,
         }
     }
 

@@ -11,6 +11,7 @@ mod common;
 mod conformance;
 mod interop;
 mod lifecycle;
+mod limits;
 mod logs;
 mod malformed;
 mod monitor;

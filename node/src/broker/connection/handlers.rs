@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::super::packet_log;
 use super::super::router::deliver;
 use super::super::tracer::now_us;
+use super::super::{limits, packet_log};
 use super::{Client, Connection};
 use crate::mqtt::connection::CloseReason;
 use crate::mqtt::message::{Delivery, Message, RetainHandling, SubscriptionOptions, TraceMark};
@@ -132,6 +132,20 @@ where
                 "identifier rejected",
             );
         }
+        if let Some(will) = &c.will {
+            if let Err(e) = settings.topic_limits().check_name(&will.topic) {
+                limits::topic_refused("will", &c.client_id, self.peer, &will.topic, e);
+                // MQTT 5.0 CONNACK 0x90; a 3.1.1 CONNECT the server will not serve is
+                // answered by closing the connection (MQTT-3.1.4-1).
+                if c.protocol == ProtocolVersion::V5 {
+                    self.send(&Packet::ConnAck(ConnAck::new(
+                        false,
+                        ReasonCode::TopicNameInvalid,
+                    )));
+                }
+                return Err(CloseReason::Refused("will topic over the topic limits"));
+            }
+        }
         if let Err(why) = self.broker.memory.admit() {
             return refuse(self, ConnectReturnCode::ServerUnavailable, why.reason());
         }
@@ -170,6 +184,17 @@ where
             if let Some(moved) = cluster.take_over(&client_id, !clean_start).await {
                 super::super::persist::install_moved(&self.broker, moved);
             }
+        }
+        if let Err(why) =
+            limits::admit_session(&self.broker, &settings, &client_id, clean_start, persistent)
+        {
+            limits::session_refused(&client_id, self.peer, why);
+            // MQTT 5.0 0x97 quota exceeded; 3.1.1 CONNACK 3 server unavailable.
+            self.send(&Packet::ConnAck(ConnAck::new(
+                false,
+                ReasonCode::QuotaExceeded,
+            )));
+            return Err(CloseReason::Refused("persistent session refused"));
         }
         let attached = self.broker.registry.attach_with(
             &client_id,
@@ -286,6 +311,11 @@ where
         if v5 {
             self.check_v5_publish(&mut p)?;
         }
+        // After the alias is resolved: the topic an alias stands for is checked too.
+        self.check_publish_limits(&p)?;
+        if !self.admit_retained(&p) {
+            return Ok(());
+        }
         let fresh = match p.qos {
             QoS::ExactlyOnce => self.session(|s| s.receive_qos2(p.packet_id)),
             _ => true,
@@ -313,6 +343,65 @@ where
             QoS::ExactlyOnce => self.acknowledge(Packet::PubRec(ack), ticket),
         }
         Ok(())
+    }
+
+    /// A topic over `mqtt.max_topic_levels` / `mqtt.max_topic_len` ends the connection:
+    /// DISCONNECT 0x90 in MQTT 5.0, closed in 3.1.1.
+    fn check_publish_limits(&self, p: &Publish) -> Result<(), CloseReason> {
+        let Err(e) = self.settings.topic_limits().check_name(&p.topic) else {
+            return Ok(());
+        };
+        limits::topic_refused(
+            "PUBLISH",
+            self.client_id().unwrap_or("-"),
+            self.peer,
+            &p.topic,
+            e,
+        );
+        Err(CloseReason::BadPacket {
+            code: ReasonCode::TopicNameInvalid,
+            why: e.to_string(),
+        })
+    }
+
+    /// Whether a retained PUBLISH may go on. Beyond a bound of the retained store an MQTT
+    /// 5.0 PUBLISH is refused whole (PUBACK/PUBREC 0x97, not routed); a 3.1.1 client cannot
+    /// be told, so its message is delivered and only not retained (the store refuses it).
+    fn admit_retained(&mut self, p: &Publish) -> bool {
+        if !p.retain || p.payload.is_empty() {
+            return true;
+        }
+        let Err(why) = self
+            .broker
+            .retained
+            .admits(&p.topic, p.payload.len(), Instant::now())
+        else {
+            return true;
+        };
+        let v5 = self.protocol.is_v5();
+        let client = self.client_id().unwrap_or("-");
+        limits::retained_refused(client, self.peer, &p.topic, p.payload.len(), why, !v5);
+        if !v5 {
+            return true;
+        }
+        let ack = Ack {
+            reason: ReasonCode::QuotaExceeded,
+            properties: Properties {
+                reason_string: self.flow.reason_string(|| why.to_string()),
+                ..Properties::default()
+            },
+            ..Ack::new(p.packet_id)
+        };
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), 0),
+            QoS::ExactlyOnce => {
+                // An error PUBREC ends the exchange (no PUBREL follows, MQTT 5.0 4.3.3).
+                self.flow.quota.pubrel_received(p.packet_id);
+                self.acknowledge(Packet::PubRec(ack), 0);
+            }
+        }
+        false
     }
 
     /// An MQTT 5.0 PUBLISH: resolves its topic alias and counts it against the server's
@@ -371,7 +460,7 @@ where
         // Copies not queued (QoS 0 for a client away) still had a subscriber.
         let mut matched = routed.delivered + routed.skipped_offline > 0;
         if let Some(cluster) = b.cluster.get() {
-            matched |= cluster.forward(&message);
+            matched |= cluster.forward(&message, limits::replicate(&routed));
         }
         if let Some(mark) = &mark {
             trace_hop(mark, "routed", &topic, publisher, routed.delivered);
@@ -396,6 +485,7 @@ where
         let handle = client.handle.clone();
         let v5 = self.protocol.is_v5();
         let max_subscriptions = self.settings.session.max_subscriptions;
+        let topic_limits = self.settings.topic_limits();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut granted = Vec::new();
         let mut refused = Vec::new();
@@ -410,6 +500,16 @@ where
                 });
                 refused.push(format!("{filter:?}: topic filter invalid"));
                 tracing::info!(target: "protocol", client = %handle.client_id, filter, "invalid topic filter refused");
+                continue;
+            }
+            if let Err(e) = topic_limits.check_filter(filter) {
+                codes.push(if v5 {
+                    SubAckCode::Refused(ReasonCode::TopicFilterInvalid)
+                } else {
+                    SubAckCode::Failure
+                });
+                refused.push(e.to_string());
+                limits::topic_refused("SUBSCRIBE", &handle.client_id, self.peer, filter, e);
                 continue;
             }
             // MQTT 5.0 subscription options (3.1.1 subscriptions keep their defaults), and the
@@ -492,6 +592,12 @@ where
         let mut reasons = Vec::with_capacity(u.filters.len());
         if let Some(client) = &self.client {
             for filter in &u.filters {
+                // Such a filter cannot have been subscribed to.
+                if let Err(e) = self.settings.topic_limits().check_filter(filter) {
+                    limits::topic_refused("UNSUBSCRIBE", &client.id, self.peer, filter, e);
+                    reasons.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
                 let removed = self.broker.router.unsubscribe(&client.handle, filter);
                 let (existed, left) = {
                     let mut slot = client.handle.lock();

@@ -427,8 +427,8 @@ impl ClusterHooks for ClusterMember {
         });
     }
 
-    fn forward(&self, message: &Arc<Message>) -> bool {
-        if message.retain {
+    fn forward(&self, message: &Arc<Message>, replicate_retained: bool) -> bool {
+        if message.retain && replicate_retained {
             let change = if message.payload.is_empty() {
                 Change::DeleteRetained {
                     topic: message.topic.to_string(),
