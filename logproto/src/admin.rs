@@ -70,12 +70,11 @@ pub enum AdminRequest {
     },
     /// Classes with their redirects, sizes, event counts and drops.
     LogList,
-    /// Write one class (or, without one, every class) to text files.
+    /// One class's events as text (or, without one, every class's), sent back as a stream of
+    /// `DumpStart`, `DumpText`, `DumpEnd` for the caller to write: the node writes no file.
     LogDump {
         /// Class name; `None` dumps every class.
         class: Option<String>,
-        /// Output file for one class, output directory for all (the node's log dir if `None`).
-        path: Option<String>,
     },
     /// Follow a client id in the `trace` class.
     TraceClient {
@@ -264,6 +263,26 @@ pub enum AdminResponse {
     LogLinks(Vec<LinkStatus>),
     /// The cluster as the node sees it.
     Cluster(ClusterStatus),
+    /// A class's dump begins (`LogDump`); its text follows.
+    DumpStart {
+        /// The node dumping.
+        node: String,
+        /// The class.
+        class: String,
+    },
+    /// The next piece of the class's text lines (a piece may end mid-line).
+    DumpText(Vec<u8>),
+    /// A class's dump is complete, or was cut short.
+    DumpEnd {
+        /// The class.
+        class: String,
+        /// Events sent as lines.
+        events: u64,
+        /// Corrupt bytes skipped.
+        skipped_bytes: u64,
+        /// Why the dump stopped before its end (the size bound), if it did.
+        cut: Option<String>,
+    },
 }
 
 /// One cluster member as `fubar ctl cluster status` shows it.

@@ -232,6 +232,22 @@ impl LogHandle {
         dump_files(&sources, &mut BufWriter::new(file), path)
     }
 
+    /// Writes a class's events as text lines to `out`, oldest first (flushing first); `None`
+    /// when the class has no segment files. `out` names the destination in errors.
+    pub fn dump_to(
+        &self,
+        class: Class,
+        out: &mut dyn io::Write,
+        out_name: &Path,
+    ) -> Result<Option<DumpReport>, LogError> {
+        self.flush();
+        let sources = lock(&self.inner.engine).dump_sources(class)?;
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        dump_files(&sources, out, out_name).map(Some)
+    }
+
     /// Dumps every class that has segments to `<dir>/<node>-YYYYMMDDTHHMMSS-<class>.log`.
     pub fn dump_all(&self, dir: &Path) -> Result<Vec<(Class, PathBuf, DumpReport)>, LogError> {
         self.flush();

@@ -26,12 +26,31 @@ pub const ADMIN_REPLY_CAPACITY: usize = 256;
 
 /// One admitted remote request for the handler: send one reply (or, for `LogTail`, a stream
 /// of them) on `replies`, then drop it; a closed `replies` means the client went away.
+/// Whether `caller` may run `request` is the handler's decision.
 #[derive(Debug)]
 pub struct AdminCall {
     /// The request.
     pub request: AdminRequest,
     /// Where the replies go, in order.
     pub replies: mpsc::Sender<AdminResponse>,
+    /// Who sent it, as the membership handshake proved.
+    pub caller: Caller,
+    /// The address it came from.
+    pub peer: SocketAddr,
+}
+
+/// Who an admitted admin client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A member (the cookie, or a node certificate of the cluster CA): every right.
+    Member(String),
+    /// The holder of an operator certificate of the cluster CA, with its role.
+    Operator {
+        /// The certificate's CN.
+        name: String,
+        /// What its marker grants.
+        role: fubar_ssl::Role,
+    },
 }
 
 /// A remote admin connection to a monitor, welcomed as a member.

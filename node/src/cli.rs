@@ -72,6 +72,14 @@ pub struct NewCertsArgs {
     /// Also make a cluster node certificate for NAME@HOST (node-NAME@HOST.pem and .key.pem).
     #[arg(long = "node", value_name = "NAME")]
     pub nodes: Vec<String>,
+    /// Also make an operator certificate for admin commands with CN=NAME
+    /// (operator-NAME.pem, operator-NAME.key.pem), with the role of --role.
+    #[arg(long = "operator", value_name = "NAME")]
+    pub operators: Vec<String>,
+    /// What the --operator certificates may do: read (status, search, lists, tail) or admin
+    /// (every command).
+    #[arg(long, value_name = "ROLE", default_value = "read", value_parser = ["read", "admin"])]
+    pub role: String,
     /// Overwrite existing files, the CA included (certificates it signed stop working).
     #[arg(long)]
     pub force: bool,

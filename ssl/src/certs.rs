@@ -56,6 +56,11 @@ pub struct NewCerts {
     /// Node certificates for the cluster links: `node-NAME.pem` and `node-NAME.key.pem`,
     /// CN = NAME, and the HOST of NAME@HOST as SAN.
     pub nodes: Vec<String>,
+    /// Operator certificates for admin commands on the cluster port: `operator-NAME.pem` and
+    /// `operator-NAME.key.pem`, CN = NAME, marked with `operator_role`.
+    pub operators: Vec<String>,
+    /// The role of every operator certificate of this run.
+    pub operator_role: crate::Role,
     /// Overwrite existing files, CA included (which invalidates certificates it signed).
     pub force: bool,
     /// Validity of the server, client and node certificates, in days from now.
@@ -69,6 +74,9 @@ impl Default for NewCerts {
             hosts: Vec::new(),
             clients: Vec::new(),
             nodes: Vec::new(),
+            operators: Vec::new(),
+            // The least a certificate can grant: `admin` is asked for by name.
+            operator_role: crate::Role::Read,
             force: false,
             days: DEFAULT_DAYS,
         }
@@ -105,8 +113,12 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
     }
     let clients = dedup(&req.clients);
     let nodes = dedup(&req.nodes);
+    let operators = dedup(&req.operators);
     for name in &clients {
         check_name("client", name)?;
+    }
+    for name in &operators {
+        check_name("operator", name)?;
     }
     let mut node_hosts = Vec::with_capacity(nodes.len());
     for name in &nodes {
@@ -135,7 +147,7 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
     let server_exists = dir.join(SERVER_CERT).exists() || dir.join(SERVER_KEY).exists();
     let make_server = req.force
         || !req.hosts.is_empty()
-        || (clients.is_empty() && nodes.is_empty())
+        || (clients.is_empty() && nodes.is_empty() && operators.is_empty())
         || !server_exists;
     let mut planned: Vec<PathBuf> = Vec::new();
     if !reuse_ca {
@@ -151,6 +163,10 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
     for name in &nodes {
         planned.push(dir.join(format!("node-{name}.pem")));
         planned.push(dir.join(format!("node-{name}.key.pem")));
+    }
+    for name in &operators {
+        planned.push(dir.join(format!("operator-{name}.pem")));
+        planned.push(dir.join(format!("operator-{name}.key.pem")));
     }
     if !req.force {
         if let Some(path) = planned.iter().find(|p| p.exists()) {
@@ -215,6 +231,27 @@ pub fn new_certs(req: &NewCerts) -> Result<Vec<PathBuf>, SslError> {
         outputs.push(Output::public(dir.join(format!("node-{name}.pem")), cert));
         outputs.push(Output::secret(
             dir.join(format!("node-{name}.key.pem")),
+            key,
+        ));
+    }
+
+    for name in &operators {
+        let what = format!("operator certificate {name}");
+        let params = leaf_params(
+            &what,
+            name,
+            Vec::new(),
+            &crate::identity::operator_usages(req.operator_role),
+            now,
+            days,
+        )?;
+        let (cert, key) = sign(&what, &params, &issuer)?;
+        outputs.push(Output::public(
+            dir.join(format!("operator-{name}.pem")),
+            cert,
+        ));
+        outputs.push(Output::secret(
+            dir.join(format!("operator-{name}.key.pem")),
             key,
         ));
     }

@@ -52,6 +52,14 @@ const SELF_KEY: &str = "node.key.pem";
 pub enum CertKind {
     /// A node certificate (it carries [`NODE_EKU`]): the node named by its CN.
     Node(String),
+    /// An operator certificate (`fubar ssl new-certs --operator`): the person named by its
+    /// CN, with the role its marker grants ([`crate::identity`]); admin commands only.
+    Operator {
+        /// The operator's name (the CN).
+        name: String,
+        /// What it may do.
+        role: crate::Role,
+    },
     /// Anything else: a device (MQTT client) or server certificate, or one that does not
     /// parse. It never stands for a member.
     Other,
@@ -63,19 +71,25 @@ pub fn cert_kind(der: &[u8]) -> CertKind {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return CertKind::Other;
     };
-    let marked = cert
+    let other_ekus = cert
         .extended_key_usage()
         .ok()
         .flatten()
-        .is_some_and(|eku| eku.value.other.iter().any(is_node_eku));
+        .map(|eku| eku.value.other.clone())
+        .unwrap_or_default();
+    let marked = other_ekus.iter().any(is_node_eku);
+    // A role marker on a node certificate (or two roles) makes it nothing at all.
+    let operator = crate::identity::marked_role(&other_ekus);
+    let any_role = crate::identity::marks_a_role(&other_ekus);
     let cn = cert
         .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
         .map(str::to_owned);
-    match (marked, cn) {
-        (true, Some(cn)) => CertKind::Node(cn),
+    match (marked, any_role, operator, cn) {
+        (true, false, _, Some(cn)) => CertKind::Node(cn),
+        (false, true, Some(role), Some(name)) => CertKind::Operator { name, role },
         _ => CertKind::Other,
     }
 }
@@ -420,7 +434,8 @@ impl ServerCertVerifier for NodeServer {
         )?;
         match cert_kind(end_entity) {
             CertKind::Node(_) => Ok(verified),
-            CertKind::Other => Err(rustls::Error::InvalidCertificate(
+            // An operator's certificate never serves: it is a client's.
+            CertKind::Operator { .. } | CertKind::Other => Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             )),
         }

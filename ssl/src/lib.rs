@@ -12,6 +12,9 @@
 //!   its own trust ([`ClusterTrust`]: the cookie, or the cluster's own CA, never the MQTT
 //!   client CA); [`self_made_identity`] makes a node's certificate on first start, and
 //!   [`cert_kind`] tells a node certificate (marked with [`NODE_EKU`]) from any other.
+//! - [`Role`]: what an operator certificate (`new-certs --operator NAME --role read|admin`,
+//!   marked with [`OPERATOR_READ_EKU`] or [`OPERATOR_ADMIN_EKU`]) lets its holder do with
+//!   admin commands; [`cert_kind`] reads it as [`CertKind::Operator`].
 //! - [`peer_common_name`] reads the subject CN of a peer's certificate (the MQTT user name
 //!   when the node takes it from the client certificate).
 //!
@@ -26,6 +29,7 @@ mod certs;
 mod cluster;
 mod config;
 mod error;
+mod identity;
 mod verify;
 
 #[cfg(test)]
@@ -40,6 +44,7 @@ pub use config::{
     client_config, quic_client_config, quic_server_config, server_config, ServerTlsFiles,
 };
 pub use error::SslError;
+pub use identity::{Role, UnknownRole, OPERATOR_ADMIN_EKU, OPERATOR_READ_EKU};
 pub use verify::ClientVerify;
 
 /// Installs *ring* as the process-wide rustls crypto provider; calling it again is harmless.

@@ -17,7 +17,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit};
 
 use super::{Inner, PeerLink, Unproven};
-use crate::admin::{AdminCall, ADMIN_REPLY_CAPACITY};
+use crate::admin::{AdminCall, Caller, ADMIN_REPLY_CAPACITY};
 use crate::cookie;
 use crate::dedup::{check_batch, NodeDedup};
 use crate::stats::BatchDone;
@@ -50,6 +50,8 @@ struct Admitted {
     reader: FrameReader,
     node: String,
     kind: LinkKind,
+    /// Who it proved to be (an operator only on an admin link).
+    caller: Caller,
 }
 
 /// What a link is for, by its ALPN.
@@ -206,7 +208,15 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
         client_nonce,
     )
     .await;
-    let (node, _epoch) = match proven {
+    let (node, _epoch, operator) = match proven {
+        // An operator certificate opens admin commands, never a log or peer link.
+        Ok((node, _, Some(_))) if kind != LinkKind::Admin => {
+            conn.close(VarInt::from_u32(CLOSE_REFUSED), b"");
+            return Err(refused(
+                Some(&node),
+                "an operator certificate on a log or peer link".into(),
+            ));
+        }
         Ok(who) => who,
         Err((node, reason)) => {
             // Generic: a non-member learns nothing of why.
@@ -230,6 +240,13 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
         error,
     };
     write_frame(&mut send, &welcome).await.map_err(failed)?;
+    let caller = match operator {
+        Some(role) => Caller::Operator {
+            name: node.clone(),
+            role,
+        },
+        None => Caller::Member(node.clone()),
+    };
     Ok(Admitted {
         conn,
         send,
@@ -237,6 +254,7 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
         reader,
         node,
         kind,
+        caller,
     })
 }
 
@@ -285,7 +303,12 @@ async fn serve_admin(inner: &Inner, mut link: Admitted) -> Result<(), MonitorErr
     .map_err(|_| MonitorError::Timeout("the admin request"))??
     .ok_or_else(|| MonitorError::Protocol("no admin request".into()))?;
     let (replies, mut rx) = mpsc::channel(ADMIN_REPLY_CAPACITY);
-    let call = AdminCall { request, replies };
+    let call = AdminCall {
+        request,
+        replies,
+        caller: link.caller.clone(),
+        peer: link.conn.remote_address(),
+    };
     let handed = match inner.admin.get() {
         Some(handler) => handler.send(call).await.is_ok(),
         None => false,
@@ -315,8 +338,9 @@ async fn serve_admin(inner: &Inner, mut link: Admitted) -> Result<(), MonitorErr
     Ok(())
 }
 
-/// The server's proof and challenge, then the client's `Proof`: `Ok((node, epoch))` for a
-/// member, `Err((claimed name, reason))` for the warning otherwise.
+/// The server's proof and challenge, then the client's `Proof`: `Ok((node, epoch, None))` for
+/// a member, `Ok((name, 0, Some(role)))` for an operator (whose certificate, checked against
+/// the cluster CA, names it), `Err((claimed name, reason))` for the warning otherwise.
 ///
 /// A member proves the cookie, or (when the TLS layer checks certificates against the
 /// cluster CA) shows a node certificate naming itself and a member the cluster knows. A
@@ -329,7 +353,7 @@ async fn prove(
     reader: &mut FrameReader,
     recv: &mut RecvStream,
     client_nonce: [u8; NONCE_LEN],
-) -> Result<(String, u64), (Option<String>, String)> {
+) -> Result<(String, u64, Option<fubar_ssl::Role>), (Option<String>, String)> {
     let fail = |node: Option<&str>, reason: String| (node.map(str::to_owned), reason);
     let certificate = peer_certificate(conn);
     let kind = certificate.as_deref().map(fubar_ssl::cert_kind);
@@ -372,7 +396,7 @@ async fn prove(
             ));
         };
         return if cookie.verify(&binding, &server_nonce, &client_nonce, &node, epoch, &mac) {
-            Ok((node, epoch))
+            Ok((node, epoch, None))
         } else {
             Err(fail(Some(&node), "wrong cookie proof".into()))
         };
@@ -391,7 +415,17 @@ async fn prove(
                         .into(),
                 ))
             } else {
-                Ok((node, epoch))
+                Ok((node, epoch, None))
+            }
+        }
+        Some(CertKind::Operator { name, role }) if inner.certs_vouch => {
+            if name == node {
+                Ok((node, 0, Some(role)))
+            } else {
+                Err(fail(
+                    Some(&node),
+                    format!("its operator certificate names {}", connection_text(&name)),
+                ))
             }
         }
         Some(_) => Err(fail(

@@ -123,8 +123,7 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
         AdminRequest::LogOpen { .. }
         | AdminRequest::LogClose { .. }
         | AdminRequest::LogOut { .. }
-        | AdminRequest::LogList
-        | AdminRequest::LogDump { .. } => {
+        | AdminRequest::LogList => {
             let b = broker.clone();
             tokio::task::spawn_blocking(move || super::log_commands::execute(&b, request))
                 .await
@@ -140,8 +139,8 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
             super::monitor_commands::collect(broker, &class, on)
         }
         AdminRequest::LogLinks => super::monitor_commands::links(broker),
-        AdminRequest::LogTail { .. } => {
-            AdminResponse::Error("a tail is a stream: the endpoint serves it".into())
+        AdminRequest::LogTail { .. } | AdminRequest::LogDump { .. } => {
+            AdminResponse::Error("a tail or a dump is a stream: dispatch serves it".into())
         }
         AdminRequest::ClusterStatus => cluster_commands::status(broker),
         AdminRequest::ClusterLeave { node } => cluster_commands::leave(broker, node).await,

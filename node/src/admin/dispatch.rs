@@ -1,28 +1,53 @@
-//! One admin request, wherever it came from (the local Unix socket or the monitor's QUIC
-//! endpoint): its replies go to a channel the transport drains.
+//! The one entry point of admin requests, whatever the transport: the Unix socket
+//! ([`super::Endpoint`]) and, on a cluster member, the cluster port
+//! (`crate::cluster::endpoint::serve_admin`). Each request is authorized first
+//! ([`super::authz`]); replies go to a channel the transport drains.
 
 use std::sync::Arc;
 
 use fubar_logproto::admin::{AdminRequest, AdminResponse};
 use tokio::sync::mpsc;
 
-use super::{commands, monitor_commands};
+use super::authz::{authorize, Requester};
+use super::{commands, log_commands, monitor_commands};
 use crate::broker::Broker;
 
-/// Runs `request` and sends its replies on `replies`: one, or for `LogTail` a stream of
-/// events until the client goes away (`replies` closed) or the node stops.
+/// Runs `request` from `who` and sends its replies on `replies`: a refusal, one reply, or a
+/// stream of them (`LogTail` until the client goes away or the node stops, `LogDump` until
+/// the text is all sent).
 pub async fn dispatch(
     broker: Arc<Broker>,
+    who: Requester,
     request: AdminRequest,
     replies: mpsc::Sender<AdminResponse>,
 ) {
-    if let AdminRequest::LogTail { query, class } = request {
-        if let Err(why) = monitor_commands::tail(&broker, &query, class.as_deref(), &replies).await
-        {
-            let _ = replies.send(AdminResponse::Error(why)).await;
-        }
+    if let Err(why) = authorize(&who, &request) {
+        let _ = replies.send(AdminResponse::Error(why)).await;
         return;
     }
-    let reply = commands::execute(&broker, request).await;
-    let _ = replies.send(reply).await;
+    match request {
+        AdminRequest::LogTail { query, class } => {
+            if let Err(why) =
+                monitor_commands::tail(&broker, &query, class.as_deref(), &replies).await
+            {
+                let _ = replies.send(AdminResponse::Error(why)).await;
+            }
+        }
+        AdminRequest::LogDump { class } => {
+            let out = replies.clone();
+            let b = broker.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                log_commands::dump(&b, class.as_deref(), &out)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            if let Err(why) = done {
+                let _ = replies.send(AdminResponse::Error(why)).await;
+            }
+        }
+        request => {
+            let reply = commands::execute(&broker, request).await;
+            let _ = replies.send(reply).await;
+        }
+    }
 }

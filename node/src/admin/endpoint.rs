@@ -91,7 +91,7 @@ async fn serve(mut stream: UnixStream, broker: Arc<Broker>) {
         }
     };
     let (replies, mut rx) = mpsc::channel(fubar_monitor::admin::ADMIN_REPLY_CAPACITY);
-    tokio::spawn(dispatch(broker, request, replies));
+    tokio::spawn(dispatch(broker, super::Requester::Local, request, replies));
     // Dropping `rx` when the client is gone ends a tail.
     while let Some(reply) = rx.recv().await {
         if let Err(e) = write_frame(&mut stream, &reply).await {

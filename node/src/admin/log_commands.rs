@@ -1,14 +1,16 @@
 //! The `log` commands of the admin endpoint: the node's log engine at run time.
 
-use std::path::PathBuf;
+use std::io;
+use std::path::Path;
 
 use fubar_logproto::admin::{AdminRequest, AdminResponse, LogClassStatus};
 use fubar_logproto::Class;
 use fubar_logs::Redirect;
+use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 
-/// Runs one `log` request (blocking: a dump reads and writes files).
+/// Runs one `log` request but `dump` (blocking: it waits on the log writer).
 pub(super) fn execute(broker: &Broker, request: AdminRequest) -> AdminResponse {
     let Some(logs) = broker.logs.get() else {
         return AdminResponse::Error("this node runs without its log engine".into());
@@ -50,53 +52,121 @@ pub(super) fn execute(broker: &Broker, request: AdminRequest) -> AdminResponse {
                 })
                 .collect(),
         )),
-        AdminRequest::LogDump {
-            class: Some(name),
-            path,
-        } => class(&name).and_then(|c| {
-            let path = path
-                .map(PathBuf::from)
-                .unwrap_or_else(|| broker.settings().log_dir().join(format!("{c}.dump.log")));
-            let report = logs.dump(c, &path).map_err(|e| e.to_string())?;
-            Ok(AdminResponse::Done(format!(
-                "{} events of {c} written to {}{}",
-                report.events,
-                path.display(),
-                skipped(report.skipped_bytes)
-            )))
-        }),
-        AdminRequest::LogDump { class: None, path } => {
-            let dir = path
-                .map(PathBuf::from)
-                .unwrap_or_else(|| broker.settings().log_dir());
-            logs.dump_all(&dir).map_err(|e| e.to_string()).map(|files| {
-                let lines: Vec<String> = files
-                    .iter()
-                    .map(|(c, p, r)| {
-                        format!(
-                            "{c}: {} events -> {}{}",
-                            r.events,
-                            p.display(),
-                            skipped(r.skipped_bytes)
-                        )
-                    })
-                    .collect();
-                AdminResponse::Done(if lines.is_empty() {
-                    "no class has events".into()
-                } else {
-                    lines.join("\n")
-                })
-            })
-        }
-        other => Err(format!("not a log request: {other:?}")),
+        // Never the request's Debug: it may carry a password.
+        other => Err(format!(
+            "not a log request: {}",
+            super::authz::Shown(&other)
+        )),
     };
     result.unwrap_or_else(AdminResponse::Error)
 }
 
-fn skipped(bytes: u64) -> String {
-    if bytes == 0 {
-        String::new()
-    } else {
-        format!(" ({bytes} corrupt bytes skipped)")
+/// Size of a `DumpText` piece: small enough that the reply queue holds little.
+const DUMP_PIECE: usize = 64 << 10;
+
+/// `log dump [CLASS]`: the class's text (or every class's with segment files) sent back on
+/// `replies`, in pieces, at most `log.max_dump_bytes` in all (blocking: it reads files and
+/// waits on the queue). The node writes nothing: the caller writes the file.
+pub(super) fn dump(
+    broker: &Broker,
+    class: Option<&str>,
+    replies: &mpsc::Sender<AdminResponse>,
+) -> Result<(), String> {
+    let Some(logs) = broker.logs.get() else {
+        return Err("this node runs without its log engine".into());
+    };
+    let settings = broker.settings();
+    let classes = match class {
+        Some(name) => vec![name.parse::<Class>().map_err(|e| e.to_string())?],
+        None => Class::ALL
+            .into_iter()
+            .filter(|c| fubar_logs::has_class_segments(&settings.log_dir(), *c).unwrap_or(false))
+            .collect(),
+    };
+    if classes.is_empty() {
+        return Err("no class has log files to dump".into());
+    }
+    let mut out = Pieces {
+        replies,
+        piece: Vec::with_capacity(DUMP_PIECE),
+        left: settings.log.max_dump_bytes,
+        cut: false,
+    };
+    let gone = |_| "the caller went away".to_owned();
+    for class in classes {
+        let start = AdminResponse::DumpStart {
+            node: settings.node.name.clone(),
+            class: class.to_string(),
+        };
+        replies.blocking_send(start).map_err(gone)?;
+        let report = match logs.dump_to(class, &mut out, Path::new("the caller")) {
+            Ok(r) => r.unwrap_or_default(),
+            // Cut short: what was sent stands, and the end says so.
+            Err(_) if out.cut => fubar_logs::DumpReport::default(),
+            Err(e) if replies.is_closed() => {
+                tracing::debug!(target: "debug", error = %e, "dump not delivered");
+                return Err("the caller went away".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        out.send_piece()
+            .map_err(|_| "the caller went away".to_owned())?;
+        let end = AdminResponse::DumpEnd {
+            class: class.to_string(),
+            events: report.events,
+            skipped_bytes: report.skipped_bytes,
+            cut: out.cut.then(|| {
+                format!(
+                    "cut short at log.max_dump_bytes ({} bytes)",
+                    settings.log.max_dump_bytes
+                )
+            }),
+        };
+        replies.blocking_send(end).map_err(gone)?;
+        if out.cut {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The dump's text, sent in pieces of [`DUMP_PIECE`] bytes until the bound is reached.
+struct Pieces<'a> {
+    replies: &'a mpsc::Sender<AdminResponse>,
+    piece: Vec<u8>,
+    /// Bytes the bound still allows.
+    left: u64,
+    /// The bound was reached.
+    cut: bool,
+}
+
+impl Pieces<'_> {
+    fn send_piece(&mut self) -> io::Result<()> {
+        if self.piece.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(DUMP_PIECE));
+        self.replies
+            .blocking_send(AdminResponse::DumpText(piece))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the caller went away"))
+    }
+}
+
+impl io::Write for Pieces<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cut || buf.len() as u64 > self.left {
+            self.cut = true;
+            return Err(io::Error::other("the dump's size bound"));
+        }
+        self.left -= buf.len() as u64;
+        self.piece.extend_from_slice(buf);
+        if self.piece.len() >= DUMP_PIECE {
+            self.send_piece()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

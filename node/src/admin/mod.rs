@@ -6,6 +6,7 @@
 //! 0600. Each connection carries one request and one reply (a stream of them for `log tail`),
 //! as `fubar-logproto` frames. Both transports run requests through [`dispatch`].
 
+pub mod authz;
 mod client;
 mod cluster_commands;
 mod commands;
@@ -14,6 +15,7 @@ mod endpoint;
 mod log_commands;
 mod monitor_commands;
 
+pub use authz::Requester;
 pub use client::{request, stream, Remote, Target};
 pub use dispatch::dispatch;
 pub use endpoint::Endpoint;

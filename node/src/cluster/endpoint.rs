@@ -140,8 +140,13 @@ pub fn serve_admin(server: &MonitorServer, broker: Arc<Broker>) {
                 _ = shutdown.cancelled() => None,
             };
             let Some(call) = call else { break };
+            let who = crate::admin::Requester::Remote {
+                caller: call.caller,
+                peer: call.peer,
+            };
             tokio::spawn(crate::admin::dispatch(
                 broker.clone(),
+                who,
                 call.request,
                 call.replies,
             ));

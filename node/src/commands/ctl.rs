@@ -16,16 +16,26 @@ pub(crate) fn run(args: CtlArgs) -> anyhow::Result<()> {
     let settings = located(&args.node);
     let socket = target(&args.node, &args.remote)?;
     match args.command {
-        Some(CtlCommand::Log(LogCommand::List)) => {
-            print(admin::request(&socket, &AdminRequest::LogList)?)?;
+        Some(command) => run_command(&socket, command),
+        None => super::shell::run(&socket, &settings.node_dir().join("ctl_history")),
+    }
+}
+
+/// Runs one command against the node and prints (or, for a dump, writes) what comes back.
+pub(crate) fn run_command(socket: &admin::Target, command: CtlCommand) -> anyhow::Result<()> {
+    match command {
+        CtlCommand::Log(LogCommand::List) => {
+            print(admin::request(socket, &AdminRequest::LogList)?)?;
             // On the monitor, every node's link too.
-            match admin::request(&socket, &AdminRequest::LogLinks)? {
+            match admin::request(socket, &AdminRequest::LogLinks)? {
                 links @ AdminResponse::LogLinks(_) => print(links),
                 _ => Ok(()),
             }
         }
-        Some(command) => print(admin::request(&socket, &request_of(command)?)?),
-        None => super::shell::run(&socket, &settings.node_dir().join("ctl_history")),
+        CtlCommand::Log(LogCommand::Dump { class, path }) => {
+            super::dump::run(socket, class, path.map(std::path::PathBuf::from))
+        }
+        command => print(admin::request(socket, &request_of(command)?)?),
     }
 }
 
@@ -58,10 +68,8 @@ pub(crate) fn request_of(command: CtlCommand) -> anyhow::Result<AdminRequest> {
             class,
             on: state == "on",
         },
-        CtlCommand::Log(LogCommand::Dump { class, path }) => AdminRequest::LogDump {
-            class,
-            path: path.map(absolute),
-        },
+        // The path is the caller's: the node sends the text back (`super::dump`).
+        CtlCommand::Log(LogCommand::Dump { class, path: _ }) => AdminRequest::LogDump { class },
         CtlCommand::Trace(TraceCommand::Client { id }) => {
             AdminRequest::TraceClient { client_id: id }
         }
@@ -83,11 +91,6 @@ pub(crate) fn request_of(command: CtlCommand) -> anyhow::Result<AdminRequest> {
             value: None,
         } => bail!("fubar ctl settings {name} needs a value"),
     })
-}
-
-/// A path as the node (whose working directory may differ) must see it.
-fn absolute(path: String) -> String {
-    std::path::absolute(&path).map_or(path, |p| p.display().to_string())
 }
 
 /// Where the admin endpoint of the node named by `--node` is: its socket on this machine if
@@ -199,6 +202,9 @@ pub(crate) fn print(reply: AdminResponse) -> anyhow::Result<()> {
         AdminResponse::Missed(n) => println!("... {n} events missed (the tail fell behind)"),
         AdminResponse::LogLinks(links) => print_links(&links),
         AdminResponse::Cluster(status) => print_cluster(&status),
+        AdminResponse::DumpStart { .. }
+        | AdminResponse::DumpText(_)
+        | AdminResponse::DumpEnd { .. } => bail!("a dump's text arrived outside `log dump`"),
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod ctl;
+mod dump;
 mod log;
 mod node;
 mod pubsub;

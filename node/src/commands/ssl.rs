@@ -17,6 +17,8 @@ fn new_certs(args: NewCertsArgs) -> anyhow::Result<()> {
         hosts,
         clients,
         nodes,
+        operators,
+        role,
         force,
         days,
     } = args;
@@ -25,6 +27,8 @@ fn new_certs(args: NewCertsArgs) -> anyhow::Result<()> {
         hosts,
         clients,
         nodes,
+        operators,
+        operator_role: role.parse()?,
         force,
         days,
     };

@@ -272,6 +272,9 @@ pub struct LogSettings {
     /// dropped and counted, so that logging never takes more than its share of the machine
     /// from the broker.
     pub max_events_per_sec: u64,
+    /// Bytes of text one `fubar ctl log dump` sends back at most (every class together);
+    /// beyond it the dump is cut short and says so.
+    pub max_dump_bytes: u64,
 }
 
 impl Default for NodeSettings {
@@ -372,6 +375,7 @@ impl Default for LogSettings {
             channel_capacity: 65_536,
             flush_ms: 100,
             max_events_per_sec: 100_000,
+            max_dump_bytes: 1 << 30,
         }
     }
 }
