@@ -10,9 +10,9 @@ use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
 use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
 
-use super::ctl::{print, request_of};
+use super::ctl::run_command;
 use crate::admin;
-use crate::cli::ShellLine;
+use crate::cli::{AccountCommand, CtlCommand, ShellLine};
 use crate::settings::Settings;
 
 /// The words that may follow each command prefix.
@@ -119,7 +119,7 @@ pub(crate) fn run(socket: &admin::Target, history: &Path) -> anyhow::Result<()> 
             continue;
         }
         // A password typed on the line is not kept in the history file.
-        if !line.starts_with("account update") {
+        if !holds_a_password(line) {
             let _ = editor.add_history_entry(line);
         }
         match line {
@@ -151,12 +151,34 @@ fn run_line(socket: &admin::Target, line: &str) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    print(admin::request(socket, &request_of(parsed.command)?)?)
+    run_command(socket, parsed.command)
+}
+
+/// Whether a line may carry a password, read as the shell reads it (words, quotes, any
+/// spacing): `account update NAME PASSWORD`, a line that does not parse but begins with the
+/// words `account update`, and a line whose quotes do not close (it cannot be read at all).
+fn holds_a_password(line: &str) -> bool {
+    let Ok(words) = split_words(line) else {
+        return true;
+    };
+    match ShellLine::try_parse_from(&words) {
+        Ok(parsed) => matches!(
+            parsed.command,
+            CtlCommand::Account(AccountCommand::Update { .. })
+        ),
+        // Half a command (`account update alice`, a mistyped flag) may still hold one.
+        Err(_) => {
+            let lower: Vec<String> = words.iter().take(2).map(|w| w.to_lowercase()).collect();
+            lower.first().is_some_and(|w| w == "account")
+                && lower.get(1).is_none_or(|w| w == "update")
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::ctl::request_of;
 
     #[test]
     fn words_and_quotes() {
@@ -170,6 +192,35 @@ mod tests {
         );
         assert_eq!(split_words("settings x ''").unwrap(), ["settings", "x", ""]);
         assert!(split_words("a 'b").is_err());
+    }
+
+    /// The history filter reads the line: spacing, tabs and quotes do not let a password by.
+    #[test]
+    fn a_password_line_stays_out_of_history_however_it_is_typed() {
+        for line in [
+            "account update alice pw",
+            "account  update alice pw",
+            "account\tupdate\talice pw",
+            "  account update alice pw",
+            "'account' \"update\" alice pw",
+            "account 'update' alice 'p w'",
+            "ACCOUNT update alice pw",
+            "account update alice",
+            "account update alice pw extra",
+            "account",
+            "account update 'alice pw",
+        ] {
+            assert!(holds_a_password(line), "{line:?} would be kept");
+        }
+        for line in [
+            "status",
+            "account list",
+            "account delete alice",
+            "log out trace stdout",
+            "settings mqtt.max_packet_size 100",
+        ] {
+            assert!(!holds_a_password(line), "{line:?} would be left out");
+        }
     }
 
     #[test]
