@@ -47,7 +47,10 @@ pub(crate) fn run(
                     (None, true) => Out::Stdout(io::stdout().lock()),
                     (Some(p), true) => Out::File(create(p)?, p.clone()),
                     (dir, false) => {
-                        let dir = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+                        let dir = match dir {
+                            Some(d) => d.clone(),
+                            None => std::env::current_dir()?,
+                        };
                         std::fs::create_dir_all(&dir)?;
                         let p = dir.join(fubar_logs::dump_file_name(&node, at, class));
                         Out::File(create(&p)?, p)

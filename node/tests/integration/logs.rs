@@ -410,6 +410,91 @@ fn log_list_shows_every_class_and_its_counts_move() {
 
 // ---- dump --------------------------------------------------------------------------------
 
+/// The node sends a dump back and `ctl` writes it (issue 16.3: the node used to create the
+/// requester's path itself, over any file it could write): an existing file or a symbolic
+/// link at the path is refused and left as it was, a new file is 0600, and the node writes
+/// nothing.
+#[test]
+fn a_dump_arrives_at_the_caller_and_never_writes_over_a_file_or_through_a_link() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let data = tempfile::tempdir().expect("temp dir");
+    let broker = Broker::start_bare_in(data.path(), &[], &config(r#"access = "none""#));
+    let c = raw_connected(&broker, "v1");
+    raw_disconnect(c);
+    // The content arrives at the caller's file, readable by the caller only.
+    let text = ctl_dump_until(&broker, "access", "disconnected client=v1 ");
+    assert!(text.contains("connected client=v1 "), "{text}");
+    let out = tempfile::tempdir().expect("temp dir");
+    let fresh = out.path().join("fresh.txt");
+    ctl_ok(&broker, &["log", "dump", "access", fresh.to_str().unwrap()]);
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Without a path, the text is on standard output.
+    let said = ctl_ok(&broker, &["log", "dump", "access"]);
+    assert!(said.contains("disconnected client=v1 "), "{said}");
+
+    let log_files = |dir: &Path| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = walk(dir);
+        files.sort();
+        files
+    };
+    let before = log_files(&broker.log_dir());
+    // The old attack: a path that exists.
+    let victim = out.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let stderr = ctl_fails(
+        &broker,
+        &["log", "dump", "access", victim.to_str().unwrap()],
+        1,
+        "exists already",
+    );
+    assert!(stderr.contains("victim.txt"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    // A link to a file, and a dangling link: neither is followed.
+    let link = out.path().join("link.txt");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    ctl_fails(
+        &broker,
+        &["log", "dump", "access", link.to_str().unwrap()],
+        1,
+        "exists already",
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let dangling = out.path().join("dangling.txt");
+    let target = out.path().join("made-through-the-link.txt");
+    std::os::unix::fs::symlink(&target, &dangling).unwrap();
+    ctl_fails(
+        &broker,
+        &["log", "dump", "access", dangling.to_str().unwrap()],
+        1,
+        "exists already",
+    );
+    assert!(!target.exists(), "the dump followed a dangling link");
+    // And the node wrote nothing of its own (only its segment files are in its log dir).
+    let after: Vec<PathBuf> = log_files(&broker.log_dir())
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(
+        after.iter().all(|p| !p.to_string_lossy().contains("dump")),
+        "the node wrote {after:?}"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 #[test]
 fn binary_segments_dump_to_the_same_text_online_and_offline() {
     let data = tempfile::tempdir().expect("temp dir");
@@ -453,14 +538,21 @@ fn binary_segments_dump_to_the_same_text_online_and_offline() {
         "node running"
     );
 
-    // Every class with events, one file each, in the log dir by default.
-    let said = ctl_ok(&broker, &["log", "dump"]);
+    // Every class with events, one file each, written by ctl in its current directory.
+    let out = tempfile::tempdir().expect("temp dir");
+    let out_dir = out.path().to_owned();
+    let ran = ctl_command(data.path(), &["log", "dump"])
+        .current_dir(&out_dir)
+        .output()
+        .expect("run fubar ctl");
+    assert!(ran.status.success(), "{ran:?}");
+    let said = String::from_utf8(ran.stdout).expect("UTF-8 output");
     let mut dumped = BTreeMap::new();
     for line in said.lines() {
         let (class, rest) = line.split_once(": ").expect("CLASS: N events -> PATH");
         let (n, path) = rest.split_once(" events -> ").expect("N events -> PATH");
         let path = PathBuf::from(path);
-        assert_eq!(path.parent(), Some(log_dir.as_path()), "{line}");
+        assert_eq!(path.parent(), Some(out_dir.as_path()), "{line}");
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
             name.starts_with(&format!("{NODE_NAME}-")) && name.ends_with(&format!("-{class}.log")),
