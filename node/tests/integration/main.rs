@@ -4,6 +4,7 @@
 //! One test binary with modules (as ripgrep does) links once.
 
 mod admin;
+mod admin_authz;
 mod bench;
 mod cluster;
 mod cluster_identity;
