@@ -80,10 +80,8 @@ pub(crate) fn operator_usages(role: Role) -> Vec<ExtendedKeyUsagePurpose> {
 /// role is marked; `None` for none, and for both (an ambiguous certificate grants nothing).
 pub(crate) fn marked_role(oids: &[x509_parser::der_parser::oid::Oid<'_>]) -> Option<Role> {
     let has = |eku: &[u64]| {
-        oids.iter().any(|oid| {
-            oid.iter()
-                .is_some_and(|arcs| arcs.eq(eku.iter().copied()))
-        })
+        oids.iter()
+            .any(|oid| oid.iter().is_some_and(|arcs| arcs.eq(eku.iter().copied())))
     };
     match (has(OPERATOR_READ_EKU), has(OPERATOR_ADMIN_EKU)) {
         (true, false) => Some(Role::Read),

@@ -146,7 +146,11 @@ impl fmt::Display for Shown<'_> {
                 write!(f, "log tail {query:?} class {:?}", opt(class))
             }
             AdminRequest::LogCollect { class, on } => {
-                write!(f, "log collect {class:?} {}", if *on { "on" } else { "off" })
+                write!(
+                    f,
+                    "log collect {class:?} {}",
+                    if *on { "on" } else { "off" }
+                )
             }
             AdminRequest::LogLinks => write!(f, "log links"),
             AdminRequest::ClusterStatus => write!(f, "cluster status"),

@@ -36,11 +36,10 @@ pub async fn dispatch(
         AdminRequest::LogDump { class } => {
             let out = replies.clone();
             let b = broker.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                log_commands::dump(&b, class.as_deref(), &out)
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            let done =
+                tokio::task::spawn_blocking(move || log_commands::dump(&b, class.as_deref(), &out))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
             if let Err(why) = done {
                 let _ = replies.send(AdminResponse::Error(why)).await;
             }

@@ -42,7 +42,14 @@ fn certificates(dir: &Path) {
         "reader",
     ]);
     run(&[
-        "ssl", "new-certs", "--dir", "ca", "--operator", "boss", "--role", "admin",
+        "ssl",
+        "new-certs",
+        "--dir",
+        "ca",
+        "--operator",
+        "boss",
+        "--role",
+        "admin",
     ]);
 }
 
@@ -109,11 +116,15 @@ fn as_operator(dir: &Path, port: u16, operator: &str, tool: &str, args: &[&str])
 fn access_event(monitor: &Broker, operator: &str, command: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
-        let found = monitor.log_lines().into_iter().map(|l| unquote(&l)).find(|l| {
-            l.contains("admin command")
-                && l.contains(&format!("identity=operator {operator} "))
-                && l.contains(&format!("command={command}"))
-        });
+        let found = monitor
+            .log_lines()
+            .into_iter()
+            .map(|l| unquote(&l))
+            .find(|l| {
+                l.contains("admin command")
+                    && l.contains(&format!("identity=operator {operator} "))
+                    && l.contains(&format!("command={command}"))
+            });
         if let Some(line) = found {
             return line;
         }
@@ -141,7 +152,9 @@ fn a_read_operator_looks_and_an_admin_operator_changes() {
     assert!(out.status.success(), "{}", text(&out));
     let line = access_event(&monitor, "reader", "status");
     assert!(
-        line.contains("role=read") && line.contains("allowed=true") && line.contains("peer=127.0.0.1:"),
+        line.contains("role=read")
+            && line.contains("allowed=true")
+            && line.contains("peer=127.0.0.1:"),
         "{line}"
     );
 
@@ -163,7 +176,10 @@ fn a_read_operator_looks_and_an_admin_operator_changes() {
     let line = access_event(&monitor, "reader", "stop");
     assert!(line.contains("allowed=false"), "{line}");
     let line = access_event(&monitor, "reader", "account update");
-    assert!(line.contains("allowed=false") && line.contains("***"), "{line}");
+    assert!(
+        line.contains("allowed=false") && line.contains("***"),
+        "{line}"
+    );
     // Nothing changed.
     let out = as_operator(dir, port, "reader", "ctl", &["settings"]);
     assert!(
@@ -172,12 +188,28 @@ fn a_read_operator_looks_and_an_admin_operator_changes() {
         text(&out)
     );
     let out = as_operator(dir, port, "reader", "ctl", &["account", "list"]);
-    assert!(out.status.success() && !text(&out).contains("eve"), "{}", text(&out));
+    assert!(
+        out.status.success() && !text(&out).contains("eve"),
+        "{}",
+        text(&out)
+    );
 
     // The admin operator changes.
-    let out = as_operator(dir, port, "boss", "ctl", &["account", "update", "eve", PASSWORD]);
+    let out = as_operator(
+        dir,
+        port,
+        "boss",
+        "ctl",
+        &["account", "update", "eve", PASSWORD],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    let out = as_operator(dir, port, "boss", "ctl", &["settings", "mqtt.max_packet_size", "100"]);
+    let out = as_operator(
+        dir,
+        port,
+        "boss",
+        "ctl",
+        &["settings", "mqtt.max_packet_size", "100"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let line = access_event(&monitor, "boss", "account update");
     assert!(
