@@ -15,7 +15,8 @@ pub enum AdminRequest {
     AccountUpdate {
         /// User name.
         name: String,
-        /// New password (sent over the owner-only local socket, never logged).
+        /// New password (over the owner-only local socket or the cluster port's TLS; never
+        /// logged: the `access` event shows `***`).
         password: String,
     },
     /// Delete an account.

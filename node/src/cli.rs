@@ -422,7 +422,9 @@ pub struct RemoteAccess {
     #[arg(long, value_name = "FILE")]
     pub cafile: Option<PathBuf>,
     /// A node certificate of the cluster CA (`fubar ssl new-certs --node`), proving
-    /// membership to a remote node instead of the cookie (needs --cafile).
+    /// membership to a remote node instead of the cookie, or an operator certificate
+    /// (`new-certs --operator NAME --role read|admin`) allowing what its role allows (needs
+    /// --cafile).
     #[arg(long, value_name = "FILE", requires = "keyfile")]
     pub certfile: Option<PathBuf>,
     /// The key of --certfile.

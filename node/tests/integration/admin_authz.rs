@@ -219,6 +219,35 @@ fn a_read_operator_looks_and_an_admin_operator_changes() {
     let out = as_operator(dir, port, "reader", "ctl", &["account", "list"]);
     assert!(text(&out).contains("eve"), "{}", text(&out));
 
+    // A remote dump (a read command) arrives at the caller; an existing file stays as it was.
+    let out_dir = tempfile::tempdir().unwrap();
+    let dumped = out_dir.path().join("access.txt");
+    let out = as_operator(
+        dir,
+        port,
+        "reader",
+        "ctl",
+        &["log", "dump", "access", dumped.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let dump = std::fs::read_to_string(&dumped).unwrap();
+    assert!(dump.contains("admin command"), "{dump}");
+    assert!(
+        !dump.contains(PASSWORD),
+        "a password in the access segments"
+    );
+    let victim = out_dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    let out = as_operator(
+        dir,
+        port,
+        "reader",
+        "ctl",
+        &["log", "dump", "access", victim.to_str().unwrap()],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+
     // No password anywhere the node logged.
     assert!(
         monitor.log_lines().iter().all(|l| !l.contains(PASSWORD)),
