@@ -5,7 +5,7 @@
 //! `max_bytes` (as Erlang fubar's `fubar_log` did); after a restart the newest `N` of the day
 //! is appended to.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -137,10 +137,10 @@ impl DailyWriter {
     }
 
     fn open_day(&self, date: NaiveDate, n: u32) -> Result<DayFile, LogError> {
-        fs::create_dir_all(&self.dir)
+        crate::private::create_private_dir(&self.dir)
             .map_err(|e| LogError::io("create directory", &self.dir, e))?;
         let path = daily_path(&self.dir, &self.prefix, date, n);
-        let file = OpenOptions::new()
+        let file = crate::private::private_file()
             .create(true)
             .append(true)
             .open(&path)

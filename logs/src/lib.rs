@@ -28,6 +28,7 @@ mod dump;
 mod engine;
 mod error;
 mod layer;
+mod private;
 mod redirect;
 mod segment;
 mod shared;
@@ -57,6 +58,7 @@ pub use dump::{class_dir, dump_dir, dump_file_name, high_water_marks, DumpReport
 pub use engine::{ClassStatus, Tap};
 pub use error::LogError;
 pub use layer::{class_of_target, EventLayer};
+pub use private::{create_private_dir, private_file};
 pub use redirect::{Redirect, MAX_PREFIX_LEN};
 pub use segment::{decode_records, encode_record, record_body, MAX_RECORD_LEN, RECORD_HEADER};
 pub use text::format_line;
@@ -119,7 +121,7 @@ fn start_with_stdout(
     stdout: Box<dyn io::Write + Send>,
 ) -> Result<(LogHandle, EventLayer), LogError> {
     config.check()?;
-    fs::create_dir_all(&config.dir)
+    create_private_dir(&config.dir)
         .map_err(|e| LogError::io("create directory", &config.dir, e))?;
     let shared = Arc::new(Shared::new(
         config.node.clone(),

@@ -250,7 +250,8 @@ impl SegmentLog {
         max_bytes: u64,
         max_files: usize,
     ) -> Result<(Self, Option<Recovery>), LogError> {
-        fs::create_dir_all(dir).map_err(|e| LogError::io("create directory", dir, e))?;
+        crate::private::create_private_dir(dir)
+            .map_err(|e| LogError::io("create directory", dir, e))?;
         let listed = list_segments(dir)?;
         let mut files = VecDeque::with_capacity(listed.len());
         let mut recovery = None;
@@ -311,7 +312,7 @@ impl SegmentLog {
         let out = match &mut self.out {
             Some(out) => out,
             None => {
-                let file = OpenOptions::new()
+                let file = crate::private::private_file()
                     .create(true)
                     .append(true)
                     .open(&path)
@@ -388,7 +389,7 @@ impl SegmentLog {
         let flushed = self.close_file();
         let number = self.files.back().map_or(1, |f| f.number.saturating_add(1));
         let path = segment_path(&self.dir, number);
-        let file = OpenOptions::new()
+        let file = crate::private::private_file()
             .write(true)
             .create_new(true)
             .open(&path)

@@ -270,7 +270,8 @@ impl EventIndex {
     /// [`MIN_INDEX_HEAP_BYTES`] each). Fails if another writer (in this process or another) holds
     /// the index.
     pub fn open_or_create(dir: &Path, heap_bytes: usize) -> Result<Self, IndexError> {
-        std::fs::create_dir_all(dir).map_err(IndexError::io("create directory", dir))?;
+        // 0700: the index holds every collected event's fields.
+        fubar_logs::create_private_dir(dir).map_err(IndexError::io("create directory", dir))?;
         let directory = MmapDirectory::open(dir)
             .map_err(|e| IndexError::tantivy("open")(TantivyError::from(e)))?;
         let (schema, fields) = schema();

@@ -133,7 +133,8 @@ impl Spool {
     /// Opens (creating) the spool: its newest file's torn tail is cut, the state read back.
     pub fn open(config: &SpoolConfig) -> Result<Self, MonitorError> {
         let dir = &config.dir;
-        fs::create_dir_all(dir).map_err(|e| MonitorError::io("create directory", dir, e))?;
+        fubar_logs::create_private_dir(dir)
+            .map_err(|e| MonitorError::io("create directory", dir, e))?;
         let mut files = VecDeque::new();
         for (number, path) in list(dir)? {
             let bytes = fs::metadata(&path)
@@ -260,7 +261,7 @@ impl Spool {
         let out = match &mut self.out {
             Some(out) => out,
             None => {
-                let file = OpenOptions::new()
+                let file = fubar_logs::private_file()
                     .create(true)
                     .append(true)
                     .open(&path)

@@ -12,6 +12,7 @@ use crate::mqtt::packet::{
     FilterOptions, Packet, Properties, ProtocolVersion, ReasonCode, RetainHandling, SubAckCode,
 };
 use crate::mqtt::properties_text::quoted;
+use crate::mqtt::redact;
 
 /// Most raw bytes shown in one `packet` event.
 const HEX_CAP: usize = 64;
@@ -193,16 +194,43 @@ impl fmt::Display for Filters<'_> {
     }
 }
 
-/// Raw bytes moved on a socket.
-pub(crate) fn bytes(dir: &str, peer: SocketAddr, data: &[u8]) {
-    if !tracing::enabled!(target: "packet", tracing::Level::TRACE) {
-        return;
+/// Whether the `packet` class records raw bytes (checked before a frame's head is copied).
+pub(crate) fn bytes_enabled() -> bool {
+    tracing::enabled!(target: "packet", tracing::Level::TRACE)
+}
+
+/// The first bytes of what is in `buf`, kept for [`received_bytes`] when the `packet` class
+/// is on (the decoder consumes the frame).
+pub(crate) fn head_of(buf: &[u8]) -> Option<Vec<u8>> {
+    bytes_enabled().then(|| buf[..buf.len().min(HEX_CAP)].to_vec())
+}
+
+/// The raw bytes of one received frame of `size` bytes (`head`: its first bytes), with a
+/// CONNECT's password and MQTT 5.0 authentication data masked (`mqtt::redact`); `packet` is
+/// the decoded frame, `None` when it did not decode.
+pub(crate) fn received_bytes(peer: SocketAddr, mut head: Vec<u8>, size: usize, packet: Option<&Packet>) {
+    let password = match packet {
+        Some(Packet::Connect(c)) => c.password.as_ref().map(|p| p.len()),
+        _ => None,
+    };
+    head.truncate(size.max(1).min(head.len()));
+    let redacted = redact::mask_secrets(&mut head, size, packet.is_some(), password);
+    raw("in", peer, &head, size, redacted);
+}
+
+/// The raw bytes of one encoded frame sent (the broker sends no secret).
+pub(crate) fn sent_bytes(peer: SocketAddr, frame: &[u8]) {
+    if bytes_enabled() {
+        raw("out", peer, &frame[..frame.len().min(HEX_CAP)], frame.len(), false);
     }
-    let mut hex = String::with_capacity(2 * HEX_CAP.min(data.len()));
-    for b in data.iter().take(HEX_CAP) {
+}
+
+fn raw(dir: &str, peer: SocketAddr, head: &[u8], size: usize, redacted: bool) {
+    let mut hex = String::with_capacity(2 * head.len());
+    for b in head {
         let _ = write!(hex, "{b:02x}");
     }
-    tracing::trace!(target: "packet", dir, %peer, size = data.len(), hex, truncated = data.len() > HEX_CAP);
+    tracing::trace!(target: "packet", dir, %peer, size, hex, truncated = size > head.len(), redacted);
 }
 
 /// A retained message set or cleared by a publish.

@@ -10,6 +10,7 @@ pub mod packet;
 pub mod properties;
 pub mod properties_text;
 pub mod reason;
+pub mod redact;
 pub mod receive_quota;
 pub mod session;
 pub mod topic;

@@ -223,7 +223,6 @@ where
                         } else {
                             self.read_chunk
                         };
-                        packet_log::bytes("in", self.peer, &self.rbuf[self.rbuf.len() - n..]);
                     }
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
@@ -258,12 +257,23 @@ where
                 return Ok(());
             }
             let before = self.rbuf.len();
+            // Raw bytes are logged per frame, not per read: a frame's kind is known, so a
+            // CONNECT's password is masked before any byte of it is logged.
+            let head = packet_log::head_of(&self.rbuf);
             let packet = match decode(&mut self.rbuf, max, self.protocol) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(self.refuse_input(e)),
+                Err(e) => {
+                    if let Some(head) = head {
+                        packet_log::received_bytes(self.peer, head, before, None);
+                    }
+                    return Err(self.refuse_input(e));
+                }
             };
             let size = before - self.rbuf.len();
+            if let Some(head) = head {
+                packet_log::received_bytes(self.peer, head, size, Some(&packet));
+            }
             if let Packet::Connect(c) = &packet {
                 if self.client.is_none() {
                     self.protocol = c.protocol;
@@ -489,7 +499,7 @@ where
             size,
             self.traced(),
         );
-        packet_log::bytes("out", self.peer, &self.wbuf[before..]);
+        packet_log::sent_bytes(self.peer, &self.wbuf[before..]);
     }
 
     /// Whether this connection's client is followed in the `trace` class.
