@@ -475,3 +475,90 @@ fn ctl_with_a_wrong_cookie_is_refused_over_the_cluster_port() {
     let out = remote(other.path(), port, &["search", ""]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
+
+/// Every file under `dir` (recursively).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_packet_class_never_holds_a_password_on_the_node_in_a_daily_file_or_on_the_monitor() {
+    const PASSWORD: &str = "Zq7-s3cret-Pw";
+    let cluster = Cluster::new();
+    let (_monitor, port) = cluster.monitor(0);
+    let n1 = cluster.node("n1", port, &[]);
+    let ctl = |node: &str, args: &[&str]| {
+        let out = fubar()
+            .args(["ctl", "--node", node, "--data-dir"])
+            .arg(cluster.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    ctl(MONITOR, &["log", "collect", "packet", "on"]);
+    // `packet` open on n1, to a daily text file.
+    ctl("n1@localhost", &["log", "out", "packet", "daily-packets"]);
+    // A 3.1.1 CONNECT with a user name and the password, then a clean DISCONNECT.
+    let mut c = RawClient::connect(n1.addr);
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 30];
+    for field in ["pwclient", "alice", PASSWORD] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut connect = vec![0x10];
+    connect.extend(crate::common::varint(body.len()));
+    connect.extend(body);
+    c.send(&connect);
+    c.read_packet(WAIT).expect("CONNACK");
+    c.send(&[0xE0, 0x00]);
+    let _ = c.closed_within(WAIT);
+    // The CONNECT's packet event reaches the monitor's index: its user name is there in hex,
+    // its password is not (neither as text nor as hex).
+    let user_hex = "616c696365";
+    let found = cluster.wait_found("class:packet", user_hex);
+    let password_hex: String = PASSWORD.bytes().map(|b| format!("{b:02x}")).collect();
+    let secret_hex = &password_hex[..12]; // 6 bytes of it are enough to give it away
+    assert!(
+        !found.contains(PASSWORD) && !found.contains(secret_hex),
+        "{found}"
+    );
+    assert!(found.contains("redacted=true"), "{found}");
+    // Nowhere on disk either: the node's and the monitor's segments, the daily text file, the
+    // index and the spool. Byte search over every file of the shared data folder.
+    let files = files_under(cluster.path());
+    assert!(
+        files.iter().any(|p| p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("daily-packets"))),
+        "no daily file in {files:?}"
+    );
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap_or_default();
+        for needle in [PASSWORD.as_bytes(), secret_hex.as_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds the password",
+                file.display()
+            );
+        }
+        #[cfg(unix)]
+        if file.to_string_lossy().contains("/log/") {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", file.display());
+        }
+    }
+}
