@@ -45,7 +45,11 @@ mod tests {
         create_private_dir(&dir).unwrap();
         create_private_dir(&dir).unwrap(); // again: already there
         let file = dir.join("f");
-        private_file().create(true).append(true).open(&file).unwrap();
+        private_file()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&tmp.path().join("a")), 0o700);
         assert_eq!(mode(&dir), 0o700);

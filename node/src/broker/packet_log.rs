@@ -208,7 +208,12 @@ pub(crate) fn head_of(buf: &[u8]) -> Option<Vec<u8>> {
 /// The raw bytes of one received frame of `size` bytes (`head`: its first bytes), with a
 /// CONNECT's password and MQTT 5.0 authentication data masked (`mqtt::redact`); `packet` is
 /// the decoded frame, `None` when it did not decode.
-pub(crate) fn received_bytes(peer: SocketAddr, mut head: Vec<u8>, size: usize, packet: Option<&Packet>) {
+pub(crate) fn received_bytes(
+    peer: SocketAddr,
+    mut head: Vec<u8>,
+    size: usize,
+    packet: Option<&Packet>,
+) {
     let password = match packet {
         Some(Packet::Connect(c)) => c.password.as_ref().map(|p| p.len()),
         _ => None,
@@ -221,7 +226,13 @@ pub(crate) fn received_bytes(peer: SocketAddr, mut head: Vec<u8>, size: usize, p
 /// The raw bytes of one encoded frame sent (the broker sends no secret).
 pub(crate) fn sent_bytes(peer: SocketAddr, frame: &[u8]) {
     if bytes_enabled() {
-        raw("out", peer, &frame[..frame.len().min(HEX_CAP)], frame.len(), false);
+        raw(
+            "out",
+            peer,
+            &frame[..frame.len().min(HEX_CAP)],
+            frame.len(),
+            false,
+        );
     }
 }
 
