@@ -37,12 +37,22 @@ pub enum Command {
     /// TLS certificates.
     #[command(subcommand)]
     Ssl(SslCommand),
+    /// Settings files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Publish messages (as mosquitto_pub).
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Pub(PubArgs),
     /// Subscribe and print messages (as mosquitto_sub).
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Sub(SubArgs),
+}
+
+/// `fubar config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a settings file (TOML) with every setting, its default and what it is for.
+    Example,
 }
 
 /// `fubar ssl ...`.

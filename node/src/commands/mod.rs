@@ -12,7 +12,7 @@ mod search;
 mod shell;
 mod ssl;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigCommand};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -29,5 +29,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pub(args) => pubsub::run_pub(args),
         Command::Sub(args) => pubsub::run_sub(args),
         Command::Ssl(cmd) => ssl::run(cmd),
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", crate::settings::example());
+            Ok(())
+        }
     }
 }

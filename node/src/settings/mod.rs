@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::mqtt::session::SessionLimits;
 
 mod cluster;
+mod example;
 mod retained;
 
 pub use cluster::{ClusterSettings, MonitorSettings};
+pub use example::example;
 pub use retained::RetainedSettings;
 
 /// All settings of a node.
