@@ -19,6 +19,10 @@ const LOGGED_TOPIC_BYTES: usize = 256;
 /// Hands the run-time-changeable bounds to the parts of the broker that hold them.
 pub(crate) fn apply(broker: &Broker, settings: &Settings) {
     broker.retained.set_limits(settings.retained.clone());
+    broker
+        .registry
+        .offline_budget()
+        .set_max(settings.session.max_offline_queued_bytes);
     broker.disk.set_limits(
         settings.store.min_free_disk_bytes,
         std::time::Duration::from_millis(settings.store.disk_check_ms),

@@ -12,6 +12,7 @@ pub mod disk_guard;
 pub(crate) mod limits;
 mod listener;
 pub mod memory;
+pub mod offline_budget;
 mod packet_log;
 pub(crate) mod persist;
 pub mod rate_limit;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use fubar_store::Store;
 use tokio::sync::{oneshot, Notify};
 
+use super::offline_budget::OfflineBudget;
 use super::persist;
 use crate::mqtt::packet::LastWill;
 use crate::mqtt::session::{Session, SessionLimits};
@@ -41,6 +42,8 @@ pub struct SessionSlot {
     /// Drops not yet reported in a `warning` event, and when the last report was made.
     drops_unreported: usize,
     last_drop_report: Option<Instant>,
+    /// Bytes of this session's queue counted in the node's `OfflineBudget` (while away).
+    offline_counted: usize,
 }
 
 impl SessionSlot {
@@ -54,6 +57,7 @@ impl SessionSlot {
             ended: false,
             drops_unreported: 0,
             last_drop_report: None,
+            offline_counted: 0,
         }
     }
 
@@ -104,16 +108,29 @@ pub struct SessionHandle {
     pub notify: Notify,
     /// Where a persistent session's changes are written.
     store: Option<Arc<Store>>,
+    /// The node's bound on bytes queued for absent clients.
+    offline: Arc<OfflineBudget>,
 }
 
 impl SessionHandle {
-    fn new(client_id: Arc<str>, slot: SessionSlot, store: Option<Arc<Store>>) -> Self {
+    fn new(
+        client_id: Arc<str>,
+        slot: SessionSlot,
+        store: Option<Arc<Store>>,
+        offline: Arc<OfflineBudget>,
+    ) -> Self {
         Self {
             client_id,
             slot: Mutex::new(slot),
             notify: Notify::new(),
             store,
+            offline,
         }
+    }
+
+    /// The node's bound on bytes queued for absent clients.
+    pub fn offline_budget(&self) -> &OfflineBudget {
+        &self.offline
     }
 
     /// Locks the session's slot (a short lock: nothing is awaited while it is held). When the
@@ -143,6 +160,29 @@ impl Deref for SlotGuard<'_> {
 impl DerefMut for SlotGuard<'_> {
     fn deref_mut(&mut self) -> &mut SessionSlot {
         &mut self.guard
+    }
+}
+
+impl SlotGuard<'_> {
+    /// Counts this session's queue in the node's offline budget while its client is away,
+    /// and gives it back once a connection serves it (or it has ended).
+    pub fn recount_offline(&mut self) {
+        let to = if self.guard.is_online() || self.guard.ended {
+            0
+        } else {
+            self.guard.session.queued_bytes()
+        };
+        let from = std::mem::replace(&mut self.guard.offline_counted, to);
+        if from != to {
+            self.handle.offline.adjust(from, to);
+        }
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        let slot = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.offline.adjust(slot.offline_counted, 0);
     }
 }
 
@@ -211,6 +251,8 @@ pub struct Registry {
     timers_changed: Notify,
     /// `session.max_age_secs`: the longest an offline session is kept.
     max_age_secs: AtomicU64,
+    /// `session.max_offline_queued_bytes`: bytes queued for absent clients, node-wide.
+    offline: Arc<OfflineBudget>,
 }
 
 impl Default for Registry {
@@ -228,7 +270,13 @@ impl Registry {
             timers: Mutex::default(),
             timers_changed: Notify::new(),
             max_age_secs: AtomicU64::new(DEFAULT_MAX_AGE.as_secs()),
+            offline: Arc::new(OfflineBudget::new(usize::MAX)),
         }
+    }
+
+    /// The node's bound on bytes queued for absent clients (`session.max_offline_queued_bytes`).
+    pub fn offline_budget(&self) -> &OfflineBudget {
+        &self.offline
     }
 
     /// Sets the longest an offline session is kept (`session.max_age_secs`), for sessions
@@ -372,12 +420,15 @@ impl Registry {
             client_id.into(),
             slot,
             self.store.clone(),
+            self.offline.clone(),
         ))
     }
 
     /// Ends a session: no more store writes for it, and its stored state is deleted.
     fn end(&self, slot: &mut SessionSlot, client_id: &Arc<str>) {
         slot.ended = true;
+        self.offline
+            .adjust(std::mem::take(&mut slot.offline_counted), 0);
         self.clear_timers(slot, client_id);
         if slot.session.is_persistent() {
             let _ = slot.session.take_changes();
@@ -439,6 +490,7 @@ impl Registry {
                 // 3.1.3.2.2), and it no longer expires.
                 self.clear_timers(&mut slot, &existing.client_id);
                 slot.owner = Some(Owner { conn_id, kick });
+                slot.recount_offline(); // served again: its queue no longer counts as away
                 slot.clean = !persistent;
                 if !persistent && slot.session.is_persistent() {
                     // It ends with this connection now: nothing of it stays in the store.

@@ -402,7 +402,20 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
             return None;
         }
         let stored = delivery.qos != QoS::AtMostOnce && slot.session.is_persistent();
+        let away = stored && !slot.is_online();
+        if away && !handle.offline_budget().admits(delivery.message.cost()) {
+            // `session.max_offline_queued_bytes`: the node holds enough for absent clients.
+            drop(slot);
+            refused_offline(handle);
+            return Some(Delivered {
+                dropped: 1,
+                stored: false,
+            });
+        }
         let dropped = slot.session.enqueue(delivery).dropped;
+        if away {
+            slot.recount_offline();
+        }
         let report = if dropped > 0 {
             slot.note_drops(dropped, Instant::now(), DROP_REPORT_EVERY)
                 .map(|n| (n, slot.session.dropped_total()))
@@ -422,6 +435,22 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
     }
     handle.notify.notify_one();
     Some(Delivered { dropped, stored })
+}
+
+/// A message not queued for an absent client because the node's offline budget is spent:
+/// a `warning` at most once a second, with the count.
+fn refused_offline(handle: &SessionHandle) {
+    let budget = handle.offline_budget();
+    if let Some(refused) = budget.note_refused(Instant::now()) {
+        tracing::warn!(
+            target: "warning",
+            client = %handle.client_id,
+            refused,
+            refused_total = budget.refused_total(),
+            queued_bytes = budget.used(),
+            "offline queues full (session.max_offline_queued_bytes): message not queued for an absent client"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -251,6 +251,10 @@ pub struct SessionSettings {
     /// a CONNECT that would create one more is refused (MQTT 5.0 CONNACK 0x97, 3.1.1
     /// CONNACK 3 server unavailable). Resuming an existing session always works.
     pub max_persistent: usize,
+    /// Most bytes (topic + payload) queued on the node for all persistent sessions whose client
+    /// is away; beyond it a QoS 1/2 message for such a session is not queued (a `warning`
+    /// once a second with the count). Sessions that are served are not counted.
+    pub max_offline_queued_bytes: usize,
 }
 
 /// The node's log engine.
@@ -336,6 +340,9 @@ impl Default for SessionSettings {
             // The same as `mqtt.max_connections`: every client may keep a session, but a
             // client-id generator cannot make more (each costs memory and disk while away).
             max_persistent: 1_000_000,
+            // 2 GiB: a tenth of this machine class's memory; the memory alarm (40%) sheds
+            // only QoS 0, so offline queues need a bound of their own.
+            max_offline_queued_bytes: 2 << 30,
         }
     }
 }

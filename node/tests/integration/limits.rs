@@ -580,3 +580,98 @@ fn in_a_cluster_a_refused_retained_message_is_not_replicated() {
         .wait_for_log("delivered, not retained", WAIT)
         .expect("the refusal is a warning on the publisher's node");
 }
+
+/// The payloads of the next `n` PUBLISH packets (each acknowledged).
+async fn payloads(r: &mut ClientReader, w: &mut ClientWriter, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Packet::Publish(p) = next(r).await.unwrap() {
+            if p.qos == QoS::AtLeastOnce {
+                send(w, &Packet::PubAck(Ack::new(p.packet_id))).await;
+            }
+            out.push(String::from_utf8_lossy(&p.payload).into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn offline_queues_are_bounded_node_wide_and_served_sessions_do_not_count() {
+    // Each message costs 100 bytes (topic `off/t`, 95 bytes of payload): 10 fit.
+    let broker = Broker::start_with(&[], "[session]\nmax_offline_queued_bytes = 1000\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let body = |i: usize| format!("{i:<95}");
+    rt.block_on(async {
+        for id in ["s1", "s2"] {
+            let (mut r, mut w, _) =
+                connect_with(broker.addr, None, persistent(ProtocolVersion::V311, id))
+                    .await
+                    .unwrap();
+            suback(&mut r, &mut w, 1, &["off/t"]).await;
+            send(&mut w, &Packet::Disconnect(Default::default())).await;
+            drop(w);
+            broker
+                .wait_for_log(&format!("disconnected client={id}"), WAIT)
+                .expect("away");
+        }
+        let (mut on_r, mut on_w, _) =
+            connect_with(broker.addr, None, connect(ProtocolVersion::V311, "online"))
+                .await
+                .unwrap();
+        suback(&mut on_r, &mut on_w, 1, &["off/t"]).await;
+        let (mut pr, mut pw, _) =
+            connect_with(broker.addr, None, connect(ProtocolVersion::V311, "pub"))
+                .await
+                .unwrap();
+        for i in 0..20 {
+            let p = publish(
+                "off/t",
+                body(i).as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                1 + i as u16,
+            );
+            assert_eq!(puback(&mut pr, &mut pw, p).await, ReasonCode::Success);
+        }
+        // The served subscriber gets every message.
+        assert_eq!(payloads(&mut on_r, &mut on_w, 20).await.len(), 20);
+        // s1 comes back: the first five were queued for it (five for s2 make the 1000 bytes),
+        // nothing after them (the next message it gets is one published now).
+        let (mut r1, mut w1, present) =
+            connect_with(broker.addr, None, persistent(ProtocolVersion::V311, "s1"))
+                .await
+                .unwrap();
+        assert!(present);
+        let got = payloads(&mut r1, &mut w1, 5).await;
+        assert_eq!(got, (0..5).map(body).collect::<Vec<_>>());
+        // s1 is served now, so its 500 bytes are free again: three more fit for s2.
+        for i in 20..23 {
+            let p = publish(
+                "off/t",
+                body(i).as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                1 + i as u16,
+            );
+            assert_eq!(puback(&mut pr, &mut pw, p).await, ReasonCode::Success);
+        }
+        assert_eq!(
+            payloads(&mut r1, &mut w1, 3).await,
+            (20..23).map(body).collect::<Vec<_>>(),
+            "nothing of 5..20 was queued for s1"
+        );
+        let (mut r2, mut w2, present) =
+            connect_with(broker.addr, None, persistent(ProtocolVersion::V311, "s2"))
+                .await
+                .unwrap();
+        assert!(present);
+        let got = payloads(&mut r2, &mut w2, 8).await;
+        let want: Vec<String> = (0..5).chain(20..23).map(body).collect();
+        assert_eq!(got, want);
+    });
+    let line = broker
+        .wait_for_log("offline queues full", WAIT)
+        .expect("a warning for the refused messages");
+    assert!(line.starts_with("warning"), "{line}");
+    assert!(line.contains("refused="), "{line}");
+}
