@@ -154,7 +154,7 @@ impl Broker {
             member: OnceLock::new(),
             tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),
-            registry: Registry::with_store(store.clone()),
+            registry: Registry::with_store(store.clone(), store.as_ref().map(|_| disk.clone())),
             router: Router::default(),
             retained,
             disk,

@@ -9,7 +9,10 @@
 //! worst a session that went away with a backlog is counted from its first new message.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::disk_guard::DiskGuard;
 
 /// How often at most a `warning` reports refused messages.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -24,11 +27,14 @@ pub struct OfflineBudget {
     last_report_ms: AtomicU64,
     refused_total: AtomicU64,
     start: Instant,
+    /// While the data folder's disk is nearly full, nothing more is queued for absent
+    /// clients (their queues are persistent data).
+    disk: Option<Arc<DiskGuard>>,
 }
 
 impl OfflineBudget {
-    /// A budget of `max` bytes.
-    pub fn new(max: usize) -> Self {
+    /// A budget of `max` bytes, refusing everything while `disk` says the disk is low.
+    pub fn new(max: usize, disk: Option<Arc<DiskGuard>>) -> Self {
         Self {
             used: AtomicUsize::new(0),
             max: AtomicUsize::new(max),
@@ -36,6 +42,7 @@ impl OfflineBudget {
             last_report_ms: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
             start: Instant::now(),
+            disk,
         }
     }
 
@@ -54,9 +61,15 @@ impl OfflineBudget {
         self.refused_total.load(Ordering::Relaxed)
     }
 
-    /// Whether a session counting `counted` bytes may grow to `counted + extra`.
-    pub fn admits(&self, extra: usize) -> bool {
-        self.used().saturating_add(extra) <= self.max.load(Ordering::Relaxed)
+    /// Why `extra` more bytes may not be queued for an absent client at `now`, if so.
+    pub fn refusal(&self, extra: usize, now: Instant) -> Option<&'static str> {
+        if self.used().saturating_add(extra) > self.max.load(Ordering::Relaxed) {
+            return Some("session.max_offline_queued_bytes");
+        }
+        if self.disk.as_ref().is_some_and(|d| d.check(now).is_err()) {
+            return Some("disk nearly full (store.min_free_disk_bytes)");
+        }
+        None
     }
 
     /// A session's count goes from `from` to `to` bytes.
@@ -101,21 +114,22 @@ mod tests {
 
     #[test]
     fn counts_up_and_down_and_never_below_zero() {
-        let b = OfflineBudget::new(100);
-        assert!(b.admits(100));
+        let b = OfflineBudget::new(100, None);
+        let now = Instant::now();
+        assert!(b.refusal(100, now).is_none());
         b.adjust(0, 60);
-        assert!(b.admits(40) && !b.admits(41));
+        assert!(b.refusal(40, now).is_none() && b.refusal(41, now).is_some());
         b.adjust(60, 10);
         assert_eq!(b.used(), 10);
         b.adjust(50, 0); // more than is counted: stays at zero
         assert_eq!(b.used(), 0);
         b.set_max(0);
-        assert!(!b.admits(1));
+        assert!(b.refusal(1, now).is_some());
     }
 
     #[test]
     fn refusals_are_reported_at_most_once_a_second_with_their_count() {
-        let b = OfflineBudget::new(0);
+        let b = OfflineBudget::new(0, None);
         let t = Instant::now();
         assert_eq!(b.note_refused(t), Some(1));
         assert_eq!(b.note_refused(t + Duration::from_millis(10)), None);

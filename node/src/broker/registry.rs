@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use fubar_store::Store;
 use tokio::sync::{oneshot, Notify};
 
+use super::disk_guard::DiskGuard;
 use super::offline_budget::OfflineBudget;
 use super::persist;
 use crate::mqtt::packet::LastWill;
@@ -257,20 +258,21 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self::with_store(None)
+        Self::with_store(None, None)
     }
 }
 
 impl Registry {
-    /// A registry whose persistent sessions are kept in `store`.
-    pub fn with_store(store: Option<Arc<Store>>) -> Self {
+    /// A registry whose persistent sessions are kept in `store`; while `disk` says the data
+    /// folder's disk is nearly full, nothing more is queued for absent clients.
+    pub fn with_store(store: Option<Arc<Store>>, disk: Option<Arc<DiskGuard>>) -> Self {
         Self {
             sessions: Mutex::default(),
             store,
             timers: Mutex::default(),
             timers_changed: Notify::new(),
             max_age_secs: AtomicU64::new(DEFAULT_MAX_AGE.as_secs()),
-            offline: Arc::new(OfflineBudget::new(usize::MAX)),
+            offline: Arc::new(OfflineBudget::new(usize::MAX, disk)),
         }
     }
 

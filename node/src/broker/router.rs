@@ -403,10 +403,17 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
         }
         let stored = delivery.qos != QoS::AtMostOnce && slot.session.is_persistent();
         let away = stored && !slot.is_online();
-        if away && !handle.offline_budget().admits(delivery.message.cost()) {
-            // `session.max_offline_queued_bytes`: the node holds enough for absent clients.
+        let refusal = away
+            .then(|| {
+                handle
+                    .offline_budget()
+                    .refusal(delivery.message.cost(), Instant::now())
+            })
+            .flatten();
+        if let Some(why) = refusal {
+            // The node holds enough for absent clients, or its disk is nearly full.
             drop(slot);
-            refused_offline(handle);
+            refused_offline(handle, why);
             return Some(Delivered {
                 dropped: 1,
                 stored: false,
@@ -439,7 +446,7 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
 
 /// A message not queued for an absent client because the node's offline budget is spent:
 /// a `warning` at most once a second, with the count.
-fn refused_offline(handle: &SessionHandle) {
+fn refused_offline(handle: &SessionHandle, why: &'static str) {
     let budget = handle.offline_budget();
     if let Some(refused) = budget.note_refused(Instant::now()) {
         tracing::warn!(
@@ -448,7 +455,8 @@ fn refused_offline(handle: &SessionHandle) {
             refused,
             refused_total = budget.refused_total(),
             queued_bytes = budget.used(),
-            "offline queues full (session.max_offline_queued_bytes): message not queued for an absent client"
+            limit = why,
+            "offline queues full: message not queued for an absent client"
         );
     }
 }

@@ -675,3 +675,46 @@ fn offline_queues_are_bounded_node_wide_and_served_sessions_do_not_count() {
     assert!(line.starts_with("warning"), "{line}");
     assert!(line.contains("refused="), "{line}");
 }
+
+#[test]
+fn a_nearly_full_disk_queues_nothing_more_for_absent_clients() {
+    let broker = Broker::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let set_min_free = |bytes: &str| {
+        let out = broker.ctl(&["settings", "store.min_free_disk_bytes", bytes]);
+        assert!(out.status.success(), "{out:?}");
+    };
+    rt.block_on(async {
+        let (mut r, mut w, _) =
+            connect_with(broker.addr, None, persistent(ProtocolVersion::V311, "away"))
+                .await
+                .unwrap();
+        suback(&mut r, &mut w, 1, &["dq/t"]).await;
+        send(&mut w, &Packet::Disconnect(Default::default())).await;
+        drop(w);
+        broker
+            .wait_for_log("disconnected client=away", WAIT)
+            .expect("away");
+        let (mut pr, mut pw, _) =
+            connect_with(broker.addr, None, connect(ProtocolVersion::V311, "pub"))
+                .await
+                .unwrap();
+        // The disk reads as nearly full: the first message is not queued for the absent client.
+        set_min_free("9223372036854775807");
+        let p = publish("dq/t", b"while full", QoS::AtLeastOnce, false, 1);
+        assert!(!puback(&mut pr, &mut pw, p).await.is_error());
+        // Room again: the second one is.
+        set_min_free("0");
+        let p = publish("dq/t", b"room again", QoS::AtLeastOnce, false, 2);
+        assert!(!puback(&mut pr, &mut pw, p).await.is_error());
+        let (mut r, mut w, present) =
+            connect_with(broker.addr, None, persistent(ProtocolVersion::V311, "away"))
+                .await
+                .unwrap();
+        assert!(present);
+        assert_eq!(payloads(&mut r, &mut w, 1).await, ["room again"]);
+    });
+    broker
+        .wait_for_log("offline queues full", WAIT)
+        .expect("a warning for the refused message");
+}
