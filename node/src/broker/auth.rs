@@ -2,32 +2,31 @@
 //!
 //! Passwords are kept as argon2id hashes (PHC strings) in the store and in memory, never in
 //! clear and never logged. Checking a password is deliberately slow, so it runs on the
-//! blocking pool under a bound (`auth.max_concurrent_checks`). Failed attempts from one address
-//! are throttled: after a failure, the next attempt from that address waits
-//! `auth.failure_delay_ms`, doubling with each further failure up to
-//! `auth.max_failure_delay_ms`, and attempts from one address are served one slot at a time, so
-//! opening many connections at once does not multiply the guessing rate.
+//! blocking pool, at most `auth.max_concurrent_checks` at once, shared fairly between
+//! addresses (`fair_checks`). Failed logins are throttled per (address, user name) and, much
+//! higher, per address (`login_throttle`); an attempt while penalised is refused at once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::fair_checks::FairChecks;
+use super::login_throttle::LoginThrottle;
+use crate::mqtt::packet::ConnectReturnCode;
+use crate::mqtt::reason::ReasonCode;
+use crate::settings::AuthSettings;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use fubar_store::records::AccountRecord;
 use fubar_store::{Store, StoreError};
-use tokio::sync::Semaphore;
-
-use crate::mqtt::packet::ConnectReturnCode;
-use crate::settings::AuthSettings;
 
 /// Why credentials were refused, with the CONNACK code to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
-    /// The return code.
-    pub code: ConnectReturnCode,
+    /// The CONNACK code (MQTT 5.0; a 3.1/3.1.1 client gets its return code).
+    pub code: ReasonCode,
     /// What the `access` event says.
     pub reason: &'static str,
 }
@@ -37,11 +36,11 @@ pub struct Refusal {
 pub struct Accounts {
     hashes: RwLock<HashMap<String, String>>,
     store: Option<Arc<Store>>,
-    checks: Semaphore,
+    checks: Arc<FairChecks>,
     /// A real hash to check against for unknown users, so that a refusal takes as long
     /// whether or not the user exists.
     decoy: String,
-    throttle: Throttle,
+    throttle: Mutex<LoginThrottle>,
 }
 
 /// Hashes a password (slow: call off the async threads).
@@ -71,9 +70,9 @@ impl Accounts {
         Ok(Self {
             hashes: RwLock::new(hashes),
             store,
-            checks: Semaphore::new(settings.max_concurrent_checks.max(1)),
+            checks: FairChecks::new(settings.max_concurrent_checks),
             decoy: hash_password("decoy").unwrap_or_default(),
-            throttle: Throttle::new(settings),
+            throttle: Mutex::new(LoginThrottle::new(settings)),
         })
     }
 
@@ -126,22 +125,30 @@ impl Accounts {
         names
     }
 
-    /// Checks the credentials of a CONNECT from `peer`, after any throttling delay.
+    fn throttle(&self) -> std::sync::MutexGuard<'_, LoginThrottle> {
+        self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks the credentials of a CONNECT from `peer`. A user name penalised at this
+    /// address, or an address penalised for too many failures, is refused at once (MQTT 5.0
+    /// 0x8A banned, 3.1.1 CONNACK 5) without a password check.
     pub async fn check(
         &self,
         peer: IpAddr,
         username: Option<&str>,
         password: Option<&[u8]>,
     ) -> Result<(), Refusal> {
-        let wait = self.throttle.reserve(peer, Instant::now());
-        if !wait.is_zero() {
-            tracing::debug!(target: "access", %peer, wait_ms = wait.as_millis() as u64, "throttling after failed logins");
-            tokio::time::sleep(wait).await;
+        let user = username.unwrap_or("");
+        if let Err(penalty) = self.throttle().admit(peer, user, Instant::now()) {
+            return Err(Refusal {
+                code: ReasonCode::Banned,
+                reason: penalty.reason(),
+            });
         }
         let Some(user) = username else {
-            self.throttle.failed(peer, Instant::now());
+            self.throttle().failed(peer, "", Instant::now());
             return Err(Refusal {
-                code: ConnectReturnCode::NotAuthorized,
+                code: ConnectReturnCode::NotAuthorized.into(),
                 reason: "no user name given and anonymous access is off",
             });
         };
@@ -152,91 +159,26 @@ impl Accounts {
         let phc = known.clone().unwrap_or_else(|| self.decoy.clone());
         let password = password.unwrap_or_default().to_vec();
         let ok = {
-            let _permit = self.checks.acquire().await;
+            // Dropped with this future if the connection goes away while it waits: then
+            // nothing is counted against the user or the address.
+            let _slot = self.checks.acquire(peer).await;
             tokio::task::spawn_blocking(move || verify(&password, &phc))
                 .await
                 .unwrap_or(false)
         };
         if ok && known.is_some() {
-            self.throttle.succeeded(peer);
+            self.throttle().succeeded(peer, user);
             return Ok(());
         }
-        self.throttle.failed(peer, Instant::now());
+        self.throttle().failed(peer, user, Instant::now());
         Err(Refusal {
-            code: ConnectReturnCode::BadUserNameOrPassword,
+            code: ConnectReturnCode::BadUserNameOrPassword.into(),
             reason: if known.is_some() {
                 "wrong password"
             } else {
                 "unknown user"
             },
         })
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    next_slot: Instant,
-}
-
-/// Per-address throttling of failed logins.
-#[derive(Debug)]
-struct Throttle {
-    base: Duration,
-    max: Duration,
-    capacity: usize,
-    by_addr: Mutex<HashMap<IpAddr, Failures>>,
-}
-
-impl Throttle {
-    fn new(s: &AuthSettings) -> Self {
-        Self {
-            base: Duration::from_millis(s.failure_delay_ms),
-            max: Duration::from_millis(s.max_failure_delay_ms),
-            capacity: s.max_tracked_addresses.max(1),
-            by_addr: Mutex::default(),
-        }
-    }
-
-    fn delay(&self, count: u32) -> Duration {
-        let factor = 1u32 << count.saturating_sub(1).min(20);
-        self.base.saturating_mul(factor).min(self.max)
-    }
-
-    /// How long an attempt from `addr` starting at `now` must wait; reserves its slot.
-    fn reserve(&self, addr: IpAddr, now: Instant) -> Duration {
-        let mut map = self.by_addr.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(f) = map.get_mut(&addr) else {
-            return Duration::ZERO;
-        };
-        let slot = f.next_slot.max(now);
-        f.next_slot = slot + self.delay(f.count);
-        slot - now
-    }
-
-    fn failed(&self, addr: IpAddr, now: Instant) {
-        let mut map = self.by_addr.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= self.capacity && !map.contains_key(&addr) {
-            // Forget addresses that have been quiet longest; bounded memory under a scan.
-            let max = self.max;
-            map.retain(|_, f| f.next_slot + max > now);
-            if map.len() >= self.capacity {
-                map.clear();
-            }
-        }
-        let f = map.entry(addr).or_insert(Failures {
-            count: 0,
-            next_slot: now,
-        });
-        f.count = f.count.saturating_add(1);
-        f.next_slot = f.next_slot.max(now + self.delay(f.count));
-    }
-
-    fn succeeded(&self, addr: IpAddr) {
-        self.by_addr
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&addr);
     }
 }
 
@@ -264,41 +206,6 @@ mod tests {
         assert!(!verify(b"1234", "not a hash"));
     }
 
-    #[test]
-    fn throttle_doubles_and_serializes_attempts() {
-        let t = Throttle::new(&settings());
-        let ip: IpAddr = [10, 0, 0, 1].into();
-        let t0 = Instant::now();
-        assert_eq!(t.reserve(ip, t0), Duration::ZERO, "no failures, no wait");
-        t.failed(ip, t0);
-        // Two attempts arriving together after one failure are served 100 ms apart.
-        assert_eq!(t.reserve(ip, t0), Duration::from_millis(100));
-        assert_eq!(t.reserve(ip, t0), Duration::from_millis(200));
-        t.failed(ip, t0);
-        t.failed(ip, t0);
-        t.failed(ip, t0);
-        t.failed(ip, t0);
-        t.failed(ip, t0);
-        assert_eq!(t.delay(6), Duration::from_millis(1000), "capped");
-        t.succeeded(ip);
-        assert_eq!(t.reserve(ip, t0), Duration::ZERO);
-        let other: IpAddr = [10, 0, 0, 2].into();
-        assert_eq!(t.reserve(other, t0), Duration::ZERO, "per address");
-    }
-
-    #[test]
-    fn throttle_memory_is_bounded() {
-        let t = Throttle::new(&AuthSettings {
-            max_tracked_addresses: 10,
-            ..settings()
-        });
-        let now = Instant::now();
-        for i in 0..100u8 {
-            t.failed([10, 0, 1, i].into(), now);
-        }
-        assert!(t.by_addr.lock().unwrap().len() <= 10);
-    }
-
     #[tokio::test]
     async fn credentials_matrix() {
         let accounts = Accounts::load(None, &settings()).unwrap();
@@ -312,14 +219,29 @@ mod tests {
             .check(peer, Some("romeo"), Some(b"nope"))
             .await
             .unwrap_err();
-        assert_eq!(wrong.code, ConnectReturnCode::BadUserNameOrPassword);
+        assert_eq!(
+            wrong.code,
+            ReasonCode::from(ConnectReturnCode::BadUserNameOrPassword)
+        );
+        // Penalised now: even the right password is refused at once, for this user only.
+        let banned = accounts
+            .check(peer, Some("romeo"), Some(b"1234"))
+            .await
+            .unwrap_err();
+        assert_eq!(banned.code, ReasonCode::Banned);
         let unknown = accounts
             .check(peer, Some("juliet"), Some(b"1234"))
             .await
             .unwrap_err();
         assert_eq!(unknown.reason, "unknown user");
-        let anonymous = accounts.check(peer, None, None).await.unwrap_err();
-        assert_eq!(anonymous.code, ConnectReturnCode::NotAuthorized);
+        let anonymous = accounts
+            .check([127, 0, 0, 2].into(), None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            anonymous.code,
+            ReasonCode::from(ConnectReturnCode::NotAuthorized)
+        );
         assert!(accounts.delete("romeo").unwrap());
         assert!(accounts
             .check(peer, Some("romeo"), Some(b"1234"))

@@ -130,14 +130,18 @@ impl Default for MemorySettings {
 pub struct AuthSettings {
     /// Require a user name and password of an account (`fubar ctl account update`).
     pub enabled: bool,
-    /// Delay before the next attempt from an address after a failed login, doubling with
-    /// each further failure.
+    /// Milliseconds a user name is refused from an address after a failed login there,
+    /// doubling with each further failure (other users behind that address are not held).
     pub failure_delay_ms: u64,
-    /// Cap of that delay.
+    /// Cap of that penalty.
     pub max_failure_delay_ms: u64,
-    /// Addresses whose failures are remembered (bounded memory under a scan).
+    /// Failed logins a minute from one address, whatever the user names; beyond it every
+    /// login from the address is refused at once (stops a password spray).
+    pub max_address_failures_per_min: u32,
+    /// Entries (address and user name, address) the throttle remembers (bounded memory
+    /// under a scan).
     pub max_tracked_addresses: usize,
-    /// Password checks (deliberately slow) running at once.
+    /// Password checks (deliberately slow) running at once, shared fairly between addresses.
     pub max_concurrent_checks: usize,
 }
 
@@ -353,6 +357,9 @@ impl Default for AuthSettings {
             enabled: false,
             failure_delay_ms: 1000,
             max_failure_delay_ms: 30_000,
+            // Far above what a NAT'd fleet with a few misconfigured devices makes, far below
+            // what a spray needs (mosquitto has no bound; fail2ban's default is 5 in 10 min).
+            max_address_failures_per_min: 100,
             max_tracked_addresses: 100_000,
             max_concurrent_checks: 2,
         }
@@ -390,7 +397,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 35] = [
+pub const FIXED_AT_START: [&str; 36] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -400,6 +407,7 @@ pub const FIXED_AT_START: [&str; 35] = [
     "mqtt.max_connections",
     "auth.failure_delay_ms",
     "auth.max_failure_delay_ms",
+    "auth.max_address_failures_per_min",
     "auth.max_tracked_addresses",
     "auth.max_concurrent_checks",
     "store.sync",

@@ -13,6 +13,7 @@ mod conformance;
 mod interop;
 mod lifecycle;
 mod limits;
+mod login_throttle;
 mod logs;
 mod malformed;
 mod monitor;

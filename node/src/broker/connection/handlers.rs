@@ -96,10 +96,13 @@ where
 
     pub(super) async fn handle_connect(&mut self, mut c: Connect) -> Result<(), CloseReason> {
         let settings = self.settings.clone();
-        let refuse = |this: &mut Self, code: ConnectReturnCode, why: &'static str| {
+        let refuse = |this: &mut Self, code: ReasonCode, why: &'static str| {
             this.send(&Packet::ConnAck(ConnAck::new(false, code)));
+            // `code`: what a 3.1.1 client reads; an MQTT 5.0 client gets the reason code.
             tracing::info!(target: "access", peer = %this.peer, client = %c.client_id,
-                user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol, code = code as u8,
+                user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
+                code = code.connect_return_code() as u8,
+                reason = (c.protocol == ProtocolVersion::V5).then(|| format!("{:#04x}", code as u8)),
                 "connect refused: {why}");
             Err(CloseReason::Refused(why))
         };
@@ -128,7 +131,7 @@ where
         if !id_ok {
             return refuse(
                 self,
-                ConnectReturnCode::IdentifierRejected,
+                ConnectReturnCode::IdentifierRejected.into(),
                 "identifier rejected",
             );
         }
@@ -147,7 +150,11 @@ where
             }
         }
         if let Err(why) = self.broker.memory.admit() {
-            return refuse(self, ConnectReturnCode::ServerUnavailable, why.reason());
+            return refuse(
+                self,
+                ConnectReturnCode::ServerUnavailable.into(),
+                why.reason(),
+            );
         }
         if let Some(user) = &self.cert_user {
             // The TLS handshake verified the client's certificate: its CN is the user, and

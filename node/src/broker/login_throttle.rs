@@ -1,0 +1,289 @@
+//! Throttling of failed logins, sans-IO (every call takes `now`).
+//!
+//! Two bounds, so that one device with a wrong password behind a carrier NAT does not lock out
+//! the other devices behind the same address, while a password spray from one address is
+//! still stopped:
+//!
+//! - **Per (address, user name)**: after a failed login that pair is refused at once for
+//!   `auth.failure_delay_ms`, doubling with each further failure up to
+//!   `auth.max_failure_delay_ms`. Only a password check that was made and failed counts: an
+//!   attempt refused while penalised, or a connection gone before its check ended, never
+//!   extends the penalty.
+//! - **Per address**, whatever the user names: at most `auth.max_address_failures_per_min`
+//!   failed checks a minute (a bucket of that many, refilled over a minute). While it is
+//!   empty every login from the address is refused at once.
+//!
+//! Both tables hold at most `auth.max_tracked_addresses` entries; when full, entries that
+//! no longer hold anything back are dropped first, then the oldest.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::settings::AuthSettings;
+
+/// Why a login is refused before its password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Penalty {
+    /// This user name failed from this address a moment ago.
+    User,
+    /// This address failed too often, whatever the user names.
+    Address,
+}
+
+impl Penalty {
+    /// What the `access` event says.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::User => "penalised after failed logins for this user name from this address",
+            Self::Address => "penalised after too many failed logins from this address",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UserFailures {
+    count: u32,
+    /// Refused at once until then.
+    until: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AddressBucket {
+    /// Failed checks still allowed now (fractions refill over time).
+    tokens: f64,
+    at: Instant,
+}
+
+/// The throttle's state.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    base: Duration,
+    max: Duration,
+    per_address: f64,
+    capacity: usize,
+    users: HashMap<(IpAddr, String), UserFailures>,
+    addresses: HashMap<IpAddr, AddressBucket>,
+}
+
+/// The window of `auth.max_address_failures_per_min`.
+const ADDRESS_WINDOW: Duration = Duration::from_secs(60);
+
+/// The penalty after `count` failures: `base`, doubling, at most `max`.
+fn penalty(base: Duration, max: Duration, count: u32) -> Duration {
+    let factor = 1u32 << count.saturating_sub(1).min(20);
+    base.saturating_mul(factor).min(max)
+}
+
+impl AddressBucket {
+    /// Failed checks allowed at `now`, with what refilled since `at` (`full` a minute).
+    fn tokens_at(&self, now: Instant, full: f64) -> f64 {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64()
+            / ADDRESS_WINDOW.as_secs_f64()
+            * full;
+        (self.tokens + refill).min(full)
+    }
+}
+
+impl LoginThrottle {
+    /// A throttle with the bounds of `s`.
+    pub fn new(s: &AuthSettings) -> Self {
+        Self {
+            base: Duration::from_millis(s.failure_delay_ms),
+            max: Duration::from_millis(s.max_failure_delay_ms),
+            per_address: s.max_address_failures_per_min.max(1) as f64,
+            capacity: s.max_tracked_addresses.max(1),
+            users: HashMap::new(),
+            addresses: HashMap::new(),
+        }
+    }
+
+    /// Whether a login of `user` from `addr` may be checked at `now`; `Err` refuses it at
+    /// once (and changes nothing: a refused attempt never lengthens a penalty).
+    pub fn admit(&self, addr: IpAddr, user: &str, now: Instant) -> Result<(), Penalty> {
+        if let Some(b) = self.addresses.get(&addr) {
+            if b.tokens_at(now, self.per_address) < 1.0 {
+                return Err(Penalty::Address);
+            }
+        }
+        match self.users.get(&(addr, user.to_owned())) {
+            Some(f) if now < f.until => Err(Penalty::User),
+            _ => Ok(()),
+        }
+    }
+
+    /// A password check of `user` from `addr` failed at `now`.
+    pub fn failed(&mut self, addr: IpAddr, user: &str, now: Instant) {
+        self.make_room(now);
+        let (base, max, full) = (self.base, self.max, self.per_address);
+        let f = self
+            .users
+            .entry((addr, user.to_owned()))
+            .or_insert(UserFailures {
+                count: 0,
+                until: now,
+            });
+        // A pair quiet for longer than the longest penalty starts again from the first.
+        if now.saturating_duration_since(f.until) > max {
+            f.count = 0;
+        }
+        f.count = f.count.saturating_add(1);
+        f.until = now + penalty(base, max, f.count);
+        let bucket = self.addresses.entry(addr).or_insert(AddressBucket {
+            tokens: full,
+            at: now,
+        });
+        *bucket = AddressBucket {
+            tokens: (bucket.tokens_at(now, full) - 1.0).max(0.0),
+            at: now,
+        };
+    }
+
+    /// A login of `user` from `addr` succeeded: that pair starts afresh (the address's
+    /// bucket does not: a spray that guesses one password is still a spray).
+    pub fn succeeded(&mut self, addr: IpAddr, user: &str) {
+        self.users.remove(&(addr, user.to_owned()));
+    }
+
+    /// Keeps both tables under `capacity` entries: first drops what holds nothing back any
+    /// more, then (under a scan of many addresses) the entries that end soonest.
+    fn make_room(&mut self, now: Instant) {
+        if self.users.len() >= self.capacity {
+            let max = self.max;
+            self.users.retain(|_, f| f.until + max > now);
+            if self.users.len() >= self.capacity {
+                let mut ends: Vec<Instant> = self.users.values().map(|f| f.until).collect();
+                ends.sort_unstable();
+                let cut = ends[ends.len() / 2];
+                self.users.retain(|_, f| f.until > cut);
+            }
+        }
+        if self.addresses.len() >= self.capacity {
+            let full = self.per_address;
+            self.addresses.retain(|_, b| b.tokens_at(now, full) < full);
+            if self.addresses.len() >= self.capacity {
+                self.addresses.clear();
+            }
+        }
+    }
+
+    /// Entries held (both tables), for tests and status.
+    pub fn tracked(&self) -> usize {
+        self.users.len() + self.addresses.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            failure_delay_ms: 100,
+            max_failure_delay_ms: 1000,
+            max_address_failures_per_min: 10,
+            ..AuthSettings::default()
+        }
+    }
+
+    const NAT: [u8; 4] = [10, 0, 0, 1];
+
+    #[test]
+    fn a_failing_user_is_penalised_and_others_behind_the_same_address_are_not() {
+        let mut t = LoginThrottle::new(&settings());
+        let ip: IpAddr = NAT.into();
+        let t0 = Instant::now();
+        assert_eq!(t.admit(ip, "bad", t0), Ok(()));
+        t.failed(ip, "bad", t0);
+        assert_eq!(t.admit(ip, "bad", t0), Err(Penalty::User));
+        assert_eq!(t.admit(ip, "good", t0), Ok(()), "per (address, user)");
+        assert_eq!(t.admit([10, 0, 0, 2].into(), "bad", t0), Ok(()));
+        // 100 ms, then 200, 400, ... capped at 1 s.
+        assert_eq!(
+            t.admit(ip, "bad", t0 + Duration::from_millis(99)),
+            Err(Penalty::User)
+        );
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(t.admit(ip, "bad", t1), Ok(()));
+        t.failed(ip, "bad", t1);
+        assert_eq!(
+            t.admit(ip, "bad", t1 + Duration::from_millis(199)),
+            Err(Penalty::User)
+        );
+        assert_eq!(
+            penalty(t.base, t.max, 9),
+            Duration::from_millis(1000),
+            "capped"
+        );
+        t.succeeded(ip, "bad");
+        assert_eq!(t.admit(ip, "bad", t1), Ok(()));
+    }
+
+    #[test]
+    fn refused_attempts_never_lengthen_the_penalty() {
+        let mut t = LoginThrottle::new(&settings());
+        let ip: IpAddr = NAT.into();
+        let t0 = Instant::now();
+        t.failed(ip, "u", t0);
+        for i in 0..100 {
+            // 100 attempts (closed at once, or refused) while penalised.
+            assert!(t.admit(ip, "u", t0 + Duration::from_millis(i)).is_err());
+        }
+        assert_eq!(t.admit(ip, "u", t0 + Duration::from_millis(100)), Ok(()));
+    }
+
+    #[test]
+    fn a_spray_of_user_names_from_one_address_is_stopped_and_refills() {
+        let mut t = LoginThrottle::new(&settings());
+        let ip: IpAddr = NAT.into();
+        let t0 = Instant::now();
+        for i in 0..10 {
+            let user = format!("user{i}");
+            assert_eq!(t.admit(ip, &user, t0), Ok(()), "{user}");
+            t.failed(ip, &user, t0);
+        }
+        assert_eq!(t.admit(ip, "user10", t0), Err(Penalty::Address));
+        assert_eq!(t.admit(ip, "anyone", t0), Err(Penalty::Address));
+        assert_eq!(
+            t.admit([10, 0, 0, 9].into(), "anyone", t0),
+            Ok(()),
+            "other addresses"
+        );
+        // 10 a minute: one more after 6 s.
+        assert_eq!(
+            t.admit(ip, "user10", t0 + Duration::from_secs(5)),
+            Err(Penalty::Address)
+        );
+        assert_eq!(t.admit(ip, "user10", t0 + Duration::from_secs(6)), Ok(()));
+    }
+
+    #[test]
+    fn a_pair_quiet_for_long_starts_again_from_the_first_delay() {
+        let mut t = LoginThrottle::new(&settings());
+        let ip: IpAddr = NAT.into();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            t.failed(ip, "u", t0 + Duration::from_secs(i));
+        }
+        let later = t0 + Duration::from_secs(60);
+        t.failed(ip, "u", later);
+        assert_eq!(t.admit(ip, "u", later + Duration::from_millis(100)), Ok(()));
+    }
+
+    #[test]
+    fn memory_is_bounded_under_a_scan() {
+        let mut t = LoginThrottle::new(&AuthSettings {
+            max_tracked_addresses: 10,
+            ..settings()
+        });
+        let now = Instant::now();
+        for i in 0..=255u8 {
+            t.failed([10, 0, 1, i].into(), &format!("u{i}"), now);
+        }
+        assert!(
+            t.users.len() <= 10 && t.addresses.len() <= 10,
+            "{}",
+            t.tracked()
+        );
+    }
+}

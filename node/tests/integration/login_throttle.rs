@@ -1,0 +1,209 @@
+//! Failed logins are throttled per (address, user name), with a much higher per-address
+//! ceiling (issue 15.4 and 16.8): a NAT'd fleet is not locked out by one bad device, a spray
+//! of user names from one address is stopped, and a penalty is never lengthened by attempts
+//! refused or connections gone.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fubar::mqtt::packet::{Connect, ProtocolVersion};
+use fubar::mqtt::properties::Properties;
+use fubar::tools::client::connect_with;
+
+use crate::common::Broker;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn login(protocol: ProtocolVersion, id: &str, user: &str, password: &str) -> Connect {
+    Connect {
+        protocol,
+        clean_session: true,
+        keep_alive: 60,
+        client_id: id.to_owned(),
+        will: None,
+        username: Some(user.to_owned()),
+        password: Some(password.as_bytes().to_vec().into()),
+        properties: Properties::default(),
+    }
+}
+
+/// What the broker answered to a login: "ok", or the refusal as the client tool says it.
+async fn try_login(broker: &Broker, c: Connect) -> String {
+    match tokio::time::timeout(WAIT, connect_with(broker.addr, None, c)).await {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no CONNACK in time".to_owned(),
+    }
+}
+
+fn auth_broker(config: &str) -> Broker {
+    let broker = Broker::start_with(&["--auth"], config);
+    for (user, pw) in [("fleet", "fleet-pw"), ("bad-device", "its-real-pw")] {
+        let out = broker.ctl(&["account", "update", user, pw]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    broker
+}
+
+#[test]
+fn one_bad_device_does_not_lock_out_a_thousand_good_ones_behind_the_same_address() {
+    let broker = Arc::new(auth_broker(""));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The bad device fails in a loop from 127.0.0.1 the whole time.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bad = tokio::spawn({
+            let (broker, done) = (broker.clone(), done.clone());
+            async move {
+                let mut answers = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let c = login(ProtocolVersion::V311, "bad", "bad-device", "wrong");
+                    answers.push(try_login(&broker, c).await);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                answers
+            }
+        });
+        // 1,000 devices with the right password, also from 127.0.0.1, 20 at a time.
+        let gate = Arc::new(tokio::sync::Semaphore::new(20));
+        let mut good = Vec::new();
+        for i in 0..1000 {
+            let (broker, gate) = (broker.clone(), gate.clone());
+            good.push(tokio::spawn(async move {
+                let _turn = gate.acquire().await.unwrap();
+                let c = login(
+                    ProtocolVersion::V311,
+                    &format!("dev{i}"),
+                    "fleet",
+                    "fleet-pw",
+                );
+                try_login(&broker, c).await
+            }));
+        }
+        let mut refused = Vec::new();
+        for (i, g) in good.into_iter().enumerate() {
+            let answer = g.await.unwrap();
+            if answer != "ok" {
+                refused.push((i, answer));
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let bad = bad.await.unwrap();
+        assert!(refused.is_empty(), "good devices refused: {refused:?}");
+        // The bad device was checked and refused, then penalised (refused at once).
+        assert!(
+            bad.iter().any(|a| a.contains("BadUserNameOrPassword")),
+            "{bad:?}"
+        );
+        assert!(bad.iter().any(|a| a.contains("NotAuthorized")), "{bad:?}");
+        assert!(!bad.iter().any(|a| a == "ok"));
+    });
+    let penalised = broker
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("connect refused: penalised"))
+        .collect::<Vec<_>>();
+    assert!(
+        !penalised.is_empty(),
+        "the bad device's refusals are access events"
+    );
+    let others: Vec<&String> = penalised
+        .iter()
+        .filter(|l| !l.contains("user=bad-device"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "only the bad device is penalised: {:?}",
+        others.first()
+    );
+}
+
+#[test]
+fn a_spray_of_user_names_from_one_address_is_stopped_and_other_addresses_are_not() {
+    let broker = auth_broker("[auth]\nmax_address_failures_per_min = 5\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for i in 0..5 {
+            let c = login(ProtocolVersion::V311, "s", &format!("guess{i}"), "pw");
+            let answer = try_login(&broker, c).await;
+            assert!(answer.contains("BadUserNameOrPassword"), "{i}: {answer}");
+        }
+        // The sixth user name from 127.0.0.1 is refused before any check, in 3.1.1 and 5.0,
+        // even with a right password.
+        let c = login(ProtocolVersion::V311, "s", "guess5", "pw");
+        assert!(try_login(&broker, c).await.contains("NotAuthorized"));
+        let c = login(ProtocolVersion::V5, "s", "fleet", "fleet-pw");
+        let answer = try_login(&broker, c).await;
+        assert!(
+            answer.contains("0x8a") || answer.contains("Banned"),
+            "{answer}"
+        );
+        // Another address is not held.
+        let stream = tokio::net::TcpSocket::new_v4().unwrap();
+        stream.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let stream = stream.connect(broker.addr).await.unwrap();
+        let c = login(ProtocolVersion::V311, "other", "fleet", "fleet-pw");
+        fubar::tools::client::connect_on(stream, None, c)
+            .await
+            .expect("127.0.0.2 logs in");
+    });
+    let line = broker
+        .wait_for_log("too many failed logins from this address", WAIT)
+        .expect("an access event");
+    assert!(line.starts_with("access"), "{line}");
+}
+
+#[test]
+fn attempts_refused_or_closed_while_penalised_do_not_lengthen_the_penalty() {
+    let broker = auth_broker("[auth]\nfailure_delay_ms = 100\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = login(ProtocolVersion::V311, "b", "bad-device", "wrong");
+        assert!(try_login(&broker, c)
+            .await
+            .contains("BadUserNameOrPassword"));
+    });
+    // 100 CONNECTs for the same user, each closed as soon as it is sent.
+    let connect = {
+        let mut buf = bytes::BytesMut::new();
+        let c = login(ProtocolVersion::V311, "b", "bad-device", "wrong");
+        fubar::mqtt::encode::encode(
+            &fubar::mqtt::packet::Packet::Connect(c),
+            ProtocolVersion::V311,
+            &mut buf,
+        );
+        buf.to_vec()
+    };
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(broker.addr).unwrap();
+        let _ = s.write_all(&connect);
+    }
+    // The right password gets in once the first 100 ms penalty is over: retried until then,
+    // each retry refused at once. (Before, each attempt pushed the address's next slot further:
+    // the same sequence made it wait 9.9 s.)
+    let start = Instant::now();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tries = rt.block_on(async {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let c = login(ProtocolVersion::V311, "b", "bad-device", "its-real-pw");
+            let answer = try_login(&broker, c).await;
+            if answer == "ok" {
+                return tries;
+            }
+            assert!(answer.contains("NotAuthorized"), "{answer}");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "still penalised: {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    eprintln!(
+        "the right password got in after {tries} tries, {:?}",
+        start.elapsed()
+    );
+}
