@@ -215,6 +215,9 @@ pub struct MqttSettings {
     /// Milliseconds spent flushing the last packets (a refusing CONNACK, say) to a closing
     /// connection.
     pub close_flush_ms: u64,
+    /// Bytes a connection the server closes may still send (read and discarded, within
+    /// `close_flush_ms`) so that it can read why it was closed instead of getting a reset.
+    pub close_drain_bytes: usize,
     /// QoS 1/2 PUBLISH packets a client may have unacknowledged at once (sent to MQTT 5.0
     /// clients as the server's Receive Maximum; one that sends more is disconnected with
     /// 0x93). It also bounds the acknowledgements a connection holds while they wait for the
@@ -311,6 +314,7 @@ impl Default for MqttSettings {
             stalled_reader_timeout_secs: 60,
             shutdown_grace_secs: 5,
             close_flush_ms: 1000,
+            close_drain_bytes: 1 << 20,
             // The same as `session.inflight_window`: what the broker asks of a client is what it
             // allows itself toward one. EMQX uses its max_inflight (32) both ways; mosquitto
             // announces its max_inflight_messages (20), HiveMQ 10. The MQTT 5.0 default

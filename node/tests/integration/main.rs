@@ -7,6 +7,7 @@ mod admin;
 mod admin_authz;
 mod bench;
 mod cluster;
+mod close_drain;
 mod cluster_identity;
 mod common;
 mod conformance;

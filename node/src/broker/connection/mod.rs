@@ -610,11 +610,30 @@ where
         // socket takes it.
         if !matches!(reason, CloseReason::SocketError(_)) {
             let flush = Duration::from_millis(self.settings.mqtt.close_flush_ms);
-            let _ = tokio::time::timeout(flush, async {
+            let deadline = tokio::time::Instant::now() + flush;
+            let shut = tokio::time::timeout_at(deadline, async {
                 self.writer.write_all_buf(&mut self.wbuf).await?;
+                // Half-close (TLS: close_notify, then FIN): the client reads our last packet
+                // and then the end of the stream.
                 self.writer.shutdown().await
             })
             .await;
+            // Closing a socket with unread input makes the kernel send a reset, which can
+            // destroy the DISCONNECT (or refusing CONNACK) before the client reads it: read
+            // and discard what the client still sends, until it closes, `close_flush_ms`
+            // passes or `close_drain_bytes` have come (issue 15.3). Not after a close the
+            // client asked for or made itself: nothing more is coming then.
+            let drain = !matches!(
+                reason,
+                CloseReason::SocketClosed
+                    | CloseReason::ClientDisconnect
+                    | CloseReason::ClientDisconnectWithWill
+            );
+            if drain && matches!(shut, Ok(Ok(()))) {
+                let limit = self.settings.mqtt.close_drain_bytes;
+                let _ = tokio::time::timeout_at(deadline, drain_input(&mut self.reader, limit))
+                    .await;
+            }
         }
         let Some(client) = client else {
             tracing::info!(target: "access", peer = %self.peer, %reason, "disconnected before CONNECT");
@@ -633,6 +652,18 @@ where
             _ => {
                 tracing::warn!(target: "access", client = %client.id, peer = %self.peer, protocol = %level, %reason, "disconnected");
             }
+        }
+    }
+}
+
+/// Reads and discards input until the peer closes, a read fails or `limit` bytes came.
+async fn drain_input<R: AsyncRead + Unpin>(reader: &mut R, limit: usize) {
+    let mut buf = [0u8; 4096];
+    let mut seen = 0usize;
+    while seen < limit {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen += n,
         }
     }
 }
