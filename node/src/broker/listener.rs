@@ -126,17 +126,22 @@ impl Server {
                     .fetch_add(1, Ordering::Relaxed);
                 match transport {
                     Transport::Tcp => {
-                        transport::serve_tcp(broker.clone(), stream, peer, shutdown).await;
+                        transport::serve_tcp(broker.clone(), stream, peer, shutdown, permit).await;
                     }
                     Transport::Tls => {
                         // Boxed: the TLS state would otherwise size every TCP connection's
                         // task too.
-                        Box::pin(transport::serve_tls(broker.clone(), stream, peer, shutdown))
-                            .await;
+                        Box::pin(transport::serve_tls(
+                            broker.clone(),
+                            stream,
+                            peer,
+                            shutdown,
+                            permit,
+                        ))
+                        .await;
                     }
                 }
                 broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
             });
         }
         drop(listener);

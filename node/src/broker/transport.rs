@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -32,12 +33,13 @@ pub(crate) async fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    slot: OwnedSemaphorePermit,
 ) {
     if !admitted(&broker, peer) {
         return;
     }
     let _ = stream.set_nodelay(true);
-    connection::serve(broker, stream.into_split(), peer, None, shutdown).await;
+    connection::serve(broker, stream.into_split(), peer, None, shutdown, slot).await;
 }
 
 /// Serves a connection accepted on the TLS listener: handshake first.
@@ -46,6 +48,7 @@ pub(crate) async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    slot: OwnedSemaphorePermit,
 ) {
     if !admitted(&broker, peer) {
         return;
@@ -108,5 +111,13 @@ pub(crate) async fn serve_tls(
     } else {
         None
     };
-    connection::serve(broker, tokio::io::split(tls), peer, cert_user, shutdown).await;
+    connection::serve(
+        broker,
+        tokio::io::split(tls),
+        peer,
+        cert_user,
+        shutdown,
+        slot,
+    )
+    .await;
 }

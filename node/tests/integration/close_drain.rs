@@ -122,3 +122,21 @@ fn close_drain_packet_too_large_0x95_is_read_while_the_client_writes_the_body() 
         assert_clean_end(&mut s, &format!("round {round}"));
     }
 }
+
+#[test]
+fn close_drain_a_draining_connection_does_not_hold_its_max_connections_slot() {
+    // One connection allowed, and a long drain: the closed client keeps its socket open.
+    let broker = Broker::start_with(
+        &[],
+        "[mqtt]\nmax_connections = 1\nmax_packet_size = 1024\nclose_flush_ms = 30000\n",
+    );
+    let mut s = open5(&broker, "slot");
+    let mut body = vec![0, 1, b't', 0];
+    body.resize(2048, b'x');
+    s.write_all(&frame(0x30, &body)).expect("oversized PUBLISH");
+    let (first, disconnect) = read_frame(&mut s).expect("DISCONNECT");
+    assert_eq!((first, disconnect[0]), (0xE0, 0x95));
+    // `s` stays open (the server drains it for up to 30 s); the next client still gets in.
+    let _next = open5(&broker, "next");
+    drop(s);
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 mod handlers;
@@ -84,6 +84,8 @@ struct Connection<R, W> {
     connecting: Option<String>,
     write_blocked_since: Option<Instant>,
     shutdown: CancellationToken,
+    /// This connection's `mqtt.max_connections` slot, given back as soon as it closes.
+    slot: Option<OwnedSemaphorePermit>,
     /// PUBACK/PUBREC waiting, in order, until the store's durable ticket reaches theirs.
     pending_acks: VecDeque<(u64, Packet)>,
     durable: Option<watch::Receiver<u64>>,
@@ -107,6 +109,7 @@ pub(crate) async fn serve<R, W>(
     peer: SocketAddr,
     cert_user: Option<String>,
     shutdown: CancellationToken,
+    slot: OwnedSemaphorePermit,
 ) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
@@ -139,6 +142,7 @@ pub(crate) async fn serve<R, W>(
         connecting: None,
         write_blocked_since: None,
         shutdown,
+        slot: Some(slot),
     };
     tracing::debug!(target: "access", %peer, conn_id, "connection accepted");
     let reason = conn.run().await;
@@ -606,6 +610,9 @@ where
         if let Some(client) = &client {
             self.leave(client, &reason);
         }
+        // So is its `mqtt.max_connections` slot: the flush and drain below may take up to
+        // `mqtt.close_flush_ms`, and must not keep a returning client out.
+        drop(self.slot.take());
         // A stalled reader gets its bounded try too: its DISCONNECT (0x97) is sent if the
         // socket takes it.
         if !matches!(reason, CloseReason::SocketError(_)) {
