@@ -26,5 +26,6 @@ mod mqtt5_session;
 mod overload;
 mod partition;
 mod state;
+mod sub_race;
 mod tls;
 mod tools;
