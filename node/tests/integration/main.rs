@@ -6,8 +6,8 @@
 mod admin;
 mod admin_authz;
 mod bench;
-mod cluster;
 mod close_drain;
+mod cluster;
 mod cluster_identity;
 mod common;
 mod conformance;

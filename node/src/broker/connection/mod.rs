@@ -638,8 +638,8 @@ where
             );
             if drain && matches!(shut, Ok(Ok(()))) {
                 let limit = self.settings.mqtt.close_drain_bytes;
-                let _ = tokio::time::timeout_at(deadline, drain_input(&mut self.reader, limit))
-                    .await;
+                let _ =
+                    tokio::time::timeout_at(deadline, drain_input(&mut self.reader, limit)).await;
             }
         }
         let Some(client) = client else {
