@@ -987,3 +987,38 @@ fn ssl_reload_swaps_certificates_for_new_connections_only() {
     );
     assert!(TlsMqtt::try_connect(broker.tls(), &old_ca, None, "old-trust-2").is_err());
 }
+
+#[test]
+fn tls_a_client_closed_while_writing_gets_close_notify_not_a_reset() {
+    // Issue 15.3 over TLS: the server closes a client sending a packet over its maximum;
+    // it sends close_notify, then reads and discards what still comes, so the client's
+    // writes succeed and it reads the orderly end of the stream.
+    let certs = Certs::new();
+    let broker = tls_broker(
+        &[],
+        &format!(
+            "[mqtt]\nmax_packet_size = 65536\n{}",
+            certs.config("none", "")
+        ),
+    );
+    let addr = broker.tls_addr.unwrap();
+    for round in 0..10 {
+        let mut c = TlsMqtt::connect(addr, &certs.ca(), None, &format!("big-tls{round}"));
+        // PUBLISH QoS 0 to "t", twice the maximum, written in pieces.
+        let mut body = vec![0u8, 1, b't'];
+        body.resize(2 << 16, b'x');
+        let mut packet = vec![0x30];
+        packet.extend(crate::common::varint(body.len()));
+        packet.extend_from_slice(&body);
+        for chunk in packet.chunks(8 << 10) {
+            c.stream
+                .write_all(chunk)
+                .unwrap_or_else(|e| panic!("round {round}: write failed: {e}"));
+        }
+        c.stream.flush().expect("flush");
+        match c.read() {
+            Err(e) if e == "closed" => {}
+            other => panic!("round {round}: expected close_notify, got {other:?}"),
+        }
+    }
+}
