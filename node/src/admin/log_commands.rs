@@ -170,3 +170,74 @@ impl io::Write for Pieces<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn pieces(replies: &mpsc::Sender<AdminResponse>, left: u64) -> Pieces<'_> {
+        Pieces {
+            replies,
+            piece: Vec::new(),
+            left,
+            cut: false,
+        }
+    }
+
+    fn texts(rx: &mut mpsc::Receiver<AdminResponse>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Ok(reply) = rx.try_recv() {
+            match reply {
+                AdminResponse::DumpText(t) => out.push(t),
+                other => panic!("not text: {other:?}"),
+            }
+        }
+        out
+    }
+
+    /// A large dump goes out in pieces no larger than a piece and a line, not as one reply.
+    #[test]
+    fn a_dump_goes_out_in_pieces() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut out = pieces(&tx, u64::MAX);
+        let line = [b'x'; 1000];
+        for _ in 0..200 {
+            out.write_all(&line).unwrap();
+        }
+        out.send_piece().unwrap();
+        let sent = texts(&mut rx);
+        assert!(sent.len() > 1, "one reply of {} bytes", sent[0].len());
+        assert!(sent.iter().all(|p| p.len() < DUMP_PIECE + line.len()));
+        assert_eq!(sent.iter().map(Vec::len).sum::<usize>(), 200 * 1000);
+    }
+
+    /// `log.max_dump_bytes` bounds what is sent: a line past it is refused and the dump is cut.
+    #[test]
+    fn the_size_bound_cuts_the_dump() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut out = pieces(&tx, 2500);
+        out.write_all(&[b'a'; 1000]).unwrap();
+        out.write_all(&[b'b'; 1000]).unwrap();
+        assert!(out.write_all(&[b'c'; 1000]).is_err());
+        assert!(out.cut);
+        // Nothing more once cut, even what would still fit.
+        assert!(out.write_all(b"d").is_err());
+        out.send_piece().unwrap();
+        let sent: Vec<u8> = texts(&mut rx).concat();
+        assert_eq!(sent.len(), 2000);
+        assert!(!sent.contains(&b'c'));
+    }
+
+    /// A caller that went away stops the dump instead of reading on.
+    #[test]
+    fn a_caller_gone_stops_the_dump() {
+        let (tx, rx) = mpsc::channel(64);
+        drop(rx);
+        let mut out = pieces(&tx, u64::MAX);
+        let big = vec![b'x'; DUMP_PIECE];
+        let err = out.write_all(&big).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+}

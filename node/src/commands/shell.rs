@@ -156,7 +156,7 @@ fn run_line(socket: &admin::Target, line: &str) -> anyhow::Result<()> {
 
 /// Whether a line may carry a password, read as the shell reads it (words, quotes, any
 /// spacing): `account update NAME PASSWORD`, a line that does not parse but begins with the
-/// words `account update`, and a line whose quotes do not close (it cannot be read at all).
+/// word `account`, and a line whose quotes do not close (it cannot be read at all).
 fn holds_a_password(line: &str) -> bool {
     let Ok(words) = split_words(line) else {
         return true;
@@ -166,12 +166,11 @@ fn holds_a_password(line: &str) -> bool {
             parsed.command,
             CtlCommand::Account(AccountCommand::Update { .. })
         ),
-        // Half a command (`account update alice`, a mistyped flag) may still hold one.
-        Err(_) => {
-            let lower: Vec<String> = words.iter().take(2).map(|w| w.to_lowercase()).collect();
-            lower.first().is_some_and(|w| w == "account")
-                && lower.get(1).is_none_or(|w| w == "update")
-        }
+        // Half a command (`account update alice`), a mistyped one (`account updte alice pw`)
+        // or a mistyped flag may still hold one: no `account` line that does not parse is kept.
+        Err(_) => words
+            .first()
+            .is_some_and(|w| w.eq_ignore_ascii_case("account")),
     }
 }
 
@@ -207,6 +206,8 @@ mod tests {
             "ACCOUNT update alice pw",
             "account update alice",
             "account update alice pw extra",
+            "account updte alice pw",
+            "account --help update alice pw",
             "account",
             "account update 'alice pw",
         ] {

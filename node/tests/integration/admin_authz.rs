@@ -112,8 +112,31 @@ fn as_operator(dir: &Path, port: u16, operator: &str, tool: &str, args: &[&str])
         .unwrap()
 }
 
+/// `fubar ctl --node mon@localhost:PORT` with the cookie of the monitor's data folder (as a
+/// node holds it), from an empty folder.
+fn as_member(dir: &Path, port: u16, args: &[&str]) -> Output {
+    let empty = tempfile::tempdir().unwrap();
+    fubar()
+        .arg("ctl")
+        .args(["--node", &format!("mon@localhost:{port}"), "--data-dir"])
+        .arg(empty.path())
+        .arg("--cafile")
+        .arg(dir.join("ca/cacert.pem"))
+        .arg("--cookie-file")
+        .arg(dir.join("data/cookie"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// The one `admin command` event of `operator` running `command`.
 fn access_event(monitor: &Broker, operator: &str, command: &str) -> String {
+    access_event_of(monitor, &format!("operator {operator} "), command)
+}
+
+/// The one `admin command` event of `identity` (`operator NAME`, `node NAME`) running
+/// `command`.
+fn access_event_of(monitor: &Broker, identity: &str, command: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         let found = monitor
@@ -122,7 +145,7 @@ fn access_event(monitor: &Broker, operator: &str, command: &str) -> String {
             .map(|l| unquote(&l))
             .find(|l| {
                 l.contains("admin command")
-                    && l.contains(&format!("identity=operator {operator} "))
+                    && l.contains(&format!("identity={identity}"))
                     && l.contains(&format!("command={command}"))
             });
         if let Some(line) = found {
@@ -130,7 +153,7 @@ fn access_event(monitor: &Broker, operator: &str, command: &str) -> String {
         }
         assert!(
             Instant::now() < deadline,
-            "no access event for {operator} {command}: {:#?}",
+            "no access event for {identity} {command}: {:#?}",
             monitor.log_lines()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -247,6 +270,18 @@ fn a_read_operator_looks_and_an_admin_operator_changes() {
     );
     assert!(!out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+
+    // The cookie keeps every right (it is what a node holds), and says who used it.
+    let out = as_member(dir, port, &["account", "update", "mallory", PASSWORD]);
+    assert!(out.status.success(), "{}", text(&out));
+    let line = access_event_of(&monitor, "node ctl@", "account update");
+    assert!(
+        line.contains("role=admin")
+            && line.contains("allowed=true")
+            && line.contains("peer=127.0.0.1:")
+            && line.contains("***"),
+        "{line}"
+    );
 
     // No password anywhere the node logged.
     assert!(
