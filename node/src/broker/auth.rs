@@ -307,7 +307,10 @@ mod tests {
         assert_eq!((checked, banned), (1, 9), "{codes:?}");
         // The other user names of the address are not held.
         accounts.update("juliet", "x").unwrap();
-        assert!(accounts.check(peer, Some("juliet"), Some(b"x")).await.is_ok());
+        assert!(accounts
+            .check(peer, Some("juliet"), Some(b"x"))
+            .await
+            .is_ok());
     }
 
     #[tokio::test]

@@ -253,7 +253,11 @@ fn connects_closed_while_a_wrong_password_is_checked_neither_lengthen_nor_spread
     first.set_read_timeout(Some(WAIT)).unwrap();
     let mut connack = [0u8; 4];
     std::io::Read::read_exact(&mut first, &mut connack).unwrap();
-    assert_eq!(connack, [0x20, 2, 0, 4], "CONNACK 4: bad user name or password");
+    assert_eq!(
+        connack,
+        [0x20, 2, 0, 4],
+        "CONNACK 4: bad user name or password"
+    );
     // Every one of the 101 is accounted for by an access event.
     let mut events = bad_device_events(&broker);
     for _ in 0..500 {

@@ -722,7 +722,11 @@ pub(super) fn trace_hop(mark: &TraceMark, hop: &str, topic: &str, client: &str, 
 
 /// Reads on while a CONNECT's password is checked (what a client sends after its CONNECT is
 /// kept in `rbuf`, up to `room` bytes), and ends when the client has closed the connection.
-async fn gone<R: AsyncRead + Unpin>(reader: &mut R, rbuf: &mut BytesMut, room: usize) -> CloseReason {
+async fn gone<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+    room: usize,
+) -> CloseReason {
     use tokio::io::AsyncReadExt as _;
     loop {
         if rbuf.len() >= room {
