@@ -140,10 +140,7 @@ impl DailyWriter {
         crate::private::create_private_dir(&self.dir)
             .map_err(|e| LogError::io("create directory", &self.dir, e))?;
         let path = daily_path(&self.dir, &self.prefix, date, n);
-        let file = crate::private::private_file()
-            .create(true)
-            .append(true)
-            .open(&path)
+        let file = crate::private::open_private_append(&path)
             .map_err(|e| LogError::io("open", &path, e))?;
         let bytes = file
             .metadata()

@@ -42,7 +42,7 @@ mod test_util;
 #[cfg(test)]
 mod tests;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +58,7 @@ pub use dump::{class_dir, dump_dir, dump_file_name, high_water_marks, DumpReport
 pub use engine::{ClassStatus, Tap};
 pub use error::LogError;
 pub use layer::{class_of_target, EventLayer};
-pub use private::{create_private_dir, private_file};
+pub use private::{create_private_dir, open_private_append, private_file};
 pub use redirect::{Redirect, MAX_PREFIX_LEN};
 pub use segment::{decode_records, encode_record, record_body, MAX_RECORD_LEN, RECORD_HEADER};
 pub use text::format_line;
@@ -230,7 +230,12 @@ impl LogHandle {
     pub fn dump(&self, class: Class, path: &Path) -> Result<DumpReport, LogError> {
         self.flush();
         let sources = lock(&self.inner.engine).dump_sources(class)?;
-        let file = File::create(path).map_err(|e| LogError::io("create", path, e))?;
+        let file = private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| LogError::io("create", path, e))?;
         dump_files(&sources, &mut BufWriter::new(file), path)
     }
 
@@ -262,7 +267,12 @@ impl LogHandle {
                 continue;
             }
             let path = dir.join(dump_file_name(&self.inner.node, at, class));
-            let file = File::create(&path).map_err(|e| LogError::io("create", &path, e))?;
+            let file = private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| LogError::io("create", &path, e))?;
             let report = dump_files(&sources, &mut BufWriter::new(file), &path)?;
             done.push((class, path, report));
         }

@@ -33,6 +33,21 @@ pub fn private_file() -> OpenOptions {
     options
 }
 
+/// Opens `path` to append, creating it 0600; a file already there that others may read (made
+/// by an older version, or by hand) is made 0600 too, as it will hold the same events.
+pub fn open_private_append(path: &Path) -> io::Result<std::fs::File> {
+    let file = private_file().create(true).append(true).open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    Ok(file)
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
@@ -54,5 +69,16 @@ mod tests {
         assert_eq!(mode(&tmp.path().join("a")), 0o700);
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&file), 0o600);
+    }
+
+    #[test]
+    fn a_file_others_may_read_is_made_private_when_opened_to_append() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("old.seg");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        open_private_append(&file).unwrap();
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

@@ -312,10 +312,7 @@ impl SegmentLog {
         let out = match &mut self.out {
             Some(out) => out,
             None => {
-                let file = crate::private::private_file()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
+                let file = crate::private::open_private_append(&path)
                     .map_err(|e| LogError::io("open", &path, e))?;
                 self.out.insert(BufWriter::with_capacity(BUFFER, file))
             }

@@ -341,6 +341,15 @@ fn dump_and_dump_all_write_what_was_recorded() {
             "{name}"
         );
         assert_eq!(report.events, 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(
+                mode, 0o600,
+                "{name}: dumps hold the same events as segments"
+            );
+        }
     }
     handle.shutdown();
     handle.shutdown();

@@ -261,10 +261,7 @@ impl Spool {
         let out = match &mut self.out {
             Some(out) => out,
             None => {
-                let file = fubar_logs::private_file()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
+                let file = fubar_logs::open_private_append(&path)
                     .map_err(|e| MonitorError::io("open", &path, e))?;
                 self.out.insert(BufWriter::with_capacity(64 << 10, file))
             }

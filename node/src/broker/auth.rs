@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use super::fair_checks::FairChecks;
-use super::login_throttle::LoginThrottle;
+use super::login_throttle::{address_key, LoginThrottle, Penalty};
 use crate::mqtt::packet::ConnectReturnCode;
 use crate::mqtt::reason::ReasonCode;
 use crate::settings::AuthSettings;
@@ -131,7 +131,12 @@ impl Accounts {
 
     /// Checks the credentials of a CONNECT from `peer`. A user name penalised at this
     /// address, or an address penalised for too many failures, is refused at once (MQTT 5.0
-    /// 0x8A banned, 3.1.1 CONNACK 5) without a password check.
+    /// 0x8A banned, 3.1.1 CONNACK 5) without a password check, also when the penalty began
+    /// while this attempt waited for its turn.
+    ///
+    /// Drop the future when the connection goes away: nothing is then counted against the
+    /// user or the address (a check already running still holds its slot until it ends, so
+    /// `auth.max_concurrent_checks` bounds the work, however many connections come and go).
     pub async fn check(
         &self,
         peer: IpAddr,
@@ -139,12 +144,13 @@ impl Accounts {
         password: Option<&[u8]>,
     ) -> Result<(), Refusal> {
         let user = username.unwrap_or("");
-        if let Err(penalty) = self.throttle().admit(peer, user, Instant::now()) {
-            return Err(Refusal {
-                code: ReasonCode::Banned,
-                reason: penalty.reason(),
-            });
-        }
+        let banned = |penalty: Penalty| Refusal {
+            code: ReasonCode::Banned,
+            reason: penalty.reason(),
+        };
+        self.throttle()
+            .admit(peer, user, Instant::now())
+            .map_err(banned)?;
         let Some(user) = username else {
             self.throttle().failed(peer, "", Instant::now());
             return Err(Refusal {
@@ -158,14 +164,17 @@ impl Accounts {
         };
         let phc = known.clone().unwrap_or_else(|| self.decoy.clone());
         let password = password.unwrap_or_default().to_vec();
-        let ok = {
-            // Dropped with this future if the connection goes away while it waits: then
-            // nothing is counted against the user or the address.
-            let _slot = self.checks.acquire(peer).await;
-            tokio::task::spawn_blocking(move || verify(&password, &phc))
-                .await
-                .unwrap_or(false)
-        };
+        let slot = self.checks.acquire(address_key(peer)).await;
+        // Attempts queued together (a burst of connections with the same wrong password)
+        // are admitted before the first of them fails: look again now that it is our turn.
+        self.throttle()
+            .admit(peer, user, Instant::now())
+            .map_err(banned)?;
+        // The slot goes with the check and comes back with its verdict, so that the next
+        // attempt in line sees this one's failure; if this future is dropped meanwhile, the
+        // slot is freed only once the check has ended.
+        let verdict = tokio::task::spawn_blocking(move || (verify(&password, &phc), slot)).await;
+        let ok = verdict.as_ref().is_ok_and(|(ok, _)| *ok);
         if ok && known.is_some() {
             self.throttle().succeeded(peer, user);
             return Ok(());
@@ -248,5 +257,85 @@ mod tests {
             .await
             .is_err());
         assert_eq!(accounts.names(), Vec::<String>::new());
+    }
+
+    /// Waits until `n` checks wait for a slot.
+    async fn queued(accounts: &Accounts, n: usize) {
+        while accounts.checks.waiting() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_wrong_passwords_is_checked_once_and_the_rest_refused_at_once() {
+        let accounts = Arc::new(
+            Accounts::load(
+                None,
+                &AuthSettings {
+                    max_concurrent_checks: 1,
+                    ..settings()
+                },
+            )
+            .unwrap(),
+        );
+        accounts.update("romeo", "1234").unwrap();
+        let peer: IpAddr = [127, 0, 0, 1].into();
+        // Another address's check holds the only slot while the burst queues.
+        let busy = accounts.checks.acquire([10, 0, 0, 1].into()).await;
+        let burst: Vec<_> = (0..10)
+            .map(|_| {
+                let accounts = accounts.clone();
+                tokio::spawn(async move {
+                    accounts
+                        .check(peer, Some("romeo"), Some(b"nope"))
+                        .await
+                        .unwrap_err()
+                })
+            })
+            .collect();
+        queued(&accounts, 10).await;
+        drop(busy);
+        let mut codes = Vec::new();
+        for b in burst {
+            codes.push(b.await.unwrap().code);
+        }
+        let checked = codes
+            .iter()
+            .filter(|c| **c == ReasonCode::from(ConnectReturnCode::BadUserNameOrPassword))
+            .count();
+        let banned = codes.iter().filter(|c| **c == ReasonCode::Banned).count();
+        assert_eq!((checked, banned), (1, 9), "{codes:?}");
+        // The other user names of the address are not held.
+        accounts.update("juliet", "x").unwrap();
+        assert!(accounts
+            .check(peer, Some("juliet"), Some(b"x"))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_check_whose_connection_is_gone_counts_nothing() {
+        let accounts = Arc::new(Accounts::load(None, &settings()).unwrap());
+        accounts.update("romeo", "1234").unwrap();
+        let peer: IpAddr = [127, 0, 0, 1].into();
+        // Both slots are held by other addresses while the attempt waits.
+        let held = (
+            accounts.checks.acquire([10, 0, 0, 1].into()).await,
+            accounts.checks.acquire([10, 0, 0, 2].into()).await,
+        );
+        let gone = tokio::spawn({
+            let accounts = accounts.clone();
+            async move { accounts.check(peer, Some("romeo"), Some(b"nope")).await }
+        });
+        queued(&accounts, 1).await;
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        drop(held);
+        assert_eq!(accounts.checks.running(), 0);
+        assert_eq!(accounts.throttle().tracked(), 0, "nothing counted");
+        assert!(accounts
+            .check(peer, Some("romeo"), Some(b"1234"))
+            .await
+            .is_ok());
     }
 }

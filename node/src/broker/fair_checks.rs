@@ -101,6 +101,11 @@ impl FairChecks {
     pub fn running(&self) -> usize {
         self.state().running
     }
+
+    /// Checks waiting for a slot now (some of them may be gone).
+    pub fn waiting(&self) -> usize {
+        self.state().waiting.values().map(VecDeque::len).sum()
+    }
 }
 
 impl Drop for CheckSlot {

@@ -13,11 +13,17 @@
 //!   failed checks a minute (a bucket of that many, refilled over a minute). While it is
 //!   empty every login from the address is refused at once.
 //!
+//! An IPv6 address counts as its /64 (what one host or one home is given), so that a client
+//! cannot step round both bounds by changing the low bits of its address.
+//!
 //! Both tables hold at most `auth.max_tracked_addresses` entries; when full, entries that
-//! no longer hold anything back are dropped first, then the oldest.
+//! no longer hold anything back are dropped first, then the oldest. A user name is kept as
+//! a keyed hash, so an entry costs the same whatever the name's length (up to 64 KiB).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::hash::BuildHasher as _;
+use std::hash::RandomState;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use crate::settings::AuthSettings;
@@ -62,8 +68,23 @@ pub struct LoginThrottle {
     max: Duration,
     per_address: f64,
     capacity: usize,
-    users: HashMap<(IpAddr, String), UserFailures>,
+    /// Keyed by (address, hash of the user name): bounded memory per entry.
+    users: HashMap<(IpAddr, u64), UserFailures>,
     addresses: HashMap<IpAddr, AddressBucket>,
+    /// A random key per process, so that nobody can choose user names that collide.
+    names: RandomState,
+}
+
+/// The address the throttle and the fair check queue count `ip` as: an IPv4 address (also
+/// one mapped into IPv6) as it is, an IPv6 address as its /64.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
 }
 
 /// The window of `auth.max_address_failures_per_min`.
@@ -95,18 +116,23 @@ impl LoginThrottle {
             capacity: s.max_tracked_addresses.max(1),
             users: HashMap::new(),
             addresses: HashMap::new(),
+            names: RandomState::new(),
         }
+    }
+
+    fn user_key(&self, addr: IpAddr, user: &str) -> (IpAddr, u64) {
+        (address_key(addr), self.names.hash_one(user))
     }
 
     /// Whether a login of `user` from `addr` may be checked at `now`; `Err` refuses it at
     /// once (and changes nothing: a refused attempt never lengthens a penalty).
     pub fn admit(&self, addr: IpAddr, user: &str, now: Instant) -> Result<(), Penalty> {
-        if let Some(b) = self.addresses.get(&addr) {
+        if let Some(b) = self.addresses.get(&address_key(addr)) {
             if b.tokens_at(now, self.per_address) < 1.0 {
                 return Err(Penalty::Address);
             }
         }
-        match self.users.get(&(addr, user.to_owned())) {
+        match self.users.get(&self.user_key(addr, user)) {
             Some(f) if now < f.until => Err(Penalty::User),
             _ => Ok(()),
         }
@@ -116,20 +142,18 @@ impl LoginThrottle {
     pub fn failed(&mut self, addr: IpAddr, user: &str, now: Instant) {
         self.make_room(now);
         let (base, max, full) = (self.base, self.max, self.per_address);
-        let f = self
-            .users
-            .entry((addr, user.to_owned()))
-            .or_insert(UserFailures {
-                count: 0,
-                until: now,
-            });
+        let key = self.user_key(addr, user);
+        let f = self.users.entry(key).or_insert(UserFailures {
+            count: 0,
+            until: now,
+        });
         // A pair quiet for longer than the longest penalty starts again from the first.
         if now.saturating_duration_since(f.until) > max {
             f.count = 0;
         }
         f.count = f.count.saturating_add(1);
         f.until = now + penalty(base, max, f.count);
-        let bucket = self.addresses.entry(addr).or_insert(AddressBucket {
+        let bucket = self.addresses.entry(key.0).or_insert(AddressBucket {
             tokens: full,
             at: now,
         });
@@ -142,7 +166,8 @@ impl LoginThrottle {
     /// A login of `user` from `addr` succeeded: that pair starts afresh (the address's
     /// bucket does not: a spray that guesses one password is still a spray).
     pub fn succeeded(&mut self, addr: IpAddr, user: &str) {
-        self.users.remove(&(addr, user.to_owned()));
+        let key = self.user_key(addr, user);
+        self.users.remove(&key);
     }
 
     /// Keeps both tables under `capacity` entries: first drops what holds nothing back any
@@ -285,5 +310,38 @@ mod tests {
             "{}",
             t.tracked()
         );
+    }
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_address() {
+        let mut t = LoginThrottle::new(&settings());
+        let t0 = Instant::now();
+        let host = |low: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, low]);
+        // A spray stepping through the low bits of one /64 drains one bucket.
+        for i in 0..10u16 {
+            let user = format!("user{i}");
+            assert_eq!(t.admit(host(i), &user, t0), Ok(()), "{user}");
+            t.failed(host(i), &user, t0);
+        }
+        assert_eq!(t.admit(host(999), "user0", t0), Err(Penalty::Address));
+        let next_64 = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert_eq!(t.admit(next_64, "user0", t0), Ok(()));
+        // An IPv4 address mapped into IPv6 is the IPv4 address.
+        let v4: IpAddr = NAT.into();
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::from(NAT).to_ipv6_mapped());
+        assert_eq!(address_key(mapped), v4);
+        t.failed(v4, "u", t0);
+        assert_eq!(t.admit(mapped, "u", t0), Err(Penalty::User));
+    }
+
+    #[test]
+    fn long_user_names_are_kept_as_hashes_and_told_apart() {
+        let mut t = LoginThrottle::new(&settings());
+        let t0 = Instant::now();
+        let ip: IpAddr = NAT.into();
+        let long = "x".repeat(65_535);
+        t.failed(ip, &long, t0);
+        assert_eq!(t.admit(ip, &long, t0), Err(Penalty::User));
+        assert_eq!(t.admit(ip, &long[1..], t0), Ok(()));
     }
 }

@@ -135,8 +135,9 @@ pub struct AuthSettings {
     pub failure_delay_ms: u64,
     /// Cap of that penalty.
     pub max_failure_delay_ms: u64,
-    /// Failed logins a minute from one address, whatever the user names; beyond it every
-    /// login from the address is refused at once (stops a password spray).
+    /// Failed logins a minute from one address (an IPv6 address counts as its /64), whatever
+    /// the user names; beyond it every login from the address is refused at once (stops a
+    /// password spray).
     pub max_address_failures_per_min: u32,
     /// Entries (address and user name, address) the throttle remembers (bounded memory
     /// under a scan).

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::super::router::deliver;
@@ -162,11 +163,23 @@ where
             c.username = Some(user.clone());
             c.password = None;
         } else if settings.auth.enabled {
-            let checked = self
-                .broker
-                .accounts
-                .check(self.peer.ip(), c.username.as_deref(), c.password.as_deref())
-                .await;
+            let broker = self.broker.clone();
+            let check =
+                broker
+                    .accounts
+                    .check(self.peer.ip(), c.username.as_deref(), c.password.as_deref());
+            // A connection closed while its password waits or is checked is dropped with the
+            // check: the throttle never counts a connection that is gone.
+            let room = settings.mqtt.max_packet_size;
+            let checked = tokio::select! {
+                checked = check => checked,
+                why = gone(&mut self.reader, &mut self.rbuf, room) => {
+                    tracing::info!(target: "access", peer = %self.peer, client = %c.client_id,
+                        user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
+                        "connect abandoned: the connection closed before its password check ended");
+                    return Err(why);
+                }
+            };
             if let Err(refusal) = checked {
                 return refuse(self, refusal.code, refusal.reason);
             }
@@ -705,4 +718,26 @@ pub(super) fn trace_hop(mark: &TraceMark, hop: &str, topic: &str, client: &str, 
     let via: Vec<&str> = mark.via.iter().map(|n| &**n).collect();
     tracing::info!(target: "trace", hop, topic, client, from = %mark.origin_client,
         origin_us = mark.origin_us, latency_us, count, via = %via.join(">"), "message hop");
+}
+
+/// Reads on while a CONNECT's password is checked (what a client sends after its CONNECT is
+/// kept in `rbuf`, up to `room` bytes), and ends when the client has closed the connection.
+async fn gone<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+    room: usize,
+) -> CloseReason {
+    use tokio::io::AsyncReadExt as _;
+    loop {
+        if rbuf.len() >= room {
+            // Full: the rest waits in the socket until the check has ended.
+            return std::future::pending().await;
+        }
+        rbuf.reserve(4096);
+        match reader.read_buf(rbuf).await {
+            Ok(0) => return CloseReason::SocketClosed,
+            Ok(_) => {}
+            Err(e) => return CloseReason::SocketError(e.to_string()),
+        }
+    }
 }
