@@ -477,16 +477,24 @@ fn check_limits(limits: &LinkLimits) -> Result<(), MonitorError> {
 
 /// QUIC transport limits: flow-control windows sized to the frame limit; a log or admin link
 /// uses one stream, a cluster peer link one per request in flight.
+/// Bytes an unproven connection may have buffered at the server (a hello and a proof need
+/// a few hundred).
+pub(crate) const PRE_PROOF_WINDOW: u32 = 16 * 1024;
+
 fn transport(limits: &LinkLimits) -> Result<TransportConfig, MonitorError> {
     let window = VarInt::from_u64(limits.receive_window())
         .map_err(|_| MonitorError::BadConfig("max_frame too large".into()))?;
     let idle = IdleTimeout::try_from(limits.idle_timeout)
         .map_err(|e| MonitorError::BadConfig(format!("idle timeout: {e}")))?;
+    // Until a peer has proven membership it may open one stream and have at most
+    // `PRE_PROOF_WINDOW` bytes buffered here (quinn buffers what a peer sends up to its
+    // windows, read or not: 8 MiB each would let unproven connections hold gigabytes);
+    // `admit` raises both once the proof holds.
     let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(VarInt::from_u32(DEFAULT_MAX_PEER_STREAMS))
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(window)
-        .receive_window(window)
+        .receive_window(VarInt::from_u32(PRE_PROOF_WINDOW))
         .max_idle_timeout(Some(idle))
         .mtu_discovery_config(Some(crate::config::mtu_discovery()));
     Ok(t)

@@ -231,6 +231,11 @@ async fn admit(inner: &Inner, incoming: Incoming) -> Result<Admitted, End> {
         }
     };
     reader.set_max(inner.limits.max_frame);
+    // A member now: the windows and streams a link needs (see `transport`).
+    if let Ok(window) = VarInt::from_u64(inner.limits.receive_window()) {
+        conn.set_receive_window(window);
+    }
+    conn.set_max_concurrent_bi_streams(VarInt::from_u32(super::DEFAULT_MAX_PEER_STREAMS));
     let welcome = MonitorMsg::Welcome {
         max_frame: u32::try_from(inner.limits.max_frame).unwrap_or(u32::MAX),
         max_batch_events: u32::try_from(inner.limits.max_batch_events).unwrap_or(u32::MAX),

@@ -269,3 +269,29 @@ async fn a_first_frame_larger_than_a_hello_is_refused_unread() {
     assert_eq!(closed_by_monitor(&conn).await, 1);
     monitor.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unproven_connection_cannot_make_the_monitor_buffer_more_than_a_few_kib() {
+    let pki = Pki::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, layer) = monitor_logs(dir.path());
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let monitor = Monitor::start(&pki, free_addr(), cookie(), dir.path(), logs, None);
+    let (_e, conn, mut send, _r) = raw(&pki, monitor.addr()).await;
+    let hello = NodeMsg::Hello {
+        nonce: [7; NONCE_LEN],
+    };
+    send.write_all(&encode(&hello).unwrap()).await.unwrap();
+    // A second stream is not allowed before the proof.
+    let second = tokio::time::timeout(Duration::from_millis(500), conn.open_bi()).await;
+    assert!(second.is_err(), "a second stream opened before the proof");
+    // 1 MiB more on the first stream: flow control stops it at the small pre-proof window,
+    // so the write cannot finish before the proof deadline closes the connection (with the
+    // link's 8 MiB windows it finished at once).
+    let written = send.write_all(&vec![0u8; 1 << 20]).await;
+    assert!(
+        written.is_err(),
+        "1 MiB was buffered by the monitor before any proof"
+    );
+    monitor.server.shutdown().await;
+}
