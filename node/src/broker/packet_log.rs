@@ -210,7 +210,7 @@ pub(crate) fn head_of(buf: &[u8]) -> Option<Vec<u8>> {
 /// the decoded frame, `None` when it did not decode.
 pub(crate) fn received_bytes(
     peer: SocketAddr,
-    mut head: Vec<u8>,
+    head: Vec<u8>,
     size: usize,
     packet: Option<&Packet>,
 ) {
@@ -218,8 +218,7 @@ pub(crate) fn received_bytes(
         Some(Packet::Connect(c)) => c.password.as_ref().map(|p| p.len()),
         _ => None,
     };
-    head.truncate(size.max(1).min(head.len()));
-    let redacted = redact::mask_secrets(&mut head, size, packet.is_some(), password);
+    let (head, redacted) = redact::loggable_head(head, size, packet.is_some(), password);
     raw("in", peer, &head, size, redacted);
 }
 

@@ -5,6 +5,10 @@
 //!
 //! Works on the head of a frame (the first bytes only, as logged), whole or cut short, and
 //! on bytes that did not decode: whatever cannot be parsed with certainty is masked.
+//!
+//! A will's payload is left as it is: it is application data, like the PUBLISH payloads the
+//! same class shows, not a credential. The user name and client id stay readable too (they
+//! are what a search of the log looks for).
 
 /// The byte a secret's bytes are replaced with (`*`, hex `2a`).
 pub const MASK: u8 = b'*';
@@ -12,6 +16,39 @@ pub const MASK: u8 = b'*';
 /// CONNECT and AUTH, the packet types that may carry a secret.
 const CONNECT: u8 = 1;
 const AUTH: u8 = 15;
+
+/// What of a received frame's `head` may be logged: the head cut to the frame (a frame that did
+/// not decode is cut at the length its fixed header declares, so the bytes of a next frame,
+/// maybe a CONNECT, are never shown under the kind of this one), with its secrets masked
+/// ([`mask_secrets`]). `size` is the frame's length when it decoded, else every byte read;
+/// returns the bytes and whether anything was masked.
+pub fn loggable_head(
+    mut head: Vec<u8>,
+    size: usize,
+    decoded: bool,
+    password_len: Option<usize>,
+) -> (Vec<u8>, bool) {
+    let mut frame_len = size;
+    if !decoded {
+        if let Some(declared) = declared_frame_len(&head) {
+            frame_len = frame_len.min(declared);
+        }
+    }
+    head.truncate(frame_len.max(1).min(head.len()));
+    let masked = mask_secrets(&mut head, frame_len, decoded, password_len);
+    (head, masked)
+}
+
+/// The length a frame's fixed header declares (header included), if the header is whole and
+/// well formed in `head`.
+fn declared_frame_len(head: &[u8]) -> Option<usize> {
+    let header_len = fixed_header_len(head)?;
+    let mut remaining = 0usize;
+    for (i, b) in head[1..header_len].iter().enumerate() {
+        remaining |= usize::from(b & 0x7f) << (7 * i);
+    }
+    Some(header_len + remaining)
+}
 
 /// Masks the secrets in `head`, the first bytes of one frame of `frame_len` bytes in all.
 /// `password_len` is the decoded CONNECT's password length (`None`: no password, or the frame
@@ -221,6 +258,36 @@ mod tests {
         let mut short = vec![0x10, 0xff, 0xff];
         assert!(mask_secrets(&mut short, 1000, false, None));
         assert_eq!(short, [0x10, MASK, MASK]);
+    }
+
+    #[test]
+    fn an_undecoded_frame_is_cut_at_its_declared_length() {
+        // A malformed PUBLISH (its topic length runs past its body), then a CONNECT in the
+        // same read: the CONNECT's bytes are not logged as part of the PUBLISH.
+        let bad_publish = [0x30, 3, 0, 9, b't'];
+        let connect = frame(
+            &Packet::Connect(connect(ProtocolVersion::V311, None)),
+            ProtocolVersion::V311,
+        );
+        let mut read = bad_publish.to_vec();
+        read.extend_from_slice(&connect);
+        let size = read.len();
+        let (head, masked) = loggable_head(read[..size.min(64)].to_vec(), size, false, None);
+        assert_eq!(head, bad_publish);
+        assert!(!masked);
+        // A header that declares more than was read: all that was read is this frame's.
+        let (head, _) = loggable_head(vec![0x30, 100, 0, 1], 4, false, None);
+        assert_eq!(head, [0x30, 100, 0, 1]);
+        // A header cut short: nothing to cut at; a CONNECT type is masked after its type.
+        let (head, masked) = loggable_head(vec![0x10, 0x80], 2, false, None);
+        assert_eq!(head, [0x10, MASK]);
+        assert!(masked);
+        // A decoded frame is cut at its size, and its password masked.
+        let mut two = connect.clone();
+        two.extend_from_slice(&[0xc0, 0]);
+        let (head, masked) = loggable_head(two, connect.len(), true, Some(7));
+        assert_eq!(head.len(), connect.len());
+        assert!(masked && !holds(&head, b"hun"));
     }
 
     #[test]
