@@ -497,6 +497,34 @@ fn settings_lists_the_effective_settings() {
 }
 
 #[test]
+fn config_example_is_a_settings_file_a_node_starts_with_and_changes_nothing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fubar"))
+        .args(["config", "example"])
+        .output()
+        .expect("run fubar config example");
+    assert!(out.status.success(), "{out:?}");
+    let example = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        example.contains("\n[auth]\n") && example.contains("\nmax_address_failures_per_min = "),
+        "{example}"
+    );
+    // A node given the example (flags still win for name, folder, address and port) runs with
+    // exactly the settings of a node given nothing.
+    let plain = Broker::start();
+    let from_example = Broker::start_with(&[], &example);
+    let settings = |broker: &Broker| -> Vec<String> {
+        ctl_ok(broker, &["settings"])
+            .lines()
+            .filter(|l| !l.starts_with("node.data_dir ="))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (a, b) = (settings(&plain), settings(&from_example));
+    assert!(a.len() > 20, "{a:?}");
+    assert_eq!(a, b);
+}
+
+#[test]
 fn changed_max_packet_size_applies_to_new_connections_only() {
     let broker = Broker::start();
     let big = vec![b'x'; 4000];
