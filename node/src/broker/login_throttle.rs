@@ -17,7 +17,9 @@
 //! cannot step round both bounds by changing the low bits of its address.
 //!
 //! Both tables hold at most `auth.max_tracked_addresses` entries; when full, entries that
-//! no longer hold anything back are dropped first, then the oldest. A user name is kept as
+//! no longer hold anything back are dropped first, then the half that holds back least (the
+//! penalties ending soonest, the buckets fullest), so that a scan of many addresses cannot
+//! wipe out the penalty of the one that sprayed. A user name is kept as
 //! a keyed hash, so an entry costs the same whatever the name's length (up to 64 KiB).
 
 use std::collections::HashMap;
@@ -171,7 +173,7 @@ impl LoginThrottle {
     }
 
     /// Keeps both tables under `capacity` entries: first drops what holds nothing back any
-    /// more, then (under a scan of many addresses) the entries that end soonest.
+    /// more, then (under a scan of many addresses) the half that holds back least.
     fn make_room(&mut self, now: Instant) {
         if self.users.len() >= self.capacity {
             let max = self.max;
@@ -187,7 +189,17 @@ impl LoginThrottle {
             let full = self.per_address;
             self.addresses.retain(|_, b| b.tokens_at(now, full) < full);
             if self.addresses.len() >= self.capacity {
-                self.addresses.clear();
+                // Keep the half that failed most (fewest failures left): a scan of many
+                // addresses with one failure each must not wipe out a spray's empty bucket.
+                let mut left: Vec<f64> = self
+                    .addresses
+                    .values()
+                    .map(|b| b.tokens_at(now, full))
+                    .collect();
+                left.sort_unstable_by(f64::total_cmp);
+                let cut = left[left.len() / 2];
+                // At most half stay (all alike: none).
+                self.addresses.retain(|_, b| b.tokens_at(now, full) < cut);
             }
         }
     }
@@ -310,6 +322,26 @@ mod tests {
             "{}",
             t.tracked()
         );
+    }
+
+    #[test]
+    fn a_scan_of_many_addresses_does_not_free_a_spraying_one() {
+        let mut t = LoginThrottle::new(&AuthSettings {
+            max_tracked_addresses: 10,
+            ..settings()
+        });
+        let now = Instant::now();
+        let spray: IpAddr = NAT.into();
+        for i in 0..10 {
+            t.failed(spray, &format!("user{i}"), now);
+        }
+        assert_eq!(t.admit(spray, "next", now), Err(Penalty::Address));
+        // Then one failure from each of many other addresses fills the table over and over.
+        for i in 0..=255u8 {
+            t.failed([10, 0, 1, i].into(), "u", now);
+            assert!(t.addresses.len() <= 10);
+        }
+        assert_eq!(t.admit(spray, "next", now), Err(Penalty::Address));
     }
 
     #[test]
