@@ -219,6 +219,10 @@ pub struct MqttSettings {
     /// Bytes a connection the server closes may still send (read and discarded, within
     /// `close_flush_ms`) so that it can read why it was closed instead of getting a reset.
     pub close_drain_bytes: usize,
+    /// Microseconds a PUBLISH waits at most, before it is routed, for input that reached
+    /// other connections before it to be read and handled (a SUBSCRIBE sent just before it
+    /// on another connection then receives it); 0 routes at once.
+    pub publish_order_wait_us: u64,
     /// QoS 1/2 PUBLISH packets a client may have unacknowledged at once (sent to MQTT 5.0
     /// clients as the server's Receive Maximum; one that sends more is disconnected with
     /// 0x93). It also bounds the acknowledgements a connection holds while they wait for the
@@ -316,6 +320,9 @@ impl Default for MqttSettings {
             shutdown_grace_secs: 5,
             close_flush_ms: 1000,
             close_drain_bytes: 1 << 20,
+            // Reached only while a connection stamped earlier stays unhandled that long (an
+            // overloaded machine: a runnable task can wait milliseconds for a core).
+            publish_order_wait_us: 10_000,
             // The same as `session.inflight_window`: what the broker asks of a client is what it
             // allows itself toward one. EMQX uses its max_inflight (32) both ways; mosquitto
             // announces its max_inflight_messages (20), HiveMQ 10. The MQTT 5.0 default
