@@ -402,7 +402,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 36] = [
+pub const FIXED_AT_START: [&str; 39] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -432,8 +432,11 @@ pub const FIXED_AT_START: [&str; 36] = [
     "cluster.node_keyfile",
     "cluster.cafile",
     "cluster.proof_timeout_ms",
+    "cluster.max_connections",
+    "cluster.max_unproven_connections",
     "cluster.max_unproven_per_address",
     "cluster.refusal_warning_ms",
+    "cluster.max_refusal_warnings",
     "cluster.join_warning_ms",
     "cluster.spool_bytes",
     "monitor.index_heap_bytes",
@@ -605,12 +608,20 @@ impl Settings {
         }
         if self.cluster.proof_timeout_ms == 0
             || self.cluster.max_unproven_per_address == 0
+            || self.cluster.max_unproven_connections == 0
             || self.cluster.refusal_warning_ms == 0
+            || self.cluster.max_refusal_warnings == 0
             || self.cluster.join_warning_ms == 0
         {
             return invalid(
-                "cluster.proof_timeout_ms / max_unproven_per_address / refusal_warning_ms / join_warning_ms",
+                "cluster.proof_timeout_ms / max_unproven_connections / max_unproven_per_address / refusal_warning_ms / max_refusal_warnings / join_warning_ms",
                 "must be at least 1",
+            );
+        }
+        if self.cluster.max_unproven_connections >= self.cluster.max_connections {
+            return invalid(
+                "cluster.max_unproven_connections",
+                "must be less than cluster.max_connections (the rest is kept for members)",
             );
         }
         if self.cluster.spool_bytes < 1 << 20 {
