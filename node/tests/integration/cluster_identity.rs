@@ -701,3 +701,47 @@ fn new_certs_in_a_checkout_writes_no_key_git_would_see() {
         }
     }
 }
+
+#[test]
+fn ctl_with_the_cluster_ca_refuses_a_node_certificate_for_another_node_than_the_one_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    own_ca(dir);
+    let (n1, port) = ca_member(dir, "n1", "n1@localhost");
+    n1.wait_for_log("cluster founded", WAIT).expect("founded");
+    let empty = tempfile::tempdir().unwrap();
+    // `ctl --node NODE status` with a member's certificate (n1's own) and the cluster CA.
+    let status = |node: &str| {
+        fubar()
+            .args(["ctl", "--node", node, "--data-dir"])
+            .arg(empty.path())
+            .arg("--cafile")
+            .arg(dir.join("ca/cacert.pem"))
+            .arg("--certfile")
+            .arg(dir.join("ca/node-n1@localhost.pem"))
+            .arg("--keyfile")
+            .arg(dir.join("ca/node-n1@localhost.key.pem"))
+            .arg("status")
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = status(&format!("n1@localhost:{port}"));
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", text(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The same address named as ghost (a node certificate of the same CA exists for it):
+    // the server shows n1's certificate, which is of the CA but not ghost's.
+    let out = status(&format!("ghost@localhost:{port}"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("n1@localhost") && err.contains("not for the node dialed"),
+        "{err}"
+    );
+    drop(n1);
+}
