@@ -606,6 +606,17 @@ impl Settings {
                 "a node certificate needs its CA in cluster.cafile",
             );
         }
+        if !self.cluster.cafile.as_os_str().is_empty()
+            && self.cluster.node_certfile.as_os_str().is_empty()
+        {
+            // The self-made identity is no certificate of that CA: every other member would
+            // refuse this node's certificate, and it theirs only by the cookie.
+            return invalid(
+                "cluster.cafile",
+                "a cluster CA needs this node's certificate of it in cluster.node_certfile \
+                 and cluster.node_keyfile (fubar ssl new-certs --node NAME)",
+            );
+        }
         if self.cluster.proof_timeout_ms == 0
             || self.cluster.max_unproven_per_address == 0
             || self.cluster.max_unproven_connections == 0
