@@ -847,4 +847,24 @@ mod tests {
         assert!(s.with_change("mqtt.receive_maximum", "65536").is_err());
         assert!(s.with_change("mqtt.topic_alias_maximum", "0").is_ok());
     }
+
+    #[test]
+    fn the_cluster_ports_shares_and_its_ca_are_checked() {
+        let mut s = Settings::default();
+        // The strangers' share must leave the members some of the port.
+        s.cluster.max_unproven_connections = s.cluster.max_connections;
+        assert!(s.validate().is_err());
+        s.cluster.max_unproven_connections = s.cluster.max_connections - 1;
+        s.validate().unwrap();
+        s.cluster.max_refusal_warnings = 0;
+        assert!(s.validate().is_err());
+        // A cluster CA without this node's certificate of it.
+        let mut s = Settings::default();
+        s.cluster.cafile = "ca.pem".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.node_certfile"), "{err}");
+        s.cluster.node_certfile = "node.pem".into();
+        s.cluster.node_keyfile = "node.key.pem".into();
+        s.validate().unwrap();
+    }
 }
