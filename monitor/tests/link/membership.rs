@@ -487,3 +487,56 @@ async fn a_servers_refusal_is_shown_short_and_clean_and_a_huge_one_is_not_read()
         server.close(0u32.into(), b"");
     }
 }
+
+#[tokio::test]
+async fn refusals_from_many_addresses_beyond_the_budget_are_one_summary_warning() {
+    let pki = Pki::new(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (logs, layer) = monitor_logs(dir.path());
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let limits = LinkLimits {
+        refusal_warning_interval: Duration::from_secs(2),
+        max_refusal_warnings: 2,
+        ..LinkLimits::default()
+    };
+    let monitor =
+        Monitor::start_with_limits(&pki, free_addr(), cookie(), dir.path(), logs, None, limits);
+    let addr = monitor.addr();
+    // Ten addresses, one garbage hello each: ten refusals.
+    for i in 0..10u8 {
+        let endpoint = client_on(&pki, [127, 0, 2, 10 + i], LOG_ALPN);
+        let conn = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'])
+            .await
+            .unwrap();
+        assert_eq!(closed_by_monitor(&conn).await, 1);
+    }
+    // Every refusal is accounted for: a warning per address within the budget, the rest in
+    // a summary (the budget is 2 per interval, so at least one interval has one).
+    let count = |w: &fubar_logproto::Event| -> u64 {
+        w.field("refusals")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    };
+    wait_for("a summary accounting for every refusal", || {
+        let warnings = monitor.link_warnings();
+        warnings.iter().map(count).sum::<u64>() == 10
+            && warnings
+                .iter()
+                .any(|w| w.message.contains("not warned about one by one"))
+    })
+    .await;
+    let warnings = monitor.link_warnings();
+    let summary = warnings
+        .iter()
+        .find(|w| w.message.contains("not warned about one by one"))
+        .unwrap();
+    assert!(count(summary) >= 1, "{summary:?}");
+    assert!(summary.field("addresses").is_some(), "{summary:?}");
+    assert!(
+        warnings.len() < 10,
+        "fewer warnings than refusals: {warnings:#?}"
+    );
+    monitor.server.shutdown().await;
+}
