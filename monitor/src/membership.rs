@@ -140,7 +140,7 @@ pub(crate) fn refusal_text(reason: &str) -> String {
 }
 
 /// A message's name, for errors (never its contents: they come from an unproven peer).
-fn kind(msg: &MonitorMsg) -> &'static str {
+pub(crate) fn kind(msg: &MonitorMsg) -> &'static str {
     match msg {
         MonitorMsg::Challenge { .. } => "Challenge",
         MonitorMsg::Welcome { .. } => "Welcome",
