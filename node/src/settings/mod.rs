@@ -409,7 +409,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 36] = [
+pub const FIXED_AT_START: [&str; 39] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -439,8 +439,11 @@ pub const FIXED_AT_START: [&str; 36] = [
     "cluster.node_keyfile",
     "cluster.cafile",
     "cluster.proof_timeout_ms",
+    "cluster.max_connections",
+    "cluster.max_unproven_connections",
     "cluster.max_unproven_per_address",
     "cluster.refusal_warning_ms",
+    "cluster.max_refusal_warnings",
     "cluster.join_warning_ms",
     "cluster.spool_bytes",
     "monitor.index_heap_bytes",
@@ -610,14 +613,33 @@ impl Settings {
                 "a node certificate needs its CA in cluster.cafile",
             );
         }
+        if !self.cluster.cafile.as_os_str().is_empty()
+            && self.cluster.node_certfile.as_os_str().is_empty()
+        {
+            // The self-made identity is no certificate of that CA: every other member would
+            // refuse this node's certificate, and it theirs only by the cookie.
+            return invalid(
+                "cluster.cafile",
+                "a cluster CA needs this node's certificate of it in cluster.node_certfile \
+                 and cluster.node_keyfile (fubar ssl new-certs --node NAME)",
+            );
+        }
         if self.cluster.proof_timeout_ms == 0
             || self.cluster.max_unproven_per_address == 0
+            || self.cluster.max_unproven_connections == 0
             || self.cluster.refusal_warning_ms == 0
+            || self.cluster.max_refusal_warnings == 0
             || self.cluster.join_warning_ms == 0
         {
             return invalid(
-                "cluster.proof_timeout_ms / max_unproven_per_address / refusal_warning_ms / join_warning_ms",
+                "cluster.proof_timeout_ms / max_unproven_connections / max_unproven_per_address / refusal_warning_ms / max_refusal_warnings / join_warning_ms",
                 "must be at least 1",
+            );
+        }
+        if self.cluster.max_unproven_connections >= self.cluster.max_connections {
+            return invalid(
+                "cluster.max_unproven_connections",
+                "must be less than cluster.max_connections (the rest is kept for members)",
             );
         }
         if self.cluster.spool_bytes < 1 << 20 {
@@ -831,5 +853,25 @@ mod tests {
         }
         assert!(s.with_change("mqtt.receive_maximum", "65536").is_err());
         assert!(s.with_change("mqtt.topic_alias_maximum", "0").is_ok());
+    }
+
+    #[test]
+    fn the_cluster_ports_shares_and_its_ca_are_checked() {
+        let mut s = Settings::default();
+        // The strangers' share must leave the members some of the port.
+        s.cluster.max_unproven_connections = s.cluster.max_connections;
+        assert!(s.validate().is_err());
+        s.cluster.max_unproven_connections = s.cluster.max_connections - 1;
+        s.validate().unwrap();
+        s.cluster.max_refusal_warnings = 0;
+        assert!(s.validate().is_err());
+        // A cluster CA without this node's certificate of it.
+        let mut s = Settings::default();
+        s.cluster.cafile = "ca.pem".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.node_certfile"), "{err}");
+        s.cluster.node_certfile = "node.pem".into();
+        s.cluster.node_keyfile = "node.key.pem".into();
+        s.validate().unwrap();
     }
 }
