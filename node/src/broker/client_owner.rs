@@ -51,7 +51,11 @@ pub struct NotOwner {
 
 impl fmt::Display for NotOwner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the client id's session belongs to user {:?}", self.owner)
+        write!(
+            f,
+            "the client id's session belongs to user {:?}",
+            self.owner
+        )
     }
 }
 

@@ -739,7 +739,14 @@ mod tests {
             .unwrap();
         for (clean_start, persistent) in [(false, true), (true, false), (true, true)] {
             let refused = r
-                .attach_with("alice-dev", Some("bob"), clean_start, persistent, 2, limits())
+                .attach_with(
+                    "alice-dev",
+                    Some("bob"),
+                    clean_start,
+                    persistent,
+                    2,
+                    limits(),
+                )
                 .unwrap_err();
             assert_eq!(refused.owner, "alice");
         }
@@ -772,7 +779,9 @@ mod tests {
         assert!(Arc::ptr_eq(bob.discarded.as_ref().unwrap(), &anon.handle));
         assert_eq!(bob.handle.lock().session.user(), Some("bob"));
         // From now on it is bob's.
-        assert!(r.attach_with("dev", None, false, true, 3, limits()).is_err());
+        assert!(r
+            .attach_with("dev", None, false, true, 3, limits())
+            .is_err());
     }
 
     #[test]
@@ -854,9 +863,13 @@ mod tests {
     fn a_v5_session_expires_after_its_own_interval_capped_by_max_age() {
         let r = Registry::default();
         r.set_max_age(Duration::from_secs(100));
-        let short = r.attach_with("short", None, true, true, 1, limits()).unwrap();
+        let short = r
+            .attach_with("short", None, true, true, 1, limits())
+            .unwrap();
         short.handle.lock().session.set_expiry_secs(Some(3));
-        let long = r.attach_with("long", None, true, true, 2, limits()).unwrap();
+        let long = r
+            .attach_with("long", None, true, true, 2, limits())
+            .unwrap();
         long.handle.lock().session.set_expiry_secs(Some(u32::MAX));
         let t0 = Instant::now();
         r.detach(&short.handle, 1, t0);

@@ -10,9 +10,9 @@ use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use super::forward;
-use crate::broker::client_owner::NotOwner;
 use super::member::ClusterMember;
 use super::peer_wire::{PeerRequest, PeerResponse, MAX_PEER_FRAME};
+use crate::broker::client_owner::NotOwner;
 
 /// Takes admitted links until the endpoint closes.
 pub async fn serve(member: Arc<ClusterMember>, mut links: mpsc::Receiver<PeerLink>) {

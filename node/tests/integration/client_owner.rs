@@ -203,7 +203,11 @@ fn assert_bob_refused(addr: SocketAddr, id: &str, ask: Ask) {
             ReasonCode::ClientIdentifierNotValid,
             "{ask:?}"
         ),
-        _ => assert_eq!(connack.code, ConnectReturnCode::IdentifierRejected, "{ask:?}"),
+        _ => assert_eq!(
+            connack.code,
+            ConnectReturnCode::IdentifierRejected,
+            "{ask:?}"
+        ),
     }
     assert!(!connack.session_present, "{ask:?}: no session present");
     // Nothing of alice's comes after the refusal: the connection just ends.
@@ -320,9 +324,7 @@ fn across_the_cluster_the_node_holding_alices_session_refuses_bob() {
     // A publisher on alice's node: its PUBACK comes once her session has the message.
     let (mut publisher, _) = Wire::accepted(n1.broker.addr, "pub", Some("bob"), V311_CLEAN);
     // Once n2 knows that n1 holds alice-dev, a connection there asks n1 for it.
-    cluster.wait_status("n2@localhost", "alice-dev registered", |s| {
-        clients(s) >= 2
-    });
+    cluster.wait_status("n2@localhost", "alice-dev registered", |s| clients(s) >= 2);
     // bob's account has reached n2 once he may connect there.
     let _bob = accepted_when_replicated(n2.broker.addr, "bob-dev", "bob", V311_CLEAN);
     for (i, ask) in EVERY_ASK.into_iter().enumerate() {
@@ -346,9 +348,7 @@ fn across_the_cluster_the_node_holding_alices_session_refuses_bob() {
         clients(s) == 3
     });
     let _marker = Wire::accepted(n2.broker.addr, "marker", Some("bob"), V311_CLEAN);
-    cluster.wait_status("n1@localhost", "the marker registered", |s| {
-        clients(s) == 4
-    });
+    cluster.wait_status("n1@localhost", "the marker registered", |s| clients(s) == 4);
     assert_bob_refused(n1.broker.addr, "alice-dev", V311_KEEP);
     assert_bob_refused(n1.broker.addr, "alice-dev", V5_CLEAN);
     assert_bob_refused(n2.broker.addr, "alice-dev", V5_KEEP);
@@ -386,7 +386,11 @@ fn client_id_from_username_makes_the_user_name_the_client_id() {
     first.subscribe("alice/#");
     let (_second, present) = Wire::accepted(broker.addr, "phone", Some("alice"), V311_KEEP);
     assert!(present, "the same session: client id alice both times");
-    assert_eq!(first.read(WAIT), None, "the first connection was taken over");
+    assert_eq!(
+        first.read(WAIT),
+        None,
+        "the first connection was taken over"
+    );
     assert!(broker
         .wait_for_log("client id replaced by the user name", WAIT)
         .is_some_and(|l| unquote(&l).contains("sent_client_id=laptop")));

@@ -355,7 +355,12 @@ where
     /// Refuses a CONNECT whose client id has a session of another user (here or on the node
     /// holding it): CONNACK 2 identifier rejected (3.1/3.1.1) / 0x85 client identifier not
     /// valid (5.0). The session and its connection are left as they are.
-    fn refuse_not_owner(&mut self, c: &Connect, user: Option<&str>, refused: NotOwner) -> CloseReason {
+    fn refuse_not_owner(
+        &mut self,
+        c: &Connect,
+        user: Option<&str>,
+        refused: NotOwner,
+    ) -> CloseReason {
         let code = ReasonCode::ClientIdentifierNotValid;
         self.send(&Packet::ConnAck(ConnAck::new(false, code)));
         tracing::warn!(target: "access", peer = %self.peer, client = %c.client_id,

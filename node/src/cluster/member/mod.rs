@@ -554,8 +554,7 @@ impl ClusterHooks for ClusterMember {
         client_id: &'a str,
         user: Option<&'a str>,
         keep: bool,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>>
-    {
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>> {
         Box::pin(async move {
             let Some(holder) = self.view.holder(client_id).filter(|h| *h != self.id) else {
                 return Ok(None);
