@@ -180,6 +180,21 @@ impl Wire {
         }
     }
 
+    /// The PUBLISH packets that come before the answer to a PINGREQ sent now: what a resumed
+    /// session had queued is written before it.
+    fn messages_before_pong(&mut self) -> usize {
+        self.send(&Packet::PingReq);
+        let mut n = 0;
+        loop {
+            match self.read(WAIT) {
+                Some(Packet::PingResp) => return n,
+                Some(Packet::Publish(_)) => n += 1,
+                Some(_) => {}
+                None => panic!("no PINGRESP"),
+            }
+        }
+    }
+
     /// Sends DISCONNECT (a persistent session stays).
     fn disconnect(mut self) {
         self.send(&Packet::Disconnect(Default::default()));
@@ -196,22 +211,23 @@ impl Wire {
 /// What bob must get for `ask`: CONNACK 2 (3.1.1) / 0x85 (5.0), no session present, and
 /// then the end of the connection without a single message.
 fn assert_bob_refused(addr: SocketAddr, id: &str, ask: Ask) {
-    let (mut bob, connack) = Wire::connect(addr, id, Some("bob"), ask);
-    match ask.version {
-        ProtocolVersion::V5 => assert_eq!(
-            connack.code,
-            ReasonCode::ClientIdentifierNotValid,
-            "{ask:?}"
-        ),
-        _ => assert_eq!(
-            connack.code,
-            ConnectReturnCode::IdentifierRejected,
-            "{ask:?}"
-        ),
-    }
-    assert!(!connack.session_present, "{ask:?}: no session present");
-    // Nothing of alice's comes after the refusal: the connection just ends.
-    assert_eq!(bob.read(WAIT), None, "{ask:?}: bob got something");
+    assert_refused(addr, id, "bob", ask);
+}
+
+/// What `user` must get for `ask` when `id`'s session is another user's.
+fn assert_refused(addr: SocketAddr, id: &str, user: &str, ask: Ask) {
+    let (mut wire, connack) = Wire::connect(addr, id, Some(user), ask);
+    let want = match ask.version {
+        ProtocolVersion::V5 => ReasonCode::ClientIdentifierNotValid,
+        _ => ConnectReturnCode::IdentifierRejected.into(),
+    };
+    assert_eq!(connack.code, want, "{user} {ask:?}");
+    assert!(
+        !connack.session_present,
+        "{user} {ask:?}: no session present"
+    );
+    // Nothing of the owner's comes after the refusal: the connection just ends.
+    assert_eq!(wire.read(WAIT), None, "{user} {ask:?}: got something");
 }
 
 /// alice's connection still serves her: a message published now reaches her.
@@ -295,6 +311,32 @@ fn alices_stored_session_is_still_hers_after_a_restart() {
         alice.next_message(WAIT).as_deref(),
         Some("before the restart")
     );
+}
+
+#[test]
+fn a_session_from_before_auth_goes_to_the_first_user_fresh_and_is_then_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    // Without --auth: an anonymous persistent session with a queued message.
+    let broker = Broker::start_in(dir.path(), &[], "");
+    let (mut dev, _) = Wire::accepted(broker.addr, "dev", None, V311_KEEP);
+    dev.subscribe("dev/#");
+    dev.disconnect();
+    let (mut publisher, _) = Wire::accepted(broker.addr, "pub", None, V311_CLEAN);
+    publisher.publish("dev/inbox", "anonymous era");
+    drop(publisher);
+    assert!(broker.stop().success(), "graceful stop");
+    // With --auth: bob claims the id; nothing of the old session passes to him.
+    let broker = Broker::start_in(dir.path(), &["--auth"], "");
+    add_accounts(dir.path());
+    let (mut bob, present) = Wire::accepted(broker.addr, "dev", Some("bob"), V311_KEEP);
+    assert!(!present, "an ownerless session is not resumed for a user");
+    assert_eq!(bob.messages_before_pong(), 0, "none of the old queue");
+    bob.disconnect();
+    // From now on the id is bob's.
+    assert_refused(broker.addr, "dev", "alice", V311_KEEP);
+    assert_refused(broker.addr, "dev", "alice", V5_CLEAN);
+    let (_, present) = Wire::accepted(broker.addr, "dev", Some("bob"), V311_KEEP);
+    assert!(present, "bob's own session");
 }
 
 /// Connects until the account, replicated from another node, is known here.
