@@ -42,6 +42,16 @@ pub fn claim(owner: Option<&str>, user: Option<&str>) -> Claim {
     }
 }
 
+/// `claim`, with a refusal as the error that says whose the session is.
+pub fn check(owner: Option<&str>, user: Option<&str>) -> Result<Claim, NotOwner> {
+    match claim(owner, user) {
+        Claim::Refused => Err(NotOwner {
+            owner: owner.unwrap_or_default().to_owned(),
+        }),
+        allowed => Ok(allowed),
+    }
+}
+
 /// A connection was refused the session of a client id: it belongs to another user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotOwner {
@@ -71,6 +81,12 @@ mod tests {
         assert_eq!(claim(Some("alice"), Some("bob")), Claim::Refused);
         // A connection with no verified user (auth turned off since) is refused too.
         assert_eq!(claim(Some("alice"), None), Claim::Refused);
+        assert_eq!(
+            check(Some("alice"), Some("bob")),
+            Err(NotOwner {
+                owner: "alice".into()
+            })
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use fubar_store::Store;
 use tokio::sync::{oneshot, Notify};
 
-use super::client_owner::{claim, Claim, NotOwner};
+use super::client_owner::{check, Claim, NotOwner};
 use super::disk_guard::DiskGuard;
 use super::offline_budget::OfflineBudget;
 use super::persist;
@@ -491,14 +491,10 @@ impl Registry {
         let mut discarded_will = None;
         if let Some(existing) = map.get(client_id).cloned() {
             let mut slot = existing.lock();
-            let clean_start = match claim(slot.session.user(), user) {
-                Claim::Refused => {
-                    return Err(NotOwner {
-                        owner: slot.session.user().unwrap_or_default().to_owned(),
-                    })
-                }
+            // Checked before anything is touched: a refused connection changes nothing.
+            let clean_start = match check(slot.session.user(), user)? {
                 Claim::Fresh => true,
-                Claim::Allowed => clean_start,
+                _ => clean_start, // allowed (`check` gives no refusal but as an error)
             };
             if let Some(old) = slot.owner.take() {
                 let _ = old.kick.send(());
@@ -595,28 +591,29 @@ impl Registry {
         client_id: &str,
         f: impl FnOnce(&Session, bool, Option<LastWill>) -> T,
     ) -> Option<(Arc<SessionHandle>, T)> {
-        let mut map = self.map();
-        let handle = map.get(client_id).cloned()?;
-        let mut slot = handle.lock();
-        if let Some(old) = slot.owner.take() {
-            let _ = old.kick.send(());
-        }
-        let will = slot.delayed_will.take().map(|d| d.0);
-        let taken = f(&slot.session, !slot.clean, will);
-        self.end(&mut slot, &handle.client_id);
-        drop(slot);
-        remove_if_same(&mut map, &handle);
-        Some((handle, taken))
+        self.release_if(client_id, |_| Ok(Claim::Allowed), |s, p, w, _| f(s, p, w))
+            .unwrap_or_default()
     }
 
-    /// Another node asks for `client_id` for a connection of verified user `user`: `release_with`
-    /// if that user may have the session (`f` is told whether the session may move, or only
-    /// end, for an ownerless session claimed by a user); `NotOwner`, with nothing touched,
-    /// if the session belongs to another user.
+    /// Another node asks for `client_id` for a connection of verified user `user`:
+    /// `release_with` if that user may have the session (`f` is also told the claim: an
+    /// ownerless session claimed by a user must end, not move); `NotOwner`, with nothing
+    /// touched, if the session belongs to another user.
     pub fn release_to<T>(
         &self,
         client_id: &str,
         user: Option<&str>,
+        f: impl FnOnce(&Session, bool, Option<LastWill>, Claim) -> T,
+    ) -> Result<Option<(Arc<SessionHandle>, T)>, NotOwner> {
+        self.release_if(client_id, |s| check(s.user(), user), f)
+    }
+
+    /// Releases `client_id`'s session if `decide` allows, under the registry's and the
+    /// session's locks (so the decision holds for the session released).
+    fn release_if<T>(
+        &self,
+        client_id: &str,
+        decide: impl FnOnce(&Session) -> Result<Claim, NotOwner>,
         f: impl FnOnce(&Session, bool, Option<LastWill>, Claim) -> T,
     ) -> Result<Option<(Arc<SessionHandle>, T)>, NotOwner> {
         let mut map = self.map();
@@ -624,12 +621,7 @@ impl Registry {
             return Ok(None);
         };
         let mut slot = handle.lock();
-        let decided = claim(slot.session.user(), user);
-        if decided == Claim::Refused {
-            return Err(NotOwner {
-                owner: slot.session.user().unwrap_or_default().to_owned(),
-            });
-        }
+        let decided = decide(&slot.session)?;
         if let Some(old) = slot.owner.take() {
             let _ = old.kick.send(());
         }
