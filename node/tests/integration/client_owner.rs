@@ -443,4 +443,18 @@ fn client_id_from_username_makes_the_user_name_the_client_id() {
         connack.properties.assigned_client_identifier.as_deref(),
         Some("bob")
     );
+    // Without --auth the user name sent is used as it is, and a CONNECT without one is
+    // refused: CONNACK 5 not authorized (3.1.1) / 0x87 (5.0).
+    let open = Broker::start_with(&[], "[auth]\nclient_id_from_username = true\n");
+    for ask in [V311_CLEAN, V5_CLEAN] {
+        let (_, connack) = Wire::connect(open.addr, "anon", None, ask);
+        let want = match ask.version {
+            ProtocolVersion::V5 => ReasonCode::NotAuthorized,
+            _ => ConnectReturnCode::NotAuthorized.into(),
+        };
+        assert_eq!(connack.code, want, "{ask:?}");
+    }
+    let (_, present) = Wire::accepted(open.addr, "x", Some("carol"), V311_CLEAN);
+    assert!(!present);
+    assert!(open.wait_for_log("connected client=carol ", WAIT).is_some());
 }
