@@ -54,7 +54,9 @@ pub const ADMIN_ALPN: &[u8] = b"fubar-admin/2";
 /// then the handshake stream is finished and the dialer opens one bidirectional stream per
 /// request (Raft messages, joins, proposals) or a long-lived one for forwarded messages. The
 /// node crate defines those frames.
-pub const PEER_ALPN: &[u8] = b"fubar-cluster/2";
+/// `/3`: a takeover carries the connecting user and may be refused (client ids belong to
+/// their user), and a moved session its owner.
+pub const PEER_ALPN: &[u8] = b"fubar-cluster/3";
 
 /// Largest admin request frame body the monitor reads; a larger one closes that connection.
 pub const MAX_ADMIN_REQUEST: usize = 64 << 10;

@@ -144,6 +144,9 @@ pub struct AuthSettings {
     pub max_tracked_addresses: usize,
     /// Password checks (deliberately slow) running at once, shared fairly between addresses.
     pub max_concurrent_checks: usize,
+    /// Use the user name as the client id (mosquitto's `use_username_as_clientid`): a client
+    /// id in CONNECT is replaced, and a CONNECT without a user name is refused.
+    pub client_id_from_username: bool,
 }
 
 /// How the preserved state is written.
@@ -374,6 +377,7 @@ impl Default for AuthSettings {
             max_address_failures_per_min: 100,
             max_tracked_addresses: 100_000,
             max_concurrent_checks: 2,
+            client_id_from_username: false,
         }
     }
 }
