@@ -5,27 +5,28 @@
 //! handled after a PUBLISH that arrived just behind it on another connection: the IO driver
 //! wakes the two tasks in arrival order, but tokio runs the last woken first (its LIFO slot),
 //! or both at once on two workers. The subscriber would then miss a message published after
-//! its SUBSCRIBE reached the server.
+//! its SUBSCRIBE reached the server (about half the time in a tight loop).
 //!
 //! Every event below takes the next number of one process-wide sequence, so numbers order
-//! them. [`Watched`] wraps a connection's read half and keeps the connection in the set of
-//! *unread arrivals* while input may wait in its socket or in its read buffer, under a
-//! number no later than that input's arrival:
+//! them. [`Watched`] wraps a connection's read half; the waker it hands the socket puts the
+//! connection in the set of *unread arrivals* when input wakes it after its socket was found
+//! empty (the driver wakes sockets in the order the kernel reported them ready), numbered as
+//! of that moment. It leaves the set once a read has drained the socket (a read that would
+//! block, or one that took less than it could) and what it read is handled.
 //!
-//! - the socket found empty (a read that would block, or one that took less than it could,
-//!   which drains the socket): out of the set, and input arriving later comes after the number
-//!   taken then ("drained");
-//! - a wake-up for input (the driver wakes sockets in the order the kernel reported them
-//!   ready), or input read without one (the task was busy): in the set, numbered as drained;
-//! - the next read, once what the last one read is handled: if that read drained the socket,
-//!   whatever is unread came after it, so the connection moves up to that read's number.
+//! Before routing the first PUBLISH of a read, its connection takes a number and waits, for a
+//! bounded time (`mqtt.publish_order_wait_us`), until no other connection is in the set under
+//! an earlier number. If that read came without a wake-up (the task was busy), it first lets
+//! the driver run, so that input already in the kernel is in the set. Only earlier numbers are
+//! waited for, so waits never go in a circle.
 //!
-//! Before routing the first PUBLISH of a read, its connection lets the driver run (so input
-//! already in the kernel is counted), takes a number, and waits, for a bounded time
-//! (`mqtt.publish_order_wait_us`), until no other connection is in the set under an earlier
-//! number. Only earlier numbers are waited for, so waits never go in a circle. A connection
-//! that stops reading for a while (throttled, authenticating, its client not reading) is out
-//! of the set meanwhile: nobody waits for input it will not read.
+//! What keeps this off the publish path: only input that follows an idle moment is waited for
+//! (a connection streaming input, read without wake-ups, is not in the set), and a connection
+//! that has published and never subscribed is *quiet* (nobody waits for it) until it sends a
+//! SUBSCRIBE or UNSUBSCRIBE. A connection that stops reading for a while (throttled,
+//! authenticating, its client not reading) is out of the set meanwhile. What is left uncovered:
+//! a SUBSCRIBE from a client that is publishing at that moment, whose first SUBSCRIBE follows
+//! its publishes, or that reaches the kernel in a different order than it was sent.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -87,14 +88,18 @@ struct StampState {
     seq: Option<u64>,
     /// Unread input came after this number.
     drained: u64,
-    /// The number of the last read that took input, and whether it drained the socket.
+    /// The number of the last read that took input, whether it drained the socket, and
+    /// whether it came after a wake-up (the connection was in the set).
     read_at: u64,
     drained_by_read: bool,
+    woken_read: bool,
     /// Wake-ups ever: a read that finds the socket empty leaves the set only if none came
     /// while it read.
     wakes: u64,
     /// Not reading for a while: wake-ups put nothing in the set.
     paused: bool,
+    /// A publisher that has not subscribed: nobody waits for its input.
+    quiet: bool,
     /// Gone, or its input is thrown away: never in the set again.
     closed: bool,
 }
@@ -111,7 +116,7 @@ impl Stamp {
 
     /// Enters the set as drained, unless it is in already (or closed or paused).
     fn enter(&self, state: &mut StampState) {
-        if state.seq.is_some() || state.closed || state.paused {
+        if state.seq.is_some() || state.closed || state.paused || state.quiet {
             return;
         }
         state.seq = Some(state.drained);
@@ -132,18 +137,11 @@ impl Stamp {
     /// What the last read took is handled: if it drained the socket, whatever is unread came
     /// after it.
     fn move_up(&self, state: &mut StampState) {
-        let Some(seq) = state.seq else { return };
-        if !state.drained_by_read || state.read_at <= seq {
+        if state.seq.is_none() || !state.drained_by_read {
             return;
         }
         state.drained_by_read = false;
-        state.seq = Some(state.read_at);
-        {
-            let mut all = arrivals();
-            all.unread.remove(&(seq, self.id()));
-            all.unread.insert((state.read_at, self.id()));
-        }
-        progress();
+        self.leave(state);
     }
 }
 
@@ -196,6 +194,12 @@ impl<R> Watched<R> {
         }
     }
 
+    /// Whether the input read last came after a wake-up: the IO driver had then reported
+    /// every socket that was ready before this one, so they are in the set already.
+    pub(super) fn read_was_woken(&self) -> bool {
+        self.stamp.state().woken_read
+    }
+
     /// The connection stops reading for a while: out of the set meanwhile (nobody waits for
     /// input it will not read), and wake-ups put nothing in it until `resume`.
     pub(super) fn pause(&self) {
@@ -214,6 +218,18 @@ impl<R> Watched<R> {
         if state.paused {
             state.paused = false;
             self.stamp.enter(&mut state);
+        }
+    }
+
+    /// Whether others wait for this connection's input: not while it has published and not
+    /// subscribed (see the module's notes).
+    pub(super) fn set_quiet(&self, quiet: bool) {
+        let mut state = self.stamp.state();
+        if state.quiet != quiet {
+            state.quiet = quiet;
+            if quiet {
+                self.stamp.leave(&mut state);
+            }
         }
     }
 
@@ -322,8 +338,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
         let read = buf.filled().len() - before;
         match &polled {
             Poll::Ready(Ok(())) if read > 0 => {
-                // Input read without a wake-up (the task was busy when it came) enters here.
-                this.stamp.enter(&mut state);
+                // Input read without a wake-up (the task was busy when it came) does not
+                // enter: see the module's notes.
+                state.woken_read = state.seq.is_some();
                 state.read_at = arrivals().take();
                 // Less than there was room for: the socket is empty now.
                 state.drained_by_read = read < room;
@@ -400,10 +417,12 @@ mod tests {
         assert_eq!(a.seq(), None, "out of the set");
         a.inner.0 = b"y".to_vec();
         assert!(poll(&mut a).is_ready());
-        assert!(
-            a.seq() > b.seq(),
-            "read without a wake-up: after it was drained"
+        assert_eq!(
+            a.seq(),
+            None,
+            "input read without a wake-up: the task was busy"
         );
+        assert!(!a.read_was_woken());
         a.pause();
         assert_eq!(a.seq(), None, "not in the set while it does not read");
         a.waker.wake_by_ref();
@@ -434,12 +453,13 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_keeps_reading_moves_up_once_a_read_drains_its_socket() {
+    fn a_connection_that_keeps_reading_leaves_once_a_read_drained_its_socket() {
         let mut a = watched();
         a.waker.wake_by_ref();
         let first = a.seq().unwrap();
         a.inner.0 = vec![1; 40];
         assert!(poll(&mut a).is_ready(), "a full read: more waits");
+        assert!(a.read_was_woken());
         assert!(poll(&mut a).is_ready(), "another full read");
         assert_eq!(
             a.seq(),
@@ -447,14 +467,29 @@ mod tests {
             "the rest may be as old as the first input"
         );
         assert!(poll(&mut a).is_ready(), "a partial read drains the socket");
-        let drained_at = a.stamp.state().read_at;
         a.inner.0 = vec![2; 4];
         assert!(poll(&mut a).is_ready(), "input that came after the drain");
         assert_eq!(
             a.seq(),
-            Some(drained_at),
-            "a stream of input does not keep the first number forever"
+            None,
+            "a stream of input does not keep the connection in the set"
         );
+    }
+
+    #[test]
+    fn a_publisher_that_has_not_subscribed_is_not_waited_for() {
+        let mut a = watched();
+        a.set_quiet(true);
+        a.waker.wake_by_ref();
+        assert_eq!(a.seq(), None, "quiet: its wake-ups enter nothing");
+        a.inner.0 = b"PUBLISH".to_vec();
+        assert!(poll(&mut a).is_ready());
+        assert!(poll(&mut a).is_pending());
+        a.set_quiet(false);
+        a.waker.wake_by_ref();
+        assert!(a.seq().is_some(), "it subscribed: waited for again");
+        a.set_quiet(true);
+        assert_eq!(a.seq(), None, "quiet again: out of the set at once");
     }
 
     /// The race of issue 15.2 at this level: the publisher was in the set first (it was busy

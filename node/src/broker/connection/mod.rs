@@ -104,6 +104,9 @@ struct Connection<R, W> {
     flow: Negotiated,
     /// Bytes were read since the last PUBLISH was routed: see `let_earlier_input_in`.
     fresh_input: bool,
+    /// The client has sent a SUBSCRIBE or UNSUBSCRIBE: PUBLISHes on other connections wait
+    /// for its input (see `arrival`).
+    subscribed: bool,
 }
 
 /// Serves one connection (plain TCP or TLS, already accepted) until it ends.
@@ -132,6 +135,7 @@ pub(crate) async fn serve<R, W>(
         pending_acks: VecDeque::new(),
         flow: Negotiated::new(&settings.mqtt),
         fresh_input: false,
+        subscribed: false,
         settings,
         broker,
         peer,
@@ -313,9 +317,20 @@ where
                     Box::pin(self.handle_connect(c)).await?
                 }
                 other => {
-                    if matches!(other, Packet::Publish(_)) && std::mem::take(&mut self.fresh_input)
-                    {
-                        self.let_earlier_input_in().await;
+                    match &other {
+                        Packet::Publish(_) => {
+                            if std::mem::take(&mut self.fresh_input) {
+                                self.let_earlier_input_in().await;
+                            }
+                            if !self.subscribed {
+                                self.reader.set_quiet(true);
+                            }
+                        }
+                        Packet::Subscribe(_) | Packet::Unsubscribe(_) => {
+                            self.subscribed = true;
+                            self.reader.set_quiet(false);
+                        }
+                        _ => {}
                     }
                     self.handle_packet(other)?
                 }
@@ -332,8 +347,11 @@ where
         if limit.is_zero() {
             return;
         }
-        // Let the IO driver run first: input that is already in the kernel then is in the set.
-        tokio::task::yield_now().await;
+        if !self.reader.read_was_woken() {
+            // Read without a wake-up: let the IO driver run first, so that input already in
+            // the kernel is in the set.
+            tokio::task::yield_now().await;
+        }
         self.reader.earlier().wait(Instant::now() + limit).await;
     }
 
