@@ -86,8 +86,38 @@ pub fn client_tls(settings: &Settings, alpn: &[u8]) -> anyhow::Result<Arc<rustls
 }
 
 /// The client side's TLS for dialing other members (`PEER_ALPN`).
-pub fn peer_client_tls(settings: &Settings) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    client_tls(settings, PEER_ALPN)
+pub fn peer_client_tls(settings: &Settings) -> anyhow::Result<PeerTls> {
+    let (identity, trust) = cluster_tls(settings)?;
+    let shared = client_tls(settings, PEER_ALPN)?;
+    Ok(PeerTls {
+        shared,
+        own_ca: matches!(trust, fubar_ssl::ClusterTrust::Ca(_)).then_some((identity, trust)),
+    })
+}
+
+/// How this node checks the member it dials. With the cluster's own CA, the member's node
+/// certificate must name the member dialed: another node of the same CA answering at that
+/// address (a member that took over its address, or one an attacker controls) is refused by
+/// TLS, as `fubar ctl` refuses it. With the cookie, the mutual proof decides and one
+/// configuration serves every member.
+#[derive(Debug)]
+pub struct PeerTls {
+    shared: Arc<rustls::ClientConfig>,
+    own_ca: Option<(fubar_ssl::NodeIdentity, fubar_ssl::ClusterTrust)>,
+}
+
+impl PeerTls {
+    /// The client configuration for dialing member `name`.
+    pub fn for_member(
+        &self,
+        name: &crate::cluster::NodeName,
+    ) -> Result<Arc<rustls::ClientConfig>, fubar_ssl::SslError> {
+        let Some((identity, trust)) = &self.own_ca else {
+            return Ok(self.shared.clone());
+        };
+        let names = [name.id(), name.to_string()];
+        fubar_ssl::cluster_client_config_for_node(Some(identity), trust, &[PEER_ALPN], &names)
+    }
 }
 
 /// The cluster cookie (created on first use).
@@ -156,4 +186,74 @@ pub fn serve_admin(server: &MonitorServer, broker: Arc<Broker>) {
             ));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fubar_ssl::{ClusterTrust, NewCerts, NodeIdentity};
+    use rustls::pki_types::ServerName;
+
+    /// Whether a client with `client` completes a handshake with a server with `server`.
+    async fn handshake(
+        server: Arc<rustls::ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+    ) -> Result<(), String> {
+        let (c, s) = tokio::io::duplex(64 << 10);
+        let accept = tokio_rustls::TlsAcceptor::from(server).accept(s);
+        let name = ServerName::try_from("localhost").unwrap();
+        let connect = tokio_rustls::TlsConnector::from(client).connect(name, c);
+        let (_, client) = tokio::join!(accept, connect);
+        client.map(drop).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn with_the_cluster_ca_a_member_is_dialed_only_if_its_certificate_names_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = tmp.path().to_owned();
+        fubar_ssl::new_certs(&NewCerts {
+            dir: ca.clone(),
+            nodes: vec!["n1@localhost".into(), "n2@localhost".into()],
+            ..NewCerts::default()
+        })
+        .unwrap();
+        let node = |n: &str| NodeIdentity {
+            certfile: ca.join(format!("node-{n}.pem")),
+            keyfile: ca.join(format!("node-{n}.key.pem")),
+        };
+        let trust = ClusterTrust::Ca(ca.join("cacert.pem"));
+        let me = node("n1@localhost");
+        let tls = PeerTls {
+            shared: fubar_ssl::cluster_client_config(Some(&me), &trust, &[PEER_ALPN]).unwrap(),
+            own_ca: Some((me, trust.clone())),
+        };
+        // n2 answers, wherever it is dialed.
+        let server =
+            fubar_ssl::cluster_server_config(&node("n2@localhost"), &trust, &[PEER_ALPN]).unwrap();
+        let n2: crate::cluster::NodeName = "n2@localhost".parse().unwrap();
+        let n3: crate::cluster::NodeName = "n3@localhost".parse().unwrap();
+        handshake(server.clone(), tls.for_member(&n2).unwrap())
+            .await
+            .expect("n2 dialed as n2");
+        let err = handshake(server.clone(), tls.for_member(&n3).unwrap())
+            .await
+            .expect_err("n2 answering for n3");
+        assert!(err.contains("n3@localhost"), "{err}");
+        // The one shared configuration (what links used before) lets it through.
+        handshake(server, tls.shared.clone())
+            .await
+            .expect("without the name, any node of the CA passes");
+    }
+
+    #[test]
+    fn with_the_cookie_every_member_is_dialed_with_the_one_configuration() {
+        let shared =
+            fubar_ssl::cluster_client_config(None, &ClusterTrust::Cookie, &[PEER_ALPN]).unwrap();
+        let tls = PeerTls {
+            shared: shared.clone(),
+            own_ca: None,
+        };
+        let n2: crate::cluster::NodeName = "n2@localhost".parse().unwrap();
+        assert!(Arc::ptr_eq(&tls.for_member(&n2).unwrap(), &shared));
+    }
 }

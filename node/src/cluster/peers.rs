@@ -12,6 +12,7 @@ use fubar_store::replicated::NodeInfo;
 use quinn::Connection;
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::endpoint::PeerTls;
 use super::peer_wire::{PeerRequest, PeerResponse, MAX_PEER_FRAME};
 use super::NodeName;
 
@@ -51,7 +52,7 @@ pub enum PeerError {
 #[derive(Debug)]
 pub struct Peers {
     server: MonitorServer,
-    tls: Arc<rustls::ClientConfig>,
+    tls: PeerTls,
     /// Who is where (from the replicated membership, or from `--master`).
     known: RwLock<HashMap<u64, NodeInfo>>,
     /// Open connections; one dial at a time per member.
@@ -69,7 +70,7 @@ impl Peers {
     /// `heard` is shared with the member's liveness check.
     pub fn new(
         server: MonitorServer,
-        tls: Arc<rustls::ClientConfig>,
+        tls: PeerTls,
         timeout: Duration,
         idle: Duration,
         heard: Arc<Mutex<HashMap<u64, Instant>>>,
@@ -154,8 +155,12 @@ impl Peers {
             .map_err(|e| bad(format!("cannot resolve {}: {e}", info.addr)))?
             .find(|a| a.is_ipv4() == v4)
             .ok_or_else(|| bad(format!("{} has no address to reach from here", info.addr)))?;
+        let tls = self
+            .tls
+            .for_member(&name)
+            .map_err(|e| bad(format!("the cluster's TLS: {e}")))?;
         self.server
-            .connect_peer(self.tls.clone(), addr, &name.host, self.idle)
+            .connect_peer(tls, addr, &name.host, self.idle)
             .await
             .map_err(|source| PeerError::Link {
                 name: info.name.clone(),
