@@ -673,7 +673,8 @@ pub struct NodeArgs {
     /// Largest MQTT packet accepted, in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_packet_size: Option<usize>,
-    /// Log classes printed to stdout, comma-separated [default: trace,warning,error,info].
+    /// Log classes also printed to stdout, comma-separated (added to the setting log.classes,
+    /// whose classes are open at start) [default: trace].
     #[arg(long, value_name = "CLASSES", value_delimiter = ',')]
     pub log_stdout: Option<Vec<String>>,
     /// Require clients to log in with an account (setting auth.enabled).
@@ -848,5 +849,64 @@ mod tests {
         // checks every subcommand now.
         Cli::command().debug_assert();
         ShellLine::command().debug_assert();
+    }
+
+    /// The `[default: ...]` each flag of `fubar node --help` states, by flag.
+    fn stated_defaults() -> std::collections::HashMap<String, String> {
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("node")
+            .expect("node")
+            .render_long_help()
+            .to_string();
+        let mut out = std::collections::HashMap::new();
+        let mut flag = String::new();
+        let mut text = String::new();
+        let mut take = |flag: &str, text: &str| {
+            if let Some((_, rest)) = text.split_once("[default: ") {
+                let value = rest.split(']').next().unwrap_or("");
+                out.insert(flag.to_owned(), value.to_owned());
+            }
+        };
+        for line in help.lines() {
+            let trimmed = line.trim_start();
+            if let Some(rest) = trimmed.strip_prefix("--") {
+                take(&flag, &text);
+                flag = rest.split([' ', '<']).next().unwrap_or("").to_owned();
+                text.clear();
+            } else {
+                text.push(' ');
+                text.push_str(trimmed);
+            }
+        }
+        take(&flag, &text);
+        out
+    }
+
+    #[test]
+    fn the_node_flags_state_the_settings_defaults() {
+        let d = crate::settings::Settings::default();
+        let stdout: Vec<&str> = d
+            .log
+            .classes
+            .iter()
+            .filter(|(_, to)| to.as_str() == "stdout")
+            .map(|(class, _)| class.as_str())
+            .collect();
+        let expected = [
+            ("bind", d.mqtt.bind.to_string()),
+            ("mqtt-port", d.mqtt.port.to_string()),
+            ("max-packet-size", d.mqtt.max_packet_size.to_string()),
+            ("data-dir", format!("./{}", d.node.data_dir.display())),
+            ("log-stdout", stdout.join(",")),
+        ];
+        let stated = stated_defaults();
+        for (flag, value) in expected {
+            assert_eq!(
+                stated.get(flag),
+                Some(&value),
+                "--{flag}: its help and the settings disagree"
+            );
+        }
     }
 }

@@ -24,6 +24,7 @@ use super::offline_budget::OfflineBudget;
 use super::persist;
 use crate::mqtt::packet::LastWill;
 use crate::mqtt::session::{Session, SessionLimits};
+use crate::settings::SessionSettings;
 
 /// The mutable state of one session and its current owner.
 #[derive(Debug)]
@@ -239,9 +240,6 @@ pub enum WillDelay {
     Dropped,
 }
 
-/// How long a persistent session is kept by default: `session.max_age_secs`' default.
-const DEFAULT_MAX_AGE: Duration = Duration::from_secs(2 * 24 * 3600);
-
 /// All sessions of a node, by client id.
 #[derive(Debug)]
 pub struct Registry {
@@ -272,7 +270,8 @@ impl Registry {
             store,
             timers: Mutex::default(),
             timers_changed: Notify::new(),
-            max_age_secs: AtomicU64::new(DEFAULT_MAX_AGE.as_secs()),
+            // The setting's own default, until the broker applies the node's settings.
+            max_age_secs: AtomicU64::new(SessionSettings::default().max_age_secs),
             offline: Arc::new(OfflineBudget::new(usize::MAX, disk)),
         }
     }

@@ -103,6 +103,21 @@ pub fn example() -> String {
     out
 }
 
+/// Every setting's name, `section.key`, in source order.
+#[cfg(test)]
+pub(crate) fn all_keys() -> Vec<String> {
+    let docs = field_docs();
+    docs.iter()
+        .filter(|d| d.owner != "Settings")
+        .filter_map(|d| {
+            let section = docs
+                .iter()
+                .find(|s| s.owner == "Settings" && section_type(s).as_deref() == Some(&d.owner))?;
+            Some(format!("{}.{}", section.name, d.name))
+        })
+        .collect()
+}
+
 /// The struct a field of `Settings` is: `pub mqtt: MqttSettings` gives `MqttSettings`.
 fn section_type(section: &FieldDoc) -> Option<String> {
     let source = SOURCES.iter().find_map(|s| {
@@ -170,6 +185,73 @@ mod tests {
         assert!(
             missing.is_empty(),
             "not in README's settings table: {missing:#?}"
+        );
+    }
+
+    /// Whether a README default cell (`stated`) says the default `value` (its TOML form).
+    fn agrees(stated: &str, value: Option<&str>, keys: &[String]) -> bool {
+        let value = value.map(|v| v.trim_matches('"'));
+        let Some(token) = stated
+            .strip_prefix('`')
+            .and_then(|s| s.split_once('`'))
+            .map(|(t, _)| t.trim_matches('"'))
+        else {
+            // Prose: every word of the value is in it ("none" for no value).
+            return match value {
+                None | Some("") | Some("[]") => stated.contains("none"),
+                Some(v) => v
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                    .all(|w| stated.contains(w)),
+            };
+        };
+        match value {
+            // Derived at start: from the node (`<data_dir>`, `<hostname>`) or another setting.
+            _ if token.contains('<') => true,
+            None | Some("") => keys.iter().any(|k| k == token),
+            Some(v) => {
+                v == token
+                    || v == token.trim_start_matches("./")
+                    || v.parse::<f64>()
+                        .ok()
+                        .is_some_and(|v| token.parse() == Ok(v))
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_settings_table_states_each_default_as_it_is() {
+        let readme = include_str!("../../../README.md");
+        let defaults: std::collections::HashMap<String, String> =
+            Settings::default().flatten().into_iter().collect();
+        let keys = all_keys();
+        let mut wrong = Vec::new();
+        for line in readme.lines() {
+            let Some((key, rest)) = line.strip_prefix("| `").and_then(|l| l.split_once("` |"))
+            else {
+                continue;
+            };
+            if !keys.iter().any(|k| k == key) {
+                continue;
+            }
+            // | key | flag | default | meaning |: the default is the first cell after the key
+            // that is not a flag.
+            let stated = rest
+                .split('|')
+                .map(str::trim)
+                .take(2)
+                .find(|c| !c.is_empty() && !c.starts_with("`--"))
+                .unwrap_or("");
+            let value = defaults.get(key).map(String::as_str);
+            if !agrees(stated, value, &keys) {
+                wrong.push(format!(
+                    "{key}: README says {stated:?}, the default is {value:?}"
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "README defaults that are not the defaults: {wrong:#?}"
         );
     }
 

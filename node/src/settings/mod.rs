@@ -820,6 +820,20 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_fixed_at_start_is_a_setting() {
+        let keys = example::all_keys();
+        let unknown: Vec<&str> = FIXED_AT_START
+            .iter()
+            .copied()
+            .filter(|name| !keys.iter().any(|k| k == name))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "FIXED_AT_START names no setting: {unknown:?}"
+        );
+    }
+
+    #[test]
     fn overload_limits_are_off_by_default_and_changeable_at_run_time() {
         let s = Settings::default();
         assert_eq!(s.mqtt.max_connections_per_sec, 0);
