@@ -36,7 +36,7 @@ use super::registry::{SessionHandle, WillDelay};
 use super::Broker;
 use crate::mqtt::connection::{CloseReason, ConnectionState};
 use crate::mqtt::decode::{decode, starts_with_whole_publish, DecodeError};
-use crate::mqtt::encode::encode;
+use crate::mqtt::encode::try_encode;
 use crate::mqtt::message::Message;
 use crate::mqtt::packet::{ConnAck, ConnectReturnCode, LastWill, Packet, ProtocolVersion, QoS};
 use crate::mqtt::reason::ReasonCode;
@@ -546,7 +546,14 @@ where
             }
         }
         let before = self.wbuf.len();
-        encode(packet, self.protocol, &mut self.wbuf);
+        if let Err(error) = try_encode(packet, self.protocol, &mut self.wbuf) {
+            // Not a packet this connection's version can carry (a broker bug, not the
+            // client's): the connection goes on without it, and the log says so.
+            let client = self.client_id().unwrap_or("-").to_owned();
+            tracing::error!(target: "error", client, peer = %self.peer, kind = packet.kind(),
+                %error, "packet not sent: it cannot be encoded");
+            return;
+        }
         let size = self.wbuf.len() - before;
         packet_log::sent(
             self.client_id(),
