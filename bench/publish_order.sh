@@ -26,11 +26,8 @@ run_fubar() { # $1 = label, $2 = publish_order_wait_us
 }
 
 run_mosquitto() {
-  local port; port=$(free_port)
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n' "$port" > "$work/mosq.conf"
-  mosquitto -c "$work/mosq.conf" > "$work/mosq.log" 2>&1 &
-  local pid=$!
-  until mosquitto_sub -h 127.0.0.1 -p "$port" -t x -E 2>/dev/null; do sleep 0.1; done
+  start_mosquitto
+  local port=$mosq_port pid=$mosq_pid
   printf '%-22s race: %s  fan-in: ' mosquitto "$(python3 bench/sub_race.py "$port" "$TRIES")"
   "$FUBAR" bench fanin -p "$port" --publishers 4 --messages "$MSGS" -q 0 --json
   kill -TERM "$pid"; wait "$pid" || true
