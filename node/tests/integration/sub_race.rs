@@ -11,6 +11,15 @@ use crate::common::{varint, Broker};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The flood below takes a core: the race is not measured while it runs.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
     out.extend(varint(body.len()));
@@ -102,6 +111,7 @@ fn misses(broker: &Broker, level: u8, b_flags: u8, n: u16) -> u32 {
 
 #[test]
 fn sub_race_a_publish_right_after_a_subscribe_reaches_it() {
+    let _alone = one_at_a_time();
     let broker = Broker::start();
     let persistent = misses(&broker, 4, 0x00, 1000);
     let clean = misses(&broker, 4, 0x02, 1000);
@@ -115,4 +125,63 @@ fn sub_race_a_publish_right_after_a_subscribe_reaches_it() {
         clean + persistent + v5 <= 3,
         "missed: clean 3.1.1 {clean}, persistent 3.1.1 {persistent}, v5 {v5} of 1000 each"
     );
+}
+
+/// A client that has subscribed and then floods its socket (QoS 0 PUBLISHes to a topic nobody
+/// reads: nothing comes back that it would have to read) must not hold the node's publishes: with the wait bound at a minute, a publisher held by
+/// it would not be heard within the read timeout. A subscriber that sent a SUBSCRIBE is
+/// waited for; one streaming input is not.
+#[test]
+fn sub_race_a_client_flooding_its_socket_does_not_hold_other_publishes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let _alone = one_at_a_time();
+    let broker = Broker::start_with(&[], "[mqtt]\npublish_order_wait_us = 60000000\n");
+    let mut flooder = open(&broker, 4, 0x02, "flooder");
+    // Subscribed once: from then on the flooder's input is waited for after an idle moment.
+    let mut sub = 1u16.to_be_bytes().to_vec();
+    sub.extend(string("flood/x"));
+    sub.push(0);
+    flooder.write_all(&frame(0x82, &sub)).unwrap();
+    assert_eq!(read_frame(&mut flooder).0, 0x90, "SUBACK");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut drain = flooder.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        while drain.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let mut batch = Vec::new();
+    let mut body = string("flood/none");
+    body.extend_from_slice(&[b'x'; 1024]);
+    for _ in 0..1024 {
+        batch.extend(frame(0x30, &body));
+    }
+    let writer =
+        {
+            let stop = stop.clone();
+            let mut out = flooder.try_clone().unwrap();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) && out.write_all(&batch).is_ok() {}
+            })
+        };
+    let mut b = open(&broker, 4, 0x02, "flood-b");
+    let mut a = open(&broker, 4, 0x02, "flood-a");
+    let mut sub = 1u16.to_be_bytes().to_vec();
+    sub.extend(string("flood/topic"));
+    sub.push(0);
+    b.write_all(&frame(0x82, &sub)).unwrap();
+    assert_eq!(read_frame(&mut b).0, 0x90, "SUBACK");
+    for i in 0..100u32 {
+        let mut body = string("flood/topic");
+        body.extend_from_slice(&i.to_be_bytes());
+        a.write_all(&frame(0x30, &body)).unwrap();
+        let (first, body) = read_frame(&mut b);
+        assert_eq!(first >> 4, 3, "PUBLISH {i} reaches the subscriber");
+        assert!(body.ends_with(&i.to_be_bytes()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = flooder.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
+    reader.join().unwrap();
 }

@@ -11,8 +11,8 @@
 //! them. [`Watched`] wraps a connection's read half; the waker it hands the socket puts the
 //! connection in the set of *unread arrivals* when input wakes it after its socket was found
 //! empty (the driver wakes sockets in the order the kernel reported them ready), numbered as
-//! of that moment. It leaves the set once a read has drained the socket (a read that would
-//! block, or one that took less than it could) and what it read is handled.
+//! of that moment. It leaves the set once what its next read took is handled, or when a read
+//! finds the socket empty.
 //!
 //! Before routing the first PUBLISH of a read, its connection takes a number and waits, for a
 //! bounded time (`mqtt.publish_order_wait_us`), until no other connection is in the set under
@@ -21,7 +21,8 @@
 //! waited for, so waits never go in a circle.
 //!
 //! What keeps this off the publish path: only input that follows an idle moment is waited for
-//! (a connection streaming input, read without wake-ups, is not in the set), and a connection
+//! (a connection streaming input, read without wake-ups, is not in the set, so a client
+//! flooding its socket cannot hold the node's publishes), and a connection
 //! that has published and never subscribed is *quiet* (nobody waits for it) until it sends a
 //! SUBSCRIBE or UNSUBSCRIBE. A connection that stops reading for a while (throttled,
 //! authenticating, its client not reading) is out of the set meanwhile. What is left uncovered:
@@ -88,11 +89,12 @@ struct StampState {
     seq: Option<u64>,
     /// Unread input came after this number.
     drained: u64,
-    /// The number of the last read that took input, whether it drained the socket, and
-    /// whether it came after a wake-up (the connection was in the set).
-    read_at: u64,
-    drained_by_read: bool,
+    /// Whether the last read that took input came after a wake-up (the connection was in
+    /// the set).
     woken_read: bool,
+    /// The number taken when input woke the connection again after that read, while it was
+    /// still in the set: that input is unread, and keeps it in the set under this number.
+    woken_again: Option<u64>,
     /// Wake-ups ever: a read that finds the socket empty leaves the set only if none came
     /// while it read.
     wakes: u64,
@@ -127,6 +129,7 @@ impl Stamp {
     fn leave(&self, state: &mut StampState) {
         let mut all = arrivals();
         state.drained = all.take();
+        state.woken_again = None;
         if let Some(seq) = state.seq.take() {
             all.unread.remove(&(seq, self.id()));
             drop(all);
@@ -134,14 +137,28 @@ impl Stamp {
         }
     }
 
-    /// What the last read took is handled: if it drained the socket, whatever is unread came
-    /// after it.
-    fn move_up(&self, state: &mut StampState) {
-        if state.seq.is_none() || !state.drained_by_read {
+    /// What the first read after a wake-up took is handled: out of the set. If more was
+    /// waiting (a read that filled the buffer), the connection is streaming, and input read
+    /// without a wake-up is not waited for: a client that floods the socket cannot hold every
+    /// PUBLISH of the node to `mqtt.publish_order_wait_us`.
+    fn read_handled(&self, state: &mut StampState) {
+        let Some(seq) = state.seq else { return };
+        if !state.woken_read {
             return;
         }
-        state.drained_by_read = false;
-        self.leave(state);
+        state.woken_read = false;
+        match state.woken_again.take() {
+            Some(again) => {
+                state.seq = Some(again);
+                {
+                    let mut all = arrivals();
+                    all.unread.remove(&(seq, self.id()));
+                    all.unread.insert((again, self.id()));
+                }
+                progress();
+            }
+            None => self.leave(state),
+        }
     }
 }
 
@@ -154,6 +171,9 @@ impl Wake for Stamp {
         {
             let mut state = self.state();
             state.wakes += 1;
+            if state.seq.is_some() && state.woken_read && state.woken_again.is_none() {
+                state.woken_again = Some(arrivals().take());
+            }
             self.enter(&mut state);
         }
         let task = self
@@ -324,11 +344,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
         // Reading again: what the last read took has been handled.
         let seen = {
             let mut state = this.stamp.state();
-            this.stamp.move_up(&mut state);
+            this.stamp.read_handled(&mut state);
             state.wakes
         };
         let before = buf.filled().len();
-        let room = buf.remaining();
         let polled =
             Pin::new(&mut this.inner).poll_read(&mut Context::from_waker(&this.waker), buf);
         let mut state = this.stamp.state();
@@ -341,12 +360,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
                 // Input read without a wake-up (the task was busy when it came) does not
                 // enter: see the module's notes.
                 state.woken_read = state.seq.is_some();
-                state.read_at = arrivals().take();
-                // Less than there was room for: the socket is empty now.
-                state.drained_by_read = read < room;
-                if state.drained_by_read {
-                    state.drained = state.read_at;
-                }
+                // What woke it again came before this read, which takes it.
+                state.woken_again = None;
             }
             // Empty (or closed, or failed): nothing of this connection waits to be read,
             // unless input woke it while it read.
@@ -453,27 +468,53 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_keeps_reading_leaves_once_a_read_drained_its_socket() {
+    fn a_connection_leaves_once_its_first_read_after_a_wake_up_is_handled() {
         let mut a = watched();
         a.waker.wake_by_ref();
         let first = a.seq().unwrap();
         a.inner.0 = vec![1; 40];
         assert!(poll(&mut a).is_ready(), "a full read: more waits");
         assert!(a.read_was_woken());
-        assert!(poll(&mut a).is_ready(), "another full read");
         assert_eq!(
             a.seq(),
             Some(first),
-            "the rest may be as old as the first input"
+            "in the set while what it read is handled"
         );
-        assert!(poll(&mut a).is_ready(), "a partial read drains the socket");
-        a.inner.0 = vec![2; 4];
-        assert!(poll(&mut a).is_ready(), "input that came after the drain");
+        assert!(poll(&mut a).is_ready(), "the rest, read without a wake-up");
         assert_eq!(
             a.seq(),
             None,
-            "a stream of input does not keep the connection in the set"
+            "a client streaming (or flooding) its socket is not waited for"
         );
+        assert!(!a.read_was_woken());
+    }
+
+    #[test]
+    fn input_that_wakes_a_connection_while_it_handles_a_read_keeps_it_in_the_set() {
+        let mut a = watched();
+        a.waker.wake_by_ref();
+        let first = a.seq().unwrap();
+        a.inner.0 = b"SUBSCRIBE 1".to_vec();
+        assert!(poll(&mut a).is_ready());
+        // The next SUBSCRIBE comes while the first is handled.
+        a.waker.wake_by_ref();
+        let b = watched();
+        b.waker.wake_by_ref();
+        a.inner.0 = b"SUBSCRIBE 2".to_vec();
+        assert!(
+            poll(&mut a).is_ready(),
+            "read at once: the socket was ready"
+        );
+        let again = a
+            .seq()
+            .expect("still in the set: the second input was unread");
+        assert!(
+            again > first && again < b.seq().unwrap(),
+            "numbered at its wake-up"
+        );
+        assert!(a.read_was_woken());
+        assert!(poll(&mut a).is_pending());
+        assert_eq!(a.seq(), None);
     }
 
     #[test]
