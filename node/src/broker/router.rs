@@ -12,6 +12,7 @@ use super::cluster_hooks::ClusterHooks;
 use super::registry::{Registry, SessionHandle};
 use super::retained::{RetainChange, RetainedStore};
 use super::shared::SharedGroups;
+use super::topic_acl::{log_denied, Action, TopicAcl};
 use super::trie::SubscriptionTrie;
 use crate::mqtt::message::{Delivery, Message, SubscriptionOptions};
 use crate::mqtt::packet::QoS;
@@ -69,9 +70,32 @@ pub struct Router {
     counts: Mutex<HashMap<Arc<str>, usize>>,
     /// Shared subscriptions (`$share/GROUP/FILTER`).
     shared: Mutex<SharedGroups>,
+    /// Topic rules: a copy goes only to a session allowed to read its topic.
+    acl: Arc<TopicAcl>,
 }
 
 impl Router {
+    /// A router whose deliveries follow `acl`.
+    pub fn with_topic_acl(acl: Arc<TopicAcl>) -> Self {
+        Self {
+            acl,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the rules let `handle`'s client read a message on `topic` (a denial is an
+    /// `access` event).
+    pub fn may_receive(&self, handle: &SessionHandle, topic: &Arc<str>) -> bool {
+        if !self.acl.is_active() {
+            return true;
+        }
+        let decision = self.acl.check(&handle.acl, Action::Subscribe, topic);
+        if !decision.allow {
+            log_denied(&handle.acl.identity(), "receive", topic, &decision);
+        }
+        decision.allow
+    }
+
     /// Reports route changes to the cluster layer from now on (counting the subscriptions
     /// made so far). Only the first call counts.
     pub fn set_hooks(&self, hooks: Arc<dyn ClusterHooks>) {
@@ -255,6 +279,10 @@ impl Router {
                 });
             });
         }
+        if self.acl.is_active() {
+            targets.retain(|t| self.may_receive(&t.handle, &message.topic));
+        }
+        // A direct message was checked as the publisher's PUBLISH to the client id.
         if let Some(direct) = registry.get(&message.topic) {
             targets.push(Target {
                 handle: direct,
@@ -335,6 +363,7 @@ impl Router {
             .matching(&message.topic)
             .into_iter()
             .filter_map(|share| shared.pick(&share).map(|sub| (sub, share)))
+            .filter(|(sub, _)| self.may_receive(&sub.handle, &message.topic))
             .collect()
     }
 
@@ -347,6 +376,9 @@ impl Router {
             .unwrap_or_else(PoisonError::into_inner)
             .pick_online(share);
         let Some(sub) = sub else { return false };
+        if !self.may_receive(&sub.handle, &message.topic) {
+            return false;
+        }
         let delivery = Delivery {
             qos: message.qos.min(sub.options.qos),
             message,
@@ -366,7 +398,7 @@ impl Router {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pick(share);
-        if let Some(sub) = sub {
+        if let Some(sub) = sub.filter(|s| self.may_receive(&s.handle, &message.topic)) {
             let delivery = Delivery {
                 qos: message.qos.min(sub.options.qos),
                 message,

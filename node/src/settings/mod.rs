@@ -38,6 +38,8 @@ pub struct Settings {
     pub memory: MemorySettings,
     /// Client authentication.
     pub auth: AuthSettings,
+    /// Topic rules (`fubar ctl acl topic`).
+    pub acl: AclSettings,
     /// The preserved state.
     pub store: StoreSettings,
     /// Bounds of the retained store.
@@ -144,6 +146,26 @@ pub struct AuthSettings {
     pub max_tracked_addresses: usize,
     /// Password checks (deliberately slow) running at once, shared fairly between addresses.
     pub max_concurrent_checks: usize,
+}
+
+/// Topic rules (`fubar ctl acl topic`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AclSettings {
+    /// What a PUBLISH, SUBSCRIBE or delivery no topic rule matches gets: `allow` (as without
+    /// rules) or `deny` (only what a rule allows, as mosquitto with an acl_file).
+    pub default: AclDefault,
+}
+
+/// The values of `acl.default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclDefault {
+    /// Allowed.
+    #[default]
+    Allow,
+    /// Denied.
+    Deny,
 }
 
 /// How the preserved state is written.

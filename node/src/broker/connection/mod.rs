@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 mod handlers;
 mod negotiated;
+mod topic_rules;
 
 use handlers::trace_hop;
 use negotiated::Negotiated;
