@@ -131,7 +131,12 @@ fn a_device_reads_and_writes_its_own_subtree_only() {
         publish("ops", "devices/d1/marker"),
         until("d1", "devices/d1/marker"),
         // A rule change applies to the subscription that exists.
-        ctl(&["acl", "topic", "add", "deny subscribe client d1 devices/d1/x"]),
+        ctl(&[
+            "acl",
+            "topic",
+            "add",
+            "deny subscribe client d1 devices/d1/x"
+        ]),
         publish("ops", "devices/d1/x"),
         publish("ops", "devices/d1/m2"),
         until("d1", "devices/d1/m2"),
@@ -146,7 +151,12 @@ fn a_device_reads_and_writes_its_own_subtree_only() {
         publish("ops", "devices/d1/m3"),
         until("d1", "devices/d1/m3"),
     ]);
-    let lines = run_steps(broker.dir.path(), broker.port(), &steps, &ctl_prefix(&broker));
+    let lines = run_steps(
+        broker.dir.path(),
+        broker.port(),
+        &steps,
+        &ctl_prefix(&broker),
+    );
     let mut lines = lines.iter().map(String::as_str);
     let mut next = || lines.next().expect("a line per step");
     let allowed = |line: &str| line.rsplit(' ').next().unwrap().parse::<u32>().unwrap() < 0x80;
@@ -170,10 +180,22 @@ fn a_device_reads_and_writes_its_own_subtree_only() {
     next();
     assert_eq!(next(), "got d1 ", "the new deny reached the existing `#`");
     assert_eq!(next(), "suback d3 devices/d1/# 128");
-    assert_eq!(next(), "puback d3 devices/d1/y 0", "3.1.1: acknowledged as usual");
-    assert_eq!(next(), "puback d2 d1 135", "a direct message to d1 is a publish");
+    assert_eq!(
+        next(),
+        "puback d3 devices/d1/y 0",
+        "3.1.1: acknowledged as usual"
+    );
+    assert_eq!(
+        next(),
+        "puback d2 d1 135",
+        "a direct message to d1 is a publish"
+    );
     next();
-    assert_eq!(next(), "got d1 ", "neither d3's publish nor d2's direct message arrived");
+    assert_eq!(
+        next(),
+        "got d1 ",
+        "neither d3's publish nor d2's direct message arrived"
+    );
     let denial = broker
         .wait_for_log("denied by topic rules", WAIT)
         .expect("an access event");
