@@ -124,8 +124,18 @@ impl TopicAcl {
     /// Whether `session` may `action` on `topic`, from its cache when the rules have not
     /// changed since.
     pub fn check(&self, session: &SessionAcl, action: Action, topic: &Arc<str>) -> Decision {
+        self.check_fresh(session, action, topic).0
+    }
+
+    /// [`TopicAcl::check`], and whether the decision was made now (not from the cache).
+    pub fn check_fresh(
+        &self,
+        session: &SessionAcl,
+        action: Action,
+        topic: &Arc<str>,
+    ) -> (Decision, bool) {
         if !self.is_active() {
-            return allowed();
+            return (allowed(), false);
         }
         let generation = self.generation.load(Ordering::Acquire);
         let mut cache = session.cache.lock().unwrap_or_else(PoisonError::into_inner);
@@ -141,7 +151,7 @@ impl TopicAcl {
         if let Some(d) = map.get(topic) {
             // An allow is returned without its rule: no shared reference count is touched
             // on the hot path (many publishers delivering to one subscriber).
-            return if d.allow { allowed() } else { d.clone() };
+            return (if d.allow { allowed() } else { d.clone() }, false);
         }
         let identity = session
             .identity
@@ -156,7 +166,7 @@ impl TopicAcl {
             map.clear();
         }
         map.insert(topic.clone(), decision.clone());
-        decision
+        (decision, true)
     }
 }
 
