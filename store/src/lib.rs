@@ -1,7 +1,7 @@
 //! Durable broker state in fjall.
 //!
 //! One fjall database per node, under `<data-dir>/<node>/state`, with one keyspace per kind of
-//! state: accounts, address rules, changed settings, retained messages, persistent sessions,
+//! state: accounts, address rules, topic rules, changed settings, retained messages, persistent sessions,
 //! their queued and in-flight messages, and the QoS 2 packet ids they have received; in a
 //! cluster also the routes, the client registry and the Raft log (`replicated`). Records
 //! are postcard-encoded (`records`). Writes go to fjall's journal at once; `durability` decides

@@ -1,6 +1,6 @@
 //! The keyspaces the replicated state lives in, and how its keys are encoded.
 //!
-//! Accounts, address rules, settings and retained messages share the broker's own keyspaces, so
+//! Accounts, address rules, topic rules, settings and retained messages share the broker's own keyspaces, so
 //! the broker's reads (`Store::accounts()`, …) see the replicated state. Routes and the client
 //! registry have their own. New keyspaces need no format bump: an older binary ignores them and
 //! a newer one creates them empty.
