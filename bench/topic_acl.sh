@@ -23,7 +23,7 @@ run_fubar() { # $1 = label, $2 = import rules (yes/no)
   local port; port=$(free_port)
   local name="bench-$1@localhost"
   printf '[session]\nmax_queued_messages = 1000000\nmax_queued_bytes = 1073741824\n' > "$work/$1.toml"
-  rm -rf "$work/data"
+  rm -rf "$work/data" "$work/$1.log"
   "$FUBAR" node --bind 127.0.0.1 --mqtt-port "$port" --name "$name" \
     --data-dir "$work/data" --config "$work/$1.toml" > "$work/$1.log" 2>&1 &
   local pid=$!

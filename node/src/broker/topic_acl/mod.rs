@@ -144,11 +144,17 @@ impl TopicAcl {
             cache.read.clear();
             cache.generation = generation;
         }
-        let map = match action {
+        let decisions = match action {
             Action::Publish => &mut cache.publish,
             Action::Subscribe => &mut cache.read,
         };
-        if let Some(d) = map.get(topic) {
+        if let Some((last, true)) = &decisions.last {
+            if **last == **topic {
+                return (allowed(), false);
+            }
+        }
+        if let Some(d) = decisions.by_topic.get(topic) {
+            decisions.last = Some((topic.clone(), d.allow));
             // An allow is returned without its rule: no shared reference count is touched
             // on the hot path (many publishers delivering to one subscriber).
             return (if d.allow { allowed() } else { d.clone() }, false);
@@ -162,10 +168,11 @@ impl TopicAcl {
         let decision = self
             .current()
             .decide_topic(who, action, topic, self.default_allow());
-        if map.len() >= CACHE_ENTRIES {
-            map.clear();
+        if decisions.by_topic.len() >= CACHE_ENTRIES {
+            decisions.by_topic.clear();
         }
-        map.insert(topic.clone(), decision.clone());
+        decisions.by_topic.insert(topic.clone(), decision.clone());
+        decisions.last = Some((topic.clone(), decision.allow));
         (decision, true)
     }
 }
@@ -216,8 +223,23 @@ pub struct SessionAcl {
 #[derive(Debug, Default)]
 struct Cache {
     generation: u64,
-    publish: HashMap<Arc<str>, Decision>,
-    read: HashMap<Arc<str>, Decision>,
+    publish: Decisions,
+    read: Decisions,
+}
+
+/// Decisions of one action by topic, and the last one asked for: a stream of messages on one
+/// topic (the common case) is answered by a string comparison, without hashing.
+#[derive(Debug, Default)]
+struct Decisions {
+    by_topic: HashMap<Arc<str>, Decision>,
+    last: Option<(Arc<str>, bool)>,
+}
+
+impl Decisions {
+    fn clear(&mut self) {
+        self.by_topic.clear();
+        self.last = None;
+    }
 }
 
 impl SessionAcl {
