@@ -54,7 +54,9 @@ pub const ADMIN_ALPN: &[u8] = b"fubar-admin/2";
 /// then the handshake stream is finished and the dialer opens one bidirectional stream per
 /// request (Raft messages, joins, proposals) or a long-lived one for forwarded messages. The
 /// node crate defines those frames.
-pub const PEER_ALPN: &[u8] = b"fubar-cluster/2";
+/// `/3`: a takeover carries the connecting user and may be refused (client ids belong to
+/// their user), and a moved session its owner.
+pub const PEER_ALPN: &[u8] = b"fubar-cluster/3";
 
 /// Largest admin request frame body the monitor reads; a larger one closes that connection.
 /// 4 MiB: `fubar ctl acl topic import` sends a whole mosquitto acl_file (about 100,000 rules);
@@ -62,7 +64,9 @@ pub const PEER_ALPN: &[u8] = b"fubar-cluster/2";
 pub const MAX_ADMIN_REQUEST: usize = 4 << 20;
 
 /// Largest frame read before the peer has proven membership (`Hello`, `Proof`), bytes: what
-/// they need with a node name of [`MAX_NODE_NAME`] bytes, and no more.
+/// they need with a node name of [`MAX_NODE_NAME`] bytes, and no more. The dialing side
+/// reads the server's frames (`Challenge`, `Refused`, `Welcome`) with the same limit until
+/// it is welcomed.
 pub const MAX_HELLO_FRAME: usize = 256;
 
 /// Longest node name a `Proof` may carry, bytes.
@@ -313,5 +317,22 @@ mod tests {
         })
         .unwrap();
         assert!(proof.len() - 4 <= MAX_HELLO_FRAME, "{}", proof.len());
+        // And the server's messages before the dialing side is welcomed.
+        for msg in [
+            MonitorMsg::Challenge {
+                nonce: [0xff; NONCE_LEN],
+                mac: Some([0xff; MAC_LEN]),
+            },
+            MonitorMsg::Refused {
+                reason: REFUSED.into(),
+            },
+            MonitorMsg::Welcome {
+                max_frame: u32::MAX,
+                max_batch_events: u32::MAX,
+            },
+        ] {
+            let frame = encode(&msg).unwrap();
+            assert!(frame.len() - 4 <= MAX_HELLO_FRAME, "{msg:?}");
+        }
     }
 }

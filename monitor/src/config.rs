@@ -11,8 +11,18 @@ pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
 pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
 /// Most `lost` ranges one batch may carry.
 pub const MAX_LOST_RANGES: usize = 64;
-/// Connections the monitor serves at once by default; more are refused at accept.
+/// Connections the cluster port serves at once by default, proven or not (setting
+/// `cluster.max_connections`); more are refused at accept.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Connections not proven yet from addresses that have not proven membership recently
+/// (strangers), all together, by default (setting `cluster.max_unproven_connections`): the
+/// rest of `max_connections` stays for members, operators and the addresses they came from,
+/// so unproven connections from many addresses cannot fill the port.
+pub const DEFAULT_MAX_UNPROVEN: usize = 256;
+/// Addresses (IPv6: /64 networks) remembered as having proven membership, whose unproven
+/// connections may use the share of the slots strangers cannot; beyond, the one that proved
+/// longest ago is forgotten.
+pub const MAX_KNOWN_ADDRESSES: usize = 4096;
 /// Time a node's shipper gives a connection and the membership proof, by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a peer has on the server for TLS, `Hello` and its proof, by default (setting
@@ -26,8 +36,13 @@ pub const DEFAULT_MAX_UNPROVEN_PER_ADDRESS: usize = 16;
 /// refusals it stands for.
 pub const DEFAULT_REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// Addresses whose refusals are counted for the rate-limited warnings; beyond, the oldest
-/// entries are forgotten (their next refusal is warned about at once).
+/// entries are forgotten (their next refusal is warned about at once, within the budget of
+/// `DEFAULT_MAX_REFUSAL_WARNINGS`).
 pub const MAX_REFUSAL_ADDRESSES: usize = 4096;
+/// Refusal warnings per interval over all addresses, by default (setting
+/// `cluster.max_refusal_warnings`): beyond, refusals are only counted, and one summary
+/// warning with their count follows at the end of the interval.
+pub const DEFAULT_MAX_REFUSAL_WARNINGS: usize = 32;
 /// A link with no traffic at all for this long is dead (QUIC idle timeout); nodes send
 /// keep-alives at a third of it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,14 +92,19 @@ pub struct LinkLimits {
     pub max_frame: usize,
     /// Most events in one batch; more closes that connection.
     pub max_batch_events: usize,
-    /// Connections served at once.
+    /// Connections served at once, proven or not.
     pub max_connections: usize,
+    /// Unproven connections from strangers (addresses not known to have proven membership),
+    /// all together; less than `max_connections`.
+    pub max_unproven: usize,
     /// Time for TLS, `Hello` and the proof.
     pub handshake_timeout: Duration,
     /// Connections not yet proven from one address.
     pub max_unproven_per_address: usize,
     /// One refusal warning per address per this interval.
     pub refusal_warning_interval: Duration,
+    /// Refusal warnings per interval over all addresses; beyond, one summary.
+    pub max_refusal_warnings: usize,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
     /// Nodes remembered (statistics, duplicate filters).
@@ -97,9 +117,11 @@ impl Default for LinkLimits {
             max_frame: DEFAULT_MAX_FRAME,
             max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_unproven: DEFAULT_MAX_UNPROVEN,
             handshake_timeout: DEFAULT_PROOF_TIMEOUT,
             max_unproven_per_address: DEFAULT_MAX_UNPROVEN_PER_ADDRESS,
             refusal_warning_interval: DEFAULT_REFUSAL_WARNING_INTERVAL,
+            max_refusal_warnings: DEFAULT_MAX_REFUSAL_WARNINGS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_nodes: DEFAULT_MAX_NODES,
         }

@@ -7,7 +7,7 @@
 mod connection;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -19,7 +19,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminCall;
-use crate::config::{LinkLimits, DEFAULT_COLLECT, DEFAULT_MAX_PEER_STREAMS, MAX_REFUSAL_ADDRESSES};
+use crate::config::{
+    LinkLimits, DEFAULT_COLLECT, DEFAULT_MAX_PEER_STREAMS, MAX_KNOWN_ADDRESSES,
+    MAX_REFUSAL_ADDRESSES,
+};
 use crate::cookie::Cookie;
 use crate::dedup::NodeDedup;
 use crate::shipper::MAX_SPOOL_ENTRY;
@@ -114,73 +117,183 @@ pub(crate) struct Inner {
     pub(crate) certs_vouch: bool,
     /// The cluster's members by name (`set_members`): a node certificate stands only for one.
     members: RwLock<HashSet<String>>,
-    /// Connections not proven yet, per address.
-    unproven: Mutex<HashMap<IpAddr, usize>>,
+    /// Connections not proven yet: per address, and those of strangers all together.
+    unproven: Mutex<UnprovenTable>,
+    /// Addresses (grouped, see `address_group`) from which a peer proved membership (or an
+    /// operator its certificate), and when last: their unproven connections may use the
+    /// slots strangers cannot.
+    known: Mutex<HashMap<IpAddr, Instant>>,
     /// When each address was last warned about, and its refusals since.
-    pub(crate) refusal_log: RefusalLog,
+    pub(crate) refusal_log: Arc<RefusalLog>,
 }
 
-/// A connection's place among its address's unproven ones; given back when dropped.
+/// Unproven connections, counted per address group and for strangers together.
+#[derive(Debug, Default)]
+struct UnprovenTable {
+    per_address: HashMap<IpAddr, usize>,
+    /// Those from addresses not known to have proven membership.
+    strangers: usize,
+}
+
+/// The address a limit or a warning counts `ip` under: an IPv4 address (an IPv4-mapped IPv6
+/// one included) is itself; an IPv6 address counts as its /64 network, which one host
+/// usually holds whole, so it cannot spread over 2^64 addresses.
+pub(crate) fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// A connection's place among the unproven ones of its address (and of strangers); given
+/// back when dropped.
 pub(crate) struct Unproven {
     inner: Arc<Inner>,
-    ip: IpAddr,
+    group: IpAddr,
+    stranger: bool,
 }
 
 impl Drop for Unproven {
     fn drop(&mut self) {
         let mut unproven = lock(&self.inner.unproven);
-        if let Some(n) = unproven.get_mut(&self.ip) {
+        if let Some(n) = unproven.per_address.get_mut(&self.group) {
             *n -= 1;
             if *n == 0 {
-                unproven.remove(&self.ip);
+                unproven.per_address.remove(&self.group);
             }
+        }
+        if self.stranger {
+            unproven.strangers -= 1;
         }
     }
 }
 
-/// One refusal warning per address per interval, counting the refusals between them.
+/// Refusal warnings, rate-limited twice: one per address (IPv6: per /64) per interval,
+/// counting the refusals between them, and at most `budget` per interval over all addresses;
+/// beyond the budget refusals are only counted, and one summary warning says how many.
 #[derive(Debug)]
 pub(crate) struct RefusalLog {
     interval: Duration,
-    /// Per address: when it was last warned about, and refusals since (that one included).
-    seen: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+    budget: usize,
+    table: Mutex<RefusalTable>,
+}
+
+#[derive(Debug)]
+struct RefusalTable {
+    /// Per address group: when it was last warned about, and refusals since (that one
+    /// included).
+    seen: HashMap<IpAddr, (Instant, u64)>,
+    /// Start of the current interval of the global budget.
+    window_at: Instant,
+    /// Warnings given in it.
+    warned: usize,
+    /// Refusals not warned about in it because the budget was spent, and their addresses.
+    suppressed: u64,
+    suppressed_addresses: u64,
+}
+
+/// What to log for one refusal.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct RefusalVerdict {
+    /// A warning about this address, standing for this many refusals.
+    pub(crate) warn: Option<u64>,
+    /// A summary of the previous interval: refusals and addresses not warned about.
+    pub(crate) summary: Option<(u64, u64)>,
+    /// The budget of this interval was just spent: a summary is due at `summary_at`.
+    pub(crate) budget_spent: bool,
 }
 
 impl RefusalLog {
-    fn new(interval: Duration) -> Self {
+    pub(crate) fn new(interval: Duration, budget: usize, now: Instant) -> Self {
         Self {
             interval,
-            seen: Mutex::new(HashMap::new()),
+            budget,
+            table: Mutex::new(RefusalTable {
+                seen: HashMap::new(),
+                window_at: now,
+                warned: 0,
+                suppressed: 0,
+                suppressed_addresses: 0,
+            }),
         }
     }
 
-    /// Counts a refusal of `ip`; `Some(refusals)` when a warning is due, with the refusals it
-    /// stands for (this one and those not warned about since the last warning).
-    pub(crate) fn due(&self, ip: IpAddr, now: Instant) -> Option<u64> {
-        let mut seen = lock(&self.seen);
-        if seen.len() >= MAX_REFUSAL_ADDRESSES && !seen.contains_key(&ip) {
+    /// Counts a refusal of `ip` at `now` and says what to log.
+    pub(crate) fn due(&self, ip: IpAddr, now: Instant) -> RefusalVerdict {
+        let ip = address_group(ip);
+        let mut t = lock(&self.table);
+        let mut verdict = RefusalVerdict {
+            summary: t.roll(now, self.interval),
+            ..RefusalVerdict::default()
+        };
+        if t.seen.len() >= MAX_REFUSAL_ADDRESSES && !t.seen.contains_key(&ip) {
             let interval = self.interval;
-            seen.retain(|_, (at, _)| now.duration_since(*at) < interval);
-            if seen.len() >= MAX_REFUSAL_ADDRESSES {
-                seen.clear();
+            t.seen
+                .retain(|_, (at, _)| now.duration_since(*at) < interval);
+            if t.seen.len() >= MAX_REFUSAL_ADDRESSES {
+                t.seen.clear();
             }
         }
-        match seen.get_mut(&ip) {
+        let refusals = match t.seen.get_mut(&ip) {
             Some((at, count)) if now.duration_since(*at) < self.interval => {
                 *count += 1;
-                None
+                return verdict;
             }
             Some((at, count)) => {
                 let refusals = *count + 1;
                 *at = now;
                 *count = 0;
-                Some(refusals)
+                refusals
             }
             None => {
-                seen.insert(ip, (now, 0));
-                Some(1)
+                t.seen.insert(ip, (now, 0));
+                1
             }
+        };
+        if t.warned < self.budget {
+            t.warned += 1;
+            verdict.warn = Some(refusals);
+        } else {
+            verdict.budget_spent = t.suppressed == 0;
+            t.suppressed += refusals;
+            t.suppressed_addresses += 1;
         }
+        verdict
+    }
+
+    /// The interval of the warnings.
+    pub(crate) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// When the summary of the current interval is due.
+    pub(crate) fn summary_at(&self) -> Instant {
+        lock(&self.table).window_at + self.interval
+    }
+
+    /// The summary of an interval over by `now` (refusals and addresses not warned about),
+    /// if it has one not given yet.
+    pub(crate) fn summary(&self, now: Instant) -> Option<(u64, u64)> {
+        lock(&self.table).roll(now, self.interval)
+    }
+}
+
+impl RefusalTable {
+    /// Starts a new budget interval if the current one is over; returns its summary if
+    /// refusals went unwarned in it.
+    fn roll(&mut self, now: Instant, interval: Duration) -> Option<(u64, u64)> {
+        if now.duration_since(self.window_at) < interval {
+            return None;
+        }
+        self.window_at = now;
+        self.warned = 0;
+        let summary = (self.suppressed > 0).then_some((self.suppressed, self.suppressed_addresses));
+        self.suppressed = 0;
+        self.suppressed_addresses = 0;
+        summary
     }
 }
 
@@ -202,7 +315,10 @@ impl MonitorServer {
     /// node certificate whose CN is its name and a member of `set_members`. A certificate
     /// that is not a node certificate is refused whatever else comes with it. Before the
     /// proof a peer's frames are at most `MAX_HELLO_FRAME` bytes, its address holds at most
-    /// `limits.max_unproven_per_address` connections, and it has `limits.handshake_timeout`.
+    /// `limits.max_unproven_per_address` connections, and it has `limits.handshake_timeout`;
+    /// strangers (addresses no member or operator proved itself from lately) hold at most
+    /// `limits.max_unproven` connections together, so the rest of `limits.max_connections`
+    /// stays for members.
     /// `sink` writes the events (the log engine).
     pub fn start(
         config: ServerConfig,
@@ -252,7 +368,12 @@ impl MonitorServer {
             certs_vouch: config.certs_vouch,
             members: RwLock::default(),
             unproven: Mutex::default(),
-            refusal_log: RefusalLog::new(config.limits.refusal_warning_interval),
+            known: Mutex::default(),
+            refusal_log: Arc::new(RefusalLog::new(
+                config.limits.refusal_warning_interval,
+                config.limits.max_refusal_warnings,
+                now,
+            )),
         });
         let task = tokio::spawn(accept_loop(Arc::clone(&inner)));
         *lock(&inner.accept) = Some(task);
@@ -382,6 +503,24 @@ impl MonitorServer {
 }
 
 impl Inner {
+    /// Remembers that a peer proved itself from `ip`: its address's unproven connections
+    /// may use the slots strangers cannot.
+    pub(crate) fn remember(&self, ip: IpAddr, now: Instant) {
+        let group = address_group(ip);
+        let mut known = lock(&self.known);
+        if known.len() >= MAX_KNOWN_ADDRESSES && !known.contains_key(&group) {
+            if let Some(oldest) = known.iter().min_by_key(|(_, at)| **at).map(|(ip, _)| *ip) {
+                known.remove(&oldest);
+            }
+        }
+        known.insert(group, now);
+    }
+
+    /// Whether a peer proved itself from `group` (an `address_group`).
+    fn is_known(&self, group: IpAddr) -> bool {
+        lock(&self.known).contains_key(&group)
+    }
+
     /// Whether `name` is a member the cluster knows.
     pub(crate) fn is_member(&self, name: &str) -> bool {
         self.members
@@ -463,10 +602,15 @@ fn check_limits(limits: &LinkLimits) -> Result<(), MonitorError> {
         "max_frame must fit in 32 bits".to_owned()
     } else if limits.max_batch_events == 0
         || limits.max_connections == 0
+        || limits.max_unproven == 0
         || limits.max_unproven_per_address == 0
+        || limits.max_refusal_warnings == 0
     {
-        "max_batch_events, max_connections and max_unproven_per_address must be at least 1"
+        "max_batch_events, max_connections, max_unproven, max_unproven_per_address and \
+         max_refusal_warnings must be at least 1"
             .to_owned()
+    } else if limits.max_unproven >= limits.max_connections {
+        "max_unproven must be less than max_connections (the rest is kept for members)".to_owned()
     } else if limits.max_nodes < limits.max_connections {
         "max_nodes must be at least max_connections".to_owned()
     } else {
@@ -513,15 +657,13 @@ async fn accept_loop(inner: Arc<Inner>) {
             continue;
         }
         let peer = incoming.remote_address();
-        let Some(unproven) = take_unproven(&inner, peer.ip()) else {
-            connection::refusal(
-                &inner,
-                peer,
-                None,
-                "too many connections not proven yet from this address",
-            );
-            incoming.refuse();
-            continue;
+        let unproven = match take_unproven(&inner, peer.ip()) {
+            Ok(unproven) => unproven,
+            Err(why) => {
+                connection::refusal(&inner, peer, None, why);
+                incoming.refuse();
+                continue;
+            }
         };
         let Ok(permit) = Arc::clone(&inner.connections).try_acquire_owned() else {
             connection::refusal(&inner, peer, None, "too many connections");
@@ -537,17 +679,28 @@ async fn accept_loop(inner: Arc<Inner>) {
     }
 }
 
-/// A pre-proof slot of `ip`, unless it has all of its share already.
-fn take_unproven(inner: &Arc<Inner>, ip: IpAddr) -> Option<Unproven> {
+/// A pre-proof slot for a connection from `ip`, unless its address has all of its share
+/// already, or it is a stranger's and the strangers' share is taken.
+fn take_unproven(inner: &Arc<Inner>, ip: IpAddr) -> Result<Unproven, &'static str> {
+    let group = address_group(ip);
+    let stranger = !inner.is_known(group);
     let mut unproven = lock(&inner.unproven);
-    let n = unproven.entry(ip).or_insert(0);
-    if *n >= inner.limits.max_unproven_per_address {
-        return None;
+    if unproven.per_address.get(&group).copied().unwrap_or(0)
+        >= inner.limits.max_unproven_per_address
+    {
+        return Err("too many connections not proven yet from this address");
     }
-    *n += 1;
-    Some(Unproven {
+    if stranger && unproven.strangers >= inner.limits.max_unproven {
+        return Err("too many connections not proven yet from addresses not known as members'");
+    }
+    *unproven.per_address.entry(group).or_insert(0) += 1;
+    if stranger {
+        unproven.strangers += 1;
+    }
+    Ok(Unproven {
         inner: Arc::clone(inner),
-        ip,
+        group,
+        stranger,
     })
 }
 
@@ -561,28 +714,97 @@ mod tests {
 
     #[test]
     fn refusals_are_warned_about_once_per_address_and_interval_with_their_count() {
-        let log = RefusalLog::new(Duration::from_secs(10));
         let t0 = Instant::now();
+        let log = RefusalLog::new(Duration::from_secs(10), 32, t0);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        assert_eq!(log.due(a, t0), Some(1), "the first one at once");
+        assert_eq!(log.due(a, t0).warn, Some(1), "the first one at once");
         for i in 1..=500 {
-            assert_eq!(log.due(a, t0 + Duration::from_millis(i)), None);
+            assert_eq!(log.due(a, t0 + Duration::from_millis(i)).warn, None);
         }
-        assert_eq!(log.due(b, t0), Some(1), "another address is its own");
+        assert_eq!(log.due(b, t0).warn, Some(1), "another address is its own");
         // The next interval's first refusal stands for the 500 silenced and itself.
-        assert_eq!(log.due(a, t0 + Duration::from_secs(10)), Some(501));
-        assert_eq!(log.due(a, t0 + Duration::from_secs(11)), None);
+        assert_eq!(log.due(a, t0 + Duration::from_secs(10)).warn, Some(501));
+        assert_eq!(log.due(a, t0 + Duration::from_secs(11)).warn, None);
     }
 
     #[test]
     fn the_refusal_log_holds_a_bounded_number_of_addresses() {
-        let log = RefusalLog::new(Duration::from_secs(10));
         let t0 = Instant::now();
+        let log = RefusalLog::new(Duration::from_secs(10), usize::MAX, t0);
         for i in 0..(MAX_REFUSAL_ADDRESSES as u32 * 3) {
             let ip = IpAddr::from(i.to_be_bytes());
-            assert_eq!(log.due(ip, t0), Some(1));
-            assert!(lock(&log.seen).len() <= MAX_REFUSAL_ADDRESSES);
+            assert_eq!(log.due(ip, t0).warn, Some(1));
+            assert!(lock(&log.table).seen.len() <= MAX_REFUSAL_ADDRESSES);
         }
+    }
+
+    #[test]
+    fn refusals_from_many_addresses_get_a_budget_of_warnings_then_one_summary() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(10);
+        let log = RefusalLog::new(interval, 32, t0);
+        let mut warned = 0;
+        let mut budget_spent = 0;
+        // 10,000 addresses, each refused once in one interval (the per-address limit alone
+        // let each of them have its warning, and the table's clearing let them all again).
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+            let v = log.due(ip, t0 + Duration::from_micros(u64::from(i)));
+            warned += u32::from(v.warn.is_some());
+            budget_spent += u32::from(v.budget_spent);
+            assert_eq!(v.summary, None);
+        }
+        assert_eq!(warned, 32, "the budget of the interval");
+        assert_eq!(budget_spent, 1, "one summary is scheduled");
+        assert_eq!(log.summary_at(), t0 + interval);
+        assert_eq!(
+            log.summary(t0 + interval / 2),
+            None,
+            "not before the interval ends"
+        );
+        assert_eq!(log.summary(t0 + interval), Some((10_000 - 32, 10_000 - 32)));
+        assert_eq!(log.summary(t0 + interval * 3), None, "given once");
+        // A new interval has a new budget.
+        let v = log.due("10.1.0.1".parse().unwrap(), t0 + interval * 3);
+        assert_eq!(v.warn, Some(1));
+    }
+
+    #[test]
+    fn a_refusal_after_the_interval_carries_the_summary_if_the_timer_did_not() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(10);
+        let log = RefusalLog::new(interval, 1, t0);
+        assert_eq!(log.due("10.0.0.1".parse().unwrap(), t0).warn, Some(1));
+        assert!(log.due("10.0.0.2".parse().unwrap(), t0).budget_spent);
+        let v = log.due("10.0.0.3".parse().unwrap(), t0 + interval);
+        assert_eq!(v.summary, Some((1, 1)));
+        assert_eq!(v.warn, Some(1));
+        assert_eq!(log.summary(t0 + interval * 2), None);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_network() {
+        let t0 = Instant::now();
+        let log = RefusalLog::new(Duration::from_secs(10), 32, t0);
+        let mut warned = 0;
+        for i in 0..1000u128 {
+            let ip = IpAddr::V6(Ipv6Addr::from(
+                0x2001_0db8_0000_0001_0000_0000_0000_0000 + i * 7919,
+            ));
+            warned += u32::from(log.due(ip, t0).warn.is_some());
+        }
+        assert_eq!(warned, 1, "one /64 is one address");
+        let other: IpAddr = "2001:db8:0:2::1".parse().unwrap();
+        assert_eq!(log.due(other, t0).warn, Some(1), "another /64 is another");
+        assert_eq!(
+            address_group("::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1".parse::<IpAddr>().unwrap(),
+            "an IPv4-mapped address is the IPv4 one"
+        );
+        assert_eq!(
+            address_group("2001:db8::1:2:3:4".parse().unwrap()),
+            "2001:db8::".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -249,6 +249,28 @@ pub fn cluster_client_config(
     trust: &ClusterTrust,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, SslError> {
+    client_config(identity, trust, alpn, None)
+}
+
+/// [`cluster_client_config`] for dialing one node: with [`ClusterTrust::Ca`] the server's
+/// node certificate must also name that node (its CN one of `names`, e.g. `n1@host1`), so a
+/// node certificate of the same CA for another node is refused (the host alone does not tell
+/// two nodes of one host apart, nor a node that answers for another's address).
+pub fn cluster_client_config_for_node(
+    identity: Option<&NodeIdentity>,
+    trust: &ClusterTrust,
+    alpn: &[&[u8]],
+    names: &[String],
+) -> Result<Arc<ClientConfig>, SslError> {
+    client_config(identity, trust, alpn, Some(names.to_vec()))
+}
+
+fn client_config(
+    identity: Option<&NodeIdentity>,
+    trust: &ClusterTrust,
+    alpn: &[&[u8]],
+    names: Option<Vec<String>>,
+) -> Result<Arc<ClientConfig>, SslError> {
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = match trust {
         ClusterTrust::Cookie => Arc::new(AnyCertificate(provider.clone())),
@@ -261,7 +283,7 @@ pub fn cluster_client_config(
                         what: "CA certificate",
                         detail: e.to_string(),
                     })?;
-            Arc::new(NodeServer(inner))
+            Arc::new(NodeServer { inner, names })
         }
     };
     let builder = ClientConfig::builder_with_provider(provider)
@@ -412,9 +434,28 @@ impl ClientCertVerifier for AnyCertificate {
 }
 
 /// The CA's verdict on a server, and then: it must be a node certificate (an MQTT server
-/// certificate of the same CA is not a member).
+/// certificate of the same CA is not a member), naming the node dialed when `names` says
+/// which.
 #[derive(Debug)]
-struct NodeServer(Arc<WebPkiServerVerifier>);
+struct NodeServer {
+    inner: Arc<WebPkiServerVerifier>,
+    /// The CNs the server's node certificate may carry; `None`: any node of the CA.
+    names: Option<Vec<String>>,
+}
+
+/// At most 64 characters of `text`, anything but printable ASCII replaced by `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
 
 impl ServerCertVerifier for NodeServer {
     fn verify_server_cert(
@@ -425,7 +466,7 @@ impl ServerCertVerifier for NodeServer {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.0.verify_server_cert(
+        let verified = self.inner.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
@@ -433,7 +474,21 @@ impl ServerCertVerifier for NodeServer {
             now,
         )?;
         match cert_kind(end_entity) {
-            CertKind::Node(_) => Ok(verified),
+            CertKind::Node(cn) => match &self.names {
+                // Said as "not valid for name HOST; certificate is only valid for node
+                // "n1@h", not for the node dialed (n2@h)"; the CN comes from the server.
+                Some(names) if !names.contains(&cn) => Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForNameContext {
+                        expected: server_name.to_owned(),
+                        presented: vec![format!(
+                            "node {:?}, not for the node dialed ({})",
+                            printable(&cn),
+                            names.first().map_or("", String::as_str)
+                        )],
+                    },
+                )),
+                _ => Ok(verified),
+            },
             // An operator's certificate never serves: it is a client's.
             CertKind::Operator { .. } | CertKind::Other => Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
@@ -447,7 +502,7 @@ impl ServerCertVerifier for NodeServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -456,10 +511,10 @@ impl ServerCertVerifier for NodeServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }

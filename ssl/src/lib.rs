@@ -37,8 +37,8 @@ mod tests;
 
 pub use certs::{new_certs, peer_common_name, NewCerts, DEFAULT_DAYS, DEFAULT_DIR};
 pub use cluster::{
-    cert_kind, cluster_client_config, cluster_server_config, self_made_identity, CertKind,
-    ClusterTrust, NodeIdentity, NODE_EKU,
+    cert_kind, cluster_client_config, cluster_client_config_for_node, cluster_server_config,
+    self_made_identity, CertKind, ClusterTrust, NodeIdentity, NODE_EKU,
 };
 pub use config::{
     client_config, quic_client_config, quic_server_config, server_config, ServerTlsFiles,

@@ -806,3 +806,40 @@ async fn cluster_tls_takes_any_certificate_with_the_cookie_and_only_its_ca_other
         "the MQTT server certificate is no node"
     );
 }
+
+#[tokio::test]
+async fn a_client_dialing_one_node_refuses_a_node_certificate_of_the_same_ca_for_another() {
+    use crate::{
+        cluster_client_config_for_node, cluster_server_config, ClusterTrust, NodeIdentity,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    new_certs(&NewCerts {
+        nodes: vec!["n1@localhost".into(), "n2@localhost".into()],
+        ..request(&ca)
+    })
+    .unwrap();
+    let node = |n: &str| NodeIdentity {
+        certfile: ca.join(format!("node-{n}.pem")),
+        keyfile: ca.join(format!("node-{n}.key.pem")),
+    };
+    let alpn: &[&[u8]] = &[b"fubar-admin/2"];
+    let trust = ClusterTrust::Ca(ca.join("cacert.pem"));
+    // n2 answers (its certificate is of the CA, for the same host).
+    let server = cluster_server_config(&node("n2@localhost"), &trust, alpn).unwrap();
+    let dial = |name: &str| {
+        cluster_client_config_for_node(None, &trust, alpn, &[name.to_owned()]).unwrap()
+    };
+    handshake(server.clone(), dial("n2@localhost"), "localhost")
+        .await
+        .client
+        .unwrap();
+    let err = handshake(server, dial("n1@localhost"), "localhost")
+        .await
+        .client
+        .unwrap_err();
+    assert!(
+        err.contains("n2@localhost") && err.contains("n1@localhost"),
+        "{err}"
+    );
+}

@@ -149,6 +149,7 @@ impl Store {
                 store.db.persist(PersistMode::SyncAll)?;
             }
             Some(v) if v[..] == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) if v[..] == 3u32.to_be_bytes() => store.upgrade_from_3(&meta)?,
             Some(v) => {
                 return Err(store.corrupt(format!(
                     "state format {:?} is not this version's {FORMAT_VERSION}",
@@ -157,6 +158,27 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Brings a format 3 store to format 4: session records gain their owner (none: format 3
+    /// did not record who created a session). Everything else kept its shape, so a node
+    /// upgraded in place keeps its accounts, retained messages and sessions.
+    fn upgrade_from_3(&self, meta: &Keyspace) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for g in self.sessions.iter() {
+            let (k, v) = g.into_inner()?;
+            let old: records::SessionRecordV3 = self.decode("session", &k, &v)?;
+            let record = SessionRecord {
+                subscriptions: old.subscriptions,
+                expiry_secs: old.expiry_secs,
+                owner: None,
+            };
+            batch.insert(&self.sessions, k, postcard::to_allocvec(&record)?);
+        }
+        batch.insert(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+        batch.commit()?;
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
     }
 
     /// The state directory.

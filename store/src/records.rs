@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the on-disk format; a store written by another version is refused at open.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// An account: the user name is the key, this is the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +73,18 @@ pub struct SessionRecord {
     pub subscriptions: Vec<StoredSubscription>,
     /// MQTT 5.0 session expiry interval in seconds, when the client gave one.
     pub expiry_secs: Option<u32>,
+    /// The verified user name of the connection that created the session: under `--auth` only
+    /// that user may resume or take it over. `None`: created anonymously (or read from a
+    /// format 3 store, which did not record it). Added in format 4.
+    pub owner: Option<String>,
+}
+
+/// A session record as format 3 stored it (before `owner`): read once, when a format 3
+/// store is opened and brought to format 4.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SessionRecordV3 {
+    pub(crate) subscriptions: Vec<StoredSubscription>,
+    pub(crate) expiry_secs: Option<u32>,
 }
 
 /// Where a queued message stands.

@@ -60,6 +60,7 @@ fn everything_survives_reopen() {
                 subscription_id: None,
             }],
             expiry_secs: Some(30),
+            owner: Some("alice".into()),
         };
         s.put_session("c1", &rec).unwrap();
         s.put_queued("c1", 2, &queued(b"second", QueuedState::Queued))
@@ -183,6 +184,38 @@ fn undecodable_records_are_reported_as_corrupt_with_the_path() {
         text.contains(&dir.path().display().to_string()) && text.contains("fubar reset"),
         "{text}"
     );
+}
+
+#[test]
+fn a_format_3_store_is_upgraded_and_its_sessions_have_no_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = SessionRecordV3 {
+        subscriptions: Vec::new(),
+        expiry_secs: Some(60),
+    };
+    {
+        let db = Database::builder(dir.path()).open().unwrap();
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).unwrap();
+        meta.insert(META_FORMAT, 3u32.to_be_bytes()).unwrap();
+        let sessions = db
+            .keyspace("sessions", KeyspaceCreateOptions::default)
+            .unwrap();
+        sessions
+            .insert("dev1", postcard::to_allocvec(&old).unwrap())
+            .unwrap();
+        db.persist(PersistMode::SyncAll).unwrap();
+    }
+    {
+        let s = open(dir.path());
+        let back = s.sessions().unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].client_id, "dev1");
+        assert_eq!(back[0].record.expiry_secs, Some(60));
+        assert_eq!(back[0].record.owner, None);
+    }
+    // Upgraded for good: opened again as format 4.
+    let s = open(dir.path());
+    assert_eq!(s.sessions().unwrap()[0].record.owner, None);
 }
 
 #[test]

@@ -66,11 +66,28 @@ enum LinkKind {
 }
 
 /// Counts a refusal and logs it as a `warning` event, at most one per address per interval
-/// (with the number of refusals it stands for); the claimed name and the reason are cut
-/// short and cleaned, since they may come from the peer.
+/// (with the number of refusals it stands for) and `limits.max_refusal_warnings` per
+/// interval in all; refusals beyond those are summed up in one summary warning at the end of
+/// the interval. The claimed name and the reason are cut short and cleaned, since they may
+/// come from the peer.
 pub(super) fn refusal(inner: &Inner, peer: SocketAddr, node: Option<&str>, reason: &str) {
     inner.refused.fetch_add(1, Ordering::Relaxed);
-    let Some(refusals) = inner.refusal_log.due(peer.ip(), Instant::now()) else {
+    let verdict = inner.refusal_log.due(peer.ip(), Instant::now());
+    if let Some(summary) = verdict.summary {
+        summary_warning(&inner.refusal_log, summary);
+    }
+    if verdict.budget_spent {
+        // The summary comes at the end of the interval even if no refusal follows.
+        let log = Arc::clone(&inner.refusal_log);
+        let at = tokio::time::Instant::from_std(log.summary_at());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(summary) = log.summary(Instant::now()) {
+                summary_warning(&log, summary);
+            }
+        });
+    }
+    let Some(refusals) = verdict.warn else {
         return;
     };
     tracing::warn!(
@@ -80,6 +97,18 @@ pub(super) fn refusal(inner: &Inner, peer: SocketAddr, node: Option<&str>, reaso
         reason = %bounded_text(reason, 200),
         refusals,
         "cluster port: connection refused"
+    );
+}
+
+/// The one warning for the refusals of an interval beyond the warning budget.
+fn summary_warning(log: &super::RefusalLog, (refusals, addresses): (u64, u64)) {
+    tracing::warn!(
+        target: "warning",
+        peer = "(many)",
+        refusals,
+        addresses,
+        interval_ms = u64::try_from(log.interval().as_millis()).unwrap_or(u64::MAX),
+        "cluster port: connections refused, not warned about one by one (too many in one interval)"
     );
 }
 
@@ -110,7 +139,11 @@ pub(super) async fn run(
     // Proven or not, the connection no longer counts against its address's pre-proof slots.
     drop(unproven);
     let admitted = match admitted {
-        Ok(Ok(a)) => a,
+        Ok(Ok(a)) => {
+            // Its address's next unproven connections may use the members' share.
+            inner.remember(peer.ip(), Instant::now());
+            a
+        }
         Ok(Err(End::Refused { node, reason })) => {
             refusal(&inner, peer, node.as_deref(), &reason);
             return;

@@ -283,7 +283,11 @@ async fn ship(
                     }
                 }
                 Some(other) => {
-                    return Err(MonitorError::Protocol(format!("unexpected {other:?}")));
+                    // Its name only: a `Refused` may carry up to a frame of the server's text.
+                    return Err(MonitorError::Protocol(format!(
+                        "unexpected {}",
+                        crate::membership::kind(&other)
+                    )));
                 }
                 None => return Err(MonitorError::Stream("the monitor closed the link".into())),
             },

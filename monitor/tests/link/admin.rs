@@ -16,7 +16,7 @@ use crate::{free_addr, monitor_logs, wait_for, Monitor, Pki, SECRET};
 const IDLE: Duration = Duration::from_secs(10);
 
 /// A handler: `Status` is answered `Done`, `LogTail` gets events until the client goes away.
-fn handler() -> (mpsc::Sender<AdminCall>, mpsc::Receiver<()>) {
+pub(crate) fn handler() -> (mpsc::Sender<AdminCall>, mpsc::Receiver<()>) {
     let (calls, mut rx) = mpsc::channel::<AdminCall>(8);
     let (tails_ended, ended) = mpsc::channel(8);
     tokio::spawn(async move {

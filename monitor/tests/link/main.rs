@@ -13,7 +13,7 @@ use std::time::Duration;
 use fubar_logproto::link::{ADMIN_ALPN, LOG_ALPN};
 use fubar_logproto::{Class, Event};
 use fubar_logs::{class_dir, decode_records, EventLayer, LogConfig, LogHandle, Redirect};
-use fubar_monitor::config::ShipperLimits;
+use fubar_monitor::config::{LinkLimits, ShipperLimits};
 use fubar_monitor::cookie::Cookie;
 use fubar_monitor::server::{MonitorServer, ServerConfig};
 use fubar_monitor::shipper::{SharedSpool, Shipper, ShipperConfig, SpoolConfig};
@@ -113,11 +113,29 @@ impl Monitor {
         logs: LogHandle,
         sink: Option<Arc<dyn EventSink>>,
     ) -> Self {
+        // Every refusal is warned about (no rate limit).
+        let limits = LinkLimits {
+            refusal_warning_interval: Duration::from_nanos(1),
+            ..LinkLimits::default()
+        };
+        Self::start_with_limits(pki, bind, cookie, dir, logs, sink, limits)
+    }
+
+    /// [`Monitor::start`] with `limits`.
+    pub(crate) fn start_with_limits(
+        pki: &Pki,
+        bind: SocketAddr,
+        cookie: Option<Cookie>,
+        dir: &Path,
+        logs: LogHandle,
+        sink: Option<Arc<dyn EventSink>>,
+        limits: LinkLimits,
+    ) -> Self {
         let mut config = ServerConfig::new(bind);
         // These monitors check certificates against the test CA: node certificates of known
-        // members stand for them. Every refusal is warned about (no rate limit).
+        // members stand for them.
         config.certs_vouch = true;
-        config.limits.refusal_warning_interval = Duration::from_nanos(1);
+        config.limits = limits;
         config.high_water = fubar_logs::high_water_marks(dir).unwrap();
         let sink = sink.unwrap_or_else(|| Arc::new(logs.clone()));
         let server = MonitorServer::start(config, pki.server_tls(), cookie, sink).unwrap();

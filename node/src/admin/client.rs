@@ -195,8 +195,11 @@ async fn remote_async(
         certfile: c.to_owned(),
         keyfile: k.to_owned(),
     });
-    let tls = fubar_ssl::cluster_client_config(identity.as_ref(), &trust, &[ADMIN_ALPN])
-        .map_err(|e| setup(&format_args!("the cluster's TLS ({trust}): {e}")))?;
+    // With a CA, the server's node certificate must be the node named, not any of the CA.
+    let names = [remote.node.id(), remote.node.to_string()];
+    let tls =
+        fubar_ssl::cluster_client_config_for_node(identity.as_ref(), &trust, &[ADMIN_ALPN], &names)
+            .map_err(|e| setup(&format_args!("the cluster's TLS ({trust}): {e}")))?;
     let (cookie, client) = match &remote.cert {
         Some((certfile, _)) => (None, certificate_name(certfile).map_err(|e| setup(&e))?),
         None => {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use fubar_store::records::RestoredSession;
 
+use super::client_owner::NotOwner;
 use crate::mqtt::message::Message;
 
 /// The cluster layer, seen from the broker. Calls are made on the hot path and must not
@@ -33,12 +34,15 @@ pub trait ClusterHooks: Send + Sync + fmt::Debug {
     fn client_attached(&self, client_id: &str);
     /// A client's session has ended on this node.
     fn client_ended(&self, client_id: &str);
-    /// A client is connecting here: if another node holds its session, that node closes its
-    /// connection and, when `keep` (clean session 0) and the session is persistent, hands
-    /// the session over. Resolves at once when no other node holds it.
+    /// A client is connecting here for verified user `user`: if another node holds its
+    /// session, that node closes its connection and, when `keep` (clean session 0) and the
+    /// session is persistent, hands the session over. That node decides ownership: a session
+    /// of another user stays there with its connection, and `NotOwner` comes back. Resolves
+    /// at once when no other node holds it.
     fn take_over<'a>(
         &'a self,
         client_id: &'a str,
+        user: Option<&'a str>,
         keep: bool,
-    ) -> Pin<Box<dyn Future<Output = Option<RestoredSession>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>>;
 }

@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod client_owner;
 pub mod cluster_hooks;
 mod connection;
 pub mod disk_guard;

@@ -201,6 +201,7 @@ pub(crate) fn write_changes(
                         .map(|(f, o)| stored_subscription(f, o))
                         .collect(),
                     expiry_secs: session.expiry_secs(),
+                    owner: session.user().map(str::to_owned),
                 };
                 store.put_session(client_id, &record).map(drop)
             }
@@ -256,14 +257,19 @@ fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: boo
             state: delivery_state(q.state),
         })
         .collect();
+    // Until its client connects again, topic rules see the session's owner (the verified
+    // user that created it): messages queued for it while it is away are checked as its.
+    let owner = s.record.owner.clone();
     let mut session = Session::restore(limits, subscriptions.clone(), messages, s.qos2_received)
-        .with_expiry_secs(s.record.expiry_secs);
+        .with_expiry_secs(s.record.expiry_secs)
+        .with_user(s.record.owner.map(Into::into));
     if moved {
         // Journal everything: the next write puts the whole session in this node's store.
         session.set_persistent(false);
         session.set_persistent(true);
     }
     let handle = broker.registry.restore(&s.client_id, session, now);
+    handle.acl.set_user(owner.as_deref());
     if moved {
         drop(handle.lock()); // the guard writes the journal on release
     }
@@ -283,6 +289,7 @@ pub(crate) fn exported(client_id: &str, session: &Session) -> RestoredSession {
                 .map(|(f, o)| stored_subscription(f, o))
                 .collect(),
             expiry_secs: session.expiry_secs(),
+            owner: session.user().map(str::to_owned),
         },
         queued: messages
             .into_iter()
@@ -360,7 +367,8 @@ mod tests {
             max_queued_messages: 10,
             max_queued_bytes: 1000,
             inflight_window: 1,
-        });
+        })
+        .with_user(Some("alice".into()));
         let _ = session.enqueue(Delivery {
             message: Arc::new(never),
             qos: QoS::AtLeastOnce,
@@ -370,5 +378,7 @@ mod tests {
         });
         let out = exported("c", &session);
         assert_eq!(out.queued[0].1.subscription_ids, vec![2, 5]);
+        // and with its owner, so the node it moves to refuses other users too.
+        assert_eq!(out.record.owner.as_deref(), Some("alice"));
     }
 }

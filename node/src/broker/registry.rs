@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use fubar_store::Store;
 use tokio::sync::{oneshot, Notify};
 
+use super::client_owner::{check, Claim, NotOwner};
 use super::disk_guard::DiskGuard;
 use super::offline_budget::OfflineBudget;
 use super::persist;
@@ -457,7 +458,9 @@ impl Registry {
     /// Gives the session of `client_id` to connection `conn_id`: resumes it (clean 0) or
     /// starts a new one, and tells any connection that held it to close. In 3.1/3.1.1 clean
     /// session says both whether to start afresh and whether the session ends with the
-    /// connection; see `attach_with` for MQTT 5.0, where they are apart.
+    /// connection; see `attach_with` for MQTT 5.0, where they are apart. Test shorthand for a
+    /// connection without a verified user.
+    #[cfg(test)]
     pub fn attach(
         &self,
         client_id: &str,
@@ -465,20 +468,25 @@ impl Registry {
         conn_id: u64,
         limits: SessionLimits,
     ) -> Attached {
-        self.attach_with(client_id, clean, !clean, conn_id, limits)
+        self.attach_with(client_id, None, clean, !clean, conn_id, limits)
+            .expect("no session of these tests has an owner")
     }
 
-    /// `attach` with MQTT 5.0's two choices: `clean_start` discards an existing session
-    /// (otherwise it is resumed), and `persistent` keeps the session after the connection
-    /// ends (a session expiry interval above 0).
+    /// Gives the session of `client_id` to connection `conn_id` of verified user `user`, with
+    /// MQTT 5.0's two choices: `clean_start` discards an existing session (otherwise it is
+    /// resumed), and `persistent` keeps the session after the connection ends (a session
+    /// expiry interval above 0). A session of another user is left as it is, its connection
+    /// too, and `NotOwner` returned; an ownerless session is only replaced for a user, never
+    /// resumed (`client_owner`).
     pub fn attach_with(
         &self,
         client_id: &str,
+        user: Option<&str>,
         clean_start: bool,
         persistent: bool,
         conn_id: u64,
         limits: SessionLimits,
-    ) -> Attached {
+    ) -> Result<Attached, NotOwner> {
         let (kick, kicked) = oneshot::channel();
         let mut map = self.map();
         let mut took_over = false;
@@ -486,6 +494,11 @@ impl Registry {
         let mut discarded_will = None;
         if let Some(existing) = map.get(client_id).cloned() {
             let mut slot = existing.lock();
+            // Checked before anything is touched: a refused connection changes nothing.
+            let clean_start = match check(slot.session.user(), user)? {
+                Claim::Fresh => true,
+                _ => clean_start, // allowed (`check` gives no refusal but as an error)
+            };
             if let Some(old) = slot.owner.take() {
                 let _ = old.kick.send(());
                 took_over = true;
@@ -504,14 +517,14 @@ impl Registry {
                 }
                 slot.session.set_persistent(persistent);
                 drop(slot);
-                return Attached {
+                return Ok(Attached {
                     handle: existing,
                     session_present: true,
                     discarded: None,
                     discarded_will: None,
                     took_over,
                     kicked,
-                };
+                });
             }
             discarded_will = slot.delayed_will.take().map(|d| d.0);
             self.end(&mut slot, &existing.client_id);
@@ -519,20 +532,21 @@ impl Registry {
             map.remove(client_id);
             discarded = Some(existing);
         }
-        let mut session = Session::new(limits);
+        // The owner is set before the session turns persistent: its first record carries it.
+        let mut session = Session::new(limits).with_user(user.map(Into::into));
         session.set_persistent(persistent);
         let owner = Some(Owner { conn_id, kick });
         let handle = self.new_handle(client_id, SessionSlot::new(session, owner, !persistent));
         drop(handle.lock()); // writes a new persistent session's record
         map.insert(handle.client_id.clone(), handle.clone());
-        Attached {
+        Ok(Attached {
             handle,
             session_present: false,
             discarded,
             discarded_will,
             took_over,
             kicked,
-        }
+        })
     }
 
     /// Changes how long the session outlives its connection (an MQTT 5.0 DISCONNECT's session
@@ -580,18 +594,46 @@ impl Registry {
         client_id: &str,
         f: impl FnOnce(&Session, bool, Option<LastWill>) -> T,
     ) -> Option<(Arc<SessionHandle>, T)> {
+        self.release_if(client_id, |_| Ok(Claim::Allowed), |s, p, w, _| f(s, p, w))
+            .unwrap_or_default()
+    }
+
+    /// Another node asks for `client_id` for a connection of verified user `user`:
+    /// `release_with` if that user may have the session (`f` is also told the claim: an
+    /// ownerless session claimed by a user must end, not move); `NotOwner`, with nothing
+    /// touched, if the session belongs to another user.
+    pub fn release_to<T>(
+        &self,
+        client_id: &str,
+        user: Option<&str>,
+        f: impl FnOnce(&Session, bool, Option<LastWill>, Claim) -> T,
+    ) -> Result<Option<(Arc<SessionHandle>, T)>, NotOwner> {
+        self.release_if(client_id, |s| check(s.user(), user), f)
+    }
+
+    /// Releases `client_id`'s session if `decide` allows, under the registry's and the
+    /// session's locks (so the decision holds for the session released).
+    fn release_if<T>(
+        &self,
+        client_id: &str,
+        decide: impl FnOnce(&Session) -> Result<Claim, NotOwner>,
+        f: impl FnOnce(&Session, bool, Option<LastWill>, Claim) -> T,
+    ) -> Result<Option<(Arc<SessionHandle>, T)>, NotOwner> {
         let mut map = self.map();
-        let handle = map.get(client_id).cloned()?;
+        let Some(handle) = map.get(client_id).cloned() else {
+            return Ok(None);
+        };
         let mut slot = handle.lock();
+        let decided = decide(&slot.session)?;
         if let Some(old) = slot.owner.take() {
             let _ = old.kick.send(());
         }
         let will = slot.delayed_will.take().map(|d| d.0);
-        let taken = f(&slot.session, !slot.clean, will);
+        let taken = f(&slot.session, !slot.clean, will, decided);
         self.end(&mut slot, &handle.client_id);
         drop(slot);
         remove_if_same(&mut map, &handle);
-        Some((handle, taken))
+        Ok(Some((handle, taken)))
     }
 
     /// Every client id with a session here.
@@ -685,6 +727,77 @@ mod tests {
     }
 
     #[test]
+    fn another_user_cannot_take_resume_or_replace_a_session() {
+        let r = Registry::default();
+        let mut a = r
+            .attach_with("alice-dev", Some("alice"), false, true, 1, limits())
+            .unwrap();
+        for (clean_start, persistent) in [(false, true), (true, false), (true, true)] {
+            let refused = r
+                .attach_with(
+                    "alice-dev",
+                    Some("bob"),
+                    clean_start,
+                    persistent,
+                    2,
+                    limits(),
+                )
+                .unwrap_err();
+            assert_eq!(refused.owner, "alice");
+        }
+        // Nor without a verified user (auth turned off since).
+        assert!(r
+            .attach_with("alice-dev", None, false, true, 3, limits())
+            .is_err());
+        assert!(a.kicked.try_recv().is_err(), "alice keeps her connection");
+        assert!(a.handle.lock().is_owned_by(1));
+        // Offline, still hers.
+        r.detach(&a.handle, 1, Instant::now());
+        assert!(r
+            .attach_with("alice-dev", Some("bob"), false, true, 4, limits())
+            .is_err());
+        let back = r
+            .attach_with("alice-dev", Some("alice"), false, true, 5, limits())
+            .unwrap();
+        assert!(back.session_present && Arc::ptr_eq(&back.handle, &a.handle));
+    }
+
+    #[test]
+    fn an_ownerless_session_is_replaced_not_resumed_for_a_user() {
+        let r = Registry::default();
+        let mut anon = r.attach("dev", false, 1, limits());
+        let bob = r
+            .attach_with("dev", Some("bob"), false, true, 2, limits())
+            .unwrap();
+        assert!(!bob.session_present, "nothing of the old session passes");
+        assert!(bob.took_over && anon.kicked.try_recv().is_ok());
+        assert!(Arc::ptr_eq(bob.discarded.as_ref().unwrap(), &anon.handle));
+        assert_eq!(bob.handle.lock().session.user(), Some("bob"));
+        // From now on it is bob's.
+        assert!(r
+            .attach_with("dev", None, false, true, 3, limits())
+            .is_err());
+    }
+
+    #[test]
+    fn release_to_refuses_another_user_and_leaves_the_session() {
+        let r = Registry::default();
+        let mut a = r
+            .attach_with("alice-dev", Some("alice"), false, true, 1, limits())
+            .unwrap();
+        let refused = r.release_to("alice-dev", Some("bob"), |_, _, _, c| c);
+        assert_eq!(refused.unwrap_err().owner, "alice");
+        assert!(a.kicked.try_recv().is_err());
+        assert!(r.get("alice-dev").is_some());
+        let (_, decided) = r
+            .release_to("alice-dev", Some("alice"), |_, _, _, c| c)
+            .unwrap()
+            .unwrap();
+        assert_eq!(decided, Claim::Allowed);
+        assert!(r.get("alice-dev").is_none());
+    }
+
+    #[test]
     fn clean_session_replaces_and_ends_with_connection() {
         let r = Registry::default();
         let a = r.attach("c", false, 1, limits());
@@ -745,9 +858,13 @@ mod tests {
     fn a_v5_session_expires_after_its_own_interval_capped_by_max_age() {
         let r = Registry::default();
         r.set_max_age(Duration::from_secs(100));
-        let short = r.attach_with("short", true, true, 1, limits());
+        let short = r
+            .attach_with("short", None, true, true, 1, limits())
+            .unwrap();
         short.handle.lock().session.set_expiry_secs(Some(3));
-        let long = r.attach_with("long", true, true, 2, limits());
+        let long = r
+            .attach_with("long", None, true, true, 2, limits())
+            .unwrap();
         long.handle.lock().session.set_expiry_secs(Some(u32::MAX));
         let t0 = Instant::now();
         r.detach(&short.handle, 1, t0);
@@ -782,7 +899,7 @@ mod tests {
         let r = Registry::default();
         let a = r.attach("c", false, 1, limits());
         r.detach(&a.handle, 1, Instant::now());
-        let b = r.attach_with("c", false, false, 2, limits());
+        let b = r.attach_with("c", None, false, false, 2, limits()).unwrap();
         assert!(b.session_present);
         assert!(Arc::ptr_eq(&a.handle, &b.handle));
         assert!(!b.handle.lock().session.is_persistent());
@@ -818,7 +935,7 @@ mod tests {
     fn a_delayed_will_goes_out_when_its_session_ends_first() {
         let r = Registry::default();
         r.set_max_age(Duration::from_secs(100));
-        let a = r.attach_with("c", true, true, 1, limits());
+        let a = r.attach_with("c", None, true, true, 1, limits()).unwrap();
         a.handle.lock().session.set_expiry_secs(Some(2));
         let t0 = Instant::now();
         r.detach(&a.handle, 1, t0);

@@ -108,8 +108,12 @@ pub fn server_config(settings: &Settings, epoch: u64) -> ServerConfig {
     let c = &settings.cluster;
     config.certs_vouch = !c.cafile.as_os_str().is_empty();
     config.limits.handshake_timeout = Duration::from_millis(c.proof_timeout_ms);
+    config.limits.max_connections = c.max_connections;
+    config.limits.max_nodes = config.limits.max_nodes.max(c.max_connections);
+    config.limits.max_unproven = c.max_unproven_connections;
     config.limits.max_unproven_per_address = c.max_unproven_per_address;
     config.limits.refusal_warning_interval = Duration::from_millis(c.refusal_warning_ms);
+    config.limits.max_refusal_warnings = c.max_refusal_warnings;
     config
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::forward;
 use super::member::ClusterMember;
 use super::peer_wire::{PeerRequest, PeerResponse, MAX_PEER_FRAME};
+use crate::broker::client_owner::NotOwner;
 
 /// Takes admitted links until the endpoint closes.
 pub async fn serve(member: Arc<ClusterMember>, mut links: mpsc::Receiver<PeerLink>) {
@@ -71,9 +72,14 @@ async fn serve_stream(
         PeerRequest::Ping => PeerResponse::Pong {
             leader: member.leader(),
         },
-        PeerRequest::TakeOver { client_id, keep } => {
-            PeerResponse::Session(member.give_up(&client_id, keep))
-        }
+        PeerRequest::TakeOver {
+            client_id,
+            keep,
+            user,
+        } => match member.give_up(&client_id, user.as_deref(), keep) {
+            Ok(session) => PeerResponse::Session(session),
+            Err(NotOwner { owner }) => PeerResponse::NotOwner { owner },
+        },
         PeerRequest::Forward { epoch } => {
             let Some(broker) = member.broker() else {
                 return Err(MonitorError::Protocol("this node has no broker yet".into()));

@@ -1,4 +1,4 @@
-//! The frames of a cluster peer link (ALPN `fubar-cluster/1`), postcard-encoded and
+//! The frames of a cluster peer link (ALPN `fubar-cluster/3`), postcard-encoded and
 //! length-prefixed like every other link of the endpoint.
 //!
 //! After the membership handshake the dialer opens one bidirectional stream per request: it
@@ -54,6 +54,9 @@ pub enum PeerRequest {
         client_id: String,
         /// Clean session 0: the session moves.
         keep: bool,
+        /// The connecting client's verified user: the holder refuses it a session of
+        /// another user (`broker::client_owner`).
+        user: Option<String>,
     },
 }
 
@@ -78,6 +81,11 @@ pub enum PeerResponse {
     },
     /// To `TakeOver`: the session, if it moves.
     Session(Option<RestoredSession>),
+    /// To `TakeOver`: refused, the session belongs to this user; it and its connection stay.
+    NotOwner {
+        /// The user the session belongs to.
+        owner: String,
+    },
 }
 
 /// A message forwarded to a node with matching routes (or holding the client id it is

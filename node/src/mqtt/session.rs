@@ -138,6 +138,9 @@ pub struct Session {
     /// MQTT 5.0 session expiry interval the client asked for, in seconds; `None` for a 3.1/3.1.1
     /// session (kept for the node's `session.max_age_secs`).
     expiry_secs: Option<u32>,
+    /// The verified user the session belongs to (the one whose connection created it); `None`
+    /// for a session created without one. Stored with a persistent session's record.
+    user: Option<Arc<str>>,
 }
 
 impl Session {
@@ -157,7 +160,21 @@ impl Session {
             expired_total: 0,
             journal: None,
             expiry_secs: None,
+            user: None,
         }
+    }
+
+    /// The session as belonging to `user` (set when it is created or read back, never
+    /// changed after: not journaled, a new persistent session's first record carries it).
+    #[must_use]
+    pub fn with_user(mut self, user: Option<Arc<str>>) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// The verified user the session belongs to, if it was created by one.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// The session with this MQTT 5.0 session expiry interval, as read back from the store

@@ -32,12 +32,22 @@ pub struct ClusterSettings {
     /// Milliseconds a connection to the cluster port has for its TLS handshake and its
     /// membership proof; then it is closed.
     pub proof_timeout_ms: u64,
-    /// Connections from one address that have not proven membership yet; more are refused
-    /// before any handshake.
+    /// Connections the cluster port serves at once, proven or not; more are refused before
+    /// any handshake.
+    pub max_connections: usize,
+    /// Connections not proven yet from addresses no member or operator has proven itself
+    /// from (strangers), all together; less than `cluster.max_connections`, whose rest stays
+    /// for members.
+    pub max_unproven_connections: usize,
+    /// Connections from one address (IPv6: one /64) that have not proven membership yet;
+    /// more are refused before any handshake.
     pub max_unproven_per_address: usize,
     /// Milliseconds between two warnings about refused connections from one address (the
     /// warning counts the refusals in between).
     pub refusal_warning_ms: u64,
+    /// Refusal warnings per `cluster.refusal_warning_ms` over all addresses; beyond, one
+    /// summary warning with the count of the others.
+    pub max_refusal_warnings: usize,
     /// Milliseconds a node waits to join its cluster before it says on stderr that it is
     /// alone; it says it again at twice the wait each time.
     pub join_warning_ms: u64,
@@ -74,9 +84,12 @@ impl Default for ClusterSettings {
             node_certfile: PathBuf::new(),
             node_keyfile: PathBuf::new(),
             proof_timeout_ms: fubar_monitor::config::DEFAULT_PROOF_TIMEOUT.as_millis() as u64,
+            max_connections: fubar_monitor::config::DEFAULT_MAX_CONNECTIONS,
+            max_unproven_connections: fubar_monitor::config::DEFAULT_MAX_UNPROVEN,
             max_unproven_per_address: fubar_monitor::config::DEFAULT_MAX_UNPROVEN_PER_ADDRESS,
             refusal_warning_ms: fubar_monitor::config::DEFAULT_REFUSAL_WARNING_INTERVAL.as_millis()
                 as u64,
+            max_refusal_warnings: fubar_monitor::config::DEFAULT_MAX_REFUSAL_WARNINGS,
             join_warning_ms: 5_000,
             spool_bytes: fubar_monitor::config::DEFAULT_SPOOL_BYTES,
             max_voters: 3,

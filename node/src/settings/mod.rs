@@ -146,6 +146,9 @@ pub struct AuthSettings {
     pub max_tracked_addresses: usize,
     /// Password checks (deliberately slow) running at once, shared fairly between addresses.
     pub max_concurrent_checks: usize,
+    /// Use the user name as the client id (mosquitto's `use_username_as_clientid`): a client
+    /// id in CONNECT is replaced, and a CONNECT without a user name is refused.
+    pub client_id_from_username: bool,
 }
 
 /// Topic rules (`fubar ctl acl topic`).
@@ -241,6 +244,10 @@ pub struct MqttSettings {
     /// Bytes a connection the server closes may still send (read and discarded, within
     /// `close_flush_ms`) so that it can read why it was closed instead of getting a reset.
     pub close_drain_bytes: usize,
+    /// Microseconds a PUBLISH waits at most, before it is routed, for input that reached
+    /// other connections before it to be read and handled (a SUBSCRIBE sent just before it
+    /// on another connection then receives it); 0 routes at once.
+    pub publish_order_wait_us: u64,
     /// QoS 1/2 PUBLISH packets a client may have unacknowledged at once (sent to MQTT 5.0
     /// clients as the server's Receive Maximum; one that sends more is disconnected with
     /// 0x93). It also bounds the acknowledgements a connection holds while they wait for the
@@ -338,6 +345,9 @@ impl Default for MqttSettings {
             shutdown_grace_secs: 5,
             close_flush_ms: 1000,
             close_drain_bytes: 1 << 20,
+            // Reached only while a connection stamped earlier stays unhandled that long (an
+            // overloaded machine: a runnable task can wait milliseconds for a core).
+            publish_order_wait_us: 10_000,
             // The same as `session.inflight_window`: what the broker asks of a client is what it
             // allows itself toward one. EMQX uses its max_inflight (32) both ways; mosquitto
             // announces its max_inflight_messages (20), HiveMQ 10. The MQTT 5.0 default
@@ -389,6 +399,7 @@ impl Default for AuthSettings {
             max_address_failures_per_min: 100,
             max_tracked_addresses: 100_000,
             max_concurrent_checks: 2,
+            client_id_from_username: false,
         }
     }
 }
@@ -424,7 +435,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 36] = [
+pub const FIXED_AT_START: [&str; 39] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -454,8 +465,11 @@ pub const FIXED_AT_START: [&str; 36] = [
     "cluster.node_keyfile",
     "cluster.cafile",
     "cluster.proof_timeout_ms",
+    "cluster.max_connections",
+    "cluster.max_unproven_connections",
     "cluster.max_unproven_per_address",
     "cluster.refusal_warning_ms",
+    "cluster.max_refusal_warnings",
     "cluster.join_warning_ms",
     "cluster.spool_bytes",
     "monitor.index_heap_bytes",
@@ -625,14 +639,33 @@ impl Settings {
                 "a node certificate needs its CA in cluster.cafile",
             );
         }
+        if !self.cluster.cafile.as_os_str().is_empty()
+            && self.cluster.node_certfile.as_os_str().is_empty()
+        {
+            // The self-made identity is no certificate of that CA: every other member would
+            // refuse this node's certificate, and it theirs only by the cookie.
+            return invalid(
+                "cluster.cafile",
+                "a cluster CA needs this node's certificate of it in cluster.node_certfile \
+                 and cluster.node_keyfile (fubar ssl new-certs --node NAME)",
+            );
+        }
         if self.cluster.proof_timeout_ms == 0
             || self.cluster.max_unproven_per_address == 0
+            || self.cluster.max_unproven_connections == 0
             || self.cluster.refusal_warning_ms == 0
+            || self.cluster.max_refusal_warnings == 0
             || self.cluster.join_warning_ms == 0
         {
             return invalid(
-                "cluster.proof_timeout_ms / max_unproven_per_address / refusal_warning_ms / join_warning_ms",
+                "cluster.proof_timeout_ms / max_unproven_connections / max_unproven_per_address / refusal_warning_ms / max_refusal_warnings / join_warning_ms",
                 "must be at least 1",
+            );
+        }
+        if self.cluster.max_unproven_connections >= self.cluster.max_connections {
+            return invalid(
+                "cluster.max_unproven_connections",
+                "must be less than cluster.max_connections (the rest is kept for members)",
             );
         }
         if self.cluster.spool_bytes < 1 << 20 {
@@ -846,5 +879,25 @@ mod tests {
         }
         assert!(s.with_change("mqtt.receive_maximum", "65536").is_err());
         assert!(s.with_change("mqtt.topic_alias_maximum", "0").is_ok());
+    }
+
+    #[test]
+    fn the_cluster_ports_shares_and_its_ca_are_checked() {
+        let mut s = Settings::default();
+        // The strangers' share must leave the members some of the port.
+        s.cluster.max_unproven_connections = s.cluster.max_connections;
+        assert!(s.validate().is_err());
+        s.cluster.max_unproven_connections = s.cluster.max_connections - 1;
+        s.validate().unwrap();
+        s.cluster.max_refusal_warnings = 0;
+        assert!(s.validate().is_err());
+        // A cluster CA without this node's certificate of it.
+        let mut s = Settings::default();
+        s.cluster.cafile = "ca.pem".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.node_certfile"), "{err}");
+        s.cluster.node_certfile = "node.pem".into();
+        s.cluster.node_keyfile = "node.key.pem".into();
+        s.validate().unwrap();
     }
 }

@@ -701,3 +701,97 @@ fn new_certs_in_a_checkout_writes_no_key_git_would_see() {
         }
     }
 }
+
+#[test]
+fn ctl_with_the_cluster_ca_refuses_a_node_certificate_for_another_node_than_the_one_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    own_ca(dir);
+    let (n1, port) = ca_member(dir, "n1", "n1@localhost");
+    n1.wait_for_log("cluster founded", WAIT).expect("founded");
+    let empty = tempfile::tempdir().unwrap();
+    // `ctl --node NODE status` with a member's certificate (n1's own) and the cluster CA.
+    let status = |node: &str| {
+        fubar()
+            .args(["ctl", "--node", node, "--data-dir"])
+            .arg(empty.path())
+            .arg("--cafile")
+            .arg(dir.join("ca/cacert.pem"))
+            .arg("--certfile")
+            .arg(dir.join("ca/node-n1@localhost.pem"))
+            .arg("--keyfile")
+            .arg(dir.join("ca/node-n1@localhost.key.pem"))
+            .arg("status")
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = status(&format!("n1@localhost:{port}"));
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", text(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The same address named as ghost (a node certificate of the same CA exists for it):
+    // the server shows n1's certificate, which is of the CA but not ghost's.
+    let out = status(&format!("ghost@localhost:{port}"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("n1@localhost") && err.contains("not for the node dialed"),
+        "{err}"
+    );
+    drop(n1);
+}
+
+#[test]
+fn a_cluster_ca_without_this_nodes_certificate_is_refused_at_start_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    own_ca(dir);
+    let config = dir.join("n1.toml");
+    std::fs::write(
+        &config,
+        format!("[cluster]\ncafile = {:?}\n", dir.join("ca/cacert.pem")),
+    )
+    .unwrap();
+    let mut child = fubar()
+        .args(["node", "--name", "n1@localhost", "--master", "n1@localhost"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--mqtt-port",
+            "0",
+            "--cluster-port",
+            "0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must exit by itself; one that runs is killed and fails the test.
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the node started: {}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cluster.cafile") && err.contains("cluster.node_certfile"),
+        "{err}"
+    );
+}

@@ -6,6 +6,7 @@
 mod admin;
 mod admin_authz;
 mod bench;
+mod client_owner;
 mod close_drain;
 mod cluster;
 mod cluster_identity;

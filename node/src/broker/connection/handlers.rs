@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::super::client_owner::NotOwner;
 use super::super::router::deliver;
 use super::super::tracer::now_us;
 use super::super::{limits, packet_log};
@@ -97,6 +98,13 @@ where
 
     pub(super) async fn handle_connect(&mut self, mut c: Connect) -> Result<(), CloseReason> {
         let settings = self.settings.clone();
+        // An MQTT 5.0 client that sent no client id is told the one it got (3.2.2.3.7).
+        let sent_no_id = c.client_id.is_empty();
+        let replaced_id = if settings.auth.client_id_from_username {
+            Some(self.client_id_from_username(&mut c)?)
+        } else {
+            None
+        };
         let refuse = |this: &mut Self, code: ReasonCode, why: &'static str| {
             this.send(&Packet::ConnAck(ConnAck::new(false, code)));
             // `code`: what a 3.1.1 client reads; an MQTT 5.0 client gets the reason code.
@@ -184,6 +192,15 @@ where
                 return refuse(self, refusal.code, refusal.reason);
             }
         }
+        // The user the session will belong to: one a password or a certificate proved. A user
+        // name sent while `--auth` is off proves nothing (`client_owner`).
+        let user = (self.cert_user.is_some() || settings.auth.enabled)
+            .then(|| c.username.clone())
+            .flatten();
+        if let Some(Some(original)) = &replaced_id {
+            tracing::info!(target: "access", peer = %self.peer, client = %c.client_id,
+                sent_client_id = %original, "client id replaced by the user name (auth.client_id_from_username)");
+        }
         let assigned = c.client_id.is_empty();
         let client_id: Arc<str> = if assigned {
             self.broker.assign_client_id(self.conn_id).into()
@@ -201,8 +218,13 @@ where
         if let Some(cluster) = self.broker.cluster.get() {
             // Another node may hold the client: it closes that connection, and a persistent
             // session comes here to be resumed.
-            if let Some(moved) = cluster.take_over(&client_id, !clean_start).await {
-                super::super::persist::install_moved(&self.broker, moved);
+            match cluster
+                .take_over(&client_id, user.as_deref(), !clean_start)
+                .await
+            {
+                Ok(Some(moved)) => super::super::persist::install_moved(&self.broker, moved),
+                Ok(None) => {}
+                Err(refused) => return Err(self.refuse_not_owner(&c, user.as_deref(), refused)),
             }
         }
         if let Err(why) =
@@ -216,13 +238,17 @@ where
             )));
             return Err(CloseReason::Refused("persistent session refused"));
         }
-        let attached = self.broker.registry.attach_with(
+        let attached = match self.broker.registry.attach_with(
             &client_id,
+            user.as_deref(),
             clean_start,
             persistent,
             self.conn_id,
             settings.session_limits(),
-        );
+        ) {
+            Ok(attached) => attached,
+            Err(refused) => return Err(self.refuse_not_owner(&c, user.as_deref(), refused)),
+        };
         // Topic rules see the user of the connection that holds the session now.
         attached.handle.acl.set_user(c.username.as_deref());
         if let Some(old) = &attached.discarded {
@@ -248,7 +274,7 @@ where
             // What this server offers (MQTT 5.0 section 3.2.2.3); the encoder leaves these
             // out for 3.1/3.1.1.
             let p = &mut connack.properties;
-            p.assigned_client_identifier = assigned.then(|| client_id.clone());
+            p.assigned_client_identifier = sent_no_id.then(|| client_id.clone());
             p.retain_available = Some(true);
             p.wildcard_subscription_available = Some(true);
             p.shared_subscription_available = Some(true);
@@ -307,6 +333,45 @@ where
             self.resend(p);
         }
         Ok(())
+    }
+
+    /// `auth.client_id_from_username`: the CONNECT's client id becomes its user name (the
+    /// certificate's, with `ssl.username_from_cn`). Returns the client id it replaced, if it
+    /// was another; a CONNECT without a user name is refused (CONNACK 5 / 0x87), as
+    /// mosquitto's `use_username_as_clientid` does.
+    fn client_id_from_username(&mut self, c: &mut Connect) -> Result<Option<String>, CloseReason> {
+        let Some(user) = self.cert_user.clone().or_else(|| c.username.clone()) else {
+            let code = ReasonCode::NotAuthorized;
+            self.send(&Packet::ConnAck(ConnAck::new(false, code)));
+            tracing::info!(target: "access", peer = %self.peer, client = %c.client_id,
+                protocol = %c.protocol, code = code.connect_return_code() as u8,
+                reason = (c.protocol == ProtocolVersion::V5).then(|| format!("{:#04x}", code as u8)),
+                "connect refused: no user name to use as the client id (auth.client_id_from_username)");
+            return Err(CloseReason::Refused("no user name for the client id"));
+        };
+        if user == c.client_id {
+            return Ok(None);
+        }
+        Ok(Some(std::mem::replace(&mut c.client_id, user)))
+    }
+
+    /// Refuses a CONNECT whose client id has a session of another user (here or on the node
+    /// holding it): CONNACK 2 identifier rejected (3.1/3.1.1) / 0x85 client identifier not
+    /// valid (5.0). The session and its connection are left as they are.
+    fn refuse_not_owner(
+        &mut self,
+        c: &Connect,
+        user: Option<&str>,
+        refused: NotOwner,
+    ) -> CloseReason {
+        let code = ReasonCode::ClientIdentifierNotValid;
+        self.send(&Packet::ConnAck(ConnAck::new(false, code)));
+        tracing::warn!(target: "access", peer = %self.peer, client = %c.client_id,
+            user = user.unwrap_or(""), owner = %refused.owner, protocol = %c.protocol,
+            code = code.connect_return_code() as u8,
+            reason = (c.protocol == ProtocolVersion::V5).then(|| format!("{:#04x}", code as u8)),
+            "connect refused: the client id's session belongs to another user");
+        CloseReason::Refused("client id of another user")
     }
 
     /// Sends a packet a resumed session resends. A PUBLISH goes with its full topic (aliases

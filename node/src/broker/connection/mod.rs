@@ -22,10 +22,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+mod arrival;
 mod handlers;
 mod negotiated;
 mod topic_rules;
 
+use arrival::Watched;
 use handlers::trace_hop;
 use negotiated::Negotiated;
 
@@ -66,7 +68,7 @@ struct Connection<R, W> {
     settings: Arc<Settings>,
     peer: SocketAddr,
     conn_id: u64,
-    reader: R,
+    reader: Watched<R>,
     writer: W,
     /// The user name a verified client certificate gave (`ssl.username_from_cn`): it stands
     /// for the CONNECT's credentials.
@@ -101,6 +103,8 @@ struct Connection<R, W> {
     /// What CONNECT settled beyond 3.1.1: receive maximum, topic aliases, the client's
     /// maximum packet size (MQTT 5.0).
     flow: Negotiated,
+    /// Bytes were read since the last PUBLISH was routed: see `let_earlier_input_in`.
+    fresh_input: bool,
 }
 
 /// Serves one connection (plain TCP or TLS, already accepted) until it ends.
@@ -128,11 +132,12 @@ pub(crate) async fn serve<R, W>(
         durable: broker.store.as_ref().map(|s| s.durable_watch()),
         pending_acks: VecDeque::new(),
         flow: Negotiated::new(&settings.mqtt),
+        fresh_input: false,
         settings,
         broker,
         peer,
         conn_id,
-        reader,
+        reader: Watched::new(reader),
         writer,
         cert_user,
         rbuf: BytesMut::new(),
@@ -183,6 +188,11 @@ where
             let may_read = self.wbuf.len() < 2 * write_limit
                 && self.throttled_until.is_none()
                 && !self.acks_full();
+            if may_read {
+                self.reader.resume();
+            } else {
+                self.reader.pause();
+            }
             let stall_deadline = self.write_blocked_since.map(|t| t + stall);
             // Checked on every turn, not only when the timer branch wins: a flood of messages
             // for this session keeps the wake-up branch ready and would starve the timer.
@@ -221,6 +231,7 @@ where
                 r = self.reader.read_buf(&mut self.rbuf), if may_read => match r {
                     Ok(0) => return CloseReason::SocketClosed,
                     Ok(n) => {
+                        self.fresh_input = true;
                         self.read_chunk = if n == room {
                             (self.read_chunk * 2).min(MAX_READ)
                         } else if n < room / 4 {
@@ -297,10 +308,34 @@ where
             match packet {
                 // Boxed: the CONNECT exchange (authentication included) runs once, and inline
                 // its state would make every connection's task that much bigger for its life.
-                Packet::Connect(c) => Box::pin(self.handle_connect(c)).await?,
-                other => self.handle_packet(other)?,
+                Packet::Connect(c) => {
+                    // Nobody waits for this connection while it authenticates.
+                    self.reader.pause();
+                    Box::pin(self.handle_connect(c)).await?
+                }
+                other => {
+                    if matches!(other, Packet::Publish(_)) && std::mem::take(&mut self.fresh_input)
+                    {
+                        self.let_earlier_input_in().await;
+                    }
+                    self.handle_packet(other)?
+                }
             }
         }
+    }
+
+    /// Before routing the first PUBLISH of what was just read, waits (at most
+    /// `mqtt.publish_order_wait_us`) until the input that reached other connections before
+    /// it has been read and handled: a SUBSCRIBE that reached the server first is then in
+    /// the router before this PUBLISH is routed (see `arrival`).
+    async fn let_earlier_input_in(&self) {
+        let limit = Duration::from_micros(self.settings.mqtt.publish_order_wait_us);
+        if limit.is_zero() {
+            return;
+        }
+        // Let the IO driver run first: input that is already in the kernel then is in the set.
+        tokio::task::yield_now().await;
+        self.reader.earlier().wait(Instant::now() + limit).await;
     }
 
     /// Whether the packet at the front of `rbuf` may be handled now. A whole PUBLISH takes a
@@ -604,6 +639,8 @@ where
     }
 
     async fn finish(mut self, reason: CloseReason) {
+        // Nobody waits for input that is thrown away from now on (see `arrival`).
+        self.reader.ignore();
         self.tell_why(&reason);
         // The session is released before the last bytes are flushed: a client reconnecting
         // at once finds it as the end of this connection left it.

@@ -32,6 +32,7 @@ use super::peers::Peers;
 use super::raft_network::RaftNetworkOverPeers;
 use super::view::ReplicatedView;
 use super::{endpoint, NodeName};
+use crate::broker::client_owner::{Claim, NotOwner};
 use crate::broker::cluster_hooks::ClusterHooks;
 use crate::broker::persist::{self, stored_message};
 use crate::broker::Broker;
@@ -346,26 +347,45 @@ impl ClusterMember {
         &self.peers
     }
 
-    /// Another node takes client `client_id` over: closes its connection here and returns
-    /// its session if it moves (`keep`, and persistent here). A will the session was
-    /// delaying goes out now if the session ends (the client started clean), and is dropped
-    /// if the session moves (its client is back).
-    pub fn give_up(&self, client_id: &str, keep: bool) -> Option<RestoredSession> {
-        let broker = self.broker()?;
-        let (handle, (session, will)) =
+    /// Another node takes client `client_id` over for a connection of verified user `user`:
+    /// closes its connection here and returns its session if it moves (`keep`, and persistent
+    /// here). A will the session was delaying goes out now if the session ends (the client
+    /// started clean), and is dropped if the session moves (its client is back). This node
+    /// holds the session, so it decides ownership: a session of another user is not touched
+    /// (`NotOwner`), and an ownerless one claimed by a user ends here rather than moving.
+    pub fn give_up(
+        &self,
+        client_id: &str,
+        user: Option<&str>,
+        keep: bool,
+    ) -> Result<Option<RestoredSession>, NotOwner> {
+        let Some(broker) = self.broker() else {
+            return Ok(None);
+        };
+        let released =
             broker
                 .registry
-                .release_with(client_id, |session, persistent, will| {
-                    let moved = (keep && persistent).then(|| persist::exported(client_id, session));
-                    (moved, will)
-                })?;
+                .release_to(client_id, user, |session, persistent, will, claim| {
+                    let moves = keep && persistent && claim == Claim::Allowed;
+                    (moves.then(|| persist::exported(client_id, session)), will)
+                });
+        let (handle, (session, will)) = match released {
+            Ok(Some(released)) => released,
+            Ok(None) => return Ok(None),
+            Err(refused) => {
+                tracing::info!(target: "access", client = client_id, user = user.unwrap_or(""),
+                    owner = %refused.owner,
+                    "takeover from another node refused: the session belongs to another user");
+                return Err(refused);
+            }
+        };
         broker.router.remove_session(&handle);
         if let (None, Some(will)) = (&session, will) {
             broker.publish_will(&handle.client_id, &will, "session ended");
         }
         tracing::info!(target: "resource", client = client_id, moved = session.is_some(),
             "session taken over by another node");
-        session
+        Ok(session)
     }
 
     /// The leader's id, as this node sees it.
@@ -532,27 +552,33 @@ impl ClusterHooks for ClusterMember {
     fn take_over<'a>(
         &'a self,
         client_id: &'a str,
+        user: Option<&'a str>,
         keep: bool,
-    ) -> Pin<Box<dyn Future<Output = Option<RestoredSession>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>> {
         Box::pin(async move {
-            let holder = self.view.holder(client_id).filter(|h| *h != self.id)?;
+            let Some(holder) = self.view.holder(client_id).filter(|h| *h != self.id) else {
+                return Ok(None);
+            };
             let request = PeerRequest::TakeOver {
                 client_id: client_id.to_owned(),
                 keep,
+                user: user.map(str::to_owned),
             };
             match self.peers.call(holder, &request).await {
-                Ok(PeerResponse::Session(session)) => session,
+                Ok(PeerResponse::Session(session)) => Ok(session),
+                Ok(PeerResponse::NotOwner { owner }) => Err(NotOwner { owner }),
                 Ok(other) => {
                     tracing::warn!(target: "warning", client = client_id, answer = ?other,
                         "unexpected answer to a session takeover");
-                    None
+                    Ok(None)
                 }
                 Err(e) => {
                     // The holder is away: the client starts here without its old session
-                    // (the registration moves it anyway).
+                    // (the registration moves it anyway). Who owns that session cannot be
+                    // asked either: the replicated client registry does not record owners.
                     tracing::warn!(target: "warning", client = client_id, error = %e,
                         "cannot take the session over from its node");
-                    None
+                    Ok(None)
                 }
             }
         })
