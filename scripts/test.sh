@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing the independent MQTT clients the
-# black-box tests drive the broker with (mosquitto_pub/sub, paho-mqtt) and iproute2 for the
+# black-box tests drive the broker with (mosquitto_pub/sub, paho-mqtt), the mosquitto broker and iproute2 for the
 # partition test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# The broker itself: the topic rules test compares an imported acl_file with mosquitto's decisions.
+command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # `ip netns` for the partition test (it skips itself where namespaces are not allowed).
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)

@@ -127,6 +127,23 @@ pub enum AdminRequest {
         /// The member's name, `NAME@HOST`.
         node: Option<String>,
     },
+    /// Adds a topic rule (`allow|deny publish|subscribe|both [user NAME|client ID] FILTER`).
+    TopicAclAdd {
+        /// The rule's text.
+        rule: String,
+    },
+    /// Deletes a topic rule.
+    TopicAclDelete {
+        /// The rule's text, as added.
+        rule: String,
+    },
+    /// Lists the topic rules.
+    TopicAclList,
+    /// Adds the rules of a mosquitto acl_file, all or none.
+    TopicAclImport {
+        /// The file's text (read by the caller: the node may be remote).
+        text: String,
+    },
 }
 
 /// A search of the monitor's index.
@@ -283,6 +300,13 @@ pub enum AdminResponse {
         skipped_bytes: u64,
         /// Why the dump stopped before its end (the size bound), if it did.
         cut: Option<String>,
+    },
+    /// Topic rules, as text, with `acl.default`.
+    TopicRules {
+        /// The rules.
+        rules: Vec<String>,
+        /// `allow` or `deny`.
+        default: String,
     },
 }
 

@@ -59,7 +59,9 @@ pub const ADMIN_ALPN: &[u8] = b"fubar-admin/2";
 pub const PEER_ALPN: &[u8] = b"fubar-cluster/3";
 
 /// Largest admin request frame body the monitor reads; a larger one closes that connection.
-pub const MAX_ADMIN_REQUEST: usize = 64 << 10;
+/// 4 MiB: `fubar ctl acl topic import` sends a whole mosquitto acl_file (about 100,000 rules);
+/// only an admitted member or operator gets this far.
+pub const MAX_ADMIN_REQUEST: usize = 4 << 20;
 
 /// Largest frame read before the peer has proven membership (`Hello`, `Proof`), bytes: what
 /// they need with a node name of [`MAX_NODE_NAME`] bytes, and no more. The dialing side

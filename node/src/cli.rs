@@ -636,6 +636,35 @@ pub enum AclCommand {
     },
     /// List rules, most specific first.
     List,
+    /// Topic rules: who may publish and subscribe to which topics.
+    #[command(subcommand)]
+    Topic(AclTopicCommand),
+}
+
+/// `fubar ctl acl topic ...`.
+#[derive(Debug, Subcommand)]
+pub enum AclTopicCommand {
+    /// Add a rule: allow|deny publish|subscribe|both [user NAME | client ID] FILTER
+    /// (`%u` user name, `%c` client id), e.g. `allow both devices/%c/#`.
+    Add {
+        /// The rule's words.
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+        rule: Vec<String>,
+    },
+    /// Delete a rule, written as added.
+    Delete {
+        /// The rule's words.
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+        rule: Vec<String>,
+    },
+    /// List the rules and acl.default.
+    List,
+    /// Add the rules of a mosquitto acl_file (all or none; a line fubar cannot express is
+    /// refused with its number).
+    Import {
+        /// The acl_file.
+        file: PathBuf,
+    },
 }
 
 /// Flags of `fubar reset`.

@@ -1,7 +1,7 @@
 //! Durable broker state in fjall.
 //!
 //! One fjall database per node, under `<data-dir>/<node>/state`, with one keyspace per kind of
-//! state: accounts, address rules, changed settings, retained messages, persistent sessions,
+//! state: accounts, address rules, topic rules, changed settings, retained messages, persistent sessions,
 //! their queued and in-flight messages, and the QoS 2 packet ids they have received; in a
 //! cluster also the routes, the client registry and the Raft log (`replicated`). Records
 //! are postcard-encoded (`records`). Writes go to fjall's journal at once; `durability` decides
@@ -69,6 +69,7 @@ pub struct Store {
     db: Database,
     accounts: Keyspace,
     acl: Keyspace,
+    topic_acl: Keyspace,
     settings: Keyspace,
     retained: Keyspace,
     sessions: Keyspace,
@@ -125,6 +126,7 @@ impl Store {
             path: path.to_owned(),
             accounts: ks("accounts")?,
             acl: ks("acl")?,
+            topic_acl: ks(replicated::TOPIC_ACL)?,
             settings: ks("settings")?,
             retained: ks("retained")?,
             sessions: ks("sessions")?,
@@ -249,6 +251,41 @@ impl Store {
                 let name = String::from_utf8_lossy(&k).into_owned();
                 Ok((name, self.decode("account", &k, &v)?))
             })
+            .collect()
+    }
+
+    // ---- topic rules ----
+
+    /// Adds topic rules (their text form is the key), all or none.
+    pub fn put_topic_rules(&self, rules: &[String]) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for rule in rules {
+            batch.insert(&self.topic_acl, rule.as_str(), []);
+        }
+        batch.commit()?;
+        self.flush()
+    }
+
+    /// Deletes topic rules, all or none; returns how many existed.
+    pub fn delete_topic_rules(&self, rules: &[String]) -> Result<usize, StoreError> {
+        let mut batch = self.db.batch();
+        let mut existed = 0;
+        for rule in rules {
+            if self.topic_acl.contains_key(rule)? {
+                existed += 1;
+                batch.remove(&self.topic_acl, rule.as_str());
+            }
+        }
+        batch.commit()?;
+        self.flush()?;
+        Ok(existed)
+    }
+
+    /// Every topic rule, as text.
+    pub fn topic_rules(&self) -> Result<Vec<String>, StoreError> {
+        self.topic_acl
+            .iter()
+            .map(|g| Ok(String::from_utf8_lossy(&g.key()?).into_owned()))
             .collect()
     }
 

@@ -41,6 +41,13 @@ fn everything_survives_reopen() {
         )
         .unwrap();
         s.put_acl("10.0.0.0/8", false).unwrap();
+        s.put_topic_rules(&["allow both a/%c".into(), "deny both b".into()])
+            .unwrap();
+        assert_eq!(
+            s.delete_topic_rules(&["deny both b".into(), "nope".into()])
+                .unwrap(),
+            1
+        );
         s.put_setting("mqtt.max_packet_size", "8192").unwrap();
         s.put_retained(&message("a/b", b"r")).unwrap();
         let rec = SessionRecord {
@@ -70,6 +77,7 @@ fn everything_survives_reopen() {
     let s = open(dir.path());
     assert_eq!(s.accounts().unwrap()[0].0, "romeo");
     assert_eq!(s.acl().unwrap(), vec![("10.0.0.0/8".to_owned(), false)]);
+    assert_eq!(s.topic_rules().unwrap(), vec!["allow both a/%c".to_owned()]);
     assert_eq!(s.settings().unwrap()[0].1, "8192");
     assert_eq!(s.retained().unwrap()[0].payload, b"r");
     let sessions = s.sessions().unwrap();

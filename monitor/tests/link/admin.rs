@@ -141,7 +141,7 @@ async fn members_run_requests_and_tails_and_non_members_are_refused() {
         .unwrap();
     let huge = AdminRequest::AccountUpdate {
         name: "u".into(),
-        password: "x".repeat(100 << 10),
+        password: "x".repeat(fubar_logproto::link::MAX_ADMIN_REQUEST + (1 << 10)),
     };
     assert!(c.request(&huge).await.is_err());
     let mut c = AdminClient::connect(addr, "localhost", tls, Some(&cookie), "ctl@h", IDLE)

@@ -74,6 +74,7 @@ pub fn required_role(request: &AdminRequest) -> Role {
         AdminRequest::Status
         | AdminRequest::AccountList
         | AdminRequest::AclList
+        | AdminRequest::TopicAclList
         | AdminRequest::SettingsList
         | AdminRequest::LogList
         // The dump comes back to the caller; the node writes nothing.
@@ -89,6 +90,9 @@ pub fn required_role(request: &AdminRequest) -> Role {
         | AdminRequest::AclAllow { .. }
         | AdminRequest::AclDeny { .. }
         | AdminRequest::AclDelete { .. }
+        | AdminRequest::TopicAclAdd { .. }
+        | AdminRequest::TopicAclDelete { .. }
+        | AdminRequest::TopicAclImport { .. }
         | AdminRequest::SettingsSet { .. }
         | AdminRequest::LogOpen { .. }
         | AdminRequest::LogClose { .. }
@@ -122,6 +126,12 @@ impl fmt::Display for Shown<'_> {
             AdminRequest::AclDeny { cidr } => write!(f, "acl deny {cidr:?}"),
             AdminRequest::AclDelete { cidr } => write!(f, "acl delete {cidr:?}"),
             AdminRequest::AclList => write!(f, "acl list"),
+            AdminRequest::TopicAclAdd { rule } => write!(f, "acl topic add {rule:?}"),
+            AdminRequest::TopicAclDelete { rule } => write!(f, "acl topic delete {rule:?}"),
+            AdminRequest::TopicAclList => write!(f, "acl topic list"),
+            AdminRequest::TopicAclImport { text } => {
+                write!(f, "acl topic import ({} lines)", text.lines().count())
+            }
             AdminRequest::SettingsList => write!(f, "settings"),
             AdminRequest::SettingsSet { name, value } => {
                 write!(f, "settings {name:?} {value:?}")

@@ -77,6 +77,14 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
                 .map(|(cidr, allow)| AclRule { cidr, allow })
                 .collect(),
         ),
+        AdminRequest::TopicAclAdd { rule } => super::topic_acl_commands::add(broker, &rule).await,
+        AdminRequest::TopicAclDelete { rule } => {
+            super::topic_acl_commands::delete(broker, &rule).await
+        }
+        AdminRequest::TopicAclList => super::topic_acl_commands::list(broker),
+        AdminRequest::TopicAclImport { text } => {
+            super::topic_acl_commands::import(broker, &text).await
+        }
         AdminRequest::SettingsList => AdminResponse::Settings(broker.settings().flatten()),
         AdminRequest::TraceClient { client_id } => {
             broker.tracer.trace_client(&client_id);

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use super::dispatch::dispatch;
 use crate::broker::Broker;
 
-/// Largest admin request accepted.
-const MAX_REQUEST: usize = 64 << 10;
+/// Largest admin request accepted: as the remote admin's bound (a topic rules import carries
+/// a whole acl_file).
+const MAX_REQUEST: usize = fubar_logproto::link::MAX_ADMIN_REQUEST;
 /// Time a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 

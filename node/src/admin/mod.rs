@@ -14,6 +14,7 @@ mod dispatch;
 mod endpoint;
 mod log_commands;
 mod monitor_commands;
+mod topic_acl_commands;
 
 pub use authz::Requester;
 pub use client::{request, stream, Remote, Target};

@@ -23,6 +23,7 @@ pub mod registry;
 pub mod retained;
 pub mod router;
 pub mod shared;
+pub mod topic_acl;
 pub mod tracer;
 mod transport;
 pub mod trie;
@@ -38,7 +39,7 @@ pub use listener::Server;
 
 use crate::mqtt::message::Message;
 use crate::mqtt::packet::LastWill;
-use crate::settings::Settings;
+use crate::settings::{self, Settings};
 use acl::Acl;
 use auth::Accounts;
 use registry::Registry;
@@ -56,6 +57,8 @@ pub struct Broker {
     pub accounts: Accounts,
     /// Address rules, checked at accept.
     pub acl: Acl,
+    /// Topic rules, checked at PUBLISH, SUBSCRIBE and delivery.
+    pub topic_acl: Arc<topic_acl::TopicAcl>,
     /// Client ids and topic filters followed in the `trace` class.
     pub tracer: tracer::Tracer,
     /// Above the memory high watermark.
@@ -146,9 +149,12 @@ impl Broker {
             settings.retained.clone(),
             store.as_ref().map(|_| disk.clone()),
         );
+        let topic_acl = Arc::new(topic_acl::TopicAcl::load(store.as_ref())?);
         let broker = Self {
+            router: Router::with_topic_acl(topic_acl.clone()),
             accounts: Accounts::load(store.clone(), &settings.auth)?,
             acl: Acl::load(store.clone())?,
+            topic_acl: topic_acl.clone(),
             tracer: tracer::Tracer::default(),
             memory: memory::MemoryAlarm::default(),
             logs: OnceLock::new(),
@@ -158,7 +164,6 @@ impl Broker {
             tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),
             registry: Registry::with_store(store.clone(), store.as_ref().map(|_| disk.clone())),
-            router: Router::default(),
             retained,
             disk,
             stats: Stats::default(),
@@ -273,6 +278,8 @@ impl Broker {
         self.registry
             .set_max_age(std::time::Duration::from_secs(secs));
         limits::apply(self, &settings);
+        self.topic_acl
+            .set_default(settings.acl.default == settings::AclDefault::Allow);
     }
 
     /// Publishes the will of `client_id` (`why` says when: "delayed" or "session ended") as

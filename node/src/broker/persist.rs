@@ -257,6 +257,9 @@ fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: boo
             state: delivery_state(q.state),
         })
         .collect();
+    // Until its client connects again, topic rules see the session's owner (the verified
+    // user that created it): messages queued for it while it is away are checked as its.
+    let owner = s.record.owner.clone();
     let mut session = Session::restore(limits, subscriptions.clone(), messages, s.qos2_received)
         .with_expiry_secs(s.record.expiry_secs)
         .with_user(s.record.owner.map(Into::into));
@@ -266,6 +269,7 @@ fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: boo
         session.set_persistent(true);
     }
     let handle = broker.registry.restore(&s.client_id, session, now);
+    handle.acl.set_user(owner.as_deref());
     if moved {
         drop(handle.lock()); // the guard writes the journal on release
     }

@@ -113,6 +113,8 @@ pub struct SessionHandle {
     store: Option<Arc<Store>>,
     /// The node's bound on bytes queued for absent clients.
     offline: Arc<OfflineBudget>,
+    /// Who the client is for topic rules, and the session's cached decisions.
+    pub acl: super::topic_acl::SessionAcl,
 }
 
 impl SessionHandle {
@@ -123,6 +125,7 @@ impl SessionHandle {
         offline: Arc<OfflineBudget>,
     ) -> Self {
         Self {
+            acl: super::topic_acl::SessionAcl::new(client_id.clone()),
             client_id,
             slot: Mutex::new(slot),
             notify: Notify::new(),

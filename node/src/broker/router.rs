@@ -12,6 +12,7 @@ use super::cluster_hooks::ClusterHooks;
 use super::registry::{Registry, SessionHandle};
 use super::retained::{RetainChange, RetainedStore};
 use super::shared::SharedGroups;
+use super::topic_acl::{log_denied, Action, TopicAcl};
 use super::trie::SubscriptionTrie;
 use crate::mqtt::message::{Delivery, Message, SubscriptionOptions};
 use crate::mqtt::packet::QoS;
@@ -69,9 +70,33 @@ pub struct Router {
     counts: Mutex<HashMap<Arc<str>, usize>>,
     /// Shared subscriptions (`$share/GROUP/FILTER`).
     shared: Mutex<SharedGroups>,
+    /// Topic rules: a copy goes only to a session allowed to read its topic.
+    acl: Arc<TopicAcl>,
 }
 
 impl Router {
+    /// A router whose deliveries follow `acl`.
+    pub fn with_topic_acl(acl: Arc<TopicAcl>) -> Self {
+        Self {
+            acl,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the rules let `handle`'s client read a message on `topic`. A denial is an
+    /// `access` event once per session and topic until the rules change (a `#` subscriber
+    /// on a busy node would otherwise log every message it does not get).
+    pub fn may_receive(&self, handle: &SessionHandle, topic: &Arc<str>) -> bool {
+        if !self.acl.is_active() {
+            return true;
+        }
+        let (decision, fresh) = self.acl.check_fresh(&handle.acl, Action::Subscribe, topic);
+        if !decision.allow && fresh {
+            log_denied(&handle.acl.identity(), "receive", topic, &decision);
+        }
+        decision.allow
+    }
+
     /// Reports route changes to the cluster layer from now on (counting the subscriptions
     /// made so far). Only the first call counts.
     pub fn set_hooks(&self, hooks: Arc<dyn ClusterHooks>) {
@@ -255,6 +280,10 @@ impl Router {
                 });
             });
         }
+        if self.acl.is_active() {
+            targets.retain(|t| self.may_receive(&t.handle, &message.topic));
+        }
+        // A direct message was checked as the publisher's PUBLISH to the client id.
         if let Some(direct) = registry.get(&message.topic) {
             targets.push(Target {
                 handle: direct,
@@ -335,6 +364,7 @@ impl Router {
             .matching(&message.topic)
             .into_iter()
             .filter_map(|share| shared.pick(&share).map(|sub| (sub, share)))
+            .filter(|(sub, _)| self.may_receive(&sub.handle, &message.topic))
             .collect()
     }
 
@@ -347,6 +377,9 @@ impl Router {
             .unwrap_or_else(PoisonError::into_inner)
             .pick_online(share);
         let Some(sub) = sub else { return false };
+        if !self.may_receive(&sub.handle, &message.topic) {
+            return false;
+        }
         let delivery = Delivery {
             qos: message.qos.min(sub.options.qos),
             message,
@@ -366,7 +399,7 @@ impl Router {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pick(share);
-        if let Some(sub) = sub {
+        if let Some(sub) = sub.filter(|s| self.may_receive(&s.handle, &message.topic)) {
             let delivery = Delivery {
                 qos: message.qos.min(sub.options.qos),
                 message,
@@ -721,6 +754,42 @@ mod tests {
         );
         assert!(drain(&keep)[0].retain, "retain as published");
         assert!(!drain(&plain)[0].retain);
+    }
+
+    #[test]
+    fn deliveries_follow_the_topic_rules_and_their_changes() {
+        use crate::broker::topic_acl::{Rule, RuleSet};
+        let rules = |r: &[&str]| RuleSet::new(r.iter().map(|t| t.parse::<Rule>().unwrap()));
+        let acl = Arc::new(TopicAcl::default());
+        acl.replace(rules(&["allow both devices/%c/#"]));
+        acl.set_default(false);
+        let router = Router::with_topic_acl(acl.clone());
+        let (registry, retained) = (Registry::default(), RetainedStore::default());
+        let d1 = registry.attach("d1", true, 1, limits()).handle;
+        router.subscribe(&d1, "#", opts(QoS::AtLeastOnce));
+        router.subscribe(&d1, "$share/g/devices/#", opts(QoS::AtLeastOnce));
+        for t in ["devices/d2/x", "devices/d1/x", "other"] {
+            router.publish(msg(t, QoS::AtLeastOnce), &registry, &retained, false);
+        }
+        let topics: Vec<String> = drain(&d1).iter().map(|p| p.topic.to_string()).collect();
+        assert_eq!(
+            topics,
+            ["devices/d1/x", "devices/d1/x"],
+            "plain and shared copy"
+        );
+        // A direct message was checked as its publisher's PUBLISH: it is not withheld.
+        let routed = router.publish(msg("d1", QoS::AtLeastOnce), &registry, &retained, false);
+        assert_eq!(routed.delivered, 1);
+        drain(&d1);
+        // A rule change reaches the subscription that exists.
+        acl.replace(rules(&["allow both #"]));
+        router.publish(
+            msg("devices/d2/x", QoS::AtLeastOnce),
+            &registry,
+            &retained,
+            false,
+        );
+        assert_eq!(drain(&d1).len(), 2, "plain and shared copy");
     }
 
     #[test]

@@ -213,6 +213,9 @@ impl ReplicatedView {
                 }
             }
         }
+        if let Err(e) = broker.topic_acl.reload(&self.store) {
+            tracing::error!(target: "error", error = %e, "cannot read the topic rules");
+        }
         if let Ok(retained) = self.store.retained() {
             broker.retained.clear();
             broker
@@ -237,6 +240,12 @@ impl ReplicatedView {
                 broker.retained.restore([Arc::new(message_of(m.clone()))]);
             }
             Change::DeleteRetained { topic } => broker.retained.forget(topic),
+            Change::PutTopicRules { .. } | Change::DeleteTopicRules { .. } => {
+                // The store holds the rules as applied: every node swaps in the same set.
+                if let Err(e) = broker.topic_acl.reload(&self.store) {
+                    tracing::error!(target: "error", error = %e, "cannot read the topic rules");
+                }
+            }
             Change::RegisterClient { client_id, node } if *node != self.me => {
                 // Another node has the client now: close it here.
                 if let Some(handle) = broker.registry.release(client_id) {

@@ -5,8 +5,8 @@ use fubar_logproto::admin::{AdminRequest, AdminResponse};
 
 use crate::admin;
 use crate::cli::{
-    AccountCommand, AclCommand, ClusterCommand, CtlArgs, CtlCommand, CtlSslCommand, LogCommand,
-    NodeLocation, RemoteAccess, TraceCommand, UntraceCommand,
+    AccountCommand, AclCommand, AclTopicCommand, ClusterCommand, CtlArgs, CtlCommand,
+    CtlSslCommand, LogCommand, NodeLocation, RemoteAccess, TraceCommand, UntraceCommand,
 };
 use crate::cluster::NodeName;
 use crate::settings::Settings;
@@ -57,6 +57,23 @@ pub(crate) fn request_of(command: CtlCommand) -> anyhow::Result<AdminRequest> {
         CtlCommand::Acl(AclCommand::Deny { cidr }) => AdminRequest::AclDeny { cidr },
         CtlCommand::Acl(AclCommand::Delete { cidr }) => AdminRequest::AclDelete { cidr },
         CtlCommand::Acl(AclCommand::List) => AdminRequest::AclList,
+        CtlCommand::Acl(AclCommand::Topic(AclTopicCommand::Add { rule })) => {
+            AdminRequest::TopicAclAdd {
+                rule: rule.join(" "),
+            }
+        }
+        CtlCommand::Acl(AclCommand::Topic(AclTopicCommand::Delete { rule })) => {
+            AdminRequest::TopicAclDelete {
+                rule: rule.join(" "),
+            }
+        }
+        CtlCommand::Acl(AclCommand::Topic(AclTopicCommand::List)) => AdminRequest::TopicAclList,
+        CtlCommand::Acl(AclCommand::Topic(AclTopicCommand::Import { file })) => {
+            AdminRequest::TopicAclImport {
+                text: std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?,
+            }
+        }
         CtlCommand::Ssl(CtlSslCommand::Reload) => AdminRequest::SslReload,
         CtlCommand::Log(LogCommand::Open { class }) => AdminRequest::LogOpen { class },
         CtlCommand::Log(LogCommand::Close { class }) => AdminRequest::LogClose { class },
@@ -160,6 +177,12 @@ pub(crate) fn print(reply: AdminResponse) -> anyhow::Result<()> {
             for r in rules {
                 println!("{} {}", if r.allow { "allow" } else { "deny " }, r.cidr);
             }
+        }
+        AdminResponse::TopicRules { rules, default } => {
+            for r in &rules {
+                println!("{r}");
+            }
+            println!("# {} rules; acl.default = {default}", rules.len());
         }
         AdminResponse::Settings(pairs) => {
             for (n, v) in pairs {

@@ -38,6 +38,8 @@ pub struct Settings {
     pub memory: MemorySettings,
     /// Client authentication.
     pub auth: AuthSettings,
+    /// Topic rules (`fubar ctl acl topic`).
+    pub acl: AclSettings,
     /// The preserved state.
     pub store: StoreSettings,
     /// Bounds of the retained store.
@@ -147,6 +149,26 @@ pub struct AuthSettings {
     /// Use the user name as the client id (mosquitto's `use_username_as_clientid`): a client
     /// id in CONNECT is replaced, and a CONNECT without a user name is refused.
     pub client_id_from_username: bool,
+}
+
+/// Topic rules (`fubar ctl acl topic`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AclSettings {
+    /// What a PUBLISH, SUBSCRIBE or delivery no topic rule matches gets: `allow` (as without
+    /// rules) or `deny` (only what a rule allows, as mosquitto with an acl_file).
+    pub default: AclDefault,
+}
+
+/// The values of `acl.default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclDefault {
+    /// Allowed.
+    #[default]
+    Allow,
+    /// Denied.
+    Deny,
 }
 
 /// How the preserved state is written.

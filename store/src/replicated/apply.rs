@@ -88,6 +88,19 @@ impl<'a> Pending<'a> {
                 Outcome::Removed(holds)
             }
             Change::DropNode { node } => self.drop_node(*node)?,
+            Change::PutTopicRules { rules } => {
+                for rule in rules {
+                    self.put(Ks::TopicAcl, rule.as_bytes(), Vec::new());
+                }
+                Outcome::Done
+            }
+            Change::DeleteTopicRules { rules } => {
+                let mut any = false;
+                for rule in rules {
+                    any |= self.delete(Ks::TopicAcl, rule)?;
+                }
+                Outcome::Removed(any)
+            }
         })
     }
 

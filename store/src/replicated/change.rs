@@ -84,6 +84,16 @@ pub enum Change {
         /// The node.
         node: u64,
     },
+    /// Adds topic rules (text form), all in one entry. Outcome: `Done`.
+    PutTopicRules {
+        /// The rules.
+        rules: Vec<String>,
+    },
+    /// Deletes topic rules. Outcome: `Removed(whether any existed)`.
+    DeleteTopicRules {
+        /// The rules.
+        rules: Vec<String>,
+    },
 }
 
 /// What applying one [`Change`] did.

@@ -1,6 +1,6 @@
 //! The keyspaces the replicated state lives in, and how its keys are encoded.
 //!
-//! Accounts, address rules, settings and retained messages share the broker's own keyspaces, so
+//! Accounts, address rules, topic rules, settings and retained messages share the broker's own keyspaces, so
 //! the broker's reads (`Store::accounts()`, …) see the replicated state. Routes and the client
 //! registry have their own. New keyspaces need no format bump: an older binary ignores them and
 //! a newer one creates them empty.
@@ -11,6 +11,8 @@ use fjall::Keyspace;
 pub(crate) const ROUTES: &str = "routes";
 /// Client registry: `client id` → `node id (u64 BE)`.
 pub(crate) const CLIENTS: &str = "clients";
+/// Topic rules: `rule text` → empty.
+pub(crate) const TOPIC_ACL: &str = "topic_acl";
 /// State machine meta: last applied log id, last membership.
 pub(crate) const SM_META: &str = "sm_meta";
 /// The current snapshot: its meta and its data in chunks.
@@ -29,17 +31,19 @@ pub(crate) enum Ks {
     Retained,
     Routes,
     Clients,
+    TopicAcl,
 }
 
 impl Ks {
     /// Every data keyspace, in snapshot order.
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 7] = [
         Self::Accounts,
         Self::Acl,
         Self::Settings,
         Self::Retained,
         Self::Routes,
         Self::Clients,
+        Self::TopicAcl,
     ];
 
     /// The keyspace's name, as fjall and snapshots know it.
@@ -51,6 +55,7 @@ impl Ks {
             Self::Retained => "retained",
             Self::Routes => ROUTES,
             Self::Clients => CLIENTS,
+            Self::TopicAcl => TOPIC_ACL,
         }
     }
 }
@@ -67,6 +72,7 @@ pub(crate) struct DataKeyspaces {
     pub(crate) retained: Keyspace,
     pub(crate) routes: Keyspace,
     pub(crate) clients: Keyspace,
+    pub(crate) topic_acl: Keyspace,
 }
 
 impl DataKeyspaces {
@@ -78,6 +84,7 @@ impl DataKeyspaces {
             Ks::Retained => &self.retained,
             Ks::Routes => &self.routes,
             Ks::Clients => &self.clients,
+            Ks::TopicAcl => &self.topic_acl,
         }
     }
 }

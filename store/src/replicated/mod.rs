@@ -1,6 +1,6 @@
 //! The replicated cluster state: openraft storage over the node's fjall database.
 //!
-//! Raft carries *metadata* only (membership, accounts, address rules, settings, retained
+//! Raft carries *metadata* only (membership, accounts, address rules, topic rules, settings, retained
 //! messages, routes, the client registry); messages never go through it. Every member applies
 //! the committed [`Change`]s into its own database, into the same keyspaces the broker reads
 //! (`Store::accounts()`, `Store::retained()`, …, plus [`Store::routes()`](crate::Store::routes)
@@ -30,7 +30,7 @@ mod state_machine;
 mod store_api;
 mod types;
 
-pub(crate) use keyspaces::{CLIENTS, ROUTES};
+pub(crate) use keyspaces::{CLIENTS, ROUTES, TOPIC_ACL};
 
 pub use change::{Change, ChangeBatch, ChangeBatchOutcome, Outcome};
 pub use log_store::LogStore;

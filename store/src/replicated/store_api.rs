@@ -38,6 +38,7 @@ impl Store {
             retained: self.retained.clone(),
             routes: self.routes.clone(),
             clients: self.clients.clone(),
+            topic_acl: self.topic_acl.clone(),
         };
         let snapshots = SnapshotStore::new(self.path.clone(), self.db.clone(), ks(SNAPSHOT)?);
         let state_machine = StateMachine::new(

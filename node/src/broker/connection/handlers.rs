@@ -249,6 +249,8 @@ where
             Ok(attached) => attached,
             Err(refused) => return Err(self.refuse_not_owner(&c, user.as_deref(), refused)),
         };
+        // Topic rules see the user of the connection that holds the session now.
+        attached.handle.acl.set_user(c.username.as_deref());
         if let Some(old) = &attached.discarded {
             self.broker.router.remove_session(old);
             tracing::info!(target: "resource", client = %client_id, "session ended: replaced by a clean session");
@@ -318,12 +320,13 @@ where
             slot.session.set_expiry_secs(expiry);
             slot.session.resend_on_resume(Instant::now())
         };
+        let will = self.allowed_will(&attached.handle, c.will);
         self.client = Some(Client {
             id: client_id,
             session_expiry: expiry,
             protocol: c.protocol,
             handle: attached.handle,
-            will: c.will,
+            will,
             kicked: attached.kicked,
         });
         for p in resend {
@@ -398,6 +401,9 @@ where
         }
         // After the alias is resolved: the topic an alias stands for is checked too.
         self.check_publish_limits(&p)?;
+        if !self.publish_allowed(&p) {
+            return Ok(());
+        }
         if !self.admit_retained(&p) {
             return Ok(());
         }
@@ -597,6 +603,16 @@ where
                 limits::topic_refused("SUBSCRIBE", &handle.client_id, self.peer, filter, e);
                 continue;
             }
+            if !self.subscription_decision(&handle, filter).allow {
+                // MQTT 5.0 0x87 not authorized; 3.1.1 has only 0x80.
+                codes.push(if v5 {
+                    SubAckCode::Refused(ReasonCode::NotAuthorized)
+                } else {
+                    SubAckCode::Failure
+                });
+                refused.push(format!("{filter:?}: not authorized"));
+                continue;
+            }
             // MQTT 5.0 subscription options (3.1.1 subscriptions keep their defaults), and the
             // SUBSCRIBE's subscription identifier, kept with each of its subscriptions
             // (MQTT 5.0 3.8.2.1.2; a subscription replaced without one has none).
@@ -660,6 +676,10 @@ where
         let now = Instant::now();
         for (filter, qos, id) in granted {
             for message in self.broker.retained.matching(filter, now) {
+                // Only what the rules let this client read (a wildcard may cover more).
+                if !self.broker.router.may_receive(&handle, &message.topic) {
+                    continue;
+                }
                 let qos = message.qos.min(qos);
                 let retained = Delivery {
                     message,
@@ -759,7 +779,10 @@ where
     }
 
     /// Runs `f` on the session (the connection has one once CONNECT was accepted).
-    fn session<T: Default>(&self, f: impl FnOnce(&mut crate::mqtt::session::Session) -> T) -> T {
+    pub(super) fn session<T: Default>(
+        &self,
+        f: impl FnOnce(&mut crate::mqtt::session::Session) -> T,
+    ) -> T {
         match &self.client {
             Some(c) => f(&mut c.handle.lock().session),
             None => T::default(),

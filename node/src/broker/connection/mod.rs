@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 mod arrival;
 mod handlers;
 mod negotiated;
+mod topic_rules;
 
 use arrival::Watched;
 use handlers::trace_hop;

@@ -27,6 +27,7 @@ async fn every_change_has_its_outcome_and_effect() {
             Outcome::Added(true),
             Outcome::Added(true),
             Outcome::PreviousHolder(None),
+            Outcome::Done,
         ]
     );
     assert_eq!(
@@ -38,6 +39,7 @@ async fn every_change_has_its_outcome_and_effect() {
             retained: vec![message("a/b", b"r")],
             routes: vec![("x/#".into(), 7), ("x/#".into(), 8)],
             clients: vec![("c1".into(), 7)],
+            topic_rules: vec!["allow both devices/%c/#".into(), "deny publish x".into()],
         }
     );
     assert_eq!(store.client_holder("c1").unwrap(), Some(7));
@@ -75,6 +77,12 @@ async fn every_change_has_its_outcome_and_effect() {
                 filter: "x/#".into(),
                 node: 9,
             },
+            Change::DeleteTopicRules {
+                rules: vec!["deny publish x".into(), "not there".into()],
+            },
+            Change::DeleteTopicRules {
+                rules: vec!["not there".into()],
+            },
         ],
     )
     .await;
@@ -89,9 +97,12 @@ async fn every_change_has_its_outcome_and_effect() {
             Outcome::Removed(false),
             Outcome::Removed(true),
             Outcome::Removed(false),
+            Outcome::Removed(true),
+            Outcome::Removed(false),
         ]
     );
     let r = reads(&store);
+    assert_eq!(r.topic_rules, vec!["allow both devices/%c/#".to_owned()]);
     assert!(r.accounts.is_empty() && r.acl.is_empty() && r.retained.is_empty());
     assert_eq!(r.routes, vec![("x/#".into(), 7)]);
 

@@ -92,6 +92,9 @@ fn sample_changes() -> Vec<Change> {
             client_id: "c1".into(),
             node: 7,
         },
+        Change::PutTopicRules {
+            rules: vec!["allow both devices/%c/#".into(), "deny publish x".into()],
+        },
     ]
 }
 
@@ -104,6 +107,7 @@ struct Reads {
     retained: Vec<StoredMessage>,
     routes: Vec<(String, u64)>,
     clients: Vec<(String, u64)>,
+    topic_rules: Vec<String>,
 }
 
 fn reads(store: &Store) -> Reads {
@@ -114,6 +118,7 @@ fn reads(store: &Store) -> Reads {
         retained: store.retained().unwrap(),
         routes: store.routes().unwrap(),
         clients: store.clients().unwrap(),
+        topic_rules: store.topic_rules().unwrap(),
     }
 }
 
