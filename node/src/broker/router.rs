@@ -30,7 +30,7 @@ pub struct Subscriber {
 }
 
 /// What one publish did, for logs and counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routed {
     /// Sessions the message was queued for.
     pub delivered: usize,
@@ -43,6 +43,9 @@ pub struct Routed {
     pub stored: bool,
     /// What happened to the retained store, if the message was retained.
     pub retained: Option<RetainChange>,
+    /// The first store write that failed (a copy for a persistent session, or the retained
+    /// message): the message is not safe, and its publisher must not be told it is.
+    pub store_error: Option<Arc<str>>,
 }
 
 impl Routed {
@@ -53,6 +56,9 @@ impl Routed {
                 self.delivered += 1;
                 self.dropped += d.dropped;
                 self.stored |= d.stored;
+                if self.store_error.is_none() {
+                    self.store_error = d.store_error;
+                }
             }
             None => self.skipped_offline += 1,
         }
@@ -216,11 +222,14 @@ impl Router {
         retained: &RetainedStore,
         shed_qos0: bool,
     ) -> Routed {
-        let change = message.retain.then(|| retained.set(&message));
+        let change = message.retain.then(|| retained.set_written(&message));
         let mut routed = self.publish_copy(message, registry, shed_qos0);
-        if let Some(change) = change {
+        if let Some((change, written)) = change {
             routed.stored |= change.wrote() && retained.is_durable();
             routed.retained = Some(change);
+            if let Err(e) = written {
+                routed.store_error.get_or_insert(e);
+            }
         }
         routed
     }
@@ -381,12 +390,14 @@ impl Router {
 }
 
 /// What `deliver` did with one message for one session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     /// Older messages dropped to make room.
     pub dropped: usize,
     /// Whether the message went to the store with the session.
     pub stored: bool,
+    /// Why the session's store write failed, if it did: the copy is queued in memory only.
+    pub store_error: Option<Arc<str>>,
 }
 
 /// Queues one delivery in one session and wakes its connection. `None` when a QoS 0 message
@@ -394,7 +405,7 @@ pub struct Delivered {
 ///
 /// With `shed_qos0` (the memory alarm) a QoS 0 message is not queued behind a backlog either.
 pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> Option<Delivered> {
-    let (dropped, stored, report) = {
+    let (dropped, stored, report, store_error) = {
         let mut slot = handle.lock();
         if delivery.qos == QoS::AtMostOnce
             && (!slot.is_online() || (shed_qos0 && slot.session.queued() > 0))
@@ -417,19 +428,22 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
             return Some(Delivered {
                 dropped: 1,
                 stored: false,
+                store_error: None,
             });
         }
         let dropped = slot.session.enqueue(delivery).dropped;
         if away {
             slot.recount_offline();
         }
+        // Written now, under the session's lock, and the result goes back to the publisher.
+        let store_error = slot.submit().err().map(|e| Arc::from(e.to_string()));
         let report = if dropped > 0 {
             slot.note_drops(dropped, Instant::now(), DROP_REPORT_EVERY)
                 .map(|n| (n, slot.session.dropped_total()))
         } else {
             None
         };
-        (dropped, stored, report)
+        (dropped, stored, report, store_error)
     };
     if let Some((dropped, total)) = report {
         tracing::warn!(
@@ -441,7 +455,11 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
         );
     }
     handle.notify.notify_one();
-    Some(Delivered { dropped, stored })
+    Some(Delivered {
+        dropped,
+        stored,
+        store_error,
+    })
 }
 
 /// A message not queued for an absent client because the node's offline budget is spent:
