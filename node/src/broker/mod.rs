@@ -23,6 +23,8 @@ pub mod registry;
 pub mod retained;
 pub mod router;
 pub mod shared;
+#[cfg(test)]
+mod store_failure_tests;
 pub mod tracer;
 mod transport;
 pub mod trie;
