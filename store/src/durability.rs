@@ -201,7 +201,9 @@ fn resolved(d: &Durable) -> u64 {
 fn sync(db: &Database, shared: &Shared) -> Result<(), fjall::Error> {
     #[cfg(any(test, feature = "fault-injection"))]
     if shared.fail_sync.load(Ordering::SeqCst) {
-        return Err(fjall::Error::Io(std::io::Error::other("injected fsync failure")));
+        return Err(fjall::Error::Io(std::io::Error::other(
+            "injected fsync failure",
+        )));
     }
     let _ = shared;
     db.persist(PersistMode::SyncData)

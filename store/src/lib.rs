@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use durability::Durability;
-pub use durability::{Durable, DurabilityFailed, SyncMode};
+pub use durability::{DurabilityFailed, Durable, SyncMode};
 use records::{
     AccountRecord, QueuedRecord, RestoredSession, SessionRecord, StoredMessage, FORMAT_VERSION,
 };
@@ -233,7 +233,8 @@ impl Store {
     /// heals both. Only in tests: nothing in the broker's settings reaches it.
     #[cfg(any(test, feature = "fault-injection"))]
     pub fn inject_failures(&self, writes: bool, syncs: bool) {
-        self.fail_writes.store(writes, std::sync::atomic::Ordering::SeqCst);
+        self.fail_writes
+            .store(writes, std::sync::atomic::Ordering::SeqCst);
         self.durability.fail_syncs(syncs);
     }
 

@@ -136,9 +136,12 @@ async fn group_commit_makes_tickets_durable() {
     }
     assert!(last >= 50);
     assert_eq!(s.ticket(), last);
-    let reached = tokio::time::timeout(Duration::from_secs(10), durable.wait_for(|d| d.outcome(last).is_some()))
-        .await
-        .expect("group commit within 10 s");
+    let reached = tokio::time::timeout(
+        Duration::from_secs(10),
+        durable.wait_for(|d| d.outcome(last).is_some()),
+    )
+    .await
+    .expect("group commit within 10 s");
     assert_eq!(reached.unwrap().outcome(last), Some(Ok(())));
 }
 

@@ -32,7 +32,10 @@ struct Errors(Arc<Mutex<Vec<String>>>);
 
 impl Errors {
     fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -52,7 +55,10 @@ impl<S: tracing::Subscriber> Layer<S> for Errors {
         if event.metadata().target() == "error" {
             let mut f = Fields(String::new());
             event.record(&mut f);
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).push(f.0);
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(f.0);
         }
     }
 }
@@ -96,7 +102,12 @@ struct Client {
 impl Client {
     /// Connects as `id`; `expiry`: an MQTT 5.0 session expiry interval (a persistent
     /// session), or for 3.1.1 whether the session is persistent (clean session 0).
-    async fn connect(addr: SocketAddr, id: &str, version: ProtocolVersion, persistent: bool) -> Self {
+    async fn connect(
+        addr: SocketAddr,
+        id: &str,
+        version: ProtocolVersion,
+        persistent: bool,
+    ) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut c = Self {
             stream,
@@ -104,8 +115,7 @@ impl Client {
             version,
         };
         let properties = Properties {
-            session_expiry_interval: (persistent && version == ProtocolVersion::V5)
-                .then_some(300),
+            session_expiry_interval: (persistent && version == ProtocolVersion::V5).then_some(300),
             ..Properties::default()
         };
         c.send(&Packet::Connect(Connect {
@@ -222,13 +232,17 @@ async fn a_qos1_publish_whose_queued_copy_is_not_stored_gets_0x80_in_mqtt5() {
     let _sub = persistent_subscriber(&node, "safe/t").await;
     let mut publisher = Client::connect(node.addr, "pub5", ProtocolVersion::V5, false).await;
     // Healthy: acknowledged as a success.
-    publisher.publish("safe/t", QoS::AtLeastOnce, false, 1).await;
+    publisher
+        .publish("safe/t", QoS::AtLeastOnce, false, 1)
+        .await;
     let (puback, ack) = publisher.ack().await.expect("PUBACK");
     assert!(puback);
     assert_eq!(ack.reason, ReasonCode::Success);
 
     node.store.inject_failures(true, false);
-    publisher.publish("safe/t", QoS::AtLeastOnce, false, 2).await;
+    publisher
+        .publish("safe/t", QoS::AtLeastOnce, false, 2)
+        .await;
     let (puback, ack) = publisher.ack().await.expect("a refusing PUBACK");
     assert!(puback);
     assert_eq!(ack.packet_id, 2);
@@ -246,7 +260,9 @@ async fn a_qos1_publish_whose_queued_copy_is_not_stored_closes_a_311_connection(
     let _sub = persistent_subscriber(&node, "safe/t").await;
     let mut publisher = Client::connect(node.addr, "pub3", ProtocolVersion::V311, false).await;
     node.store.inject_failures(true, false);
-    publisher.publish("safe/t", QoS::AtLeastOnce, false, 7).await;
+    publisher
+        .publish("safe/t", QoS::AtLeastOnce, false, 7)
+        .await;
     // 3.1.1 cannot refuse a PUBLISH: no PUBACK, the connection ends.
     assert_eq!(publisher.ack().await.map(|(_, a)| a), None);
     assert_logged(&errors, "pub3", "safe/t");
@@ -260,14 +276,17 @@ async fn a_qos2_publish_whose_fsync_fails_gets_a_refusing_pubrec() {
     let _sub = persistent_subscriber(&node, "safe/t").await;
     let mut publisher = Client::connect(node.addr, "pub5", ProtocolVersion::V5, false).await;
     node.store.inject_failures(false, true);
-    publisher.publish("safe/t", QoS::ExactlyOnce, false, 3).await;
+    publisher
+        .publish("safe/t", QoS::ExactlyOnce, false, 3)
+        .await;
     let (puback, ack) = publisher.ack().await.expect("a refusing PUBREC");
     assert!(!puback, "PUBREC answers QoS 2");
     assert_eq!(ack.reason, ReasonCode::UnspecifiedError, "{ack:?}");
     let all = errors.all();
     assert!(
-        all.iter()
-            .any(|e| e.contains("client=pub5") && e.contains("topic=safe/t") && e.contains("fsync")),
+        all.iter().any(|e| e.contains("client=pub5")
+            && e.contains("topic=safe/t")
+            && e.contains("fsync")),
         "{all:#?}"
     );
     node.broker.shutdown.cancel();
@@ -305,7 +324,9 @@ async fn a_persistent_subscription_not_stored_is_refused_and_undone() {
     // Not in the router either: a publish finds no subscriber.
     node.store.inject_failures(false, false);
     let mut publisher = Client::connect(node.addr, "pub5", ProtocolVersion::V5, false).await;
-    publisher.publish("lost/t", QoS::AtLeastOnce, false, 5).await;
+    publisher
+        .publish("lost/t", QoS::AtLeastOnce, false, 5)
+        .await;
     let (_, ack) = publisher.ack().await.expect("PUBACK");
     assert_eq!(ack.reason, ReasonCode::NoMatchingSubscribers);
     node.broker.shutdown.cancel();

@@ -680,7 +680,9 @@ where
                 } else {
                     SubAckCode::Failure
                 });
-                refused.push(format!("{filter:?}: the subscription could not be stored: {e}"));
+                refused.push(format!(
+                    "{filter:?}: the subscription could not be stored: {e}"
+                ));
                 tracing::error!(target: "error", client = %handle.client_id, peer = %self.peer,
                     filter, error = %e, "subscription not stored: refused");
                 continue;

@@ -419,7 +419,12 @@ where
     /// saying it is safe. MQTT 5.0: `ack` (a PUBACK or PUBREC) goes with 0x80 and the reason,
     /// in its turn after the acknowledgements before it; 3.1/3.1.1 has no refusing code, so
     /// the connection is closed (the client sends the message again on a new one).
-    fn refuse_unstored(&mut self, ack: Packet, topic: &str, error: &str) -> Result<(), CloseReason> {
+    fn refuse_unstored(
+        &mut self,
+        ack: Packet,
+        topic: &str,
+        error: &str,
+    ) -> Result<(), CloseReason> {
         let client = self.client_id().unwrap_or("-").to_owned();
         let v5 = self.protocol.is_v5();
         tracing::error!(target: "error", client, peer = %self.peer, topic, error,
