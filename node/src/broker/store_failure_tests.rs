@@ -331,3 +331,38 @@ async fn a_persistent_subscription_not_stored_is_refused_and_undone() {
     assert_eq!(ack.reason, ReasonCode::NoMatchingSubscribers);
     node.broker.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_311_qos2_publish_not_stored_is_stored_when_sent_again() {
+    let (errors, _guard) = capture();
+    let node = node().await;
+    let _sub = persistent_subscriber(&node, "safe/t").await;
+    let mut publisher = Client::connect(node.addr, "pub3", ProtocolVersion::V311, true).await;
+    node.store.inject_failures(true, false);
+    publisher
+        .publish("safe/t", QoS::ExactlyOnce, false, 9)
+        .await;
+    assert_eq!(
+        publisher.ack().await.map(|(_, a)| a),
+        None,
+        "closed, no PUBREC"
+    );
+    assert_logged(&errors, "pub3", "safe/t");
+    // The disk is back: the client sends the message again with the same packet id, and it
+    // is routed and stored, not taken for a duplicate of a message the store never had.
+    node.store.inject_failures(false, false);
+    let mut publisher = Client::connect(node.addr, "pub3", ProtocolVersion::V311, true).await;
+    publisher
+        .publish("safe/t", QoS::ExactlyOnce, false, 9)
+        .await;
+    let (puback, ack) = publisher.ack().await.expect("PUBREC");
+    assert!(!puback);
+    assert_eq!(ack.reason, ReasonCode::Success);
+    let stored = node.store.sessions().unwrap();
+    let keeper = stored.iter().find(|s| s.client_id == "keeper").unwrap();
+    assert!(
+        !keeper.queued.is_empty(),
+        "the copy for the subscriber is stored"
+    );
+    node.broker.shutdown.cancel();
+}

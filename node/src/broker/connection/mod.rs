@@ -429,6 +429,14 @@ where
         let v5 = self.protocol.is_v5();
         tracing::error!(target: "error", client, peer = %self.peer, topic, error,
             "message not stored: the publisher is not told it is safe");
+        if let (Packet::PubRec(a), Some(c)) = (&ack, &self.client) {
+            // The QoS 2 exchange ends here (an error PUBREC, or the connection closed): a
+            // PUBLISH sent again with this packet id is routed and stored again, a possible
+            // duplicate rather than a message lost.
+            let mut slot = c.handle.lock();
+            slot.session.release_qos2(a.packet_id);
+            slot.submit_or_log("QoS 2 release after a message not stored");
+        }
         if !v5 {
             return Err(CloseReason::NotStored(error.to_owned()));
         }
@@ -438,14 +446,8 @@ where
         let ack = match ack {
             Packet::PubAck(a) => Packet::PubAck(refused_ack(a, reason_string)),
             Packet::PubRec(a) => {
-                // An error PUBREC ends the exchange (no PUBREL follows, MQTT 5.0 4.3.3): the
-                // packet id is free again, and a resent PUBLISH is a new message.
+                // No PUBREL follows an error PUBREC (MQTT 5.0 4.3.3).
                 self.flow.quota.pubrel_received(a.packet_id);
-                if let Some(c) = &self.client {
-                    let mut slot = c.handle.lock();
-                    slot.session.release_qos2(a.packet_id);
-                    slot.submit_or_log("QoS 2 release after a refused PUBREC");
-                }
                 Packet::PubRec(refused_ack(a, reason_string))
             }
             other => other,
