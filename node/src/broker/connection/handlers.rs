@@ -648,16 +648,11 @@ where
             // store did not take is undone and refused (0x80), or it would vanish at restart.
             let (over_quota, store_error) = {
                 let mut slot = handle.lock();
-                let before = slot
-                    .session
-                    .subscriptions()
-                    .find(|(f, _)| *f == filter.as_str())
-                    .map(|(_, o)| *o);
-                let over =
-                    before.is_none() && slot.session.subscription_count() >= max_subscriptions;
+                let over = !slot.session.has_subscription(filter)
+                    && slot.session.subscription_count() >= max_subscriptions;
                 let mut store_error = None;
                 if !over {
-                    slot.session.subscribe(filter, options);
+                    let before = slot.session.subscribe(filter, options);
                     if let Err(e) = slot.submit() {
                         match before {
                             Some(old) => {
