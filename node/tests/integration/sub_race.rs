@@ -3,44 +3,13 @@
 //! for B's SUBACK. Whether B got the message is told without a timer: after the SUBACK, A
 //! publishes a marker to the same topic, and per-publisher order puts the first before it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::common::{varint, Broker};
+use crate::common::{frame, read_frame, string, Broker};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    out.extend(varint(body.len()));
-    out.extend_from_slice(body);
-    out
-}
-
-fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first).expect("packet");
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).expect("length");
-        len |= ((b[0] & 0x7F) as usize) << shift;
-        shift += 7;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).expect("body");
-    (first[0], body)
-}
-
-fn string(s: &str) -> Vec<u8> {
-    let mut out = (s.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(s.as_bytes());
-    out
-}
 
 /// MQTT 3.1.1 (`level` 4) or 5.0 (5) client, `flags` the connect flags.
 fn open(broker: &Broker, level: u8, flags: u8, id: &str) -> TcpStream {
@@ -53,7 +22,7 @@ fn open(broker: &Broker, level: u8, flags: u8, id: &str) -> TcpStream {
     }
     body.extend(string(id));
     s.write_all(&frame(0x10, &body)).unwrap();
-    let (first, _) = read_frame(&mut s);
+    let (first, _) = read_frame(&mut s).expect("packet");
     assert_eq!(first, 0x20, "CONNACK");
     s
 }
@@ -81,7 +50,7 @@ fn misses(broker: &Broker, level: u8, b_flags: u8, n: u16) -> u32 {
         let mut got_first = false;
         let mut subacked = false;
         loop {
-            let (first, body) = read_frame(&mut b);
+            let (first, body) = read_frame(&mut b).expect("packet");
             match first >> 4 {
                 9 => {
                     subacked = true;
