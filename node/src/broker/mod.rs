@@ -295,6 +295,7 @@ impl Broker {
             cluster.forward(&message, limits::replicate(&routed));
         }
         self.stats.record_routed(&routed);
+        router::report_unstored(routed.store_error.as_ref(), client_id, &will.topic, "will");
         if let Some(change) = routed.retained {
             limits::note_refused_will(client_id, &will.topic, change);
             packet_log::retained(Some(client_id), &will.topic, change);

@@ -363,7 +363,17 @@ impl Router {
             share: Some(share.clone()),
             subscription_ids: sub.options.subscription_id.into_iter().collect(),
         };
-        deliver(&sub.handle, delivery, false).is_some()
+        let topic = delivery.message.topic.clone();
+        let delivered = deliver(&sub.handle, delivery, false);
+        if let Some(d) = &delivered {
+            report_unstored(
+                d.store_error.as_ref(),
+                &sub.handle.client_id,
+                &topic,
+                "shared message handed over",
+            );
+        }
+        delivered.is_some()
     }
 
     /// Delivers `message` to the member of share group `share` (`$share/GROUP/FILTER`)
@@ -460,6 +470,16 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
         stored,
         store_error,
     })
+}
+
+/// Reports a store write that failed for a copy no acknowledgement waits on (a will, a
+/// retained message sent on SUBSCRIBE, a copy handed over or delivered for a share group):
+/// an `error` event, since no publisher can be refused.
+pub fn report_unstored(error: Option<&Arc<str>>, client: &str, topic: &str, what: &str) {
+    if let Some(error) = error {
+        tracing::error!(target: "error", client, topic, error = %error, what,
+            "message not stored");
+    }
 }
 
 /// A message not queued for an absent client because the node's offline budget is spent:

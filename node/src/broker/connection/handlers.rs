@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::super::client_owner::NotOwner;
-use super::super::router::deliver;
+use super::super::router::{deliver, report_unstored};
 use super::super::tracer::now_us;
 use super::super::{limits, packet_log};
 use super::{Client, Connection};
@@ -732,7 +732,15 @@ where
                     share: None,
                     subscription_ids: id.into_iter().collect(),
                 };
-                let _ = deliver(&handle, retained, false);
+                let topic = retained.message.topic.clone();
+                if let Some(d) = deliver(&handle, retained, false) {
+                    report_unstored(
+                        d.store_error.as_ref(),
+                        &handle.client_id,
+                        &topic,
+                        "retained message on subscribe",
+                    );
+                }
             }
         }
     }
