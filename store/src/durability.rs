@@ -5,6 +5,9 @@
 //! until `written` passes `durable`, waits the group window so that more writes can join, reads
 //! `written`, syncs the journal once, and publishes that number as durable. A writer that needs
 //! its data durable waits until the published number reaches the value it read after writing.
+//!
+//! A failed fsync is published too (`Durable::failed`): every ticket it would have covered
+//! failed, and an acknowledgement waiting for one of them must be refused, never released.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -24,18 +27,55 @@ pub enum SyncMode {
     None,
 }
 
+/// What became of the writes of the message path: the highest ticket made durable, and the
+/// highest ticket covered by an fsync that failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Durable {
+    /// Every ticket up to this one is on disk (unless `failed` covers it too).
+    pub synced: u64,
+    /// Every ticket up to this one may have been lost: an fsync covering it failed. The
+    /// tickets of one failed group are not told apart from older ones, so a ticket made
+    /// durable just before a failure may be reported failed as well: a publisher then sends
+    /// again (a duplicate, which QoS 1 allows), but is never told a lost message is safe.
+    pub failed: u64,
+}
+
+impl Durable {
+    /// What became of `ticket`: `None` while its fsync is to come, `Some(Ok)` once it is
+    /// durable, `Some(Err)` when the fsync covering it failed.
+    pub fn outcome(&self, ticket: u64) -> Option<Result<(), DurabilityFailed>> {
+        if ticket == 0 {
+            Some(Ok(()))
+        } else if ticket <= self.failed {
+            Some(Err(DurabilityFailed))
+        } else if ticket <= self.synced {
+            Some(Ok(()))
+        } else {
+            None
+        }
+    }
+}
+
+/// The fsync that was to make a write durable failed: the write may be lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the state fsync covering this write failed")]
+pub struct DurabilityFailed;
+
 #[derive(Debug)]
 struct Shared {
     written: AtomicU64,
     stop: AtomicBool,
     wake: (Mutex<()>, Condvar),
+    /// Tests make fsyncs fail with this (`Store::inject_failures`).
+    #[cfg(any(test, feature = "fault-injection"))]
+    fail_sync: AtomicBool,
 }
 
 /// The group-commit syncer of one database.
 pub(crate) struct Durability {
     mode: SyncMode,
     shared: Arc<Shared>,
-    durable: watch::Receiver<u64>,
+    durable: watch::Receiver<Durable>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -46,8 +86,10 @@ impl Durability {
             written: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
+            #[cfg(any(test, feature = "fault-injection"))]
+            fail_sync: AtomicBool::new(false),
         });
-        let (tx, durable) = watch::channel(0);
+        let (tx, durable) = watch::channel(Durable::default());
         let thread = (mode == SyncMode::Group).then(|| {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -84,9 +126,15 @@ impl Durability {
         }
     }
 
-    /// A receiver of the highest durable ticket.
-    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+    /// A receiver of what became of the tickets.
+    pub(crate) fn watch(&self) -> watch::Receiver<Durable> {
         self.durable.clone()
+    }
+
+    /// Makes the fsyncs from now on fail (`on`), or succeed again.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub(crate) fn fail_syncs(&self, on: bool) {
+        self.shared.fail_sync.store(on, Ordering::SeqCst);
     }
 }
 
@@ -112,12 +160,12 @@ impl Drop for Durability {
     }
 }
 
-fn run_syncer(db: &Database, shared: &Shared, durable: &watch::Sender<u64>, window: Duration) {
+fn run_syncer(db: &Database, shared: &Shared, durable: &watch::Sender<Durable>, window: Duration) {
     let (lock, cv) = &shared.wake;
     loop {
         {
             let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-            while shared.written.load(Ordering::SeqCst) <= *durable.borrow()
+            while shared.written.load(Ordering::SeqCst) <= resolved(&durable.borrow())
                 && !shared.stop.load(Ordering::SeqCst)
             {
                 guard = cv.wait(guard).unwrap_or_else(PoisonError::into_inner);
@@ -130,15 +178,33 @@ fn run_syncer(db: &Database, shared: &Shared, durable: &watch::Sender<u64>, wind
             std::thread::sleep(window);
         }
         let target = shared.written.load(Ordering::SeqCst);
-        match db.persist(PersistMode::SyncData) {
+        match sync(db, shared) {
             Ok(()) => {
-                durable.send_replace(target);
+                durable.send_modify(|d| d.synced = d.synced.max(target));
             }
             Err(e) => {
-                // Acknowledgements keep waiting: better a stalled publisher than a lie.
-                tracing::error!(target: "error", error = %e, "state fsync failed");
-                std::thread::sleep(Duration::from_millis(100));
+                // Every write this fsync was to cover may be lost: their acknowledgements are
+                // refused, never released (better a publisher that sends again than a lie).
+                tracing::error!(target: "error", error = %e, through_ticket = target,
+                    "state fsync failed: the writes it covered are not acknowledged");
+                durable.send_modify(|d| d.failed = d.failed.max(target));
             }
         }
     }
+}
+
+/// The highest ticket whose fate is known (durable or failed).
+fn resolved(d: &Durable) -> u64 {
+    d.synced.max(d.failed)
+}
+
+fn sync(db: &Database, shared: &Shared) -> Result<(), fjall::Error> {
+    #[cfg(any(test, feature = "fault-injection"))]
+    if shared.fail_sync.load(Ordering::SeqCst) {
+        return Err(fjall::Error::Io(std::io::Error::other(
+            "injected fsync failure",
+        )));
+    }
+    let _ = shared;
+    db.persist(PersistMode::SyncData)
 }

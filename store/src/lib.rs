@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use durability::Durability;
-pub use durability::SyncMode;
+pub use durability::{DurabilityFailed, Durable, SyncMode};
 use records::{
     AccountRecord, QueuedRecord, RestoredSession, SessionRecord, StoredMessage, FORMAT_VERSION,
 };
@@ -79,6 +79,9 @@ pub struct Store {
     clients: Keyspace,
     durability: Durability,
     replication_taken: AtomicBool,
+    /// Tests make the message path's writes fail with this (`inject_failures`).
+    #[cfg(any(test, feature = "fault-injection"))]
+    fail_writes: AtomicBool,
 }
 
 impl StoreError {
@@ -135,6 +138,8 @@ impl Store {
             routes: ks(replicated::ROUTES)?,
             clients: ks(replicated::CLIENTS)?,
             replication_taken: AtomicBool::new(false),
+            #[cfg(any(test, feature = "fault-injection"))]
+            fail_writes: AtomicBool::new(false),
             durability: Durability::start(db.clone(), mode, group_window),
             db,
         };
@@ -219,9 +224,31 @@ impl Store {
         self.durability.current_ticket()
     }
 
-    /// A receiver of the highest durable ticket (group commit), always 0 with `SyncMode::None`.
-    pub fn durable_watch(&self) -> watch::Receiver<u64> {
+    /// A receiver of what became of the tickets (group commit); with `SyncMode::None` every
+    /// ticket is 0, which needs no waiting.
+    pub fn durable_watch(&self) -> watch::Receiver<Durable> {
         self.durability.watch()
+    }
+
+    /// Makes the message path's writes (retained messages, sessions, their queues and QoS 2
+    /// state) fail from now on, or their fsyncs, as a full or broken disk would; `false`
+    /// heals both. Only in tests: nothing in the broker's settings reaches it.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn inject_failures(&self, writes: bool, syncs: bool) {
+        self.fail_writes
+            .store(writes, std::sync::atomic::Ordering::SeqCst);
+        self.durability.fail_syncs(syncs);
+    }
+
+    /// Fails a write of the message path when a test asked for it (`inject_failures`).
+    fn injected(&self) -> Result<(), StoreError> {
+        #[cfg(any(test, feature = "fault-injection"))]
+        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Io(fjall::Error::Io(std::io::Error::other(
+                "injected write failure",
+            ))));
+        }
+        Ok(())
     }
 
     // ---- accounts ----
@@ -347,6 +374,7 @@ impl Store {
 
     /// Stores the retained message of its topic; returns the durability ticket.
     pub fn put_retained(&self, message: &StoredMessage) -> Result<u64, StoreError> {
+        self.injected()?;
         self.retained
             .insert(message.topic.as_str(), postcard::to_allocvec(message)?)?;
         Ok(self.durability.note_write())
@@ -354,6 +382,7 @@ impl Store {
 
     /// Deletes the retained message of `topic`; returns the durability ticket.
     pub fn delete_retained(&self, topic: &str) -> Result<u64, StoreError> {
+        self.injected()?;
         self.retained.remove(topic)?;
         Ok(self.durability.note_write())
     }
@@ -373,6 +402,7 @@ impl Store {
 
     /// Creates or replaces a persistent session's record (its subscriptions).
     pub fn put_session(&self, client_id: &str, record: &SessionRecord) -> Result<u64, StoreError> {
+        self.injected()?;
         self.sessions
             .insert(client_id, postcard::to_allocvec(record)?)?;
         Ok(self.durability.note_write())
@@ -380,6 +410,7 @@ impl Store {
 
     /// Deletes a session with its queue and QoS 2 state.
     pub fn delete_session(&self, client_id: &str) -> Result<(), StoreError> {
+        self.injected()?;
         let prefix = session_prefix(client_id);
         let mut batch = self.db.batch();
         batch.remove(&self.sessions, client_id);
@@ -401,6 +432,7 @@ impl Store {
         seq: u64,
         record: &QueuedRecord,
     ) -> Result<u64, StoreError> {
+        self.injected()?;
         self.queued
             .insert(queued_key(client_id, seq), postcard::to_allocvec(record)?)?;
         Ok(self.durability.note_write())
@@ -408,6 +440,7 @@ impl Store {
 
     /// Deletes one queued message of a session.
     pub fn delete_queued(&self, client_id: &str, seq: u64) -> Result<(), StoreError> {
+        self.injected()?;
         self.queued.remove(queued_key(client_id, seq))?;
         self.durability.note_write();
         Ok(())
@@ -415,6 +448,7 @@ impl Store {
 
     /// Records that a QoS 2 message with `packet_id` was received and not yet released.
     pub fn put_qos2(&self, client_id: &str, packet_id: u16) -> Result<(), StoreError> {
+        self.injected()?;
         self.qos2.insert(qos2_key(client_id, packet_id), [])?;
         self.durability.note_write();
         Ok(())
@@ -422,6 +456,7 @@ impl Store {
 
     /// Forgets a released QoS 2 packet id.
     pub fn delete_qos2(&self, client_id: &str, packet_id: u16) -> Result<(), StoreError> {
+        self.injected()?;
         self.qos2.remove(qos2_key(client_id, packet_id))?;
         self.durability.note_write();
         Ok(())

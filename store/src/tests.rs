@@ -144,10 +144,56 @@ async fn group_commit_makes_tickets_durable() {
     }
     assert!(last >= 50);
     assert_eq!(s.ticket(), last);
-    let reached = tokio::time::timeout(Duration::from_secs(10), durable.wait_for(|d| *d >= last))
-        .await
-        .expect("group commit within 10 s");
-    assert!(reached.is_ok());
+    let reached = tokio::time::timeout(
+        Duration::from_secs(10),
+        durable.wait_for(|d| d.outcome(last).is_some()),
+    )
+    .await
+    .expect("group commit within 10 s");
+    assert_eq!(reached.unwrap().outcome(last), Some(Ok(())));
+}
+
+#[test]
+fn an_injected_write_failure_is_returned_and_healed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.inject_failures(true, false);
+    assert!(s.put_retained(&message("t", b"1")).is_err());
+    assert!(s.delete_qos2("c", 1).is_err());
+    assert!(s.retained().unwrap().is_empty());
+    s.inject_failures(false, false);
+    s.put_retained(&message("t", b"1")).unwrap();
+    assert_eq!(s.retained().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_ticket_whose_fsync_failed_is_reported_failed_never_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut durable = s.durable_watch();
+    s.inject_failures(false, true);
+    let ticket = s.put_retained(&message("t", b"1")).unwrap();
+    let seen = tokio::time::timeout(
+        Duration::from_secs(10),
+        durable.wait_for(|d| d.outcome(ticket).is_some()),
+    )
+    .await
+    .expect("the fsync's outcome within 10 s")
+    .unwrap()
+    .outcome(ticket);
+    assert_eq!(seen, Some(Err(DurabilityFailed)));
+    // Once the disk is healed, later writes become durable again; the failed one stays failed.
+    s.inject_failures(false, false);
+    let later = s.put_retained(&message("t", b"2")).unwrap();
+    let d = *tokio::time::timeout(
+        Duration::from_secs(10),
+        durable.wait_for(|d| d.outcome(later).is_some()),
+    )
+    .await
+    .expect("the fsync's outcome within 10 s")
+    .unwrap();
+    assert_eq!(d.outcome(later), Some(Ok(())));
+    assert_eq!(d.outcome(ticket), Some(Err(DurabilityFailed)));
 }
 
 #[test]

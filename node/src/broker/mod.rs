@@ -23,6 +23,8 @@ pub mod registry;
 pub mod retained;
 pub mod router;
 pub mod shared;
+#[cfg(test)]
+mod store_failure_tests;
 pub mod topic_acl;
 pub mod tracer;
 mod transport;
@@ -300,6 +302,7 @@ impl Broker {
             cluster.forward(&message, limits::replicate(&routed));
         }
         self.stats.record_routed(&routed);
+        router::report_unstored(routed.store_error.as_ref(), client_id, &will.topic, "will");
         if let Some(change) = routed.retained {
             limits::note_refused_will(client_id, &will.topic, change);
             packet_log::retained(Some(client_id), &will.topic, change);

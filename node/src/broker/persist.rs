@@ -168,13 +168,16 @@ fn delivery_state(s: QueuedState) -> DeliveryState {
 }
 
 /// Writes a persistent session's journal to the store. Runs under the session's lock, so the
-/// writes of one session reach the store in the order they were made.
+/// writes of one session reach the store in the order they were made. Every change is tried
+/// (a later one may still succeed, and each is whole in itself); the first error is returned,
+/// and means the journal is not all in the store.
 pub(crate) fn write_changes(
     store: &Store,
     client_id: &str,
     session: &Session,
     changes: Vec<SessionChange>,
-) {
+) -> Result<(), StoreError> {
+    let mut first_error = None;
     for change in changes {
         let result = match change {
             SessionChange::Put {
@@ -207,9 +210,10 @@ pub(crate) fn write_changes(
             }
         };
         if let Err(e) = result {
-            tracing::error!(target: "error", client = client_id, error = %e, "cannot store session state");
+            first_error.get_or_insert(e);
         }
     }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Loads retained messages and persistent sessions (offline, with their subscriptions in the
@@ -271,7 +275,7 @@ fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: boo
     let handle = broker.registry.restore(&s.client_id, session, now);
     handle.acl.set_user(owner.as_deref());
     if moved {
-        drop(handle.lock()); // the guard writes the journal on release
+        handle.lock().submit_or_log("session moved here");
     }
     for (filter, options) in &subscriptions {
         broker.router.subscribe(&handle, filter, *options);

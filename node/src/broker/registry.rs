@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use fubar_store::Store;
+use fubar_store::{Store, StoreError};
 use tokio::sync::{oneshot, Notify};
 
 use super::client_owner::{check, Claim, NotOwner};
@@ -139,8 +139,9 @@ impl SessionHandle {
         &self.offline
     }
 
-    /// Locks the session's slot (a short lock: nothing is awaited while it is held). When the
-    /// guard is dropped, what a persistent session changed is written to the store.
+    /// Locks the session's slot (a short lock: nothing is awaited while it is held). What a
+    /// persistent session changes is written to the store only when submitted
+    /// ([`SlotGuard::submit`]): the caller decides what a failed write means.
     pub fn lock(&self) -> SlotGuard<'_> {
         SlotGuard {
             guard: self.slot.lock().unwrap_or_else(PoisonError::into_inner),
@@ -149,7 +150,9 @@ impl SessionHandle {
     }
 }
 
-/// A locked session slot that writes the session's journal to the store when released.
+/// A locked session slot. Changes to a persistent session wait in its journal until
+/// [`submit`](SlotGuard::submit)ted; releasing the guard writes nothing, so a write that fails
+/// always reaches a caller that can refuse an acknowledgement.
 #[derive(Debug)]
 pub struct SlotGuard<'a> {
     guard: MutexGuard<'a, SessionSlot>,
@@ -170,6 +173,32 @@ impl DerefMut for SlotGuard<'_> {
 }
 
 impl SlotGuard<'_> {
+    /// Writes what a persistent session changed since the last submit to the store, under
+    /// the session's lock, so that one session's writes reach the store in the order they
+    /// were made. Nothing for a session without a store, or one that has ended (its stored
+    /// state is deleted).
+    pub fn submit(&mut self) -> Result<(), StoreError> {
+        let changes = self.guard.session.take_changes();
+        if changes.is_empty() || self.guard.ended {
+            return Ok(());
+        }
+        match &self.handle.store {
+            Some(store) => {
+                persist::write_changes(store, &self.handle.client_id, &self.guard.session, changes)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `submit`, for changes whose failure can only be reported (no acknowledgement waits
+    /// on them: a delivery's state, a QoS 2 release): an `error` event names the client.
+    pub fn submit_or_log(&mut self, what: &str) {
+        if let Err(e) = self.submit() {
+            tracing::error!(target: "error", client = %self.handle.client_id, error = %e,
+                what, "cannot store session state");
+        }
+    }
+
     /// Counts this session's queue in the node's offline budget while its client is away,
     /// and gives it back once a connection serves it (or it has ended).
     pub fn recount_offline(&mut self) {
@@ -189,18 +218,6 @@ impl Drop for SessionHandle {
     fn drop(&mut self) {
         let slot = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner);
         self.offline.adjust(slot.offline_counted, 0);
-    }
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        let changes = self.guard.session.take_changes();
-        if changes.is_empty() || self.guard.ended {
-            return;
-        }
-        if let Some(store) = &self.handle.store {
-            persist::write_changes(store, &self.handle.client_id, &self.guard.session, changes);
-        }
     }
 }
 
@@ -516,6 +533,9 @@ impl Registry {
                 }
                 slot.session.set_persistent(persistent);
                 drop(slot);
+                drop(map);
+                // A session turned persistent is written whole, outside the registry's lock.
+                existing.lock().submit_or_log("resumed session");
                 return Ok(Attached {
                     handle: existing,
                     session_present: true,
@@ -536,8 +556,10 @@ impl Registry {
         session.set_persistent(persistent);
         let owner = Some(Owner { conn_id, kick });
         let handle = self.new_handle(client_id, SessionSlot::new(session, owner, !persistent));
-        drop(handle.lock()); // writes a new persistent session's record
         map.insert(handle.client_id.clone(), handle.clone());
+        drop(map);
+        // A new persistent session's record, written outside the registry's lock.
+        handle.lock().submit_or_log("new session");
         Ok(Attached {
             handle,
             session_present: false,
@@ -554,6 +576,7 @@ impl Registry {
         let mut slot = handle.lock();
         slot.session.set_expiry_secs(Some(secs));
         slot.clean = secs == 0;
+        slot.submit_or_log("session expiry interval");
     }
 
     /// Connection `conn_id` ended at `now`. Returns true when the session ended with it

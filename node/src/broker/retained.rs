@@ -231,7 +231,9 @@ impl RetainedStore {
     /// it would pass a bound ([`RetainChange::Refused`]).
     ///
     /// The store is written under the lock, so it sees changes of a topic in their order.
-    pub fn set(&self, message: &Arc<Message>) -> RetainChange {
+    /// A failed store write is returned beside the change (which memory has made): the
+    /// publisher must then not be told its message is safe.
+    pub fn set_written(&self, message: &Arc<Message>) -> (RetainChange, Result<(), Arc<str>>) {
         let limits = self.limits();
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let change = if message.payload.is_empty() {
@@ -258,10 +260,16 @@ impl RetainedStore {
                 RetainChange::Unchanged | RetainChange::Refused(_) => Ok(()),
             };
             if let Err(e) = written {
-                tracing::error!(target: "error", topic = %message.topic, error = %e, "cannot store retained message");
+                return (change, Err(e.to_string().into()));
             }
         }
-        change
+        (change, Ok(()))
+    }
+
+    /// `set_written` without the store's answer (tests of the bounds).
+    #[cfg(test)]
+    pub fn set(&self, message: &Arc<Message>) -> RetainChange {
+        self.set_written(message).0
     }
 
     /// Whether changes are kept in a store (and so may need an fsync before an ack).

@@ -31,7 +31,7 @@ pub struct Subscriber {
 }
 
 /// What one publish did, for logs and counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routed {
     /// Sessions the message was queued for.
     pub delivered: usize,
@@ -44,6 +44,9 @@ pub struct Routed {
     pub stored: bool,
     /// What happened to the retained store, if the message was retained.
     pub retained: Option<RetainChange>,
+    /// The first store write that failed (a copy for a persistent session, or the retained
+    /// message): the message is not safe, and its publisher must not be told it is.
+    pub store_error: Option<Arc<str>>,
 }
 
 impl Routed {
@@ -54,6 +57,9 @@ impl Routed {
                 self.delivered += 1;
                 self.dropped += d.dropped;
                 self.stored |= d.stored;
+                if self.store_error.is_none() {
+                    self.store_error = d.store_error;
+                }
             }
             None => self.skipped_offline += 1,
         }
@@ -241,11 +247,14 @@ impl Router {
         retained: &RetainedStore,
         shed_qos0: bool,
     ) -> Routed {
-        let change = message.retain.then(|| retained.set(&message));
+        let change = message.retain.then(|| retained.set_written(&message));
         let mut routed = self.publish_copy(message, registry, shed_qos0);
-        if let Some(change) = change {
+        if let Some((change, written)) = change {
             routed.stored |= change.wrote() && retained.is_durable();
             routed.retained = Some(change);
+            if let Err(e) = written {
+                routed.store_error.get_or_insert(e);
+            }
         }
         routed
     }
@@ -387,7 +396,17 @@ impl Router {
             share: Some(share.clone()),
             subscription_ids: sub.options.subscription_id.into_iter().collect(),
         };
-        deliver(&sub.handle, delivery, false).is_some()
+        let topic = delivery.message.topic.clone();
+        let delivered = deliver(&sub.handle, delivery, false);
+        if let Some(d) = &delivered {
+            report_unstored(
+                d.store_error.as_ref(),
+                &sub.handle.client_id,
+                &topic,
+                "shared message handed over",
+            );
+        }
+        delivered.is_some()
     }
 
     /// Delivers `message` to the member of share group `share` (`$share/GROUP/FILTER`)
@@ -414,12 +433,14 @@ impl Router {
 }
 
 /// What `deliver` did with one message for one session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     /// Older messages dropped to make room.
     pub dropped: usize,
     /// Whether the message went to the store with the session.
     pub stored: bool,
+    /// Why the session's store write failed, if it did: the copy is queued in memory only.
+    pub store_error: Option<Arc<str>>,
 }
 
 /// Queues one delivery in one session and wakes its connection. `None` when a QoS 0 message
@@ -427,7 +448,7 @@ pub struct Delivered {
 ///
 /// With `shed_qos0` (the memory alarm) a QoS 0 message is not queued behind a backlog either.
 pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> Option<Delivered> {
-    let (dropped, stored, report) = {
+    let (dropped, stored, report, store_error) = {
         let mut slot = handle.lock();
         if delivery.qos == QoS::AtMostOnce
             && (!slot.is_online() || (shed_qos0 && slot.session.queued() > 0))
@@ -450,19 +471,22 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
             return Some(Delivered {
                 dropped: 1,
                 stored: false,
+                store_error: None,
             });
         }
         let dropped = slot.session.enqueue(delivery).dropped;
         if away {
             slot.recount_offline();
         }
+        // Written now, under the session's lock, and the result goes back to the publisher.
+        let store_error = slot.submit().err().map(|e| Arc::from(e.to_string()));
         let report = if dropped > 0 {
             slot.note_drops(dropped, Instant::now(), DROP_REPORT_EVERY)
                 .map(|n| (n, slot.session.dropped_total()))
         } else {
             None
         };
-        (dropped, stored, report)
+        (dropped, stored, report, store_error)
     };
     if let Some((dropped, total)) = report {
         tracing::warn!(
@@ -474,7 +498,21 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
         );
     }
     handle.notify.notify_one();
-    Some(Delivered { dropped, stored })
+    Some(Delivered {
+        dropped,
+        stored,
+        store_error,
+    })
+}
+
+/// Reports a store write that failed for a copy no acknowledgement waits on (a will, a
+/// retained message sent on SUBSCRIBE, a copy handed over or delivered for a share group):
+/// an `error` event, since no publisher can be refused.
+pub fn report_unstored(error: Option<&Arc<str>>, client: &str, topic: &str, what: &str) {
+    if let Some(error) = error {
+        tracing::error!(target: "error", client, topic, error = %error, what,
+            "message not stored");
+    }
 }
 
 /// A message not queued for an absent client because the node's offline budget is spent:

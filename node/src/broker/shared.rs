@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::registry::SessionHandle;
-use super::router::Subscriber;
+use super::router::{report_unstored, Subscriber};
 use super::trie::SubscriptionTrie;
 use super::Broker;
 use crate::mqtt::message::Delivery;
@@ -29,15 +29,20 @@ pub(crate) fn hand_over(broker: &Broker, from: &str, deliveries: Vec<Delivery>) 
             .is_some_and(|c| c.forward_share(&share, &d.message))
         {
             elsewhere += 1;
-        } else if broker
-            .router
-            .deliver_shared(&share, d.message, false)
-            .delivered
-            > 0
-        {
-            here += 1;
         } else {
-            lost += 1;
+            let topic = d.message.topic.clone();
+            let routed = broker.router.deliver_shared(&share, d.message, false);
+            report_unstored(
+                routed.store_error.as_ref(),
+                from,
+                &topic,
+                "shared message handed over",
+            );
+            if routed.delivered > 0 {
+                here += 1;
+            } else {
+                lost += 1;
+            }
         }
     }
     tracing::info!(target: "resource", client = from, here, elsewhere,

@@ -353,6 +353,7 @@ pub async fn receive(
             .map_err(|e| MonitorError::Protocol(format!("bad forward batch: {e}")))?;
         let mut last = delivered.last(&node, epoch);
         let mut stored = false;
+        let mut store_error: Option<Arc<str>> = None;
         let mut upto = last;
         // One arrival time for the batch: no clock read per message.
         let arrived = Instant::now();
@@ -373,12 +374,31 @@ pub async fn receive(
                 None => broker.router.publish_copy(message, &broker.registry, shed),
             };
             stored |= routed.stored;
+            if store_error.is_none() {
+                store_error = routed.store_error;
+            }
+        }
+        if let (None, true, Some(store), Some(watch)) =
+            (&store_error, stored, &broker.store, durable.as_mut())
+        {
+            let ticket = store.ticket();
+            if let Ok(d) = watch.wait_for(|d| d.outcome(ticket).is_some()).await {
+                if let Some(Err(e)) = d.outcome(ticket) {
+                    store_error = Some(e.to_string().into());
+                }
+            }
+        }
+        if let Some(e) = store_error {
+            // Not acknowledged, nor counted as delivered: the sender keeps the batch and
+            // sends it again on a new stream (a copy already queued here may come twice).
+            tracing::error!(target: "error", node = %node, error = %e,
+                "forwarded messages not stored: the batch is not acknowledged");
+            return Err(MonitorError::Net {
+                op: "storing forwarded messages",
+                source: std::io::Error::other(e.to_string()),
+            });
         }
         delivered.set(&node, epoch, last);
-        if let (true, Some(store), Some(watch)) = (stored, &broker.store, durable.as_mut()) {
-            let ticket = store.ticket();
-            let _ = watch.wait_for(|d| *d >= ticket).await;
-        }
         write_frame(&mut send, &ForwardAck { upto_seq: upto }).await?;
     }
     Ok(())

@@ -59,6 +59,9 @@ pub enum CloseReason {
     StalledReader,
     /// The broker is shutting down.
     ServerShutdown,
+    /// A message of a 3.1/3.1.1 client could not be stored: that protocol has no way to
+    /// refuse a PUBLISH, and acknowledging it would be a lie (the text says why).
+    NotStored(String),
 }
 
 impl CloseReason {
@@ -78,6 +81,7 @@ impl CloseReason {
             Self::TopicAliasInvalid(_) => ReasonCode::TopicAliasInvalid,
             Self::TakenOver => ReasonCode::SessionTakenOver,
             Self::ServerShutdown => ReasonCode::ServerShuttingDown,
+            Self::NotStored(_) => ReasonCode::UnspecifiedError,
             _ => return None,
         })
     }
@@ -117,6 +121,7 @@ impl fmt::Display for CloseReason {
             Self::Refused(why) => write!(f, "refused: {why}"),
             Self::StalledReader => f.write_str("stalled reader"),
             Self::ServerShutdown => f.write_str("server shutdown"),
+            Self::NotStored(e) => write!(f, "message not stored: {e}"),
         }
     }
 }

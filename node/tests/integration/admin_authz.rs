@@ -5,17 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::common::{unquote, Broker, DataDir};
+use crate::common::{fubar, unquote, Broker, DataDir};
 
 const WAIT: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "s3cret-Pa55";
-
-fn fubar() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fubar"))
-}
 
 fn text(out: &Output) -> String {
     format!(

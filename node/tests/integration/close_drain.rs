@@ -7,34 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::common::{varint, Broker};
+use crate::common::{frame, read_frame, Broker};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    out.extend(varint(body.len()));
-    out.extend_from_slice(body);
-    out
-}
-
-fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first)?;
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b)?;
-        len |= ((b[0] & 0x7F) as usize) << shift;
-        shift += 7;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body)?;
-    Ok((first[0], body))
-}
 
 /// A v5 client with a clean start and no properties, CONNACK read.
 fn open5(broker: &Broker, id: &str) -> TcpStream {

@@ -2,19 +2,15 @@
 //! nodes, replicated state, takeover across nodes, and members that die or leave.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 
-use crate::common::{cluster_dir, spawn_member, Broker, DataDir};
+use crate::common::{cluster_dir, fubar, spawn_member, Broker, DataDir};
 use crate::conformance::support::{options, Mqtt};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn fubar() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fubar"))
-}
 
 /// A data dir shared by every member (one cookie), with the cluster's TLS files.
 pub(crate) struct Cluster {

@@ -12,14 +12,10 @@ use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 
-use crate::common::{spawn_member, Broker, DataDir};
+use crate::common::{fubar, spawn_member, Broker, DataDir};
 use crate::conformance::support::Mqtt;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn fubar() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fubar"))
-}
 
 /// A UDP port free on loopback now (bound and released).
 fn free_udp_port() -> u16 {

@@ -475,3 +475,51 @@ pub fn varint(mut n: usize) -> Vec<u8> {
         }
     }
 }
+
+/// The `fubar` binary under test, with stdin closed (a test that feeds it sets its own).
+pub fn fubar() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// The broker's stdout so far, as one text (for assertion messages).
+pub fn log_of(broker: &Broker) -> String {
+    broker.log_lines().join("\n")
+}
+
+/// A packet written byte by byte: the first byte, the remaining length, the body.
+pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    out.extend(varint(body.len()));
+    out.extend_from_slice(body);
+    out
+}
+
+/// A length-prefixed MQTT string (the bytes need not be valid UTF-8).
+pub fn string(s: impl AsRef<[u8]>) -> Vec<u8> {
+    let s = s.as_ref();
+    let mut out = (s.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(s);
+    out
+}
+
+/// Reads one whole packet (first byte and body) from a raw socket, within the socket's own
+/// read timeout.
+pub fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first)?;
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)?;
+        len |= ((b[0] & 0x7F) as usize) << shift;
+        shift += 7;
+        if b[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok((first[0], body))
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{Broker, Proc};
+use crate::common::{log_of, Broker, Proc};
 
 /// Upper bound for anything the broker or a client should do promptly.
 const T: Duration = Duration::from_secs(10);
@@ -64,10 +64,6 @@ fn mosquitto_pub(broker: &Broker, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr),
         log_of(broker)
     );
-}
-
-fn log_of(broker: &Broker) -> String {
-    broker.log_lines().join("\n")
 }
 
 /// Waits for a stdout line of the broker containing every needle; returns it.

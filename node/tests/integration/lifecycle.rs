@@ -9,16 +9,10 @@ use std::time::{Duration, Instant};
 
 use fubar::mqtt::packet::{ConnectReturnCode, Packet};
 
-use crate::common::{connect_v311, RawClient};
+use crate::common::{connect_v311, fubar, RawClient};
 
 /// Upper bound for anything the binary should do promptly.
 const T: Duration = Duration::from_secs(10);
-
-fn fubar() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
-    cmd.stdin(Stdio::null());
-    cmd
-}
 
 /// Runs `cmd` to its exit; kills it and fails the test if it is still running after `T`
 /// (a node that should have refused to start but serves instead).

@@ -7,43 +7,17 @@ use std::time::Duration;
 
 use fubar::mqtt::packet::{Ack, ConnAck, ConnectReturnCode, Packet, QoS, SubAck, SubAckCode};
 
-use crate::common::{connect_v311, Broker, RawClient};
+use crate::common::{connect_v311, frame, log_of, string, Broker, RawClient};
 
 /// Upper bound for anything the broker should do promptly (never an assertion on timing).
 const T: Duration = Duration::from_secs(10);
-
-/// A packet: first byte, remaining-length varint, body.
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// A length-prefixed MQTT string (the bytes need not be valid UTF-8).
-fn string(bytes: &[u8]) -> Vec<u8> {
-    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(bytes);
-    out
-}
 
 /// CONNECT with any protocol name, level, flags and client id; keep-alive 60.
 fn connect(name: &[u8], level: u8, flags: u8, client_id: &[u8]) -> Vec<u8> {
     let mut body = string(name);
     body.extend_from_slice(&[level, flags, 0, 60]);
     body.extend_from_slice(&string(client_id));
-    packet(0x10, &body)
+    frame(0x10, &body)
 }
 
 /// CONNECT for MQTT 3.1 (`MQIsdp`, level 3), clean session.
@@ -58,7 +32,7 @@ fn publish(first: u8, topic: &[u8], packet_id: Option<u16>, payload: &[u8]) -> V
         body.extend_from_slice(&id.to_be_bytes());
     }
     body.extend_from_slice(payload);
-    packet(first, &body)
+    frame(first, &body)
 }
 
 /// SUBSCRIBE (first byte 0x82) with a packet id and (filter, QoS) pairs.
@@ -68,11 +42,7 @@ fn subscribe(packet_id: u16, filters: &[(&str, u8)]) -> Vec<u8> {
         body.extend_from_slice(&string(filter.as_bytes()));
         body.push(*qos);
     }
-    packet(0x82, &body)
-}
-
-fn log_of(broker: &Broker) -> String {
-    broker.log_lines().join("\n")
+    frame(0x82, &body)
 }
 
 /// Asserts a stdout line containing `needle` shows up.
@@ -470,7 +440,7 @@ fn mqtt_31_works_end_to_end() {
             assert_eq!(&p.payload[..], b"hello 3.1");
             assert!(!p.retain);
             assert_ne!(p.packet_id, 0);
-            sub.send(&packet(0x40, &p.packet_id.to_be_bytes()));
+            sub.send(&frame(0x40, &p.packet_id.to_be_bytes()));
         }
         other => panic!("expected PUBLISH, got {other:?}"),
     }

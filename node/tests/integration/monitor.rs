@@ -6,14 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{connect_v311, Broker, DataDir, RawClient};
+use crate::common::{connect_v311, fubar, Broker, DataDir, RawClient};
 
 const WAIT: Duration = Duration::from_secs(30);
 const MONITOR: &str = "monitor@localhost";
-
-fn fubar() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fubar"))
-}
 
 /// A data dir shared by a monitor and its nodes (one cookie), with the cluster's TLS files.
 struct Cluster {

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
-use crate::common::{run_paho, varint, Broker};
+use crate::common::{frame, run_paho, string, varint, Broker};
 
 /// The paho script: runs one scenario, prints one line per check.
 const SCRIPT: &str = include_str!("mqtt5_flow.py");
@@ -104,19 +104,6 @@ fn fixed_header(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-fn packet(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    out.extend(varint(body.len()));
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(s: &str) -> Vec<u8> {
-    let mut out = (s.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(s.as_bytes());
-    out
-}
-
 /// CONNECT: `level` 4 (3.1.1) or 5, clean start, this keep-alive and (5) these properties.
 fn connect(level: u8, id: &str, keep_alive: u16, flags: u8, props: &[u8]) -> Vec<u8> {
     let mut body = string("MQTT");
@@ -128,7 +115,7 @@ fn connect(level: u8, id: &str, keep_alive: u16, flags: u8, props: &[u8]) -> Vec
         body.extend_from_slice(props);
     }
     body.extend(string(id));
-    packet(0x10, &body)
+    frame(0x10, &body)
 }
 
 fn connect5(id: &str) -> Vec<u8> {
@@ -145,7 +132,7 @@ fn publish(level: u8, topic: &str, qos: u8, id: u16, props: &[u8], payload: &[u8
         body.extend_from_slice(props);
     }
     body.extend_from_slice(payload);
-    packet(0x30 | (qos << 1), &body)
+    frame(0x30 | (qos << 1), &body)
 }
 
 fn subscribe(level: u8, id: u16, filter: &str, qos: u8) -> Vec<u8> {
@@ -155,7 +142,7 @@ fn subscribe(level: u8, id: u16, filter: &str, qos: u8) -> Vec<u8> {
     }
     body.extend(string(filter));
     body.push(qos);
-    packet(0x82, &body)
+    frame(0x82, &body)
 }
 
 /// The properties of a CONNACK (after flags and code), by identifier; numbers only.
@@ -399,7 +386,7 @@ fn mqtt5_flow_unknown_packet_ids_get_0x92_and_3_1_1_bytes_stay_as_they_were() {
     assert_eq!(old.next(WAIT), Some((0x40, vec![0, 5])));
     old.send(&subscribe(4, 6, "bad/#/x", 1));
     assert_eq!(old.next(WAIT), Some((0x90, vec![0, 6, 0x80])));
-    old.send(&packet(0xA2, &[&[0, 7][..], &string("never")].concat()));
+    old.send(&frame(0xA2, &[&[0, 7][..], &string("never")].concat()));
     assert_eq!(old.next(WAIT), Some((0xB0, vec![0, 7])));
 }
 

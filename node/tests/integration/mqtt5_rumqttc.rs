@@ -25,7 +25,7 @@ use rumqttc::Outgoing;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use crate::common::Broker;
+use crate::common::{frame, Broker};
 use crate::conformance::support::{wait_disconnected, wait_log, Mqtt, WAIT};
 
 /// The event loops of this file's rumqttc v5 clients.
@@ -412,14 +412,6 @@ fn a_taken_over_client_is_told_0x8e() {
         }
         other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
     }
-}
-
-/// A packet: the first byte, the remaining length, the body.
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    out.extend(crate::common::varint(body.len()));
-    out.extend_from_slice(body);
-    out
 }
 
 /// Reads one whole packet (first byte and body) from a raw socket.

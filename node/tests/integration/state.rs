@@ -6,7 +6,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use fubar::mqtt::packet::{
 };
 use rumqttc::{MqttOptions, QoS};
 
-use crate::common::{ctl_in, Broker, RawClient, NODE_NAME};
+use crate::common::{ctl_in, fubar, Broker, RawClient, NODE_NAME};
 use crate::conformance::support::{
     options, read, send_packet, summary, text, wait_disconnected, Mqtt,
 };
@@ -355,10 +355,6 @@ fn a_qos2_message_received_before_kill9_is_not_delivered_twice_when_resent() {
 }
 
 // ---- fubar reset ----------------------------------------------------------------------------
-
-fn fubar() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fubar"))
-}
 
 /// `fubar reset` on the node of `dir`, with `extra` flags and `stdin` as its input.
 fn reset(dir: &Path, extra: &[&str], stdin: &str) -> Output {

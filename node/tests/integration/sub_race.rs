@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::common::{varint, Broker};
+use crate::common::{frame, read_frame, string, Broker};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -18,37 +18,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    out.extend(varint(body.len()));
-    out.extend_from_slice(body);
-    out
-}
-
-fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first).expect("packet");
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).expect("length");
-        len |= ((b[0] & 0x7F) as usize) << shift;
-        shift += 7;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).expect("body");
-    (first[0], body)
-}
-
-fn string(s: &str) -> Vec<u8> {
-    let mut out = (s.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(s.as_bytes());
-    out
 }
 
 /// MQTT 3.1.1 (`level` 4) or 5.0 (5) client, `flags` the connect flags.
@@ -62,7 +31,7 @@ fn open(broker: &Broker, level: u8, flags: u8, id: &str) -> TcpStream {
     }
     body.extend(string(id));
     s.write_all(&frame(0x10, &body)).unwrap();
-    let (first, _) = read_frame(&mut s);
+    let (first, _) = read_frame(&mut s).expect("packet");
     assert_eq!(first, 0x20, "CONNACK");
     s
 }
@@ -90,7 +59,7 @@ fn misses(broker: &Broker, level: u8, b_flags: u8, n: u16) -> u32 {
         let mut got_first = false;
         let mut subacked = false;
         loop {
-            let (first, body) = read_frame(&mut b);
+            let (first, body) = read_frame(&mut b).expect("packet");
             match first >> 4 {
                 9 => {
                     subacked = true;
@@ -144,7 +113,7 @@ fn sub_race_a_client_flooding_its_socket_does_not_hold_other_publishes() {
     sub.extend(string("flood/x"));
     sub.push(0);
     flooder.write_all(&frame(0x82, &sub)).unwrap();
-    assert_eq!(read_frame(&mut flooder).0, 0x90, "SUBACK");
+    assert_eq!(read_frame(&mut flooder).expect("SUBACK").0, 0x90, "SUBACK");
     let stop = Arc::new(AtomicBool::new(false));
     let mut drain = flooder.try_clone().unwrap();
     let reader = std::thread::spawn(move || {
@@ -171,12 +140,12 @@ fn sub_race_a_client_flooding_its_socket_does_not_hold_other_publishes() {
     sub.extend(string("flood/topic"));
     sub.push(0);
     b.write_all(&frame(0x82, &sub)).unwrap();
-    assert_eq!(read_frame(&mut b).0, 0x90, "SUBACK");
+    assert_eq!(read_frame(&mut b).expect("SUBACK").0, 0x90, "SUBACK");
     for i in 0..100u32 {
         let mut body = string("flood/topic");
         body.extend_from_slice(&i.to_be_bytes());
         a.write_all(&frame(0x30, &body)).unwrap();
-        let (first, body) = read_frame(&mut b);
+        let (first, body) = read_frame(&mut b).expect("PUBLISH");
         assert_eq!(first >> 4, 3, "PUBLISH {i} reaches the subscriber");
         assert!(body.ends_with(&i.to_be_bytes()));
     }

@@ -19,7 +19,7 @@ use fubar::mqtt::packet::{
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
-use crate::common::{connect_v311, Broker, Proc, RawClient};
+use crate::common::{connect_v311, fubar, log_of, Broker, Proc, RawClient};
 
 /// Upper bound for anything the broker or a client should do promptly.
 const T: Duration = Duration::from_secs(10);
@@ -66,13 +66,6 @@ fn require_paho() {
     );
 }
 
-/// `fubar ARGS`, stdin closed.
-fn fubar(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
-    cmd.args(args).stdin(Stdio::null());
-    cmd
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -81,7 +74,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// `fubar ssl new-certs --dir DIR EXTRA...`, to its end.
 fn new_certs(dir: &Path, extra: &[&str]) -> Output {
-    fubar(&["ssl", "new-certs", "--dir"])
+    fubar()
+        .args(["ssl", "new-certs", "--dir"])
         .arg(dir)
         .args(extra)
         .output()
@@ -169,10 +163,6 @@ fn tls_broker(args: &[&str], config: &str) -> Broker {
         log_of(&broker)
     );
     broker
-}
-
-fn log_of(broker: &Broker) -> String {
-    broker.log_lines().join("\n")
 }
 
 /// Waits for a stdout line of the broker containing every needle; returns it.
@@ -892,23 +882,24 @@ fn refuses_to_start(config: &str, file: &Path) {
     let data = tempfile::tempdir().unwrap();
     let path = data.path().join("fubar.toml");
     fs::write(&path, config).unwrap();
-    let out = fubar(&[
-        "node",
-        "--bind",
-        "127.0.0.1",
-        "--mqtt-port",
-        "0",
-        "--mqtts-port",
-        "0",
-        "--name",
-        crate::common::NODE_NAME,
-    ])
-    .arg("--data-dir")
-    .arg(data.path())
-    .arg("--config")
-    .arg(&path)
-    .output()
-    .expect("run fubar node");
+    let out = fubar()
+        .args([
+            "node",
+            "--bind",
+            "127.0.0.1",
+            "--mqtt-port",
+            "0",
+            "--mqtts-port",
+            "0",
+            "--name",
+            crate::common::NODE_NAME,
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run fubar node");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");

@@ -4,13 +4,9 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::Broker;
+use crate::common::{fubar, Broker};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn fubar() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fubar"))
-}
 
 /// Starts `fubar sub` with `args` and waits until the broker has its subscription.
 fn sub(broker: &Broker, id: &str, args: &[&str]) -> std::process::Child {

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::super::client_owner::NotOwner;
-use super::super::router::deliver;
+use super::super::router::{deliver, report_unstored};
 use super::super::tracer::now_us;
 use super::super::{limits, packet_log};
 use super::{Client, Connection};
@@ -318,7 +318,9 @@ where
             let mut slot = attached.handle.lock();
             slot.session.set_inflight_window(window);
             slot.session.set_expiry_secs(expiry);
-            slot.session.resend_on_resume(Instant::now())
+            let resend = slot.session.resend_on_resume(Instant::now());
+            slot.submit_or_log("session resumed");
+            resend
         };
         let will = self.allowed_will(&attached.handle, c.will);
         self.client = Some(Client {
@@ -407,13 +409,16 @@ where
         if !self.admit_retained(&p) {
             return Ok(());
         }
-        let fresh = match p.qos {
-            QoS::ExactlyOnce => self.session(|s| s.receive_qos2(p.packet_id)),
-            _ => true,
+        // A QoS 2 packet id is stored with the message: if either write fails, the message
+        // is not safe (a resend after a restart would be taken for a new message, or lost).
+        let (fresh, mut store_error) = match p.qos {
+            QoS::ExactlyOnce => self.receive_qos2(p.packet_id),
+            _ => (true, None),
         };
         let (ticket, matched) = if fresh {
             let routed = self.route(Message::from_publish(&p));
             self.woke_sessions |= routed.delivered > 0;
+            store_error = store_error.or(routed.store_error);
             (routed.ticket, routed.matched)
         } else {
             (0, true)
@@ -428,12 +433,41 @@ where
             },
             ..Ack::new(p.packet_id)
         };
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), ticket),
-            QoS::ExactlyOnce => self.acknowledge(Packet::PubRec(ack), ticket),
+        let ack = match p.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Packet::PubAck(ack)),
+            QoS::ExactlyOnce => Some(Packet::PubRec(ack)),
+        };
+        match (ack, store_error) {
+            (Some(ack), None) => self.acknowledge(ack, ticket, &p.topic),
+            (Some(ack), Some(error)) => {
+                if self.pending_acks.is_empty() {
+                    self.refuse_unstored(ack, &p.topic, &error)?;
+                } else {
+                    // In its turn, after the acknowledgements waiting before it.
+                    self.acknowledge_refused(ack, &p.topic, error);
+                }
+            }
+            // QoS 0 has nothing to refuse: the failure is reported all the same.
+            (None, Some(error)) => {
+                tracing::error!(target: "error", client = self.client_id().unwrap_or("-"),
+                    peer = %self.peer, topic = %p.topic, error = %error, "message not stored");
+            }
+            (None, None) => {}
         }
         Ok(())
+    }
+
+    /// Records a QoS 2 packet id as received (written to the store for a persistent
+    /// session): whether the message is new, and why the write failed if it did.
+    fn receive_qos2(&self, packet_id: u16) -> (bool, Option<Arc<str>>) {
+        let Some(c) = &self.client else {
+            return (true, None);
+        };
+        let mut slot = c.handle.lock();
+        let fresh = slot.session.receive_qos2(packet_id);
+        let error = slot.submit().err().map(|e| e.to_string().into());
+        (fresh, error)
     }
 
     /// A topic over `mqtt.max_topic_levels` / `mqtt.max_topic_len` ends the connection:
@@ -485,11 +519,11 @@ where
         };
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), 0),
+            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), 0, &p.topic),
             QoS::ExactlyOnce => {
                 // An error PUBREC ends the exchange (no PUBREL follows, MQTT 5.0 4.3.3).
                 self.flow.quota.pubrel_received(p.packet_id);
-                self.acknowledge(Packet::PubRec(ack), 0);
+                self.acknowledge(Packet::PubRec(ack), 0, &p.topic);
             }
         }
         false
@@ -568,6 +602,7 @@ where
             ticket,
             delivered: routed.delivered,
             matched,
+            store_error: routed.store_error,
         }
     }
 
@@ -625,15 +660,44 @@ where
             };
             // Session first, then router: see `Router::subscribe`. A new filter beyond
             // `session.max_subscriptions` is refused (0x97 Quota exceeded; 0x80 in 3.1.1).
-            let over_quota = {
+            // A persistent session's subscription is written before it is granted: one the
+            // store did not take is undone and refused (0x80), or it would vanish at restart.
+            let (over_quota, store_error) = {
                 let mut slot = handle.lock();
                 let over = !slot.session.has_subscription(filter)
                     && slot.session.subscription_count() >= max_subscriptions;
+                let mut store_error = None;
                 if !over {
-                    slot.session.subscribe(filter, options);
+                    let before = slot.session.subscribe(filter, options);
+                    if let Err(e) = slot.submit() {
+                        match before {
+                            Some(old) => {
+                                slot.session.subscribe(filter, old);
+                            }
+                            None => {
+                                slot.session.unsubscribe(filter);
+                            }
+                        }
+                        // The store still holds the session as it was before.
+                        let _ = slot.session.take_changes();
+                        store_error = Some(e);
+                    }
                 }
-                over
+                (over, store_error)
             };
+            if let Some(e) = store_error {
+                codes.push(if v5 {
+                    SubAckCode::Refused(ReasonCode::UnspecifiedError)
+                } else {
+                    SubAckCode::Failure
+                });
+                refused.push(format!(
+                    "{filter:?}: the subscription could not be stored: {e}"
+                ));
+                tracing::error!(target: "error", client = %handle.client_id, peer = %self.peer,
+                    filter, error = %e, "subscription not stored: refused");
+                continue;
+            }
             if over_quota {
                 codes.push(SubAckCode::Refused(ReasonCode::QuotaExceeded));
                 refused.push(format!(
@@ -688,7 +752,15 @@ where
                     share: None,
                     subscription_ids: id.into_iter().collect(),
                 };
-                let _ = deliver(&handle, retained, false);
+                let topic = retained.message.topic.clone();
+                if let Some(d) = deliver(&handle, retained, false) {
+                    report_unstored(
+                        d.store_error.as_ref(),
+                        &handle.client_id,
+                        &topic,
+                        "retained message on subscribe",
+                    );
+                }
             }
         }
     }
@@ -704,14 +776,23 @@ where
                     continue;
                 }
                 let removed = self.broker.router.unsubscribe(&client.handle, filter);
-                let (existed, left) = {
+                let (existed, left, store_error) = {
                     let mut slot = client.handle.lock();
                     let existed = slot.session.unsubscribe(filter);
-                    (existed, slot.session.take_shared(Some(filter)))
+                    let left = slot.session.take_shared(Some(filter));
+                    (existed, left, slot.submit().err())
                 };
                 super::super::shared::hand_over(&self.broker, &client.id, left);
                 if removed {
                     tracing::info!(target: "resource", client = %client.id, filter, "subscription removed");
+                }
+                if let Some(e) = store_error {
+                    // Gone from memory, but the store still has it (it returns at restart):
+                    // not a success.
+                    tracing::error!(target: "error", client = %client.id, peer = %self.peer,
+                        filter, error = %e, "unsubscription not stored");
+                    reasons.push(ReasonCode::UnspecifiedError);
+                    continue;
                 }
                 // MQTT 5.0 UNSUBACK: one reason per filter (section 3.11.3).
                 reasons.push(if existed || removed {
@@ -778,13 +859,20 @@ where
         }
     }
 
-    /// Runs `f` on the session (the connection has one once CONNECT was accepted).
+    /// Runs `f` on the session (the connection has one once CONNECT was accepted), and
+    /// writes what it changed (a delivery acknowledged, a QoS 2 exchange ended): no
+    /// acknowledgement to the client waits on those, so a failure is reported only.
     pub(super) fn session<T: Default>(
         &self,
         f: impl FnOnce(&mut crate::mqtt::session::Session) -> T,
     ) -> T {
         match &self.client {
-            Some(c) => f(&mut c.handle.lock().session),
+            Some(c) => {
+                let mut slot = c.handle.lock();
+                let out = f(&mut slot.session);
+                slot.submit_or_log("session state");
+                out
+            }
             None => T::default(),
         }
     }
@@ -798,6 +886,8 @@ pub(super) struct RouteOutcome {
     pub(super) delivered: usize,
     /// Whether any subscriber matched it, on this node or another.
     pub(super) matched: bool,
+    /// The first store write for it that failed: it must not be acknowledged as safe.
+    pub(super) store_error: Option<Arc<str>>,
 }
 
 /// One hop of a traced message: where it is, and how long since it was received.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use fubar_store::Durable;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +40,9 @@ use crate::mqtt::connection::{CloseReason, ConnectionState};
 use crate::mqtt::decode::{decode, starts_with_whole_publish, DecodeError};
 use crate::mqtt::encode::try_encode;
 use crate::mqtt::message::Message;
-use crate::mqtt::packet::{ConnAck, ConnectReturnCode, LastWill, Packet, ProtocolVersion, QoS};
+use crate::mqtt::packet::{
+    Ack, ConnAck, ConnectReturnCode, LastWill, Packet, Properties, ProtocolVersion, QoS,
+};
 use crate::mqtt::reason::ReasonCode;
 use crate::settings::Settings;
 
@@ -89,9 +92,9 @@ struct Connection<R, W> {
     shutdown: CancellationToken,
     /// This connection's `mqtt.max_connections` slot, given back as soon as it closes.
     slot: Option<OwnedSemaphorePermit>,
-    /// PUBACK/PUBREC waiting, in order, until the store's durable ticket reaches theirs.
-    pending_acks: VecDeque<(u64, Packet)>,
-    durable: Option<watch::Receiver<u64>>,
+    /// PUBACK/PUBREC waiting, in order, until the store says what became of their tickets.
+    pending_acks: VecDeque<PendingAck>,
+    durable: Option<watch::Receiver<Durable>>,
     /// Paces the PUBLISH packets handled (`mqtt.max_messages_per_sec`); `None` without a limit.
     publish_pace: Option<TokenBucket>,
     /// Until when input is left unread because the client publishes faster than its limit.
@@ -108,6 +111,16 @@ struct Connection<R, W> {
     /// The client has sent a SUBSCRIBE or UNSUBSCRIBE: PUBLISHes on other connections wait
     /// for its input (see `arrival`).
     subscribed: bool,
+}
+
+/// A PUBACK/PUBREC waiting for the fsync that makes its message durable.
+struct PendingAck {
+    ticket: u64,
+    ack: Packet,
+    /// The message's topic, named if the fsync fails.
+    topic: Arc<str>,
+    /// Set when a write for the message failed already: it is refused in its turn.
+    error: Option<Arc<str>>,
 }
 
 /// Serves one connection (plain TCP or TLS, already accepted) until it ends.
@@ -177,7 +190,9 @@ where
                 // before its publisher hears it was taken, as a single-threaded broker does.
                 tokio::task::yield_now().await;
             }
-            self.release_durable_acks();
+            if let Err(reason) = self.release_durable_acks() {
+                return reason;
+            }
             self.fill_from_session(write_limit);
             let now = Instant::now();
             if self.wbuf.is_empty() {
@@ -213,7 +228,7 @@ where
             let may_write = !self.wbuf.is_empty();
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
-            let waiting_ack = self.pending_acks.front().map(|(t, _)| *t);
+            let waiting_ack = self.pending_acks.front().map(|a| a.ticket);
             if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * self.read_chunk {
                 // Reads have been small for a while: give the memory back.
                 self.rbuf = BytesMut::new();
@@ -268,7 +283,7 @@ where
             if self.acks_full() && starts_with_whole_publish(&self.rbuf) {
                 // `mqtt.receive_maximum` acknowledgements wait for durability: the next
                 // PUBLISH waits for them (a 3.1.1 client has no receive maximum to obey).
-                self.release_durable_acks();
+                self.release_durable_acks()?;
                 if self.acks_full() {
                     return Ok(());
                 }
@@ -390,18 +405,74 @@ where
         false
     }
 
-    /// Sends the acknowledgements whose messages are durable now, in order.
-    fn release_durable_acks(&mut self) {
-        let durable = self.durable.as_ref().map_or(u64::MAX, |d| *d.borrow());
-        while self
+    /// Sends the acknowledgements whose messages are durable now, in order; one whose fsync
+    /// failed is refused instead (`refuse_unstored`), which closes a 3.1/3.1.1 connection.
+    fn release_durable_acks(&mut self) -> Result<(), CloseReason> {
+        let durable = self.durable.as_ref().map_or(
+            Durable {
+                synced: u64::MAX,
+                failed: 0,
+            },
+            |d| *d.borrow(),
+        );
+        while let Some(outcome) = self
             .pending_acks
             .front()
-            .is_some_and(|(t, _)| *t <= durable)
+            .and_then(|a| durable.outcome(a.ticket))
         {
-            if let Some((_, ack)) = self.pending_acks.pop_front() {
-                self.send_ack(&ack);
+            let Some(pending) = self.pending_acks.pop_front() else {
+                break;
+            };
+            match (outcome, pending.error) {
+                (Ok(()), None) => self.send_ack(&pending.ack),
+                (_, Some(e)) => self.refuse_unstored(pending.ack, &pending.topic, &e)?,
+                (Err(e), None) => {
+                    self.refuse_unstored(pending.ack, &pending.topic, &e.to_string())?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// A PUBLISH whose message could not be stored: an `error` event, and no acknowledgement
+    /// saying it is safe. MQTT 5.0: `ack` (a PUBACK or PUBREC) goes with 0x80 and the reason,
+    /// in its turn after the acknowledgements before it; 3.1/3.1.1 has no refusing code, so
+    /// the connection is closed (the client sends the message again on a new one).
+    fn refuse_unstored(
+        &mut self,
+        ack: Packet,
+        topic: &str,
+        error: &str,
+    ) -> Result<(), CloseReason> {
+        let client = self.client_id().unwrap_or("-").to_owned();
+        let v5 = self.protocol.is_v5();
+        tracing::error!(target: "error", client, peer = %self.peer, topic, error,
+            "message not stored: the publisher is not told it is safe");
+        if let (Packet::PubRec(a), Some(c)) = (&ack, &self.client) {
+            // The QoS 2 exchange ends here (an error PUBREC, or the connection closed): a
+            // PUBLISH sent again with this packet id is routed and stored again, a possible
+            // duplicate rather than a message lost.
+            let mut slot = c.handle.lock();
+            slot.session.release_qos2(a.packet_id);
+            slot.submit_or_log("QoS 2 release after a message not stored");
+        }
+        if !v5 {
+            return Err(CloseReason::NotStored(error.to_owned()));
+        }
+        let reason_string = self
+            .flow
+            .reason_string(|| format!("the message could not be stored: {error}"));
+        let ack = match ack {
+            Packet::PubAck(a) => Packet::PubAck(refused_ack(a, reason_string)),
+            Packet::PubRec(a) => {
+                // No PUBREL follows an error PUBREC (MQTT 5.0 4.3.3).
+                self.flow.quota.pubrel_received(a.packet_id);
+                Packet::PubRec(refused_ack(a, reason_string))
+            }
+            other => other,
+        };
+        self.send_ack(&ack);
+        Ok(())
     }
 
     /// Sends a PUBACK/PUBREC; a PUBACK ends its PUBLISH's count against the receive maximum.
@@ -419,14 +490,31 @@ where
         !self.protocol.is_v5() && self.pending_acks.len() >= usize::from(self.flow.quota.max())
     }
 
-    /// Sends a PUBACK/PUBREC once `ticket` is durable, after any acknowledgement already
-    /// waiting (MQTT-4.6.0-2: acknowledgements go in the order the PUBLISHes came).
-    fn acknowledge(&mut self, ack: Packet, ticket: u64) {
+    /// Sends a PUBACK/PUBREC for a message of `topic` once `ticket` is durable, after any
+    /// acknowledgement already waiting (MQTT-4.6.0-2: acknowledgements go in the order the
+    /// PUBLISHes came).
+    fn acknowledge(&mut self, ack: Packet, ticket: u64, topic: &Arc<str>) {
         if ticket == 0 && self.pending_acks.is_empty() {
             self.send_ack(&ack);
         } else {
-            self.pending_acks.push_back((ticket, ack));
+            self.pending_acks.push_back(PendingAck {
+                ticket,
+                ack,
+                topic: topic.clone(),
+                error: None,
+            });
         }
+    }
+
+    /// Refuses a PUBLISH whose message could not be stored (`refuse_unstored`) once the
+    /// acknowledgements waiting before it have gone (MQTT-4.6.0-2).
+    fn acknowledge_refused(&mut self, ack: Packet, topic: &Arc<str>, error: Arc<str>) {
+        self.pending_acks.push_back(PendingAck {
+            ticket: 0,
+            ack,
+            topic: topic.clone(),
+            error: Some(error),
+        });
     }
 
     /// A packet that could not be decoded: answers what the spec asks and says why to close.
@@ -490,7 +578,10 @@ where
                     }
                 }
             }
-            slot.session.take_expired()
+            let expired = slot.session.take_expired();
+            // What went in flight (and expired) is written before the packets leave.
+            slot.submit_or_log("delivery state");
+            expired
         };
         self.note_expired(&client.id, &expired);
         for (topic, qos, size) in too_large {
@@ -589,7 +680,7 @@ where
         if let Some(code) = reason.disconnect_reason() {
             // The reason string says what the broker's log says (MQTT-3.1.2-29 allows
             // it on DISCONNECT whatever the client asked).
-            let properties = crate::mqtt::packet::Properties {
+            let properties = Properties {
                 reason_string: Some(reason.to_string().into()),
                 ..Default::default()
             };
@@ -614,7 +705,9 @@ where
         } else {
             let mut slot = client.handle.lock();
             if slot.is_owned_by(self.conn_id) {
-                slot.session.take_shared(None)
+                let left = slot.session.take_shared(None);
+                slot.submit_or_log("shared messages handed over");
+                left
             } else {
                 Vec::new()
             }
@@ -749,11 +842,24 @@ async fn taken_over(kicked: Option<&mut oneshot::Receiver<()>>) {
     }
 }
 
-/// Completes when the store's durable ticket reaches `ticket` (never without one).
-async fn durable_at_least(durable: Option<&mut watch::Receiver<u64>>, ticket: Option<u64>) {
+/// An acknowledgement turned into a refusal: 0x80 (unspecified error), with its reason.
+fn refused_ack(ack: Ack, reason_string: Option<Arc<str>>) -> Ack {
+    Ack {
+        reason: ReasonCode::UnspecifiedError,
+        properties: Properties {
+            reason_string,
+            ..Properties::default()
+        },
+        ..ack
+    }
+}
+
+/// Completes when the store knows what became of `ticket`: durable, or its fsync failed
+/// (never without one).
+async fn durable_at_least(durable: Option<&mut watch::Receiver<Durable>>, ticket: Option<u64>) {
     match (durable, ticket) {
         (Some(rx), Some(t)) => {
-            if rx.wait_for(|d| *d >= t).await.is_err() {
+            if rx.wait_for(|d| d.outcome(t).is_some()).await.is_err() {
                 std::future::pending::<()>().await;
             }
         }

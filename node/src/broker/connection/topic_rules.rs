@@ -36,11 +36,13 @@ where
         if !self.protocol.is_v5() {
             match p.qos {
                 QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(Ack::new(p.packet_id)), 0),
+                QoS::AtLeastOnce => {
+                    self.acknowledge(Packet::PubAck(Ack::new(p.packet_id)), 0, &p.topic)
+                }
                 QoS::ExactlyOnce => {
                     // Remembered as received, so that its PUBREL completes as usual.
                     self.session(|s| s.receive_qos2(p.packet_id));
-                    self.acknowledge(Packet::PubRec(Ack::new(p.packet_id)), 0);
+                    self.acknowledge(Packet::PubRec(Ack::new(p.packet_id)), 0, &p.topic);
                 }
             }
             return false;
@@ -57,11 +59,11 @@ where
         };
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), 0),
+            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), 0, &p.topic),
             QoS::ExactlyOnce => {
                 // An error PUBREC ends the exchange (no PUBREL follows, MQTT 5.0 4.3.3).
                 self.flow.quota.pubrel_received(p.packet_id);
-                self.acknowledge(Packet::PubRec(ack), 0);
+                self.acknowledge(Packet::PubRec(ack), 0, &p.topic);
             }
         }
         false

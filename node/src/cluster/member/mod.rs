@@ -305,7 +305,14 @@ impl ClusterMember {
             if node == self.id {
                 if let Some(broker) = self.broker() {
                     let shed = broker.memory.is_on();
-                    broker.router.deliver_shared(&share, message.clone(), shed);
+                    let routed = broker.router.deliver_shared(&share, message.clone(), shed);
+                    // Not yet carried back to the publisher's acknowledgement: reported.
+                    crate::broker::router::report_unstored(
+                        routed.store_error.as_ref(),
+                        publisher,
+                        &message.topic,
+                        "shared message",
+                    );
                 }
             } else if let Some(link) = self.link(node) {
                 let mut out = forwarded(message, publisher);
