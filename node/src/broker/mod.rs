@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 pub use listener::Server;
 
 use crate::mqtt::message::Message;
-use crate::mqtt::packet::LastWill;
+use crate::mqtt::packet::{LastWill, QoS};
 use crate::settings::Settings;
 use acl::Acl;
 use auth::Accounts;
@@ -111,21 +111,31 @@ pub struct Stats {
     pub accepts_delayed: AtomicU64,
     /// Connections whose reading was paused at least once by `mqtt.max_messages_per_sec`.
     pub clients_throttled: AtomicU64,
+    /// Connections open now on the TLS listener (also counted in `connections`).
+    pub connections_tls: AtomicU64,
+    /// PUBLISH packets routed, by QoS (0, 1, 2).
+    pub messages_in_by_qos: [AtomicU64; 3],
+    /// PUBLISH packets written to subscribers, by QoS (0, 1, 2).
+    pub messages_out_by_qos: [AtomicU64; 3],
+    /// Bytes read from MQTT connections.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to MQTT connections.
+    pub bytes_out: AtomicU64,
 }
 
 impl Stats {
-    fn record_routed(&self, routed: &Routed) {
+    fn record_routed(&self, routed: &Routed, qos: QoS) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.messages_in_by_qos[qos as usize].fetch_add(1, Ordering::Relaxed);
         if routed.dropped > 0 {
             self.messages_dropped
                 .fetch_add(routed.dropped as u64, Ordering::Relaxed);
         }
     }
 
-    fn record_sent(&self, n: usize) {
-        if n > 0 {
-            self.messages_out.fetch_add(n as u64, Ordering::Relaxed);
-        }
+    fn record_sent(&self, qos: QoS) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.messages_out_by_qos[qos as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -292,7 +302,7 @@ impl Broker {
         if let Some(cluster) = self.cluster.get() {
             cluster.forward(&message, limits::replicate(&routed));
         }
-        self.stats.record_routed(&routed);
+        self.stats.record_routed(&routed, message.qos);
         if let Some(change) = routed.retained {
             limits::note_refused_will(client_id, &will.topic, change);
             packet_log::retained(Some(client_id), &will.topic, change);
