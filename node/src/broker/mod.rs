@@ -23,6 +23,7 @@ pub mod registry;
 pub mod retained;
 pub mod router;
 pub mod shared;
+pub mod sys_topics;
 pub mod tracer;
 mod transport;
 pub mod trie;

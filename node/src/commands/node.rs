@@ -240,6 +240,7 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         // Before the mqtt line: scripts wait for that one as the sign the node is ready.
         println!("fubar node {name} cluster port on cluster://{addr}");
     }
+    tokio::spawn(crate::broker::sys_topics::run(broker.clone()));
     // Before the listening line: scripts wait for that one, and then read the HTTP port.
     let http = start_http(&broker, &name).await?;
     if !serves_mqtt {

@@ -432,3 +432,73 @@ impl NodeCollector {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    fn scrape(broker: &Arc<Broker>) -> String {
+        render(&registry(broker.clone())).unwrap()
+    }
+
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn mqtt_families_read_the_live_counters() {
+        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
+        let s = &broker.stats;
+        s.connections.store(3, Ordering::Relaxed);
+        s.connections_tls.store(1, Ordering::Relaxed);
+        s.messages_in_by_qos[1].store(5, Ordering::Relaxed);
+        s.messages_out_by_qos[0].store(8, Ordering::Relaxed);
+        s.bytes_in.store(1000, Ordering::Relaxed);
+        s.messages_dropped.store(2, Ordering::Relaxed);
+        let text = scrape(&broker);
+        assert_eq!(value(&text, "fubar_connections{listener=\"mqtt\"}"), 2.0);
+        assert_eq!(value(&text, "fubar_connections{listener=\"mqtts\"}"), 1.0);
+        assert_eq!(value(&text, "fubar_publish_received_total{qos=\"1\"}"), 5.0);
+        assert_eq!(value(&text, "fubar_publish_sent_total{qos=\"0\"}"), 8.0);
+        assert_eq!(value(&text, "fubar_received_bytes_total"), 1000.0);
+        assert_eq!(
+            value(&text, "fubar_messages_dropped_total{reason=\"queue_full\"}"),
+            2.0
+        );
+        assert_eq!(value(&text, "fubar_memory_alarm"), 0.0);
+        // A gauge is the live value, not a copy taken at the first scrape.
+        s.connections.store(0, Ordering::Relaxed);
+        s.connections_tls.store(0, Ordering::Relaxed);
+        let text = scrape(&broker);
+        assert_eq!(value(&text, "fubar_connections{listener=\"mqtt\"}"), 0.0);
+    }
+
+    #[test]
+    fn every_family_has_help_and_the_prefix() {
+        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
+        let text = scrape(&broker);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("fubar_"), "{line}");
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            assert!(
+                text.contains(&format!("# HELP {name} ")) || text.contains(&format!("# HELP {family} ")),
+                "{name} has no HELP"
+            );
+        }
+    }
+
+    #[test]
+    fn process_families_are_there() {
+        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
+        let text = scrape(&broker);
+        assert!(value(&text, "fubar_process_resident_memory_bytes") > 0.0);
+        assert!(value(&text, "fubar_process_open_fds") > 0.0);
+        assert!(value(&text, "fubar_uptime_seconds") >= 0.0);
+    }
+}

@@ -130,3 +130,31 @@ pub fn not_ready(broker: &Broker) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    #[test]
+    fn not_ready_without_a_store_or_a_listener() {
+        let broker = Broker::new(Settings::default(), None).unwrap();
+        assert_eq!(not_ready(&broker).as_deref(), Some("the store is not open"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = fubar_store::Store::open(
+            dir.path(),
+            fubar_store::SyncMode::None,
+            std::time::Duration::from_millis(1),
+        )
+        .unwrap();
+        let broker = Broker::new(Settings::default(), Some(Arc::new(store))).unwrap();
+        assert_eq!(
+            not_ready(&broker).as_deref(),
+            Some("no listener is accepting yet")
+        );
+        broker.add_listener("mqtt://127.0.0.1:1883".into());
+        assert_eq!(not_ready(&broker), None);
+        broker.shutdown.cancel();
+        assert_eq!(not_ready(&broker).as_deref(), Some("shutting down"));
+    }
+}
