@@ -63,7 +63,10 @@ pub fn figures(broker: &Broker, received: &LoadAverage, sent: &LoadAverage) -> S
             format!("{} seconds", broker.started.elapsed().as_secs()),
         ),
         ("clients/connected".to_owned(), n(&s.connections)),
-        ("clients/total".to_owned(), broker.registry.len().to_string()),
+        (
+            "clients/total".to_owned(),
+            broker.registry.len().to_string(),
+        ),
         ("messages/received".to_owned(), n(&s.messages_in)),
         ("messages/sent".to_owned(), n(&s.messages_out)),
         ("bytes/received".to_owned(), n(&s.bytes_in)),
@@ -130,7 +133,12 @@ fn publish(broker: &Broker, figures: &SysFigures) {
     for (suffix, payload) in &figures.topics {
         publish_one(broker, format!("$SYS/broker/{suffix}"), payload, false);
         if cluster.is_some() {
-            publish_one(broker, format!("$SYS/broker/node/{name}/{suffix}"), payload, true);
+            publish_one(
+                broker,
+                format!("$SYS/broker/node/{name}/{suffix}"),
+                payload,
+                true,
+            );
         }
     }
 }

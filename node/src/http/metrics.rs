@@ -184,7 +184,11 @@ impl NodeCollector {
             b.registry.offline_budget().refused_total(),
         )?;
         let by_qos = |a: &[AtomicU64; 3]| -> [(&str, u64); 3] {
-            [(QOS[0], load(&a[0])), (QOS[1], load(&a[1])), (QOS[2], load(&a[2]))]
+            [
+                (QOS[0], load(&a[0])),
+                (QOS[1], load(&a[1])),
+                (QOS[2], load(&a[2])),
+            ]
         };
         counters(
             enc,
@@ -411,6 +415,13 @@ impl NodeCollector {
             "node",
             &per_node(&|i| links[i].counts.lost),
         )?;
+        gauge(
+            enc,
+            "monitor_index_documents",
+            "Events in the monitor's search index.",
+            monitor.index.num_docs(),
+        )?;
+        // Last: a node that has shipped nothing yet has no lag to show.
         let mut m = enc.encode_descriptor(
             "monitor_link_lag_milliseconds",
             "How far behind a node's last shipped batch is (its wall clock to the monitor's), by node.",
@@ -423,13 +434,7 @@ impl NodeCollector {
                     .encode_gauge(&lag)?;
             }
         }
-        drop(m);
-        gauge(
-            enc,
-            "monitor_index_documents",
-            "Events in the monitor's search index.",
-            monitor.index.num_docs(),
-        )
+        Ok(())
     }
 }
 
@@ -487,7 +492,8 @@ mod tests {
             let name = line.split(['{', ' ']).next().unwrap();
             let family = name.strip_suffix("_total").unwrap_or(name);
             assert!(
-                text.contains(&format!("# HELP {name} ")) || text.contains(&format!("# HELP {family} ")),
+                text.contains(&format!("# HELP {name} "))
+                    || text.contains(&format!("# HELP {family} ")),
                 "{name} has no HELP"
             );
         }
