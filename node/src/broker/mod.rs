@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 pub use listener::Server;
 
 use crate::mqtt::message::Message;
-use crate::mqtt::packet::{LastWill, QoS};
+use crate::mqtt::packet::{LastWill, ProtocolVersion, QoS};
 use crate::settings::Settings;
 use acl::Acl;
 use auth::Accounts;
@@ -122,6 +122,11 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Bytes written to MQTT connections.
     pub bytes_out: AtomicU64,
+    /// CONNECTs accepted, by protocol (3.1, 3.1.1, 5.0).
+    pub connects_by_protocol: [AtomicU64; 3],
+    /// CONNECTs refused, by the reason the `access` event gives (a few fixed texts; a
+    /// refusal is rare, so a short lock is no cost).
+    pub connects_refused: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Stats {
@@ -132,6 +137,43 @@ impl Stats {
             self.messages_dropped
                 .fetch_add(routed.dropped as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a CONNECT by its outcome: accepted (by protocol) or refused (by reason).
+    fn note_connect(
+        &self,
+        protocol: ProtocolVersion,
+        outcome: &Result<(), crate::mqtt::connection::CloseReason>,
+    ) {
+        match outcome {
+            Ok(()) => {
+                let i = match protocol {
+                    ProtocolVersion::V31 => 0,
+                    ProtocolVersion::V311 => 1,
+                    ProtocolVersion::V5 => 2,
+                };
+                self.connects_by_protocol[i].fetch_add(1, Ordering::Relaxed);
+            }
+            Err(crate::mqtt::connection::CloseReason::Refused(why)) => {
+                *self
+                    .connects_refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(why)
+                    .or_default() += 1;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The refused CONNECTs so far, by reason.
+    pub fn connects_refused(&self) -> Vec<(&'static str, u64)> {
+        self.connects_refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
     }
 
     fn record_sent(&self, qos: QoS) {

@@ -141,6 +141,25 @@ impl NodeCollector {
             "reason",
             &[("max_connections", load(&s.connections_refused))],
         )?;
+        let by_protocol = &s.connects_by_protocol;
+        counters(
+            enc,
+            "connects_accepted",
+            "CONNECTs accepted, by MQTT protocol version.",
+            "protocol",
+            &[
+                ("3.1", load(&by_protocol[0])),
+                ("3.1.1", load(&by_protocol[1])),
+                ("5.0", load(&by_protocol[2])),
+            ],
+        )?;
+        counters(
+            enc,
+            "connects_refused",
+            "CONNECTs refused (CONNACK with an error), by reason; bad credentials are auth failures.",
+            "reason",
+            &s.connects_refused(),
+        )?;
         counter(
             enc,
             "accepts_delayed",

@@ -70,6 +70,31 @@ fn metrics_count_connections_and_publishes_and_probes_answer() {
     assert!(metric(&text, "fubar_received_bytes_total").unwrap() > 0.0);
     assert!(metric(&text, "fubar_sent_bytes_total").unwrap() > 0.0);
     assert!(metric(&text, "fubar_log_events_total{class=\"access\"}").unwrap() > 0.0);
+    // mosquitto_pub and mosquitto_sub speak 3.1.1 unless told otherwise.
+    assert_eq!(
+        metric(&text, "fubar_connects_accepted_total{protocol=\"3.1.1\"}"),
+        Some(4.0)
+    );
+}
+
+#[test]
+fn refused_connects_are_counted_by_reason() {
+    let broker = Broker::start_with(&["--http-port", "0", "--auth"], "");
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+        .args(["-u", "nobody", "-P", "wrong", "-t", "t", "-m", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = wait_metrics(broker.http(), "a refused CONNECT", |t| {
+        t.lines()
+            .any(|l| l.starts_with("fubar_connects_refused_total{reason="))
+    });
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("fubar_connects_refused_total{reason="))
+        .unwrap();
+    assert!(line.ends_with(" 1"), "{line}");
 }
 
 #[test]

@@ -314,7 +314,10 @@ where
                 Packet::Connect(c) => {
                     // Nobody waits for this connection while it authenticates.
                     self.reader.pause();
-                    Box::pin(self.handle_connect(c)).await?
+                    let protocol = c.protocol;
+                    let connected = Box::pin(self.handle_connect(c)).await;
+                    self.broker.stats.note_connect(protocol, &connected);
+                    connected?
                 }
                 other => {
                     if matches!(other, Packet::Publish(_)) && std::mem::take(&mut self.fresh_input)
