@@ -27,6 +27,8 @@ pub enum SyncMode {
 #[derive(Debug)]
 struct Shared {
     written: AtomicU64,
+    /// How long each group commit's fsync took.
+    fsync: crate::timing::DurationHistogram,
     stop: AtomicBool,
     wake: (Mutex<()>, Condvar),
 }
@@ -44,6 +46,7 @@ impl Durability {
     pub(crate) fn start(db: Database, mode: SyncMode, window: Duration) -> Self {
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
+            fsync: crate::timing::DurationHistogram::default(),
             stop: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
         });
@@ -82,6 +85,11 @@ impl Durability {
             SyncMode::None => 0,
             SyncMode::Group => self.shared.written.load(Ordering::SeqCst),
         }
+    }
+
+    /// How long the group commit's fsyncs took (none in `SyncMode::None`).
+    pub(crate) fn fsync_times(&self) -> crate::timing::HistogramSnapshot {
+        self.shared.fsync.snapshot()
     }
 
     /// A receiver of the highest durable ticket.
@@ -130,8 +138,10 @@ fn run_syncer(db: &Database, shared: &Shared, durable: &watch::Sender<u64>, wind
             std::thread::sleep(window);
         }
         let target = shared.written.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
         match db.persist(PersistMode::SyncData) {
             Ok(()) => {
+                shared.fsync.record(started.elapsed());
                 durable.send_replace(target);
             }
             Err(e) => {

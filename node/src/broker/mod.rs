@@ -127,6 +127,9 @@ pub struct Stats {
     /// CONNECTs refused, by the reason the `access` event gives (a few fixed texts; a
     /// refusal is rare, so a short lock is no cost).
     pub connects_refused: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// How long accepted CONNECTs took, from the CONNECT read to the CONNACK queued (the
+    /// password check included).
+    pub connect_times: fubar_store::timing::DurationHistogram,
 }
 
 impl Stats {
@@ -144,9 +147,11 @@ impl Stats {
         &self,
         protocol: ProtocolVersion,
         outcome: &Result<(), crate::mqtt::connection::CloseReason>,
+        took: std::time::Duration,
     ) {
         match outcome {
             Ok(()) => {
+                self.connect_times.record(took);
                 let i = match protocol {
                     ProtocolVersion::V31 => 0,
                     ProtocolVersion::V311 => 1,

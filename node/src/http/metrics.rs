@@ -88,6 +88,17 @@ fn gauges(
 
 const QOS: [&str; 3] = ["0", "1", "2"];
 
+/// A histogram of durations, in seconds.
+fn histogram(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    h: &fubar_store::timing::HistogramSnapshot,
+) -> fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)
+}
+
 impl Collector for NodeCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
         let b = &self.broker;
@@ -172,6 +183,20 @@ impl NodeCollector {
             "Connections whose reading was paused at least once by mqtt.max_messages_per_sec.",
             load(&s.clients_throttled),
         )?;
+        histogram(
+            enc,
+            "connect_duration_seconds",
+            "Time from a CONNECT read to its CONNACK queued, password check included (accepted ones).",
+            &s.connect_times.snapshot(),
+        )?;
+        if let Some(store) = &b.store {
+            histogram(
+                enc,
+                "store_fsync_duration_seconds",
+                "Time each group commit's fsync of the store's journal took.",
+                &store.fsync_times(),
+            )?;
+        }
         gauge(
             enc,
             "sessions",

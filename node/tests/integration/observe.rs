@@ -75,6 +75,15 @@ fn metrics_count_connections_and_publishes_and_probes_answer() {
         metric(&text, "fubar_connects_accepted_total{protocol=\"3.1.1\"}"),
         Some(4.0)
     );
+    assert_eq!(
+        metric(&text, "fubar_connect_duration_seconds_count"),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&text, "fubar_connect_duration_seconds_bucket{le=\"+Inf\"}"),
+        Some(4.0)
+    );
+    assert!(metric(&text, "fubar_store_fsync_duration_seconds_count").is_some());
 }
 
 #[test]

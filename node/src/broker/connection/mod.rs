@@ -314,9 +314,11 @@ where
                 Packet::Connect(c) => {
                     // Nobody waits for this connection while it authenticates.
                     self.reader.pause();
-                    let protocol = c.protocol;
+                    let (protocol, started) = (c.protocol, Instant::now());
                     let connected = Box::pin(self.handle_connect(c)).await;
-                    self.broker.stats.note_connect(protocol, &connected);
+                    self.broker
+                        .stats
+                        .note_connect(protocol, &connected, started.elapsed());
                     connected?
                 }
                 other => {
