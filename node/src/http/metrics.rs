@@ -534,7 +534,10 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("fubar_"), "{line}");
             let name = line.split(['{', ' ']).next().unwrap();
-            let family = name.strip_suffix("_total").unwrap_or(name);
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
             assert!(
                 text.contains(&format!("# HELP {name} "))
                     || text.contains(&format!("# HELP {family} ")),
