@@ -154,8 +154,8 @@ fn publish_one(broker: &Broker, topic: String, payload: &str, forward: bool) {
         publisher: None,
         expires_at: None,
     });
-    // Retained in memory only, whatever the bounds: the figures are the broker's own.
-    broker.retained.restore([message.clone()]);
+    // Retained apart from the clients' messages: in memory only, in no bound or count.
+    broker.retained.hold_sys(message.clone());
     broker
         .router
         .publish_copy(message.clone(), &broker.registry, broker.memory.is_on());
@@ -223,5 +223,14 @@ mod tests {
             .retained
             .matching("#", std::time::Instant::now())
             .is_empty());
+        // They take nothing from the clients' retained budget or count.
+        assert_eq!(broker.retained.len(), 0);
+        assert!(
+            broker
+                .retained
+                .matching("$SYS/broker/#", std::time::Instant::now())
+                .len()
+                > 10
+        );
     }
 }
