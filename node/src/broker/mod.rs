@@ -112,6 +112,10 @@ pub struct Stats {
     pub accepts_delayed: AtomicU64,
     /// Connections whose reading was paused at least once by `mqtt.max_messages_per_sec`.
     pub clients_throttled: AtomicU64,
+    /// TLS handshakes that failed (not TLS, bad certificate, closed midway).
+    pub tls_handshakes_failed: AtomicU64,
+    /// TLS handshakes that took longer than `mqtts.handshake_timeout_secs`.
+    pub tls_handshakes_timed_out: AtomicU64,
     /// Connections open now on the TLS listener (also counted in `connections`).
     pub connections_tls: AtomicU64,
     /// PUBLISH packets routed, by QoS (0, 1, 2).

@@ -152,6 +152,16 @@ impl NodeCollector {
             "reason",
             &[("max_connections", load(&s.connections_refused))],
         )?;
+        counters(
+            enc,
+            "tls_handshake_failures",
+            "TLS handshakes on the MQTT over TLS listener that did not complete, by reason.",
+            "reason",
+            &[
+                ("failed", load(&s.tls_handshakes_failed)),
+                ("timeout", load(&s.tls_handshakes_timed_out)),
+            ],
+        )?;
         let by_protocol = &s.connects_by_protocol;
         counters(
             enc,
@@ -509,6 +519,7 @@ mod tests {
         s.messages_out_by_qos[0].store(8, Ordering::Relaxed);
         s.bytes_in.store(1000, Ordering::Relaxed);
         s.messages_dropped.store(2, Ordering::Relaxed);
+        s.tls_handshakes_timed_out.store(6, Ordering::Relaxed);
         let text = scrape(&broker);
         assert_eq!(value(&text, "fubar_connections{listener=\"mqtt\"}"), 2.0);
         assert_eq!(value(&text, "fubar_connections{listener=\"mqtts\"}"), 1.0);
@@ -520,6 +531,13 @@ mod tests {
             2.0
         );
         assert_eq!(value(&text, "fubar_memory_alarm"), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                "fubar_tls_handshake_failures_total{reason=\"timeout\"}"
+            ),
+            6.0
+        );
         // A gauge is the live value, not a copy taken at the first scrape.
         s.connections.store(0, Ordering::Relaxed);
         s.connections_tls.store(0, Ordering::Relaxed);
