@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing the independent MQTT clients the
-# black-box tests drive the broker with (mosquitto_pub/sub, paho-mqtt), the mosquitto broker and iproute2 for the
-# partition test. Safe to re-run.
+# black-box tests drive the broker with (mosquitto_pub/sub, paho-mqtt), the mosquitto broker,
+# iproute2 for the partition test, and Prometheus for the observe tests. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,8 @@ command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # `ip netns` for the partition test (it skips itself where namespaces are not allowed).
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# A real Prometheus server scrapes nodes in the `observe` tests (they skip, saying why, without it).
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -699,6 +699,10 @@ pub struct NodeArgs {
     /// MQTT over TLS port (8883 by convention); 0 picks a free one [default: no TLS listener].
     #[arg(long)]
     pub mqtts_port: Option<u16>,
+    /// HTTP port for /metrics, /healthz and /readyz (setting http.port); 0 picks a free one
+    /// [default: no HTTP endpoint].
+    #[arg(long)]
+    pub http_port: Option<u16>,
     /// Largest MQTT packet accepted, in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_packet_size: Option<usize>,

@@ -64,6 +64,8 @@ pub struct DurabilityFailed;
 #[derive(Debug)]
 struct Shared {
     written: AtomicU64,
+    /// How long each group commit's fsync took.
+    fsync: crate::timing::DurationHistogram,
     stop: AtomicBool,
     wake: (Mutex<()>, Condvar),
     /// Tests make fsyncs fail with this (`Store::inject_failures`).
@@ -84,6 +86,7 @@ impl Durability {
     pub(crate) fn start(db: Database, mode: SyncMode, window: Duration) -> Self {
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
+            fsync: crate::timing::DurationHistogram::default(),
             stop: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
             #[cfg(any(test, feature = "fault-injection"))]
@@ -124,6 +127,11 @@ impl Durability {
             SyncMode::None => 0,
             SyncMode::Group => self.shared.written.load(Ordering::SeqCst),
         }
+    }
+
+    /// How long the group commit's fsyncs took (none in `SyncMode::None`).
+    pub(crate) fn fsync_times(&self) -> crate::timing::HistogramSnapshot {
+        self.shared.fsync.snapshot()
     }
 
     /// A receiver of what became of the tickets.
@@ -178,8 +186,10 @@ fn run_syncer(db: &Database, shared: &Shared, durable: &watch::Sender<Durable>, 
             std::thread::sleep(window);
         }
         let target = shared.written.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
         match sync(db, shared) {
             Ok(()) => {
+                shared.fsync.record(started.elapsed());
                 durable.send_modify(|d| d.synced = d.synced.max(target));
             }
             Err(e) => {

@@ -13,6 +13,7 @@
 mod durability;
 pub mod records;
 pub mod replicated;
+pub mod timing;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -222,6 +223,11 @@ impl Store {
     /// A ticket covering every write made so far; wait for it with `durable_watch`.
     pub fn ticket(&self) -> u64 {
         self.durability.current_ticket()
+    }
+
+    /// How long the group commit's fsyncs took, for `/metrics` (empty with `SyncMode::None`).
+    pub fn fsync_times(&self) -> timing::HistogramSnapshot {
+        self.durability.fsync_times()
     }
 
     /// A receiver of what became of the tickets (group commit); with `SyncMode::None` every

@@ -129,6 +129,7 @@ impl Server {
                         transport::serve_tcp(broker.clone(), stream, peer, shutdown, permit).await;
                     }
                     Transport::Tls => {
+                        broker.stats.connections_tls.fetch_add(1, Ordering::Relaxed);
                         // Boxed: the TLS state would otherwise size every TCP connection's
                         // task too.
                         Box::pin(transport::serve_tls(
@@ -139,6 +140,7 @@ impl Server {
                             permit,
                         ))
                         .await;
+                        broker.stats.connections_tls.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
                 broker.stats.connections.fetch_sub(1, Ordering::Relaxed);

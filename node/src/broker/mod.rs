@@ -25,6 +25,7 @@ pub mod router;
 pub mod shared;
 #[cfg(test)]
 mod store_failure_tests;
+pub mod sys_topics;
 pub mod topic_acl;
 pub mod tracer;
 mod transport;
@@ -40,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 pub use listener::Server;
 
 use crate::mqtt::message::Message;
-use crate::mqtt::packet::LastWill;
+use crate::mqtt::packet::{LastWill, ProtocolVersion, QoS};
 use crate::settings::{self, Settings};
 use acl::Acl;
 use auth::Accounts;
@@ -116,21 +117,82 @@ pub struct Stats {
     pub accepts_delayed: AtomicU64,
     /// Connections whose reading was paused at least once by `mqtt.max_messages_per_sec`.
     pub clients_throttled: AtomicU64,
+    /// TLS handshakes that failed (not TLS, bad certificate, closed midway).
+    pub tls_handshakes_failed: AtomicU64,
+    /// TLS handshakes that took longer than `mqtts.handshake_timeout_secs`.
+    pub tls_handshakes_timed_out: AtomicU64,
+    /// Connections open now on the TLS listener (also counted in `connections`).
+    pub connections_tls: AtomicU64,
+    /// PUBLISH packets routed, by QoS (0, 1, 2).
+    pub messages_in_by_qos: [AtomicU64; 3],
+    /// PUBLISH packets written to subscribers, by QoS (0, 1, 2).
+    pub messages_out_by_qos: [AtomicU64; 3],
+    /// Bytes read from MQTT connections.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to MQTT connections.
+    pub bytes_out: AtomicU64,
+    /// CONNECTs accepted, by protocol (3.1, 3.1.1, 5.0).
+    pub connects_by_protocol: [AtomicU64; 3],
+    /// CONNECTs refused, by the reason the `access` event gives (a few fixed texts; a
+    /// refusal is rare, so a short lock is no cost).
+    pub connects_refused: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// How long accepted CONNECTs took, from the CONNECT read to the CONNACK queued (the
+    /// password check included).
+    pub connect_times: fubar_store::timing::DurationHistogram,
 }
 
 impl Stats {
-    fn record_routed(&self, routed: &Routed) {
+    fn record_routed(&self, routed: &Routed, qos: QoS) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.messages_in_by_qos[qos as usize].fetch_add(1, Ordering::Relaxed);
         if routed.dropped > 0 {
             self.messages_dropped
                 .fetch_add(routed.dropped as u64, Ordering::Relaxed);
         }
     }
 
-    fn record_sent(&self, n: usize) {
-        if n > 0 {
-            self.messages_out.fetch_add(n as u64, Ordering::Relaxed);
+    /// Counts a CONNECT by its outcome: accepted (by protocol) or refused (by reason).
+    fn note_connect(
+        &self,
+        protocol: ProtocolVersion,
+        outcome: &Result<(), crate::mqtt::connection::CloseReason>,
+        took: std::time::Duration,
+    ) {
+        match outcome {
+            Ok(()) => {
+                self.connect_times.record(took);
+                let i = match protocol {
+                    ProtocolVersion::V31 => 0,
+                    ProtocolVersion::V311 => 1,
+                    ProtocolVersion::V5 => 2,
+                };
+                self.connects_by_protocol[i].fetch_add(1, Ordering::Relaxed);
+            }
+            Err(crate::mqtt::connection::CloseReason::Refused(why)) => {
+                *self
+                    .connects_refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(why)
+                    .or_default() += 1;
+            }
+            Err(_) => {}
         }
+    }
+
+    /// The refused CONNECTs so far, by reason.
+    pub fn connects_refused(&self) -> Vec<(&'static str, u64)> {
+        self.connects_refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
+    fn record_sent(&self, qos: QoS) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.messages_out_by_qos[qos as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -301,7 +363,7 @@ impl Broker {
         if let Some(cluster) = self.cluster.get() {
             cluster.forward(&message, limits::replicate(&routed));
         }
-        self.stats.record_routed(&routed);
+        self.stats.record_routed(&routed, message.qos);
         router::report_unstored(routed.store_error.as_ref(), client_id, &will.topic, "will");
         if let Some(change) = routed.retained {
             limits::note_refused_will(client_id, &will.topic, change);

@@ -142,6 +142,9 @@ pub struct RetainedStore {
     limits: Mutex<RetainedSettings>,
     /// Refuses new retained messages while the disk is nearly full (a node with a store).
     disk: Option<Arc<DiskGuard>>,
+    /// The broker's own `$SYS` figures (`sys_topics`), by topic: held apart, in memory only,
+    /// so that they count against no bound and in no figure of the clients' retained set.
+    sys: Mutex<HashMap<Arc<str>, Arc<Message>>>,
 }
 
 impl RetainedStore {
@@ -157,6 +160,7 @@ impl RetainedStore {
             store,
             limits: Mutex::new(limits),
             disk,
+            sys: Mutex::default(),
         }
     }
 
@@ -282,6 +286,21 @@ impl RetainedStore {
     ///
     /// A filter without wildcards is one lookup; a wildcard filter scans the retained set.
     pub fn matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
+        let mut found = self.matching_held(filter, now);
+        // Only a filter starting with `$SYS` matches the broker's figures (MQTT-4.7.2-1).
+        if filter.starts_with("$SYS") {
+            let sys = self.sys.lock().unwrap_or_else(PoisonError::into_inner);
+            found.extend(
+                sys.iter()
+                    .filter(|(t, _)| topic::matches(filter, t))
+                    .map(|(_, m)| m.clone()),
+            );
+        }
+        found
+    }
+
+    /// `matching` among the clients' retained messages.
+    fn matching_held(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let mut found: Vec<Arc<Message>> = if filter.contains(['+', '#']) {
             held.messages
@@ -310,7 +329,18 @@ impl RetainedStore {
         found
     }
 
-    /// Number of retained messages.
+    /// Holds one of the broker's own `$SYS` figures as the retained message of its topic
+    /// (replacing the previous one): apart from the clients' retained messages, in memory
+    /// only, whatever the bounds.
+    pub fn hold_sys(&self, message: Arc<Message>) {
+        debug_assert!(topic::is_sys(&message.topic));
+        self.sys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(message.topic.clone(), message);
+    }
+
+    /// Number of retained messages (the clients'; not the broker's `$SYS` figures).
     pub fn len(&self) -> usize {
         self.held
             .lock()

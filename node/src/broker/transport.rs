@@ -3,6 +3,7 @@
 //! (never in the accept loop), with an `access` event that says why a handshake failed.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,10 +87,12 @@ pub(crate) async fn serve_tls(
         r = tokio::time::timeout(limit, handshake) => match r {
             Ok(Ok(tls)) => tls,
             Ok(Err(why)) => {
+                broker.stats.tls_handshakes_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "access", %peer, reason = %why, "TLS connection refused");
                 return;
             }
             Err(_) => {
+                broker.stats.tls_handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "access", %peer, timeout_secs = limit.as_secs(),
                     reason = "TLS handshake timed out", "TLS connection refused");
                 return;

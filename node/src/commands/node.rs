@@ -127,6 +127,9 @@ fn settings_of(args: &NodeArgs, stored: &[(String, String)]) -> anyhow::Result<S
     if let Some(v) = args.mqtts_port {
         s.mqtts.port = Some(v);
     }
+    if let Some(v) = args.http_port {
+        s.http.port = Some(v);
+    }
     if let Some(v) = args.max_packet_size {
         s.mqtt.max_packet_size = v;
     }
@@ -237,8 +240,13 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         // Before the mqtt line: scripts wait for that one as the sign the node is ready.
         println!("fubar node {name} cluster port on cluster://{addr}");
     }
+    tokio::spawn(crate::broker::sys_topics::run(broker.clone()));
+    // Before the listening line: scripts wait for that one, and then read the HTTP port.
+    let http = start_http(&broker, &name).await?;
     if !serves_mqtt {
-        return serve_without_mqtt(broker, &admin_path, &name, monitor, shipper).await;
+        let done = serve_without_mqtt(broker, &admin_path, &name, monitor, shipper).await;
+        stop_http(http).await;
+        return done;
     }
     if tls {
         // Missing or unreadable certificate or key: refuse to start, naming the file.
@@ -268,6 +276,7 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"), "node started");
     server.run().await;
     let _ = admin_task.await;
+    stop_http(http).await;
     if let Some(m) = broker.member.get() {
         m.shutdown().await;
     }
@@ -301,6 +310,38 @@ async fn serve_without_mqtt(
     stop_cluster_parts(monitor, shipper).await;
     tracing::info!(target: "info", node = %name, "node stopped");
     Ok(())
+}
+
+/// Binds and starts the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) when `http.port`
+/// is set, and says where it listens.
+async fn start_http(
+    broker: &Arc<Broker>,
+    name: &str,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let settings = broker.settings();
+    let Some(endpoint) = crate::http::HttpEndpoint::bind(broker.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {}:{}",
+                settings.http.bind,
+                settings.http.port.unwrap_or_default()
+            )
+        })?
+    else {
+        return Ok(None);
+    };
+    let addr = endpoint.local_addr()?;
+    println!("fubar node {name} http on http://{addr}");
+    tracing::info!(target: "info", node = %name, %addr, "HTTP endpoint started");
+    Ok(Some(tokio::spawn(endpoint.run(broker.shutdown.clone()))))
+}
+
+/// Waits for the HTTP endpoint (stopped by the node's shutdown token) to finish.
+async fn stop_http(task: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = task {
+        let _ = task.await;
+    }
 }
 
 /// Stops the monitor role and the shipper, if the node has them.

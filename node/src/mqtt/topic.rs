@@ -77,6 +77,9 @@ pub enum TopicLimitError {
         /// The limit.
         max: usize,
     },
+    /// A name under `$SYS/`: only the broker publishes there (its `$SYS` figures).
+    #[error("the $SYS/ topics are the broker's own")]
+    Reserved,
     /// Longer than `mqtt.max_topic_len`.
     #[error("{len} bytes, more than mqtt.max_topic_len ({max})")]
     TooLong {
@@ -88,8 +91,11 @@ pub enum TopicLimitError {
 }
 
 impl TopicLimits {
-    /// Checks a topic name (PUBLISH, will, retained).
+    /// Checks a topic name (PUBLISH, will, retained): a client's may not be under `$SYS/`.
     pub fn check_name(&self, topic: &str) -> Result<(), TopicLimitError> {
+        if is_sys(topic) {
+            return Err(TopicLimitError::Reserved);
+        }
         self.check(topic)
     }
 
@@ -131,6 +137,13 @@ impl TopicLimits {
         }
         Ok(())
     }
+}
+
+/// Whether `topic` is `$SYS` or under `$SYS/`, where only the broker publishes.
+pub fn is_sys(topic: &str) -> bool {
+    topic
+        .strip_prefix("$SYS")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The first `max` bytes of `topic` (cut at a character boundary), with `...` when cut: for
@@ -180,6 +193,10 @@ mod limit_tests {
     #[test]
     fn exactly_the_limits_pass_and_one_more_fails() {
         assert_eq!(LIMITS.check_name("a/b/c/d"), Ok(()));
+        assert_eq!(LIMITS.check_name("$SYS/x"), Err(TopicLimitError::Reserved));
+        assert_eq!(LIMITS.check_name("$SYS"), Err(TopicLimitError::Reserved));
+        assert_eq!(LIMITS.check_name("$SYSTEM/x"), Ok(()));
+        assert_eq!(LIMITS.check_name("a/$SYS/x"), Ok(()));
         assert_eq!(LIMITS.check_name("///"), Ok(()));
         assert_eq!(
             LIMITS.check_name("a/b/c/d/e"),

@@ -9,9 +9,10 @@ use std::fmt::Write as _;
 use super::Settings;
 
 /// The source of every settings struct, as compiled.
-const SOURCES: [&str; 3] = [
+const SOURCES: [&str; 4] = [
     include_str!("mod.rs"),
     include_str!("cluster.rs"),
+    include_str!("observe.rs"),
     include_str!("retained.rs"),
 ];
 

@@ -14,10 +14,12 @@ use crate::mqtt::session::SessionLimits;
 
 mod cluster;
 mod example;
+mod observe;
 mod retained;
 
 pub use cluster::{ClusterSettings, MonitorSettings};
 pub use example::example;
+pub use observe::{HttpSettings, SysSettings};
 pub use retained::RetainedSettings;
 
 /// All settings of a node.
@@ -50,6 +52,10 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     /// The monitor role: what it collects and how it indexes it.
     pub monitor: MonitorSettings,
+    /// The HTTP endpoint: Prometheus metrics and health probes.
+    pub http: HttpSettings,
+    /// The `$SYS` topics.
+    pub sys: SysSettings,
 }
 
 /// The MQTT over TLS listener.
@@ -435,7 +441,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 39] = [
+pub const FIXED_AT_START: [&str; 42] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -475,6 +481,9 @@ pub const FIXED_AT_START: [&str; 39] = [
     "monitor.index_heap_bytes",
     "monitor.index_commit_ms",
     "monitor.index_retention_secs",
+    "http.bind",
+    "http.port",
+    "sys.interval_secs",
 ];
 
 /// The highest per-second limit accepted (`mqtt.max_*_per_sec`): a limit of a million a second

@@ -24,6 +24,7 @@ mod mqtt5_flow;
 mod mqtt5_message;
 mod mqtt5_rumqttc;
 mod mqtt5_session;
+mod observe;
 mod overload;
 mod partition;
 mod state;

@@ -602,3 +602,49 @@ fn the_packet_class_never_holds_a_password_on_the_node_in_a_daily_file_or_on_the
         }
     }
 }
+
+#[test]
+fn the_monitor_serves_its_ingest_and_index_figures_over_http() {
+    let cluster = Cluster::new();
+    let mut cmd = cluster.command(&["monitor", "--no-mqtt", "--name", MONITOR]);
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--cluster-port",
+        "0",
+        "--http-port",
+        "0",
+    ])
+    .args(["--log-stdout", "warning,info"]);
+    let monitor = Broker::spawn(
+        cmd,
+        DataDir::Shared(cluster.path().to_owned()),
+        "ready (no MQTT",
+    );
+    let line = monitor
+        .wait_for_log("collecting on cluster://", WAIT)
+        .expect("cluster address");
+    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let http = monitor.http();
+    let n1 = cluster.node("n1", port, &[]);
+    visit(&n1, "alice");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, text) = crate::common::http_get(http, "/metrics");
+        assert_eq!(status, 200);
+        let ingested = crate::common::metric(
+            &text,
+            "fubar_monitor_ingested_events_total{node=\"n1@localhost\"}",
+        );
+        let indexed = crate::common::metric(&text, "fubar_monitor_index_documents");
+        if ingested.is_some_and(|n| n > 0.0) && indexed.is_some_and(|n| n > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never ingested and indexed:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(crate::common::http_get(http, "/readyz").0, 200);
+}

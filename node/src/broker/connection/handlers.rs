@@ -590,7 +590,7 @@ where
         if let Some(mark) = &mark {
             trace_hop(mark, "routed", &topic, publisher, routed.delivered);
         }
-        b.stats.record_routed(&routed);
+        b.stats.record_routed(&routed, message.qos);
         if let Some(change) = routed.retained {
             packet_log::retained(self.client_id(), &topic, change);
         }

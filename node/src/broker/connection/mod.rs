@@ -244,12 +244,16 @@ where
                 _ = self.shutdown.cancelled() => return CloseReason::ServerShutdown,
                 _ = taken_over(kicked) => return CloseReason::TakenOver,
                 r = self.writer.write_buf(&mut self.wbuf), if may_write => match r {
-                    Ok(_) => self.write_blocked_since = (!self.wbuf.is_empty()).then(Instant::now),
+                    Ok(n) => {
+                        self.broker.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                        self.write_blocked_since = (!self.wbuf.is_empty()).then(Instant::now);
+                    }
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
                 r = self.reader.read_buf(&mut self.rbuf), if may_read => match r {
                     Ok(0) => return CloseReason::SocketClosed,
                     Ok(n) => {
+                        self.broker.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                         self.fresh_input = true;
                         self.read_chunk = if n == room {
                             (self.read_chunk * 2).min(MAX_READ)
@@ -330,7 +334,12 @@ where
                 Packet::Connect(c) => {
                     // Nobody waits for this connection while it authenticates.
                     self.reader.pause();
-                    Box::pin(self.handle_connect(c)).await?
+                    let (protocol, started) = (c.protocol, Instant::now());
+                    let connected = Box::pin(self.handle_connect(c)).await;
+                    self.broker
+                        .stats
+                        .note_connect(protocol, &connected, started.elapsed());
+                    connected?
                 }
                 other => {
                     match &other {
@@ -587,8 +596,10 @@ where
         for (topic, qos, size) in too_large {
             self.report_too_large(&topic, qos, size);
         }
-        self.broker.stats.record_sent(out.len());
         for (p, mark) in &out {
+            if let Packet::Publish(p) = p {
+                self.broker.stats.record_sent(p.qos);
+            }
             self.send(p);
             if let (Some(mark), Packet::Publish(p)) = (mark, p) {
                 trace_hop(mark, "sent", &p.topic, self.client_id().unwrap_or("-"), 1);

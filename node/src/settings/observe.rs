@@ -1,0 +1,41 @@
+//! Settings of what lets a node be watched: the HTTP endpoint (`/metrics`, `/healthz`,
+//! `/readyz`) and the `$SYS` topics.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+/// The HTTP endpoint for Prometheus and health probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address of the HTTP endpoint; loopback by default, since `/metrics` tells anyone who
+    /// can read it how busy the node is.
+    pub bind: IpAddr,
+    /// TCP port of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`); no endpoint when
+    /// absent. 0 picks a free port, printed at start.
+    pub port: Option<u16>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: None,
+        }
+    }
+}
+
+/// The `$SYS/broker/...` topics (mosquitto's names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SysSettings {
+    /// Seconds between two publications of the `$SYS` topics, retained (0: none).
+    pub interval_secs: u64,
+}
+
+impl Default for SysSettings {
+    fn default() -> Self {
+        Self { interval_secs: 10 }
+    }
+}
