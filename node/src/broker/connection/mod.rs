@@ -372,12 +372,9 @@ where
         if limit.is_zero() {
             return;
         }
-        if !self.reader.read_was_woken() {
-            // Read without a wake-up: let the IO driver run first, so that input already in
-            // the kernel is in the set.
-            tokio::task::yield_now().await;
+        if let Some(earlier) = self.reader.earlier() {
+            earlier.wait(Instant::now() + limit).await;
         }
-        self.reader.earlier().wait(Instant::now() + limit).await;
     }
 
     /// Whether the packet at the front of `rbuf` may be handled now. A whole PUBLISH takes a
