@@ -670,6 +670,14 @@ pub struct NodeArgs {
     /// MQTT over TLS port (8883 by convention); 0 picks a free one [default: no TLS listener].
     #[arg(long)]
     pub mqtts_port: Option<u16>,
+    /// MQTT over WebSocket port (plain, path ws.path); 0 picks a free one [default: no
+    /// WebSocket listener].
+    #[arg(long)]
+    pub ws_port: Option<u16>,
+    /// MQTT over secure WebSocket port (TLS as --mqtts-port); 0 picks a free one [default: no
+    /// secure WebSocket listener].
+    #[arg(long)]
+    pub wss_port: Option<u16>,
     /// Largest MQTT packet accepted, in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_packet_size: Option<usize>,

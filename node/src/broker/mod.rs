@@ -26,6 +26,7 @@ pub mod shared;
 pub mod tracer;
 mod transport;
 pub mod trie;
+mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
