@@ -48,9 +48,11 @@ impl Server {
         let addr = SocketAddr::new(settings.mqtt.bind, settings.mqtt.port);
         let listener = TcpListener::bind(addr).await?;
         let fallback = settings.mqtt.bind;
-        let tls_listener = bind_optional("mqtts", settings.mqtts.bind, settings.mqtts.port, fallback).await?;
+        let tls_listener =
+            bind_optional("mqtts", settings.mqtts.bind, settings.mqtts.port, fallback).await?;
         let ws_listener = bind_optional("ws", settings.ws.bind, settings.ws.port, fallback).await?;
-        let wss_listener = bind_optional("wss", settings.wss.bind, settings.wss.port, fallback).await?;
+        let wss_listener =
+            bind_optional("wss", settings.wss.bind, settings.wss.port, fallback).await?;
         Ok(Self {
             listener,
             tls_listener,

@@ -349,9 +349,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match ready!(Pin::new(&mut self.ws).poll_close(cx)) {
-            Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                Poll::Ready(Ok(()))
-            }
+            Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(io_error(e))),
         }
     }
@@ -436,11 +434,17 @@ mod tests {
     #[test]
     fn origins_are_checked_only_when_listed() {
         let mut s = Settings::default();
-        let r = with(&["Sec-WebSocket-Protocol: mqtt", "Origin: https://evil.example"]);
+        let r = with(&[
+            "Sec-WebSocket-Protocol: mqtt",
+            "Origin: https://evil.example",
+        ]);
         assert!(check_request(&r, &s).unwrap().is_ok());
         s.ws.allowed_origins = vec!["https://app.example".into()];
         assert_eq!(check_request(&r, &s).unwrap().unwrap_err().status, 403);
-        let good = with(&["Sec-WebSocket-Protocol: mqtt", "Origin: https://app.example"]);
+        let good = with(&[
+            "Sec-WebSocket-Protocol: mqtt",
+            "Origin: https://app.example",
+        ]);
         assert!(check_request(&good, &s).unwrap().is_ok());
     }
 }

@@ -30,3 +30,4 @@ mod state;
 mod sub_race;
 mod tls;
 mod tools;
+mod websocket;
