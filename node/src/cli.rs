@@ -388,6 +388,13 @@ pub struct TlsArgs {
     /// Name the server certificate must carry [default: the host].
     #[arg(long)]
     pub server_name: Option<String>,
+    /// Speak MQTT over WebSocket (the port is then the broker's ws port, or its wss port with
+    /// --cafile).
+    #[arg(long)]
+    pub ws: bool,
+    /// The WebSocket path.
+    #[arg(long, default_value = "/mqtt", requires = "ws")]
+    pub ws_path: String,
 }
 
 /// Flags of `fubar bench handshakes`.
@@ -754,7 +761,7 @@ pub struct ClientArgs {
     /// Broker host.
     #[arg(short = 'h', long, default_value = "localhost")]
     pub host: String,
-    /// Broker port [default: 1883, or 8883 with --cafile].
+    /// Broker port [default: 1883; 8883 with --cafile, 8080 with --ws, 8443 with both].
     #[arg(short = 'p', long)]
     pub port: Option<u16>,
     /// Client id [default: fubar-pub-PID / fubar-sub-PID].

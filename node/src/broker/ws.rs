@@ -14,18 +14,14 @@
 //! writer down sends a close frame.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
-use futures_util::{Sink, Stream};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::settings::Settings;
+use crate::websocket::WsIo;
 
 /// The largest upgrade request read (request line and headers).
 const MAX_REQUEST_BYTES: usize = 8192;
@@ -34,9 +30,6 @@ const MAX_HEADERS: usize = 48;
 /// The subprotocols served, in order of preference: MQTT 3.1.1 and 5.0 clients ask for
 /// `mqtt`, MQTT 3.1 clients for `mqttv3.1`.
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
-/// What tungstenite allocates to read frames into; small, so an idle connection stays cheap
-/// (its default is 128 KiB). It grows for a large frame.
-const READ_BUFFER_BYTES: usize = 4096;
 
 /// Why an upgrade was refused: the HTTP status sent and the reason logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,13 +132,7 @@ where
 /// The framing limits: a frame or a message may hold the largest MQTT packet accepted, plus
 /// room for the packets that share a frame with it.
 fn config(settings: &Settings) -> WebSocketConfig {
-    let max = settings.mqtt.max_packet_size.saturating_add(64 * 1024);
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max.saturating_mul(2))
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
+    crate::websocket::config(settings.mqtt.max_packet_size.saturating_add(64 * 1024))
 }
 
 /// The HTTP response of a refused upgrade.
@@ -261,98 +248,6 @@ pub(crate) fn check_request(buf: &[u8], settings: &Settings) -> Option<Result<Up
         protocol,
         rest: buf[end..].to_vec(),
     }))
-}
-
-/// A WebSocket as a byte stream: reads yield the payloads of binary frames, each write is a
-/// binary frame.
-#[derive(Debug)]
-pub(crate) struct WsIo<S> {
-    ws: WebSocketStream<S>,
-    /// What is left of the last binary frame read.
-    pending: Bytes,
-    /// A close frame came: the stream has ended.
-    closed: bool,
-}
-
-impl<S> WsIo<S> {
-    fn new(ws: WebSocketStream<S>) -> Self {
-        Self {
-            ws,
-            pending: Bytes::new(),
-            closed: false,
-        }
-    }
-}
-
-/// A WebSocket error as the driver's read or write error.
-fn io_error(e: WsError) -> io::Error {
-    match e {
-        WsError::Io(e) => e,
-        WsError::Capacity(e) => io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("websocket frame too large: {e}"),
-        ),
-        e => io::Error::new(io::ErrorKind::InvalidData, format!("websocket: {e}")),
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            if !self.pending.is_empty() {
-                let n = self.pending.len().min(buf.remaining());
-                buf.put_slice(&self.pending[..n]);
-                self.pending.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            if self.closed {
-                return Poll::Ready(Ok(()));
-            }
-            // Each read also sends what tungstenite owes the peer (a pong, a close reply).
-            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
-                None => return Poll::Ready(Ok(())),
-                Some(Ok(Message::Binary(data))) => self.pending = data,
-                Some(Ok(Message::Close(_))) => self.closed = true,
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Text(_))) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "websocket text frame (MQTT over WebSocket is binary frames only)",
-                    )))
-                }
-                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let mut ws = Pin::new(&mut self.ws);
-        ready!(ws.as_mut().poll_ready(cx)).map_err(io_error)?;
-        ws.start_send(Message::Binary(Bytes::copy_from_slice(buf)))
-            .map_err(io_error)?;
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.ws).poll_flush(cx).map_err(io_error)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match ready!(Pin::new(&mut self.ws).poll_close(cx)) {
-            Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(io_error(e))),
-        }
-    }
 }
 
 #[cfg(test)]

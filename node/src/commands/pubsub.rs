@@ -26,7 +26,12 @@ pub(crate) fn protocol_version(name: &str) -> anyhow::Result<ProtocolVersion> {
 fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
     let protocol = protocol_version(&c.protocol)?;
     let tls = tls_client(&c.host, &c.tls)?;
-    let default_port = if tls.is_some() { 8883 } else { 1883 };
+    let default_port = match tls.as_ref().map(|d| (d.tls.is_some(), d.ws.is_some())) {
+        None | Some((false, false)) => 1883,
+        Some((true, false)) => 8883,
+        Some((false, true)) => 8080,
+        Some((true, true)) => 8443,
+    };
     let port = c.port.unwrap_or(default_port);
     let addr = super::bench::resolve(&c.host, port)?;
     let will = c.will_topic.as_ref().map(|t| LastWill {

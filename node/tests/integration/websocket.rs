@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ const T: Duration = Duration::from_secs(10);
 const PAHO_SCRIPT: &str = include_str!("websocket_paho.py");
 
 /// The address a `listening on SCHEME://ADDR/mqtt` line of `broker` names.
-pub fn ws_addr(broker: &Broker, scheme: &str) -> SocketAddr {
+fn ws_addr(broker: &Broker, scheme: &str) -> SocketAddr {
     let needle = format!("listening on {scheme}://");
     broker
         .log_lines()
@@ -122,7 +121,6 @@ fn paho_over_wss_talks_to_tcp_clients_at_3_1_1_and_5() {
     s.write_all(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     logged(&broker, "plain HTTP (not TLS) on the TLS port", 1);
-    let _ = Path::new(&ca);
 }
 
 // --- a raw WebSocket client ----------------------------------------------------------------
@@ -316,4 +314,53 @@ fn bad_websocket_input_is_refused_while_a_healthy_client_keeps_working() {
     assert!(broker
         .wait_for_log("disconnected client=healthy", T)
         .is_some_and(|l| l.contains("transport=ws")));
+}
+
+// --- fubar's own tools ---------------------------------------------------------------------
+
+#[test]
+fn fubar_pub_and_sub_speak_websocket() {
+    let (broker, addr) = ws_broker(&[], "");
+    let port = addr.port().to_string();
+    let fubar = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fubar"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Retained, so the subscriber gets it whenever it subscribes.
+    fubar(&[
+        "pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--ws",
+        "-t",
+        "tools/ws",
+        "-m",
+        "over-ws",
+        "-r",
+    ]);
+    let got = fubar(&[
+        "sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--ws",
+        "-t",
+        "tools/ws",
+        "-C",
+        "1",
+    ]);
+    assert!(got.contains("over-ws"), "{got}");
+    let lines = broker.log_lines();
+    let ws_clients = lines
+        .iter()
+        .filter(|l| l.contains(" connected ") && l.contains("transport=ws"))
+        .count();
+    assert_eq!(ws_clients, 2, "{lines:#?}");
 }
