@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -363,4 +364,86 @@ fn fubar_pub_and_sub_speak_websocket() {
         .filter(|l| l.contains(" connected ") && l.contains("transport=ws"))
         .count();
     assert_eq!(ws_clients, 2, "{lines:#?}");
+}
+
+// --- a real browser ------------------------------------------------------------------------
+
+/// Why the browser test cannot run here, if it cannot (scripts/test.sh installs all of it).
+fn browser_missing(mqtt_js: &Path) -> Option<String> {
+    for (program, args, install) in [
+        (
+            "chromium",
+            &["--version"][..],
+            "apt-get install -y chromium",
+        ),
+        (
+            "chromedriver",
+            &["--version"][..],
+            "apt-get install -y chromium-driver",
+        ),
+        (
+            "mosquitto_pub",
+            &["--help"][..],
+            "apt-get install -y mosquitto-clients",
+        ),
+        (
+            "python3",
+            &["-c", "import selenium"][..],
+            "python3 -m pip install selenium",
+        ),
+    ] {
+        let ok = Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|o| program == "mosquitto_pub" || o.status.success());
+        if !ok {
+            return Some(format!("{program} {args:?} fails: `{install}`"));
+        }
+    }
+    (!mqtt_js.exists()).then(|| {
+        format!(
+            "no {} (`npm install --prefix {} mqtt@5`)",
+            mqtt_js.display(),
+            mqtt_js.ancestors().nth(4).unwrap().display()
+        )
+    })
+}
+
+#[test]
+fn a_browser_page_talks_mqtt_over_ws_with_mqtt_js() {
+    // target/debug/fubar → target/
+    let target = Path::new(env!("CARGO_BIN_EXE_fubar"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let mqtt_js = target.join("mqttjs/node_modules/mqtt/dist/mqtt.min.js");
+    if let Some(why) = browser_missing(&mqtt_js) {
+        eprintln!("skipped: the browser test needs {why}");
+        return;
+    }
+    let (broker, ws) = ws_broker(&[], "");
+    let screenshot = target.join("websocket-browser.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let lines = run_paho(
+        &broker,
+        "websocket_browser.py",
+        include_str!("websocket_browser.py"),
+        &[
+            &ws.port().to_string(),
+            mqtt_js.to_str().unwrap(),
+            screenshot.to_str().unwrap(),
+        ],
+    );
+    assert!(lines.iter().any(|l| l == "ok"), "{lines:?}");
+    assert!(
+        screenshot.exists(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    logged(&broker, "connected client=browser-1", 1);
+    assert!(broker
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("client=browser-1") && l.contains("transport=ws")));
 }
