@@ -371,6 +371,9 @@ pub struct ConnsArgs {
     /// connected once its SUBACK is in.
     #[arg(long, value_name = "PREFIX")]
     pub subscribe: Option<String>,
+    /// TLS and WebSocket.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// TLS flags of the client tools.

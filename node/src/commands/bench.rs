@@ -98,6 +98,7 @@ fn batch_options(target: &BenchTarget, b: BatchArgs) -> anyhow::Result<BatchOpti
         rate: b.rate,
         concurrency: b.concurrency,
         keep_alive: b.keep_alive,
+        dial: None,
         subscribe: None,
     })
 }
@@ -168,6 +169,7 @@ async fn conns_cmd(a: ConnsArgs) -> anyhow::Result<()> {
     let options = ConnsOptions {
         batch: BatchOptions {
             subscribe: a.subscribe,
+            dial: tls_client(&a.target.host, &a.tls)?,
             ..batch_options(&a.target, a.batch)?
         },
         hold: Duration::from_secs(a.hold),
