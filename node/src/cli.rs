@@ -761,7 +761,7 @@ pub struct ClientArgs {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
-    /// Broker host.
+    /// Broker host, or a WebSocket URL: ws://HOST:PORT/PATH (wss:// with --cafile).
     #[arg(short = 'h', long, default_value = "localhost")]
     pub host: String,
     /// Broker port [default: 1883; 8883 with --cafile, 8080 with --ws, 8443 with both].
