@@ -447,3 +447,34 @@ fn a_browser_page_talks_mqtt_over_ws_with_mqtt_js() {
         .iter()
         .any(|l| l.contains("client=browser-1") && l.contains("transport=ws")));
 }
+
+// --- the upgrade's deadline and slot --------------------------------------------------------
+
+#[test]
+fn a_stalled_upgrade_holds_a_connection_slot_until_its_deadline() {
+    let (broker, ws) = ws_broker(
+        &[],
+        "[mqtt]\nmax_connections = 1\nconnect_timeout_secs = 2\n",
+    );
+    // Half an upgrade request, then nothing: it holds the node's only slot...
+    let mut stalled = TcpStream::connect(ws).unwrap();
+    stalled
+        .write_all(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // (a second connection on the same listener is accepted after it: the backlog is FIFO)
+    let _refused = TcpStream::connect(ws).unwrap();
+    let line = logged(&broker, "mqtt.max_connections reached", 1);
+    assert!(line.contains("transport=ws"), "{line}");
+    // ...until mqtt.connect_timeout_secs ends it with an access event.
+    let line = logged(&broker, "WebSocket upgrade timed out", 1);
+    assert!(
+        line.starts_with("access") && line.contains("transport=ws"),
+        "{line}"
+    );
+    let mut s = [0u8; 1];
+    stalled.set_read_timeout(Some(T)).unwrap();
+    assert_eq!(stalled.read(&mut s).unwrap_or(0), 0, "closed");
+    // The slot is free again.
+    let mut good = healthy(ws, "after-stall");
+    still_healthy(&mut good);
+}
