@@ -142,9 +142,11 @@ pub(crate) fn run_sub(a: SubArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `ws://HOST[:PORT][/PATH]` or `wss://…` broker URL: (secure, host, port, path); `None`
-/// for a plain host name.
-fn ws_url(url: &str) -> anyhow::Result<Option<(bool, String, Option<u16>, String)>> {
+/// A WebSocket broker URL's parts: (secure, host, port, path).
+type WsUrl = (bool, String, Option<u16>, String);
+
+/// A `ws://HOST[:PORT][/PATH]` or `wss://…` broker URL; `None` for a plain host name.
+fn ws_url(url: &str) -> anyhow::Result<Option<WsUrl>> {
     let (secure, rest) = if let Some(r) = url.strip_prefix("ws://") {
         (false, r)
     } else if let Some(r) = url.strip_prefix("wss://") {
