@@ -14,7 +14,7 @@ printf '[log]\nclasses = { warning = "fubar" }\n[session]\nmax_queued_messages =
 
 node() { # starts a node with a ws listener; sets P (tcp), W (ws), pid
   P=$(free_port); W=$(free_port)
-  rm -rf "$work/data"
+  rm -rf "$work/data" "$work/fubar.log"  # no line of the node before
   "$FUBAR" node --bind 127.0.0.1 --mqtt-port "$P" --ws-port "$W" --name bench@localhost \
     --data-dir "$work/data" --config "$work/fubar.toml" > "$work/fubar.log" 2>&1 &
   pid=$!

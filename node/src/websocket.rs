@@ -17,9 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-/// What tungstenite allocates to read frames into; small, so an idle connection stays cheap
-/// (its default is 128 KiB). It grows for a large frame.
-const READ_BUFFER_BYTES: usize = 4096;
+/// What tungstenite allocates to read frames into, and the most it reads at once; small, so an
+/// idle connection stays cheap (its default is 128 KiB). It grows for a large frame.
+const READ_BUFFER_BYTES: usize = 2048;
 
 /// Framing limits: a frame or a message of at most `max` bytes (checked on the frame header,
 /// before its payload is buffered); frames are written as they come.
@@ -77,6 +77,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
                 let n = self.pending.len().min(buf.remaining());
                 buf.put_slice(&self.pending[..n]);
                 self.pending.advance(n);
+                if self.pending.is_empty() {
+                    // An empty slice still holds the frame's buffer (tungstenite's read
+                    // buffer, which then allocates a new one): let it go, so an idle
+                    // connection keeps one read buffer, not two.
+                    self.pending = Bytes::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if self.closed {

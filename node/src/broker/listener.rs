@@ -142,7 +142,18 @@ impl Server {
                     .fetch_add(1, Ordering::Relaxed);
                 match transport {
                     Transport::Tcp => {
-                        transport::serve_tcp(broker.clone(), stream, peer, shutdown, permit).await;
+                        // Boxed like the others: the task is then as small as its smallest
+                        // transport needs, and a ws or TLS connection does not also pay for
+                        // room a TCP connection's driver would take (the memory bench showed
+                        // each ws connection paying for both).
+                        Box::pin(transport::serve_tcp(
+                            broker.clone(),
+                            stream,
+                            peer,
+                            shutdown,
+                            permit,
+                        ))
+                        .await;
                     }
                     Transport::Tls => {
                         // Boxed: the TLS state would otherwise size every TCP connection's

@@ -97,7 +97,8 @@ pub(crate) async fn serve_ws(
         let Some((tls, cert_user)) = tls_handshake(&broker, stream, peer, &shutdown).await else {
             return;
         };
-        upgrade(broker, tls, peer, "wss", cert_user, shutdown, slot).await;
+        // Boxed: the TLS state would otherwise size every plain ws connection's task too.
+        Box::pin(upgrade(broker, tls, peer, "wss", cert_user, shutdown, slot)).await;
     } else {
         let _ = stream.set_nodelay(true);
         upgrade(broker, stream, peer, "ws", None, shutdown, slot).await;
@@ -120,7 +121,9 @@ async fn upgrade<S>(
     let limit = settings.connect_timeout();
     let upgraded = tokio::select! {
         _ = shutdown.cancelled() => return,
-        r = tokio::time::timeout(limit, ws::accept(stream, &settings)) => r,
+        // Boxed: the handshake's buffers are freed once it is done, instead of sizing the
+        // connection's task for as long as it lives.
+        r = tokio::time::timeout(limit, Box::pin(ws::accept(stream, &settings))) => r,
     };
     let (io, protocol) = match upgraded {
         Ok(Ok(upgraded)) => upgraded,
