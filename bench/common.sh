@@ -1,6 +1,6 @@
 # Sourced by the bench scripts (run from the repository root): the release binary, mosquitto,
 # a scratch directory removed at exit with every process started, and a free loopback port.
-FUBAR=$PWD/target/release/fubar
+FUBAR=${FUBAR:-${CARGO_TARGET_DIR:-$PWD/target}/release/fubar}
 [ -x "$FUBAR" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v mosquitto >/dev/null || { echo "install mosquitto: apt-get install -y mosquitto" >&2; exit 1; }
 work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -371,6 +371,9 @@ pub struct ConnsArgs {
     /// connected once its SUBACK is in.
     #[arg(long, value_name = "PREFIX")]
     pub subscribe: Option<String>,
+    /// TLS and WebSocket.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// TLS flags of the client tools.
@@ -388,6 +391,13 @@ pub struct TlsArgs {
     /// Name the server certificate must carry [default: the host].
     #[arg(long)]
     pub server_name: Option<String>,
+    /// Speak MQTT over WebSocket (the port is then the broker's ws port, or its wss port with
+    /// --cafile).
+    #[arg(long)]
+    pub ws: bool,
+    /// The WebSocket path.
+    #[arg(long, default_value = "/mqtt", requires = "ws")]
+    pub ws_path: String,
 }
 
 /// Flags of `fubar bench handshakes`.
@@ -703,6 +713,14 @@ pub struct NodeArgs {
     /// [default: no HTTP endpoint].
     #[arg(long)]
     pub http_port: Option<u16>,
+    /// MQTT over WebSocket port (plain, path ws.path); 0 picks a free one [default: no
+    /// WebSocket listener].
+    #[arg(long)]
+    pub ws_port: Option<u16>,
+    /// MQTT over secure WebSocket port (TLS as --mqtts-port); 0 picks a free one [default: no
+    /// secure WebSocket listener].
+    #[arg(long)]
+    pub wss_port: Option<u16>,
     /// Largest MQTT packet accepted, in bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_packet_size: Option<usize>,
@@ -776,10 +794,10 @@ pub struct ClientArgs {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
-    /// Broker host.
+    /// Broker host, or a WebSocket URL: ws://HOST:PORT/PATH (wss:// with --cafile).
     #[arg(short = 'h', long, default_value = "localhost")]
     pub host: String,
-    /// Broker port [default: 1883, or 8883 with --cafile].
+    /// Broker port [default: 1883; 8883 with --cafile, 8080 with --ws, 8443 with both].
     #[arg(short = 'p', long)]
     pub port: Option<u16>,
     /// Client id [default: fubar-pub-PID / fubar-sub-PID].

@@ -14,3 +14,4 @@ pub mod mqtt;
 pub mod process_memory;
 pub mod settings;
 pub mod tools;
+pub mod websocket;

@@ -26,6 +26,8 @@ use super::{transport, Broker};
 pub struct Server {
     listener: TcpListener,
     tls_listener: Option<TcpListener>,
+    ws_listener: Option<TcpListener>,
+    wss_listener: Option<TcpListener>,
     broker: Arc<Broker>,
 }
 
@@ -34,28 +36,28 @@ pub struct Server {
 enum Transport {
     Tcp,
     Tls,
+    Ws,
+    Wss,
 }
 
 impl Server {
-    /// Binds the MQTT listener of the broker's settings, and the TLS listener when
-    /// `mqtts.port` is set (port 0 picks a free port).
+    /// Binds the MQTT listener of the broker's settings, and the TLS and WebSocket listeners
+    /// when `mqtts.port`, `ws.port` or `wss.port` is set (port 0 picks a free port).
     pub async fn bind(broker: Arc<Broker>) -> io::Result<Self> {
         let settings = broker.settings();
         let addr = SocketAddr::new(settings.mqtt.bind, settings.mqtt.port);
         let listener = TcpListener::bind(addr).await?;
-        let tls_listener = match settings.mqtts.port {
-            Some(port) => {
-                let bind = settings.mqtts.bind.unwrap_or(settings.mqtt.bind);
-                let addr = SocketAddr::new(bind, port);
-                Some(TcpListener::bind(addr).await.map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot listen on {addr} (mqtts): {e}"))
-                })?)
-            }
-            None => None,
-        };
+        let fallback = settings.mqtt.bind;
+        let tls_listener =
+            bind_optional("mqtts", settings.mqtts.bind, settings.mqtts.port, fallback).await?;
+        let ws_listener = bind_optional("ws", settings.ws.bind, settings.ws.port, fallback).await?;
+        let wss_listener =
+            bind_optional("wss", settings.wss.bind, settings.wss.port, fallback).await?;
         Ok(Self {
             listener,
             tls_listener,
+            ws_listener,
+            wss_listener,
             broker,
         })
     }
@@ -70,6 +72,16 @@ impl Server {
         self.tls_listener.as_ref().map(TcpListener::local_addr)
     }
 
+    /// The address the WebSocket listener is bound to, if there is one.
+    pub fn ws_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.ws_listener.as_ref().map(TcpListener::local_addr)
+    }
+
+    /// The address the secure WebSocket listener is bound to, if there is one.
+    pub fn wss_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.wss_listener.as_ref().map(TcpListener::local_addr)
+    }
+
     /// The broker state this server serves.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
@@ -82,6 +94,8 @@ impl Server {
         let Self {
             listener,
             tls_listener,
+            ws_listener,
+            wss_listener,
             broker,
         } = self;
         let shutdown = broker.shutdown.clone();
@@ -95,6 +109,8 @@ impl Server {
                 _ = shutdown.cancelled() => break,
                 a = listener.accept() => (a, Transport::Tcp),
                 a = accept_on(tls_listener.as_ref()) => (a, Transport::Tls),
+                a = accept_on(ws_listener.as_ref()) => (a, Transport::Ws),
+                a = accept_on(wss_listener.as_ref()) => (a, Transport::Wss),
             };
             let (stream, peer) = match accepted {
                 Ok(a) => a,
@@ -113,7 +129,7 @@ impl Server {
                     .stats
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(target: "access", %peer, "connection refused: mqtt.max_connections reached");
+                tracing::warn!(target: "access", %peer, transport = transport.name(), "connection refused: mqtt.max_connections reached");
                 continue;
             };
             let broker = broker.clone();
@@ -126,7 +142,18 @@ impl Server {
                     .fetch_add(1, Ordering::Relaxed);
                 match transport {
                     Transport::Tcp => {
-                        transport::serve_tcp(broker.clone(), stream, peer, shutdown, permit).await;
+                        // Boxed like the others: the task is then as small as its smallest
+                        // transport needs, and a ws or TLS connection does not also pay for
+                        // room a TCP connection's driver would take (the memory bench showed
+                        // each ws connection paying for both).
+                        Box::pin(transport::serve_tcp(
+                            broker.clone(),
+                            stream,
+                            peer,
+                            shutdown,
+                            permit,
+                        ))
+                        .await;
                     }
                     Transport::Tls => {
                         broker.stats.connections_tls.fetch_add(1, Ordering::Relaxed);
@@ -142,12 +169,26 @@ impl Server {
                         .await;
                         broker.stats.connections_tls.fetch_sub(1, Ordering::Relaxed);
                     }
+                    Transport::Ws | Transport::Wss => {
+                        // Boxed for the same reason: the upgrade and framing state.
+                        Box::pin(transport::serve_ws(
+                            broker.clone(),
+                            stream,
+                            peer,
+                            matches!(transport, Transport::Wss),
+                            shutdown,
+                            permit,
+                        ))
+                        .await;
+                    }
                 }
                 broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
             });
         }
         drop(listener);
         drop(tls_listener);
+        drop(ws_listener);
+        drop(wss_listener);
         tasks.close();
         let grace = Duration::from_secs(broker.settings().mqtt.shutdown_grace_secs);
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
@@ -210,6 +251,35 @@ impl AcceptPace {
         }
         true
     }
+}
+
+impl Transport {
+    /// The name `access` events give it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+        }
+    }
+}
+
+/// Binds one of the optional listeners (`what`: its settings' name, for the error).
+async fn bind_optional(
+    what: &str,
+    bind: Option<std::net::IpAddr>,
+    port: Option<u16>,
+    fallback: std::net::IpAddr,
+) -> io::Result<Option<TcpListener>> {
+    let Some(port) = port else {
+        return Ok(None);
+    };
+    let addr = SocketAddr::new(bind.unwrap_or(fallback), port);
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}")))
 }
 
 /// Accepts on a listener that may not exist (then never completes).

@@ -30,6 +30,7 @@ pub mod topic_acl;
 pub mod tracer;
 mod transport;
 pub mod trie;
+mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};

@@ -1,18 +1,21 @@
 //! From an accepted TCP socket to a connection the driver can serve: the address check, and
-//! for the TLS listener the handshake, under its own timeout, inside the connection's task
-//! (never in the accept loop), with an `access` event that says why a handshake failed.
+//! for the TLS and WebSocket listeners the handshakes, under their own timeouts, inside the
+//! connection's task (never in the accept loop), with an `access` event that says why a
+//! handshake failed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::{connection, Broker};
+use super::{connection, ws, Broker};
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -40,7 +43,16 @@ pub(crate) async fn serve_tcp(
         return;
     }
     let _ = stream.set_nodelay(true);
-    connection::serve(broker, stream.into_split(), peer, None, shutdown, slot).await;
+    connection::serve(
+        broker,
+        stream.into_split(),
+        peer,
+        "tcp",
+        None,
+        shutdown,
+        slot,
+    )
+    .await;
 }
 
 /// Serves a connection accepted on the TLS listener: handshake first.
@@ -54,9 +66,106 @@ pub(crate) async fn serve_tls(
     if !admitted(&broker, peer) {
         return;
     }
-    let Some(config) = broker.tls_config() else {
+    let Some((tls, cert_user)) = tls_handshake(&broker, stream, peer, &shutdown).await else {
         return;
     };
+    connection::serve(
+        broker,
+        tokio::io::split(tls),
+        peer,
+        "tls",
+        cert_user,
+        shutdown,
+        slot,
+    )
+    .await;
+}
+
+/// Serves a connection accepted on a WebSocket listener (`secure`: the wss one, TLS first):
+/// the HTTP upgrade runs under `mqtt.connect_timeout_secs`.
+pub(crate) async fn serve_ws(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    secure: bool,
+    shutdown: CancellationToken,
+    slot: OwnedSemaphorePermit,
+) {
+    if !admitted(&broker, peer) {
+        return;
+    }
+    if secure {
+        let Some((tls, cert_user)) = tls_handshake(&broker, stream, peer, &shutdown).await else {
+            return;
+        };
+        // Boxed: the TLS state would otherwise size every plain ws connection's task too.
+        Box::pin(upgrade(broker, tls, peer, "wss", cert_user, shutdown, slot)).await;
+    } else {
+        let _ = stream.set_nodelay(true);
+        upgrade(broker, stream, peer, "ws", None, shutdown, slot).await;
+    }
+}
+
+/// The WebSocket upgrade of a connection, then the driver over its binary frames.
+async fn upgrade<S>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    transport: &'static str,
+    cert_user: Option<String>,
+    shutdown: CancellationToken,
+    slot: OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let settings = broker.settings();
+    let limit = settings.connect_timeout();
+    let upgraded = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        // Boxed: the handshake's buffers are freed once it is done, instead of sizing the
+        // connection's task for as long as it lives.
+        r = tokio::time::timeout(limit, Box::pin(ws::accept(stream, &settings))) => r,
+    };
+    let (io, protocol) = match upgraded {
+        Ok(Ok(upgraded)) => upgraded,
+        Ok(Err(ws::HandshakeError::Refused(refusal))) => {
+            tracing::warn!(target: "access", %peer, transport, status = refusal.status,
+                reason = %refusal.reason, "WebSocket upgrade refused");
+            return;
+        }
+        Ok(Err(ws::HandshakeError::Io(e))) => {
+            tracing::info!(target: "access", %peer, transport, reason = %e,
+                "WebSocket upgrade abandoned");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(target: "access", %peer, transport, timeout_secs = limit.as_secs(),
+                reason = "WebSocket upgrade timed out", "WebSocket upgrade refused");
+            return;
+        }
+    };
+    tracing::debug!(target: "access", %peer, transport, subprotocol = protocol, "WebSocket upgrade done");
+    connection::serve(
+        broker,
+        tokio::io::split(io),
+        peer,
+        transport,
+        cert_user,
+        shutdown,
+        slot,
+    )
+    .await;
+}
+
+/// The TLS handshake of the mqtts and wss listeners, under `mqtts.handshake_timeout_secs`:
+/// the TLS stream and the user name its client certificate gives, or `None` (logged).
+async fn tls_handshake(
+    broker: &Broker,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Option<(TlsStream<TcpStream>, Option<String>)> {
+    let config = broker.tls_config()?;
     let settings = broker.settings();
     let _ = stream.set_nodelay(true);
     let limit = Duration::from_secs(settings.mqtts.handshake_timeout_secs);
@@ -67,6 +176,9 @@ pub(crate) async fn serve_tls(
             Ok(0) => return Err("closed before the TLS handshake".to_owned()),
             Ok(_) if first[0] == MQTT_CONNECT => {
                 return Err("plain MQTT (not TLS) on the TLS port".to_owned())
+            }
+            Ok(_) if first[0] == b'G' => {
+                return Err("plain HTTP (not TLS) on the TLS port".to_owned())
             }
             Ok(_) if first[0] != TLS_HANDSHAKE => {
                 return Err(format!(
@@ -83,19 +195,19 @@ pub(crate) async fn serve_tls(
             .map_err(|e| format!("TLS handshake failed: {e}"))
     };
     let tls = tokio::select! {
-        _ = shutdown.cancelled() => return,
+        _ = shutdown.cancelled() => return None,
         r = tokio::time::timeout(limit, handshake) => match r {
             Ok(Ok(tls)) => tls,
             Ok(Err(why)) => {
                 broker.stats.tls_handshakes_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "access", %peer, reason = %why, "TLS connection refused");
-                return;
+                return None;
             }
             Err(_) => {
                 broker.stats.tls_handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "access", %peer, timeout_secs = limit.as_secs(),
                     reason = "TLS handshake timed out", "TLS connection refused");
-                return;
+                return None;
             }
         },
     };
@@ -114,13 +226,5 @@ pub(crate) async fn serve_tls(
     } else {
         None
     };
-    connection::serve(
-        broker,
-        tokio::io::split(tls),
-        peer,
-        cert_user,
-        shutdown,
-        slot,
-    )
-    .await;
+    Some((tls, cert_user))
 }

@@ -19,7 +19,7 @@ use crate::tools::bench::handshakes::{self, HandshakeOptions};
 use crate::tools::bench::latency::{self, LatencyOptions};
 use crate::tools::bench::probe::{self, ProbeOptions};
 use crate::tools::bench::report;
-use crate::tools::client::TlsClient;
+use crate::tools::client::Dial;
 
 /// Progress bar of the message benchmarks.
 const MESSAGES_BAR: &str = "{bar:40} {pos}/{len} sent {msg} {per_sec} {elapsed}";
@@ -54,19 +54,24 @@ pub(crate) fn resolve(host: &str, port: u16) -> anyhow::Result<std::net::SocketA
         .with_context(|| format!("no address for {host}"))
 }
 
-/// The TLS client of the tools' `--cafile/--cert/--key` flags (none without `--cafile`).
-pub(crate) fn tls_client(host: &str, t: &TlsArgs) -> anyhow::Result<Option<TlsClient>> {
+/// How the tools' `--cafile/--cert/--key` and `--ws/--ws-path` flags reach the broker (none:
+/// plain TCP).
+pub(crate) fn tls_client(host: &str, t: &TlsArgs) -> anyhow::Result<Option<Dial>> {
+    let ws = t.ws.then(|| (host.to_owned(), t.ws_path.clone()));
     let Some(ca) = &t.cafile else {
-        return Ok(None);
+        return Ok(ws.map(|ws| Dial {
+            tls: None,
+            ws: Some(ws),
+        }));
     };
     let pair = t.cert.as_deref().zip(t.key.as_deref());
     let config = fubar_ssl::client_config(Some(ca), pair, &[])?;
     let name = t.server_name.clone().unwrap_or_else(|| host.to_owned());
     let server_name = rustls::pki_types::ServerName::try_from(name.clone())
         .with_context(|| format!("{name:?} is not a valid server name"))?;
-    Ok(Some(TlsClient {
-        config,
-        server_name,
+    Ok(Some(Dial {
+        tls: Some((config, server_name)),
+        ws,
     }))
 }
 
@@ -93,6 +98,7 @@ fn batch_options(target: &BenchTarget, b: BatchArgs) -> anyhow::Result<BatchOpti
         rate: b.rate,
         concurrency: b.concurrency,
         keep_alive: b.keep_alive,
+        dial: None,
         subscribe: None,
     })
 }
@@ -163,6 +169,7 @@ async fn conns_cmd(a: ConnsArgs) -> anyhow::Result<()> {
     let options = ConnsOptions {
         batch: BatchOptions {
             subscribe: a.subscribe,
+            dial: tls_client(&a.target.host, &a.tls)?,
             ..batch_options(&a.target, a.batch)?
         },
         hold: Duration::from_secs(a.hold),

@@ -130,6 +130,12 @@ fn settings_of(args: &NodeArgs, stored: &[(String, String)]) -> anyhow::Result<S
     if let Some(v) = args.http_port {
         s.http.port = Some(v);
     }
+    if let Some(v) = args.ws_port {
+        s.ws.port = Some(v);
+    }
+    if let Some(v) = args.wss_port {
+        s.wss.port = Some(v);
+    }
     if let Some(v) = args.max_packet_size {
         s.mqtt.max_packet_size = v;
     }
@@ -185,7 +191,7 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     let name = settings.node.name.clone();
     let want = std::net::SocketAddr::new(settings.mqtt.bind, settings.mqtt.port);
     let admin_path = admin::socket_path(&settings.node_dir());
-    let tls = settings.mqtts.port.is_some();
+    let tls = settings.mqtts.port.is_some() || settings.wss.port.is_some();
     let monitor = match role {
         Role::Monitor { .. } => Some(Arc::new(MonitorRole::start(&settings, &logs, epoch)?)),
         Role::Broker => None,
@@ -262,6 +268,15 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         broker.add_listener(format!("mqtts://{tls_addr}"));
         // Before the mqtt line: scripts wait for that one as the sign the node is ready.
         println!("fubar node {name} listening on mqtts://{tls_addr}");
+    }
+    let ws_path = broker.settings().ws.path.clone();
+    if let Some(ws_addr) = server.ws_local_addr().transpose()? {
+        broker.add_listener(format!("ws://{ws_addr}{ws_path}"));
+        println!("fubar node {name} listening on ws://{ws_addr}{ws_path}");
+    }
+    if let Some(wss_addr) = server.wss_local_addr().transpose()? {
+        broker.add_listener(format!("wss://{wss_addr}{ws_path}"));
+        println!("fubar node {name} listening on wss://{wss_addr}{ws_path}");
     }
     let admin = admin::Endpoint::bind(&admin_path, broker.clone())?;
     // Install the handlers before announcing the node: a SIGTERM sent as soon as the line

@@ -25,10 +25,28 @@ pub(crate) fn protocol_version(name: &str) -> anyhow::Result<ProtocolVersion> {
 
 fn session(c: &ClientArgs, role: &str) -> anyhow::Result<Session> {
     let protocol = protocol_version(&c.protocol)?;
-    let tls = tls_client(&c.host, &c.tls)?;
-    let default_port = if tls.is_some() { 8883 } else { 1883 };
-    let port = c.port.unwrap_or(default_port);
-    let addr = super::bench::resolve(&c.host, port)?;
+    // `-h ws://HOST:PORT/PATH` (or wss://) stands for -h HOST -p PORT --ws --ws-path PATH.
+    let mut tls_args = c.tls.clone();
+    let mut host = c.host.clone();
+    let mut url_port = None;
+    if let Some((secure, h, p, path)) = ws_url(&c.host)? {
+        if secure && tls_args.cafile.is_none() {
+            bail!(
+                "{}: wss:// needs --cafile (the CA the broker's certificate chains to)",
+                c.host
+            );
+        }
+        (host, url_port, tls_args.ws, tls_args.ws_path) = (h, p, true, path);
+    }
+    let tls = tls_client(&host, &tls_args)?;
+    let default_port = match tls.as_ref().map(|d| (d.tls.is_some(), d.ws.is_some())) {
+        None | Some((false, false)) => 1883,
+        Some((true, false)) => 8883,
+        Some((false, true)) => 8080,
+        Some((true, true)) => 8443,
+    };
+    let port = c.port.or(url_port).unwrap_or(default_port);
+    let addr = super::bench::resolve(&host, port)?;
     let will = c.will_topic.as_ref().map(|t| LastWill {
         topic: t.as_str().into(),
         payload: Bytes::from(c.will_message.clone().unwrap_or_default()),
@@ -122,4 +140,58 @@ pub(crate) fn run_sub(a: SubArgs) -> anyhow::Result<()> {
         .block_on(pubsub::subscribe(s, o, &mut std::io::stdout().lock()))
         .with_context(|| format!("subscribed at {addr}"))?;
     Ok(())
+}
+
+/// A WebSocket broker URL's parts: (secure, host, port, path).
+type WsUrl = (bool, String, Option<u16>, String);
+
+/// A `ws://HOST[:PORT][/PATH]` or `wss://…` broker URL; `None` for a plain host name.
+fn ws_url(url: &str) -> anyhow::Result<Option<WsUrl>> {
+    let (secure, rest) = if let Some(r) = url.strip_prefix("ws://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("wss://") {
+        (true, r)
+    } else {
+        return Ok(None);
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/mqtt".to_owned()),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !p.contains(']') => {
+            let port = p
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{url}: bad port {p:?}"))?;
+            (h, Some(port))
+        }
+        _ => (authority, None),
+    };
+    if host.is_empty() {
+        bail!("{url}: no host");
+    }
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok(Some((secure, host, port, path)))
+}
+
+#[cfg(test)]
+mod ws_url_tests {
+    use super::ws_url;
+
+    #[test]
+    fn ws_urls_name_host_port_and_path() {
+        assert_eq!(ws_url("localhost").unwrap(), None);
+        assert_eq!(
+            ws_url("ws://127.0.0.1:8080/mqtt").unwrap(),
+            Some((false, "127.0.0.1".into(), Some(8080), "/mqtt".into()))
+        );
+        assert_eq!(
+            ws_url("wss://broker.example").unwrap(),
+            Some((true, "broker.example".into(), None, "/mqtt".into()))
+        );
+        assert!(ws_url("ws://h:port/").is_err());
+    }
 }

@@ -34,6 +34,10 @@ pub struct Settings {
     pub session: SessionSettings,
     /// The MQTT over TLS listener.
     pub mqtts: MqttsSettings,
+    /// The MQTT over WebSocket listener (plain), and the rules of both WebSocket listeners.
+    pub ws: WsSettings,
+    /// The MQTT over secure WebSocket listener (TLS as `mqtts`).
+    pub wss: WssSettings,
     /// Certificates and client verification for TLS.
     pub ssl: SslSettings,
     /// The memory alarm.
@@ -68,6 +72,44 @@ pub struct MqttsSettings {
     pub port: Option<u16>,
     /// Seconds a TLS client has to finish its handshake.
     pub handshake_timeout_secs: u64,
+}
+
+/// The MQTT over WebSocket listener, and the upgrade rules of both WebSocket listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsSettings {
+    /// Address of the WebSocket listeners [default: `mqtt.bind`].
+    pub bind: Option<IpAddr>,
+    /// WebSocket port (8080 by convention); no WebSocket listener when absent. 0 picks a free
+    /// port.
+    pub port: Option<u16>,
+    /// The HTTP path a WebSocket client upgrades on (ws and wss).
+    pub path: String,
+    /// `Origin` values a browser may connect from (exact, e.g. `https://app.example.com`);
+    /// empty allows any. A request without `Origin` (not a browser) is not checked.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            port: None,
+            path: "/mqtt".to_owned(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// The MQTT over secure WebSocket listener: the certificates, client verification and
+/// `ctl ssl reload` of `mqtts`, the path and origins of `ws`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WssSettings {
+    /// Address of the secure WebSocket listener [default: `mqtt.bind`].
+    pub bind: Option<IpAddr>,
+    /// Secure WebSocket port (8443 by convention); none when absent. 0 picks a free port.
+    pub port: Option<u16>,
 }
 
 /// Certificates and client verification for TLS.
@@ -441,10 +483,16 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 42] = [
+pub const FIXED_AT_START: [&str; 48] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
+    "ws.bind",
+    "ws.port",
+    "ws.path",
+    "ws.allowed_origins",
+    "wss.bind",
+    "wss.port",
     "node.data_dir",
     "mqtt.bind",
     "mqtt.port",
@@ -556,6 +604,9 @@ impl Settings {
         };
         if !self.node.name.contains('@') || self.node.name.contains(['/', '\\']) {
             return invalid("node.name", "must be NAME@HOST without path separators");
+        }
+        if !self.ws.path.starts_with('/') || self.ws.path.contains(['?', '#', ' ']) {
+            return invalid("ws.path", "must be an HTTP path: /, no query, no spaces");
         }
         if self.mqtt.max_packet_size < 64 || self.mqtt.max_packet_size > 268_435_460 {
             return invalid("mqtt.max_packet_size", "must be 64 ..= 268435460 bytes");

@@ -14,6 +14,7 @@ use crate::mqtt::decode::decode;
 use crate::mqtt::encode::encode;
 use crate::mqtt::packet::{Connect, ConnectReturnCode, Packet, ProtocolVersion, SubAckCode};
 use crate::mqtt::properties::Properties;
+use crate::websocket::{config, WsIo};
 
 /// Largest packet the tools accept from a broker.
 const MAX_PACKET: usize = 16 << 20;
@@ -37,20 +38,21 @@ pub struct ClientWriter {
     buf: BytesMut,
 }
 
-/// TLS for the tools: the client configuration and the name the server's certificate must
-/// carry.
-#[derive(Clone)]
-pub struct TlsClient {
-    /// rustls client configuration (`fubar_ssl::client_config`).
-    pub config: Arc<rustls::ClientConfig>,
-    /// The server's name (a host name or an IP address).
-    pub server_name: ServerName<'static>,
+/// How the tools reach a broker beyond plain TCP: TLS, WebSocket, or both (wss).
+#[derive(Clone, Default)]
+pub struct Dial {
+    /// TLS: the rustls client configuration (`fubar_ssl::client_config`) and the name the
+    /// server's certificate must carry.
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// WebSocket: the host and path of the upgrade request (`ws://HOST/PATH`).
+    pub ws: Option<(String, String)>,
 }
 
-impl std::fmt::Debug for TlsClient {
+impl std::fmt::Debug for Dial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsClient")
-            .field("server_name", &self.server_name)
+        f.debug_struct("Dial")
+            .field("server_name", &self.tls.as_ref().map(|t| &t.1))
+            .field("ws", &self.ws)
             .finish_non_exhaustive()
     }
 }
@@ -70,7 +72,7 @@ impl std::fmt::Debug for ClientWriter {
 /// Opens a TCP (or, with `tls`, TLS) connection to `addr`, split into halves.
 pub async fn open(
     addr: SocketAddr,
-    tls: Option<&TlsClient>,
+    tls: Option<&Dial>,
 ) -> io::Result<(ClientReader, ClientWriter)> {
     open_on(TcpStream::connect(addr).await?, tls).await
 }
@@ -78,23 +80,34 @@ pub async fn open(
 /// Splits a connected stream (made TLS with `tls`) into halves.
 pub async fn open_on(
     stream: TcpStream,
-    tls: Option<&TlsClient>,
+    tls: Option<&Dial>,
 ) -> io::Result<(ClientReader, ClientWriter)> {
     stream.set_nodelay(true)?;
-    let (r, w): (
+    type Halves = (
         Box<dyn AsyncRead + Unpin + Send>,
         Box<dyn AsyncWrite + Unpin + Send>,
-    ) = match tls {
+    );
+    fn halves<S: AsyncRead + AsyncWrite + Send + 'static>(s: S) -> Halves {
+        let (r, w) = tokio::io::split(s);
+        (Box::new(r), Box::new(w))
+    }
+    let (r, w): Halves = match tls {
         None => {
             let (r, w) = stream.into_split();
             (Box::new(r), Box::new(w))
         }
-        Some(t) => {
-            let connector = tokio_rustls::TlsConnector::from(t.config.clone());
-            let tls = connector.connect(t.server_name.clone(), stream).await?;
-            let (r, w) = tokio::io::split(tls);
-            (Box::new(r), Box::new(w))
-        }
+        Some(dial) => match (&dial.tls, &dial.ws) {
+            (None, None) => halves(stream),
+            (None, Some(ws)) => halves(ws_upgrade(stream, ws).await?),
+            (Some((config, name)), ws) => {
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let tls = connector.connect(name.clone(), stream).await?;
+                match ws {
+                    None => halves(tls),
+                    Some(ws) => halves(ws_upgrade(tls, ws).await?),
+                }
+            }
+        },
     };
     Ok((
         ClientReader {
@@ -111,11 +124,32 @@ pub async fn open_on(
     ))
 }
 
+/// The WebSocket upgrade (subprotocol `mqtt`) on a connected stream.
+async fn ws_upgrade<S>(stream: S, (host, path): &(String, String)) -> io::Result<WsIo<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let other = |e: &dyn std::fmt::Display| io::Error::other(format!("websocket: {e}"));
+    let mut request = format!("ws://{host}{path}")
+        .into_client_request()
+        .map_err(|e| other(&e))?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static("mqtt"),
+    );
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config(MAX_PACKET)))
+            .await
+            .map_err(|e| other(&e))?;
+    Ok(WsIo::new(ws))
+}
+
 /// Connects to `addr` (over TLS with `tls`), sends CONNECT (protocol `version`) for
 /// `client_id` and waits for CONNACK 0.
 pub async fn connect(
     addr: SocketAddr,
-    tls: Option<&TlsClient>,
+    tls: Option<&Dial>,
     version: ProtocolVersion,
     client_id: &str,
     clean_session: bool,
@@ -154,7 +188,7 @@ pub fn connect_packet(
 /// CONNACK 0; returns the halves and the session-present flag.
 pub async fn connect_with(
     addr: SocketAddr,
-    tls: Option<&TlsClient>,
+    tls: Option<&Dial>,
     connect: Connect,
 ) -> io::Result<(ClientReader, ClientWriter, bool)> {
     connect_on(TcpStream::connect(addr).await?, tls, connect).await
@@ -163,7 +197,7 @@ pub async fn connect_with(
 /// As `connect_with`, on a stream the caller connected (from a chosen source address, say).
 pub async fn connect_on(
     stream: TcpStream,
-    tls: Option<&TlsClient>,
+    tls: Option<&Dial>,
     connect: Connect,
 ) -> io::Result<(ClientReader, ClientWriter, bool)> {
     let (mut reader, mut writer) = open_on(stream, tls).await?;

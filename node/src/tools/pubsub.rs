@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::mqtt::packet::{Ack, Connect, Disconnect, Packet, Publish, QoS, SubAckCode, Subscribe};
-use crate::tools::client::{connect_with, ClientReader, ClientWriter, TlsClient};
+use crate::tools::client::{connect_with, ClientReader, ClientWriter, Dial};
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -16,7 +16,7 @@ pub struct Session {
     /// The broker.
     pub addr: SocketAddr,
     /// TLS, if any.
-    pub tls: Option<TlsClient>,
+    pub tls: Option<Dial>,
     /// The CONNECT to send.
     pub connect: Connect,
 }

@@ -32,3 +32,4 @@ mod sub_race;
 mod tls;
 mod tools;
 mod topic_acl;
+mod websocket;

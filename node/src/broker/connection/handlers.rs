@@ -297,6 +297,7 @@ where
         self.send(&Packet::ConnAck(connack));
         self.state.on_connected(Instant::now(), keep_alive);
         tracing::info!(target: "access", client = %client_id, peer = %self.peer,
+            transport = self.transport,
             user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
             keep_alive, clean_session = c.clean_session, session_present,
             "connected");

@@ -70,6 +70,8 @@ struct Connection<R, W> {
     /// The settings when the connection was accepted (run-time changes apply to new ones).
     settings: Arc<Settings>,
     peer: SocketAddr,
+    /// The listener's transport, for the `access` events: `tcp`, `tls`, `ws` or `wss`.
+    transport: &'static str,
     conn_id: u64,
     reader: Watched<R>,
     writer: W,
@@ -123,11 +125,13 @@ struct PendingAck {
     error: Option<Arc<str>>,
 }
 
-/// Serves one connection (plain TCP or TLS, already accepted) until it ends.
+/// Serves one connection (plain TCP, TLS or WebSocket, already accepted and upgraded) until it
+/// ends.
 pub(crate) async fn serve<R, W>(
     broker: Arc<Broker>,
     (reader, writer): (R, W),
     peer: SocketAddr,
+    transport: &'static str,
     cert_user: Option<String>,
     shutdown: CancellationToken,
     slot: OwnedSemaphorePermit,
@@ -153,6 +157,7 @@ pub(crate) async fn serve<R, W>(
         settings,
         broker,
         peer,
+        transport,
         conn_id,
         reader: Watched::new(reader),
         writer,
@@ -167,7 +172,7 @@ pub(crate) async fn serve<R, W>(
         shutdown,
         slot: Some(slot),
     };
-    tracing::debug!(target: "access", %peer, conn_id, "connection accepted");
+    tracing::debug!(target: "access", %peer, transport, conn_id, "connection accepted");
     let reason = conn.run().await;
     conn.finish(reason).await;
 }
@@ -807,7 +812,7 @@ where
             }
         }
         let Some(client) = client else {
-            tracing::info!(target: "access", peer = %self.peer, %reason, "disconnected before CONNECT");
+            tracing::info!(target: "access", peer = %self.peer, transport = self.transport, %reason, "disconnected before CONNECT");
             return;
         };
         let level = client.protocol;
@@ -818,10 +823,10 @@ where
             CloseReason::ClientDisconnect
             | CloseReason::ClientDisconnectWithWill
             | CloseReason::ServerShutdown => {
-                tracing::info!(target: "access", client = %client.id, peer = %self.peer, protocol = %level, %reason, "disconnected");
+                tracing::info!(target: "access", client = %client.id, peer = %self.peer, transport = self.transport, protocol = %level, %reason, "disconnected");
             }
             _ => {
-                tracing::warn!(target: "access", client = %client.id, peer = %self.peer, protocol = %level, %reason, "disconnected");
+                tracing::warn!(target: "access", client = %client.id, peer = %self.peer, transport = self.transport, protocol = %level, %reason, "disconnected");
             }
         }
     }

@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Semaphore};
 use super::control::{BrokerUsage, BrokerWatch, Control};
 use super::report::{interrupted_note, thousands, Report};
 use crate::mqtt::packet::{Packet, ProtocolVersion, QoS, Subscribe};
-use crate::tools::client::{connect_on, connect_packet, granted, ClientReader, ClientWriter};
+use crate::tools::client::{connect_on, connect_packet, granted, ClientReader, ClientWriter, Dial};
 
 /// Connections per source address before the next `127.0.0.x` is used (the default
 /// ephemeral port range holds about 28,000).
@@ -46,6 +46,8 @@ pub struct BatchOptions {
     /// Each client subscribes to `PREFIX/<its id>` after CONNACK and counts as connected
     /// once the SUBACK is in.
     pub subscribe: Option<String>,
+    /// TLS and/or WebSocket (`--cafile`, `--ws`); plain TCP without.
+    pub dial: Option<Dial>,
 }
 
 /// One connected client of a batch.
@@ -199,8 +201,10 @@ pub async fn batch_start(o: &BatchOptions, control: &Control) -> Batch {
         let (addr, source, keep_alive) = (o.addr, source_for(o.addr, i), o.keep_alive);
         let version = o.version;
         let filter = o.subscribe.as_ref().map(|p| format!("{p}/{id}"));
+        let dial = o.dial.clone();
         tasks.push(tokio::spawn(async move {
-            let result = open_client(addr, source, version, id.clone(), keep_alive).await;
+            let result =
+                open_client(addr, source, dial.as_ref(), version, id.clone(), keep_alive).await;
             let result = match (result, filter) {
                 (Ok((r, w)), Some(filter)) => subscribe_to(r, w, filter).await,
                 (result, _) => result,
@@ -283,6 +287,7 @@ async fn hold(clients: &mut [BatchClient], how_long: Duration, keep_alive: u16) 
 async fn open_client(
     addr: SocketAddr,
     source: Option<SocketAddr>,
+    dial: Option<&Dial>,
     version: ProtocolVersion,
     id: String,
     keep_alive: u16,
@@ -299,7 +304,7 @@ async fn open_client(
     }
     let stream = socket.connect(addr).await.map_err(|e| reason_of(&e))?;
     let connect = connect_packet(version, &id, true, keep_alive);
-    connect_on(stream, None, connect)
+    connect_on(stream, dial, connect)
         .await
         .map(|(r, w, _)| (r, w))
         .map_err(|e| reason_of(&e))
@@ -350,6 +355,7 @@ mod tests {
             concurrency: 8,
             keep_alive: 0,
             subscribe: None,
+            dial: None,
         }
     }
 

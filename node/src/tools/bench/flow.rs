@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::report::{interrupted_note, thousands, Report};
 use crate::mqtt::packet::{Ack, Packet, ProtocolVersion, Publish, QoS, Subscribe};
-use crate::tools::client::{connect, granted, ClientReader, ClientWriter, TlsClient};
+use crate::tools::client::{connect, granted, ClientReader, ClientWriter, Dial};
 
 /// Bytes of publishes buffered before they are written.
 const WRITE_BATCH: usize = 64 << 10;
@@ -51,7 +51,7 @@ pub struct FlowOptions {
     /// How long the subscriptions may take to become routable from `addr`.
     pub ready_timeout: Duration,
     /// Connect over TLS.
-    pub tls: Option<TlsClient>,
+    pub tls: Option<Dial>,
     /// Publishing connections.
     pub publishers: usize,
     /// Subscribing connections.

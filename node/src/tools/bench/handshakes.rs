@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::control::{BrokerUsage, BrokerWatch, Control};
 use super::report::{interrupted_note, thousands, Report};
 use crate::mqtt::packet::{Disconnect, Packet, ProtocolVersion};
-use crate::tools::client::{connect, TlsClient};
+use crate::tools::client::{connect, Dial};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ pub struct HandshakeOptions {
     /// Connections in progress at once.
     pub concurrency: usize,
     /// Connect over TLS.
-    pub tls: Option<TlsClient>,
+    pub tls: Option<Dial>,
     /// Client id prefix.
     pub id_prefix: String,
     /// The broker's process id, to report its CPU time.
@@ -123,7 +123,12 @@ pub async fn run(o: HandshakeOptions, control: &Control) -> HandshakeReport {
     let seconds = began.elapsed().as_secs_f64();
     control.progress.finish_and_clear();
     HandshakeReport {
-        transport: if o.tls.is_some() { "tls" } else { "tcp" },
+        transport: match o.tls.as_ref().map(|d| (d.tls.is_some(), d.ws.is_some())) {
+            None | Some((false, false)) => "tcp",
+            Some((true, false)) => "tls",
+            Some((false, true)) => "ws",
+            Some((true, true)) => "wss",
+        },
         concurrency: o.concurrency.max(1),
         connected,
         failed,

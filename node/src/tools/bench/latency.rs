@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::control::{wait_for_count, BrokerUsage, BrokerWatch, Control, QUIET};
 use super::report::{interrupted_note, thousands, Report};
 use crate::mqtt::packet::{Ack, Packet, ProtocolVersion, Publish, QoS, Subscribe};
-use crate::tools::client::{connect, ClientReader, ClientWriter, TlsClient};
+use crate::tools::client::{connect, ClientReader, ClientWriter, Dial};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ pub struct LatencyOptions {
     /// Topic.
     pub topic: String,
     /// TLS, if any.
-    pub tls: Option<TlsClient>,
+    pub tls: Option<Dial>,
     /// Client id prefix.
     pub id_prefix: String,
     /// The broker's process id, to report its CPU time.

@@ -381,6 +381,7 @@ mod tests {
                 concurrency: 8,
                 keep_alive: 0,
                 subscribe: None,
+                dial: None,
             },
             interval: Duration::from_millis(2),
             duration: Duration::from_millis(300),
