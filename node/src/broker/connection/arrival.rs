@@ -197,6 +197,9 @@ pub(super) struct Watched<R> {
     inner: R,
     stamp: Arc<Stamp>,
     waker: Waker,
+    /// A copy of the stamp's `quiet`: a quiet connection's reads bypass all of this (the
+    /// socket gets the task's own waker), so publishers pay nothing per read.
+    quiet: bool,
 }
 
 impl<R> Watched<R> {
@@ -206,6 +209,7 @@ impl<R> Watched<R> {
             waker: Waker::from(stamp.clone()),
             stamp,
             inner,
+            quiet: false,
         }
     }
 
@@ -254,7 +258,11 @@ impl<R> Watched<R> {
 
     /// Whether others wait for this connection's input: not while it has published and not
     /// subscribed (see the module's notes).
-    pub(super) fn set_quiet(&self, quiet: bool) {
+    pub(super) fn set_quiet(&mut self, quiet: bool) {
+        if self.quiet == quiet {
+            return;
+        }
+        self.quiet = quiet;
         let mut state = self.stamp.state();
         if state.quiet != quiet {
             state.quiet = quiet;
@@ -342,6 +350,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.quiet {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         {
             let mut task = this
                 .stamp
