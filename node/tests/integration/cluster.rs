@@ -15,6 +15,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A data dir shared by every member (one cookie), with the cluster's TLS files.
 pub(crate) struct Cluster {
     dir: tempfile::TempDir,
+    /// Never beside a test that floods the machine (see `common::flooding`).
+    _not_flooded: std::sync::RwLockReadGuard<'static, ()>,
 }
 
 /// A running member: its process, name and cluster port.
@@ -32,6 +34,7 @@ impl Cluster {
     /// A cluster whose members all get these extra settings (TOML).
     pub(crate) fn with_settings(extra: &str) -> Self {
         Self {
+            _not_flooded: crate::common::beside_floods(),
             dir: cluster_dir(extra),
         }
     }

@@ -591,3 +591,22 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// Tests that flood the machine (thousands of handshakes, a socket written as fast as it
+/// goes) take this exclusively; multi-node tests, whose members must answer `ctl` within its
+/// timeout on two shared cores, take it shared, so the two never run at once.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that floods the machine.
+pub fn flooding() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held by a multi-node test while its members run.
+pub fn beside_floods() -> std::sync::RwLockReadGuard<'static, ()> {
+    MACHINE
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -106,6 +106,7 @@ fn sub_race_a_client_flooding_its_socket_does_not_hold_other_publishes() {
     use std::sync::Arc;
 
     let _alone = one_at_a_time();
+    let _flood = crate::common::flooding();
     let broker = Broker::start_with(&[], "[mqtt]\npublish_order_wait_us = 60000000\n");
     let mut flooder = open(&broker, 4, 0x02, "flooder");
     // Subscribed once: from then on the flooder's input is waited for after an idle moment.
