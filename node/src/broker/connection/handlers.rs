@@ -510,10 +510,22 @@ where
         if !v5 {
             return true;
         }
+        self.refuse_publish_v5(p, ReasonCode::QuotaExceeded, || why.to_string());
+        false
+    }
+
+    /// Answers an MQTT 5.0 PUBLISH that is not routed with PUBACK/PUBREC `reason` and a reason
+    /// string (nothing for QoS 0), in its turn among the acknowledgements.
+    pub(super) fn refuse_publish_v5(
+        &mut self,
+        p: &Publish,
+        reason: ReasonCode,
+        why: impl FnOnce() -> String,
+    ) {
         let ack = Ack {
-            reason: ReasonCode::QuotaExceeded,
+            reason,
             properties: Properties {
-                reason_string: self.flow.reason_string(|| why.to_string()),
+                reason_string: self.flow.reason_string(why),
                 ..Properties::default()
             },
             ..Ack::new(p.packet_id)
@@ -527,7 +539,6 @@ where
                 self.acknowledge(Packet::PubRec(ack), 0, &p.topic);
             }
         }
-        false
     }
 
     /// An MQTT 5.0 PUBLISH: resolves its topic alias and counts it against the server's

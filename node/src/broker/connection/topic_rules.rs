@@ -5,7 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::super::topic_acl::{log_denied, Action, Decision};
 use super::Connection;
-use crate::mqtt::packet::{Ack, LastWill, Packet, Properties, Publish, QoS};
+use crate::mqtt::packet::{Ack, LastWill, Packet, Publish, QoS};
 use crate::mqtt::reason::ReasonCode;
 
 impl<R, W> Connection<R, W>
@@ -47,25 +47,9 @@ where
             }
             return false;
         }
-        let ack = Ack {
-            reason: ReasonCode::NotAuthorized,
-            properties: Properties {
-                reason_string: self
-                    .flow
-                    .reason_string(|| format!("denied by {}", decision.rule_text())),
-                ..Properties::default()
-            },
-            ..Ack::new(p.packet_id)
-        };
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), 0, &p.topic),
-            QoS::ExactlyOnce => {
-                // An error PUBREC ends the exchange (no PUBREL follows, MQTT 5.0 4.3.3).
-                self.flow.quota.pubrel_received(p.packet_id);
-                self.acknowledge(Packet::PubRec(ack), 0, &p.topic);
-            }
-        }
+        self.refuse_publish_v5(p, ReasonCode::NotAuthorized, || {
+            format!("denied by {}", decision.rule_text())
+        });
         false
     }
 
