@@ -56,7 +56,7 @@ pub const ADMIN_ALPN: &[u8] = b"fubar-admin/2";
 /// node crate defines those frames.
 /// `/3`: a takeover carries the connecting user and may be refused (client ids belong to
 /// their user), and a moved session its owner.
-pub const PEER_ALPN: &[u8] = b"fubar-cluster/3";
+pub const PEER_ALPN: &[u8] = b"fubar-cluster/4";
 
 /// Largest admin request frame body the monitor reads; a larger one closes that connection.
 /// 4 MiB: `fubar ctl acl topic import` sends a whole mosquitto acl_file (about 100,000 rules);

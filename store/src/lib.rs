@@ -78,6 +78,7 @@ pub struct Store {
     qos2: Keyspace,
     routes: Keyspace,
     clients: Keyspace,
+    client_owners: Keyspace,
     durability: Durability,
     replication_taken: AtomicBool,
     /// Tests make the message path's writes fail with this (`inject_failures`).
@@ -138,6 +139,7 @@ impl Store {
             qos2: ks("qos2")?,
             routes: ks(replicated::ROUTES)?,
             clients: ks(replicated::CLIENTS)?,
+            client_owners: ks(replicated::CLIENT_OWNERS)?,
             replication_taken: AtomicBool::new(false),
             #[cfg(any(test, feature = "fault-injection"))]
             fail_writes: AtomicBool::new(false),

@@ -30,8 +30,12 @@ pub trait ClusterHooks: Send + Sync + fmt::Debug {
     /// A message a member of share group `share` here left unacknowledged: send it to
     /// another node with members of the group, in turn. False when no other node has any.
     fn forward_share(&self, share: &Arc<str>, message: &Arc<Message>) -> bool;
-    /// A client's session is attached to this node now.
-    fn client_attached(&self, client_id: &str);
+    /// A client's session is attached to this node now, for a connection of verified user
+    /// `owner` (none: no user was proven). The cluster records the owner with the holder, so
+    /// every node refuses the id to other users even while its holder is away; when two users
+    /// claim a new id at once on two nodes, the registration Raft orders first wins and the
+    /// other node ends its session.
+    fn client_attached(&self, client_id: &str, owner: Option<&str>);
     /// A client's session has ended on this node.
     fn client_ended(&self, client_id: &str);
     /// A client is connecting here for verified user `user`: if another node holds its

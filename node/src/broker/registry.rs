@@ -663,6 +663,36 @@ impl Registry {
         self.map().keys().map(|k| k.to_string()).collect()
     }
 
+    /// Every client id with a session here, with the session's owner (`client_owner`).
+    pub fn client_ids_and_owners(&self) -> Vec<(String, Option<String>)> {
+        let handles: Vec<Arc<SessionHandle>> = self.map().values().cloned().collect();
+        handles
+            .iter()
+            .map(|h| {
+                let owner = h.lock().session.user().map(str::to_owned);
+                (h.client_id.to_string(), owner)
+            })
+            .collect()
+    }
+
+    /// Ends `client_id`'s session (kicking its connection) only if it is `owner`'s: the
+    /// cluster refused the registration that session made, the id being another user's.
+    pub fn release_of(&self, client_id: &str, owner: Option<&str>) -> Option<Arc<SessionHandle>> {
+        let same = |s: &Session| {
+            if s.user() == owner {
+                Ok(Claim::Allowed)
+            } else {
+                Err(NotOwner {
+                    owner: s.user().unwrap_or_default().to_owned(),
+                })
+            }
+        };
+        self.release_if(client_id, same, |_, _, _, _| ())
+            .ok()
+            .flatten()
+            .map(|(h, ())| h)
+    }
+
     /// The session registered under `client_id`, if any.
     pub fn get(&self, client_id: &str) -> Option<Arc<SessionHandle>> {
         self.map().get(client_id).cloned()

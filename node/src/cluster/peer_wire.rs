@@ -1,4 +1,4 @@
-//! The frames of a cluster peer link (ALPN `fubar-cluster/3`), postcard-encoded and
+//! The frames of a cluster peer link (ALPN `fubar-cluster/4`), postcard-encoded and
 //! length-prefixed like every other link of the endpoint.
 //!
 //! After the membership handshake the dialer opens one bidirectional stream per request: it

@@ -22,6 +22,9 @@ pub struct ReplicatedView {
     /// Shared subscriptions: the nodes with members of each `$share/GROUP/FILTER`.
     shares: RwLock<ShareRoutes>,
     clients: RwLock<HashMap<String, u64>>,
+    /// The user each owned client id belongs to (`client_owner`), whether or not a node
+    /// holds it now.
+    owners: RwLock<HashMap<String, String>>,
     broker: OnceLock<Weak<Broker>>,
     /// Woken when the cluster dropped this node's routes and clients (it was thought dead):
     /// the member announces them again.
@@ -47,6 +50,7 @@ impl ReplicatedView {
             routes: RwLock::default(),
             shares: RwLock::default(),
             clients: RwLock::default(),
+            owners: RwLock::default(),
             broker: OnceLock::new(),
             dropped_me: tokio::sync::Notify::new(),
             version: std::sync::atomic::AtomicU64::new(0),
@@ -110,6 +114,15 @@ impl ReplicatedView {
             .unwrap_or_else(PoisonError::into_inner)
             .get(client_id)
             .copied()
+    }
+
+    /// The user `client_id` belongs to, if it has an owner.
+    pub fn owner(&self, client_id: &str) -> Option<String> {
+        self.owners
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(client_id)
+            .cloned()
     }
 
     /// The filters this node has routes for and the client ids it holds, as the replicated
@@ -189,7 +202,15 @@ impl ReplicatedView {
         };
         *self.routes.write().unwrap_or_else(PoisonError::into_inner) = routes;
         *self.shares.write().unwrap_or_else(PoisonError::into_inner) = shares;
+        let owners = match self.store.client_owners() {
+            Ok(all) => all.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(target: "error", error = %e, "cannot read the client id owners");
+                HashMap::new()
+            }
+        };
         *self.clients.write().unwrap_or_else(PoisonError::into_inner) = clients;
+        *self.owners.write().unwrap_or_else(PoisonError::into_inner) = owners;
     }
 
     /// Makes the broker's copies of accounts, settings and retained messages match the store.
@@ -224,7 +245,7 @@ impl ReplicatedView {
         }
     }
 
-    fn apply_to_broker(&self, broker: &Broker, change: &Change) {
+    fn apply_to_broker(&self, broker: &Broker, change: &Change, outcome: &Outcome) {
         match change {
             Change::PutAccount { name, record } => {
                 broker.accounts.set_hash(name, &record.password_hash);
@@ -246,16 +267,54 @@ impl ReplicatedView {
                     tracing::error!(target: "error", error = %e, "cannot read the topic rules");
                 }
             }
-            Change::RegisterClient { client_id, node } if *node != self.me => {
-                // Another node has the client now: close it here.
+            Change::RegisterClient { client_id, node }
+            | Change::RegisterOwnedClient {
+                client_id, node, ..
+            } => self.registered(broker, client_id, *node, registrant(change), outcome),
+            _ => {}
+        }
+    }
+}
+
+impl ReplicatedView {
+    /// A registration of `client_id` by `node` for verified user `user` was applied.
+    fn registered(
+        &self,
+        broker: &Broker,
+        client_id: &str,
+        node: u64,
+        user: Option<&str>,
+        outcome: &Outcome,
+    ) {
+        match outcome {
+            // Another node has the client now: close it here.
+            Outcome::PreviousHolder(_) if node != self.me => {
                 if let Some(handle) = broker.registry.release(client_id) {
                     broker.router.remove_session(&handle);
                     tracing::info!(target: "resource", client = %client_id,
                         "session taken over by another node");
                 }
             }
+            // This node attached a session the id's owner never allowed (another user
+            // claimed the id first, on another node, at the same moment): it ends here.
+            Outcome::NotOwner { owner } if node == self.me => {
+                if let Some(handle) = broker.registry.release_of(client_id, user) {
+                    broker.router.remove_session(&handle);
+                    tracing::info!(target: "access", client = %client_id,
+                        user = user.unwrap_or_default(), owner = %owner,
+                        "session ended: the client id belongs to another user (claimed first on another node)");
+                }
+            }
             _ => {}
         }
+    }
+}
+
+/// The verified user a registration was made for.
+fn registrant(change: &Change) -> Option<&str> {
+    match change {
+        Change::RegisterOwnedClient { owner, .. } => Some(owner),
+        _ => None,
     }
 }
 
@@ -292,7 +351,7 @@ fn share_key(share: &str, node: u64) -> Arc<str> {
 }
 
 impl ApplyListener for ReplicatedView {
-    fn applied(&self, change: &Change, _outcome: &Outcome) {
+    fn applied(&self, change: &Change, outcome: &Outcome) {
         self.version
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match change {
@@ -310,14 +369,27 @@ impl ApplyListener for ReplicatedView {
                     routes.remove(filter, node);
                 }
             }
-            Change::RegisterClient { client_id, node } => {
-                let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
-                clients.insert(client_id.clone(), *node);
+            Change::RegisterClient { client_id, node }
+            | Change::RegisterOwnedClient {
+                client_id, node, ..
+            } => {
+                if let Outcome::PreviousHolder(_) = outcome {
+                    let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
+                    clients.insert(client_id.clone(), *node);
+                    if let Some(owner) = registrant(change) {
+                        let mut owners =
+                            self.owners.write().unwrap_or_else(PoisonError::into_inner);
+                        owners.insert(client_id.clone(), owner.to_owned());
+                    }
+                }
             }
             Change::UnregisterClient { client_id, node } => {
                 let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
                 if clients.get(client_id) == Some(node) {
                     clients.remove(client_id);
+                    // The session ended on its holder: the id is anyone's again.
+                    let mut owners = self.owners.write().unwrap_or_else(PoisonError::into_inner);
+                    owners.remove(client_id);
                 }
             }
             Change::DropNode { node } => {
@@ -329,7 +401,7 @@ impl ApplyListener for ReplicatedView {
             _ => {}
         }
         if let Some(broker) = self.broker() {
-            self.apply_to_broker(&broker, change);
+            self.apply_to_broker(&broker, change, outcome);
         }
     }
 
@@ -402,6 +474,47 @@ mod tests {
         assert_eq!(v.holder("c1"), Some(3));
         v.applied(&register(1), &Outcome::PreviousHolder(Some(3)));
         assert!(v.targets("c1").is_empty(), "held here: nothing to forward");
+    }
+
+    #[test]
+    fn a_refused_registration_of_this_node_ends_only_the_session_that_made_it() {
+        use crate::settings::Settings;
+        let (_dir, v) = view(1);
+        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
+        v.attach(&broker);
+        let limits = Settings::default().session_limits();
+        let mut bob = broker
+            .registry
+            .attach_with("dev", Some("bob"), false, true, 1, limits)
+            .unwrap();
+        let owned = |owner: &str| Change::RegisterOwnedClient {
+            client_id: "dev".into(),
+            node: 1,
+            owner: owner.into(),
+        };
+        let not_alice = Outcome::NotOwner {
+            owner: "alice".into(),
+        };
+        // A refusal of someone else's registration here leaves bob's session alone ...
+        v.applied(&owned("carol"), &not_alice);
+        assert!(broker.registry.get("dev").is_some());
+        // ... bob's own ends it (alice claimed the id first on another node) and kicks him.
+        v.applied(&owned("bob"), &not_alice);
+        assert!(broker.registry.get("dev").is_none());
+        assert!(bob.kicked.try_recv().is_ok(), "bob's connection is closed");
+        assert_eq!(v.holder("dev"), None, "a refusal registers nothing");
+        assert_eq!(v.owner("dev"), None);
+        // alice's registration on node 2 is applied: the id is hers everywhere.
+        let alice = Change::RegisterOwnedClient {
+            client_id: "dev".into(),
+            node: 2,
+            owner: "alice".into(),
+        };
+        v.applied(&alice, &Outcome::PreviousHolder(None));
+        assert_eq!(
+            (v.holder("dev"), v.owner("dev").as_deref()),
+            (Some(2), Some("alice"))
+        );
     }
 
     #[test]

@@ -458,3 +458,53 @@ fn client_id_from_username_makes_the_user_name_the_client_id() {
     assert!(!present);
     assert!(open.wait_for_log("connected client=carol ", WAIT).is_some());
 }
+
+/// A member line of a cluster status (after the header).
+fn member_line<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find(|l| l.starts_with(name))
+}
+
+#[test]
+fn while_the_node_holding_alices_session_is_dead_no_other_node_gives_bob_her_id() {
+    let cluster = Cluster::with_settings("[auth]\nenabled = true\n");
+    let n1 = cluster.found("n1");
+    let n2 = cluster.join("n2", &n1);
+    let n3 = cluster.join("n3", &n1);
+    cluster.wait_status("n1@localhost", "three voters", |s| {
+        s.lines().filter(|l| l.contains(" voter ")).count() == 3
+    });
+    add_accounts_on(&cluster, "n1@localhost");
+    let (mut alice, _) = accepted_when_replicated(n1.broker.addr, "alice-dev", "alice", V311_KEEP);
+    alice.subscribe("alice/#");
+    // bob's account has reached n2 and n3 once he may connect there; his client registered
+    // after alice's on n3 shows both nodes have learnt hers (n1's changes apply in order).
+    let (_bob2, _) = accepted_when_replicated(n2.broker.addr, "bob-2", "bob", V311_CLEAN);
+    let (_bob3, _) = accepted_when_replicated(n3.broker.addr, "bob-3", "bob", V311_CLEAN);
+    for node in ["n2@localhost", "n3@localhost"] {
+        cluster.wait_status(node, "alice-dev, bob-2 and bob-3", |s| clients(s) >= 3);
+    }
+    drop(alice);
+    n1.broker.kill9();
+    // At once, while n1 cannot answer a takeover, and after the others dropped it (and
+    // with it the registration of alice-dev): the id is still alice's.
+    for ask in EVERY_ASK {
+        assert_bob_refused(n2.broker.addr, "alice-dev", ask);
+    }
+    cluster.wait_status("n2@localhost", "n1 down and its clients dropped", |s| {
+        member_line(s, "n1@localhost").is_some_and(|l| l.contains("down")) && clients(s) == 2
+    });
+    for ask in EVERY_ASK {
+        assert_bob_refused(n3.broker.addr, "alice-dev", ask);
+    }
+    // alice herself may start again on a surviving node (her old session died with n1).
+    let (mut alice, present) =
+        Wire::accepted(n3.broker.addr, "alice-dev", Some("alice"), V311_KEEP);
+    assert!(!present, "the session was on the dead node");
+    alice.subscribe("alice/#");
+    let (mut publisher, _) = Wire::accepted(n2.broker.addr, "pub", Some("bob"), V311_CLEAN);
+    cluster.wait_routes("n2@localhost", 1);
+    assert_alice_served(&mut alice, &mut publisher, "on n3");
+    for ask in [V311_KEEP, V5_CLEAN] {
+        assert_bob_refused(n2.broker.addr, "alice-dev", ask);
+    }
+}

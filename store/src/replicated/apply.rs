@@ -70,20 +70,19 @@ impl<'a> Pending<'a> {
             Change::RemoveRoute { filter, node } => {
                 Outcome::Removed(self.delete(Ks::Routes, route_key(filter, *node))?)
             }
-            Change::RegisterClient { client_id, node } => {
-                let previous = self.client_holder(client_id)?;
-                self.put(
-                    Ks::Clients,
-                    client_id.as_bytes(),
-                    node.to_be_bytes().to_vec(),
-                );
-                Outcome::PreviousHolder(previous.filter(|p| p != node))
-            }
+            Change::RegisterClient { client_id, node } => self.register(client_id, *node, None)?,
+            Change::RegisterOwnedClient {
+                client_id,
+                node,
+                owner,
+            } => self.register(client_id, *node, Some(owner))?,
             Change::UnregisterClient { client_id, node } => {
                 let holds = self.client_holder(client_id)? == Some(*node);
                 if holds {
                     self.writes
                         .insert((Ks::Clients, client_id.as_bytes().to_vec()), None);
+                    // The session ended: the id is free for anyone again.
+                    self.delete(Ks::ClientOwners, client_id)?;
                 }
                 Outcome::Removed(holds)
             }
@@ -134,6 +133,36 @@ impl<'a> Pending<'a> {
             self.writes.insert((ks, key.to_vec()), None);
         }
         Ok(existed)
+    }
+
+    /// `node` holds `client_id` now, for a connection of verified user `owner` (none: no
+    /// user, or auth off): refused if the id belongs to another user (`client_owner`'s rule).
+    fn register(
+        &mut self,
+        client_id: &str,
+        node: u64,
+        owner: Option<&String>,
+    ) -> Result<Outcome, StoreError> {
+        if let Some(current) = self.get(Ks::ClientOwners, client_id.as_bytes())? {
+            let current = String::from_utf8_lossy(&current).into_owned();
+            if owner != Some(&current) {
+                return Ok(Outcome::NotOwner { owner: current });
+            }
+        }
+        let previous = self.client_holder(client_id)?;
+        self.put(
+            Ks::Clients,
+            client_id.as_bytes(),
+            node.to_be_bytes().to_vec(),
+        );
+        if let Some(owner) = owner {
+            self.put(
+                Ks::ClientOwners,
+                client_id.as_bytes(),
+                owner.as_bytes().to_vec(),
+            );
+        }
+        Ok(Outcome::PreviousHolder(previous.filter(|p| *p != node)))
     }
 
     fn client_holder(&self, client_id: &str) -> Result<Option<u64>, StoreError> {

@@ -78,7 +78,8 @@ pub enum Change {
         /// The node that let it go.
         node: u64,
     },
-    /// Removes every route and client registration of `node` (it died or left).
+    /// Removes every route and client registration of `node` (it died or left); the owners
+    /// of its client ids stay (another user still may not take them).
     /// Outcome: `Dropped { filters, clients }`.
     DropNode {
         /// The node.
@@ -93,6 +94,19 @@ pub enum Change {
     DeleteTopicRules {
         /// The rules.
         rules: Vec<String>,
+    },
+    /// `RegisterClient` for a session created or resumed by a connection of verified user
+    /// `owner`, who owns the client id from then on (until its session ends). Outcome:
+    /// `PreviousHolder`, or `NotOwner` (nothing written) when the id belongs to another user.
+    /// A plain `RegisterClient` of an owned id is refused the same way: of two connections of
+    /// different users claiming one id at once on two nodes, the one Raft orders first wins.
+    RegisterOwnedClient {
+        /// Client id.
+        client_id: String,
+        /// The node that holds it now.
+        node: u64,
+        /// The verified user.
+        owner: String,
     },
 }
 
@@ -114,6 +128,11 @@ pub enum Outcome {
         filters: Vec<String>,
         /// Client ids the node held.
         clients: Vec<String>,
+    },
+    /// `RegisterClient`, `RegisterOwnedClient`: refused, the client id belongs to `owner`.
+    NotOwner {
+        /// The user the client id belongs to.
+        owner: String,
     },
 }
 

@@ -13,6 +13,9 @@ pub(crate) const ROUTES: &str = "routes";
 pub(crate) const CLIENTS: &str = "clients";
 /// Topic rules: `rule text` → empty.
 pub(crate) const TOPIC_ACL: &str = "topic_acl";
+/// Client id owners: `client id` → the verified user whose connection created its session.
+/// Kept apart from the registry: a dropped node's clients lose their holder, not their owner.
+pub(crate) const CLIENT_OWNERS: &str = "client_owners";
 /// State machine meta: last applied log id, last membership.
 pub(crate) const SM_META: &str = "sm_meta";
 /// The current snapshot: its meta and its data in chunks.
@@ -32,11 +35,12 @@ pub(crate) enum Ks {
     Routes,
     Clients,
     TopicAcl,
+    ClientOwners,
 }
 
 impl Ks {
     /// Every data keyspace, in snapshot order.
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Accounts,
         Self::Acl,
         Self::Settings,
@@ -44,6 +48,7 @@ impl Ks {
         Self::Routes,
         Self::Clients,
         Self::TopicAcl,
+        Self::ClientOwners,
     ];
 
     /// The keyspace's name, as fjall and snapshots know it.
@@ -56,6 +61,7 @@ impl Ks {
             Self::Routes => ROUTES,
             Self::Clients => CLIENTS,
             Self::TopicAcl => TOPIC_ACL,
+            Self::ClientOwners => CLIENT_OWNERS,
         }
     }
 }
@@ -73,6 +79,7 @@ pub(crate) struct DataKeyspaces {
     pub(crate) routes: Keyspace,
     pub(crate) clients: Keyspace,
     pub(crate) topic_acl: Keyspace,
+    pub(crate) client_owners: Keyspace,
 }
 
 impl DataKeyspaces {
@@ -85,6 +92,7 @@ impl DataKeyspaces {
             Ks::Routes => &self.routes,
             Ks::Clients => &self.clients,
             Ks::TopicAcl => &self.topic_acl,
+            Ks::ClientOwners => &self.client_owners,
         }
     }
 }

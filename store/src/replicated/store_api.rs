@@ -39,6 +39,7 @@ impl Store {
             routes: self.routes.clone(),
             clients: self.clients.clone(),
             topic_acl: self.topic_acl.clone(),
+            client_owners: self.client_owners.clone(),
         };
         let snapshots = SnapshotStore::new(self.path.clone(), self.db.clone(), ks(SNAPSHOT)?);
         let state_machine = StateMachine::new(
@@ -84,6 +85,21 @@ impl Store {
                 let node = parse_node(&v)
                     .ok_or_else(|| self.corrupt(format!("client record of {id:?}")))?;
                 Ok((id, node))
+            })
+            .collect()
+    }
+
+    /// Every client id with an owner: (client id, the verified user whose connection created
+    /// its session), by client id.
+    pub fn client_owners(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.client_owners
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ))
             })
             .collect()
     }

@@ -262,7 +262,7 @@ where
             tracing::info!(target: "resource", client = %client_id, peer = %self.peer, "session taken over");
         }
         if let Some(cluster) = self.broker.cluster.get() {
-            cluster.client_attached(&client_id);
+            cluster.client_attached(&client_id, user.as_deref());
         }
         tracing::info!(target: "resource", client = %client_id, clean = c.clean_session,
             "{}", if attached.session_present { "session resumed" } else { "session created" });

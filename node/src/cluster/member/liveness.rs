@@ -25,14 +25,14 @@ impl ClusterMember {
                 continue;
             };
             let filters = broker.router.local_filters();
-            let clients = broker.registry.client_ids();
+            let clients = broker.registry.client_ids_and_owners();
             tracing::warn!(target: "warning", routes = filters.len(), clients = clients.len(),
                 "the cluster dropped this node's routes and clients; announcing them again");
             for filter in filters {
                 self.route_added(&filter);
             }
             for client in clients {
-                self.client_attached(&client);
+                self.client_attached(&client.0, client.1.as_deref());
             }
         }
     }

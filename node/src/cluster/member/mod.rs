@@ -32,7 +32,7 @@ use super::peers::Peers;
 use super::raft_network::RaftNetworkOverPeers;
 use super::view::ReplicatedView;
 use super::{endpoint, NodeName};
-use crate::broker::client_owner::{Claim, NotOwner};
+use crate::broker::client_owner::{self, Claim, NotOwner};
 use crate::broker::cluster_hooks::ClusterHooks;
 use crate::broker::persist::{self, stored_message};
 use crate::broker::Broker;
@@ -276,10 +276,11 @@ impl ClusterMember {
         let _ = broker.cluster.set(hooks.clone());
         broker.router.set_hooks(hooks);
         // Sessions restored from the store are held here.
-        let held = broker.registry.client_ids();
-        for id in &held {
-            self.client_attached(id);
+        let held = broker.registry.client_ids_and_owners();
+        for (id, owner) in &held {
+            self.client_attached(id, owner.as_deref());
         }
+        let held: Vec<String> = held.into_iter().map(|(id, _)| id).collect();
         // What the table still says of this node from its last run but is gone (the
         // subscriptions and sessions of clean-session clients) is removed.
         let (filters, clients) = self.view.own_entries();
@@ -520,10 +521,18 @@ impl ClusterHooks for ClusterMember {
         elsewhere || shared
     }
 
-    fn client_attached(&self, client_id: &str) {
-        self.pending.push(Change::RegisterClient {
-            client_id: client_id.to_owned(),
-            node: self.id,
+    fn client_attached(&self, client_id: &str, owner: Option<&str>) {
+        let client_id = client_id.to_owned();
+        self.pending.push(match owner {
+            Some(owner) => Change::RegisterOwnedClient {
+                client_id,
+                node: self.id,
+                owner: owner.to_owned(),
+            },
+            None => Change::RegisterClient {
+                client_id,
+                node: self.id,
+            },
         });
     }
 
@@ -563,6 +572,11 @@ impl ClusterHooks for ClusterMember {
         keep: bool,
     ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>> {
         Box::pin(async move {
+            // The id's owner is replicated: another user is refused here even while the
+            // node holding the session is away.
+            if let Some(owner) = self.view.owner(client_id) {
+                client_owner::check(Some(&owner), user)?;
+            }
             let Some(holder) = self.view.holder(client_id).filter(|h| *h != self.id) else {
                 return Ok(None);
             };
@@ -581,8 +595,7 @@ impl ClusterHooks for ClusterMember {
                 }
                 Err(e) => {
                     // The holder is away: the client starts here without its old session
-                    // (the registration moves it anyway). Who owns that session cannot be
-                    // asked either: the replicated client registry does not record owners.
+                    // (the registration moves it anyway); its owner was checked above.
                     tracing::warn!(target: "warning", client = client_id, error = %e,
                         "cannot take the session over from its node");
                     Ok(None)

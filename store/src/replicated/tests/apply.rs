@@ -149,6 +149,69 @@ async fn register_returns_the_previous_holder_and_unregister_needs_the_holder() 
 }
 
 #[tokio::test]
+async fn a_client_id_belongs_to_the_user_that_registered_it_until_its_session_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (_log, mut sm) = store.replication(None).unwrap();
+    let owned = |node, owner: &str| Change::RegisterOwnedClient {
+        client_id: "alice-dev".into(),
+        node,
+        owner: owner.into(),
+    };
+    let plain = |node| Change::RegisterClient {
+        client_id: "alice-dev".into(),
+        node,
+    };
+    let not_alice = Outcome::NotOwner {
+        owner: "alice".into(),
+    };
+    // alice on n1; bob on n2 and an anonymous connection on n3 are refused, in the same
+    // entry (two first claims at once: the first ordered wins) and in later ones; alice
+    // herself moves the id to n2.
+    let outcomes = apply_one(
+        &mut sm,
+        1,
+        vec![owned(1, "alice"), owned(2, "bob"), plain(3)],
+    )
+    .await;
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::PreviousHolder(None),
+            not_alice.clone(),
+            not_alice.clone()
+        ]
+    );
+    assert_eq!(store.client_holder("alice-dev").unwrap(), Some(1));
+    // n1 is dropped (dead): the holder goes, the owner stays.
+    apply_one(&mut sm, 2, vec![Change::DropNode { node: 1 }]).await;
+    assert_eq!(store.client_holder("alice-dev").unwrap(), None);
+    assert_eq!(
+        apply_one(&mut sm, 3, vec![owned(2, "bob"), owned(2, "alice")]).await,
+        vec![not_alice, Outcome::PreviousHolder(None)]
+    );
+    assert_eq!(
+        store.client_owners().unwrap(),
+        vec![("alice-dev".to_owned(), "alice".to_owned())]
+    );
+    // Her session ends on its holder: the id is free again.
+    apply_one(
+        &mut sm,
+        4,
+        vec![Change::UnregisterClient {
+            client_id: "alice-dev".into(),
+            node: 2,
+        }],
+    )
+    .await;
+    assert!(store.client_owners().unwrap().is_empty());
+    assert_eq!(
+        apply_one(&mut sm, 5, vec![owned(3, "bob")]).await,
+        vec![Outcome::PreviousHolder(None)]
+    );
+}
+
+#[tokio::test]
 async fn drop_node_removes_only_that_nodes_routes_and_clients() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
