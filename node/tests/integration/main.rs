@@ -33,3 +33,4 @@ mod tls;
 mod tools;
 mod topic_acl;
 mod websocket;
+mod websocket_guards;

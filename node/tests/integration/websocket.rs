@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(10);
 const PAHO_SCRIPT: &str = include_str!("websocket_paho.py");
 
 /// The address a `listening on SCHEME://ADDR/mqtt` line of `broker` names.
-fn ws_addr(broker: &Broker, scheme: &str) -> SocketAddr {
+pub(crate) fn ws_addr(broker: &Broker, scheme: &str) -> SocketAddr {
     let needle = format!("listening on {scheme}://");
     broker
         .log_lines()
@@ -32,7 +32,7 @@ fn ws_addr(broker: &Broker, scheme: &str) -> SocketAddr {
 }
 
 /// Waits for the `n`th event containing `needle`; fails with the node's log if none comes.
-fn logged(broker: &Broker, needle: &str, n: usize) -> String {
+pub(crate) fn logged(broker: &Broker, needle: &str, n: usize) -> String {
     broker.wait_for_log_count(needle, n, T).unwrap_or_else(|| {
         panic!(
             "no {needle:?} (x{n}) in:\n{}",
@@ -41,7 +41,7 @@ fn logged(broker: &Broker, needle: &str, n: usize) -> String {
     })
 }
 
-fn ws_broker(args: &[&str], config: &str) -> (Broker, SocketAddr) {
+pub(crate) fn ws_broker(args: &[&str], config: &str) -> (Broker, SocketAddr) {
     let args = [&["--ws-port", "0"][..], args].concat();
     let broker = Broker::start_with(&args, config);
     let addr = ws_addr(&broker, "ws");
@@ -155,7 +155,7 @@ fn http(addr: SocketAddr, req: &str) -> (TcpStream, String) {
 }
 
 /// An upgraded WebSocket with subprotocol `mqtt`.
-fn ws_open(addr: SocketAddr) -> TcpStream {
+pub(crate) fn ws_open(addr: SocketAddr) -> TcpStream {
     let (s, head) = http(addr, &request("/mqtt", Some("mqtt")));
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.contains("Sec-WebSocket-Protocol: mqtt\r\n"), "{head}");
@@ -167,7 +167,7 @@ fn ws_open(addr: SocketAddr) -> TcpStream {
 }
 
 /// A client frame (masked, as RFC 6455 requires of clients).
-fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
     header_len(&mut f, payload.len() as u64);
     let mask = [0x11, 0x22, 0x33, 0x44];
@@ -176,7 +176,7 @@ fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn header_len(f: &mut Vec<u8>, len: u64) {
+pub(crate) fn header_len(f: &mut Vec<u8>, len: u64) {
     if len < 126 {
         f.push(0x80 | len as u8);
     } else if len < 65536 {
@@ -189,7 +189,7 @@ fn header_len(f: &mut Vec<u8>, len: u64) {
 }
 
 /// Reads one server frame (unmasked): (opcode, payload); `None` once the socket closed.
-fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+pub(crate) fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let mut h = [0u8; 2];
     s.read_exact(&mut h).ok()?;
     let mut len = u64::from(h[1] & 0x7f);
@@ -208,7 +208,7 @@ fn read_frame(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 }
 
 /// Reads binary frames until `n` payload bytes came.
-fn read_binary(s: &mut TcpStream, n: usize) -> Vec<u8> {
+pub(crate) fn read_binary(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut got = Vec::new();
     while got.len() < n {
         let (op, p) = read_frame(s).expect("a frame");
@@ -219,7 +219,7 @@ fn read_binary(s: &mut TcpStream, n: usize) -> Vec<u8> {
 }
 
 /// Whether the server ends the connection (a close frame, then EOF, or EOF) within `T`.
-fn closed(s: &mut TcpStream) -> bool {
+pub(crate) fn closed(s: &mut TcpStream) -> bool {
     let deadline = Instant::now() + T;
     while Instant::now() < deadline {
         match read_frame(s) {
