@@ -126,7 +126,7 @@ fn paho_over_wss_talks_to_tcp_clients_at_3_1_1_and_5() {
 
 // --- a raw WebSocket client ----------------------------------------------------------------
 
-fn request(path: &str, protocol: Option<&str>) -> String {
+pub(crate) fn request(path: &str, protocol: Option<&str>) -> String {
     let mut r = format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -139,7 +139,7 @@ fn request(path: &str, protocol: Option<&str>) -> String {
 }
 
 /// Sends `req` and reads the HTTP response head.
-fn http(addr: SocketAddr, req: &str) -> (TcpStream, String) {
+pub(crate) fn http(addr: SocketAddr, req: &str) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     s.write_all(req.as_bytes()).unwrap();

@@ -16,7 +16,9 @@ use fubar::mqtt::packet::{Packet, ProtocolVersion, Publish, QoS};
 
 use crate::common::{connect_v311, Broker};
 use crate::conformance::support::{raw_connect, raw_subscribe, read, wait_log};
-use crate::websocket::{closed, frame, logged, read_binary, ws_addr, ws_broker, ws_open};
+use crate::websocket::{
+    closed, frame, http, logged, read_binary, request, ws_addr, ws_broker, ws_open,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -86,6 +88,60 @@ fn over_ws_a_client_over_max_messages_per_sec_is_slowed_down_and_loses_nothing()
         .log_lines()
         .iter()
         .any(|l| l.contains("disconnected client=ws-flooder")));
+}
+
+/// A 3.1.1 CONNECT with a keep-alive of `secs`.
+fn connect_keep_alive(id: &str, secs: u8) -> Vec<u8> {
+    let mut c = connect_v311(id);
+    c[11] = secs; // the low byte of the keep-alive (fixed header 2, then 8 bytes)
+    c
+}
+
+#[test]
+fn over_ws_mqtt_3_1_keep_alive_and_takeover_work_as_over_tcp() {
+    let (broker, addr) = ws_broker(&[], "");
+    // An MQTT 3.1 client asks for `mqttv3.1`, which is echoed.
+    let (mut old, head) = http(addr, &request("/mqtt", Some("mqttv3.1")));
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Protocol: mqttv3.1\r\n"),
+        "{head}"
+    );
+    let mut body = vec![0, 6];
+    body.extend_from_slice(b"MQIsdp");
+    body.extend_from_slice(&[3, 0b10, 0, 60, 0, 4]);
+    body.extend_from_slice(b"v31c");
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    old.write_all(&frame(2, true, &connect)).unwrap();
+    assert_eq!(read_binary(&mut old, 4), [0x20, 0x02, 0x00, 0x00]);
+    logged(&broker, " connected client=v31c ", 1);
+
+    // Keep-alive: a ws client silent for 1.5 x its keep-alive is closed.
+    let mut silent = ws_open(addr);
+    silent
+        .write_all(&frame(2, true, &connect_keep_alive("ws-silent", 1)))
+        .unwrap();
+    assert_eq!(read_binary(&mut silent, 4), [0x20, 0x02, 0x00, 0x00]);
+    assert!(closed(&mut silent), "the silent ws client is closed");
+    let line = logged(&broker, "disconnected client=ws-silent", 1);
+    assert!(line.contains("reason=keep-alive timeout"), "{line}");
+
+    // Takeover: the same client id over TCP ends the ws connection.
+    let mut first = ws_open(addr);
+    first
+        .write_all(&frame(2, true, &connect_v311("moving")))
+        .unwrap();
+    assert_eq!(read_binary(&mut first, 4), [0x20, 0x02, 0x00, 0x00]);
+    let mut tcp = raw_connect(&broker, "moving", 60, None);
+    assert!(closed(&mut first), "the ws connection is taken over");
+    let line = logged(&broker, "disconnected client=moving", 1);
+    assert!(
+        line.contains("transport=ws") && line.contains("reason=taken over"),
+        "{line}"
+    );
+    tcp.send(&[0xc0, 0x00]);
+    assert_eq!(read(&mut tcp), Packet::PingResp);
 }
 
 // --- wss: the mqtts TLS configuration, client certificates, reload ------------------------
