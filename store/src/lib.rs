@@ -366,16 +366,7 @@ impl Store {
 
     /// Every setting changed at run time.
     pub fn settings(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.settings
-            .iter()
-            .map(|g| {
-                let (k, v) = g.into_inner()?;
-                Ok((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                ))
-            })
-            .collect()
+        text_pairs(&self.settings)
     }
 
     // ---- retained messages ----
@@ -533,3 +524,17 @@ fn suffix_u64(b: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests;
+
+/// Every key and value of a keyspace holding text, in key order.
+pub(crate) fn text_pairs(keyspace: &Keyspace) -> Result<Vec<(String, String)>, StoreError> {
+    keyspace
+        .iter()
+        .map(|g| {
+            let (k, v) = g.into_inner()?;
+            Ok((
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ))
+        })
+        .collect()
+}

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use fubar::mqtt::decode::decode;
 use fubar::mqtt::packet::{Packet, ProtocolVersion};
 
@@ -609,4 +609,23 @@ pub fn beside_floods() -> std::sync::RwLockReadGuard<'static, ()> {
     MACHINE
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `n` QoS 0 PUBLISH packets (MQTT 3.1.1) to `topic`, payloads "0", "1", ..., back to back.
+pub fn qos0_burst(topic: &str, n: usize) -> BytesMut {
+    use fubar::mqtt::packet::{Publish, QoS};
+    let mut burst = BytesMut::new();
+    for i in 0..n {
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: Arc::from(topic),
+            packet_id: 0,
+            payload: Bytes::from(i.to_string()),
+            properties: Default::default(),
+        };
+        fubar::mqtt::encode::encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut burst);
+    }
+    burst
 }

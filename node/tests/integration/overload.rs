@@ -10,11 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use fubar::mqtt::encode::encode;
-use fubar::mqtt::packet::{ConnectReturnCode, Packet, ProtocolVersion, Publish, QoS};
+use fubar::mqtt::packet::{ConnectReturnCode, Packet, QoS};
 
-use crate::common::{connect_v311, Broker, RawClient};
+use crate::common::{connect_v311, qos0_burst, Broker, RawClient};
 use crate::conformance::support::{raw_connect, raw_subscribe, read, send_packet, wait_log};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -191,19 +189,7 @@ fn a_client_over_max_messages_per_sec_is_slowed_down_and_loses_nothing() {
     // nothing meanwhile. It is the broker that is not reading, so that must not count against
     // the client.
     let mut publisher = raw_connect(&broker, "flooder", 2, None);
-    let mut burst = BytesMut::new();
-    for i in 0..SENT {
-        let publish = Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: Arc::from("flood/t"),
-            packet_id: 0,
-            payload: Bytes::from(i.to_string()),
-            properties: Default::default(),
-        };
-        encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut burst);
-    }
+    let burst = qos0_burst("flood/t", SENT);
     publisher.send(&burst);
 
     for i in 0..SENT {

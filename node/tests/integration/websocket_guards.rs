@@ -7,14 +7,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use fubar::mqtt::encode::encode;
-use fubar::mqtt::packet::{Packet, ProtocolVersion, Publish, QoS};
+use fubar::mqtt::packet::{Packet, QoS};
 
-use crate::common::{connect_v311, Broker};
+use crate::common::{connect_v311, qos0_burst, Broker};
 use crate::conformance::support::{raw_connect, raw_subscribe, read, wait_log};
 use crate::websocket::{
     closed, frame, http, logged, read_binary, request, ws_addr, ws_broker, ws_open,
@@ -58,19 +55,7 @@ fn over_ws_a_client_over_max_messages_per_sec_is_slowed_down_and_loses_nothing()
         .unwrap();
     assert_eq!(read_binary(&mut publisher, 4), [0x20, 0x02, 0x00, 0x00]);
     // The whole burst in one WebSocket frame.
-    let mut burst = BytesMut::new();
-    for i in 0..SENT {
-        let publish = Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: Arc::from("flood/ws"),
-            packet_id: 0,
-            payload: Bytes::from(i.to_string()),
-            properties: Default::default(),
-        };
-        encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut burst);
-    }
+    let burst = qos0_burst("flood/ws", SENT);
     publisher.write_all(&frame(2, true, &burst)).unwrap();
     for i in 0..SENT {
         match read(&mut sub) {

@@ -92,15 +92,6 @@ impl Store {
     /// Every client id with an owner: (client id, the verified user whose connection created
     /// its session), by client id.
     pub fn client_owners(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.client_owners
-            .iter()
-            .map(|g| {
-                let (k, v) = g.into_inner()?;
-                Ok((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                ))
-            })
-            .collect()
+        crate::text_pairs(&self.client_owners)
     }
 }
