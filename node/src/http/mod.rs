@@ -6,11 +6,13 @@
 //! (`Broker::stats`, `registry.len()`, the cluster member's status, …); the broker does not
 //! know it exists. A scrape takes no lock on the message path: counters are relaxed atomics.
 
+pub(crate) mod bounded;
 mod metrics;
 mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -21,13 +23,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use bounded::BoundedListener;
 
 pub use metrics::render;
 
 /// A bound HTTP endpoint, not yet serving.
 #[derive(Debug)]
 pub struct HttpEndpoint {
-    listener: TcpListener,
+    listener: BoundedListener,
     state: Arc<Shared>,
 }
 
@@ -46,6 +49,11 @@ impl HttpEndpoint {
             return Ok(None);
         };
         let listener = TcpListener::bind(SocketAddr::new(settings.http.bind, port)).await?;
+        let listener = BoundedListener::new(
+            listener,
+            settings.http.max_connections,
+            Duration::from_secs(settings.http.idle_timeout_secs),
+        );
         let registry = metrics::registry(broker.clone());
         Ok(Some(Self {
             listener,
@@ -55,7 +63,7 @@ impl HttpEndpoint {
 
     /// The address it listens on.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        axum::serve::Listener::local_addr(&self.listener)
     }
 
     /// Serves requests until `shutdown` is cancelled.
@@ -144,7 +152,7 @@ mod tests {
         let store = fubar_store::Store::open(
             dir.path(),
             fubar_store::SyncMode::None,
-            std::time::Duration::from_millis(1),
+            Duration::from_millis(1),
         )
         .unwrap();
         let broker = Broker::new(Settings::default(), Some(Arc::new(store))).unwrap();

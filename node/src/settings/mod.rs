@@ -483,7 +483,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 48] = [
+pub const FIXED_AT_START: [&str; 50] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -531,6 +531,8 @@ pub const FIXED_AT_START: [&str; 48] = [
     "monitor.index_retention_secs",
     "http.bind",
     "http.port",
+    "http.max_connections",
+    "http.idle_timeout_secs",
     "sys.interval_secs",
 ];
 

@@ -15,6 +15,12 @@ pub struct HttpSettings {
     /// TCP port of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`); no endpoint when
     /// absent. 0 picks a free port, printed at start.
     pub port: Option<u16>,
+    /// Most HTTP connections open at once; one more is closed at accept (a `warning` event),
+    /// so a client holding sockets open cannot take the node's file descriptors.
+    pub max_connections: usize,
+    /// Seconds an HTTP connection may go without a response written (a request never
+    /// finished, or an idle keep-alive) before it is closed.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -22,6 +28,8 @@ impl Default for HttpSettings {
         Self {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: None,
+            max_connections: 64,
+            idle_timeout_secs: 30,
         }
     }
 }
