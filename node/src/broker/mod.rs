@@ -29,7 +29,6 @@ pub mod sys_topics;
 pub mod topic_acl;
 pub mod tracer;
 mod transport;
-pub mod trie;
 mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};

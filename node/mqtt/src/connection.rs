@@ -210,7 +210,7 @@ impl ConnectionState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::packet::{Connect, ProtocolVersion};
+    use crate::packet::{Connect, ProtocolVersion};
 
     fn connect() -> Packet {
         Packet::Connect(Connect {
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn server_disconnect_reasons() {
-        use crate::mqtt::reason::ReasonCode;
+        use crate::reason::ReasonCode;
         let cases = [
             (
                 CloseReason::ReceiveMaximumExceeded { max: 3 },

@@ -15,3 +15,4 @@ pub mod redact;
 pub mod session;
 pub mod topic;
 pub mod topic_alias;
+pub mod trie;
