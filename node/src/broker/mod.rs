@@ -18,7 +18,8 @@ pub mod memory;
 pub mod offline_budget;
 mod packet_log;
 pub(crate) mod persist;
-pub mod rate_limit;
+/// The token bucket lives in the protocol core (`fubar-mqtt`), which paces PUBLISH with it.
+pub use crate::mqtt::token_bucket as rate_limit;
 pub mod registry;
 pub mod retained;
 pub mod router;

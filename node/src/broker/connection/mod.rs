@@ -5,11 +5,13 @@
 //! deadline, a takeover and the shutdown token. Partial reads live in `rbuf` and unwritten
 //! bytes in `wbuf`, so every branch is cancel-safe.
 //!
-//! A client that publishes faster than `mqtt.max_messages_per_sec` is slowed down, not cut off:
-//! the next PUBLISH is left in `rbuf` and the socket is not read until the client's token
-//! bucket has a token for it, so TCP flow control pushes back on the client. The pause is one
-//! timer deadline among the others (no polling), and while it lasts the keep-alive is not held
-//! against the client: it is the broker that is not reading.
+//! The protocol rules and timers are the sans-IO `fubar_mqtt::connection::Connection`
+//! (`proto`): the task reads the clock once per turn and passes it in. A client that publishes
+//! faster than `mqtt.max_messages_per_sec` is slowed down, not cut off: `proto` says the next
+//! PUBLISH waits, it is left in `rbuf`, and the socket is not read until the throttle ends, so
+//! TCP flow control pushes back on the client. The pause is one timer deadline among the
+//! others (no polling), and while it lasts the keep-alive is not held against the client: it is
+//! the broker that is not reading.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,18 +27,15 @@ use tokio_util::sync::CancellationToken;
 
 mod arrival;
 mod handlers;
-mod negotiated;
 mod topic_rules;
 
 use arrival::Watched;
 use handlers::trace_hop;
-use negotiated::Negotiated;
 
 use super::packet_log;
-use super::rate_limit::TokenBucket;
 use super::registry::{SessionHandle, WillDelay};
 use super::Broker;
-use crate::mqtt::connection::{CloseReason, ConnectionState};
+use crate::mqtt::connection::{Admission, CloseReason, Connection as Protocol, Limits};
 use crate::mqtt::decode::{decode, starts_with_whole_publish, DecodeError};
 use crate::mqtt::encode::try_encode;
 use crate::mqtt::message::Message;
@@ -85,29 +84,20 @@ struct Connection<R, W> {
     /// The protocol version packets are decoded and encoded with: 3.1.1 until a CONNECT names
     /// its own.
     protocol: ProtocolVersion,
-    state: ConnectionState,
+    /// The protocol rules and timers of the connection (sans-IO).
+    proto: Protocol,
     client: Option<Client>,
     /// The client id of a CONNECT being handled (`client` is set only once it is accepted),
     /// so that a traced client's CONNECT and CONNACK are traced too.
     connecting: Option<String>,
-    write_blocked_since: Option<Instant>,
     shutdown: CancellationToken,
     /// This connection's `mqtt.max_connections` slot, given back as soon as it closes.
     slot: Option<OwnedSemaphorePermit>,
     /// PUBACK/PUBREC waiting, in order, until the store says what became of their tickets.
     pending_acks: VecDeque<PendingAck>,
     durable: Option<watch::Receiver<Durable>>,
-    /// Paces the PUBLISH packets handled (`mqtt.max_messages_per_sec`); `None` without a limit.
-    publish_pace: Option<TokenBucket>,
-    /// Until when input is left unread because the client publishes faster than its limit.
-    throttled_until: Option<Instant>,
-    /// Whether this connection has been throttled yet (reported once per connection).
-    throttle_reported: bool,
     /// Messages from this client were queued for sessions since this task last yielded.
     woke_sessions: bool,
-    /// What CONNECT settled beyond 3.1.1: receive maximum, topic aliases, the client's
-    /// maximum packet size (MQTT 5.0).
-    flow: Negotiated,
     /// Bytes were read since the last PUBLISH was routed: see `let_earlier_input_in`.
     fresh_input: bool,
     /// The client has sent a SUBSCRIBE or UNSUBSCRIBE: PUBLISHes on other connections wait
@@ -142,16 +132,11 @@ pub(crate) async fn serve<R, W>(
     let conn_id = broker.next_conn_id();
     let now = Instant::now();
     let settings = broker.settings();
-    let rate = settings.mqtt.max_messages_per_sec;
     let mut conn = Connection {
-        publish_pace: (rate > 0).then(|| TokenBucket::new(rate, now)),
-        throttled_until: None,
-        throttle_reported: false,
         woke_sessions: false,
-        state: ConnectionState::new(now, settings.connect_timeout()),
+        proto: Protocol::new(now, limits(&settings)),
         durable: broker.store.as_ref().map(|s| s.durable_watch()),
         pending_acks: VecDeque::new(),
-        flow: Negotiated::new(&settings.mqtt),
         fresh_input: false,
         subscribed: false,
         settings,
@@ -168,7 +153,6 @@ pub(crate) async fn serve<R, W>(
         protocol: ProtocolVersion::V311,
         client: None,
         connecting: None,
-        write_blocked_since: None,
         shutdown,
         slot: Some(slot),
     };
@@ -184,9 +168,12 @@ where
 {
     async fn run(&mut self) -> CloseReason {
         let write_limit = self.settings.mqtt.write_buffer_bytes;
-        let stall = Duration::from_secs(self.settings.mqtt.stalled_reader_timeout_secs);
+        // Whether the socket took some output, or the timer fired, since the last turn.
+        let (mut wrote, mut timer_fired) = (false, false);
         loop {
-            if let Err(reason) = self.process_input().await {
+            // The one clock read of this turn: everything below is decided at `now`.
+            let now = Instant::now();
+            if let Err(reason) = self.process_input(now).await {
                 return reason;
             }
             if std::mem::take(&mut self.woke_sessions) {
@@ -198,39 +185,37 @@ where
             if let Err(reason) = self.release_durable_acks() {
                 return reason;
             }
-            self.fill_from_session(write_limit);
-            let now = Instant::now();
-            if self.wbuf.is_empty() {
-                self.write_blocked_since = None;
-            } else if self.write_blocked_since.is_none() {
-                self.write_blocked_since = Some(now);
-            }
+            self.fill_from_session(now, write_limit);
+            let unwritten = !self.wbuf.is_empty();
+            self.proto
+                .on_output(now, unwritten, std::mem::take(&mut wrote));
             // Stop reading from a client that does not read what we write: that bounds
             // `wbuf` (acknowledgements pile up there) and pushes back on the client. Stop
             // reading too while the client is throttled. While we do not read, its keep-alive
             // is not held against it: the stall timer, or the end of the throttle, decides.
             let may_read = self.wbuf.len() < 2 * write_limit
-                && self.throttled_until.is_none()
+                && !self.proto.is_throttled()
                 && !self.acks_full();
             if may_read {
                 self.reader.resume();
             } else {
                 self.reader.pause();
             }
-            let stall_deadline = self.write_blocked_since.map(|t| t + stall);
-            // Checked on every turn, not only when the timer branch wins: a flood of messages
-            // for this session keeps the wake-up branch ready and would starve the timer.
-            if stall_deadline.is_some_and(|d| now >= d) {
+            self.proto.set_reading(may_read);
+            // The stall is checked on every turn, not only when the timer fires: a flood of
+            // messages for this session keeps the wake-up branch ready and would starve the
+            // timer. The keep-alive only when it fires: bytes already received count first.
+            if std::mem::take(&mut timer_fired) {
+                if let Some(reason) = self.proto.handle_timeout(now) {
+                    return reason;
+                }
+            } else if self.proto.is_stalled(now) {
                 return CloseReason::StalledReader;
             }
-            let keep_alive_deadline = self.state.poll_timeout().filter(|_| may_read);
             // The end of a throttle is a deadline even if it has just passed: `process_input`
             // then handles what waits in `rbuf` without a read having to come first.
-            let deadline = [keep_alive_deadline, stall_deadline, self.throttled_until]
-                .into_iter()
-                .flatten()
-                .min();
-            let may_write = !self.wbuf.is_empty();
+            let deadline = self.proto.poll_timeout();
+            let may_write = unwritten;
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
             let waiting_ack = self.pending_acks.front().map(|a| a.ticket);
@@ -251,7 +236,7 @@ where
                 r = self.writer.write_buf(&mut self.wbuf), if may_write => match r {
                     Ok(n) => {
                         self.broker.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                        self.write_blocked_since = (!self.wbuf.is_empty()).then(Instant::now);
+                        wrote = true;
                     }
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
@@ -272,21 +257,14 @@ where
                 },
                 _ = durable_at_least(self.durable.as_mut(), waiting_ack) => {}
                 _ = wake(handle.as_deref()) => {}
-                _ = sleep_until(deadline) => {
-                    let now = Instant::now();
-                    if let Some(reason) = self.state.handle_timeout(now).filter(|_| may_read) {
-                        return reason;
-                    }
-                    if stall_deadline.is_some_and(|d| now >= d) {
-                        return CloseReason::StalledReader;
-                    }
-                }
+                // Judged at the top of the next turn, at that turn's `now`.
+                _ = sleep_until(deadline) => timer_fired = true,
             }
         }
     }
 
     /// Decodes and handles every whole packet in `rbuf`.
-    async fn process_input(&mut self) -> Result<(), CloseReason> {
+    async fn process_input(&mut self, now: Instant) -> Result<(), CloseReason> {
         let max = self.settings.mqtt.max_packet_size;
         loop {
             if self.acks_full() && starts_with_whole_publish(&self.rbuf) {
@@ -297,7 +275,7 @@ where
                     return Ok(());
                 }
             }
-            if !self.admit_next() {
+            if !self.admit_next(now) {
                 return Ok(());
             }
             let before = self.rbuf.len();
@@ -332,7 +310,7 @@ where
                 size,
                 self.traced(),
             );
-            self.state.on_packet(Instant::now(), &packet)?;
+            self.proto.on_packet(now, &packet)?;
             match packet {
                 // Boxed: the CONNECT exchange (authentication included) runs once, and inline
                 // its state would make every connection's task that much bigger for its life.
@@ -350,7 +328,7 @@ where
                     match &other {
                         Packet::Publish(_) => {
                             if std::mem::take(&mut self.fresh_input) {
-                                self.let_earlier_input_in().await;
+                                self.let_earlier_input_in(now).await;
                             }
                             if !self.subscribed {
                                 self.reader.set_quiet(true);
@@ -372,47 +350,31 @@ where
     /// `mqtt.publish_order_wait_us`) until the input that reached other connections before
     /// it has been read and handled: a SUBSCRIBE that reached the server first is then in
     /// the router before this PUBLISH is routed (see `arrival`).
-    async fn let_earlier_input_in(&self) {
+    async fn let_earlier_input_in(&self, now: Instant) {
         let limit = Duration::from_micros(self.settings.mqtt.publish_order_wait_us);
         if limit.is_zero() {
             return;
         }
         if let Some(earlier) = self.reader.earlier() {
-            earlier.wait(Instant::now() + limit).await;
+            earlier.wait(now + limit).await;
         }
     }
 
-    /// Whether the packet at the front of `rbuf` may be handled now. A whole PUBLISH takes a
-    /// token of `mqtt.max_messages_per_sec`; without one, it and everything after it wait
-    /// (in `rbuf` and unread in the socket) until `throttled_until`. Packets behind it wait
-    /// too: they must be handled in the order they came.
-    fn admit_next(&mut self) -> bool {
-        let Some(pace) = &mut self.publish_pace else {
-            return true;
+    /// Whether the packet at the front of `rbuf` may be handled at `now`, or waits because
+    /// the client publishes faster than `mqtt.max_messages_per_sec` (reported once).
+    fn admit_next(&mut self, now: Instant) -> bool {
+        let limit = match self.proto.admit(now, &self.rbuf) {
+            Admission::Now => return true,
+            Admission::Later => return false,
+            Admission::FirstThrottled { limit } => limit,
         };
-        let now = Instant::now();
-        if self.throttled_until.is_some_and(|until| now < until) {
-            return false;
-        }
-        self.throttled_until = None;
-        if !starts_with_whole_publish(&self.rbuf) {
-            return true;
-        }
-        let Err(wait) = pace.try_take(now) else {
-            return true;
-        };
-        let limit = pace.rate();
-        self.throttled_until = Some(now + wait);
-        if !self.throttle_reported {
-            self.throttle_reported = true;
-            self.broker
-                .stats
-                .clients_throttled
-                .fetch_add(1, Ordering::Relaxed);
-            let client = self.client_id().unwrap_or("-").to_owned();
-            tracing::warn!(target: "warning", client, peer = %self.peer, limit,
-                "client throttled: publishing faster than mqtt.max_messages_per_sec, reading paused");
-        }
+        self.broker
+            .stats
+            .clients_throttled
+            .fetch_add(1, Ordering::Relaxed);
+        let client = self.client_id().unwrap_or("-").to_owned();
+        tracing::warn!(target: "warning", client, peer = %self.peer, limit,
+            "client throttled: publishing faster than mqtt.max_messages_per_sec, reading paused");
         false
     }
 
@@ -471,13 +433,14 @@ where
             return Err(CloseReason::NotStored(error.to_owned()));
         }
         let reason_string = self
+            .proto
             .flow
             .reason_string(|| format!("the message could not be stored: {error}"));
         let ack = match ack {
             Packet::PubAck(a) => Packet::PubAck(refused_ack(a, reason_string)),
             Packet::PubRec(a) => {
                 // No PUBREL follows an error PUBREC (MQTT 5.0 4.3.3).
-                self.flow.quota.pubrel_received(a.packet_id);
+                self.proto.flow.quota.pubrel_received(a.packet_id);
                 Packet::PubRec(refused_ack(a, reason_string))
             }
             other => other,
@@ -490,7 +453,7 @@ where
     fn send_ack(&mut self, ack: &Packet) {
         self.send(ack);
         if matches!(ack, Packet::PubAck(_)) {
-            self.flow.quota.puback_sent();
+            self.proto.flow.quota.puback_sent();
         }
     }
 
@@ -498,7 +461,8 @@ where
     /// 3.1/3.1.1 client is then not read from. (An MQTT 5.0 client never gets there: it is
     /// disconnected with 0x93 first.)
     fn acks_full(&self) -> bool {
-        !self.protocol.is_v5() && self.pending_acks.len() >= usize::from(self.flow.quota.max())
+        !self.protocol.is_v5()
+            && self.pending_acks.len() >= usize::from(self.proto.flow.quota.max())
     }
 
     /// Sends a PUBACK/PUBREC for a message of `topic` once `ticket` is durable, after any
@@ -538,7 +502,7 @@ where
             e if e.reason_code() == ReasonCode::TopicAliasInvalid => {
                 CloseReason::TopicAliasInvalid(e.to_string())
             }
-            DecodeError::UnsupportedProtocolLevel(_) if !self.state.is_connected() => {
+            DecodeError::UnsupportedProtocolLevel(_) if !self.proto.is_connected() => {
                 self.send(&Packet::ConnAck(ConnAck::new(
                     false,
                     ConnectReturnCode::UnacceptableProtocolVersion,
@@ -553,12 +517,11 @@ where
     }
 
     /// Moves queued messages from the session into the write buffer, up to `limit` bytes.
-    fn fill_from_session(&mut self, limit: usize) {
+    fn fill_from_session(&mut self, now: Instant, limit: usize) {
         let Some(client) = &self.client else { return };
         let mut out = Vec::new();
         let mut too_large = Vec::new();
         let v5 = self.protocol.is_v5();
-        let now = Instant::now();
         let expired = {
             let mut slot = client.handle.lock();
             if !slot.is_owned_by(self.conn_id) {
@@ -577,7 +540,7 @@ where
                     continue;
                 }
                 let (qos, packet_id) = (p.qos, p.packet_id);
-                match self.flow.outgoing_publish(p, true) {
+                match self.proto.flow.outgoing_publish(p, true) {
                     Ok(packet) => out.push((packet, message.trace.clone())),
                     Err(size) => {
                         // Larger than the client accepts: dropped as if delivered (MQTT 5.0
@@ -629,22 +592,22 @@ where
     /// A PUBLISH not sent: larger than the client's maximum packet size.
     fn report_too_large(&self, topic: &str, qos: QoS, size: usize) {
         let client = self.client_id().unwrap_or("-");
-        let max = self.flow.client_max_packet().unwrap_or(0);
+        let max = self.proto.flow.client_max_packet().unwrap_or(0);
         tracing::warn!(target: "warning", client, peer = %self.peer, topic, qos = qos as u8, size, max,
             "message discarded: larger than the client's maximum packet size (MQTT-3.1.2-25)");
     }
 
     /// Encodes a packet into the write buffer, within the client's maximum packet size.
     fn send(&mut self, packet: &Packet) {
-        if let Some(size) = self.flow.oversize(packet, self.protocol) {
+        if let Some(size) = self.proto.flow.oversize(packet, self.protocol) {
             // Reason string and user properties are left out to fit (MQTT-3.1.2-24); a
             // packet that still does not fit is not sent.
-            match self.flow.fit(packet.clone(), self.protocol) {
+            match self.proto.flow.fit(packet.clone(), self.protocol) {
                 Ok(fitted) => return self.send(&fitted),
                 Err(_) => {
                     let client = self.client_id().unwrap_or("-").to_owned();
                     tracing::warn!(target: "warning", client, peer = %self.peer, kind = packet.kind(),
-                        size, max = self.flow.client_max_packet().unwrap_or(0),
+                        size, max = self.proto.flow.client_max_packet().unwrap_or(0),
                         "packet not sent: larger than the client's maximum packet size (MQTT-3.1.2-24)");
                     return;
                 }
@@ -829,6 +792,21 @@ where
                 tracing::warn!(target: "access", client = %client.id, peer = %self.peer, transport = self.transport, protocol = %level, %reason, "disconnected");
             }
         }
+    }
+}
+
+/// The limits a new connection is held to, from the settings it is accepted under.
+fn limits(settings: &Settings) -> Limits {
+    let mqtt = &settings.mqtt;
+    Limits {
+        max_packet_size: mqtt.max_packet_size,
+        connect_timeout: settings.connect_timeout(),
+        max_client_id_len: mqtt.max_client_id_len,
+        stalled_reader_timeout: Duration::from_secs(mqtt.stalled_reader_timeout_secs),
+        max_messages_per_sec: mqtt.max_messages_per_sec,
+        receive_maximum: mqtt.receive_maximum,
+        topic_alias_maximum: mqtt.topic_alias_maximum,
+        max_keep_alive_secs: mqtt.max_keep_alive_secs,
     }
 }
 
