@@ -4,21 +4,24 @@
 //!
 //! `Connection` knows nothing of sockets, sessions or routing, and never reads a clock: every
 //! method that depends on time takes `now`. Its methods come in the kinds quinn-proto uses:
-//! - inputs: `on_packet(now, ..)` (a decoded packet arrived), `accept_connect(now, ..)`,
-//!   `check_publish(..)`, `on_output(now, ..)` (what the socket took), `handle_timeout(now)`;
+//! - inputs: `on_packet(now, ..)` (a decoded packet arrived), `on_decode_error(..)`,
+//!   `accept_connect(now, ..)`, `check_publish(..)`, `on_output(now, ..)` (what the socket
+//!   took), `handle_timeout(now)`, `close(..)`;
 //! - questions: `admit(now, input)` (may the next packet be handled now, or is the client
 //!   throttled), `is_stalled(now)`, `client_id_allowed(..)`, `is_connected()`;
-//! - outputs: `poll_timeout()`, the one deadline at which the driver must call
-//!   `handle_timeout`.
+//! - outputs: `poll_transmit()`, the packets the connection sends of itself, and
+//!   `poll_timeout()`, the one deadline at which the driver must call `handle_timeout`.
 //!
 //! The driver (a tokio task in the broker) reads the clock once per turn of its loop, feeds
 //! bytes and packets in, and does what the answers say.
 
+mod close;
 mod connect;
 mod negotiated;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 pub use self::connect::{inflight_window, session_terms, SessionTerms};
@@ -132,6 +135,10 @@ pub struct Connection {
     throttled_until: Option<Instant>,
     /// Whether the client has been throttled yet (reported once per connection).
     throttle_reported: bool,
+    /// Whether the accepted CONNECT was MQTT 5.0.
+    v5: bool,
+    /// Packets the connection sends of itself, waiting for `poll_transmit`.
+    transmit: VecDeque<Packet>,
     /// What CONNECT settled beyond 3.1.1 (MQTT 5.0).
     pub flow: Negotiated,
 }
@@ -152,6 +159,8 @@ impl Connection {
             publish_pace: (rate > 0).then(|| TokenBucket::new(rate, now)),
             throttled_until: None,
             throttle_reported: false,
+            v5: false,
+            transmit: VecDeque::new(),
             flow: Negotiated::new(&limits),
             limits,
         }
@@ -163,7 +172,8 @@ impl Connection {
     }
 
     /// A packet arrived at `now`: checks it is allowed at this point of the connection
-    /// (CONNECT first and only once, no server-to-client packet types from a client).
+    /// (CONNECT first and only once, no server-to-client packet types from a client). A
+    /// PINGREQ is answered (`poll_transmit`).
     pub fn on_packet(&mut self, now: Instant, packet: &Packet) -> Result<(), CloseReason> {
         self.last_received = now;
         let violation = |why: &str| Err(CloseReason::ProtocolError(why.to_owned()));
@@ -178,6 +188,10 @@ impl Connection {
                 "{} is a server-to-client packet",
                 packet.kind()
             ))),
+            (Phase::Connected, Packet::PingReq) => {
+                self.transmit.push_back(Packet::PingResp);
+                Ok(())
+            }
             (Phase::Connected, _) => Ok(()),
         }
     }

@@ -330,3 +330,53 @@ fn packet_order_rules() {
         Err(CloseReason::ProtocolError(_))
     ));
 }
+
+#[test]
+fn pingreq_is_answered_by_the_connection_itself() {
+    let mut c = connected(ProtocolVersion::V311, 10, limits());
+    assert_eq!(c.poll_transmit(), None);
+    c.on_packet(t(1.0), &Packet::PingReq).unwrap();
+    assert_eq!(c.poll_transmit(), Some(Packet::PingResp));
+    assert_eq!(c.poll_transmit(), None);
+}
+
+#[test]
+fn an_unsupported_protocol_level_is_answered_before_connect_only() {
+    let mut c = Connection::new(t(0.0), limits());
+    let reason = c.on_decode_error(crate::decode::DecodeError::UnsupportedProtocolLevel(9));
+    assert_eq!(reason, CloseReason::Refused("unacceptable protocol level"));
+    assert!(matches!(c.poll_transmit(), Some(Packet::ConnAck(a))
+        if a.code == crate::packet::ConnectReturnCode::UnacceptableProtocolVersion));
+    let too_large =
+        c.on_decode_error(crate::decode::DecodeError::PacketTooLarge { size: 10, max: 5 });
+    assert_eq!(too_large, CloseReason::PacketTooLarge { size: 10, max: 5 });
+    assert_eq!(c.poll_transmit(), None);
+}
+
+#[test]
+fn only_an_accepted_v5_client_is_told_why_the_server_closes() {
+    let mut before = Connection::new(t(0.0), limits());
+    before.close(&CloseReason::ServerShutdown);
+    assert_eq!(before.poll_transmit(), None, "before CONNACK");
+    let mut old = connected(ProtocolVersion::V311, 10, limits());
+    old.close(&CloseReason::KeepAliveTimeout);
+    assert_eq!(
+        old.poll_transmit(),
+        None,
+        "3.1.1 has no DISCONNECT from the server"
+    );
+    let mut v5 = connected(ProtocolVersion::V5, 10, limits());
+    v5.close(&CloseReason::ClientDisconnect);
+    assert_eq!(v5.poll_transmit(), None, "the client ended it");
+    v5.close(&CloseReason::KeepAliveTimeout);
+    match v5.poll_transmit() {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason, ReasonCode::KeepAliveTimeout);
+            assert_eq!(
+                d.properties.reason_string.as_deref(),
+                Some("keep-alive timeout")
+            );
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}

@@ -74,12 +74,10 @@ where
                 self.handle_unsubscribe(u);
                 Ok(())
             }
-            Packet::PingReq => {
-                self.send(&Packet::PingResp);
-                Ok(())
-            }
+            // Answered by the protocol core (`Connection::on_packet`).
+            Packet::PingReq => Ok(()),
             Packet::Disconnect(d) => Err(self.handle_disconnect(&d)),
-            // ConnectionState refuses server-to-client packets before they get here.
+            // `Connection::on_packet` refuses server-to-client packets before they get here.
             other => Err(CloseReason::ProtocolError(format!(
                 "unexpected {}",
                 other.kind()

@@ -1,5 +1,5 @@
 //! The driver of one client connection: a tokio task that moves bytes and timers in and out
-//! of the sans-IO pieces (codec, `ConnectionState`, `Session`) and calls the router.
+//! of the sans-IO pieces (codec, `fubar_mqtt::connection::Connection`, `Session`) and calls the router.
 //!
 //! It `select!`s over the socket read, the socket write, the session's wake-up, the next
 //! deadline, a takeover and the shutdown token. Partial reads live in `rbuf` and unwritten
@@ -39,9 +39,7 @@ use crate::mqtt::connection::{Admission, CloseReason, Connection as Protocol, Li
 use crate::mqtt::decode::{decode, starts_with_whole_publish, DecodeError};
 use crate::mqtt::encode::try_encode;
 use crate::mqtt::message::Message;
-use crate::mqtt::packet::{
-    Ack, ConnAck, ConnectReturnCode, LastWill, Packet, Properties, ProtocolVersion, QoS,
-};
+use crate::mqtt::packet::{Ack, LastWill, Packet, Properties, ProtocolVersion, QoS};
 use crate::mqtt::reason::ReasonCode;
 use crate::settings::Settings;
 
@@ -311,6 +309,7 @@ where
                 self.traced(),
             );
             self.proto.on_packet(now, &packet)?;
+            self.send_transmits();
             match packet {
                 // Boxed: the CONNECT exchange (authentication included) runs once, and inline
                 // its state would make every connection's task that much bigger for its life.
@@ -492,27 +491,22 @@ where
         });
     }
 
-    /// A packet that could not be decoded: answers what the spec asks and says why to close.
+    /// A packet that could not be decoded: logged, answered as the spec asks
+    /// (`Connection::on_decode_error`), and why to close.
     fn refuse_input(&mut self, error: DecodeError) -> CloseReason {
         let client = self.client_id().unwrap_or("-").to_owned();
         tracing::warn!(target: "warning", client, peer = %self.peer, %error, "bad packet");
-        match error {
-            DecodeError::PacketTooLarge { size, max } => CloseReason::PacketTooLarge { size, max },
-            // A topic alias of 0: DISCONNECT 0x94 (MQTT-3.3.2-8, 5.0 section 3.3.2.3.4).
-            e if e.reason_code() == ReasonCode::TopicAliasInvalid => {
-                CloseReason::TopicAliasInvalid(e.to_string())
-            }
-            DecodeError::UnsupportedProtocolLevel(_) if !self.proto.is_connected() => {
-                self.send(&Packet::ConnAck(ConnAck::new(
-                    false,
-                    ConnectReturnCode::UnacceptableProtocolVersion,
-                )));
-                CloseReason::Refused("unacceptable protocol level")
-            }
-            other => CloseReason::BadPacket {
-                code: other.reason_code(),
-                why: other.to_string(),
-            },
+        let reason = self.proto.on_decode_error(error);
+        self.send_transmits();
+        reason
+    }
+
+    /// Sends what the protocol core sends of itself (a PINGRESP, a refusing CONNACK, a
+    /// closing DISCONNECT), through `send`: within the client's maximum packet size, and
+    /// logged as every packet is.
+    fn send_transmits(&mut self) {
+        while let Some(packet) = self.proto.poll_transmit() {
+            self.send(&packet);
         }
     }
 
@@ -650,23 +644,8 @@ where
     /// Tells an MQTT 5.0 client why the server ends its connection (the flush in `finish`
     /// writes it).
     fn tell_why(&mut self, reason: &CloseReason) {
-        if self.protocol != ProtocolVersion::V5 || self.client.is_none() {
-            return;
-        }
-        if let Some(code) = reason.disconnect_reason() {
-            // The reason string says what the broker's log says (MQTT-3.1.2-29 allows
-            // it on DISCONNECT whatever the client asked).
-            let properties = Properties {
-                reason_string: Some(reason.to_string().into()),
-                ..Default::default()
-            };
-            let disconnect = Packet::Disconnect(crate::mqtt::packet::Disconnect {
-                reason: code,
-                properties,
-            });
-            // Through `send`: within the client's maximum packet size, and logged as every packet is.
-            self.send(&disconnect);
-        }
+        self.proto.close(reason);
+        self.send_transmits();
     }
 
     /// The client leaves: its unacknowledged shared-subscription messages go to other
