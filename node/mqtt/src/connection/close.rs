@@ -3,7 +3,7 @@
 
 use super::{CloseReason, Connection};
 use crate::decode::DecodeError;
-use crate::packet::{ConnAck, ConnectReturnCode, Disconnect, Packet, Properties};
+use crate::packet::{ConnAck, ConnectReturnCode, Disconnect, Packet, Properties, ProtocolVersion};
 use crate::reason::ReasonCode;
 
 impl Connection {
@@ -35,7 +35,7 @@ impl Connection {
     /// (MQTT-3.1.2-29 allows it on DISCONNECT whatever the client asked). Nothing is sent when
     /// the client ended it, or before CONNACK.
     pub fn close(&mut self, reason: &CloseReason) {
-        if !self.v5 || !self.is_connected() {
+        if self.protocol != ProtocolVersion::V5 || !self.is_connected() {
             return;
         }
         if let Some(code) = reason.disconnect_reason() {

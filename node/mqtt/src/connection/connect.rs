@@ -90,7 +90,6 @@ impl Connection {
             }
         }
         self.phase = Phase::Connected;
-        self.v5 = c.protocol == ProtocolVersion::V5;
         self.last_received = now;
         self.keep_alive_secs = keep_alive;
         // The server allows one and a half keep-alive intervals (MQTT-3.1.2-24).

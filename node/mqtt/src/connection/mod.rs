@@ -4,7 +4,8 @@
 //!
 //! `Connection` knows nothing of sockets, sessions or routing, and never reads a clock: every
 //! method that depends on time takes `now`. Its methods come in the kinds quinn-proto uses:
-//! - inputs: `on_packet(now, ..)` (a decoded packet arrived), `on_decode_error(..)`,
+//! - inputs: `decode_next(input)` (the next whole packet of the bytes read),
+//!   `on_packet(now, ..)` (a decoded packet arrived), `on_decode_error(..)`,
 //!   `accept_connect(now, ..)`, `check_publish(..)`, `on_output(now, ..)` (what the socket
 //!   took), `handle_timeout(now)`, `close(..)`;
 //! - questions: `admit(now, input)` (may the next packet be handled now, or is the client
@@ -27,8 +28,10 @@ use std::time::{Duration, Instant};
 pub use self::connect::{inflight_window, session_terms, SessionTerms};
 pub use self::negotiated::Negotiated;
 pub use crate::close_reason::CloseReason;
-use crate::decode::starts_with_whole_publish;
-use crate::packet::{Packet, Publish};
+use bytes::BytesMut;
+
+use crate::decode::{decode, starts_with_whole_publish, DecodeError};
+use crate::packet::{Packet, ProtocolVersion, Publish};
 use crate::receive_quota::QuotaExceeded;
 use crate::token_bucket::TokenBucket;
 use crate::topic_alias::AliasError;
@@ -135,8 +138,9 @@ pub struct Connection {
     throttled_until: Option<Instant>,
     /// Whether the client has been throttled yet (reported once per connection).
     throttle_reported: bool,
-    /// Whether the accepted CONNECT was MQTT 5.0.
-    v5: bool,
+    /// The protocol version packets are decoded and encoded with: 3.1.1 until a CONNECT
+    /// names its own.
+    protocol: ProtocolVersion,
     /// Packets the connection sends of itself, waiting for `poll_transmit`.
     transmit: VecDeque<Packet>,
     /// What CONNECT settled beyond 3.1.1 (MQTT 5.0).
@@ -159,7 +163,7 @@ impl Connection {
             publish_pace: (rate > 0).then(|| TokenBucket::new(rate, now)),
             throttled_until: None,
             throttle_reported: false,
-            v5: false,
+            protocol: ProtocolVersion::V311,
             transmit: VecDeque::new(),
             flow: Negotiated::new(&limits),
             limits,
@@ -169,6 +173,26 @@ impl Connection {
     /// The limits the connection is held to.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The protocol version packets are decoded and encoded with: 3.1.1 until a CONNECT
+    /// names its own.
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.protocol
+    }
+
+    /// Decodes the next whole packet at the front of `input` (the driver's read buffer, which
+    /// the socket is read into without a copy), in the connection's protocol version and
+    /// within `Limits::max_packet_size`; `None` until a whole packet is there. The first
+    /// CONNECT sets the version of everything after it.
+    pub fn decode_next(&mut self, input: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        let packet = decode(input, self.limits.max_packet_size, self.protocol)?;
+        if let Some(Packet::Connect(c)) = &packet {
+            if !self.is_connected() {
+                self.protocol = c.protocol;
+            }
+        }
+        Ok(packet)
     }
 
     /// A packet arrived at `now`: checks it is allowed at this point of the connection

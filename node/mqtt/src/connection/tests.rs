@@ -42,10 +42,19 @@ fn connect(protocol: ProtocolVersion, keep_alive: u16, id: &str) -> Connect {
     }
 }
 
-/// A connection that accepted a CONNECT at `t(0)`.
+/// A connection that read a CONNECT's bytes and accepted it at `t(0)`.
 fn connected(protocol: ProtocolVersion, keep_alive: u16, limits: Limits) -> Connection {
     let mut c = Connection::new(t(0.0), limits);
-    let packet = connect(protocol, keep_alive, "c");
+    let mut input = BytesMut::new();
+    encode(
+        &Packet::Connect(connect(protocol, keep_alive, "c")),
+        protocol,
+        &mut input,
+    );
+    let Some(Packet::Connect(packet)) = c.decode_next(&mut input).unwrap() else {
+        panic!("a CONNECT");
+    };
+    assert_eq!(c.protocol(), protocol, "the CONNECT sets the version");
     c.on_packet(t(0.0), &Packet::Connect(packet.clone()))
         .unwrap();
     let _ = c.accept_connect(t(0.0), &packet, false, None);
@@ -343,12 +352,11 @@ fn pingreq_is_answered_by_the_connection_itself() {
 #[test]
 fn an_unsupported_protocol_level_is_answered_before_connect_only() {
     let mut c = Connection::new(t(0.0), limits());
-    let reason = c.on_decode_error(crate::decode::DecodeError::UnsupportedProtocolLevel(9));
+    let reason = c.on_decode_error(DecodeError::UnsupportedProtocolLevel(9));
     assert_eq!(reason, CloseReason::Refused("unacceptable protocol level"));
     assert!(matches!(c.poll_transmit(), Some(Packet::ConnAck(a))
         if a.code == crate::packet::ConnectReturnCode::UnacceptableProtocolVersion));
-    let too_large =
-        c.on_decode_error(crate::decode::DecodeError::PacketTooLarge { size: 10, max: 5 });
+    let too_large = c.on_decode_error(DecodeError::PacketTooLarge { size: 10, max: 5 });
     assert_eq!(too_large, CloseReason::PacketTooLarge { size: 10, max: 5 });
     assert_eq!(c.poll_transmit(), None);
 }
@@ -379,4 +387,42 @@ fn only_an_accepted_v5_client_is_told_why_the_server_closes() {
         }
         other => panic!("expected DISCONNECT, got {other:?}"),
     }
+}
+
+#[test]
+fn packets_are_decoded_whole_in_the_connects_version_within_the_limit() {
+    let mut c = connected(
+        ProtocolVersion::V5,
+        30,
+        Limits {
+            max_packet_size: 64,
+            ..limits()
+        },
+    );
+    let mut input = BytesMut::new();
+    let mut p = publish("a/b", QoS::AtMostOnce, 0);
+    p.properties.topic_alias = Some(1);
+    encode(&Packet::Publish(p), ProtocolVersion::V5, &mut input);
+    let whole = input.len();
+    let mut part = input.split_to(whole - 1);
+    assert_eq!(c.decode_next(&mut part).unwrap(), None, "not whole yet");
+    part.unsplit(input);
+    let Some(Packet::Publish(p)) = c.decode_next(&mut part).unwrap() else {
+        panic!("a PUBLISH");
+    };
+    assert_eq!(p.properties.topic_alias, Some(1), "a 5.0 property");
+    assert!(part.is_empty());
+    let mut big = BytesMut::new();
+    encode(
+        &Packet::Publish(Publish {
+            payload: Bytes::from(vec![0; 100]),
+            ..publish("a", QoS::AtMostOnce, 0)
+        }),
+        ProtocolVersion::V5,
+        &mut big,
+    );
+    assert!(matches!(
+        c.decode_next(&mut big),
+        Err(DecodeError::PacketTooLarge { max: 64, .. })
+    ));
 }

@@ -337,7 +337,7 @@ where
         let Packet::Publish(p) = packet else {
             return self.send(&packet);
         };
-        if !self.protocol.is_v5() {
+        if !self.proto.protocol().is_v5() {
             return self.send(&Packet::Publish(p));
         }
         let (topic, qos, packet_id) = (p.topic.clone(), p.qos, p.packet_id);
@@ -351,7 +351,7 @@ where
     }
 
     fn handle_publish(&mut self, mut p: Publish) -> Result<(), CloseReason> {
-        let v5 = self.protocol.is_v5();
+        let v5 = self.proto.protocol().is_v5();
         self.check_client_publish(&mut p)?;
         // After the alias is resolved: the topic an alias stands for is checked too.
         self.check_publish_limits(&p)?;
@@ -455,7 +455,7 @@ where
         else {
             return true;
         };
-        let v5 = self.protocol.is_v5();
+        let v5 = self.proto.protocol().is_v5();
         let client = self.client_id().unwrap_or("-");
         limits::retained_refused(client, self.peer, &p.topic, p.payload.len(), why, !v5);
         if !v5 {
@@ -495,7 +495,7 @@ where
     /// Checks a client's PUBLISH (`Connection::check_publish`): no subscription identifier,
     /// and for MQTT 5.0 its topic alias resolved and its count against the receive maximum.
     fn check_client_publish(&mut self, p: &mut Publish) -> Result<(), CloseReason> {
-        let v5 = self.protocol.is_v5();
+        let v5 = self.proto.protocol().is_v5();
         let Err(refusal) = self.proto.check_publish(p, v5) else {
             return Ok(());
         };
@@ -573,7 +573,7 @@ where
     fn handle_subscribe(&mut self, s: Subscribe) {
         let Some(client) = &self.client else { return };
         let handle = client.handle.clone();
-        let v5 = self.protocol.is_v5();
+        let v5 = self.proto.protocol().is_v5();
         let max_subscriptions = self.settings.session.max_subscriptions;
         let topic_limits = self.settings.topic_limits();
         let mut codes = Vec::with_capacity(s.filters.len());
@@ -767,7 +767,7 @@ where
             }
         }
         let mut ack = UnsubAck::new(u.packet_id);
-        if self.protocol.is_v5() {
+        if self.proto.protocol().is_v5() {
             ack.reasons = reasons;
         }
         self.send(&Packet::UnsubAck(ack));
@@ -801,7 +801,7 @@ where
     /// The PUBREL or PUBCOMP answering a PUBREC or PUBREL: MQTT 5.0 says 0x92 when the
     /// packet id is unknown (sections 3.6.2.1, 3.7.2.1).
     fn id_ack(&self, packet_id: u16, known: bool) -> Ack {
-        if known || !self.protocol.is_v5() {
+        if known || !self.proto.protocol().is_v5() {
             return Ack::new(packet_id);
         }
         Ack {

@@ -36,7 +36,7 @@ use super::packet_log;
 use super::registry::{SessionHandle, WillDelay};
 use super::Broker;
 use crate::mqtt::connection::{Admission, CloseReason, Connection as Protocol, Limits};
-use crate::mqtt::decode::{decode, starts_with_whole_publish, DecodeError};
+use crate::mqtt::decode::{starts_with_whole_publish, DecodeError};
 use crate::mqtt::encode::try_encode;
 use crate::mqtt::message::Message;
 use crate::mqtt::packet::{Ack, LastWill, Packet, Properties, ProtocolVersion, QoS};
@@ -79,9 +79,6 @@ struct Connection<R, W> {
     /// Room made in `rbuf` before the next read (between `MIN_READ` and `MAX_READ`).
     read_chunk: usize,
     wbuf: BytesMut,
-    /// The protocol version packets are decoded and encoded with: 3.1.1 until a CONNECT names
-    /// its own.
-    protocol: ProtocolVersion,
     /// The protocol rules and timers of the connection (sans-IO).
     proto: Protocol,
     client: Option<Client>,
@@ -148,7 +145,6 @@ pub(crate) async fn serve<R, W>(
         rbuf: BytesMut::new(),
         read_chunk: MIN_READ,
         wbuf: BytesMut::new(),
-        protocol: ProtocolVersion::V311,
         client: None,
         connecting: None,
         shutdown,
@@ -263,7 +259,6 @@ where
 
     /// Decodes and handles every whole packet in `rbuf`.
     async fn process_input(&mut self, now: Instant) -> Result<(), CloseReason> {
-        let max = self.settings.mqtt.max_packet_size;
         loop {
             if self.acks_full() && starts_with_whole_publish(&self.rbuf) {
                 // `mqtt.receive_maximum` acknowledgements wait for durability: the next
@@ -280,7 +275,7 @@ where
             // Raw bytes are logged per frame, not per read: a frame's kind is known, so a
             // CONNECT's password is masked before any byte of it is logged.
             let head = packet_log::head_of(&self.rbuf);
-            let packet = match decode(&mut self.rbuf, max, self.protocol) {
+            let packet = match self.proto.decode_next(&mut self.rbuf) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -296,14 +291,13 @@ where
             }
             if let Packet::Connect(c) = &packet {
                 if self.client.is_none() {
-                    self.protocol = c.protocol;
                     self.connecting = Some(c.client_id.clone());
                 }
             }
             packet_log::received(
                 self.client_id(),
                 self.peer,
-                self.protocol,
+                self.proto.protocol(),
                 &packet,
                 size,
                 self.traced(),
@@ -417,7 +411,7 @@ where
         error: &str,
     ) -> Result<(), CloseReason> {
         let client = self.client_id().unwrap_or("-").to_owned();
-        let v5 = self.protocol.is_v5();
+        let v5 = self.proto.protocol().is_v5();
         tracing::error!(target: "error", client, peer = %self.peer, topic, error,
             "message not stored: the publisher is not told it is safe");
         if let (Packet::PubRec(a), Some(c)) = (&ack, &self.client) {
@@ -460,7 +454,7 @@ where
     /// 3.1/3.1.1 client is then not read from. (An MQTT 5.0 client never gets there: it is
     /// disconnected with 0x93 first.)
     fn acks_full(&self) -> bool {
-        !self.protocol.is_v5()
+        !self.proto.protocol().is_v5()
             && self.pending_acks.len() >= usize::from(self.proto.flow.quota.max())
     }
 
@@ -515,7 +509,7 @@ where
         let Some(client) = &self.client else { return };
         let mut out = Vec::new();
         let mut too_large = Vec::new();
-        let v5 = self.protocol.is_v5();
+        let v5 = self.proto.protocol().is_v5();
         let expired = {
             let mut slot = client.handle.lock();
             if !slot.is_owned_by(self.conn_id) {
@@ -593,10 +587,10 @@ where
 
     /// Encodes a packet into the write buffer, within the client's maximum packet size.
     fn send(&mut self, packet: &Packet) {
-        if let Some(size) = self.proto.flow.oversize(packet, self.protocol) {
+        if let Some(size) = self.proto.flow.oversize(packet, self.proto.protocol()) {
             // Reason string and user properties are left out to fit (MQTT-3.1.2-24); a
             // packet that still does not fit is not sent.
-            match self.proto.flow.fit(packet.clone(), self.protocol) {
+            match self.proto.flow.fit(packet.clone(), self.proto.protocol()) {
                 Ok(fitted) => return self.send(&fitted),
                 Err(_) => {
                     let client = self.client_id().unwrap_or("-").to_owned();
@@ -608,7 +602,7 @@ where
             }
         }
         let before = self.wbuf.len();
-        if let Err(error) = try_encode(packet, self.protocol, &mut self.wbuf) {
+        if let Err(error) = try_encode(packet, self.proto.protocol(), &mut self.wbuf) {
             // Not a packet this connection's version can carry (a broker bug, not the
             // client's): the connection goes on without it, and the log says so.
             let client = self.client_id().unwrap_or("-").to_owned();
@@ -620,7 +614,7 @@ where
         packet_log::sent(
             self.client_id(),
             self.peer,
-            self.protocol,
+            self.proto.protocol(),
             packet,
             size,
             self.traced(),
