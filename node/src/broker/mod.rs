@@ -352,7 +352,7 @@ impl Broker {
     pub(crate) fn publish_will(&self, client_id: &Arc<str>, will: &LastWill, why: &str) {
         tracing::info!(target: "access", client = %client_id, topic = %will.topic, why, "publishing will");
         // Its message expiry interval counts from its publication (MQTT 5.0 3.1.3.2.4).
-        let mut message = Message::from_will(will).expiring_from_now();
+        let mut message = Message::from_will(will).expiring_from(Instant::now());
         message.publisher = Some(client_id.clone());
         let message = Arc::new(message);
         let routed = self.router.publish(

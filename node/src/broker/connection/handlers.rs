@@ -29,9 +29,13 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), CloseReason> {
+    pub(super) fn handle_packet(
+        &mut self,
+        now: Instant,
+        packet: Packet,
+    ) -> Result<(), CloseReason> {
         match packet {
-            Packet::Publish(p) => self.handle_publish(p),
+            Packet::Publish(p) => self.handle_publish(now, p),
             Packet::PubAck(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.handle_puback(id));
                 self.note_unknown_ack("PUBACK", id, known);
@@ -350,7 +354,7 @@ where
         }
     }
 
-    fn handle_publish(&mut self, mut p: Publish) -> Result<(), CloseReason> {
+    fn handle_publish(&mut self, now: Instant, mut p: Publish) -> Result<(), CloseReason> {
         let v5 = self.proto.protocol().is_v5();
         self.check_client_publish(&mut p)?;
         // After the alias is resolved: the topic an alias stands for is checked too.
@@ -368,7 +372,7 @@ where
             _ => (true, None),
         };
         let (ticket, matched) = if fresh {
-            let routed = self.route(Message::from_publish(&p));
+            let routed = self.route(Message::from_publish(&p), now);
             self.woke_sessions |= routed.delivered > 0;
             store_error = store_error.or(routed.store_error);
             (routed.ticket, routed.matched)
@@ -523,9 +527,9 @@ where
     /// Routes a message: the durability ticket its acknowledgement must wait for (0 when no
     /// copy went to the store), how many sessions here it was queued for, and whether any
     /// subscriber, here or on another node, matched it.
-    pub(super) fn route(&self, message: Message) -> RouteOutcome {
+    pub(super) fn route(&self, message: Message, now: Instant) -> RouteOutcome {
         // Its message expiry interval counts from now (MQTT 5.0 3.3.2.3.3).
-        let mut message = message.expiring_from_now();
+        let mut message = message.expiring_from(now);
         let b = &self.broker;
         let topic = message.topic.clone();
         let publisher = self.client_id().unwrap_or("-");

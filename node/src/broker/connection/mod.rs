@@ -333,7 +333,7 @@ where
                         }
                         _ => {}
                     }
-                    self.handle_packet(other)?
+                    self.handle_packet(now, other)?
                 }
             }
         }
@@ -669,7 +669,7 @@ where
                 Some(secs) => delayed = Some((will.clone(), Duration::from_secs(u64::from(secs)))),
                 None => {
                     tracing::info!(target: "access", client = %client.id, topic = %will.topic, "publishing will");
-                    let _ = self.route(Message::from_will(will));
+                    let _ = self.route(Message::from_will(will), Instant::now());
                 }
             }
         }
