@@ -9,6 +9,7 @@ use crate::reason::ReasonCode;
 impl Connection {
     /// A packet could not be decoded: why the connection closes. Before CONNECT, a protocol
     /// level the server does not speak is answered first (CONNACK 1, `poll_transmit`).
+    #[must_use]
     pub fn on_decode_error(&mut self, error: DecodeError) -> CloseReason {
         match error {
             DecodeError::PacketTooLarge { size, max } => CloseReason::PacketTooLarge { size, max },

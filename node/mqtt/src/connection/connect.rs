@@ -58,6 +58,7 @@ impl Connection {
     /// Topic Alias Maximum, Maximum Packet Size, and the Server Keep Alive, which holds a
     /// client asking for no keep-alive, or for more than `Limits::max_keep_alive_secs`, to
     /// that maximum (MQTT-3.2.2-21). 3.1/3.1.1 clients keep their own keep-alive.
+    #[must_use]
     pub fn accept_connect(
         &mut self,
         now: Instant,

@@ -260,6 +260,7 @@ impl Connection {
     /// takes a token of `Limits::max_messages_per_sec`; without one, it and everything after
     /// it wait (they must be handled in the order they came) until the throttle ends, which
     /// `poll_timeout` includes.
+    #[must_use]
     pub fn admit(&mut self, now: Instant, input: &[u8]) -> Admission {
         let Some(pace) = &mut self.publish_pace else {
             return Admission::Now;
@@ -325,6 +326,7 @@ impl Connection {
     }
 
     /// Time has reached `now`: why the connection must close, if it must.
+    #[must_use]
     pub fn handle_timeout(&mut self, now: Instant) -> Option<CloseReason> {
         if self.idle_deadline().is_some_and(|d| now >= d) {
             return Some(match self.phase {
