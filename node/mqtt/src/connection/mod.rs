@@ -4,11 +4,12 @@
 //!
 //! `Connection` knows nothing of sockets, sessions or routing, and never reads a clock: every
 //! method that depends on time takes `now`. Its methods come in the kinds quinn-proto uses:
-//! - inputs: `decode_next(input)` (the next whole packet of the bytes read),
+//! - inputs: `handle_bytes(..)` (or a read straight into `input_mut()`), `decode_next()`
+//!   (the next whole packet of the bytes read),
 //!   `on_packet(now, ..)` (a decoded packet arrived), `on_decode_error(..)`,
 //!   `accept_connect(now, ..)`, `check_publish(..)`, `on_output(now, ..)` (what the socket
 //!   took), `handle_timeout(now)`, `close(..)`;
-//! - questions: `admit(now, input)` (may the next packet be handled now, or is the client
+//! - questions: `admit(now)` (may the next packet be handled now, or is the client
 //!   throttled), `is_stalled(now)`, `client_id_allowed(..)`, `is_connected()`;
 //! - outputs: `poll_transmit()`, the packets the connection sends of itself, and
 //!   `poll_timeout()`, the one deadline at which the driver must call `handle_timeout`.
@@ -25,11 +26,11 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+
 pub use self::connect::{inflight_window, session_terms, SessionTerms};
 pub use self::negotiated::Negotiated;
 pub use crate::close_reason::CloseReason;
-use bytes::BytesMut;
-
 use crate::decode::{decode, starts_with_whole_publish, DecodeError};
 use crate::packet::{Packet, ProtocolVersion, Publish};
 use crate::receive_quota::QuotaExceeded;
@@ -141,6 +142,9 @@ pub struct Connection {
     /// The protocol version packets are decoded and encoded with: 3.1.1 until a CONNECT
     /// names its own.
     protocol: ProtocolVersion,
+    /// Bytes read from the client and not yet decoded: partial packets wait here between
+    /// reads, and whole ones behind a throttled PUBLISH.
+    input: BytesMut,
     /// Packets the connection sends of itself, waiting for `poll_transmit`.
     transmit: VecDeque<Packet>,
     /// What CONNECT settled beyond 3.1.1 (MQTT 5.0).
@@ -164,6 +168,7 @@ impl Connection {
             throttled_until: None,
             throttle_reported: false,
             protocol: ProtocolVersion::V311,
+            input: BytesMut::new(),
             transmit: VecDeque::new(),
             flow: Negotiated::new(&limits),
             limits,
@@ -181,12 +186,27 @@ impl Connection {
         self.protocol
     }
 
-    /// Decodes the next whole packet at the front of `input` (the driver's read buffer, which
-    /// the socket is read into without a copy), in the connection's protocol version and
+    /// Bytes read from the client (`decode_next` takes them a packet at a time).
+    pub fn handle_bytes(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// The bytes read and not yet decoded.
+    pub fn input(&self) -> &[u8] {
+        &self.input
+    }
+
+    /// The input buffer itself, for a driver that reads its socket straight into it (no copy)
+    /// and sizes it to its reads.
+    pub fn input_mut(&mut self) -> &mut BytesMut {
+        &mut self.input
+    }
+
+    /// Decodes the next whole packet of the input, in the connection's protocol version and
     /// within `Limits::max_packet_size`; `None` until a whole packet is there. The first
     /// CONNECT sets the version of everything after it.
-    pub fn decode_next(&mut self, input: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        let packet = decode(input, self.limits.max_packet_size, self.protocol)?;
+    pub fn decode_next(&mut self) -> Result<Option<Packet>, DecodeError> {
+        let packet = decode(&mut self.input, self.limits.max_packet_size, self.protocol)?;
         if let Some(Packet::Connect(c)) = &packet {
             if !self.is_connected() {
                 self.protocol = c.protocol;
@@ -256,12 +276,12 @@ impl Connection {
         Ok(())
     }
 
-    /// Whether the packet at the front of `input` may be handled at `now`. A whole PUBLISH
+    /// Whether the packet at the front of the input may be handled at `now`. A whole PUBLISH
     /// takes a token of `Limits::max_messages_per_sec`; without one, it and everything after
     /// it wait (they must be handled in the order they came) until the throttle ends, which
     /// `poll_timeout` includes.
     #[must_use]
-    pub fn admit(&mut self, now: Instant, input: &[u8]) -> Admission {
+    pub fn admit(&mut self, now: Instant) -> Admission {
         let Some(pace) = &mut self.publish_pace else {
             return Admission::Now;
         };
@@ -269,7 +289,7 @@ impl Connection {
             return Admission::Later;
         }
         self.throttled_until = None;
-        if !starts_with_whole_publish(input) {
+        if !starts_with_whole_publish(&self.input) {
             return Admission::Now;
         }
         let Err(wait) = pace.try_take(now) else {

@@ -164,7 +164,7 @@ where
             let room = settings.mqtt.max_packet_size;
             let checked = tokio::select! {
                 checked = check => checked,
-                why = gone(&mut self.reader, &mut self.rbuf, room) => {
+                why = gone(&mut self.reader, self.proto.input_mut(), room) => {
                     tracing::info!(target: "access", peer = %self.peer, client = %c.client_id,
                         user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
                         "connect abandoned: the connection closed before its password check ended");

@@ -2,13 +2,13 @@
 //! of the sans-IO pieces (codec, `fubar_mqtt::connection::Connection`, `Session`) and calls the router.
 //!
 //! It `select!`s over the socket read, the socket write, the session's wake-up, the next
-//! deadline, a takeover and the shutdown token. Partial reads live in `rbuf` and unwritten
+//! deadline, a takeover and the shutdown token. Partial reads live in the protocol core's input buffer and unwritten
 //! bytes in `wbuf`, so every branch is cancel-safe.
 //!
 //! The protocol rules and timers are the sans-IO `fubar_mqtt::connection::Connection`
 //! (`proto`): the task reads the clock once per turn and passes it in. A client that publishes
 //! faster than `mqtt.max_messages_per_sec` is slowed down, not cut off: `proto` says the next
-//! PUBLISH waits, it is left in `rbuf`, and the socket is not read until the throttle ends, so
+//! PUBLISH waits, it is left in the input buffer, and the socket is not read until the throttle ends, so
 //! TCP flow control pushes back on the client. The pause is one timer deadline among the
 //! others (no polling), and while it lasts the keep-alive is not held against the client: it is
 //! the broker that is not reading.
@@ -75,8 +75,8 @@ struct Connection<R, W> {
     /// The user name a verified client certificate gave (`ssl.username_from_cn`): it stands
     /// for the CONNECT's credentials.
     cert_user: Option<String>,
-    rbuf: BytesMut,
-    /// Room made in `rbuf` before the next read (between `MIN_READ` and `MAX_READ`).
+    /// Room made in the protocol core's input buffer before the next read (between
+    /// `MIN_READ` and `MAX_READ`).
     read_chunk: usize,
     wbuf: BytesMut,
     /// The protocol rules and timers of the connection (sans-IO).
@@ -142,7 +142,6 @@ pub(crate) async fn serve<R, W>(
         reader: Watched::new(reader),
         writer,
         cert_user,
-        rbuf: BytesMut::new(),
         read_chunk: MIN_READ,
         wbuf: BytesMut::new(),
         client: None,
@@ -207,20 +206,21 @@ where
                 return CloseReason::StalledReader;
             }
             // The end of a throttle is a deadline even if it has just passed: `process_input`
-            // then handles what waits in `rbuf` without a read having to come first.
+            // then handles what waits in the input without a read having to come first.
             let deadline = self.proto.poll_timeout();
             let may_write = unwritten;
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
             let waiting_ack = self.pending_acks.front().map(|a| a.ticket);
-            if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * self.read_chunk {
+            let input = self.proto.input_mut();
+            if input.is_empty() && input.capacity() > 2 * self.read_chunk {
                 // Reads have been small for a while: give the memory back.
-                self.rbuf = BytesMut::new();
+                *input = BytesMut::new();
             }
-            if may_read && self.rbuf.capacity() - self.rbuf.len() < self.read_chunk {
-                self.rbuf.reserve(self.read_chunk);
+            if may_read && input.capacity() - input.len() < self.read_chunk {
+                input.reserve(self.read_chunk);
             }
-            let room = self.rbuf.capacity() - self.rbuf.len();
+            let room = input.capacity() - input.len();
             // Biased: socket IO that is ready is handled before any timer is looked at, so
             // bytes already received always count before a keep-alive verdict.
             tokio::select! {
@@ -234,7 +234,8 @@ where
                     }
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
-                r = self.reader.read_buf(&mut self.rbuf), if may_read => match r {
+                // Straight into the protocol core's input: no copy.
+                r = self.reader.read_buf(self.proto.input_mut()), if may_read => match r {
                     Ok(0) => return CloseReason::SocketClosed,
                     Ok(n) => {
                         self.broker.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -257,10 +258,10 @@ where
         }
     }
 
-    /// Decodes and handles every whole packet in `rbuf`.
+    /// Decodes and handles every whole packet of the input.
     async fn process_input(&mut self, now: Instant) -> Result<(), CloseReason> {
         loop {
-            if self.acks_full() && starts_with_whole_publish(&self.rbuf) {
+            if self.acks_full() && starts_with_whole_publish(self.proto.input()) {
                 // `mqtt.receive_maximum` acknowledgements wait for durability: the next
                 // PUBLISH waits for them (a 3.1.1 client has no receive maximum to obey).
                 self.release_durable_acks()?;
@@ -271,11 +272,11 @@ where
             if !self.admit_next(now) {
                 return Ok(());
             }
-            let before = self.rbuf.len();
+            let before = self.proto.input().len();
             // Raw bytes are logged per frame, not per read: a frame's kind is known, so a
             // CONNECT's password is masked before any byte of it is logged.
-            let head = packet_log::head_of(&self.rbuf);
-            let packet = match self.proto.decode_next(&mut self.rbuf) {
+            let head = packet_log::head_of(self.proto.input());
+            let packet = match self.proto.decode_next() {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -285,7 +286,7 @@ where
                     return Err(self.refuse_input(e));
                 }
             };
-            let size = before - self.rbuf.len();
+            let size = before - self.proto.input().len();
             if let Some(head) = head {
                 packet_log::received_bytes(self.peer, head, size, Some(&packet));
             }
@@ -353,10 +354,10 @@ where
         }
     }
 
-    /// Whether the packet at the front of `rbuf` may be handled at `now`, or waits because
+    /// Whether the next packet of the input may be handled at `now`, or waits because
     /// the client publishes faster than `mqtt.max_messages_per_sec` (reported once).
     fn admit_next(&mut self, now: Instant) -> bool {
-        let limit = match self.proto.admit(now, &self.rbuf) {
+        let limit = match self.proto.admit(now) {
             Admission::Now => return true,
             Admission::Later => return false,
             Admission::FirstThrottled { limit } => limit,
