@@ -1,12 +1,42 @@
-//! How a connection ends on the server's side: what a packet that cannot be decoded closes it
-//! with, and the DISCONNECT that tells an MQTT 5.0 client why.
+//! How a connection ends: the client's DISCONNECT (and the session expiry it may change), what
+//! a packet that cannot be decoded closes it with, and the DISCONNECT that tells an MQTT 5.0
+//! client why the server ends it.
 
 use super::{CloseReason, Connection};
 use crate::decode::DecodeError;
 use crate::packet::{ConnAck, ConnectReturnCode, Disconnect, Packet, Properties, ProtocolVersion};
 use crate::reason::ReasonCode;
 
+/// What a client's DISCONNECT says (`Connection::on_disconnect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientDisconnect {
+    /// How the connection ends: with or without the will (MQTT 5.0 reason 0x04).
+    pub reason: CloseReason,
+    /// The session expiry interval the DISCONNECT sets (MQTT 5.0), if it sets one.
+    pub session_expiry: Option<u32>,
+}
+
 impl Connection {
+    /// The client sent DISCONNECT. A session expiry interval may be changed there, except
+    /// from 0 in CONNECT to more: a protocol error (MQTT-3.14.2-2), returned as the reason to
+    /// close with, the expiry left as it was.
+    pub fn on_disconnect(&self, d: &Disconnect) -> Result<ClientDisconnect, CloseReason> {
+        let expiry = d.properties.session_expiry_interval;
+        if expiry.is_some_and(|secs| secs > 0) && self.session_expiry == Some(0) {
+            return Err(CloseReason::ProtocolError(
+                "session expiry interval set on DISCONNECT after 0 in CONNECT".into(),
+            ));
+        }
+        Ok(ClientDisconnect {
+            reason: if d.reason == ReasonCode::DisconnectWithWillMessage {
+                CloseReason::ClientDisconnectWithWill
+            } else {
+                CloseReason::ClientDisconnect
+            },
+            session_expiry: expiry,
+        })
+    }
+
     /// A packet could not be decoded: why the connection closes. Before CONNECT, a protocol
     /// level the server does not speak is answered first (CONNACK 1, `poll_transmit`).
     #[must_use]

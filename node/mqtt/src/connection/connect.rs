@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Connection, Phase};
-use crate::packet::{ConnAck, Connect, ConnectReturnCode, ProtocolVersion};
+use crate::packet::{Ack, ConnAck, Connect, ConnectReturnCode, Properties, ProtocolVersion};
+use crate::reason::ReasonCode;
 
 /// How long a session outlives its connection, as a CONNECT asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,11 +92,33 @@ impl Connection {
             }
         }
         self.phase = Phase::Connected;
+        self.session_expiry = session_terms(c).expiry_secs;
         self.last_received = now;
         self.keep_alive_secs = keep_alive;
         // The server allows one and a half keep-alive intervals (MQTT-3.1.2-24).
         self.keep_alive =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         connack
+    }
+}
+
+impl Connection {
+    /// The PUBREL or PUBCOMP answering a PUBREC or PUBREL for `packet_id`: MQTT 5.0 says 0x92
+    /// when the packet id is unknown (sections 3.6.2.1, 3.7.2.1), with a reason string unless
+    /// the client asked for none.
+    pub fn release_ack(&self, packet_id: u16, known: bool) -> Ack {
+        if known || self.protocol != ProtocolVersion::V5 {
+            return Ack::new(packet_id);
+        }
+        Ack {
+            packet_id,
+            reason: ReasonCode::PacketIdentifierNotFound,
+            properties: Properties {
+                reason_string: self
+                    .flow
+                    .reason_string(|| format!("no QoS 2 message with packet id {packet_id}")),
+                ..Properties::default()
+            },
+        }
     }
 }

@@ -5,12 +5,13 @@
 //! `Connection` knows nothing of sockets, sessions or routing, and never reads a clock: every
 //! method that depends on time takes `now`. Its methods come in the kinds quinn-proto uses:
 //! - inputs: `handle_bytes(..)` (or a read straight into `input_mut()`), `decode_next()`
-//!   (the next whole packet of the bytes read),
-//!   `on_packet(now, ..)` (a decoded packet arrived), `on_decode_error(..)`,
-//!   `accept_connect(now, ..)`, `check_publish(..)`, `on_output(now, ..)` (what the socket
-//!   took), `handle_timeout(now)`, `close(..)`;
+//!   (the next whole packet of the bytes read), `on_packet(now, ..)` (a decoded packet
+//!   arrived), `on_decode_error(..)`, `accept_connect(now, ..)`, `check_publish(..)`,
+//!   `on_output(now, ..)` (what the socket took), `on_disconnect(..)`, `handle_timeout(now)`,
+//!   `close(..)`;
 //! - questions: `admit(now)` (may the next packet be handled now, or is the client
-//!   throttled), `is_stalled(now)`, `client_id_allowed(..)`, `is_connected()`;
+//!   throttled), `is_stalled(now)`, `client_id_allowed(..)`, `release_ack(..)` (the
+//!   PUBREL/PUBCOMP answering a PUBREC/PUBREL), `is_connected()`;
 //! - outputs: `poll_transmit()`, the packets the connection sends of itself, and
 //!   `poll_timeout()`, the one deadline at which the driver must call `handle_timeout`.
 //!
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+pub use self::close::ClientDisconnect;
 pub use self::connect::{inflight_window, session_terms, SessionTerms};
 pub use self::negotiated::Negotiated;
 pub use crate::close_reason::CloseReason;
@@ -145,6 +147,8 @@ pub struct Connection {
     /// Bytes read from the client and not yet decoded: partial packets wait here between
     /// reads, and whole ones behind a throttled PUBLISH.
     input: BytesMut,
+    /// The session expiry interval of the accepted CONNECT (MQTT 5.0; `None` before 5.0).
+    session_expiry: Option<u32>,
     /// Packets the connection sends of itself, waiting for `poll_transmit`.
     transmit: VecDeque<Packet>,
     /// What CONNECT settled beyond 3.1.1 (MQTT 5.0).
@@ -169,6 +173,7 @@ impl Connection {
             throttle_reported: false,
             protocol: ProtocolVersion::V311,
             input: BytesMut::new(),
+            session_expiry: None,
             transmit: VecDeque::new(),
             flow: Negotiated::new(&limits),
             limits,

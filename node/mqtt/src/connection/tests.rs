@@ -430,3 +430,47 @@ fn packets_are_decoded_whole_in_the_connects_version_within_the_limit() {
         Err(DecodeError::PacketTooLarge { max: 64, .. })
     ));
 }
+
+#[test]
+fn a_disconnect_may_change_the_session_expiry_but_not_from_zero() {
+    use crate::packet::Disconnect;
+    let disconnect = |reason, expiry| Disconnect {
+        reason,
+        properties: Properties {
+            session_expiry_interval: expiry,
+            ..Properties::default()
+        },
+    };
+    // CONNECT said 0 (no expiry property on a 5.0 CONNECT).
+    let c = connected(ProtocolVersion::V5, 30, limits());
+    assert!(matches!(
+        c.on_disconnect(&disconnect(ReasonCode::Success, Some(10))),
+        Err(CloseReason::ProtocolError(_))
+    ));
+    let said = c
+        .on_disconnect(&disconnect(ReasonCode::DisconnectWithWillMessage, Some(0)))
+        .unwrap();
+    assert_eq!(said.reason, CloseReason::ClientDisconnectWithWill);
+    assert_eq!(said.session_expiry, Some(0));
+    // CONNECT said 60: any change is allowed.
+    let mut c = Connection::new(t(0.0), limits());
+    let mut packet = connect(ProtocolVersion::V5, 30, "c");
+    packet.properties.session_expiry_interval = Some(60);
+    let _ = c.accept_connect(t(0.0), &packet, false, None);
+    let said = c
+        .on_disconnect(&disconnect(ReasonCode::Success, Some(600)))
+        .unwrap();
+    assert_eq!(said.reason, CloseReason::ClientDisconnect);
+    assert_eq!(said.session_expiry, Some(600));
+}
+
+#[test]
+fn an_unknown_packet_id_is_released_with_0x92_in_v5_only() {
+    let v5 = connected(ProtocolVersion::V5, 30, limits());
+    assert_eq!(v5.release_ack(7, true), crate::packet::Ack::new(7));
+    let unknown = v5.release_ack(7, false);
+    assert_eq!(unknown.reason, ReasonCode::PacketIdentifierNotFound);
+    assert!(unknown.properties.reason_string.is_some());
+    let old = connected(ProtocolVersion::V311, 30, limits());
+    assert_eq!(old.release_ack(7, false), crate::packet::Ack::new(7));
+}

@@ -55,7 +55,7 @@ where
             Packet::PubRec(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.handle_pubrec(id));
                 self.note_unknown_ack("PUBREC", id, known);
-                self.send(&Packet::PubRel(self.id_ack(id, known)));
+                self.send(&Packet::PubRel(self.proto.release_ack(id, known)));
                 Ok(())
             }
             Packet::PubComp(Ack { packet_id: id, .. }) => {
@@ -67,7 +67,7 @@ where
                 let known = self.session(|s| s.release_qos2(id));
                 self.proto.flow.quota.pubrel_received(id);
                 self.note_unknown_ack("PUBREL", id, known);
-                self.send(&Packet::PubComp(self.id_ack(id, known)));
+                self.send(&Packet::PubComp(self.proto.release_ack(id, known)));
                 Ok(())
             }
             Packet::Subscribe(s) => {
@@ -283,7 +283,6 @@ where
         let will = self.allowed_will(&attached.handle, c.will);
         self.client = Some(Client {
             id: client_id,
-            session_expiry: expiry,
             protocol: c.protocol,
             handle: attached.handle,
             will,
@@ -784,40 +783,20 @@ where
         let Some(client) = &self.client else {
             return CloseReason::ClientDisconnect;
         };
-        if let Some(secs) = d.properties.session_expiry_interval {
-            if client.session_expiry == Some(0) && secs > 0 {
+        match self.proto.on_disconnect(d) {
+            Ok(said) => {
+                if let Some(secs) = said.session_expiry {
+                    self.broker.registry.set_expiry(&client.handle, secs);
+                    tracing::info!(target: "resource", client = %client.id, secs, "session expiry interval changed by DISCONNECT");
+                }
+                said.reason
+            }
+            Err(reason) => {
+                let secs = d.properties.session_expiry_interval.unwrap_or(0);
                 tracing::warn!(target: "warning", client = %client.id, peer = %self.peer, secs,
                     "DISCONNECT sets a session expiry interval after 0 in CONNECT (MQTT-3.14.2-2)");
-                return CloseReason::ProtocolError(
-                    "session expiry interval set on DISCONNECT after 0 in CONNECT".into(),
-                );
+                reason
             }
-            self.broker.registry.set_expiry(&client.handle, secs);
-            tracing::info!(target: "resource", client = %client.id, secs, "session expiry interval changed by DISCONNECT");
-        }
-        if d.reason == ReasonCode::DisconnectWithWillMessage {
-            CloseReason::ClientDisconnectWithWill
-        } else {
-            CloseReason::ClientDisconnect
-        }
-    }
-
-    /// The PUBREL or PUBCOMP answering a PUBREC or PUBREL: MQTT 5.0 says 0x92 when the
-    /// packet id is unknown (sections 3.6.2.1, 3.7.2.1).
-    fn id_ack(&self, packet_id: u16, known: bool) -> Ack {
-        if known || !self.proto.protocol().is_v5() {
-            return Ack::new(packet_id);
-        }
-        Ack {
-            packet_id,
-            reason: ReasonCode::PacketIdentifierNotFound,
-            properties: Properties {
-                reason_string: self
-                    .proto
-                    .flow
-                    .reason_string(|| format!("no QoS 2 message with packet id {packet_id}")),
-                ..Properties::default()
-            },
         }
     }
 

@@ -53,8 +53,6 @@ const MAX_READ: usize = 64 << 10;
 /// The client behind a connection, once its CONNECT was accepted.
 struct Client {
     id: Arc<str>,
-    /// The MQTT 5.0 session expiry interval of its CONNECT (`None` before 5.0).
-    session_expiry: Option<u32>,
     protocol: ProtocolVersion,
     handle: Arc<SessionHandle>,
     will: Option<LastWill>,
