@@ -71,7 +71,7 @@ where
                 Ok(())
             }
             Packet::Subscribe(s) => {
-                self.handle_subscribe(s);
+                self.handle_subscribe(now, s);
                 Ok(())
             }
             Packet::Unsubscribe(u) => {
@@ -361,7 +361,7 @@ where
         if !self.publish_allowed(&p) {
             return Ok(());
         }
-        if !self.admit_retained(&p) {
+        if !self.admit_retained(now, &p) {
             return Ok(());
         }
         // A QoS 2 packet id is stored with the message: if either write fails, the message
@@ -447,15 +447,11 @@ where
     /// Whether a retained PUBLISH may go on. Beyond a bound of the retained store an MQTT
     /// 5.0 PUBLISH is refused whole (PUBACK/PUBREC 0x97, not routed); a 3.1.1 client cannot
     /// be told, so its message is delivered and only not retained (the store refuses it).
-    fn admit_retained(&mut self, p: &Publish) -> bool {
+    fn admit_retained(&mut self, now: Instant, p: &Publish) -> bool {
         if !p.retain || p.payload.is_empty() {
             return true;
         }
-        let Err(why) = self
-            .broker
-            .retained
-            .admits(&p.topic, p.payload.len(), Instant::now())
-        else {
+        let Err(why) = self.broker.retained.admits(&p.topic, p.payload.len(), now) else {
             return true;
         };
         let v5 = self.proto.protocol().is_v5();
@@ -573,7 +569,7 @@ where
         }
     }
 
-    fn handle_subscribe(&mut self, s: Subscribe) {
+    fn handle_subscribe(&mut self, now: Instant, s: Subscribe) {
         let Some(client) = &self.client else { return };
         let handle = client.handle.clone();
         let v5 = self.proto.protocol().is_v5();
@@ -704,7 +700,6 @@ where
         }));
         // Retained messages follow the SUBACK, flagged as retained (MQTT-3.3.1-8), with the
         // subscription's identifier; expired ones are not sent (MQTT 5.0 3.3.2.3.3).
-        let now = Instant::now();
         for (filter, qos, id) in granted {
             for message in self.broker.retained.matching(filter, now) {
                 // Only what the rules let this client read (a wildcard may cover more).

@@ -309,7 +309,7 @@ where
                 Packet::Connect(c) => {
                     // Nobody waits for this connection while it authenticates.
                     self.reader.pause();
-                    let (protocol, started) = (c.protocol, Instant::now());
+                    let (protocol, started) = (c.protocol, now);
                     let connected = Box::pin(self.handle_connect(c)).await;
                     self.broker
                         .stats
@@ -644,6 +644,7 @@ where
     /// The client leaves: its unacknowledged shared-subscription messages go to other
     /// members, its will is published or delayed, and its session is released (or ends).
     fn leave(&self, client: &Client, reason: &CloseReason) {
+        let now = Instant::now();
         // A member of share groups leaving: what it has not acknowledged goes to another
         // member (MQTT 5.0 4.8.2). Not on takeover (the new connection resends it) nor at
         // shutdown (a persistent session keeps it).
@@ -668,11 +669,10 @@ where
                 Some(secs) => delayed = Some((will.clone(), Duration::from_secs(u64::from(secs)))),
                 None => {
                     tracing::info!(target: "access", client = %client.id, topic = %will.topic, "publishing will");
-                    let _ = self.route(Message::from_will(will), Instant::now());
+                    let _ = self.route(Message::from_will(will), now);
                 }
             }
         }
-        let now = Instant::now();
         let ended = self
             .broker
             .registry
