@@ -6,9 +6,9 @@
 #![no_main]
 
 use bytes::BytesMut;
-use fubar::mqtt::decode::{decode, starts_with_whole_publish};
-use fubar::mqtt::encode::{encode, encoded_len};
-use fubar::mqtt::packet::{Packet, ProtocolVersion};
+use fubar_mqtt::decode::{decode, starts_with_whole_publish};
+use fubar_mqtt::encode::{encode, encoded_len};
+use fubar_mqtt::packet::{Packet, ProtocolVersion};
 use libfuzzer_sys::fuzz_target;
 
 /// Small, so the size-limit path is exercised too.

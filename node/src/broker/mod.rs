@@ -18,7 +18,8 @@ pub mod memory;
 pub mod offline_budget;
 mod packet_log;
 pub(crate) mod persist;
-pub mod rate_limit;
+/// The token bucket lives in the protocol core (`fubar-mqtt`), which paces PUBLISH with it.
+pub use crate::mqtt::token_bucket as rate_limit;
 pub mod registry;
 pub mod retained;
 pub mod router;
@@ -29,7 +30,6 @@ pub mod sys_topics;
 pub mod topic_acl;
 pub mod tracer;
 mod transport;
-pub mod trie;
 mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -352,7 +352,7 @@ impl Broker {
     pub(crate) fn publish_will(&self, client_id: &Arc<str>, will: &LastWill, why: &str) {
         tracing::info!(target: "access", client = %client_id, topic = %will.topic, why, "publishing will");
         // Its message expiry interval counts from its publication (MQTT 5.0 3.1.3.2.4).
-        let mut message = Message::from_will(will).expiring_from_now();
+        let mut message = Message::from_will(will).expiring_from(Instant::now());
         message.publisher = Some(client_id.clone());
         let message = Arc::new(message);
         let routed = self.router.publish(

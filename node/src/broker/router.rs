@@ -13,10 +13,10 @@ use super::registry::{Registry, SessionHandle};
 use super::retained::{RetainChange, RetainedStore};
 use super::shared::SharedGroups;
 use super::topic_acl::{log_denied, Action, TopicAcl};
-use super::trie::SubscriptionTrie;
 use crate::mqtt::message::{Delivery, Message, SubscriptionOptions};
 use crate::mqtt::packet::QoS;
 use crate::mqtt::topic;
+use crate::mqtt::trie::SubscriptionTrie;
 
 /// How often a session's queue drops are reported, at most.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::registry::SessionHandle;
 use super::router::{report_unstored, Subscriber};
-use super::trie::SubscriptionTrie;
 use super::Broker;
 use crate::mqtt::message::Delivery;
+use crate::mqtt::trie::SubscriptionTrie;
 
 /// Hands the messages a member left unacknowledged (`Session::take_shared`) to other members
 /// of their groups: one online here if there is one, else on another node, else any member

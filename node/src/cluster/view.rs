@@ -9,9 +9,9 @@ use fubar_store::replicated::{ApplyListener, Change, Outcome};
 use fubar_store::Store;
 
 use crate::broker::persist::message_of;
-use crate::broker::trie::SubscriptionTrie;
 use crate::broker::Broker;
 use crate::mqtt::topic;
+use crate::mqtt::trie::SubscriptionTrie;
 
 /// The routes and client registry of the whole cluster, and the way to the broker.
 pub struct ReplicatedView {

@@ -13,34 +13,29 @@ use super::super::router::{deliver, report_unstored};
 use super::super::tracer::now_us;
 use super::super::{limits, packet_log};
 use super::{Client, Connection};
-use crate::mqtt::connection::CloseReason;
+use crate::mqtt::connection::{
+    inflight_window, session_terms, CloseReason, PublishRefusal, SessionTerms,
+};
 use crate::mqtt::message::{Delivery, Message, RetainHandling, SubscriptionOptions, TraceMark};
 use crate::mqtt::packet::{
     Ack, ConnAck, Connect, ConnectReturnCode, Disconnect, Packet, Properties, ProtocolVersion,
     Publish, QoS, SubAck, SubAckCode, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::mqtt::reason::ReasonCode;
-use crate::mqtt::receive_quota::QuotaExceeded;
 use crate::mqtt::topic;
-use crate::mqtt::topic_alias::AliasError;
 
 impl<R, W> Connection<R, W>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), CloseReason> {
+    pub(super) fn handle_packet(
+        &mut self,
+        now: Instant,
+        packet: Packet,
+    ) -> Result<(), CloseReason> {
         match packet {
-            Packet::Publish(p) if !p.properties.subscription_identifiers.is_empty() => {
-                // Subscription identifiers go from server to client only (MQTT-3.3.4-6).
-                tracing::warn!(target: "warning", client = self.client_id().unwrap_or("-"),
-                    peer = %self.peer, topic = %p.topic, packet = "PUBLISH",
-                    "PUBLISH from the client carries a subscription identifier (MQTT-3.3.4-6)");
-                Err(CloseReason::ProtocolError(
-                    "PUBLISH from the client carries a subscription identifier".into(),
-                ))
-            }
-            Packet::Publish(p) => self.handle_publish(p),
+            Packet::Publish(p) => self.handle_publish(now, p),
             Packet::PubAck(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.handle_puback(id));
                 self.note_unknown_ack("PUBACK", id, known);
@@ -60,7 +55,7 @@ where
             Packet::PubRec(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.handle_pubrec(id));
                 self.note_unknown_ack("PUBREC", id, known);
-                self.send(&Packet::PubRel(self.id_ack(id, known)));
+                self.send(&Packet::PubRel(self.proto.release_ack(id, known)));
                 Ok(())
             }
             Packet::PubComp(Ack { packet_id: id, .. }) => {
@@ -70,25 +65,23 @@ where
             }
             Packet::PubRel(Ack { packet_id: id, .. }) => {
                 let known = self.session(|s| s.release_qos2(id));
-                self.flow.quota.pubrel_received(id);
+                self.proto.flow.quota.pubrel_received(id);
                 self.note_unknown_ack("PUBREL", id, known);
-                self.send(&Packet::PubComp(self.id_ack(id, known)));
+                self.send(&Packet::PubComp(self.proto.release_ack(id, known)));
                 Ok(())
             }
             Packet::Subscribe(s) => {
-                self.handle_subscribe(s);
+                self.handle_subscribe(now, s);
                 Ok(())
             }
             Packet::Unsubscribe(u) => {
                 self.handle_unsubscribe(u);
                 Ok(())
             }
-            Packet::PingReq => {
-                self.send(&Packet::PingResp);
-                Ok(())
-            }
+            // Answered by the protocol core (`Connection::on_packet`).
+            Packet::PingReq => Ok(()),
             Packet::Disconnect(d) => Err(self.handle_disconnect(&d)),
-            // ConnectionState refuses server-to-client packets before they get here.
+            // `Connection::on_packet` refuses server-to-client packets before they get here.
             other => Err(CloseReason::ProtocolError(format!(
                 "unexpected {}",
                 other.kind()
@@ -127,17 +120,7 @@ where
                 "connect refused: bad authentication method");
             return Err(CloseReason::Refused("bad authentication method"));
         }
-        let id_ok = match c.protocol {
-            // MQTT 3.1 allows 1 to 23 characters.
-            ProtocolVersion::V31 => (1..=23).contains(&c.client_id.chars().count()),
-            ProtocolVersion::V311 => {
-                c.client_id.len() <= settings.mqtt.max_client_id_len
-                    && (!c.client_id.is_empty() || c.clean_session)
-            }
-            // MQTT 5.0: an empty client id gets one assigned, clean start or not.
-            ProtocolVersion::V5 => c.client_id.len() <= settings.mqtt.max_client_id_len,
-        };
-        if !id_ok {
+        if !self.proto.client_id_allowed(&c) {
             return refuse(
                 self,
                 ConnectReturnCode::IdentifierRejected.into(),
@@ -181,7 +164,7 @@ where
             let room = settings.mqtt.max_packet_size;
             let checked = tokio::select! {
                 checked = check => checked,
-                why = gone(&mut self.reader, &mut self.rbuf, room) => {
+                why = gone(&mut self.reader, self.proto.input_mut(), room) => {
                     tracing::info!(target: "access", peer = %self.peer, client = %c.client_id,
                         user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
                         "connect abandoned: the connection closed before its password check ended");
@@ -207,13 +190,13 @@ where
         } else {
             c.client_id.as_str().into()
         };
-        // MQTT 5.0: clean start discards an existing session (else it is resumed), and the
-        // session outlives the connection when the session expiry interval is above 0 (for
-        // that long, at most `session.max_age_secs`). In 3.1/3.1.1 clean session says both.
+        // The session lives on after the connection for its expiry interval, at most
+        // `session.max_age_secs` (`session_terms`).
         let clean_start = c.clean_session;
-        let expiry = (c.protocol == ProtocolVersion::V5)
-            .then(|| c.properties.session_expiry_interval.unwrap_or(0));
-        let persistent = expiry.map_or(!clean_start, |secs| secs > 0);
+        let SessionTerms {
+            expiry_secs: expiry,
+            persistent,
+        } = session_terms(&c);
         c.clean_session = !persistent;
         if let Some(cluster) = self.broker.cluster.get() {
             // Another node may hold the client: it closes that connection, and a persistent
@@ -266,36 +249,17 @@ where
         }
         tracing::info!(target: "resource", client = %client_id, clean = c.clean_session,
             "{}", if attached.session_present { "session resumed" } else { "session created" });
-        let session_present = attached.session_present && c.protocol != ProtocolVersion::V31;
-        let mut connack = ConnAck::new(session_present, ConnectReturnCode::Accepted);
-        let mut keep_alive = c.keep_alive;
-        if c.protocol == ProtocolVersion::V5 {
-            self.flow.on_connect(&c, &settings.mqtt);
-            // What this server offers (MQTT 5.0 section 3.2.2.3); the encoder leaves these
-            // out for 3.1/3.1.1.
-            let p = &mut connack.properties;
-            p.assigned_client_identifier = sent_no_id.then(|| client_id.clone());
-            p.retain_available = Some(true);
-            p.wildcard_subscription_available = Some(true);
-            p.shared_subscription_available = Some(true);
-            p.subscription_identifier_available = Some(true);
-            p.maximum_packet_size = u32::try_from(settings.mqtt.max_packet_size).ok();
-            // Flow control toward the server (section 4.9) and topic aliases the client may
-            // set (3.3.2.3.4); absent would mean 65,535 and none.
-            p.receive_maximum = Some(self.flow.quota.max());
-            let aliases = self.flow.inbound.max();
-            p.topic_alias_maximum = (aliases > 0).then_some(aliases);
-            // Server Keep Alive (3.2.2.3.14): a client asking for none, or for more than
-            // `mqtt.max_keep_alive_secs`, is held to that maximum and told so (the client
-            // then uses it, MQTT-3.2.2-21).
-            let max = settings.mqtt.max_keep_alive_secs;
-            if keep_alive == 0 || keep_alive > max {
-                keep_alive = max;
-                p.server_keep_alive = Some(max);
-            }
-        }
+        // Authentication and the session may have taken a while: the keep-alive counts
+        // from now.
+        let now = Instant::now();
+        let connack = self.proto.accept_connect(
+            now,
+            &c,
+            attached.session_present,
+            sent_no_id.then(|| client_id.clone()),
+        );
+        let (session_present, keep_alive) = (connack.session_present, self.proto.keep_alive_secs());
         self.send(&Packet::ConnAck(connack));
-        self.state.on_connected(Instant::now(), keep_alive);
         tracing::info!(target: "access", client = %client_id, peer = %self.peer,
             transport = self.transport,
             user = c.username.as_deref().unwrap_or(""), protocol = %c.protocol,
@@ -307,26 +271,18 @@ where
                 keep_alive, clean_session = c.clean_session, session_present,
                 "connected");
         }
-        // MQTT 5.0 receive maximum: the client takes at most that many QoS 1/2 messages in
-        // flight (the configured window if it is smaller).
-        let window = c
-            .properties
-            .receive_maximum
-            .map_or(settings.session.inflight_window, |n| {
-                settings.session.inflight_window.min(usize::from(n))
-            });
+        let window = inflight_window(&c, settings.session.inflight_window);
         let resend = {
             let mut slot = attached.handle.lock();
             slot.session.set_inflight_window(window);
             slot.session.set_expiry_secs(expiry);
-            let resend = slot.session.resend_on_resume(Instant::now());
+            let resend = slot.session.resend_on_resume(now);
             slot.submit_or_log("session resumed");
             resend
         };
         let will = self.allowed_will(&attached.handle, c.will);
         self.client = Some(Client {
             id: client_id,
-            session_expiry: expiry,
             protocol: c.protocol,
             handle: attached.handle,
             will,
@@ -384,11 +340,11 @@ where
         let Packet::Publish(p) = packet else {
             return self.send(&packet);
         };
-        if !self.protocol.is_v5() {
+        if !self.proto.protocol().is_v5() {
             return self.send(&Packet::Publish(p));
         }
         let (topic, qos, packet_id) = (p.topic.clone(), p.qos, p.packet_id);
-        match self.flow.outgoing_publish(p, false) {
+        match self.proto.flow.outgoing_publish(p, false) {
             Ok(packet) => self.send(&packet),
             Err(size) => {
                 self.session(|s| s.discard_inflight(packet_id));
@@ -397,17 +353,15 @@ where
         }
     }
 
-    fn handle_publish(&mut self, mut p: Publish) -> Result<(), CloseReason> {
-        let v5 = self.protocol.is_v5();
-        if v5 {
-            self.check_v5_publish(&mut p)?;
-        }
+    fn handle_publish(&mut self, now: Instant, mut p: Publish) -> Result<(), CloseReason> {
+        let v5 = self.proto.protocol().is_v5();
+        self.check_client_publish(&mut p)?;
         // After the alias is resolved: the topic an alias stands for is checked too.
         self.check_publish_limits(&p)?;
         if !self.publish_allowed(&p) {
             return Ok(());
         }
-        if !self.admit_retained(&p) {
+        if !self.admit_retained(now, &p) {
             return Ok(());
         }
         // A QoS 2 packet id is stored with the message: if either write fails, the message
@@ -417,7 +371,7 @@ where
             _ => (true, None),
         };
         let (ticket, matched) = if fresh {
-            let routed = self.route(Message::from_publish(&p));
+            let routed = self.route(Message::from_publish(&p), now);
             self.woke_sessions |= routed.delivered > 0;
             store_error = store_error.or(routed.store_error);
             (routed.ticket, routed.matched)
@@ -493,18 +447,14 @@ where
     /// Whether a retained PUBLISH may go on. Beyond a bound of the retained store an MQTT
     /// 5.0 PUBLISH is refused whole (PUBACK/PUBREC 0x97, not routed); a 3.1.1 client cannot
     /// be told, so its message is delivered and only not retained (the store refuses it).
-    fn admit_retained(&mut self, p: &Publish) -> bool {
+    fn admit_retained(&mut self, now: Instant, p: &Publish) -> bool {
         if !p.retain || p.payload.is_empty() {
             return true;
         }
-        let Err(why) = self
-            .broker
-            .retained
-            .admits(&p.topic, p.payload.len(), Instant::now())
-        else {
+        let Err(why) = self.broker.retained.admits(&p.topic, p.payload.len(), now) else {
             return true;
         };
-        let v5 = self.protocol.is_v5();
+        let v5 = self.proto.protocol().is_v5();
         let client = self.client_id().unwrap_or("-");
         limits::retained_refused(client, self.peer, &p.topic, p.payload.len(), why, !v5);
         if !v5 {
@@ -525,7 +475,7 @@ where
         let ack = Ack {
             reason,
             properties: Properties {
-                reason_string: self.flow.reason_string(why),
+                reason_string: self.proto.flow.reason_string(why),
                 ..Properties::default()
             },
             ..Ack::new(p.packet_id)
@@ -535,45 +485,46 @@ where
             QoS::AtLeastOnce => self.acknowledge(Packet::PubAck(ack), 0, &p.topic),
             QoS::ExactlyOnce => {
                 // An error PUBREC ends the exchange (no PUBREL follows, MQTT 5.0 4.3.3).
-                self.flow.quota.pubrel_received(p.packet_id);
+                self.proto.flow.quota.pubrel_received(p.packet_id);
                 self.acknowledge(Packet::PubRec(ack), 0, &p.topic);
             }
         }
     }
 
-    /// An MQTT 5.0 PUBLISH: resolves its topic alias and counts it against the server's
-    /// receive maximum.
-    fn check_v5_publish(&mut self, p: &mut Publish) -> Result<(), CloseReason> {
-        let alias = p.properties.topic_alias.take();
-        match self.flow.inbound.resolve(&p.topic, alias) {
-            Ok(topic) => p.topic = topic,
-            Err(e) => {
-                let client = self.client_id().unwrap_or("-");
+    /// Checks a client's PUBLISH (`Connection::check_publish`): no subscription identifier,
+    /// and for MQTT 5.0 its topic alias resolved and its count against the receive maximum.
+    fn check_client_publish(&mut self, p: &mut Publish) -> Result<(), CloseReason> {
+        let v5 = self.proto.protocol().is_v5();
+        let Err(refusal) = self.proto.check_publish(p, v5) else {
+            return Ok(());
+        };
+        let client = self.client_id().unwrap_or("-");
+        match &refusal {
+            PublishRefusal::SubscriptionIdentifier => {
+                tracing::warn!(target: "warning", client, peer = %self.peer, topic = %p.topic,
+                    packet = "PUBLISH",
+                    "PUBLISH from the client carries a subscription identifier (MQTT-3.3.4-6)");
+            }
+            PublishRefusal::TopicAlias { alias, error, max } => {
                 tracing::warn!(target: "warning", client, peer = %self.peer, kind = "PUBLISH",
-                    alias, topic = %p.topic, max = self.flow.inbound.max(), "topic alias refused: {e}");
-                return Err(match e {
-                    AliasError::Invalid { .. } => CloseReason::TopicAliasInvalid(e.to_string()),
-                    AliasError::Unknown(_) => CloseReason::ProtocolError(e.to_string()),
-                });
+                    alias, topic = %p.topic, max, "topic alias refused: {error}");
+            }
+            PublishRefusal::ReceiveMaximum { max } => {
+                tracing::warn!(target: "warning", client, peer = %self.peer, kind = "PUBLISH",
+                    topic = %p.topic, qos = p.qos as u8, packet_id = p.packet_id, max,
+                    waiting_acks = self.pending_acks.len(),
+                    "receive maximum exceeded: more QoS 1/2 publishes unacknowledged than CONNACK allowed (MQTT-3.3.4-7)");
             }
         }
-        if let Err(QuotaExceeded { max }) = self.flow.quota.on_publish(p.qos, p.packet_id) {
-            let client = self.client_id().unwrap_or("-");
-            tracing::warn!(target: "warning", client, peer = %self.peer, kind = "PUBLISH",
-                topic = %p.topic, qos = p.qos as u8, packet_id = p.packet_id, max,
-                waiting_acks = self.pending_acks.len(),
-                "receive maximum exceeded: more QoS 1/2 publishes unacknowledged than CONNACK allowed (MQTT-3.3.4-7)");
-            return Err(CloseReason::ReceiveMaximumExceeded { max });
-        }
-        Ok(())
+        Err(refusal.close_reason())
     }
 
     /// Routes a message: the durability ticket its acknowledgement must wait for (0 when no
     /// copy went to the store), how many sessions here it was queued for, and whether any
     /// subscriber, here or on another node, matched it.
-    pub(super) fn route(&self, message: Message) -> RouteOutcome {
+    pub(super) fn route(&self, message: Message, now: Instant) -> RouteOutcome {
         // Its message expiry interval counts from now (MQTT 5.0 3.3.2.3.3).
-        let mut message = message.expiring_from_now();
+        let mut message = message.expiring_from(now);
         let b = &self.broker;
         let topic = message.topic.clone();
         let publisher = self.client_id().unwrap_or("-");
@@ -618,10 +569,10 @@ where
         }
     }
 
-    fn handle_subscribe(&mut self, s: Subscribe) {
+    fn handle_subscribe(&mut self, now: Instant, s: Subscribe) {
         let Some(client) = &self.client else { return };
         let handle = client.handle.clone();
-        let v5 = self.protocol.is_v5();
+        let v5 = self.proto.protocol().is_v5();
         let max_subscriptions = self.settings.session.max_subscriptions;
         let topic_limits = self.settings.topic_limits();
         let mut codes = Vec::with_capacity(s.filters.len());
@@ -738,7 +689,7 @@ where
             reason_string: if refused.is_empty() {
                 None
             } else {
-                self.flow.reason_string(|| refused.join("; "))
+                self.proto.flow.reason_string(|| refused.join("; "))
             },
             ..Properties::default()
         };
@@ -749,7 +700,6 @@ where
         }));
         // Retained messages follow the SUBACK, flagged as retained (MQTT-3.3.1-8), with the
         // subscription's identifier; expired ones are not sent (MQTT 5.0 3.3.2.3.3).
-        let now = Instant::now();
         for (filter, qos, id) in granted {
             for message in self.broker.retained.matching(filter, now) {
                 // Only what the rules let this client read (a wildcard may cover more).
@@ -815,7 +765,7 @@ where
             }
         }
         let mut ack = UnsubAck::new(u.packet_id);
-        if self.protocol.is_v5() {
+        if self.proto.protocol().is_v5() {
             ack.reasons = reasons;
         }
         self.send(&Packet::UnsubAck(ack));
@@ -828,39 +778,20 @@ where
         let Some(client) = &self.client else {
             return CloseReason::ClientDisconnect;
         };
-        if let Some(secs) = d.properties.session_expiry_interval {
-            if client.session_expiry == Some(0) && secs > 0 {
+        match self.proto.on_disconnect(d) {
+            Ok(said) => {
+                if let Some(secs) = said.session_expiry {
+                    self.broker.registry.set_expiry(&client.handle, secs);
+                    tracing::info!(target: "resource", client = %client.id, secs, "session expiry interval changed by DISCONNECT");
+                }
+                said.reason
+            }
+            Err(reason) => {
+                let secs = d.properties.session_expiry_interval.unwrap_or(0);
                 tracing::warn!(target: "warning", client = %client.id, peer = %self.peer, secs,
                     "DISCONNECT sets a session expiry interval after 0 in CONNECT (MQTT-3.14.2-2)");
-                return CloseReason::ProtocolError(
-                    "session expiry interval set on DISCONNECT after 0 in CONNECT".into(),
-                );
+                reason
             }
-            self.broker.registry.set_expiry(&client.handle, secs);
-            tracing::info!(target: "resource", client = %client.id, secs, "session expiry interval changed by DISCONNECT");
-        }
-        if d.reason == ReasonCode::DisconnectWithWillMessage {
-            CloseReason::ClientDisconnectWithWill
-        } else {
-            CloseReason::ClientDisconnect
-        }
-    }
-
-    /// The PUBREL or PUBCOMP answering a PUBREC or PUBREL: MQTT 5.0 says 0x92 when the
-    /// packet id is unknown (sections 3.6.2.1, 3.7.2.1).
-    fn id_ack(&self, packet_id: u16, known: bool) -> Ack {
-        if known || !self.protocol.is_v5() {
-            return Ack::new(packet_id);
-        }
-        Ack {
-            packet_id,
-            reason: ReasonCode::PacketIdentifierNotFound,
-            properties: Properties {
-                reason_string: self
-                    .flow
-                    .reason_string(|| format!("no QoS 2 message with packet id {packet_id}")),
-                ..Properties::default()
-            },
         }
     }
 

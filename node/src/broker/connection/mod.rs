@@ -1,15 +1,17 @@
 //! The driver of one client connection: a tokio task that moves bytes and timers in and out
-//! of the sans-IO pieces (codec, `ConnectionState`, `Session`) and calls the router.
+//! of the sans-IO pieces (codec, `fubar_mqtt::connection::Connection`, `Session`) and calls the router.
 //!
 //! It `select!`s over the socket read, the socket write, the session's wake-up, the next
-//! deadline, a takeover and the shutdown token. Partial reads live in `rbuf` and unwritten
+//! deadline, a takeover and the shutdown token. Partial reads live in the protocol core's input buffer and unwritten
 //! bytes in `wbuf`, so every branch is cancel-safe.
 //!
-//! A client that publishes faster than `mqtt.max_messages_per_sec` is slowed down, not cut off:
-//! the next PUBLISH is left in `rbuf` and the socket is not read until the client's token
-//! bucket has a token for it, so TCP flow control pushes back on the client. The pause is one
-//! timer deadline among the others (no polling), and while it lasts the keep-alive is not held
-//! against the client: it is the broker that is not reading.
+//! The protocol rules and timers are the sans-IO `fubar_mqtt::connection::Connection`
+//! (`proto`): the task reads the clock once per turn and passes it in. A client that publishes
+//! faster than `mqtt.max_messages_per_sec` is slowed down, not cut off: `proto` says the next
+//! PUBLISH waits, it is left in the input buffer, and the socket is not read until the throttle ends, so
+//! TCP flow control pushes back on the client. The pause is one timer deadline among the
+//! others (no polling), and while it lasts the keep-alive is not held against the client: it is
+//! the broker that is not reading.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,24 +27,19 @@ use tokio_util::sync::CancellationToken;
 
 mod arrival;
 mod handlers;
-mod negotiated;
 mod topic_rules;
 
 use arrival::Watched;
 use handlers::trace_hop;
-use negotiated::Negotiated;
 
 use super::packet_log;
-use super::rate_limit::TokenBucket;
 use super::registry::{SessionHandle, WillDelay};
 use super::Broker;
-use crate::mqtt::connection::{CloseReason, ConnectionState};
-use crate::mqtt::decode::{decode, starts_with_whole_publish, DecodeError};
+use crate::mqtt::connection::{Admission, CloseReason, Connection as Protocol, Limits};
+use crate::mqtt::decode::{starts_with_whole_publish, DecodeError};
 use crate::mqtt::encode::try_encode;
 use crate::mqtt::message::Message;
-use crate::mqtt::packet::{
-    Ack, ConnAck, ConnectReturnCode, LastWill, Packet, Properties, ProtocolVersion, QoS,
-};
+use crate::mqtt::packet::{Ack, LastWill, Packet, Properties, ProtocolVersion, QoS};
 use crate::mqtt::reason::ReasonCode;
 use crate::settings::Settings;
 
@@ -56,8 +53,6 @@ const MAX_READ: usize = 64 << 10;
 /// The client behind a connection, once its CONNECT was accepted.
 struct Client {
     id: Arc<str>,
-    /// The MQTT 5.0 session expiry interval of its CONNECT (`None` before 5.0).
-    session_expiry: Option<u32>,
     protocol: ProtocolVersion,
     handle: Arc<SessionHandle>,
     will: Option<LastWill>,
@@ -78,36 +73,24 @@ struct Connection<R, W> {
     /// The user name a verified client certificate gave (`ssl.username_from_cn`): it stands
     /// for the CONNECT's credentials.
     cert_user: Option<String>,
-    rbuf: BytesMut,
-    /// Room made in `rbuf` before the next read (between `MIN_READ` and `MAX_READ`).
+    /// Room made in the protocol core's input buffer before the next read (between
+    /// `MIN_READ` and `MAX_READ`).
     read_chunk: usize,
     wbuf: BytesMut,
-    /// The protocol version packets are decoded and encoded with: 3.1.1 until a CONNECT names
-    /// its own.
-    protocol: ProtocolVersion,
-    state: ConnectionState,
+    /// The protocol rules and timers of the connection (sans-IO).
+    proto: Protocol,
     client: Option<Client>,
     /// The client id of a CONNECT being handled (`client` is set only once it is accepted),
     /// so that a traced client's CONNECT and CONNACK are traced too.
     connecting: Option<String>,
-    write_blocked_since: Option<Instant>,
     shutdown: CancellationToken,
     /// This connection's `mqtt.max_connections` slot, given back as soon as it closes.
     slot: Option<OwnedSemaphorePermit>,
     /// PUBACK/PUBREC waiting, in order, until the store says what became of their tickets.
     pending_acks: VecDeque<PendingAck>,
     durable: Option<watch::Receiver<Durable>>,
-    /// Paces the PUBLISH packets handled (`mqtt.max_messages_per_sec`); `None` without a limit.
-    publish_pace: Option<TokenBucket>,
-    /// Until when input is left unread because the client publishes faster than its limit.
-    throttled_until: Option<Instant>,
-    /// Whether this connection has been throttled yet (reported once per connection).
-    throttle_reported: bool,
     /// Messages from this client were queued for sessions since this task last yielded.
     woke_sessions: bool,
-    /// What CONNECT settled beyond 3.1.1: receive maximum, topic aliases, the client's
-    /// maximum packet size (MQTT 5.0).
-    flow: Negotiated,
     /// Bytes were read since the last PUBLISH was routed: see `let_earlier_input_in`.
     fresh_input: bool,
     /// The client has sent a SUBSCRIBE or UNSUBSCRIBE: PUBLISHes on other connections wait
@@ -142,16 +125,11 @@ pub(crate) async fn serve<R, W>(
     let conn_id = broker.next_conn_id();
     let now = Instant::now();
     let settings = broker.settings();
-    let rate = settings.mqtt.max_messages_per_sec;
     let mut conn = Connection {
-        publish_pace: (rate > 0).then(|| TokenBucket::new(rate, now)),
-        throttled_until: None,
-        throttle_reported: false,
         woke_sessions: false,
-        state: ConnectionState::new(now, settings.connect_timeout()),
+        proto: Protocol::new(now, limits(&settings)),
         durable: broker.store.as_ref().map(|s| s.durable_watch()),
         pending_acks: VecDeque::new(),
-        flow: Negotiated::new(&settings.mqtt),
         fresh_input: false,
         subscribed: false,
         settings,
@@ -162,13 +140,10 @@ pub(crate) async fn serve<R, W>(
         reader: Watched::new(reader),
         writer,
         cert_user,
-        rbuf: BytesMut::new(),
         read_chunk: MIN_READ,
         wbuf: BytesMut::new(),
-        protocol: ProtocolVersion::V311,
         client: None,
         connecting: None,
-        write_blocked_since: None,
         shutdown,
         slot: Some(slot),
     };
@@ -184,9 +159,12 @@ where
 {
     async fn run(&mut self) -> CloseReason {
         let write_limit = self.settings.mqtt.write_buffer_bytes;
-        let stall = Duration::from_secs(self.settings.mqtt.stalled_reader_timeout_secs);
+        // Whether the socket took some output, or the timer fired, since the last turn.
+        let (mut wrote, mut timer_fired) = (false, false);
         loop {
-            if let Err(reason) = self.process_input().await {
+            // The one clock read of this turn: everything below is decided at `now`.
+            let now = Instant::now();
+            if let Err(reason) = self.process_input(now).await {
                 return reason;
             }
             if std::mem::take(&mut self.woke_sessions) {
@@ -198,50 +176,49 @@ where
             if let Err(reason) = self.release_durable_acks() {
                 return reason;
             }
-            self.fill_from_session(write_limit);
-            let now = Instant::now();
-            if self.wbuf.is_empty() {
-                self.write_blocked_since = None;
-            } else if self.write_blocked_since.is_none() {
-                self.write_blocked_since = Some(now);
-            }
+            self.fill_from_session(now, write_limit);
+            let unwritten = !self.wbuf.is_empty();
+            self.proto
+                .on_output(now, unwritten, std::mem::take(&mut wrote));
             // Stop reading from a client that does not read what we write: that bounds
             // `wbuf` (acknowledgements pile up there) and pushes back on the client. Stop
             // reading too while the client is throttled. While we do not read, its keep-alive
             // is not held against it: the stall timer, or the end of the throttle, decides.
             let may_read = self.wbuf.len() < 2 * write_limit
-                && self.throttled_until.is_none()
+                && !self.proto.is_throttled()
                 && !self.acks_full();
             if may_read {
                 self.reader.resume();
             } else {
                 self.reader.pause();
             }
-            let stall_deadline = self.write_blocked_since.map(|t| t + stall);
-            // Checked on every turn, not only when the timer branch wins: a flood of messages
-            // for this session keeps the wake-up branch ready and would starve the timer.
-            if stall_deadline.is_some_and(|d| now >= d) {
+            self.proto.set_reading(may_read);
+            // The stall is checked on every turn, not only when the timer fires: a flood of
+            // messages for this session keeps the wake-up branch ready and would starve the
+            // timer. The keep-alive only when it fires: bytes already received count first.
+            if std::mem::take(&mut timer_fired) {
+                if let Some(reason) = self.proto.handle_timeout(now) {
+                    return reason;
+                }
+            } else if self.proto.is_stalled(now) {
                 return CloseReason::StalledReader;
             }
-            let keep_alive_deadline = self.state.poll_timeout().filter(|_| may_read);
             // The end of a throttle is a deadline even if it has just passed: `process_input`
-            // then handles what waits in `rbuf` without a read having to come first.
-            let deadline = [keep_alive_deadline, stall_deadline, self.throttled_until]
-                .into_iter()
-                .flatten()
-                .min();
-            let may_write = !self.wbuf.is_empty();
+            // then handles what waits in the input without a read having to come first.
+            let deadline = self.proto.poll_timeout();
+            let may_write = unwritten;
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
             let waiting_ack = self.pending_acks.front().map(|a| a.ticket);
-            if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * self.read_chunk {
+            let input = self.proto.input_mut();
+            if input.is_empty() && input.capacity() > 2 * self.read_chunk {
                 // Reads have been small for a while: give the memory back.
-                self.rbuf = BytesMut::new();
+                *input = BytesMut::new();
             }
-            if may_read && self.rbuf.capacity() - self.rbuf.len() < self.read_chunk {
-                self.rbuf.reserve(self.read_chunk);
+            if may_read && input.capacity() - input.len() < self.read_chunk {
+                input.reserve(self.read_chunk);
             }
-            let room = self.rbuf.capacity() - self.rbuf.len();
+            let room = input.capacity() - input.len();
             // Biased: socket IO that is ready is handled before any timer is looked at, so
             // bytes already received always count before a keep-alive verdict.
             tokio::select! {
@@ -251,11 +228,12 @@ where
                 r = self.writer.write_buf(&mut self.wbuf), if may_write => match r {
                     Ok(n) => {
                         self.broker.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-                        self.write_blocked_since = (!self.wbuf.is_empty()).then(Instant::now);
+                        wrote = true;
                     }
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
-                r = self.reader.read_buf(&mut self.rbuf), if may_read => match r {
+                // Straight into the protocol core's input: no copy.
+                r = self.reader.read_buf(self.proto.input_mut()), if may_read => match r {
                     Ok(0) => return CloseReason::SocketClosed,
                     Ok(n) => {
                         self.broker.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -272,24 +250,16 @@ where
                 },
                 _ = durable_at_least(self.durable.as_mut(), waiting_ack) => {}
                 _ = wake(handle.as_deref()) => {}
-                _ = sleep_until(deadline) => {
-                    let now = Instant::now();
-                    if let Some(reason) = self.state.handle_timeout(now).filter(|_| may_read) {
-                        return reason;
-                    }
-                    if stall_deadline.is_some_and(|d| now >= d) {
-                        return CloseReason::StalledReader;
-                    }
-                }
+                // Judged at the top of the next turn, at that turn's `now`.
+                _ = sleep_until(deadline) => timer_fired = true,
             }
         }
     }
 
-    /// Decodes and handles every whole packet in `rbuf`.
-    async fn process_input(&mut self) -> Result<(), CloseReason> {
-        let max = self.settings.mqtt.max_packet_size;
+    /// Decodes and handles every whole packet of the input.
+    async fn process_input(&mut self, now: Instant) -> Result<(), CloseReason> {
         loop {
-            if self.acks_full() && starts_with_whole_publish(&self.rbuf) {
+            if self.acks_full() && starts_with_whole_publish(self.proto.input()) {
                 // `mqtt.receive_maximum` acknowledgements wait for durability: the next
                 // PUBLISH waits for them (a 3.1.1 client has no receive maximum to obey).
                 self.release_durable_acks()?;
@@ -297,14 +267,14 @@ where
                     return Ok(());
                 }
             }
-            if !self.admit_next() {
+            if !self.admit_next(now) {
                 return Ok(());
             }
-            let before = self.rbuf.len();
+            let before = self.proto.input().len();
             // Raw bytes are logged per frame, not per read: a frame's kind is known, so a
             // CONNECT's password is masked before any byte of it is logged.
-            let head = packet_log::head_of(&self.rbuf);
-            let packet = match decode(&mut self.rbuf, max, self.protocol) {
+            let head = packet_log::head_of(self.proto.input());
+            let packet = match self.proto.decode_next() {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
                 Err(e) => {
@@ -314,32 +284,32 @@ where
                     return Err(self.refuse_input(e));
                 }
             };
-            let size = before - self.rbuf.len();
+            let size = before - self.proto.input().len();
             if let Some(head) = head {
                 packet_log::received_bytes(self.peer, head, size, Some(&packet));
             }
             if let Packet::Connect(c) = &packet {
                 if self.client.is_none() {
-                    self.protocol = c.protocol;
                     self.connecting = Some(c.client_id.clone());
                 }
             }
             packet_log::received(
                 self.client_id(),
                 self.peer,
-                self.protocol,
+                self.proto.protocol(),
                 &packet,
                 size,
                 self.traced(),
             );
-            self.state.on_packet(Instant::now(), &packet)?;
+            self.proto.on_packet(now, &packet)?;
+            self.send_transmits();
             match packet {
                 // Boxed: the CONNECT exchange (authentication included) runs once, and inline
                 // its state would make every connection's task that much bigger for its life.
                 Packet::Connect(c) => {
                     // Nobody waits for this connection while it authenticates.
                     self.reader.pause();
-                    let (protocol, started) = (c.protocol, Instant::now());
+                    let (protocol, started) = (c.protocol, now);
                     let connected = Box::pin(self.handle_connect(c)).await;
                     self.broker
                         .stats
@@ -350,7 +320,7 @@ where
                     match &other {
                         Packet::Publish(_) => {
                             if std::mem::take(&mut self.fresh_input) {
-                                self.let_earlier_input_in().await;
+                                self.let_earlier_input_in(now).await;
                             }
                             if !self.subscribed {
                                 self.reader.set_quiet(true);
@@ -362,7 +332,7 @@ where
                         }
                         _ => {}
                     }
-                    self.handle_packet(other)?
+                    self.handle_packet(now, other)?
                 }
             }
         }
@@ -372,47 +342,31 @@ where
     /// `mqtt.publish_order_wait_us`) until the input that reached other connections before
     /// it has been read and handled: a SUBSCRIBE that reached the server first is then in
     /// the router before this PUBLISH is routed (see `arrival`).
-    async fn let_earlier_input_in(&self) {
+    async fn let_earlier_input_in(&self, now: Instant) {
         let limit = Duration::from_micros(self.settings.mqtt.publish_order_wait_us);
         if limit.is_zero() {
             return;
         }
         if let Some(earlier) = self.reader.earlier() {
-            earlier.wait(Instant::now() + limit).await;
+            earlier.wait(now + limit).await;
         }
     }
 
-    /// Whether the packet at the front of `rbuf` may be handled now. A whole PUBLISH takes a
-    /// token of `mqtt.max_messages_per_sec`; without one, it and everything after it wait
-    /// (in `rbuf` and unread in the socket) until `throttled_until`. Packets behind it wait
-    /// too: they must be handled in the order they came.
-    fn admit_next(&mut self) -> bool {
-        let Some(pace) = &mut self.publish_pace else {
-            return true;
+    /// Whether the next packet of the input may be handled at `now`, or waits because
+    /// the client publishes faster than `mqtt.max_messages_per_sec` (reported once).
+    fn admit_next(&mut self, now: Instant) -> bool {
+        let limit = match self.proto.admit(now) {
+            Admission::Now => return true,
+            Admission::Later => return false,
+            Admission::FirstThrottled { limit } => limit,
         };
-        let now = Instant::now();
-        if self.throttled_until.is_some_and(|until| now < until) {
-            return false;
-        }
-        self.throttled_until = None;
-        if !starts_with_whole_publish(&self.rbuf) {
-            return true;
-        }
-        let Err(wait) = pace.try_take(now) else {
-            return true;
-        };
-        let limit = pace.rate();
-        self.throttled_until = Some(now + wait);
-        if !self.throttle_reported {
-            self.throttle_reported = true;
-            self.broker
-                .stats
-                .clients_throttled
-                .fetch_add(1, Ordering::Relaxed);
-            let client = self.client_id().unwrap_or("-").to_owned();
-            tracing::warn!(target: "warning", client, peer = %self.peer, limit,
-                "client throttled: publishing faster than mqtt.max_messages_per_sec, reading paused");
-        }
+        self.broker
+            .stats
+            .clients_throttled
+            .fetch_add(1, Ordering::Relaxed);
+        let client = self.client_id().unwrap_or("-").to_owned();
+        tracing::warn!(target: "warning", client, peer = %self.peer, limit,
+            "client throttled: publishing faster than mqtt.max_messages_per_sec, reading paused");
         false
     }
 
@@ -456,7 +410,7 @@ where
         error: &str,
     ) -> Result<(), CloseReason> {
         let client = self.client_id().unwrap_or("-").to_owned();
-        let v5 = self.protocol.is_v5();
+        let v5 = self.proto.protocol().is_v5();
         tracing::error!(target: "error", client, peer = %self.peer, topic, error,
             "message not stored: the publisher is not told it is safe");
         if let (Packet::PubRec(a), Some(c)) = (&ack, &self.client) {
@@ -471,13 +425,14 @@ where
             return Err(CloseReason::NotStored(error.to_owned()));
         }
         let reason_string = self
+            .proto
             .flow
             .reason_string(|| format!("the message could not be stored: {error}"));
         let ack = match ack {
             Packet::PubAck(a) => Packet::PubAck(refused_ack(a, reason_string)),
             Packet::PubRec(a) => {
                 // No PUBREL follows an error PUBREC (MQTT 5.0 4.3.3).
-                self.flow.quota.pubrel_received(a.packet_id);
+                self.proto.flow.quota.pubrel_received(a.packet_id);
                 Packet::PubRec(refused_ack(a, reason_string))
             }
             other => other,
@@ -490,7 +445,7 @@ where
     fn send_ack(&mut self, ack: &Packet) {
         self.send(ack);
         if matches!(ack, Packet::PubAck(_)) {
-            self.flow.quota.puback_sent();
+            self.proto.flow.quota.puback_sent();
         }
     }
 
@@ -498,7 +453,8 @@ where
     /// 3.1/3.1.1 client is then not read from. (An MQTT 5.0 client never gets there: it is
     /// disconnected with 0x93 first.)
     fn acks_full(&self) -> bool {
-        !self.protocol.is_v5() && self.pending_acks.len() >= usize::from(self.flow.quota.max())
+        !self.proto.protocol().is_v5()
+            && self.pending_acks.len() >= usize::from(self.proto.flow.quota.max())
     }
 
     /// Sends a PUBACK/PUBREC for a message of `topic` once `ticket` is durable, after any
@@ -528,37 +484,31 @@ where
         });
     }
 
-    /// A packet that could not be decoded: answers what the spec asks and says why to close.
+    /// A packet that could not be decoded: logged, answered as the spec asks
+    /// (`Connection::on_decode_error`), and why to close.
     fn refuse_input(&mut self, error: DecodeError) -> CloseReason {
         let client = self.client_id().unwrap_or("-").to_owned();
         tracing::warn!(target: "warning", client, peer = %self.peer, %error, "bad packet");
-        match error {
-            DecodeError::PacketTooLarge { size, max } => CloseReason::PacketTooLarge { size, max },
-            // A topic alias of 0: DISCONNECT 0x94 (MQTT-3.3.2-8, 5.0 section 3.3.2.3.4).
-            e if e.reason_code() == ReasonCode::TopicAliasInvalid => {
-                CloseReason::TopicAliasInvalid(e.to_string())
-            }
-            DecodeError::UnsupportedProtocolLevel(_) if !self.state.is_connected() => {
-                self.send(&Packet::ConnAck(ConnAck::new(
-                    false,
-                    ConnectReturnCode::UnacceptableProtocolVersion,
-                )));
-                CloseReason::Refused("unacceptable protocol level")
-            }
-            other => CloseReason::BadPacket {
-                code: other.reason_code(),
-                why: other.to_string(),
-            },
+        let reason = self.proto.on_decode_error(error);
+        self.send_transmits();
+        reason
+    }
+
+    /// Sends what the protocol core sends of itself (a PINGRESP, a refusing CONNACK, a
+    /// closing DISCONNECT), through `send`: within the client's maximum packet size, and
+    /// logged as every packet is.
+    fn send_transmits(&mut self) {
+        while let Some(packet) = self.proto.poll_transmit() {
+            self.send(&packet);
         }
     }
 
     /// Moves queued messages from the session into the write buffer, up to `limit` bytes.
-    fn fill_from_session(&mut self, limit: usize) {
+    fn fill_from_session(&mut self, now: Instant, limit: usize) {
         let Some(client) = &self.client else { return };
         let mut out = Vec::new();
         let mut too_large = Vec::new();
-        let v5 = self.protocol.is_v5();
-        let now = Instant::now();
+        let v5 = self.proto.protocol().is_v5();
         let expired = {
             let mut slot = client.handle.lock();
             if !slot.is_owned_by(self.conn_id) {
@@ -577,7 +527,7 @@ where
                     continue;
                 }
                 let (qos, packet_id) = (p.qos, p.packet_id);
-                match self.flow.outgoing_publish(p, true) {
+                match self.proto.flow.outgoing_publish(p, true) {
                     Ok(packet) => out.push((packet, message.trace.clone())),
                     Err(size) => {
                         // Larger than the client accepts: dropped as if delivered (MQTT 5.0
@@ -629,29 +579,29 @@ where
     /// A PUBLISH not sent: larger than the client's maximum packet size.
     fn report_too_large(&self, topic: &str, qos: QoS, size: usize) {
         let client = self.client_id().unwrap_or("-");
-        let max = self.flow.client_max_packet().unwrap_or(0);
+        let max = self.proto.flow.client_max_packet().unwrap_or(0);
         tracing::warn!(target: "warning", client, peer = %self.peer, topic, qos = qos as u8, size, max,
             "message discarded: larger than the client's maximum packet size (MQTT-3.1.2-25)");
     }
 
     /// Encodes a packet into the write buffer, within the client's maximum packet size.
     fn send(&mut self, packet: &Packet) {
-        if let Some(size) = self.flow.oversize(packet, self.protocol) {
+        if let Some(size) = self.proto.flow.oversize(packet, self.proto.protocol()) {
             // Reason string and user properties are left out to fit (MQTT-3.1.2-24); a
             // packet that still does not fit is not sent.
-            match self.flow.fit(packet.clone(), self.protocol) {
+            match self.proto.flow.fit(packet.clone(), self.proto.protocol()) {
                 Ok(fitted) => return self.send(&fitted),
                 Err(_) => {
                     let client = self.client_id().unwrap_or("-").to_owned();
                     tracing::warn!(target: "warning", client, peer = %self.peer, kind = packet.kind(),
-                        size, max = self.flow.client_max_packet().unwrap_or(0),
+                        size, max = self.proto.flow.client_max_packet().unwrap_or(0),
                         "packet not sent: larger than the client's maximum packet size (MQTT-3.1.2-24)");
                     return;
                 }
             }
         }
         let before = self.wbuf.len();
-        if let Err(error) = try_encode(packet, self.protocol, &mut self.wbuf) {
+        if let Err(error) = try_encode(packet, self.proto.protocol(), &mut self.wbuf) {
             // Not a packet this connection's version can carry (a broker bug, not the
             // client's): the connection goes on without it, and the log says so.
             let client = self.client_id().unwrap_or("-").to_owned();
@@ -663,7 +613,7 @@ where
         packet_log::sent(
             self.client_id(),
             self.peer,
-            self.protocol,
+            self.proto.protocol(),
             packet,
             size,
             self.traced(),
@@ -687,28 +637,14 @@ where
     /// Tells an MQTT 5.0 client why the server ends its connection (the flush in `finish`
     /// writes it).
     fn tell_why(&mut self, reason: &CloseReason) {
-        if self.protocol != ProtocolVersion::V5 || self.client.is_none() {
-            return;
-        }
-        if let Some(code) = reason.disconnect_reason() {
-            // The reason string says what the broker's log says (MQTT-3.1.2-29 allows
-            // it on DISCONNECT whatever the client asked).
-            let properties = Properties {
-                reason_string: Some(reason.to_string().into()),
-                ..Default::default()
-            };
-            let disconnect = Packet::Disconnect(crate::mqtt::packet::Disconnect {
-                reason: code,
-                properties,
-            });
-            // Through `send`: within the client's maximum packet size, and logged as every packet is.
-            self.send(&disconnect);
-        }
+        self.proto.close(reason);
+        self.send_transmits();
     }
 
     /// The client leaves: its unacknowledged shared-subscription messages go to other
     /// members, its will is published or delayed, and its session is released (or ends).
     fn leave(&self, client: &Client, reason: &CloseReason) {
+        let now = Instant::now();
         // A member of share groups leaving: what it has not acknowledged goes to another
         // member (MQTT 5.0 4.8.2). Not on takeover (the new connection resends it) nor at
         // shutdown (a persistent session keeps it).
@@ -733,11 +669,10 @@ where
                 Some(secs) => delayed = Some((will.clone(), Duration::from_secs(u64::from(secs)))),
                 None => {
                     tracing::info!(target: "access", client = %client.id, topic = %will.topic, "publishing will");
-                    let _ = self.route(Message::from_will(will));
+                    let _ = self.route(Message::from_will(will), now);
                 }
             }
         }
-        let now = Instant::now();
         let ended = self
             .broker
             .registry
@@ -829,6 +764,21 @@ where
                 tracing::warn!(target: "access", client = %client.id, peer = %self.peer, transport = self.transport, protocol = %level, %reason, "disconnected");
             }
         }
+    }
+}
+
+/// The limits a new connection is held to, from the settings it is accepted under.
+fn limits(settings: &Settings) -> Limits {
+    let mqtt = &settings.mqtt;
+    Limits {
+        max_packet_size: mqtt.max_packet_size,
+        connect_timeout: settings.connect_timeout(),
+        max_client_id_len: mqtt.max_client_id_len,
+        stalled_reader_timeout: Duration::from_secs(mqtt.stalled_reader_timeout_secs),
+        max_messages_per_sec: mqtt.max_messages_per_sec,
+        receive_maximum: mqtt.receive_maximum,
+        topic_alias_maximum: mqtt.topic_alias_maximum,
+        max_keep_alive_secs: mqtt.max_keep_alive_secs,
     }
 }
 

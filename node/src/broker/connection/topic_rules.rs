@@ -33,7 +33,7 @@ where
             &p.topic,
             &decision,
         );
-        if !self.protocol.is_v5() {
+        if !self.proto.protocol().is_v5() {
             match p.qos {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => {

@@ -1,13 +1,14 @@
-//! Will messages, keep-alive and the CONNECT timeout.
+//! Will messages and PINGREQ. The keep-alive and CONNECT timeout rules are unit-tested in
+//! `fubar-mqtt` (`connection::tests`) against a fake clock; a keep-alive expiry is seen end to
+//! end here (with its will), a CONNECT timeout in `malformed`.
 
 use fubar::mqtt::packet::{Packet, QoS as RawQoS};
 use rumqttc::{LastWill, QoS};
 
 use super::support::{
-    options, raw_connect, raw_will, read, send_packet, text, wait_disconnected, wait_log, Mqtt,
-    WAIT,
+    options, raw_connect, raw_will, read, send_packet, text, wait_disconnected, Mqtt, WAIT,
 };
-use crate::common::{Broker, RawClient};
+use crate::common::Broker;
 
 /// A client subscribed to every will topic of these tests.
 fn watcher(broker: &Broker) -> Mqtt {
@@ -115,15 +116,6 @@ fn will_is_not_published_after_disconnect() {
 }
 
 #[test]
-fn silent_client_is_disconnected_after_its_keep_alive() {
-    let broker = Broker::start();
-    let mut silent = raw_connect(&broker, "silent", 1, None);
-    assert!(silent.closed_within(WAIT));
-    let line = wait_disconnected(&broker, "silent", 1);
-    assert!(line.contains("reason=keep-alive timeout"), "{line}");
-}
-
-#[test]
 fn pingreq_is_answered_with_pingresp() {
     let broker = Broker::start();
     let mut c = raw_connect(&broker, "pinger", 60, None);
@@ -131,18 +123,4 @@ fn pingreq_is_answered_with_pingresp() {
         send_packet(&mut c, &Packet::PingReq);
         assert_eq!(read(&mut c), Packet::PingResp);
     }
-}
-
-#[test]
-fn connection_without_connect_is_closed_after_the_connect_timeout() {
-    let broker = Broker::start_with(&[], "[mqtt]\nconnect_timeout_secs = 1\n");
-    let mut idle = RawClient::connect(broker.addr);
-    assert!(
-        idle.closed_within(WAIT),
-        "a connection that never sends CONNECT is closed"
-    );
-    let line = wait_log(&broker, "disconnected before CONNECT");
-    assert!(line.contains("reason=connect timeout"), "{line}");
-    // The timer is per connection: a client that does send CONNECT is served.
-    raw_connect(&broker, "prompt", 60, None);
 }

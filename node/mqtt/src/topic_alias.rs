@@ -174,7 +174,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::mqtt::packet::QoS;
+    use crate::packet::QoS;
 
     fn t(s: &str) -> Arc<str> {
         Arc::from(s)

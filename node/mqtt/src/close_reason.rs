@@ -1,14 +1,7 @@
-//! The rules of one network connection, sans-IO: which packet may come when, and its timers.
-//!
-//! `ConnectionState` knows nothing of sessions or routing. It checks the order of packets
-//! (CONNECT first and only once, no server-to-client packet types from a client), tracks the
-//! CONNECT timeout and the keep-alive (1.5 times the client's interval, MQTT-3.1.2-24), and
-//! tells its driver when to wake up. Time is passed in; nothing here reads a clock.
+//! Why a connection ended: what the `access` log reports, what an MQTT 5.0 client is told in
+//! the server's DISCONNECT, and whether the will is published.
 
 use std::fmt;
-use std::time::{Duration, Instant};
-
-use super::packet::Packet;
 
 /// Why a connection ended, as the `access` log reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,169 +119,13 @@ impl fmt::Display for CloseReason {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    AwaitingConnect { deadline: Instant },
-    Connected,
-}
-
-/// The phase and timers of one connection.
-#[derive(Debug)]
-pub struct ConnectionState {
-    phase: Phase,
-    /// Keep-alive grace: 1.5 × the client's keep-alive, `None` when it asked for none.
-    keep_alive: Option<Duration>,
-    last_received: Instant,
-}
-
-impl ConnectionState {
-    /// A connection just accepted at `now`, which must send CONNECT within `connect_timeout`.
-    pub fn new(now: Instant, connect_timeout: Duration) -> Self {
-        Self {
-            phase: Phase::AwaitingConnect {
-                deadline: now + connect_timeout,
-            },
-            keep_alive: None,
-            last_received: now,
-        }
-    }
-
-    /// A packet arrived at `now`: checks it is allowed at this point of the connection.
-    pub fn on_packet(&mut self, now: Instant, packet: &Packet) -> Result<(), CloseReason> {
-        self.last_received = now;
-        let violation = |why: &str| Err(CloseReason::ProtocolError(why.to_owned()));
-        match (self.phase, packet) {
-            (Phase::AwaitingConnect { .. }, Packet::Connect(_)) => Ok(()),
-            (Phase::AwaitingConnect { .. }, _) => violation("first packet is not CONNECT"),
-            (Phase::Connected, Packet::Connect(_)) => violation("second CONNECT"),
-            (
-                Phase::Connected,
-                Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp,
-            ) => Err(CloseReason::ProtocolError(format!(
-                "{} is a server-to-client packet",
-                packet.kind()
-            ))),
-            (Phase::Connected, _) => Ok(()),
-        }
-    }
-
-    /// CONNECT was accepted at `now` with this keep-alive (seconds, 0 for none).
-    pub fn on_connected(&mut self, now: Instant, keep_alive_secs: u16) {
-        self.phase = Phase::Connected;
-        self.last_received = now;
-        self.keep_alive =
-            (keep_alive_secs > 0).then(|| Duration::from_millis(u64::from(keep_alive_secs) * 1500));
-    }
-
-    /// Whether CONNECT has been accepted.
-    pub fn is_connected(&self) -> bool {
-        self.phase == Phase::Connected
-    }
-
-    /// When the driver must call `handle_timeout` next, if ever.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::AwaitingConnect { deadline } => Some(deadline),
-            Phase::Connected => self.keep_alive.map(|k| self.last_received + k),
-        }
-    }
-
-    /// Time has reached `now`: returns why the connection must close, if it must.
-    pub fn handle_timeout(&mut self, now: Instant) -> Option<CloseReason> {
-        let deadline = self.poll_timeout()?;
-        if now < deadline {
-            return None;
-        }
-        Some(match self.phase {
-            Phase::AwaitingConnect { .. } => CloseReason::ConnectTimeout,
-            Phase::Connected => CloseReason::KeepAliveTimeout,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::packet::{Connect, ProtocolVersion};
-
-    fn connect() -> Packet {
-        Packet::Connect(Connect {
-            protocol: ProtocolVersion::V311,
-            clean_session: true,
-            keep_alive: 10,
-            client_id: "c".into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: Default::default(),
-        })
-    }
-
-    #[test]
-    fn connect_timeout_fires_only_at_deadline() {
-        let t0 = Instant::now();
-        let mut c = ConnectionState::new(t0, Duration::from_secs(10));
-        assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(10)));
-        assert_eq!(c.handle_timeout(t0 + Duration::from_secs(9)), None);
-        assert_eq!(
-            c.handle_timeout(t0 + Duration::from_secs(10)),
-            Some(CloseReason::ConnectTimeout)
-        );
-    }
-
-    #[test]
-    fn keep_alive_is_one_and_a_half_intervals_from_last_packet() {
-        let t0 = Instant::now();
-        let mut c = ConnectionState::new(t0, Duration::from_secs(10));
-        c.on_packet(t0, &connect()).unwrap();
-        c.on_connected(t0, 10);
-        assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(15)));
-        let t1 = t0 + Duration::from_secs(14);
-        assert_eq!(c.handle_timeout(t1), None);
-        c.on_packet(t1, &Packet::PingReq).unwrap();
-        assert_eq!(c.handle_timeout(t0 + Duration::from_secs(28)), None);
-        assert_eq!(
-            c.handle_timeout(t1 + Duration::from_secs(15)),
-            Some(CloseReason::KeepAliveTimeout)
-        );
-    }
-
-    #[test]
-    fn keep_alive_zero_never_times_out() {
-        let t0 = Instant::now();
-        let mut c = ConnectionState::new(t0, Duration::from_secs(10));
-        c.on_packet(t0, &connect()).unwrap();
-        c.on_connected(t0, 0);
-        assert_eq!(c.poll_timeout(), None);
-        assert_eq!(c.handle_timeout(t0 + Duration::from_secs(1_000_000)), None);
-    }
-
-    #[test]
-    fn packet_order_rules() {
-        let t0 = Instant::now();
-        let mut c = ConnectionState::new(t0, Duration::from_secs(10));
-        assert!(matches!(
-            c.on_packet(t0, &Packet::PingReq),
-            Err(CloseReason::ProtocolError(_))
-        ));
-        let mut c = ConnectionState::new(t0, Duration::from_secs(10));
-        c.on_packet(t0, &connect()).unwrap();
-        c.on_connected(t0, 0);
-        assert!(c.on_packet(t0, &Packet::PingReq).is_ok());
-        assert!(matches!(
-            c.on_packet(t0, &connect()),
-            Err(CloseReason::ProtocolError(_))
-        ));
-        assert!(matches!(
-            c.on_packet(t0, &Packet::PingResp),
-            Err(CloseReason::ProtocolError(_))
-        ));
-    }
 
     #[test]
     fn server_disconnect_reasons() {
-        use crate::mqtt::reason::ReasonCode;
+        use crate::reason::ReasonCode;
         let cases = [
             (
                 CloseReason::ReceiveMaximumExceeded { max: 3 },

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::mqtt::encode::{encode, encoded_len};
-use crate::mqtt::properties::MAX_VARIABLE_BYTE_INTEGER;
+use crate::encode::{encode, encoded_len};
+use crate::properties::MAX_VARIABLE_BYTE_INTEGER;
 
 const MAX: usize = 1 << 20;
 
@@ -1136,15 +1136,15 @@ fn v5_auth() {
     assert_eq!(err(&[0xF0, 0]), DecodeError::UnknownPacketType(15));
     assert_eq!(
         try_encode_v3(&Packet::Auth(Auth::default())),
-        Err(crate::mqtt::encode::EncodeError::NotInVersion {
+        Err(crate::encode::EncodeError::NotInVersion {
             kind: "AUTH",
             version: ProtocolVersion::V311
         })
     );
 }
 
-fn try_encode_v3(packet: &Packet) -> Result<(), crate::mqtt::encode::EncodeError> {
-    crate::mqtt::encode::try_encode(packet, ProtocolVersion::V311, &mut BytesMut::new())
+fn try_encode_v3(packet: &Packet) -> Result<(), crate::encode::EncodeError> {
+    crate::encode::try_encode(packet, ProtocolVersion::V311, &mut BytesMut::new())
 }
 
 // ---- MQTT 5.0 property rejections ---------------------------------------------------------
@@ -1345,7 +1345,7 @@ fn v5_errors_map_to_reason_codes() {
 
 #[test]
 fn v5_encode_refuses_what_the_peer_would_refuse() {
-    use crate::mqtt::encode::{try_encode, EncodeError};
+    use crate::encode::{try_encode, EncodeError};
     let mut out = BytesMut::new();
     let publish = Packet::Publish(Publish {
         dup: false,

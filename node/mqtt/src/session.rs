@@ -694,7 +694,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::mqtt::message::MessageProperties;
+    use crate::message::MessageProperties;
 
     fn limits() -> SessionLimits {
         SessionLimits {

@@ -492,7 +492,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::mqtt::packet::{Ack, Disconnect, Publish, SubAck, Subscribe, UnsubAck};
+    use crate::packet::{Ack, Disconnect, Publish, SubAck, Subscribe, UnsubAck};
 
     fn bytes_of(packet: &Packet) -> Vec<u8> {
         let mut out = BytesMut::new();

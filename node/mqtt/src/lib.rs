@@ -1,7 +1,8 @@
 //! The MQTT protocol, sans-IO: packet types, the codec, topic names and filters, and the
-//! per-client session state machine. Nothing here opens a socket or reads a clock; callers
+//! per-client session and connection state machines. Nothing here opens a socket or reads a clock; callers
 //! pass bytes and `now` in and take packets and deadlines out.
 
+pub mod close_reason;
 pub mod connection;
 pub mod decode;
 pub mod encode;
@@ -13,5 +14,7 @@ pub mod reason;
 pub mod receive_quota;
 pub mod redact;
 pub mod session;
+pub mod token_bucket;
 pub mod topic;
 pub mod topic_alias;
+pub mod trie;

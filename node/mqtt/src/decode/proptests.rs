@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
-use crate::mqtt::encode::{encode, encoded_len};
-use crate::mqtt::properties::{self as prop_id, MAX_VARIABLE_BYTE_INTEGER};
+use crate::encode::{encode, encoded_len};
+use crate::properties::{self as prop_id, MAX_VARIABLE_BYTE_INTEGER};
 
 const MAX: usize = 1 << 20;
 const V3: ProtocolVersion = ProtocolVersion::V311;

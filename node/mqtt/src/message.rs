@@ -135,16 +135,6 @@ impl Message {
         self
     }
 
-    /// `expiring_from` the present, reading the clock only for a message with an interval
-    /// (most have none, and this is on the path of every PUBLISH).
-    pub fn expiring_from_now(self) -> Self {
-        if self.properties.message_expiry_secs.is_some() {
-            self.expiring_from(Instant::now())
-        } else {
-            self
-        }
-    }
-
     /// Whether its message expiry interval has passed at `now`.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -256,7 +246,9 @@ mod tests {
         assert_eq!(m.expires_at, None);
         assert!(!m.is_expired(t0 + Duration::from_secs(1 << 40)));
         assert_eq!(m.remaining_expiry_secs(t0), None);
-        assert_eq!(expiring(None).expiring_from_now().expires_at, None);
-        assert!(expiring(Some(10)).expiring_from_now().expires_at.is_some());
+        assert_eq!(
+            expiring(Some(10)).expiring_from(t0).expires_at,
+            Some(t0 + Duration::from_secs(10))
+        );
     }
 }

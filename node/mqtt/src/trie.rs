@@ -3,7 +3,7 @@
 //!
 //! The trie is generic over a client key `K` and a per-subscription value `V` and knows nothing
 //! else about the broker; it does no locking. Its answers agree with
-//! [`topic::matches`](crate::mqtt::topic::matches), including the `$` rule (MQTT-4.7.2-1).
+//! [`topic::matches`](crate::topic::matches), including the `$` rule (MQTT-4.7.2-1).
 //!
 //! Every walk over it (insert, remove, lookup, counting, drop) is a loop, not a recursion, so
 //! a filter or topic with tens of thousands of levels cannot overflow the stack.
@@ -23,8 +23,8 @@ use std::hash::Hash;
 ///   memory follows the live subscriptions, not the churn.
 /// - `len` is the number of (filter, key) entries across all nodes.
 ///
-/// Filters should be valid ([`is_valid_topic_filter`](crate::mqtt::topic::is_valid_topic_filter));
-/// an invalid one is stored as [`topic::matches`](crate::mqtt::topic::matches) reads it (a `#`
+/// Filters should be valid ([`is_valid_topic_filter`](crate::topic::is_valid_topic_filter));
+/// an invalid one is stored as [`topic::matches`](crate::topic::matches) reads it (a `#`
 /// level ends it, other levels are literal) and never causes a panic.
 pub struct SubscriptionTrie<K, V> {
     root: Node<K, V>,
@@ -356,8 +356,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::mqtt::topic::tests::MATCH_CASES;
-    use crate::mqtt::topic::{is_valid_topic_filter, is_valid_topic_name, matches};
+    use crate::topic::tests::MATCH_CASES;
+    use crate::topic::{is_valid_topic_filter, is_valid_topic_name, matches};
 
     /// The (key, value) pairs visited for `topic`, sorted.
     fn matched<K: Ord + Clone, V: Ord + Clone>(

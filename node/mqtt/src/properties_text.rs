@@ -128,7 +128,7 @@ impl Entries<'_, '_> {
 }
 
 /// `s` in single quotes, with `'`, `\` and control characters escaped.
-pub(crate) fn quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+pub fn quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     f.write_str("'")?;
     for c in s.chars() {
         match c {
@@ -144,7 +144,7 @@ pub(crate) fn quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::packet::QoS;
+    use crate::packet::QoS;
 
     #[test]
     fn empty_properties_show_nothing() {

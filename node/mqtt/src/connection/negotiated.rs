@@ -5,19 +5,19 @@
 
 use std::sync::Arc;
 
-use crate::mqtt::encode::encoded_len;
-use crate::mqtt::packet::{Connect, Packet, Properties, ProtocolVersion, Publish};
-use crate::mqtt::receive_quota::ReceiveQuota;
-use crate::mqtt::topic_alias::{InboundAliases, Outbound, OutboundAliases};
-use crate::settings::MqttSettings;
+use super::Limits;
+use crate::encode::encoded_len;
+use crate::packet::{Connect, Packet, Properties, ProtocolVersion, Publish};
+use crate::receive_quota::ReceiveQuota;
+use crate::topic_alias::{InboundAliases, Outbound, OutboundAliases};
 
 /// The MQTT 5.0 terms of one connection.
 #[derive(Debug)]
-pub(super) struct Negotiated {
+pub struct Negotiated {
     /// QoS 1/2 PUBLISHes the client has outstanding, against the server's Receive Maximum.
-    pub(super) quota: ReceiveQuota,
+    pub quota: ReceiveQuota,
     /// Aliases the client set for the topics it publishes to.
-    pub(super) inbound: InboundAliases,
+    pub inbound: InboundAliases,
     /// Aliases the server gave to the topics it sends.
     outbound: OutboundAliases,
     /// The client's Maximum Packet Size (MQTT 5.0 3.1.2.11.4), when it gave one.
@@ -29,10 +29,10 @@ pub(super) struct Negotiated {
 
 impl Negotiated {
     /// The terms before CONNECT: the server's own limits, nothing from the client yet.
-    pub(super) fn new(mqtt: &MqttSettings) -> Self {
+    pub fn new(limits: &Limits) -> Self {
         Self {
-            quota: ReceiveQuota::new(mqtt.receive_maximum),
-            inbound: InboundAliases::new(mqtt.topic_alias_maximum),
+            quota: ReceiveQuota::new(limits.receive_maximum),
+            inbound: InboundAliases::new(limits.topic_alias_maximum),
             outbound: OutboundAliases::new(0),
             client_max_packet: None,
             reason_strings: false,
@@ -40,9 +40,9 @@ impl Negotiated {
     }
 
     /// An MQTT 5.0 client's CONNECT was accepted: what it asked for. The server gives at most
-    /// `mqtt.topic_alias_maximum` aliases to the topics it sends, fewer if the client allows
+    /// `Limits::topic_alias_maximum` aliases to the topics it sends, fewer if the client allows
     /// fewer (MQTT-3.3.2-11).
-    pub(super) fn on_connect(&mut self, c: &Connect, mqtt: &MqttSettings) {
+    pub fn on_connect(&mut self, c: &Connect, limits: &Limits) {
         let p = &c.properties;
         self.client_max_packet = p
             .maximum_packet_size
@@ -51,23 +51,23 @@ impl Negotiated {
         let aliases = p
             .topic_alias_maximum
             .unwrap_or(0)
-            .min(mqtt.topic_alias_maximum);
+            .min(limits.topic_alias_maximum);
         self.outbound = OutboundAliases::new(aliases);
     }
 
     /// A reason string for an acknowledgement, unless the client asked for none.
-    pub(super) fn reason_string(&self, text: impl FnOnce() -> String) -> Option<Arc<str>> {
+    pub fn reason_string(&self, text: impl FnOnce() -> String) -> Option<Arc<str>> {
         self.reason_strings.then(|| text().into())
     }
 
     /// The client's maximum packet size, when it gave one.
-    pub(super) fn client_max_packet(&self) -> Option<usize> {
+    pub fn client_max_packet(&self) -> Option<usize> {
         self.client_max_packet
     }
 
     /// The size of `packet` when it is larger than the client accepts (PUBLISH is checked on
     /// its own path, by `outgoing_publish`).
-    pub(super) fn oversize(&self, packet: &Packet, version: ProtocolVersion) -> Option<usize> {
+    pub fn oversize(&self, packet: &Packet, version: ProtocolVersion) -> Option<usize> {
         let max = self.client_max_packet?;
         if matches!(packet, Packet::Publish(_)) {
             return None;
@@ -78,11 +78,7 @@ impl Negotiated {
 
     /// `packet` made to fit the client's maximum packet size by leaving out its reason string
     /// and user properties (MQTT-3.1.2-24), or its size if even that is too large.
-    pub(super) fn fit(
-        &self,
-        mut packet: Packet,
-        version: ProtocolVersion,
-    ) -> Result<Packet, usize> {
+    pub fn fit(&self, mut packet: Packet, version: ProtocolVersion) -> Result<Packet, usize> {
         let Some(max) = self.client_max_packet else {
             return Ok(packet);
         };
@@ -105,7 +101,7 @@ impl Negotiated {
     /// An outgoing PUBLISH (MQTT 5.0), its topic aliased when `alias` and the client allows
     /// aliases; `Err(size)` when it is larger than the client's maximum packet size, and must
     /// be dropped as if it had been delivered (MQTT 5.0 3.1.2.11.4). Nothing is aliased then.
-    pub(super) fn outgoing_publish(&mut self, p: Publish, alias: bool) -> Result<Packet, usize> {
+    pub fn outgoing_publish(&mut self, p: Publish, alias: bool) -> Result<Packet, usize> {
         let topic = p.topic.clone();
         let plan = if alias {
             self.outbound.plan(&topic)
@@ -155,7 +151,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::mqtt::packet::{Ack, QoS, ReasonCode};
+    use crate::packet::{Ack, QoS, ReasonCode};
 
     fn connect(props: Properties) -> Connect {
         Connect {
@@ -184,7 +180,7 @@ mod tests {
 
     #[test]
     fn reason_strings_unless_the_client_asked_for_none() {
-        let mqtt = MqttSettings::default();
+        let mqtt = super::super::tests::limits();
         let mut n = Negotiated::new(&mqtt);
         assert_eq!(n.reason_string(|| "x".into()), None, "before a v5 CONNECT");
         n.on_connect(&connect(Properties::default()), &mqtt);
@@ -201,7 +197,7 @@ mod tests {
 
     #[test]
     fn acknowledgements_lose_their_reason_string_to_fit() {
-        let mqtt = MqttSettings::default();
+        let mqtt = super::super::tests::limits();
         let mut n = Negotiated::new(&mqtt);
         n.on_connect(
             &connect(Properties {
@@ -229,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_publish_too_large_for_the_client_is_refused_and_aliases_follow_the_clients_leave() {
-        let mqtt = MqttSettings::default();
+        let mqtt = super::super::tests::limits();
         let mut n = Negotiated::new(&mqtt);
         n.on_connect(
             &connect(Properties {
@@ -258,9 +254,9 @@ mod tests {
 
     #[test]
     fn the_server_gives_no_more_aliases_than_its_own_maximum() {
-        let mqtt = MqttSettings {
+        let mqtt = Limits {
             topic_alias_maximum: 1,
-            ..MqttSettings::default()
+            ..super::super::tests::limits()
         };
         let mut n = Negotiated::new(&mqtt);
         n.on_connect(
@@ -277,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_new_alias_is_left_out_when_only_the_full_topic_fits() {
-        let mqtt = MqttSettings::default();
+        let mqtt = super::super::tests::limits();
         let mut n = Negotiated::new(&mqtt);
         let p = publish("exact/fit", 10);
         let exact = encoded_len(&Packet::Publish(p.clone()), ProtocolVersion::V5);

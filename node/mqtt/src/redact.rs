@@ -155,11 +155,9 @@ fn mask(head: &mut [u8], range: std::ops::Range<usize>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::decode::decode;
-    use crate::mqtt::encode::encode;
-    use crate::mqtt::packet::{
-        Connect, LastWill, Packet, Properties as Props, ProtocolVersion, QoS,
-    };
+    use crate::decode::decode;
+    use crate::encode::encode;
+    use crate::packet::{Connect, LastWill, Packet, Properties as Props, ProtocolVersion, QoS};
     use bytes::{Bytes, BytesMut};
 
     fn connect(protocol: ProtocolVersion, auth_data: Option<&'static [u8]>) -> Connect {
