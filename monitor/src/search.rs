@@ -22,7 +22,10 @@ use tantivy::{DateTime, DocAddress, Index, Order, Searcher, TantivyDocument, Tan
 
 use crate::index::{date, name, EventIndex, Fields, IndexError};
 
+mod page;
 mod tail;
+
+pub use page::{bucket_width_us, search_page, Bucket, Page, PageRequest};
 
 pub use tail::{matches, TailFilter};
 
