@@ -25,7 +25,7 @@ use crate::index::{date, name, EventIndex, Fields, IndexError};
 mod page;
 mod tail;
 
-pub use page::{bucket_width_us, search_page, Bucket, Page, PageRequest};
+pub use page::{bucket_width_us, search_page, Bucket, Page, PageRequest, MAX_SKIPPED};
 
 pub use tail::{matches, TailFilter};
 
