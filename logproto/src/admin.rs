@@ -122,6 +122,8 @@ pub enum AdminRequest {
     LogLinks,
     /// The cluster as this node sees it: members, leader, lag, links.
     ClusterStatus,
+    /// On the monitor: a one-time sign-in URL for its web console (`fubar console url`).
+    ConsoleSignIn,
     /// Takes a member out of the cluster for good (this node if `node` is `None`).
     ClusterLeave {
         /// The member's name, `NAME@HOST`.

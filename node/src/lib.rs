@@ -8,6 +8,7 @@ pub mod broker;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod console;
 pub mod http;
 pub mod logging;
 pub mod mqtt;

@@ -264,6 +264,12 @@ mod tests {
             Err(SearchError::BadQuery(_))
         ));
         request.until_us = 3_000_000;
+        request.from_us = -(i64::MAX / 10);
+        assert!(matches!(
+            search_page(&index, &request),
+            Err(SearchError::BadQuery(m)) if m.contains("out of reach")
+        ));
+        request.from_us = 2_000_000;
         request.search.query = "client:(".into();
         assert!(matches!(
             search_page(&index, &request),
