@@ -145,6 +145,12 @@ async fn follow(
     loop {
         let next = tokio::select! {
             n = source.recv() => n,
+            // The count goes out as soon as the browser has read enough to make room for it.
+            Ok(room) = out.reserve(), if skipped != told => {
+                room.send(Push::Skipped(skipped));
+                told = skipped;
+                continue;
+            }
             () = shutdown.cancelled() => return,
             () = out.closed() => return,
         };
@@ -157,9 +163,6 @@ async fn follow(
             Ok(_) => {}
             Err(RecvError::Lagged(n)) => skipped += n,
             Err(RecvError::Closed) => return,
-        }
-        if skipped != told && out.try_send(Push::Skipped(skipped)).is_ok() {
-            told = skipped;
         }
     }
 }
@@ -187,4 +190,56 @@ fn row(e: &Event) -> String {
         details.join(" "),
         c = e.class.name(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::broadcast;
+
+    fn event(seq: u64, client: &str) -> Arc<Event> {
+        Arc::new(Event {
+            node: "n1@h".into(),
+            epoch: 1,
+            seq,
+            time_us: 1,
+            class: Class::Access,
+            message: "connected".into(),
+            fields: vec![("client".into(), client.to_owned())],
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_browser_that_falls_behind_is_told_how_many_events_it_missed() {
+        let (events, source) = broadcast::channel(16);
+        let request = SearchRequest {
+            query: "client:c1".into(),
+            ..SearchRequest::default()
+        };
+        let filter = TailFilter::new(&request, 0).unwrap();
+        let (out, mut browser) = mpsc::channel(1);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(follow(source, filter, out, shutdown.clone()));
+        for seq in 0..5 {
+            events.send(event(seq, "c1")).unwrap();
+        }
+        // Not matching: neither shown nor counted.
+        events.send(event(5, "c2")).unwrap();
+        match browser.recv().await {
+            Some(Push::Row(row)) => assert!(row.contains("c1"), "{row}"),
+            _ => panic!("the first event first"),
+        }
+        match browser.recv().await {
+            Some(Push::Skipped(n)) => assert_eq!(n, 4),
+            _ => panic!("then the count of the skipped"),
+        }
+        events.send(event(6, "<b>c1</b>")).unwrap();
+        events.send(event(7, "c1")).unwrap();
+        match browser.recv().await {
+            Some(Push::Row(row)) => assert!(row.contains("client=c1"), "{row}"),
+            _ => panic!("a row"),
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+    }
 }
