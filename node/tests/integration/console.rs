@@ -191,7 +191,7 @@ fn the_console_in_a_browser_searches_follows_a_device_and_tails_live() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for page in ["search", "timeline", "tail", "cluster"] {
+    for page in ["search", "timeline", "tail", "trace", "cluster"] {
         let shot = shots.join(format!("console-{page}.png"));
         assert!(shot.exists(), "no screenshot at {}", shot.display());
     }
@@ -204,4 +204,8 @@ fn the_console_in_a_browser_searches_follows_a_device_and_tails_live() {
         .log_lines()
         .iter()
         .any(|l| l.contains("console signed in")));
+    assert!(monitor
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("console request refused") && l.contains("bad CSRF token")));
 }

@@ -153,6 +153,19 @@ try:
     driver.find_element(By.ID, "pause").click()
     driver.save_screenshot(f"{shots}/console-tail.png")
 
+    # The traced client's timeline draws its message hops' latency as bars.
+    driver.get(f"{console}/timeline?client=live-1")
+    check(driver.find_elements(By.CSS_SELECTOR, "#timeline rect.bar"), "no latency bars")
+    driver.save_screenshot(f"{shots}/console-trace.png")
+    # A POST without the session's CSRF token is refused (the cookie alone is not enough).
+    status = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/trace', {method: 'POST', body: 'client=live-1&on=0',"
+        " headers: {'Content-Type': 'application/x-www-form-urlencoded'}})"
+        ".then(r => done(r.status));")
+    check(status == 403, f"a POST without a CSRF token got {status}")
+    check(driver.find_element(By.ID, "trace").text.startswith("Stop"), "the trace stopped")
+
     # The cluster page: three members, two nodes' links.
     driver.get(f"{console}/cluster")
     members = texts("#members tr.member")
