@@ -12,7 +12,7 @@ use fubar_logproto::admin::{AdminRequest, AdminResponse, NodeStatus};
 
 use super::html::{esc, page as frame};
 use super::routes::{html, signed_in, Console};
-use crate::admin::{Remote, Target};
+use crate::admin::{Remote, Requester, Target};
 use crate::cluster::NodeName;
 
 /// Seconds between two reloads of the page.
@@ -69,7 +69,23 @@ async fn members(state: &Console) -> String {
         });
         let _ = done.send(answers);
     });
-    let answers = answers.await.unwrap_or_default();
+    let mut answers = answers.await.unwrap_or_default();
+    // The monitor's own row, from its own admin commands.
+    if let Some(own) = status.members.iter().position(|m| m.name == status.node) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        crate::admin::dispatch(
+            state.broker.clone(),
+            Requester::Local,
+            AdminRequest::Status,
+            tx,
+        )
+        .await;
+        if let (Some(AdminResponse::Status(s)), Some(slot)) =
+            (rx.recv().await, answers.get_mut(own))
+        {
+            *slot = Some(s);
+        }
+    }
     let mut out = format!(
         "<h2>Members</h2><p id=\"raft\">leader <b id=\"leader\">{}</b>, term {}, applied {}\
          </p><table id=\"members\"><thead><tr><th>node</th><th>role</th><th>kind</th>\
