@@ -271,9 +271,9 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     let http = start_http(&broker, &name).await?;
     let console = match (console, &monitor) {
         (Some(c), Some(m)) => {
-            let addr = c.local_addr()?;
-            println!("fubar monitor {name} console on http://{addr}");
-            tracing::info!(target: "info", node = %name, %addr, "console started");
+            let url = c.sign_in().base_url().to_owned();
+            println!("fubar monitor {name} console on {url}");
+            tracing::info!(target: "info", node = %name, %url, "console started");
             Some(tokio::spawn(c.run(
                 broker.clone(),
                 m.clone(),

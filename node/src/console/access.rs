@@ -81,6 +81,11 @@ impl SignIn {
         }
     }
 
+    /// Where the console listens, `http://ADDR` or `https://ADDR`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

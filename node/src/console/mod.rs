@@ -14,9 +14,13 @@ mod routes;
 mod search_page;
 mod tail;
 mod timeline;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt as _;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,19 +36,27 @@ pub use access::SignIn;
 pub struct ConsoleListener {
     listener: TcpListener,
     sign_in: Arc<SignIn>,
+    /// HTTPS (`console.tls`).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ConsoleListener {
     /// Binds `console.bind`:`console.port`; `None` when the settings turn the console off.
-    pub async fn bind(settings: &Settings) -> std::io::Result<Option<Self>> {
+    pub async fn bind(settings: &Settings) -> anyhow::Result<Option<Self>> {
         let Some(port) = settings.console.port else {
             return Ok(None);
         };
+        let tls = match settings.console.tls {
+            true => Some(https_config(settings)?),
+            false => None,
+        };
         let listener = TcpListener::bind(SocketAddr::new(settings.console.bind, port)).await?;
-        let base_url = format!("http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{}", listener.local_addr()?);
         Ok(Some(Self {
             listener,
             sign_in: Arc::new(SignIn::new(base_url, &settings.console)),
+            tls,
         }))
     }
 
@@ -66,20 +78,60 @@ impl ConsoleListener {
         shutdown: CancellationToken,
     ) {
         let settings = broker.settings().console.clone();
+        let shutdown_tails = shutdown.clone();
         let state = Arc::new(routes::Console {
+            secure: self.tls.is_some(),
             tails: Arc::new(tokio::sync::Semaphore::new(settings.max_tails)),
-            settings,
+            settings: settings.clone(),
             sign_in: self.sign_in,
             monitor,
             broker,
-            shutdown: shutdown.clone(),
+            shutdown: shutdown_tails,
         });
         let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+        let stop = shutdown.clone();
+        let stopped = async move { stop.cancelled().await };
+        let served = match self.tls {
+            Some(config) => {
+                let listener = match tls::TlsListener::start(
+                    self.listener,
+                    tokio_rustls::TlsAcceptor::from(config),
+                    Duration::from_secs(settings.handshake_timeout_secs),
+                    settings.max_handshakes,
+                    shutdown,
+                ) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(target: "warning", error = %e, "the console stopped");
+                        return;
+                    }
+                };
+                // `tap_io` only to get the peer address as `ConnectInfo`.
+                axum::serve(listener.tap_io(|_| {}), app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
         if let Err(e) = served {
             tracing::warn!(target: "warning", error = %e, "the console stopped");
         }
     }
+}
+
+/// The console's HTTPS configuration: this node's cluster certificate (its operator-issued
+/// one of `cluster.cafile`, or the one it made itself), HTTP/1.1, no client certificates.
+fn https_config(settings: &Settings) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (identity, _) = crate::cluster::endpoint::cluster_tls(settings)?;
+    let files = fubar_ssl::ServerTlsFiles {
+        certfile: identity.certfile,
+        keyfile: identity.keyfile,
+        cafile: None,
+        verify: fubar_ssl::ClientVerify::None,
+    };
+    Ok(fubar_ssl::server_config(&files, &[b"http/1.1"])?)
 }

@@ -23,6 +23,8 @@ use crate::settings::ConsoleSettings;
 /// What every request of the console reads.
 #[derive(Debug)]
 pub(super) struct Console {
+    /// Served over HTTPS: the session cookie is `Secure`.
+    pub(super) secure: bool,
     /// The `[console]` settings.
     pub(super) settings: ConsoleSettings,
     /// Sign-in tokens and sessions.
@@ -142,7 +144,11 @@ async fn sign_in(
         Ok(session) => {
             tracing::info!(target: "access", %peer, "console signed in");
             let mut response = see_other("/search");
-            let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", session.id);
+            let secure = if state.secure { "; Secure" } else { "" };
+            let cookie = format!(
+                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+                session.id
+            );
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, v);
             }

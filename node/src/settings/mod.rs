@@ -485,7 +485,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 59] = [
+pub const FIXED_AT_START: [&str; 62] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -544,6 +544,9 @@ pub const FIXED_AT_START: [&str; 59] = [
     "console.timeline_limit",
     "console.tail_queue",
     "console.max_tails",
+    "console.tls",
+    "console.handshake_timeout_secs",
+    "console.max_handshakes",
     "sys.interval_secs",
 ];
 
@@ -636,6 +639,7 @@ impl Settings {
             ("console.max_sessions", c.max_sessions),
             ("console.tail_queue", c.tail_queue),
             ("console.max_tails", c.max_tails),
+            ("console.max_handshakes", c.max_handshakes),
         ] {
             if value == 0 {
                 return invalid(name, "must be at least 1");

@@ -68,6 +68,13 @@ pub struct ConsoleSettings {
     pub tail_queue: usize,
     /// Live tails open at once.
     pub max_tails: usize,
+    /// Serve the console over HTTPS with this node's cluster certificate (the session cookie
+    /// is then `Secure`).
+    pub tls: bool,
+    /// Seconds a browser has to finish its TLS handshake with the console.
+    pub handshake_timeout_secs: u64,
+    /// TLS handshakes with the console running at once; more connections wait.
+    pub max_handshakes: usize,
 }
 
 impl Default for ConsoleSettings {
@@ -84,6 +91,9 @@ impl Default for ConsoleSettings {
             timeline_limit: 10_000,
             tail_queue: 1000,
             max_tails: 16,
+            tls: false,
+            handshake_timeout_secs: 10,
+            max_handshakes: 64,
         }
     }
 }

@@ -209,3 +209,51 @@ fn the_console_in_a_browser_searches_follows_a_device_and_tails_live() {
         .iter()
         .any(|l| l.contains("console request refused") && l.contains("bad CSRF token")));
 }
+
+#[test]
+fn with_console_tls_the_console_is_https_and_its_cookie_secure() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("skipped: needs curl");
+        return;
+    }
+    let cluster = Cluster {
+        dir: crate::common::cluster_dir("[console]\ntls = true\n"),
+    };
+    let mut cmd = cluster.command(&["monitor", "--no-mqtt", "--name", MONITOR]);
+    cmd.args(["--console-port", "0", "--log-stdout", "access"])
+        .arg("--config")
+        .arg(cluster.dir.path().join("cluster.toml"));
+    let monitor = Broker::spawn(
+        cmd,
+        DataDir::Shared(cluster.dir.path().to_owned()),
+        "ready (no MQTT",
+    );
+    let line = monitor.wait_for_log("console on ", WAIT).unwrap();
+    assert!(line.contains("console on https://"), "{line}");
+    let out = cluster.fubar(&["console", "url"]);
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let curl = |url: &str| {
+        let out = Command::new("curl")
+            .args(["-sk", "-i", "--max-time", "20", url])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let answer = curl(&url);
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a session cookie");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("; Secure"),
+        "{cookie}"
+    );
+    // Plain HTTP on the same port gets no page.
+    let plain = curl(&url.replacen("https://", "http://", 1));
+    assert!(!plain.contains("HTTP/1.1 303"), "{plain}");
+    drop(monitor);
+}

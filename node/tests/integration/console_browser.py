@@ -154,8 +154,11 @@ try:
     driver.save_screenshot(f"{shots}/console-tail.png")
 
     # The traced client's timeline draws its message hops' latency as bars.
-    driver.get(f"{console}/timeline?client=live-1")
-    check(driver.find_elements(By.CSS_SELECTOR, "#timeline rect.bar"), "no latency bars")
+    # (The tail shows events as they arrive; the index has them after its next commit.)
+    def bars():
+        driver.get(f"{console}/timeline?client=live-1")
+        return driver.find_elements(By.CSS_SELECTOR, "#timeline rect.bar")
+    wait(bars, "no latency bars in the traced client's timeline")
     driver.save_screenshot(f"{shots}/console-trace.png")
     # A POST without the session's CSRF token is refused (the cookie alone is not enough).
     status = driver.execute_async_script(
