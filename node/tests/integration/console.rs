@@ -191,6 +191,9 @@ fn the_console_in_a_browser_searches_follows_a_device_and_tails_live() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if let Some(line) = text.lines().find(|l| l.starts_with("publish to tail row")) {
+        eprintln!("{line}");
+    }
     for page in ["search", "timeline", "tail", "trace", "cluster"] {
         let shot = shots.join(format!("console-{page}.png"));
         assert!(shot.exists(), "no screenshot at {}", shot.display());
