@@ -122,8 +122,6 @@ pub enum AdminRequest {
     LogLinks,
     /// The cluster as this node sees it: members, leader, lag, links.
     ClusterStatus,
-    /// On the monitor: a one-time sign-in URL for its web console (`fubar console url`).
-    ConsoleSignIn,
     /// Takes a member out of the cluster for good (this node if `node` is `None`).
     ClusterLeave {
         /// The member's name, `NAME@HOST`.
@@ -146,6 +144,9 @@ pub enum AdminRequest {
         /// The file's text (read by the caller: the node may be remote).
         text: String,
     },
+    /// On the monitor: a one-time sign-in URL for its web console (`fubar console url`).
+    /// (Last: variants are numbered on the wire.)
+    ConsoleSignIn,
 }
 
 /// A search of the monitor's index.
