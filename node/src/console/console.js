@@ -1,3 +1,28 @@
+// The console's script: the search page's histogram (drag across bars to narrow the range)
+// and the live tail's page.
+(function () {
+  "use strict";
+  var svg = document.getElementById("histogram");
+  if (!svg) return;
+  var bars = svg.querySelectorAll("rect.hbar");
+  var start = null;
+  function barAt(e) {
+    var box = svg.getBoundingClientRect();
+    var i = Math.floor((e.clientX - box.left) / box.width * bars.length);
+    return Math.max(0, Math.min(bars.length - 1, i));
+  }
+  svg.addEventListener("mousedown", function (e) { start = barAt(e); e.preventDefault(); });
+  svg.addEventListener("mouseup", function (e) {
+    if (start === null || bars.length === 0) return;
+    var end = barAt(e);
+    var first = Math.min(start, end), last = Math.max(start, end);
+    start = null;
+    if (first === last) return; // a click: the bar's own link narrows to it
+    window.location.href = svg.dataset.base + encodeURIComponent(bars[first].dataset.from) +
+      "&until=" + encodeURIComponent(bars[last].dataset.until);
+  });
+})();
+
 // The live tail's page: rows arrive as Server-Sent Events (already escaped HTML rows made by
 // the monitor); Pause holds them (up to MAX_HELD, then counts them as skipped) until Resume.
 (function () {

@@ -214,10 +214,18 @@ fn histogram(f: &SearchForm, request: &PageRequest, page: &Page) -> String {
         .max()
         .unwrap_or(0)
         .max(1);
+    // Dragging across bars (console.js) goes to this link with the bars' from and until.
+    let base = format!(
+        "/search?q={}&class={}&range=custom&from=",
+        url_encode(&f.query),
+        url_encode(&f.class)
+    );
     let mut out = format!(
-        "<svg id=\"histogram\" viewBox=\"0 0 {WIDTH} {}\" width=\"100%\" height=\"100\" \
-         preserveAspectRatio=\"none\" role=\"img\" aria-label=\"matches over time\">",
-        HEIGHT + 2
+        "<svg id=\"histogram\" data-base=\"{base}\" viewBox=\"0 0 {WIDTH} {}\" width=\"100%\" \
+         height=\"100\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"matches over \
+         time\">",
+        HEIGHT + 2,
+        base = esc(&base),
     );
     for (i, b) in page.histogram.iter().enumerate() {
         let h = b.count * HEIGHT / highest;
@@ -226,9 +234,12 @@ fn histogram(f: &SearchForm, request: &PageRequest, page: &Page) -> String {
         let link = f.link(&f.query, "custom", &input_time(from), &input_time(until));
         let _ = write!(
             out,
-            "<a href=\"{link}\"><rect class=\"hbar\" data-count=\"{count}\" x=\"{x}\" \
-             y=\"{y}\" width=\"{w}\" height=\"{h}\"><title>{count} from {t}</title></rect></a>",
+            "<a href=\"{link}\"><rect class=\"hbar\" data-count=\"{count}\" \
+             data-from=\"{from}\" data-until=\"{until}\" x=\"{x}\" y=\"{y}\" width=\"{w}\" \
+             height=\"{h}\"><title>{count} from {t}</title></rect></a>",
             link = esc(&link),
+            from = input_time(from),
+            until = input_time(until),
             count = b.count,
             x = i * step,
             y = HEIGHT - h,
@@ -236,7 +247,10 @@ fn histogram(f: &SearchForm, request: &PageRequest, page: &Page) -> String {
             t = time(from),
         );
     }
-    out.push_str("</svg>");
+    out.push_str(
+        "</svg><p class=\"muted\">Click a bar, or drag across bars, to narrow the \
+                  range.</p><script src=\"/console.js\"></script>",
+    );
     out
 }
 

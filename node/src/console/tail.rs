@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::html::{esc, form, page as frame, time, url_encode};
 use super::routes::{html, signed_in, Console};
 
-/// The console's script: the live tail's page (the other pages need none).
+/// The console's script: the search page's histogram drag and the live tail's page.
 pub(super) const SCRIPT: &str = include_str!("console.js");
 
 /// What a tail sends its browser.

@@ -13,6 +13,7 @@ import urllib.parse
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
 console, sign_in, wrong, shots, n1_port, markup = sys.argv[1:7]
@@ -88,6 +89,18 @@ try:
     query = driver.find_element(By.ID, "q").get_attribute("value")
     check(query.startswith("client:dev-1 AND peer:\""), f"the query became {query!r}")
     check(len(texts("#events tr.event")) >= 1, "the narrowed query found nothing")
+    # Dragging across every bar keeps every event, in a custom range.
+    hbars = [(b.get_attribute("data-count"), b)
+             for b in driver.find_elements(By.CSS_SELECTOR, "#histogram rect.hbar")]
+    svg = driver.find_element(By.ID, "histogram")
+    width = svg.size["width"]
+    ActionChains(driver).move_to_element_with_offset(svg, -width // 2 + 2, 0).click_and_hold() \
+        .move_to_element_with_offset(svg, width // 2 - 2, 0).release().perform()
+    wait(lambda: driver.find_element(By.ID, "range").get_attribute("value") == "custom",
+         "a drag across the histogram did not set a custom range")
+    dragged = int(driver.find_element(By.ID, "total").get_attribute("data-total"))
+    counts = sum(int(count) for count, _ in hbars)
+    check(dragged == counts, f"dragged over every bar: {dragged} events, the bars said {counts}")
     # A bar narrows the range to itself.
     busy = [b for b in driver.find_elements(By.CSS_SELECTOR, "#histogram a")
             if int(b.find_element(By.TAG_NAME, "rect").get_attribute("data-count")) > 0][0]
