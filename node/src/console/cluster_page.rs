@@ -10,13 +10,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use fubar_logproto::admin::{AdminRequest, AdminResponse, NodeStatus};
 
-use super::html::{esc, page as frame};
+use std::collections::HashMap;
+
+use fubar_monitor::search::{search, SearchRequest};
+
+use super::html::{esc, page as frame, time};
 use super::routes::{html, signed_in, Console};
 use crate::admin::{Remote, Requester, Target};
 use crate::cluster::NodeName;
 
 /// Seconds between two reloads of the page.
 const REFRESH_SECS: u32 = 5;
+/// Memory alarm changes read to find each node's newest (a node flapping more than this
+/// many times among all nodes' newest shows the others as off).
+const ALARM_EVENTS: usize = 1000;
 
 /// `GET /cluster`.
 pub(super) async fn page(State(state): State<Arc<Console>>, headers: HeaderMap) -> Response {
@@ -28,7 +35,8 @@ pub(super) async fn page(State(state): State<Arc<Console>>, headers: HeaderMap) 
         "<meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\"><p class=\"muted\">Reloads \
          every {REFRESH_SECS} s.</p>"
     );
-    body.push_str(&members(&state).await);
+    let alarms = memory_alarms(&state).await;
+    body.push_str(&members(&state, &alarms).await);
     body.push_str(&links(&state));
     html(
         StatusCode::OK,
@@ -37,7 +45,7 @@ pub(super) async fn page(State(state): State<Arc<Console>>, headers: HeaderMap) 
 }
 
 /// The members table, with each member's own status asked over its cluster port.
-async fn members(state: &Console) -> String {
+async fn members(state: &Console, alarms: &HashMap<String, (bool, i64)>) -> String {
     let Some(member) = state.broker.member.get() else {
         return "<p>This monitor is not in a cluster.</p>".to_owned();
     };
@@ -90,7 +98,8 @@ async fn members(state: &Console) -> String {
         "<h2>Members</h2><p id=\"raft\">leader <b id=\"leader\">{}</b>, term {}, applied {}\
          </p><table id=\"members\"><thead><tr><th>node</th><th>role</th><th>kind</th>\
          <th>link</th><th>address</th><th>connections</th><th>sessions</th>\
-         <th>subscriptions</th><th>memory</th><th>uptime</th></tr></thead><tbody>",
+         <th>subscriptions</th><th>memory</th><th>memory alarm</th><th>uptime</th></tr>\
+         </thead><tbody>",
         esc(status.leader.as_deref().unwrap_or("none")),
         status.term,
         status.applied
@@ -101,7 +110,8 @@ async fn members(state: &Console) -> String {
         let _ = write!(
             out,
             "<tr class=\"member\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"alarm\">{}</td><td>{}</td>\
+             </tr>",
             esc(&m.name),
             esc(&m.role),
             esc(&m.kind),
@@ -111,11 +121,35 @@ async fn members(state: &Console) -> String {
             cell(|s| s.sessions.to_string()),
             cell(|s| s.subscriptions.to_string()),
             cell(|s| format!("{} MiB", s.memory_bytes >> 20)),
+            match alarms.get(&m.name) {
+                Some((true, since)) => format!("<b>on</b> since {}", time(*since)),
+                Some((false, _)) | None => "off".to_owned(),
+            },
             cell(|s| format!("{} s", s.uptime_secs)),
         );
     }
     out.push_str("</tbody></table>");
     out
+}
+
+/// Each node's memory alarm as its newest `memory alarm on|off` warning says: (on, since).
+async fn memory_alarms(state: &Console) -> HashMap<String, (bool, i64)> {
+    let request = SearchRequest {
+        query: "class:warning AND (\"memory alarm on\" OR \"memory alarm off\")".to_owned(),
+        limit: ALARM_EVENTS,
+        ..SearchRequest::default()
+    };
+    let index = state.monitor.index.clone();
+    let found = tokio::task::spawn_blocking(move || search(&index, &request)).await;
+    let mut alarms = HashMap::new();
+    for e in found.ok().and_then(Result::ok).unwrap_or_default() {
+        let on = e.message.starts_with("memory alarm on");
+        if on || e.message.starts_with("memory alarm off") {
+            // Newest first: the first one of a node is its state.
+            alarms.entry(e.node.clone()).or_insert((on, e.time_us));
+        }
+    }
+    alarms
 }
 
 /// A member's admin endpoint over its cluster port, proving membership with the cookie.

@@ -182,6 +182,8 @@ fn the_console_in_a_browser_searches_follows_a_device_and_tails_live() {
             shots.to_str().unwrap(),
             &n1.port().to_string(),
             MARKUP,
+            env!("CARGO_BIN_EXE_fubar"),
+            cluster.dir.path().to_str().unwrap(),
         ])
         .output()
         .expect("run python3");

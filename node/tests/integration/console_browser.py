@@ -1,6 +1,6 @@
 """The monitor's web console in headless Chromium (Selenium).
 
-argv: CONSOLE_URL SIGN_IN_URL WRONG_URL SCREENSHOT_DIR N1_MQTT_PORT MARKUP
+argv: CONSOLE_URL SIGN_IN_URL WRONG_URL SCREENSHOT_DIR N1_MQTT_PORT MARKUP FUBAR DATA_DIR
 The cluster already holds dev-1's takeover from n1 to n2 and a client MARKUP (a <script>
 element as client id and topic). Prints "ok" at the end; exits non-zero, with a screenshot of
 the page at fault, at the first check that fails.
@@ -16,7 +16,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
-console, sign_in, wrong, shots, n1_port, markup = sys.argv[1:7]
+console, sign_in, wrong, shots, n1_port, markup, fubar, data_dir = sys.argv[1:9]
 
 options = webdriver.ChromeOptions()
 options.binary_location = "/usr/bin/chromium"
@@ -192,6 +192,16 @@ try:
     links = texts("#links tr.link")
     check(len(links) == 2 and all(" up " in f" {l} " for l in links), f"links: {links}")
     check(all(m.split()[5].isdigit() for m in members), f"a member's status is missing: {members}")
+    # The memory alarm: watermarks lowered on the whole cluster turn it on, the page says so.
+    check(all(a == "off" for a in texts("#members td.alarm")), "an alarm before any")
+    for name, value in [("memory.low_watermark", "0.0001"), ("memory.high_watermark", "0.0002")]:
+        subprocess.run([fubar, "ctl", "--node", "monitor@localhost", "--data-dir", data_dir,
+                        "settings", name, value], check=True, timeout=60)
+
+    def alarmed():
+        driver.get(f"{console}/cluster")
+        return any(a.startswith("on since") for a in texts("#members td.alarm"))
+    wait(alarmed, "no node's memory alarm shown on")
     driver.save_screenshot(f"{shots}/console-cluster.png")
 
     # The sign-in URL works once: used again, it is refused.
