@@ -154,6 +154,11 @@ try:
     wait(lambda: driver.find_element(By.ID, "trace").text.startswith("Stop"),
          "the trace button did not turn into Stop")
 
+    # A live tail with a malformed query says why it stopped.
+    driver.get(f"{console}/tail?q=client:(")
+    wait(lambda: driver.find_element(By.ID, "state").text.startswith("stopped: bad query"),
+         "a malformed tail query was not reported")
+
     # Live tail: a publish made now shows up.
     driver.get(f"{console}/tail?q=client:live-1")
     wait(lambda: driver.find_element(By.ID, "state").text == "live", "the tail never went live")
