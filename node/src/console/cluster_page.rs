@@ -54,7 +54,9 @@ async fn members(state: &Console, alarms: &HashMap<String, (bool, i64)>) -> Stri
         .members
         .iter()
         .map(|m| {
-            let target = (m.name != status.node).then(|| remote(state, &m.name, &m.addr));
+            // A member that is down is not asked: the page would wait for its timeout.
+            let asked = m.name != status.node && m.link == "up";
+            let target = asked.then(|| remote(state, &m.name, &m.addr));
             (m.name.clone(), target.flatten())
         })
         .collect();
