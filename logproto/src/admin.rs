@@ -144,6 +144,9 @@ pub enum AdminRequest {
         /// The file's text (read by the caller: the node may be remote).
         text: String,
     },
+    /// On the monitor: a one-time sign-in URL for its web console (`fubar console url`).
+    /// (Last: variants are numbered on the wire.)
+    ConsoleSignIn,
 }
 
 /// A search of the monitor's index.

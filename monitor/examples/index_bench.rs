@@ -8,7 +8,9 @@
 //!    segments and indexing together), and bytes on disk per event.
 //! 2. `reindex` of the same segments into a new index: rebuild speed.
 //! 3. 200 warm queries of each kind on the live index: `client:cNNN` newest 100, and
-//!    `class:access` over a tenth of the time span, newest 100.
+//!    `class:access` over a tenth of the time span, newest 100; then the console's search page
+//!    (a page of 50, the total and a 60-bar date histogram over the whole span) and its device
+//!    timeline (a client's newest 10,000 events).
 //!
 //! CPU time comes from `/proc/self/stat`: on a machine shared with other work, events/s depends
 //! on the share the bench gets, CPU per event much less.
@@ -35,7 +37,7 @@ use fubar_logproto::{Class, Event};
 use fubar_logs::LogConfig;
 use fubar_monitor::index::{EventIndex, DEFAULT_INDEX_HEAP_BYTES};
 use fubar_monitor::indexer::{reindex, Indexer, IndexerConfig};
-use fubar_monitor::search::{search, SearchRequest};
+use fubar_monitor::search::{search, search_page, PageRequest, SearchRequest};
 
 /// Segment file size, as the log engine's default.
 const SEGMENT_BYTES: u64 = 10 << 20;
@@ -350,4 +352,61 @@ fn queries(index: &EventIndex, n: u64, t0: i64) {
         }
     });
     println!("class:access + time range newest 100: p50 {p50:?}, p99 {p99:?}");
+    console_pages(index, n, t0);
+}
+
+/// The console's search page (50 events of a page, the total and a 60-bar histogram in one
+/// pass) and a device timeline (a client's newest 10,000 events), warm.
+fn console_pages(index: &EventIndex, n: u64, t0: i64) {
+    let span = n as i64 * STEP_US;
+    let until = t0 + span + 1;
+    let page = |query: String, from_us: i64| PageRequest {
+        search: SearchRequest {
+            query,
+            ..SearchRequest::default()
+        },
+        from_us,
+        until_us: until,
+        page_size: 50,
+        page: 0,
+        buckets: 60,
+    };
+    let (p50, p99) = timed(|i| {
+        let request = page(format!("client:c{:03}", (i as u64 * 7919) % CLIENTS), t0);
+        search_page(index, &request).unwrap().total
+    });
+    println!("console search page client:cNNN, whole span + histogram: p50 {p50:?}, p99 {p99:?}");
+    let (p50, p99) = timed(|_| {
+        let request = page("class:access".into(), t0);
+        search_page(index, &request).unwrap().total
+    });
+    println!("console search page class:access, whole span + histogram: p50 {p50:?}, p99 {p99:?}");
+    let (p50, p99) = timed(|_| search_page(index, &page(String::new(), t0)).unwrap().total);
+    println!("console search page, every event, whole span + histogram: p50 {p50:?}, p99 {p99:?}");
+    let mut sizes = 0;
+    let (p50, p99) = timed(|i| {
+        let request = SearchRequest {
+            query: format!("client:c{:03}", (i as u64 * 7919) % CLIENTS),
+            limit: 10_000,
+            ..SearchRequest::default()
+        };
+        let found = search(index, &request).unwrap().len();
+        sizes = found;
+        found
+    });
+    println!("console timeline (a client's newest {sizes} events): p50 {p50:?}, p99 {p99:?}");
+}
+
+/// p50 and p99 of `QUERIES` runs of `run` (after one warm-up run).
+fn timed(mut run: impl FnMut(usize) -> usize) -> (Duration, Duration) {
+    std::hint::black_box(run(0));
+    let mut times: Vec<Duration> = (0..QUERIES)
+        .map(|i| {
+            let start = Instant::now();
+            std::hint::black_box(run(i));
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    (times[QUERIES / 2], times[QUERIES * 99 / 100])
 }

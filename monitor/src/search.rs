@@ -22,9 +22,16 @@ use tantivy::{DateTime, DocAddress, Index, Order, Searcher, TantivyDocument, Tan
 
 use crate::index::{date, name, EventIndex, Fields, IndexError};
 
+mod page;
 mod tail;
 
+pub use page::{bucket_width_us, search_page, Bucket, Page, PageRequest, MAX_SKIPPED};
+
 pub use tail::{matches, TailFilter};
+
+/// The furthest time from 1970 a search may name, in µs (the index counts nanoseconds in
+/// an `i64`).
+const MAX_TIME_US: i64 = i64::MAX / 1000;
 
 /// The most events one search returns; a larger `limit` is lowered to it.
 pub const MAX_LIMIT: usize = 10_000;
@@ -143,6 +150,16 @@ fn build_query(
         ));
     }
     let (from, until) = request.time_range(now_us);
+    // The index keeps times in nanoseconds: beyond about 292 years from 1970 they overflow.
+    if [from, until]
+        .iter()
+        .flatten()
+        .any(|t| t.unsigned_abs() > MAX_TIME_US.unsigned_abs())
+    {
+        return Err(SearchError::BadQuery(
+            "a time of the range is out of reach (years 1678 to 2262)".to_owned(),
+        ));
+    }
     if from.is_some() || until.is_some() {
         let bound = |t: Option<i64>, inclusive: bool| match t {
             None => Bound::Unbounded,

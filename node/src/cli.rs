@@ -26,6 +26,9 @@ pub enum Command {
     Search(SearchArgs),
     /// Control a running node through its admin socket.
     Ctl(CtlArgs),
+    /// The monitor's web console.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// Clear a node's preserved state (accounts, retained messages, sessions, settings).
     Reset(ResetArgs),
     /// Generate load against an MQTT broker and report what was measured.
@@ -46,6 +49,21 @@ pub enum Command {
     /// Subscribe and print messages (as mosquitto_sub).
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Sub(SubArgs),
+}
+
+/// `fubar console ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Print a one-time sign-in URL for the monitor's web console (valid for
+    /// console.sign_in_ttl_secs).
+    Url {
+        /// The monitor (its --name and --data-dir).
+        #[command(flatten)]
+        node: NodeLocation,
+        /// How to reach it on another machine.
+        #[command(flatten)]
+        remote: RemoteAccess,
+    },
 }
 
 /// `fubar config ...`.
@@ -713,6 +731,10 @@ pub struct NodeArgs {
     /// [default: no HTTP endpoint].
     #[arg(long)]
     pub http_port: Option<u16>,
+    /// The monitor's web console port (setting console.port); 0 picks a free one [default:
+    /// no console]. Sign in with the URL `fubar console url` prints.
+    #[arg(long)]
+    pub console_port: Option<u16>,
     /// MQTT over WebSocket port (plain, path ws.path); 0 picks a free one [default: no
     /// WebSocket listener].
     #[arg(long)]

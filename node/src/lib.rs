@@ -8,6 +8,7 @@ pub mod broker;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod console;
 pub mod http;
 pub mod logging;
 /// The MQTT protocol core lives in its own crate (`node/mqtt`, no tokio); re-exported so

@@ -103,7 +103,9 @@ pub fn required_role(request: &AdminRequest) -> Role {
         | AdminRequest::UntraceTopic { .. }
         | AdminRequest::SslReload
         | AdminRequest::LogCollect { .. }
-        | AdminRequest::ClusterLeave { .. } => Role::Admin,
+        | AdminRequest::ClusterLeave { .. }
+        // The console can start and stop traces.
+        | AdminRequest::ConsoleSignIn => Role::Admin,
     }
 }
 
@@ -165,6 +167,7 @@ impl fmt::Display for Shown<'_> {
             AdminRequest::LogLinks => write!(f, "log links"),
             AdminRequest::ClusterStatus => write!(f, "cluster status"),
             AdminRequest::ClusterLeave { node } => write!(f, "cluster leave {:?}", opt(node)),
+            AdminRequest::ConsoleSignIn => write!(f, "console url"),
         }
     }
 }

@@ -147,6 +147,7 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
             super::monitor_commands::collect(broker, &class, on)
         }
         AdminRequest::LogLinks => super::monitor_commands::links(broker),
+        AdminRequest::ConsoleSignIn => super::monitor_commands::console_sign_in(broker),
         AdminRequest::LogTail { .. } | AdminRequest::LogDump { .. } => {
             AdminResponse::Error("a tail or a dump is a stream: dispatch serves it".into())
         }

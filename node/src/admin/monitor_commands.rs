@@ -75,6 +75,19 @@ pub(super) fn collect(broker: &Broker, class: &str, on: bool) -> AdminResponse {
     run().unwrap_or_else(AdminResponse::Error)
 }
 
+/// A one-time sign-in URL for the monitor's web console.
+pub(super) fn console_sign_in(broker: &Broker) -> AdminResponse {
+    let run = || -> Result<AdminResponse, String> {
+        let monitor = monitor_of(broker)?;
+        let door = monitor.console.as_ref().ok_or_else(|| {
+            "this monitor has no console (start it with --console-port or [console] port)"
+                .to_owned()
+        })?;
+        Ok(AdminResponse::Done(door.sign_in_url()))
+    };
+    run().unwrap_or_else(AdminResponse::Error)
+}
+
 /// Every node's link.
 pub(super) fn links(broker: &Broker) -> AdminResponse {
     match monitor_of(broker) {

@@ -12,7 +12,7 @@ mod search;
 mod shell;
 mod ssl;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, ConsoleCommand};
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -23,6 +23,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Monitor(args) => node::run_monitor(args),
         Command::Search(args) => search::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Console(ConsoleCommand::Url { node, remote }) => {
+            let socket = ctl::target(&node, &remote)?;
+            ctl::print(crate::admin::request(
+                &socket,
+                &fubar_logproto::admin::AdminRequest::ConsoleSignIn,
+            )?)
+        }
         Command::Reset(args) => reset::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Log(cmd) => log::run(cmd),

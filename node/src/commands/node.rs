@@ -17,6 +17,7 @@ use crate::cluster::endpoint;
 use crate::cluster::member::ClusterMember;
 use crate::cluster::monitor::MonitorRole;
 use crate::cluster::shipping::LogShipping;
+use crate::console::ConsoleListener;
 use crate::logging;
 use crate::settings::{Settings, SyncSetting};
 
@@ -130,6 +131,9 @@ fn settings_of(args: &NodeArgs, stored: &[(String, String)]) -> anyhow::Result<S
     if let Some(v) = args.http_port {
         s.http.port = Some(v);
     }
+    if let Some(v) = args.console_port {
+        s.console.port = Some(v);
+    }
     if let Some(v) = args.ws_port {
         s.ws.port = Some(v);
     }
@@ -192,8 +196,24 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     let want = std::net::SocketAddr::new(settings.mqtt.bind, settings.mqtt.port);
     let admin_path = admin::socket_path(&settings.node_dir());
     let tls = settings.mqtts.port.is_some() || settings.wss.port.is_some();
+    // The console is bound first: its URL is what `fubar console url` hands out.
+    let console = match role {
+        Role::Monitor { .. } => ConsoleListener::bind(&settings).await.with_context(|| {
+            format!(
+                "cannot listen for the console on {}:{}",
+                settings.console.bind,
+                settings.console.port.unwrap_or_default()
+            )
+        })?,
+        Role::Broker => None,
+    };
     let monitor = match role {
-        Role::Monitor { .. } => Some(Arc::new(MonitorRole::start(&settings, &logs, epoch)?)),
+        Role::Monitor { .. } => Some(Arc::new(MonitorRole::start(
+            &settings,
+            &logs,
+            epoch,
+            console.as_ref().map(ConsoleListener::sign_in),
+        )?)),
         Role::Broker => None,
     };
     // A monitor founds (or belongs to) a cluster; a broker is a member if it names a master.
@@ -249,9 +269,23 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     tokio::spawn(crate::broker::sys_topics::run(broker.clone()));
     // Before the listening line: scripts wait for that one, and then read the HTTP port.
     let http = start_http(&broker, &name).await?;
+    let console = match (console, &monitor) {
+        (Some(c), Some(m)) => {
+            let url = c.sign_in().base_url().to_owned();
+            println!("fubar monitor {name} console on {url}");
+            tracing::info!(target: "info", node = %name, %url, "console started");
+            Some(tokio::spawn(c.run(
+                broker.clone(),
+                m.clone(),
+                broker.shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
     if !serves_mqtt {
         let done = serve_without_mqtt(broker, &admin_path, &name, monitor, shipper).await;
         stop_http(http).await;
+        stop_http(console).await;
         return done;
     }
     if tls {
@@ -292,6 +326,7 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     server.run().await;
     let _ = admin_task.await;
     stop_http(http).await;
+    stop_http(console).await;
     if let Some(m) = broker.member.get() {
         m.shutdown().await;
     }

@@ -19,7 +19,7 @@ mod retained;
 
 pub use cluster::{ClusterSettings, MonitorSettings};
 pub use example::example;
-pub use observe::{HttpSettings, SysSettings};
+pub use observe::{ConsoleSettings, HttpSettings, SysSettings};
 pub use retained::RetainedSettings;
 
 /// All settings of a node.
@@ -58,6 +58,8 @@ pub struct Settings {
     pub monitor: MonitorSettings,
     /// The HTTP endpoint: Prometheus metrics and health probes.
     pub http: HttpSettings,
+    /// The monitor's web console.
+    pub console: ConsoleSettings,
     /// The `$SYS` topics.
     pub sys: SysSettings,
 }
@@ -483,7 +485,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 50] = [
+pub const FIXED_AT_START: [&str; 64] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -533,6 +535,20 @@ pub const FIXED_AT_START: [&str; 50] = [
     "http.port",
     "http.max_connections",
     "http.idle_timeout_secs",
+    "console.bind",
+    "console.port",
+    "console.sign_in_ttl_secs",
+    "console.max_pending_sign_ins",
+    "console.session_ttl_secs",
+    "console.max_sessions",
+    "console.page_size",
+    "console.histogram_bars",
+    "console.timeline_limit",
+    "console.tail_queue",
+    "console.max_tails",
+    "console.tls",
+    "console.handshake_timeout_secs",
+    "console.max_handshakes",
     "sys.interval_secs",
 ];
 
@@ -609,6 +625,27 @@ impl Settings {
         }
         if !self.ws.path.starts_with('/') || self.ws.path.contains(['?', '#', ' ']) {
             return invalid("ws.path", "must be an HTTP path: /, no query, no spaces");
+        }
+        let c = &self.console;
+        if c.page_size == 0 || c.page_size > fubar_monitor::search::MAX_LIMIT {
+            return invalid("console.page_size", "must be 1 ..= 10000");
+        }
+        if c.timeline_limit == 0 || c.timeline_limit > fubar_monitor::search::MAX_LIMIT {
+            return invalid("console.timeline_limit", "must be 1 ..= 10000");
+        }
+        if c.histogram_bars == 0 || c.histogram_bars > 1000 {
+            return invalid("console.histogram_bars", "must be 1 ..= 1000");
+        }
+        for (name, value) in [
+            ("console.max_pending_sign_ins", c.max_pending_sign_ins),
+            ("console.max_sessions", c.max_sessions),
+            ("console.tail_queue", c.tail_queue),
+            ("console.max_tails", c.max_tails),
+            ("console.max_handshakes", c.max_handshakes),
+        ] {
+            if value == 0 {
+                return invalid(name, "must be at least 1");
+            }
         }
         if self.mqtt.max_packet_size < 64 || self.mqtt.max_packet_size > 268_435_460 {
             return invalid("mqtt.max_packet_size", "must be 64 ..= 268435460 bytes");

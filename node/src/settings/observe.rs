@@ -47,3 +47,61 @@ impl Default for SysSettings {
         Self { interval_secs: 10 }
     }
 }
+
+/// The monitor's web console (search, device timeline, live tail, cluster): served only by a
+/// monitor, only to a browser signed in with a URL from `fubar console url`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Address of the console; loopback by default, since the console shows every event of
+    /// the cluster to whoever signs in.
+    pub bind: IpAddr,
+    /// TCP port of the console; no console when absent. 0 picks a free port, printed at start.
+    pub port: Option<u16>,
+    /// Seconds a sign-in URL printed by `fubar console url` stays valid (it works once).
+    pub sign_in_ttl_secs: u64,
+    /// Sign-in URLs handed out and not yet used; the oldest is dropped beyond it.
+    pub max_pending_sign_ins: usize,
+    /// Seconds a signed-in browser's session lasts.
+    pub session_ttl_secs: u64,
+    /// Sessions kept at once; the oldest is signed out beyond it.
+    pub max_sessions: usize,
+    /// Events per page of the search page.
+    pub page_size: usize,
+    /// Bars of the search page's histogram.
+    pub histogram_bars: usize,
+    /// Most events a device timeline shows (the newest ones).
+    pub timeline_limit: usize,
+    /// Events queued for one live tail's browser; beyond it events are skipped and counted.
+    pub tail_queue: usize,
+    /// Live tails open at once.
+    pub max_tails: usize,
+    /// Serve the console over HTTPS with this node's cluster certificate (the session cookie
+    /// is then `Secure`).
+    pub tls: bool,
+    /// Seconds a browser has to finish its TLS handshake with the console.
+    pub handshake_timeout_secs: u64,
+    /// TLS handshakes with the console running at once; more connections wait.
+    pub max_handshakes: usize,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: None,
+            sign_in_ttl_secs: 120,
+            max_pending_sign_ins: 100,
+            session_ttl_secs: 8 * 3600,
+            max_sessions: 100,
+            page_size: 50,
+            histogram_bars: 60,
+            timeline_limit: 10_000,
+            tail_queue: 1000,
+            max_tails: 16,
+            tls: false,
+            handshake_timeout_secs: 10,
+            max_handshakes: 64,
+        }
+    }
+}

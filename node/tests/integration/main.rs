@@ -12,6 +12,7 @@ mod cluster;
 mod cluster_identity;
 mod common;
 mod conformance;
+mod console;
 mod http_limits;
 mod interop;
 mod lifecycle;
