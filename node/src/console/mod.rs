@@ -23,6 +23,8 @@ use std::time::Duration;
 use axum::serve::ListenerExt as _;
 
 use tokio::net::TcpListener;
+
+use crate::http::bounded::BoundedListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
@@ -91,10 +93,16 @@ impl ConsoleListener {
         let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         let stopped = async move { stop.cancelled().await };
+        let bounded = BoundedListener::new(
+            "console",
+            self.listener,
+            settings.max_connections,
+            Duration::from_secs(settings.idle_timeout_secs),
+        );
         let served = match self.tls {
             Some(config) => {
                 let listener = match tls::TlsListener::start(
-                    self.listener,
+                    bounded,
                     tokio_rustls::TlsAcceptor::from(config),
                     Duration::from_secs(settings.handshake_timeout_secs),
                     settings.max_handshakes,
@@ -112,7 +120,7 @@ impl ConsoleListener {
                     .await
             }
             None => {
-                axum::serve(self.listener, app)
+                axum::serve(bounded.tap_io(|_| {}), app)
                     .with_graceful_shutdown(stopped)
                     .await
             }

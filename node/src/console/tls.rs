@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+use crate::http::bounded::{BoundedListener, BoundedStream};
 
 /// Connections with their handshake done, waiting for the HTTP server.
 const READY_QUEUE: usize = 16;
@@ -21,20 +22,20 @@ const READY_QUEUE: usize = 16;
 /// The console's TLS listener (an `axum::serve::Listener`).
 #[derive(Debug)]
 pub(super) struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<BoundedStream>, SocketAddr)>,
     addr: SocketAddr,
 }
 
 impl TlsListener {
     /// Accepts on `listener` and runs handshakes until `shutdown`.
     pub(super) fn start(
-        listener: TcpListener,
+        mut listener: BoundedListener,
         acceptor: TlsAcceptor,
         handshake_timeout: Duration,
         max_handshakes: usize,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
-        let addr = listener.local_addr()?;
+        let addr = axum::serve::Listener::local_addr(&listener)?;
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let slots = Arc::new(Semaphore::new(max_handshakes));
         tokio::spawn(async move {
@@ -42,16 +43,9 @@ impl TlsListener {
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
+                // Bounded: at most `console.max_connections` open, each closed when idle.
                 let (tcp, peer) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(target: "warning", error = %e,
-                                "the console cannot accept a connection");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
+                    accepted = axum::serve::Listener::accept(&mut listener) => accepted,
                     () = shutdown.cancelled() => return,
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
@@ -79,7 +73,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<BoundedStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

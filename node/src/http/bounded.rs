@@ -30,10 +30,17 @@ pub(crate) struct BoundedListener {
     idle: Duration,
     refused: usize,
     last_report: Option<Instant>,
+    /// The settings section it is bounded by (`http`, `console`), for the logs.
+    name: &'static str,
 }
 
 impl BoundedListener {
-    pub(crate) fn new(listener: TcpListener, max: usize, idle: Duration) -> Self {
+    pub(crate) fn new(
+        name: &'static str,
+        listener: TcpListener,
+        max: usize,
+        idle: Duration,
+    ) -> Self {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             listener,
@@ -42,6 +49,7 @@ impl BoundedListener {
             idle,
             refused: 0,
             last_report: None,
+            name,
         }
     }
 
@@ -56,7 +64,7 @@ impl BoundedListener {
             return;
         }
         tracing::warn!(target: "warning", %peer, refused = self.refused, limit = self.max,
-            "HTTP connection refused: http.max_connections are open");
+            listener = self.name, "HTTP connection refused: {}.max_connections are open", self.name);
         self.refused = 0;
         self.last_report = Some(now);
     }
@@ -118,7 +126,7 @@ impl BoundedStream {
         match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "no response written within http.idle_timeout_secs",
+                "nothing written within the idle timeout",
             )),
             Poll::Pending => Ok(()),
         }
@@ -185,7 +193,7 @@ mod tests {
     async fn one_connection_over_the_limit_is_closed_and_a_freed_slot_is_reused() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut listener = BoundedListener::new(tcp, 1, Duration::from_secs(60));
+        let mut listener = BoundedListener::new("http", tcp, 1, Duration::from_secs(60));
         let first = TcpStream::connect(addr).await.unwrap();
         let (held, _) = listener.accept().await;
         // The second one is accepted by the OS and closed by the listener.
@@ -207,7 +215,7 @@ mod tests {
     async fn a_connection_without_a_response_is_closed_at_its_deadline_and_writes_extend_it() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut listener = BoundedListener::new(tcp, 4, Duration::from_secs(30));
+        let mut listener = BoundedListener::new("http", tcp, 4, Duration::from_secs(30));
         let _client = TcpStream::connect(addr).await.unwrap();
         let (mut io, _) = listener.accept().await;
         tokio::time::advance(Duration::from_secs(20)).await;

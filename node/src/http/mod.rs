@@ -50,6 +50,7 @@ impl HttpEndpoint {
         };
         let listener = TcpListener::bind(SocketAddr::new(settings.http.bind, port)).await?;
         let listener = BoundedListener::new(
+            "http",
             listener,
             settings.http.max_connections,
             Duration::from_secs(settings.http.idle_timeout_secs),

@@ -485,7 +485,7 @@ impl Default for LogSettings {
 }
 
 /// Settings read only at start; `fubar ctl settings` refuses to change them at run time.
-pub const FIXED_AT_START: [&str; 64] = [
+pub const FIXED_AT_START: [&str; 66] = [
     "node.name",
     "mqtts.bind",
     "mqtts.port",
@@ -549,6 +549,8 @@ pub const FIXED_AT_START: [&str; 64] = [
     "console.tls",
     "console.handshake_timeout_secs",
     "console.max_handshakes",
+    "console.max_connections",
+    "console.idle_timeout_secs",
     "sys.interval_secs",
 ];
 
@@ -642,6 +644,7 @@ impl Settings {
             ("console.tail_queue", c.tail_queue),
             ("console.max_tails", c.max_tails),
             ("console.max_handshakes", c.max_handshakes),
+            ("console.max_connections", c.max_connections),
         ] {
             if value == 0 {
                 return invalid(name, "must be at least 1");

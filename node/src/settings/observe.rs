@@ -83,6 +83,12 @@ pub struct ConsoleSettings {
     pub handshake_timeout_secs: u64,
     /// TLS handshakes with the console running at once; more connections wait.
     pub max_handshakes: usize,
+    /// Most console connections open at once (live tails included); one more is closed at
+    /// accept with a `warning`, so held-open sockets cannot take the node's descriptors.
+    pub max_connections: usize,
+    /// Seconds a console connection may go without writing (an unfinished request, an idle
+    /// keep-alive) before it is closed; a live tail writes a keep-alive every 15 s.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ConsoleSettings {
@@ -102,6 +108,8 @@ impl Default for ConsoleSettings {
             tls: false,
             handshake_timeout_secs: 10,
             max_handshakes: 64,
+            max_connections: 128,
+            idle_timeout_secs: 60,
         }
     }
 }
