@@ -15,6 +15,10 @@ pub struct HttpSettings {
     /// TCP port of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`); no endpoint when
     /// absent. 0 picks a free port, printed at start.
     pub port: Option<u16>,
+    /// One PUBLISH in this many (per connection, its first included) has its time from
+    /// routing to the subscriber's socket measured for `fubar_delivery_latency_seconds`; 0
+    /// measures none. Sampled so the message path reads the clock for few messages.
+    pub latency_sample_every: u64,
 }
 
 impl Default for HttpSettings {
@@ -22,6 +26,7 @@ impl Default for HttpSettings {
         Self {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: None,
+            latency_sample_every: 64,
         }
     }
 }
