@@ -1,77 +1,100 @@
 //! How far the search index is behind the events: for every event a commit makes
 //! searchable, the time from when its node logged it (its `time_us`) to that commit, on the
 //! monitor's clock. It includes the shipping and any clock skew between the node and the
-//! monitor. Kept as a sum and a count (an average over any window is their rates' ratio) and
-//! the largest lag of the last commit, read by `/metrics` while the indexer runs.
+//! monitor. Kept as a histogram `/metrics` reads while the indexer runs (relaxed atomics).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The lag figures, shared between the indexer thread and `/metrics`.
+/// Upper bounds of the lag buckets, in microseconds (10 ms to 5 min; slower goes to `+Inf`).
+pub const LAG_BOUNDS_US: [u64; 12] = [
+    10_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+];
+
+/// The lag histogram, shared between the indexer thread and `/metrics`.
 #[derive(Debug, Default)]
 pub struct IndexLag {
-    /// Sum of the lags of every event made searchable, in microseconds.
+    /// Events per bucket of `LAG_BOUNDS_US` (not cumulative), then the ones above the last.
+    counts: [AtomicU64; LAG_BOUNDS_US.len() + 1],
+    /// Sum of the lags, in microseconds.
     sum_us: AtomicU64,
-    /// Events made searchable.
-    events: AtomicU64,
-    /// The largest lag among the events of the last commit, in microseconds.
-    last_max_us: AtomicU64,
 }
 
 /// What [`IndexLag`] holds at one reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IndexLagFigures {
-    /// Sum of the lags of every event made searchable, in microseconds.
-    pub sum_us: u64,
+    /// (upper bound in seconds, events in this bucket only), `+Inf` last.
+    pub buckets: Vec<(f64, u64)>,
     /// Events made searchable.
-    pub events: u64,
-    /// The largest lag among the events of the last commit, in microseconds.
-    pub last_max_us: u64,
+    pub count: u64,
+    /// Sum of their lags, in seconds.
+    pub sum_seconds: f64,
 }
 
 impl IndexLag {
+    fn record(&self, lag_us: u64) {
+        let i = LAG_BOUNDS_US.partition_point(|&b| b < lag_us);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(lag_us, Ordering::Relaxed);
+    }
+
     /// The figures now.
     pub fn figures(&self) -> IndexLagFigures {
+        let mut count = 0;
+        let buckets = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let n = c.load(Ordering::Relaxed);
+                count += n;
+                let bound = LAG_BOUNDS_US
+                    .get(i)
+                    .map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+                (bound, n)
+            })
+            .collect();
         IndexLagFigures {
-            sum_us: self.sum_us.load(Ordering::Relaxed),
-            events: self.events.load(Ordering::Relaxed),
-            last_max_us: self.last_max_us.load(Ordering::Relaxed),
+            buckets,
+            count,
+            sum_seconds: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }
 }
 
-/// The times of the events added since the last commit.
+/// When the events added since the last commit were logged.
 #[derive(Debug, Default)]
 pub(crate) struct PendingTimes {
-    count: u64,
-    sum_us: i128,
-    oldest_us: Option<i64>,
+    times_us: Vec<i64>,
 }
 
 impl PendingTimes {
     /// An event logged at `time_us` was added to the index.
     pub(crate) fn note(&mut self, time_us: i64) {
-        self.count += 1;
-        self.sum_us += i128::from(time_us);
-        self.oldest_us = Some(self.oldest_us.map_or(time_us, |o| o.min(time_us)));
+        self.times_us.push(time_us);
     }
 
-    /// The events noted were committed at `now_us`: adds their lags to `lag`, and forgets
+    /// The events noted were committed at `now_us`: records their lags in `lag`, and forgets
     /// them. An event stamped later than `now_us` (clock skew) counts as no lag.
     pub(crate) fn committed(&mut self, now_us: i64, lag: &IndexLag) {
-        if let Some(oldest) = self.oldest_us {
-            let total = i128::from(self.count) * i128::from(now_us) - self.sum_us;
-            let total = u64::try_from(total.max(0)).unwrap_or(u64::MAX);
-            let max = u64::try_from(now_us.saturating_sub(oldest).max(0)).unwrap_or(0);
-            lag.sum_us.fetch_add(total, Ordering::Relaxed);
-            lag.events.fetch_add(self.count, Ordering::Relaxed);
-            lag.last_max_us.store(max, Ordering::Relaxed);
+        for t in self.times_us.drain(..) {
+            lag.record(u64::try_from(now_us.saturating_sub(t)).unwrap_or(0));
         }
-        self.forget();
     }
 
     /// Forgets the events noted (their documents were rolled back).
     pub(crate) fn forget(&mut self) {
-        *self = Self::default();
+        self.times_us.clear();
     }
 }
 
@@ -80,28 +103,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_commit_adds_the_lags_of_its_events() {
+    fn a_commit_records_the_lag_of_each_of_its_events() {
         let lag = IndexLag::default();
         let mut pending = PendingTimes::default();
         pending.note(1_000_000);
-        pending.note(1_500_000);
+        pending.note(1_980_000);
         pending.committed(2_000_000, &lag);
-        assert_eq!(
-            lag.figures(),
-            IndexLagFigures {
-                sum_us: 1_500_000,
-                events: 2,
-                last_max_us: 1_000_000
-            }
-        );
-        // Nothing pending: a commit (of deletions only) changes nothing.
+        let f = lag.figures();
+        assert_eq!(f.count, 2);
+        assert!((f.sum_seconds - 1.02).abs() < 1e-9);
+        assert_eq!(f.buckets[1], (0.05, 1), "20 ms");
+        assert_eq!(f.buckets[5], (1.0, 1), "1 s");
+        // Nothing pending: a commit (of deletions only) records nothing.
         pending.committed(9_000_000, &lag);
-        assert_eq!(lag.figures().events, 2);
-        // An event from a node whose clock is ahead counts as no lag.
+        assert_eq!(lag.figures().count, 2);
+        // An event from a node whose clock is ahead counts as no lag; a rolled back one not at all.
         pending.note(3_000_000);
         pending.committed(2_500_000, &lag);
-        assert_eq!(lag.figures().sum_us, 1_500_000);
-        assert_eq!(lag.figures().events, 3);
-        assert_eq!(lag.figures().last_max_us, 0);
+        pending.note(1);
+        pending.forget();
+        pending.committed(2_500_000, &lag);
+        let f = lag.figures();
+        assert_eq!((f.count, f.buckets[0]), (3, (0.01, 1)));
+        assert_eq!(f.buckets.last(), Some(&(f64::INFINITY, 0)));
     }
 }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use crate::mqtt::packet::ProtocolVersion;
 
-/// The listeners, as `/metrics` labels them (the transport names the drivers use).
-pub const LISTENERS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+/// The listeners by the transport names the drivers use.
+const TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+/// The listeners as `/metrics` labels them (as `fubar_connections` does), in that order.
+pub const LISTENERS: [&str; 4] = ["mqtt", "mqtts", "ws", "wss"];
 /// The protocol levels, as `/metrics` labels them.
 pub const PROTOCOLS: [&str; 3] = ["3.1", "3.1.1", "5.0"];
 
@@ -49,10 +51,10 @@ pub struct Online {
 }
 
 impl Online {
-    /// Counts a client whose CONNECT was accepted on `transport` (a name of `LISTENERS`; an
-    /// unknown one counts as `tcp`) speaking `protocol`.
+    /// Counts a client whose CONNECT was accepted on `transport` (`tcp`, `tls`, `ws` or
+    /// `wss`; an unknown one counts as `tcp`) speaking `protocol`.
     pub fn count(owner: &Arc<OnlineClients>, transport: &str, protocol: ProtocolVersion) -> Self {
-        let listener = LISTENERS.iter().position(|l| *l == transport).unwrap_or(0);
+        let listener = TRANSPORTS.iter().position(|t| *t == transport).unwrap_or(0);
         let protocol = match protocol {
             ProtocolVersion::V31 => 0,
             ProtocolVersion::V311 => 1,
@@ -85,7 +87,7 @@ mod tests {
         let c = Online::count(&online, "tcp", ProtocolVersion::V311);
         let counts = online.counts();
         assert!(counts.contains(&("ws", "5.0", 1)));
-        assert!(counts.contains(&("tcp", "3.1.1", 2)));
+        assert!(counts.contains(&("mqtt", "3.1.1", 2)));
         assert_eq!(online.total(), 3);
         drop((a, b));
         assert_eq!(online.total(), 1);

@@ -232,6 +232,14 @@ impl Router {
         }
     }
 
+    /// Number of share groups (`$share/GROUP/FILTER`) with a member on this node.
+    pub fn shared_group_count(&self) -> usize {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut groups = 0;
+        shared.for_each_group(|_, _| groups += 1);
+        groups
+    }
+
     /// Number of (filter, session) subscriptions.
     pub fn subscription_count(&self) -> usize {
         self.trie

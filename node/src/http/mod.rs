@@ -6,6 +6,9 @@
 //! (`Broker::stats`, `registry.len()`, the cluster member's status, …); the broker does not
 //! know it exists. A scrape takes no lock on the message path: counters are relaxed atomics.
 
+mod cluster_metrics;
+mod encode;
+mod log_metrics;
 mod metrics;
 mod process;
 

@@ -594,7 +594,7 @@ where
         let every = self.settings.http.latency_sample_every;
         let n = self.routed.load(Ordering::Relaxed);
         self.routed.store(n + 1, Ordering::Relaxed);
-        if every > 0 && n % every == 0 {
+        if every > 0 && n.is_multiple_of(every) {
             message.sampled_at = Some(Instant::now());
         }
         let message = Arc::new(message);
