@@ -30,6 +30,23 @@ pub(super) fn encode_cluster(
         "state",
         &[("up", up), ("down", total - up)],
     )?;
+    let member_up: Vec<(&str, u64)> = status
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.name.as_str(),
+                u64::from(m.link == "up" || m.link == "self"),
+            )
+        })
+        .collect();
+    gauges(
+        enc,
+        "cluster_member_up",
+        "1 while this node hears from a member (itself included), else 0, by member.",
+        "member",
+        &member_up,
+    )?;
     gauge(
         enc,
         "cluster_term",

@@ -388,6 +388,7 @@ fn a_real_prometheus_scrapes_every_node_of_a_cluster() {
     prometheus.wait_for("sum(fubar_cluster_link_unacked_messages)", 0.0);
     prometheus.wait_for("sum(fubar_cluster_link_dropped_messages_total)", 0.0);
     prometheus.wait_for("count(fubar_cluster_leader)", 3.0);
+    prometheus.wait_for("sum(fubar_cluster_member_up)", 9.0);
     prometheus.wait_above("min(fubar_cluster_last_log_index)", 0.0);
     // Each member spools its events for a monitor (none here): the spool is there.
     prometheus.wait_for("count(fubar_log_spool_bytes)", 3.0);
