@@ -591,10 +591,12 @@ where
         if let Some(client) = &self.client {
             message.publisher = Some(client.id.clone());
         }
+        // A retained message is never sampled: the copy the retained store holds would
+        // carry its stamp to every later subscriber.
         let every = self.settings.http.latency_sample_every;
         let n = self.routed.load(Ordering::Relaxed);
         self.routed.store(n + 1, Ordering::Relaxed);
-        if every > 0 && n.is_multiple_of(every) {
+        if every > 0 && !message.retain && n.is_multiple_of(every) {
             message.sampled_at = Some(Instant::now());
         }
         let message = Arc::new(message);
