@@ -19,11 +19,15 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 run() { # $1 = label, $2 = scrape (1) or not (0)
   local port; port=$(free_port)
   printf '[log]\nclasses = { warning = "fubar" }\n[session]\nmax_queued_messages = 1000000\nmax_queued_bytes = 1073741824\n' > "$work/$1.toml"
-  rm -rf "$work/data"
+  # The previous run's log goes first: the wait below must not read it before the new node
+  # truncates it.
+  rm -rf "$work/data" "$work/$1.log"
   "$FUBAR" node --bind 127.0.0.1 --mqtt-port "$port" --http-port 0 --name "bench-$1@localhost" \
     --data-dir "$work/data" --config "$work/$1.toml" > "$work/$1.log" 2>&1 &
   local pid=$!
-  until grep -qs 'listening on' "$work/$1.log"; do sleep 0.1; done
+  until grep -qs 'listening on mqtt://' "$work/$1.log" && grep -qs 'http on http://' "$work/$1.log"; do
+    sleep 0.1
+  done
   local http; http=$(grep -o 'http://[0-9.:]*' "$work/$1.log")
   local scraper=""
   if [ "$2" = 1 ]; then

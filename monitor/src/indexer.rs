@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::{Index, TantivyDocument};
 
 use crate::index::{EventIndex, IndexError, MIN_INDEX_HEAP_BYTES};
+use crate::index_lag::{IndexLag, PendingTimes};
 
 /// How often the indexer commits by default: events are searchable well within 2 s.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(500);
@@ -134,6 +135,10 @@ pub struct Indexer {
     text: String,
     /// Documents of the chunk being walked, added to the index together.
     docs: Vec<TantivyDocument>,
+    /// When the events added since the last commit were logged.
+    pending_times: PendingTimes,
+    /// How far behind the events their commits are (for `/metrics`).
+    lag: Arc<IndexLag>,
 }
 
 impl Indexer {
@@ -150,7 +155,14 @@ impl Indexer {
             last_retention: None,
             text: String::new(),
             docs: Vec::new(),
+            pending_times: PendingTimes::default(),
+            lag: Arc::default(),
         })
+    }
+
+    /// How far behind the events their commits are, updated at each commit.
+    pub fn lag(&self) -> Arc<IndexLag> {
+        self.lag.clone()
     }
 
     /// Counters since start.
@@ -218,6 +230,7 @@ impl Indexer {
         self.stats.add(&delta);
         if let Err(e) = result {
             self.pending = false;
+            self.pending_times.forget();
             self.index.rollback()?;
             self.checkpoint = Checkpoint::load(&self.index)?;
             return Err(e);
@@ -250,6 +263,8 @@ impl Indexer {
                 why: e.to_string(),
             })?;
         self.index.commit_with(Some(&payload))?;
+        self.pending_times
+            .committed(chrono::Utc::now().timestamp_micros(), &self.lag);
         self.pending = false;
         self.last_commit = Some(now);
         delta.commits += 1;
@@ -423,6 +438,7 @@ impl Indexer {
             };
             match decode_one(record) {
                 Some((event, body)) => {
+                    self.pending_times.note(event.time_us);
                     let doc = self
                         .index
                         .document(&event, body, Some(number), &mut self.text);

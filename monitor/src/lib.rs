@@ -24,6 +24,7 @@ pub mod cookie;
 pub mod dedup;
 mod error;
 pub mod index;
+pub mod index_lag;
 pub mod indexer;
 mod membership;
 pub mod search;

@@ -64,8 +64,15 @@ pub struct DurabilityFailed;
 #[derive(Debug)]
 struct Shared {
     written: AtomicU64,
+    /// Writes of the message path noted since open (in every mode; `written` counts only
+    /// those that need an fsync).
+    writes: AtomicU64,
+    /// Key and value bytes of those writes.
+    written_bytes: AtomicU64,
     /// How long each group commit's fsync took.
     fsync: crate::timing::DurationHistogram,
+    /// Group commit fsyncs that failed.
+    fsync_failures: AtomicU64,
     stop: AtomicBool,
     wake: (Mutex<()>, Condvar),
     /// Tests make fsyncs fail with this (`Store::inject_failures`).
@@ -86,7 +93,10 @@ impl Durability {
     pub(crate) fn start(db: Database, mode: SyncMode, window: Duration) -> Self {
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
             fsync: crate::timing::DurationHistogram::default(),
+            fsync_failures: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
             #[cfg(any(test, feature = "fault-injection"))]
@@ -108,9 +118,13 @@ impl Durability {
         }
     }
 
-    /// Notes a write that must become durable; returns the ticket that covers it (0 when
-    /// nothing needs waiting for).
-    pub(crate) fn note_write(&self) -> u64 {
+    /// Notes a write of `bytes` (keys and values) that must become durable; returns the
+    /// ticket that covers it (0 when nothing needs waiting for).
+    pub(crate) fn note_write(&self, bytes: usize) -> u64 {
+        self.shared.writes.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .written_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         if self.mode == SyncMode::None {
             return 0;
         }
@@ -132,6 +146,16 @@ impl Durability {
     /// How long the group commit's fsyncs took (none in `SyncMode::None`).
     pub(crate) fn fsync_times(&self) -> crate::timing::HistogramSnapshot {
         self.shared.fsync.snapshot()
+    }
+
+    /// Writes of the message path since open, their bytes, and group commit fsyncs that
+    /// failed.
+    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.shared.writes.load(Ordering::Relaxed),
+            self.shared.written_bytes.load(Ordering::Relaxed),
+            self.shared.fsync_failures.load(Ordering::Relaxed),
+        )
     }
 
     /// A receiver of what became of the tickets.
@@ -193,6 +217,7 @@ fn run_syncer(db: &Database, shared: &Shared, durable: &watch::Sender<Durable>, 
                 durable.send_modify(|d| d.synced = d.synced.max(target));
             }
             Err(e) => {
+                shared.fsync_failures.fetch_add(1, Ordering::Relaxed);
                 // Every write this fsync was to cover may be lost: their acknowledgements are
                 // refused, never released (better a publisher that sends again than a lie).
                 tracing::error!(target: "error", error = %e, through_ticket = target,

@@ -64,6 +64,25 @@ pub enum StoreError {
     ReplicationTaken,
 }
 
+/// The store's figures for `/metrics` (see [`Store::figures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreFigures {
+    /// Writes of the message path (a session, a queued message, a retained message, QoS 2
+    /// state) since open.
+    pub writes: u64,
+    /// Key and value bytes of those writes (what they put in the journal, before its framing).
+    pub written_bytes: u64,
+    /// Group commit fsyncs that failed since open (their successes are the fsync
+    /// histogram's count).
+    pub fsync_failures: u64,
+    /// Bytes of fjall's journal files on disk (a journal file is preallocated whole).
+    pub journal_bytes: u64,
+    /// Journal files (the active one and sealed ones not yet flushed to tables).
+    pub journals: u64,
+    /// Bytes of the whole store on disk (journal and tables).
+    pub disk_bytes: u64,
+}
+
 /// The durable state of one node.
 pub struct Store {
     path: PathBuf,
@@ -232,6 +251,20 @@ impl Store {
         self.durability.fsync_times()
     }
 
+    /// What `/metrics` shows of the store, read now.
+    pub fn figures(&self) -> StoreFigures {
+        let (writes, written_bytes, fsync_failures) = self.durability.counts();
+        StoreFigures {
+            writes,
+            written_bytes,
+            fsync_failures,
+            // Read from fjall's own bookkeeping (no directory walk); an error reads as 0.
+            journal_bytes: self.db.journal_disk_space().unwrap_or(0),
+            journals: self.db.journal_count() as u64,
+            disk_bytes: self.db.disk_space().unwrap_or(0),
+        }
+    }
+
     /// A receiver of what became of the tickets (group commit); with `SyncMode::None` every
     /// ticket is 0, which needs no waiting.
     pub fn durable_watch(&self) -> watch::Receiver<Durable> {
@@ -374,16 +407,17 @@ impl Store {
     /// Stores the retained message of its topic; returns the durability ticket.
     pub fn put_retained(&self, message: &StoredMessage) -> Result<u64, StoreError> {
         self.injected()?;
-        self.retained
-            .insert(message.topic.as_str(), postcard::to_allocvec(message)?)?;
-        Ok(self.durability.note_write())
+        let value = postcard::to_allocvec(message)?;
+        let bytes = message.topic.len() + value.len();
+        self.retained.insert(message.topic.as_str(), value)?;
+        Ok(self.durability.note_write(bytes))
     }
 
     /// Deletes the retained message of `topic`; returns the durability ticket.
     pub fn delete_retained(&self, topic: &str) -> Result<u64, StoreError> {
         self.injected()?;
         self.retained.remove(topic)?;
-        Ok(self.durability.note_write())
+        Ok(self.durability.note_write(topic.len()))
     }
 
     /// Every retained message.
@@ -402,9 +436,10 @@ impl Store {
     /// Creates or replaces a persistent session's record (its subscriptions).
     pub fn put_session(&self, client_id: &str, record: &SessionRecord) -> Result<u64, StoreError> {
         self.injected()?;
-        self.sessions
-            .insert(client_id, postcard::to_allocvec(record)?)?;
-        Ok(self.durability.note_write())
+        let value = postcard::to_allocvec(record)?;
+        let bytes = client_id.len() + value.len();
+        self.sessions.insert(client_id, value)?;
+        Ok(self.durability.note_write(bytes))
     }
 
     /// Deletes a session with its queue and QoS 2 state.
@@ -413,14 +448,19 @@ impl Store {
         let prefix = session_prefix(client_id);
         let mut batch = self.db.batch();
         batch.remove(&self.sessions, client_id);
+        let mut bytes = client_id.len();
         for g in self.queued.prefix(&prefix) {
-            batch.remove(&self.queued, g.key()?);
+            let key = g.key()?;
+            bytes += key.len();
+            batch.remove(&self.queued, key);
         }
         for g in self.qos2.prefix(&prefix) {
-            batch.remove(&self.qos2, g.key()?);
+            let key = g.key()?;
+            bytes += key.len();
+            batch.remove(&self.qos2, key);
         }
         batch.commit()?;
-        self.durability.note_write();
+        self.durability.note_write(bytes);
         Ok(())
     }
 
@@ -432,32 +472,40 @@ impl Store {
         record: &QueuedRecord,
     ) -> Result<u64, StoreError> {
         self.injected()?;
-        self.queued
-            .insert(queued_key(client_id, seq), postcard::to_allocvec(record)?)?;
-        Ok(self.durability.note_write())
+        let key = queued_key(client_id, seq);
+        let value = postcard::to_allocvec(record)?;
+        let bytes = key.len() + value.len();
+        self.queued.insert(key, value)?;
+        Ok(self.durability.note_write(bytes))
     }
 
     /// Deletes one queued message of a session.
     pub fn delete_queued(&self, client_id: &str, seq: u64) -> Result<(), StoreError> {
         self.injected()?;
-        self.queued.remove(queued_key(client_id, seq))?;
-        self.durability.note_write();
+        let key = queued_key(client_id, seq);
+        let bytes = key.len();
+        self.queued.remove(key)?;
+        self.durability.note_write(bytes);
         Ok(())
     }
 
     /// Records that a QoS 2 message with `packet_id` was received and not yet released.
     pub fn put_qos2(&self, client_id: &str, packet_id: u16) -> Result<(), StoreError> {
         self.injected()?;
-        self.qos2.insert(qos2_key(client_id, packet_id), [])?;
-        self.durability.note_write();
+        let key = qos2_key(client_id, packet_id);
+        let bytes = key.len();
+        self.qos2.insert(key, [])?;
+        self.durability.note_write(bytes);
         Ok(())
     }
 
     /// Forgets a released QoS 2 packet id.
     pub fn delete_qos2(&self, client_id: &str, packet_id: u16) -> Result<(), StoreError> {
         self.injected()?;
-        self.qos2.remove(qos2_key(client_id, packet_id))?;
-        self.durability.note_write();
+        let key = qos2_key(client_id, packet_id);
+        let bytes = key.len();
+        self.qos2.remove(key)?;
+        self.durability.note_write(bytes);
         Ok(())
     }
 

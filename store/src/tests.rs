@@ -297,3 +297,34 @@ fn a_lost_journal_is_refused_not_opened_empty() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("fubar reset"), "{err}");
 }
+
+#[tokio::test]
+async fn figures_count_writes_fsyncs_and_journal_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let before = s.figures();
+    assert_eq!(before.writes, 0);
+    assert!(before.journals >= 1);
+    let mut durable = s.durable_watch();
+    let ticket = s.put_retained(&message("t", &[7; 4096])).unwrap();
+    s.delete_retained("t").unwrap();
+    durable
+        .wait_for(|d| d.outcome(ticket).is_some())
+        .await
+        .unwrap();
+    let after = s.figures();
+    assert_eq!(after.writes, 2);
+    // The value, the topic twice (key of the insert and of the delete), and the rest of the record.
+    assert!(after.written_bytes > 4096 + 2, "{after:?}");
+    assert!(after.journal_bytes > 0, "{after:?}");
+    assert!(after.disk_bytes >= after.journal_bytes);
+    assert!(s.fsync_times().count >= 1);
+    assert_eq!(after.fsync_failures, 0);
+    s.inject_failures(false, true);
+    let failed = s.put_retained(&message("t", b"1")).unwrap();
+    durable
+        .wait_for(|d| d.outcome(failed).is_some())
+        .await
+        .unwrap();
+    assert_eq!(s.figures().fsync_failures, 1);
+}

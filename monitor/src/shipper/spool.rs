@@ -106,6 +106,8 @@ pub struct SpoolStats {
     pub bytes: u64,
     /// Batches sent and not acknowledged now.
     pub in_flight: usize,
+    /// Bytes on disk the monitor has not acknowledged yet: what shipping is behind by.
+    pub unacked_bytes: u64,
     /// The highest sequence number the monitor acknowledged (of any epoch).
     pub acked_upto: u64,
 }
@@ -531,11 +533,25 @@ impl Spool {
         self.files.iter().map(|f| f.bytes).sum()
     }
 
+    /// Bytes after the acknowledged position.
+    fn unacked_bytes(&self) -> u64 {
+        let acked = self.acked;
+        self.files
+            .iter()
+            .map(|f| match f.number.cmp(&acked.file) {
+                std::cmp::Ordering::Less => 0,
+                std::cmp::Ordering::Equal => f.bytes.saturating_sub(acked.offset),
+                std::cmp::Ordering::Greater => f.bytes,
+            })
+            .sum()
+    }
+
     /// Counters since open.
     pub fn stats(&self) -> SpoolStats {
         SpoolStats {
             bytes: self.bytes(),
             in_flight: self.sent.len(),
+            unacked_bytes: self.unacked_bytes(),
             ..self.stats
         }
     }

@@ -208,3 +208,24 @@ fn a_loss_after_the_last_event_of_a_batch_waits_for_a_later_batch() {
     assert!(spool.append(&event(7, 3, 0)).unwrap().is_empty());
     assert!(spool.next_batch(1, 1 << 20).unwrap().is_none());
 }
+
+#[test]
+fn unacked_bytes_are_what_the_monitor_has_not_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(&config(tmp.path(), 1 << 20, 4)).unwrap();
+    assert_eq!(spool.stats().unacked_bytes, 0);
+    for seq in 1..=4 {
+        spool.append(&event(7, seq, 100)).unwrap();
+    }
+    let all = spool.stats().unacked_bytes;
+    assert!(all > 400, "{all}");
+    assert_eq!(all, spool.stats().bytes);
+    let b = spool.next_batch(2, 1 << 20).unwrap().unwrap();
+    spool.ack(b.epoch, b.to_seq).unwrap();
+    let half = spool.stats().unacked_bytes;
+    assert!(half > 0 && half < all, "{half} of {all}");
+    while let Some(b) = spool.next_batch(10, 1 << 20).unwrap() {
+        spool.ack(b.epoch, b.to_seq).unwrap();
+    }
+    assert_eq!(spool.stats().unacked_bytes, 0);
+}

@@ -91,6 +91,9 @@ pub struct Message {
     /// When it expires: its message expiry interval counted from when the broker took it
     /// (`expiring_from`); `None` for a message that never expires.
     pub expires_at: Option<Instant>,
+    /// When the broker routed it, for the one message in `observe.latency_sample_every` whose
+    /// publish-to-delivery time is measured; `None` for the others.
+    pub sampled_at: Option<Instant>,
 }
 
 impl Message {
@@ -105,6 +108,7 @@ impl Message {
             trace: None,
             publisher: None,
             expires_at: None,
+            sampled_at: None,
         }
     }
 
@@ -119,6 +123,7 @@ impl Message {
             trace: None,
             publisher: None,
             expires_at: None,
+            sampled_at: None,
         }
     }
 
@@ -213,6 +218,7 @@ mod tests {
             trace: None,
             publisher: None,
             expires_at: None,
+            sampled_at: None,
         }
     }
 

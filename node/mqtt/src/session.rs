@@ -715,6 +715,7 @@ mod tests {
                 trace: None,
                 publisher: None,
                 expires_at: None,
+                sampled_at: None,
             }),
             qos,
             retain: false,

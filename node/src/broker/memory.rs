@@ -114,6 +114,10 @@ pub(crate) async fn watch(broker: Arc<Broker>, shutdown: CancellationToken) {
                 tracing::warn!(target: "warning", used_bytes = used, total_bytes = total,
                     high_watermark = high, "memory alarm on: refusing new connections, dropping QoS 0 backlog");
                 let dropped = broker.registry.drop_qos0_everywhere();
+                broker
+                    .stats
+                    .messages_shed
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
                 tracing::warn!(target: "warning", dropped, "QoS 0 backlog dropped under the memory alarm");
             }
             Some(false) => {

@@ -16,6 +16,7 @@ mod listener;
 pub mod login_throttle;
 pub mod memory;
 pub mod offline_budget;
+pub mod online;
 mod packet_log;
 pub(crate) mod persist;
 /// The token bucket lives in the protocol core (`fubar-mqtt`), which paces PUBLISH with it.
@@ -77,6 +78,8 @@ pub struct Broker {
     pub cluster: OnceLock<Arc<dyn cluster_hooks::ClusterHooks>>,
     /// The same cluster member, for admin commands (`fubar ctl cluster`).
     pub member: OnceLock<Arc<crate::cluster::member::ClusterMember>>,
+    /// The log link to the monitor, on a cluster member that ships its events.
+    pub shipping: OnceLock<Arc<crate::cluster::shipping::LogShipping>>,
     /// Cancelled to stop the node (SIGTERM, `fubar ctl stop`).
     pub shutdown: CancellationToken,
     /// When the node started.
@@ -140,6 +143,18 @@ pub struct Stats {
     /// How long accepted CONNECTs took, from the CONNECT read to the CONNACK queued (the
     /// password check included).
     pub connect_times: fubar_store::timing::DurationHistogram,
+    /// PUBLISH packets routed that no session here and no other node subscribed to.
+    pub messages_no_subscriber: AtomicU64,
+    /// QoS 0 copies not queued under the memory alarm (their client had a backlog), and
+    /// QoS 0 backlog dropped when the alarm went on.
+    pub messages_shed: AtomicU64,
+    /// Messages not sent because they were larger than the client's maximum packet size.
+    pub messages_too_large: AtomicU64,
+    /// Time from routing to the write to the subscriber's socket buffer, of the sampled
+    /// messages (`http.latency_sample_every`).
+    pub delivery_latency: fubar_store::timing::DurationHistogram,
+    /// Clients connected now, by listener and protocol level.
+    pub online: Arc<online::OnlineClients>,
 }
 
 impl Stats {
@@ -149,6 +164,17 @@ impl Stats {
         if routed.dropped > 0 {
             self.messages_dropped
                 .fetch_add(routed.dropped as u64, Ordering::Relaxed);
+        }
+        if routed.shed > 0 {
+            self.messages_shed
+                .fetch_add(routed.shed as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a routed message that no subscriber, here or on another node, matched.
+    fn record_matched(&self, matched: bool) {
+        if !matched {
+            self.messages_no_subscriber.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -226,6 +252,7 @@ impl Broker {
             monitor: OnceLock::new(),
             cluster: OnceLock::new(),
             member: OnceLock::new(),
+            shipping: OnceLock::new(),
             tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),
             registry: Registry::with_store(store.clone(), store.as_ref().map(|_| disk.clone())),
@@ -361,9 +388,11 @@ impl Broker {
             &self.retained,
             self.memory.is_on(),
         );
+        let mut matched = routed.delivered + routed.skipped_offline + routed.shed > 0;
         if let Some(cluster) = self.cluster.get() {
-            cluster.forward(&message, limits::replicate(&routed));
+            matched |= cluster.forward(&message, limits::replicate(&routed));
         }
+        self.stats.record_matched(matched);
         self.stats.record_routed(&routed, message.qos);
         router::report_unstored(routed.store_error.as_ref(), client_id, &will.topic, "will");
         if let Some(change) = routed.retained {

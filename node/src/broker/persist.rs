@@ -112,6 +112,7 @@ pub(crate) fn message_of(m: StoredMessage) -> Message {
         trace: None,
         publisher: None,
         expires_at,
+        sampled_at: None,
     }
 }
 
@@ -354,6 +355,7 @@ mod tests {
             trace: None,
             publisher: None,
             expires_at: None,
+            sampled_at: None,
         };
         m = m.expiring_from(Instant::now());
         let back = message_of(stored_message(&m));
@@ -362,6 +364,7 @@ mod tests {
         assert!((99..=100).contains(&left), "{left}");
         let never = Message {
             expires_at: None,
+            sampled_at: None,
             properties: MessageProperties::default(),
             ..m
         };

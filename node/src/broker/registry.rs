@@ -712,6 +712,20 @@ impl Registry {
             .sum()
     }
 
+    /// Messages queued in every session here (waiting to be sent), and QoS 1/2 messages in
+    /// flight (sent, not acknowledged): for `/metrics`, which may take each session's lock
+    /// briefly, as a status command does.
+    pub fn queue_totals(&self) -> (u64, u64) {
+        let handles: Vec<Arc<SessionHandle>> = self.map().values().cloned().collect();
+        handles.iter().fold((0, 0), |(queued, inflight), h| {
+            let slot = h.lock();
+            (
+                queued + slot.session.queued() as u64,
+                inflight + slot.session.inflight() as u64,
+            )
+        })
+    }
+
     /// Whether at least `n` persistent sessions other than `client_id`'s exist. Counting
     /// walks the sessions, so it is done only when there are `n` sessions at all: below that
     /// the answer is known at once (a session's persistence changes in many places, and a

@@ -381,6 +381,7 @@ mod tests {
             trace: None,
             publisher: None,
             expires_at: None,
+            sampled_at: None,
         })
     }
 

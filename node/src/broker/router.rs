@@ -37,8 +37,10 @@ pub struct Routed {
     pub delivered: usize,
     /// Older messages dropped from full session queues to make room.
     pub dropped: usize,
-    /// QoS 0 copies not queued: the client is away, or (memory alarm) it has a backlog.
+    /// QoS 0 copies not queued because the client is away.
     pub skipped_offline: usize,
+    /// QoS 0 copies not queued because of the memory alarm (the client has a backlog).
+    pub shed: usize,
     /// Whether a copy went to the store (a persistent session's queue or the retained
     /// store): the publisher's acknowledgement must then wait until it is durable.
     pub stored: bool,
@@ -51,9 +53,9 @@ pub struct Routed {
 
 impl Routed {
     /// Counts what `deliver` did with one copy.
-    fn count(&mut self, delivered: Option<Delivered>) {
+    fn count(&mut self, delivered: Result<Delivered, NotQueued>) {
         match delivered {
-            Some(d) => {
+            Ok(d) => {
                 self.delivered += 1;
                 self.dropped += d.dropped;
                 self.stored |= d.stored;
@@ -61,7 +63,8 @@ impl Routed {
                     self.store_error = d.store_error;
                 }
             }
-            None => self.skipped_offline += 1,
+            Err(NotQueued::Away) => self.skipped_offline += 1,
+            Err(NotQueued::Shed) => self.shed += 1,
         }
     }
 }
@@ -227,6 +230,14 @@ impl Router {
         for f in filters {
             self.unsubscribe(handle, &f);
         }
+    }
+
+    /// Number of share groups (`$share/GROUP/FILTER`) with a member on this node.
+    pub fn shared_group_count(&self) -> usize {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut groups = 0;
+        shared.for_each_group(|_, _| groups += 1);
+        groups
     }
 
     /// Number of (filter, session) subscriptions.
@@ -398,7 +409,7 @@ impl Router {
         };
         let topic = delivery.message.topic.clone();
         let delivered = deliver(&sub.handle, delivery, false);
-        if let Some(d) = &delivered {
+        if let Ok(d) = &delivered {
             report_unstored(
                 d.store_error.as_ref(),
                 &sub.handle.client_id,
@@ -406,7 +417,7 @@ impl Router {
                 "shared message handed over",
             );
         }
-        delivered.is_some()
+        delivered.is_ok()
     }
 
     /// Delivers `message` to the member of share group `share` (`$share/GROUP/FILTER`)
@@ -443,17 +454,32 @@ pub struct Delivered {
     pub store_error: Option<Arc<str>>,
 }
 
-/// Queues one delivery in one session and wakes its connection. `None` when a QoS 0 message
-/// was not queued for an absent client.
-///
-/// With `shed_qos0` (the memory alarm) a QoS 0 message is not queued behind a backlog either.
-pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> Option<Delivered> {
+/// Why `deliver` did not queue a QoS 0 message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotQueued {
+    /// The client is away.
+    Away,
+    /// The memory alarm is on and the client has a backlog.
+    Shed,
+}
+
+/// Queues one delivery in one session and wakes its connection. An error when a QoS 0
+/// message was not queued: for an absent client, or with `shed_qos0` (the memory alarm)
+/// behind a backlog.
+pub fn deliver(
+    handle: &SessionHandle,
+    delivery: Delivery,
+    shed_qos0: bool,
+) -> Result<Delivered, NotQueued> {
     let (dropped, stored, report, store_error) = {
         let mut slot = handle.lock();
-        if delivery.qos == QoS::AtMostOnce
-            && (!slot.is_online() || (shed_qos0 && slot.session.queued() > 0))
-        {
-            return None;
+        if delivery.qos == QoS::AtMostOnce {
+            if !slot.is_online() {
+                return Err(NotQueued::Away);
+            }
+            if shed_qos0 && slot.session.queued() > 0 {
+                return Err(NotQueued::Shed);
+            }
         }
         let stored = delivery.qos != QoS::AtMostOnce && slot.session.is_persistent();
         let away = stored && !slot.is_online();
@@ -468,7 +494,7 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
             // The node holds enough for absent clients, or its disk is nearly full.
             drop(slot);
             refused_offline(handle, why);
-            return Some(Delivered {
+            return Ok(Delivered {
                 dropped: 1,
                 stored: false,
                 store_error: None,
@@ -498,7 +524,7 @@ pub fn deliver(handle: &SessionHandle, delivery: Delivery, shed_qos0: bool) -> O
         );
     }
     handle.notify.notify_one();
-    Some(Delivered {
+    Ok(Delivered {
         dropped,
         stored,
         store_error,
@@ -559,6 +585,7 @@ mod tests {
             trace: None,
             publisher: None,
             expires_at: None,
+            sampled_at: None,
         })
     }
 
@@ -653,7 +680,8 @@ mod tests {
         let r = router.publish(msg("t", QoS::AtMostOnce), &registry, &retained, true);
         assert_eq!(r.delivered, 1, "no backlog: QoS 0 still goes");
         let r = router.publish(msg("t", QoS::AtMostOnce), &registry, &retained, true);
-        assert_eq!(r.skipped_offline, 1, "behind a backlog it is shed");
+        assert_eq!(r.shed, 1, "behind a backlog it is shed");
+        assert_eq!(r.skipped_offline, 0);
         let r = router.publish(msg("t", QoS::AtLeastOnce), &registry, &retained, true);
         assert_eq!(r.delivered, 1, "QoS 1 is never shed");
     }

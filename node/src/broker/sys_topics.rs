@@ -153,6 +153,7 @@ fn publish_one(broker: &Broker, topic: String, payload: &str, forward: bool) {
         trace: None,
         publisher: None,
         expires_at: None,
+        sampled_at: None,
     });
     // Retained apart from the clients' messages: in memory only, in no bound or count.
     broker.retained.hold_sys(message.clone());

@@ -70,10 +70,43 @@ fn on_wire(m: &Arc<ForwardedMessage>, now: Instant) -> Option<Arc<ForwardedMessa
     Some(Arc::new(out))
 }
 
+/// What a link has carried, counted by its task and read by `/metrics`.
+#[derive(Debug, Default)]
+struct LinkCounts {
+    /// Messages written to the member (sent again after a drop included).
+    messages: AtomicU64,
+    /// Their topic and payload bytes.
+    bytes: AtomicU64,
+    /// Times the link went down and was dialed again.
+    reconnects: AtomicU64,
+    /// QoS 1/2 messages sent and not acknowledged now.
+    unacked: AtomicU64,
+}
+
+/// A link's figures at one reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkFigures {
+    /// The member's name.
+    pub name: String,
+    /// Messages waiting to be sent now.
+    pub queued: u64,
+    /// QoS 1/2 messages sent and not acknowledged now.
+    pub unacked: u64,
+    /// Messages written to the member since start.
+    pub messages: u64,
+    /// Their topic and payload bytes.
+    pub bytes: u64,
+    /// Messages dropped because the link was full.
+    pub dropped: u64,
+    /// Times the link went down and was dialed again.
+    pub reconnects: u64,
+}
+
 /// The sending end of the message stream to one member.
 #[derive(Debug)]
 pub struct ForwardLink {
     queue: mpsc::Sender<Arc<ForwardedMessage>>,
+    counts: Arc<LinkCounts>,
     dropped: AtomicU64,
     last_report: Mutex<Option<Instant>>,
     name: String,
@@ -90,7 +123,9 @@ impl ForwardLink {
         stop: CancellationToken,
     ) -> Self {
         let (queue, rx) = mpsc::channel(capacity.max(1));
+        let counts = Arc::new(LinkCounts::default());
         let sender = Sender {
+            counts: counts.clone(),
             peers,
             id,
             name: name.clone(),
@@ -102,6 +137,7 @@ impl ForwardLink {
         tokio::spawn(sender.run(rx, stop));
         Self {
             queue,
+            counts,
             dropped: AtomicU64::new(0),
             last_report: Mutex::new(None),
             name,
@@ -133,6 +169,20 @@ impl ForwardLink {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// The link's figures now.
+    pub fn figures(&self) -> LinkFigures {
+        let c = &self.counts;
+        LinkFigures {
+            name: self.name.clone(),
+            queued: (self.queue.max_capacity() - self.queue.capacity()) as u64,
+            unacked: c.unacked.load(Ordering::Relaxed),
+            messages: c.messages.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            dropped: self.dropped(),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A [`ForwardBatch`] as it is written, borrowing the queued messages (same wire format).
@@ -144,6 +194,7 @@ struct ForwardBatchOut<'a> {
 
 /// The task behind a [`ForwardLink`].
 struct Sender {
+    counts: Arc<LinkCounts>,
     peers: Arc<Peers>,
     id: u64,
     name: String,
@@ -165,6 +216,7 @@ impl Sender {
             match served {
                 Ok(()) => return, // every handle is gone
                 Err(e) => {
+                    self.counts.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(target: "debug", node = %self.name, error = %e,
                         unacked = self.unacked.len(), "forward link down; retrying");
                 }
@@ -251,7 +303,23 @@ impl Sender {
             first_seq,
             messages: batch.iter().map(|m| &**m).collect(),
         };
-        write_frame(send, &frame).await
+        write_frame(send, &frame).await?;
+        self.count_sent(frame.messages.iter().copied());
+        Ok(())
+    }
+
+    /// Counts messages written to the member, and what is left unacknowledged.
+    fn count_sent<'a>(&self, sent: impl Iterator<Item = &'a ForwardedMessage>) {
+        let (mut messages, mut bytes) = (0, 0);
+        for m in sent {
+            messages += 1;
+            bytes += (m.topic.len() + m.payload.len()) as u64;
+        }
+        let c = &self.counts;
+        c.messages.fetch_add(messages, Ordering::Relaxed);
+        c.bytes.fetch_add(bytes, Ordering::Relaxed);
+        c.unacked
+            .store(self.unacked.len() as u64, Ordering::Relaxed);
     }
 
     /// Sends every unacknowledged message again, with its sequence number, in runs of
@@ -284,14 +352,12 @@ impl Sender {
                 messages.push(m);
                 i += 1;
             }
-            write_frame(
-                send,
-                &ForwardBatch {
-                    first_seq,
-                    messages,
-                },
-            )
-            .await?;
+            let batch = ForwardBatch {
+                first_seq,
+                messages,
+            };
+            write_frame(send, &batch).await?;
+            self.count_sent(batch.messages.iter());
         }
         Ok(())
     }
@@ -306,6 +372,9 @@ impl Sender {
         while self.unacked.front().is_some_and(|(seq, _)| *seq <= upto) {
             self.unacked.pop_front();
         }
+        self.counts
+            .unacked
+            .store(self.unacked.len() as u64, Ordering::Relaxed);
     }
 }
 

@@ -13,6 +13,7 @@ use fubar_logproto::link::{ADMIN_ALPN, LOG_ALPN, PEER_ALPN};
 use fubar_logproto::{Class, Event};
 use fubar_logs::LogHandle;
 use fubar_monitor::index::EventIndex;
+use fubar_monitor::index_lag::IndexLag;
 use fubar_monitor::indexer::{Indexer, IndexerConfig};
 use fubar_monitor::server::MonitorServer;
 use fubar_monitor::sink::EventSink;
@@ -32,6 +33,8 @@ pub struct MonitorRole {
     pub server: MonitorServer,
     /// Where the collected events are indexed.
     pub index: Arc<EventIndex>,
+    /// How far behind the events the index's commits are.
+    pub index_lag: Arc<IndexLag>,
     /// Every event written to the segments, for live tails.
     pub tail: broadcast::Sender<Arc<Event>>,
     /// The cluster (QUIC) address the server listens on.
@@ -100,6 +103,7 @@ impl MonitorRole {
             secs => Some(Duration::from_secs(secs)),
         };
         let mut indexer = Indexer::new(index.clone(), indexer_config)?;
+        let index_lag = indexer.lag();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_indexer = stop.clone();
         let thread = std::thread::Builder::new()
@@ -113,6 +117,7 @@ impl MonitorRole {
         Ok(Self {
             server,
             index,
+            index_lag,
             tail,
             addr,
             console,

@@ -220,6 +220,21 @@ impl Peers {
         }
     }
 
+    /// The round-trip time QUIC estimates on the connection to member `id`, when one is open
+    /// (and not being dialed just now).
+    pub fn rtt(&self, id: u64) -> Option<Duration> {
+        let slot = self
+            .conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)?
+            .clone();
+        let conn = slot.try_lock().ok()?;
+        conn.as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .map(Connection::rtt)
+    }
+
     /// Closes the connection to member `id`, if any (it is dialed again when needed).
     pub fn forget(&self, id: u64) {
         self.known

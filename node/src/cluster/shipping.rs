@@ -9,7 +9,9 @@ use fubar_logproto::link::LOG_ALPN;
 use fubar_logs::LogHandle;
 use fubar_monitor::config::ShipperLimits;
 use fubar_monitor::cookie::Cookie;
-use fubar_monitor::shipper::{SharedSpool, Shipper, ShipperConfig, SpoolConfig};
+use fubar_monitor::shipper::{
+    SharedSpool, Shipper, ShipperConfig, ShipperStats, SpoolConfig, SpoolStats,
+};
 use fubar_store::replicated::{NodeInfo, NodeRole};
 
 use super::member::ClusterMember;
@@ -107,6 +109,17 @@ impl LogShipping {
                 return;
             }
         }
+    }
+
+    /// The spool's counters, and the shipper's once there is a monitor to ship to.
+    pub fn figures(&self) -> (SpoolStats, Option<ShipperStats>) {
+        let shipper = self
+            .shipper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(Shipper::stats);
+        (self.spool.stats(), shipper)
     }
 
     /// Stops the shipper (what was not acknowledged stays in the spool).

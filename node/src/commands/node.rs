@@ -249,6 +249,9 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     let serves_mqtt = !matches!(role, Role::Monitor { mqtt: false });
     let broker = Arc::new(Broker::new(settings, Some(store))?);
     let _ = broker.logs.set(logs);
+    if let Some(s) = &shipper {
+        let _ = broker.shipping.set(s.clone());
+    }
     if let Some(m) = &member {
         m.attach(&broker);
         let _ = broker.member.set(m.clone());

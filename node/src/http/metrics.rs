@@ -5,14 +5,18 @@
 //! own (never reset within a run). Names start with `fubar_` and carry their unit.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::cluster_metrics::encode_cluster;
+use super::encode::{counter, counters, durations, gauge, gauges, load};
+use super::log_metrics::{encode_logs, encode_monitor, encode_shipping};
+use crate::broker::online::PROTOCOLS;
 use crate::broker::Broker;
 
 /// The registry `/metrics` encodes: the node's collector under the `fubar_` prefix.
@@ -35,69 +39,7 @@ struct NodeCollector {
     broker: Arc<Broker>,
 }
 
-fn load(a: &AtomicU64) -> u64 {
-    a.load(Ordering::Relaxed)
-}
-
-fn gauge(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    v: impl EncodeGaugeValue,
-) -> fmt::Result {
-    enc.encode_descriptor(name, help, None, MetricType::Gauge)?
-        .encode_gauge(&v)
-}
-
-/// A counter; the encoder adds `_total` to its name.
-fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> fmt::Result {
-    enc.encode_descriptor(name, help, None, MetricType::Counter)?
-        .encode_counter::<NoLabelSet, _, u64>(&v, None)
-}
-
-/// A counter with one label, one series per `(label value, count)`.
-fn counters(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    label: &str,
-    series: &[(&str, u64)],
-) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (value, n) in series {
-        m.encode_family(&[(label, *value)])?
-            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-    }
-    Ok(())
-}
-
-/// A gauge with one label.
-fn gauges(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    label: &str,
-    series: &[(&str, u64)],
-) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (value, n) in series {
-        m.encode_family(&[(label, *value)])?.encode_gauge(n)?;
-    }
-    Ok(())
-}
-
 const QOS: [&str; 3] = ["0", "1", "2"];
-
-/// A histogram of durations, in seconds.
-fn histogram(
-    enc: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    h: &fubar_store::timing::HistogramSnapshot,
-) -> fmt::Result {
-    enc.encode_descriptor(name, help, None, MetricType::Histogram)?
-        .encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)
-}
 
 impl Collector for NodeCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
@@ -119,10 +61,22 @@ impl Collector for NodeCollector {
             b.started.elapsed().as_secs_f64(),
         )?;
         self.encode_mqtt(&mut enc)?;
+        self.encode_messages(&mut enc)?;
+        self.encode_store(&mut enc)?;
         self.encode_process(&mut enc)?;
-        self.encode_cluster(&mut enc)?;
-        self.encode_logs(&mut enc)?;
-        self.encode_monitor(&mut enc)
+        if let Some(member) = b.member.get() {
+            encode_cluster(&mut enc, member)?;
+        }
+        if let Some(logs) = b.logs.get() {
+            encode_logs(&mut enc, logs)?;
+        }
+        if let Some(shipping) = b.shipping.get() {
+            encode_shipping(&mut enc, &shipping.figures())?;
+        }
+        if let Some(monitor) = b.monitor.get() {
+            encode_monitor(&mut enc, monitor)?;
+        }
+        Ok(())
     }
 }
 
@@ -135,10 +89,20 @@ impl NodeCollector {
         gauges(
             enc,
             "connections",
-            "MQTT connections open now, by listener.",
+            "MQTT connections open now (CONNECT sent or not), by listener (ws and wss count as mqtt).",
             "listener",
             &[("mqtt", open.saturating_sub(tls)), ("mqtts", tls)],
         )?;
+        let mut m = enc.encode_descriptor(
+            "clients_connected",
+            "Clients connected now (CONNECT accepted), by listener and MQTT protocol version.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (listener, protocol, n) in s.online.counts() {
+            m.encode_family(&[("listener", listener), ("protocol", protocol)])?
+                .encode_gauge(&n)?;
+        }
         counter(
             enc,
             "connections_accepted",
@@ -162,17 +126,17 @@ impl NodeCollector {
                 ("timeout", load(&s.tls_handshakes_timed_out)),
             ],
         )?;
-        let by_protocol = &s.connects_by_protocol;
+        let by_protocol: Vec<(&str, u64)> = PROTOCOLS
+            .iter()
+            .zip(&s.connects_by_protocol)
+            .map(|(p, n)| (*p, load(n)))
+            .collect();
         counters(
             enc,
             "connects_accepted",
             "CONNECTs accepted, by MQTT protocol version.",
             "protocol",
-            &[
-                ("3.1", load(&by_protocol[0])),
-                ("3.1.1", load(&by_protocol[1])),
-                ("5.0", load(&by_protocol[2])),
-            ],
+            &by_protocol,
         )?;
         counters(
             enc,
@@ -193,25 +157,24 @@ impl NodeCollector {
             "Connections whose reading was paused at least once by mqtt.max_messages_per_sec.",
             load(&s.clients_throttled),
         )?;
-        histogram(
+        durations(
             enc,
             "connect_duration_seconds",
             "Time from a CONNECT read to its CONNACK queued, password check included (accepted ones).",
             &s.connect_times.snapshot(),
         )?;
-        if let Some(store) = &b.store {
-            histogram(
-                enc,
-                "store_fsync_duration_seconds",
-                "Time each group commit's fsync of the store's journal took.",
-                &store.fsync_times(),
-            )?;
-        }
+        let sessions = b.registry.len() as u64;
         gauge(
             enc,
             "sessions",
             "Sessions on this node, online and offline persistent ones.",
-            b.registry.len() as u64,
+            sessions,
+        )?;
+        gauge(
+            enc,
+            "sessions_offline",
+            "Persistent sessions on this node whose client is away.",
+            sessions.saturating_sub(s.online.total()),
         )?;
         gauge(
             enc,
@@ -221,22 +184,28 @@ impl NodeCollector {
         )?;
         gauge(
             enc,
+            "shared_groups",
+            "Share groups ($share/GROUP/FILTER) with a member on this node.",
+            b.router.shared_group_count() as u64,
+        )?;
+        gauge(
+            enc,
             "retained_messages",
             "Topics with a retained message.",
             b.retained.len() as u64,
         )?;
         gauge(
             enc,
-            "offline_queued_bytes",
-            "Bytes queued for persistent sessions whose client is away.",
-            b.registry.offline_budget().used() as u64,
-        )?;
-        counter(
-            enc,
-            "offline_queue_refused",
-            "Messages not queued for an away client because session.max_offline_queued_bytes was reached.",
-            b.registry.offline_budget().refused_total(),
-        )?;
+            "memory_alarm",
+            "1 while the memory alarm is on (memory.high_watermark passed), else 0.",
+            u64::from(b.memory.is_on()),
+        )
+    }
+
+    /// What became of the messages: in, out, dropped, waiting.
+    fn encode_messages(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let b = &self.broker;
+        let s = &b.stats;
         let by_qos = |a: &[AtomicU64; 3]| -> [(&str, u64); 3] {
             [
                 (QOS[0], load(&a[0])),
@@ -270,21 +239,115 @@ impl NodeCollector {
             "Bytes written to MQTT connections.",
             load(&s.bytes_out),
         )?;
+        let forward_full: u64 = b
+            .member
+            .get()
+            .map_or(0, |m| m.link_figures().iter().map(|(l, _)| l.dropped).sum());
         counters(
             enc,
             "messages_dropped",
-            "Messages dropped before delivery, by reason.",
+            "Messages (or copies for one subscriber) dropped before delivery, by reason.",
             "reason",
             &[
                 ("queue_full", load(&s.messages_dropped)),
                 ("expired", load(&s.messages_expired)),
+                ("no_subscriber", load(&s.messages_no_subscriber)),
+                ("memory_alarm", load(&s.messages_shed)),
+                ("client_max_packet_size", load(&s.messages_too_large)),
+                (
+                    "offline_budget",
+                    b.registry.offline_budget().refused_total(),
+                ),
+                ("forward_queue_full", forward_full),
             ],
+        )?;
+        let (queued, inflight) = b.registry.queue_totals();
+        gauge(
+            enc,
+            "queued_messages",
+            "Messages waiting in the sessions of this node to be sent.",
+            queued,
         )?;
         gauge(
             enc,
-            "memory_alarm",
-            "1 while the memory alarm is on (memory.high_watermark passed), else 0.",
-            u64::from(b.memory.is_on()),
+            "inflight_messages",
+            "QoS 1/2 messages sent to clients and not acknowledged yet.",
+            inflight,
+        )?;
+        gauge(
+            enc,
+            "offline_queued_bytes",
+            "Bytes queued for persistent sessions whose client is away.",
+            b.registry.offline_budget().used() as u64,
+        )?;
+        counter(
+            enc,
+            "offline_queue_refused",
+            "Messages not queued for an away client because session.max_offline_queued_bytes was reached.",
+            b.registry.offline_budget().refused_total(),
+        )?;
+        durations(
+            enc,
+            "delivery_latency_seconds",
+            "Time from routing a PUBLISH to writing it for a subscriber on this node (one in http.latency_sample_every).",
+            &s.delivery_latency.snapshot(),
+        )
+    }
+
+    /// The store's journal: writes, fsyncs, bytes.
+    fn encode_store(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let Some(store) = &self.broker.store else {
+            return Ok(());
+        };
+        let fsyncs = store.fsync_times();
+        let f = store.figures();
+        durations(
+            enc,
+            "store_fsync_duration_seconds",
+            "Time each group commit's fsync of the store's journal took.",
+            &fsyncs,
+        )?;
+        counter(
+            enc,
+            "store_fsyncs",
+            "Group commit fsyncs of the store's journal that succeeded.",
+            fsyncs.count,
+        )?;
+        counter(
+            enc,
+            "store_fsync_failures",
+            "Group commit fsyncs that failed (the writes they covered were not acknowledged).",
+            f.fsync_failures,
+        )?;
+        counter(
+            enc,
+            "store_writes",
+            "Writes of the message path to the store (sessions, queued messages, retained, QoS 2 state).",
+            f.writes,
+        )?;
+        counter(
+            enc,
+            "store_written_bytes",
+            "Key and value bytes of those writes, as they go into the journal.",
+            f.written_bytes,
+        )?;
+        gauge(
+            enc,
+            "store_journal_bytes",
+            "Bytes of the store's journal files on disk (each is preallocated whole).",
+            f.journal_bytes,
+        )?;
+        gauge(
+            enc,
+            "store_journals",
+            "Journal files of the store (the active one and those not yet flushed to tables).",
+            f.journals,
+        )?;
+        gauge(
+            enc,
+            "store_disk_bytes",
+            "Bytes of the whole store on disk (journal and tables).",
+            f.disk_bytes,
         )
     }
 
@@ -322,179 +385,16 @@ impl NodeCollector {
         }
         Ok(())
     }
-
-    fn encode_cluster(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let Some(member) = self.broker.member.get() else {
-            return Ok(());
-        };
-        let status = member.status();
-        let up = status
-            .members
-            .iter()
-            .filter(|m| m.link == "up" || m.link == "self")
-            .count() as u64;
-        let total = status.members.len() as u64;
-        gauges(
-            enc,
-            "cluster_members",
-            "Members of the cluster as this node sees them, by link state.",
-            "state",
-            &[("up", up), ("down", total - up)],
-        )?;
-        gauge(
-            enc,
-            "cluster_term",
-            "The Raft term this node knows.",
-            status.term,
-        )?;
-        gauge(
-            enc,
-            "cluster_applied_index",
-            "The last Raft log index applied on this node.",
-            status.applied,
-        )?;
-        gauge(
-            enc,
-            "cluster_leader_known",
-            "1 when this node knows a cluster leader, else 0.",
-            u64::from(status.leader.is_some()),
-        )?;
-        gauge(
-            enc,
-            "cluster_is_leader",
-            "1 when this node is the cluster leader, else 0.",
-            u64::from(member.is_leader()),
-        )?;
-        gauge(
-            enc,
-            "cluster_routes",
-            "Routes (filter, node) in this node's copy of the cluster state.",
-            status.routes,
-        )?;
-        gauge(
-            enc,
-            "cluster_clients",
-            "Client ids in this node's copy of the cluster registry.",
-            status.clients,
-        )?;
-        gauge(
-            enc,
-            "cluster_pending_proposals",
-            "Changes proposed to the replicated state and not applied yet.",
-            status.pending,
-        )?;
-        let lags: Vec<(String, u64)> = status
-            .members
-            .iter()
-            .filter_map(|m| Some((m.name.clone(), m.lag?)))
-            .collect();
-        if !lags.is_empty() {
-            let mut m = enc.encode_descriptor(
-                "cluster_replication_lag_entries",
-                "Raft log entries a member is behind the leader (on the leader only).",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (name, lag) in &lags {
-                m.encode_family(&[("member", name.as_str())])?
-                    .encode_gauge(lag)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn encode_logs(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let Some(logs) = self.broker.logs.get() else {
-            return Ok(());
-        };
-        let classes = logs.list();
-        let names: Vec<String> = classes.iter().map(|c| c.class.to_string()).collect();
-        let series = |f: &dyn Fn(&fubar_logs::ClassStatus) -> u64| -> Vec<(&str, u64)> {
-            names
-                .iter()
-                .zip(&classes)
-                .map(|(n, c)| (n.as_str(), f(c)))
-                .collect()
-        };
-        counters(
-            enc,
-            "log_events",
-            "Log events written, by class.",
-            "class",
-            &series(&|c| c.events),
-        )?;
-        counters(
-            enc,
-            "log_events_dropped",
-            "Log events dropped because the log channel was full, by class.",
-            "class",
-            &series(&|c| c.dropped),
-        )?;
-        gauges(
-            enc,
-            "log_segment_bytes",
-            "Bytes in the log segment files on disk, by class.",
-            "class",
-            &series(&|c| c.bytes),
-        )
-    }
-
-    fn encode_monitor(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let Some(monitor) = self.broker.monitor.get() else {
-            return Ok(());
-        };
-        let links = monitor.server.stats();
-        let names: Vec<&str> = links.iter().map(|l| l.node.as_str()).collect();
-        let per_node = |f: &dyn Fn(usize) -> u64| -> Vec<(&str, u64)> {
-            names.iter().enumerate().map(|(i, n)| (*n, f(i))).collect()
-        };
-        counters(
-            enc,
-            "monitor_ingested_events",
-            "Events the monitor has received from each node.",
-            "node",
-            &per_node(&|i| links[i].counts.events),
-        )?;
-        counters(
-            enc,
-            "monitor_duplicate_events",
-            "Events received again (resends) from each node, written once.",
-            "node",
-            &per_node(&|i| links[i].counts.duplicates),
-        )?;
-        counters(
-            enc,
-            "monitor_lost_events",
-            "Events a node's sequence numbers say were lost before they reached the monitor.",
-            "node",
-            &per_node(&|i| links[i].counts.lost),
-        )?;
-        gauge(
-            enc,
-            "monitor_index_documents",
-            "Events in the monitor's search index.",
-            monitor.index.num_docs(),
-        )?;
-        // Last: a node that has shipped nothing yet has no lag to show.
-        let mut m = enc.encode_descriptor(
-            "monitor_link_lag_milliseconds",
-            "How far behind a node's last shipped batch is (its wall clock to the monitor's), by node.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for link in &links {
-            if let Some(lag) = link.lag_ms {
-                m.encode_family(&[("node", link.node.as_str())])?
-                    .encode_gauge(&lag)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
     use super::*;
+    use crate::broker::online::Online;
+    use crate::mqtt::packet::ProtocolVersion;
     use crate::settings::Settings;
 
     fn scrape(broker: &Arc<Broker>) -> String {
@@ -543,6 +443,91 @@ mod tests {
         s.connections_tls.store(0, Ordering::Relaxed);
         let text = scrape(&broker);
         assert_eq!(value(&text, "fubar_connections{listener=\"mqtt\"}"), 0.0);
+    }
+
+    #[test]
+    fn drops_clients_and_latency_read_the_live_counters() {
+        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
+        let s = &broker.stats;
+        s.messages_no_subscriber.store(4, Ordering::Relaxed);
+        s.messages_shed.store(5, Ordering::Relaxed);
+        s.messages_too_large.store(6, Ordering::Relaxed);
+        s.delivery_latency.record(Duration::from_millis(3));
+        let ws5 = Online::count(&s.online, "ws", ProtocolVersion::V5);
+        let tcp = Online::count(&s.online, "tcp", ProtocolVersion::V311);
+        let text = scrape(&broker);
+        for (reason, n) in [("no_subscriber", 4.0), ("memory_alarm", 5.0)] {
+            let series = format!("fubar_messages_dropped_total{{reason=\"{reason}\"}}");
+            assert_eq!(value(&text, &series), n);
+        }
+        assert_eq!(
+            value(
+                &text,
+                "fubar_messages_dropped_total{reason=\"client_max_packet_size\"}"
+            ),
+            6.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "fubar_clients_connected{listener=\"ws\",protocol=\"5.0\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "fubar_clients_connected{listener=\"mqtt\",protocol=\"3.1.1\"}"
+            ),
+            1.0
+        );
+        assert_eq!(value(&text, "fubar_delivery_latency_seconds_count"), 1.0);
+        assert_eq!(
+            value(&text, "fubar_delivery_latency_seconds_bucket{le=\"0.005\"}"),
+            1.0
+        );
+        assert_eq!(value(&text, "fubar_queued_messages"), 0.0);
+        drop((ws5, tcp));
+        let text = scrape(&broker);
+        assert_eq!(
+            value(
+                &text,
+                "fubar_clients_connected{listener=\"ws\",protocol=\"5.0\"}"
+            ),
+            0.0
+        );
+    }
+
+    #[test]
+    fn store_families_read_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fubar_store::Store::open(
+            dir.path(),
+            fubar_store::SyncMode::None,
+            Duration::from_millis(1),
+        )
+        .unwrap();
+        let broker = Arc::new(Broker::new(Settings::default(), Some(Arc::new(store))).unwrap());
+        let before = value(&scrape(&broker), "fubar_store_writes_total");
+        let record = fubar_store::records::StoredMessage {
+            topic: "t".into(),
+            payload: vec![1; 100],
+            qos: 1,
+            retain: true,
+            properties: Default::default(),
+            expires_at_ms: None,
+        };
+        broker
+            .store
+            .as_ref()
+            .unwrap()
+            .put_retained(&record)
+            .unwrap();
+        let text = scrape(&broker);
+        assert_eq!(value(&text, "fubar_store_writes_total"), before + 1.0);
+        assert!(value(&text, "fubar_store_written_bytes_total") >= 101.0);
+        assert!(value(&text, "fubar_store_journal_bytes") > 0.0);
+        assert_eq!(value(&text, "fubar_store_fsync_failures_total"), 0.0);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! know it exists. A scrape takes no lock on the message path: counters are relaxed atomics.
 
 pub(crate) mod bounded;
+mod cluster_metrics;
+mod encode;
+mod log_metrics;
 mod metrics;
 mod process;
 

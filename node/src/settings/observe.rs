@@ -21,6 +21,10 @@ pub struct HttpSettings {
     /// Seconds an HTTP connection may go without a response written (a request never
     /// finished, or an idle keep-alive) before it is closed.
     pub idle_timeout_secs: u64,
+    /// One PUBLISH in this many (per connection, its first included) has its time from
+    /// routing to the subscriber's socket measured for `fubar_delivery_latency_seconds`; 0
+    /// measures none. Sampled so the message path reads the clock for few messages.
+    pub latency_sample_every: u64,
 }
 
 impl Default for HttpSettings {
@@ -30,6 +34,7 @@ impl Default for HttpSettings {
             port: None,
             max_connections: 64,
             idle_timeout_secs: 30,
+            latency_sample_every: 64,
         }
     }
 }

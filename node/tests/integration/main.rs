@@ -27,6 +27,7 @@ mod mqtt5_message;
 mod mqtt5_rumqttc;
 mod mqtt5_session;
 mod observe;
+mod observe_monitor;
 mod overload;
 mod partition;
 mod state;

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
-use crate::common::{frame, run_paho, string, varint, Broker};
+use crate::common::{frame, http_get, metric, run_paho, string, varint, Broker};
 
 /// The paho script: runs one scenario, prints one line per check.
 const SCRIPT: &str = include_str!("mqtt5_flow.py");
@@ -248,7 +248,7 @@ fn mqtt5_flow_server_keep_alive_is_told_with_paho() {
 
 #[test]
 fn mqtt5_flow_a_message_too_large_for_the_client_is_dropped_as_if_delivered() {
-    let broker = Broker::start();
+    let broker = Broker::start_with(&["--http-port", "0"], "");
     assert_eq!(
         paho(&broker, "too-large"),
         ["received big/b None small", "then big/c None next"]
@@ -259,6 +259,15 @@ fn mqtt5_flow_a_message_too_large_for_the_client_is_dropped_as_if_delivered() {
     for field in ["client=small", "topic=big/a", "max=300"] {
         assert!(line.contains(field), "{field} in {line}");
     }
+    // And counted as a drop for that reason.
+    let (_, text) = http_get(broker.http(), "/metrics");
+    assert_eq!(
+        metric(
+            &text,
+            "fubar_messages_dropped_total{reason=\"client_max_packet_size\"}"
+        ),
+        Some(1.0)
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! session), PUBLISH (routing, acknowledgements that wait for durability), SUBSCRIBE and
 //! UNSUBSCRIBE (router and session), and the acknowledgements of outgoing messages.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -541,15 +542,24 @@ where
         if let Some(client) = &self.client {
             message.publisher = Some(client.id.clone());
         }
+        // A retained message is never sampled: the copy the retained store holds would
+        // carry its stamp to every later subscriber.
+        let every = self.settings.http.latency_sample_every;
+        let n = self.routed.load(Ordering::Relaxed);
+        self.routed.store(n + 1, Ordering::Relaxed);
+        if every > 0 && !message.retain && n.is_multiple_of(every) {
+            message.sampled_at = Some(Instant::now());
+        }
         let message = Arc::new(message);
         let routed = b
             .router
             .publish(message.clone(), &b.registry, &b.retained, b.memory.is_on());
-        // Copies not queued (QoS 0 for a client away) still had a subscriber.
-        let mut matched = routed.delivered + routed.skipped_offline > 0;
+        // Copies not queued (QoS 0 for a client away, or shed) still had a subscriber.
+        let mut matched = routed.delivered + routed.skipped_offline + routed.shed > 0;
         if let Some(cluster) = b.cluster.get() {
             matched |= cluster.forward(&message, limits::replicate(&routed));
         }
+        b.stats.record_matched(matched);
         if let Some(mark) = &mark {
             trace_hop(mark, "routed", &topic, publisher, routed.delivered);
         }
@@ -715,7 +725,7 @@ where
                     subscription_ids: id.into_iter().collect(),
                 };
                 let topic = retained.message.topic.clone();
-                if let Some(d) = deliver(&handle, retained, false) {
+                if let Ok(d) = deliver(&handle, retained, false) {
                     report_unstored(
                         d.store_error.as_ref(),
                         &handle.client_id,

@@ -96,6 +96,11 @@ struct Connection<R, W> {
     /// The client has sent a SUBSCRIBE or UNSUBSCRIBE: PUBLISHes on other connections wait
     /// for its input (see `arrival`).
     subscribed: bool,
+    /// PUBLISH packets this connection routed, to pick the ones whose publish-to-delivery
+    /// time is measured (an atomic only because `route` takes `&self`; never contended).
+    routed: std::sync::atomic::AtomicU64,
+    /// Counts the client in `Stats::online` while it is connected.
+    online: Option<super::online::Online>,
 }
 
 /// A PUBACK/PUBREC waiting for the fsync that makes its message durable.
@@ -132,6 +137,8 @@ pub(crate) async fn serve<R, W>(
         pending_acks: VecDeque::new(),
         fresh_input: false,
         subscribed: false,
+        routed: std::sync::atomic::AtomicU64::new(0),
+        online: None,
         settings,
         broker,
         peer,
@@ -314,6 +321,14 @@ where
                     self.broker
                         .stats
                         .note_connect(protocol, &connected, started.elapsed());
+                    if connected.is_ok() {
+                        let online = &self.broker.stats.online;
+                        self.online = Some(super::online::Online::count(
+                            online,
+                            self.transport,
+                            protocol,
+                        ));
+                    }
                     connected?
                 }
                 other => {
@@ -521,6 +536,10 @@ where
                 let Some((p, message)) = slot.session.poll_send(now) else {
                     break;
                 };
+                if let Some(at) = message.sampled_at {
+                    let latency = now.saturating_duration_since(at);
+                    self.broker.stats.delivery_latency.record(latency);
+                }
                 budget = budget.saturating_sub(p.payload.len() + p.topic.len() + 8);
                 if !v5 {
                     out.push((Packet::Publish(p), message.trace.clone()));
@@ -578,6 +597,10 @@ where
 
     /// A PUBLISH not sent: larger than the client's maximum packet size.
     fn report_too_large(&self, topic: &str, qos: QoS, size: usize) {
+        self.broker
+            .stats
+            .messages_too_large
+            .fetch_add(1, Ordering::Relaxed);
         let client = self.client_id().unwrap_or("-");
         let max = self.proto.flow.client_max_packet().unwrap_or(0);
         tracing::warn!(target: "warning", client, peer = %self.peer, topic, qos = qos as u8, size, max,

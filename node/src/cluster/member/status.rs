@@ -2,12 +2,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::PoisonError;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fubar_logproto::admin::{ClusterStatus, MemberStatus};
 use openraft::ServerState;
 
 use super::ClusterMember;
+use crate::cluster::forward::LinkFigures;
 
 impl ClusterMember {
     /// The cluster as this node sees it.
@@ -69,6 +70,21 @@ impl ClusterMember {
             clients: clients as u64,
             pending: self.pending.len() as u64,
         }
+    }
+
+    /// The forward links to the other members, with the round-trip time of the connection
+    /// to each (for `/metrics`).
+    pub fn link_figures(&self) -> Vec<(LinkFigures, Option<Duration>)> {
+        let links = self.links.read().unwrap_or_else(PoisonError::into_inner);
+        links
+            .iter()
+            .map(|(id, link)| (link.figures(), self.peers.rtt(*id)))
+            .collect()
+    }
+
+    /// The last index in this node's Raft log (appended, not necessarily committed yet).
+    pub fn last_log_index(&self) -> u64 {
+        self.raft.metrics().borrow().last_log_index.unwrap_or(0)
     }
 
     /// Whether this node is the leader.
