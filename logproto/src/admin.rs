@@ -239,6 +239,10 @@ pub struct NodeStatus {
     pub delayed_accepts: u64,
     /// Connections slowed down by the per-client message rate limit, since start.
     pub throttled_clients: u64,
+    /// PUBLISH packets received from clients, since start.
+    pub messages_received: u64,
+    /// PUBLISH packets sent to clients, since start.
+    pub messages_sent: u64,
 }
 
 /// One address rule.

@@ -189,6 +189,8 @@ fn status(broker: &Broker) -> NodeStatus {
         auth: settings.auth.enabled,
         delayed_accepts: broker.stats.accepts_delayed.load(Ordering::Relaxed),
         throttled_clients: broker.stats.clients_throttled.load(Ordering::Relaxed),
+        messages_received: broker.stats.messages_in.load(Ordering::Relaxed),
+        messages_sent: broker.stats.messages_out.load(Ordering::Relaxed),
     }
 }
 

@@ -164,6 +164,10 @@ pub(crate) fn print(reply: AdminResponse) -> anyhow::Result<()> {
             println!("sessions      {}", s.sessions);
             println!("subscriptions {}", s.subscriptions);
             println!("retained      {}", s.retained);
+            println!(
+                "messages      received {}, sent {}",
+                s.messages_received, s.messages_sent
+            );
             println!("memory        {:.1} MiB", s.memory_bytes as f64 / 1048576.0);
             println!("cluster role  {}", s.cluster_role);
             println!("auth          {}", if s.auth { "on" } else { "off" });

@@ -89,6 +89,7 @@ impl ConsoleListener {
             monitor,
             broker,
             shutdown: shutdown_tails,
+            message_samples: Default::default(),
         });
         let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();

@@ -37,6 +37,8 @@ pub(super) struct Console {
     pub(super) tails: Arc<Semaphore>,
     /// Cancelled when the node stops (ends live tails).
     pub(super) shutdown: CancellationToken,
+    /// Each node's message counters when the cluster page last asked, for its rates.
+    pub(super) message_samples: cluster_page::Samples,
 }
 
 /// The router over `state`.

@@ -197,6 +197,11 @@ try:
     links = texts("#links tr.link")
     check(len(links) == 2 and all(" up " in f" {l} " for l in links), f"links: {links}")
     check(all(m.split()[5].isdigit() for m in members), f"a member's status is missing: {members}")
+    # Every node's message rates are numbers; the monitor receives nothing, the nodes did.
+    rates = texts("#members td.rate-in") + texts("#members td.rate-out")
+    check(len(rates) == 6 and all(r.replace(".", "", 1).isdigit() for r in rates),
+          f"message rates: {rates}")
+    check(any(float(r) > 0 for r in rates), f"no node shows messages: {rates}")
     # The memory alarm: watermarks lowered on the whole cluster turn it on, the page says so.
     check(all(a == "off" for a in texts("#members td.alarm")), "an alarm before any")
     for name, value in [("memory.low_watermark", "0.0001"), ("memory.high_watermark", "0.0002")]:
