@@ -324,6 +324,37 @@ fn direct_messages_and_session_takeover_work_across_nodes() {
 }
 
 #[test]
+fn a_node_that_has_just_joined_takes_a_persistent_session_over_with_its_queue() {
+    let cluster = Cluster::new();
+    let n1 = cluster.found("n1");
+    let n2 = cluster.join("n2", &n1);
+    // c1's persistent session is on n2, with a message queued while it is away.
+    let mut o = options(&n2.broker, "c1");
+    o.set_clean_session(false);
+    let mut c1 = Mqtt::connect_with(o);
+    c1.subscribe("news", QoS::AtLeastOnce);
+    drop(c1);
+    let mut p = Mqtt::connect(&n2.broker, "p");
+    p.publish_acked("news", QoS::AtLeastOnce, false, b"while away");
+    // n3 joins through n1 (so it learns n1 at once, n2 only from the membership) and c1
+    // connects there straight away: n3 must ask n2 for the session, not start it afresh.
+    let n3 = cluster.join("n3", &n1);
+    cluster.wait_status("n3@localhost", "c1 and p registered", |s| {
+        field(s, "clients") >= 2
+    });
+    let mut o = options(&n3.broker, "c1");
+    o.set_clean_session(false);
+    let mut c1 = Mqtt::connect_with(o);
+    assert_eq!(&c1.next_publish().payload[..], b"while away");
+    assert!(
+        n2.broker
+            .wait_for_log("session taken over by another node", WAIT)
+            .is_some_and(|l| l.contains("moved=true")),
+        "n2 handed the session over"
+    );
+}
+
+#[test]
 fn a_connection_on_another_node_closes_the_first_one() {
     let cluster = Cluster::new();
     let (n1, n2, _n3) = three(&cluster);

@@ -402,6 +402,20 @@ impl ClusterMember {
     }
 
     /// The forward link to member `id`, started on first use.
+    /// Where member `id` is: known to the peer table, or else read from the membership the
+    /// Raft log has applied (which the peer table learns from a little later: a node that has
+    /// just joined may apply a client's registration by `id` before it).
+    fn peer_info(&self, id: u64) -> Option<NodeInfo> {
+        self.peers.info(id).or_else(|| {
+            let m = self.raft.metrics().borrow().membership_config.clone();
+            let info = m.membership().get_node(&id).cloned();
+            if let Some(i) = &info {
+                self.peers.learn(id, i.clone());
+            }
+            info
+        })
+    }
+
     fn link(&self, id: u64) -> Option<Arc<ForwardLink>> {
         if let Some(l) = self
             .links
@@ -411,14 +425,7 @@ impl ClusterMember {
         {
             return Some(l.clone());
         }
-        let info = self.peers.info(id).or_else(|| {
-            let m = self.raft.metrics().borrow().membership_config.clone();
-            let info = m.membership().get_node(&id).cloned();
-            if let Some(i) = &info {
-                self.peers.learn(id, i.clone());
-            }
-            info
-        })?;
+        let info = self.peer_info(id)?;
         let mut links = self.links.write().unwrap_or_else(PoisonError::into_inner);
         let link = links.entry(id).or_insert_with(|| {
             Arc::new(ForwardLink::start(
@@ -580,6 +587,8 @@ impl ClusterHooks for ClusterMember {
             let Some(holder) = self.view.holder(client_id).filter(|h| *h != self.id) else {
                 return Ok(None);
             };
+            // Known by the peer table before the call, even on a node that joined just now.
+            let _ = self.peer_info(holder);
             let request = PeerRequest::TakeOver {
                 client_id: client_id.to_owned(),
                 keep,
