@@ -525,6 +525,31 @@ pub fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
 }
 
 impl Broker {
+    /// Spawns a cluster member serving MQTT and returns it once it listens, with `addr` read
+    /// from its `listening on mqtt://` line.
+    pub fn spawn_serving(cmd: Command, dir: DataDir) -> Self {
+        let mut b = Self::spawn(cmd, dir, "listening on mqtt://");
+        let line = b
+            .wait_for_log("listening on mqtt://", Duration::from_secs(30))
+            .expect("an MQTT listener");
+        b.addr = line
+            .rsplit("mqtt://")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        b
+    }
+
+    /// A monitor's cluster port, from its `collecting on cluster://` line.
+    pub fn collecting_port(&self) -> u16 {
+        let line = self
+            .wait_for_log("collecting on cluster://", Duration::from_secs(30))
+            .expect("the monitor's cluster address");
+        line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    }
+
     /// The HTTP endpoint's address (a node started with `--http-port 0`).
     pub fn http(&self) -> SocketAddr {
         let line = self

@@ -41,8 +41,7 @@ impl Cluster {
             DataDir::Shared(self.dir.path().to_owned()),
             "ready (no MQTT",
         );
-        let line = m.wait_for_log("collecting on cluster://", WAIT).unwrap();
-        let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        let port = m.collecting_port();
         let line = m.wait_for_log("console on http://", WAIT).unwrap();
         let url = line.rsplit("console on ").next().unwrap().trim().to_owned();
         (m, port, url)
@@ -53,20 +52,7 @@ impl Cluster {
         let master = format!("{MONITOR}:{port}");
         let mut cmd = self.command(&["node", "--name", &node, "--master", &master]);
         cmd.args(["--mqtt-port", "0"]);
-        let mut b = Broker::spawn(
-            cmd,
-            DataDir::Shared(self.dir.path().to_owned()),
-            "listening on mqtt://",
-        );
-        let line = b.wait_for_log("listening on mqtt://", WAIT).unwrap();
-        b.addr = line
-            .rsplit("mqtt://")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        b
+        Broker::spawn_serving(cmd, DataDir::Shared(self.dir.path().to_owned()))
     }
 
     fn fubar(&self, args: &[&str]) -> Output {

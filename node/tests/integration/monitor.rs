@@ -47,10 +47,7 @@ impl Cluster {
             DataDir::Shared(self.path().to_owned()),
             "ready (no MQTT",
         );
-        let line = m
-            .wait_for_log("collecting on cluster://", WAIT)
-            .expect("cluster address");
-        let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        let port = m.collecting_port();
         (m, port)
     }
 
@@ -68,20 +65,7 @@ impl Cluster {
             "0",
         ])
         .args(extra);
-        let mut b = Broker::spawn(
-            cmd,
-            DataDir::Shared(self.path().to_owned()),
-            "listening on mqtt://",
-        );
-        let line = b.wait_for_log("listening on mqtt://", WAIT).unwrap();
-        b.addr = line
-            .rsplit("mqtt://")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        b
+        Broker::spawn_serving(cmd, DataDir::Shared(self.path().to_owned()))
     }
 
     fn search(&self, query: &str, extra: &[&str]) -> Output {
@@ -621,10 +605,7 @@ fn the_monitor_serves_its_ingest_and_index_figures_over_http() {
         DataDir::Shared(cluster.path().to_owned()),
         "ready (no MQTT",
     );
-    let line = monitor
-        .wait_for_log("collecting on cluster://", WAIT)
-        .expect("cluster address");
-    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let port = monitor.collecting_port();
     let http = monitor.http();
     let n1 = cluster.node("n1", port, &[]);
     visit(&n1, "alice");

@@ -35,10 +35,7 @@ fn monitor(cluster: &Cluster) -> (Broker, u16) {
         DataDir::Shared(cluster.path().to_owned()),
         "ready (no MQTT",
     );
-    let line = m
-        .wait_for_log("collecting on cluster://", WAIT)
-        .expect("cluster address");
-    let port = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let port = m.collecting_port();
     (m, port)
 }
 
