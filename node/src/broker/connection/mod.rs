@@ -156,7 +156,9 @@ pub(crate) async fn serve<R, W>(
     };
     tracing::debug!(target: "access", %peer, transport, conn_id, "connection accepted");
     let reason = conn.run().await;
-    conn.finish(reason).await;
+    // Boxed: the close (flush, drain) is allocated when it happens, instead of sizing every
+    // idle connection's task for it.
+    Box::pin(conn.finish(reason)).await;
 }
 
 impl<R, W> Connection<R, W>
@@ -807,7 +809,8 @@ fn limits(settings: &Settings) -> Limits {
 
 /// Reads and discards input until the peer closes, a read fails or `limit` bytes came.
 async fn drain_input<R: AsyncRead + Unpin>(reader: &mut R, limit: usize) {
-    let mut buf = [0u8; 4096];
+    // On the heap, and only while draining: an array here sat in every connection's task.
+    let mut buf = vec![0u8; 4096];
     let mut seen = 0usize;
     while seen < limit {
         match reader.read(&mut buf).await {
