@@ -15,7 +15,7 @@ use std::ops::Bound;
 use fubar_logproto::{Class, Event};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::sort_key::SortByStaticFastValue;
-use tantivy::collector::TopDocs;
+use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DateTime, DocAddress, Index, Order, Searcher, TantivyDocument, TantivyError, Term};
@@ -94,7 +94,23 @@ pub(crate) fn search_at(
     }
     let fields = index.fields();
     let query = build_query(index.index(), fields, request, now_us)?;
-    let newest_first = TopDocs::with_limit(limit).order_by((
+    let searcher = index.searcher();
+    // The count rides along (one increment per match): one function serves both searches.
+    let (events, _) = newest_first(&searcher, fields, &*query, limit, 0, Count)?;
+    Ok(events)
+}
+
+/// The `limit` newest matches of `query` after skipping `offset` (newest first, ties by
+/// sequence), with what `extra` collects in the same pass.
+pub(crate) fn newest_first<C: Collector>(
+    searcher: &Searcher,
+    fields: &Fields,
+    query: &dyn Query,
+    limit: usize,
+    offset: usize,
+    extra: C,
+) -> Result<(Vec<Event>, C::Fruit), SearchError> {
+    let top = TopDocs::with_limit(limit).and_offset(offset).order_by((
         (
             SortByStaticFastValue::<DateTime>::for_field(name::TIME),
             Order::Desc,
@@ -104,20 +120,17 @@ pub(crate) fn search_at(
             Order::Desc,
         ),
     ));
-    let searcher = index.searcher();
-    let hits = searcher
-        .search(&query, &newest_first)
-        .map_err(|e| match e {
-            // The parser let through what the schema cannot do (`topic:*` on a field that is
-            // not fast): the query's fault, not the index's.
-            TantivyError::SchemaError(message) => SearchError::BadQuery(message),
-            e => IndexError::tantivy("search")(e).into(),
-        })?;
+    let (hits, fruit) = searcher.search(query, &(top, extra)).map_err(|e| match e {
+        // The parser let through what the schema cannot do (`topic:*` on a field that is
+        // not fast): the query's fault, not the index's.
+        TantivyError::SchemaError(message) => SearchError::BadQuery(message),
+        e => IndexError::tantivy("search")(e).into(),
+    })?;
     let events = hits
         .into_iter()
-        .map(|(_, address)| stored_event(&searcher, fields, address))
+        .map(|(_, address)| stored_event(searcher, fields, address))
         .collect::<Result<_, _>>()?;
-    Ok(events)
+    Ok((events, fruit))
 }
 
 /// The query parser over the schema: `text` by default, terms ANDed.

@@ -7,12 +7,10 @@ use serde_json::json;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::agg_result::{AggregationResult, BucketResult};
 use tantivy::aggregation::{AggContextParams, AggregationCollector, Key};
-use tantivy::collector::sort_key::SortByStaticFastValue;
-use tantivy::collector::{Count, TopDocs};
-use tantivy::{DateTime, Order, TantivyError};
+use tantivy::collector::Count;
 
-use super::{build_query, stored_event, SearchError, SearchRequest, MAX_LIMIT};
-use crate::index::{name, EventIndex, IndexError};
+use super::{build_query, newest_first, SearchError, SearchRequest, MAX_LIMIT};
+use crate::index::{name, EventIndex};
 
 /// Matching events a page may skip (newer than it): tantivy keeps every skipped hit in a heap,
 /// so deeper pages are refused; a narrower time range reaches the same events.
@@ -89,29 +87,17 @@ pub fn search_page(index: &EventIndex, request: &PageRequest) -> Result<Page, Se
             request.page.saturating_add(1)
         )));
     }
-    let newest_first = TopDocs::with_limit(page_size).and_offset(offset).order_by((
-        (
-            SortByStaticFastValue::<DateTime>::for_field(name::TIME),
-            Order::Desc,
-        ),
-        (
-            SortByStaticFastValue::<u64>::for_field(name::SEQ),
-            Order::Desc,
-        ),
-    ));
     let bucket_us = bucket_width_us(request.from_us, request.until_us, request.buckets);
     let histogram = histogram_collector(request.from_us, request.until_us, bucket_us)?;
     let searcher = index.searcher();
-    let (hits, total, aggregated) = searcher
-        .search(&query, &(newest_first, Count, histogram))
-        .map_err(|e| match e {
-            TantivyError::SchemaError(message) => SearchError::BadQuery(message),
-            e => IndexError::tantivy("search")(e).into(),
-        })?;
-    let events = hits
-        .into_iter()
-        .map(|(_, address)| stored_event(&searcher, fields, address))
-        .collect::<Result<_, _>>()?;
+    let (events, (total, aggregated)) = newest_first(
+        &searcher,
+        fields,
+        &*query,
+        page_size,
+        offset,
+        (Count, histogram),
+    )?;
     let histogram = match aggregated.0.get(HISTOGRAM) {
         Some(AggregationResult::BucketResult(BucketResult::Histogram { buckets })) => buckets
             .iter()
