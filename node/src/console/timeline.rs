@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use fubar_logproto::admin::{AdminRequest, AdminResponse};
-use fubar_logproto::Event;
+use fubar_logproto::{Class, Event};
 use fubar_monitor::search::{search, SearchRequest};
 
 use super::html::{esc, form, page as frame, time, url_encode};
@@ -114,17 +114,22 @@ fn timeline(events: &[Event]) -> String {
          <th>latency</th></tr></thead><tbody>",
         events.len()
     );
-    let mut last_node: Option<&str> = None;
+    // A move is the client connecting on another node than where it last connected; other
+    // events from another node (the old connection's late disconnect, a trace switched on
+    // from the monitor) are not moves.
+    let mut connected_on: Option<&str> = None;
     for e in events {
-        if last_node.is_some_and(|n| n != e.node) {
-            let _ = write!(
-                out,
-                "<tr class=\"moved\"><td colspan=\"6\">⇄ from {} to {}</td></tr>",
-                esc(last_node.unwrap_or_default()),
-                esc(&e.node)
-            );
+        if e.class == Class::Access && e.message == "connected" {
+            if let Some(from) = connected_on.filter(|n| *n != e.node) {
+                let _ = write!(
+                    out,
+                    "<tr class=\"moved\"><td colspan=\"6\">⇄ from {} to {}</td></tr>",
+                    esc(from),
+                    esc(&e.node)
+                );
+            }
+            connected_on = Some(&e.node);
         }
-        last_node = Some(&e.node);
         let details: Vec<String> = e
             .pairs()
             .filter(|(k, _)| SHOWN.contains(k))

@@ -145,7 +145,8 @@ try:
     check(on_n1 < on_n2, f"not in order: {rows}")
     check(any(n == "n1@localhost" and m == "disconnected" for n, m in rows[on_n2:]),
           f"n1 never let dev-1 go after n2 took it: {rows}")
-    check(driver.find_elements(By.CSS_SELECTOR, "#timeline tr.moved"), "no move marked")
+    moves = texts("#timeline tr.moved")
+    check(moves == ["⇄ from n1@localhost to n2@localhost"], f"moves marked: {moves}")
     driver.save_screenshot(f"{shots}/console-timeline.png")
 
     # The trace button (a POST with the CSRF token) traces live-1 on every node.
