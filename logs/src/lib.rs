@@ -42,12 +42,13 @@ mod test_util;
 #[cfg(test)]
 mod tests;
 
+use parking_lot::Mutex;
 use std::fs;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -290,12 +291,7 @@ impl LogHandle {
 
     /// Drains the channel, flushes, and stops the writer thread; idempotent.
     pub fn shutdown(&self) {
-        let thread = self
-            .inner
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let thread = self.inner.thread.lock().take();
         let Some(thread) = thread else {
             return;
         };

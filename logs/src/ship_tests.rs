@@ -1,8 +1,9 @@
 //! The monitor's and the shipper's additions: foreign events written as they are, the tap,
 //! and the high-water marks read back from the segments.
 
+use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fubar_logproto::{Class, Event};
@@ -69,16 +70,13 @@ struct Kept(Arc<Mutex<Vec<Event>>>);
 
 impl Tap for Kept {
     fn event(&mut self, event: &Event) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(event.clone());
+        self.0.lock().push(event.clone());
     }
 }
 
 impl Kept {
     fn seqs(&self) -> Vec<(Class, u64)> {
-        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = self.0.lock();
         kept.iter().map(|e| (e.class, e.seq)).collect()
     }
 }

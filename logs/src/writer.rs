@@ -3,8 +3,9 @@
 //! A thread rather than a tokio task, so logging works with or without a runtime and a slow
 //! disk never stalls an executor.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fubar_logproto::Event;
@@ -33,7 +34,7 @@ const IDLE_BEFORE_PARKING: Duration = Duration::from_millis(200);
 
 /// Locks the engine, even if a panic poisoned the lock (its state is still usable).
 pub(crate) fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
-    engine.lock().unwrap_or_else(PoisonError::into_inner)
+    engine.lock()
 }
 
 /// The writer loop; returns after `Shutdown`, or when every sender is gone.

@@ -12,10 +12,10 @@
 //! durable, so after a crash both roll back together. (A unique-key delete before each add
 //! would cost a term lookup in every segment per event at commit time.)
 
+use parking_lot::{Mutex, MutexGuard};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use fubar_logproto::{Class, Event, EventRef};
 use tantivy::directory::MmapDirectory;
@@ -486,7 +486,7 @@ impl EventIndex {
     }
 
     fn writer(&self) -> MutexGuard<'_, IndexWriter> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        self.writer.lock()
     }
 }
 

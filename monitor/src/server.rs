@@ -6,10 +6,11 @@
 
 mod connection;
 
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use fubar_logproto::Class;
@@ -412,11 +413,7 @@ impl MonitorServer {
     /// The cluster's members, by name, as the node's replicated membership says: a node
     /// certificate of the cluster CA stands only for one of them.
     pub fn set_members(&self, names: impl IntoIterator<Item = String>) {
-        *self
-            .inner
-            .members
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = names.into_iter().collect();
+        *self.inner.members.write() = names.into_iter().collect();
     }
 
     /// Installs the taker of cluster peer links (ALPN `fubar-cluster/1`). Only the first call
@@ -523,10 +520,7 @@ impl Inner {
 
     /// Whether `name` is a member the cluster knows.
     pub(crate) fn is_member(&self, name: &str) -> bool {
-        self.members
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(name)
+        self.members.read().contains(name)
     }
 }
 
@@ -705,7 +699,7 @@ fn take_unproven(inner: &Arc<Inner>, ip: IpAddr) -> Result<Unproven, &'static st
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    m.lock()
 }
 
 #[cfg(test)]

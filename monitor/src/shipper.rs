@@ -9,7 +9,8 @@ mod client;
 mod spool;
 mod spool_file;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::Arc;
 
 use fubar_logproto::Event;
 use fubar_logs::Tap;
@@ -87,10 +88,7 @@ impl SharedSpool {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Spool> {
-        self.inner
-            .spool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.spool.lock()
     }
 
     /// Waits for an append (or returns at once if one happened since the last wait).

@@ -9,8 +9,9 @@
 //! A failed fsync is published too (`Durable::failed`): every ticket it would have covered
 //! failed, and an acknowledgement waiting for one of them must be refused, never released.
 
+use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -130,7 +131,7 @@ impl Durability {
         }
         let ticket = self.shared.written.fetch_add(1, Ordering::SeqCst) + 1;
         let (lock, cv) = &self.shared.wake;
-        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = lock.lock();
         cv.notify_one();
         ticket
     }
@@ -183,7 +184,7 @@ impl Drop for Durability {
         self.shared.stop.store(true, Ordering::SeqCst);
         {
             let (lock, cv) = &self.shared.wake;
-            let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let _guard = lock.lock();
             cv.notify_one();
         }
         if let Some(t) = self.thread.take() {
@@ -196,11 +197,11 @@ fn run_syncer(db: &Database, shared: &Shared, durable: &watch::Sender<Durable>, 
     let (lock, cv) = &shared.wake;
     loop {
         {
-            let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut guard = lock.lock();
             while shared.written.load(Ordering::SeqCst) <= resolved(&durable.borrow())
                 && !shared.stop.load(Ordering::SeqCst)
             {
-                guard = cv.wait(guard).unwrap_or_else(PoisonError::into_inner);
+                cv.wait(&mut guard);
             }
         }
         if shared.stop.load(Ordering::SeqCst) {

@@ -2,8 +2,9 @@
 //! pipelined batches, forgets what is acknowledged, and reconnects with backoff, resending
 //! what was not acknowledged. The node keeps spooling meanwhile.
 
+use parking_lot::Mutex;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fubar_logproto::link::{MonitorMsg, NodeMsg};
@@ -71,7 +72,7 @@ struct Shared {
 
 impl Shared {
     fn update(&self, f: impl FnOnce(&mut ShipperStats)) {
-        f(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
+        f(&mut self.stats.lock());
     }
 }
 
@@ -149,11 +150,7 @@ impl Shipper {
 
     /// What the shipper has done.
     pub fn stats(&self) -> ShipperStats {
-        self.shared
-            .stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.stats.lock().clone()
     }
 
     /// Drops the current link (if any); the shipper reconnects and resends what was not

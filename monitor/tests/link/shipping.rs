@@ -1,8 +1,9 @@
 //! Shipping: exactly once in the monitor's segments across absences, cuts and restarts.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fubar_logproto::{Class, Event};
@@ -102,10 +103,10 @@ impl EventSink for Gate {
     fn write(&self, events: &[Event]) -> Result<(), MonitorError> {
         self.logs.write_events(events)?;
         if self.writes.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
-            if let Some(tx) = self.reached.lock().unwrap().take() {
+            if let Some(tx) = self.reached.lock().take() {
                 let _ = tx.send(());
             }
-            if let Some(rx) = self.release.lock().unwrap().take() {
+            if let Some(rx) = self.release.lock().take() {
                 let _ = rx.recv_timeout(Duration::from_secs(10));
             }
         }

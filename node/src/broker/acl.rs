@@ -3,10 +3,11 @@
 //! The most specific rule (longest prefix) that contains the peer's address decides; an
 //! address no rule covers is allowed. IPv4-mapped IPv6 peers are matched as IPv4.
 
+use parking_lot::RwLock;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use fubar_store::{Store, StoreError};
 
@@ -110,13 +111,13 @@ impl Acl {
     }
 
     fn sort(&self) {
-        let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
+        let mut rules = self.rules.write();
         rules.sort_by_key(|r| std::cmp::Reverse(r.0.prefix));
     }
 
     /// Whether a connection from `ip` is allowed.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
+        let rules = self.rules.read();
         rules
             .iter()
             .find(|(c, _)| c.contains(ip))
@@ -131,7 +132,7 @@ impl Acl {
             store.put_acl(&text, allow).map_err(|e| e.to_string())?;
         }
         {
-            let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
+            let mut rules = self.rules.write();
             rules.retain(|(r, _)| *r != c);
             rules.push((c, allow));
         }
@@ -147,7 +148,7 @@ impl Acl {
                 .delete_acl(&c.to_string())
                 .map_err(|e| e.to_string())?;
         }
-        let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
+        let mut rules = self.rules.write();
         let before = rules.len();
         rules.retain(|(r, _)| *r != c);
         Ok(rules.len() != before)
@@ -155,7 +156,7 @@ impl Acl {
 
     /// The rules as (`ADDR/PREFIX`, allow), most specific first.
     pub fn list(&self) -> Vec<(String, bool)> {
-        let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
+        let rules = self.rules.read();
         rules.iter().map(|(c, a)| (c.to_string(), *a)).collect()
     }
 }

@@ -6,9 +6,10 @@
 //! addresses (`fair_checks`). Failed logins are throttled per (address, user name) and, much
 //! higher, per address (`login_throttle`); an attempt while penalised is refused at once.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::fair_checks::FairChecks;
@@ -92,7 +93,7 @@ impl Accounts {
                 )
                 .map_err(|e| e.to_string())?;
         }
-        let mut hashes = self.hashes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut hashes = self.hashes.write();
         Ok(hashes.insert(name.to_owned(), password_hash).is_none())
     }
 
@@ -101,32 +102,32 @@ impl Accounts {
         if let Some(store) = &self.store {
             store.delete_account(name).map_err(|e| e.to_string())?;
         }
-        let mut hashes = self.hashes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut hashes = self.hashes.write();
         Ok(hashes.remove(name).is_some())
     }
 
     /// Sets an account's password hash in memory only (the replicated state has stored it).
     pub fn set_hash(&self, name: &str, password_hash: &str) {
-        let mut hashes = self.hashes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut hashes = self.hashes.write();
         hashes.insert(name.to_owned(), password_hash.to_owned());
     }
 
     /// Forgets an account in memory only (the replicated state has deleted it).
     pub fn forget(&self, name: &str) {
-        let mut hashes = self.hashes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut hashes = self.hashes.write();
         hashes.remove(name);
     }
 
     /// Account names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let hashes = self.hashes.read().unwrap_or_else(PoisonError::into_inner);
+        let hashes = self.hashes.read();
         let mut names: Vec<String> = hashes.keys().cloned().collect();
         names.sort();
         names
     }
 
-    fn throttle(&self) -> std::sync::MutexGuard<'_, LoginThrottle> {
-        self.throttle.lock().unwrap_or_else(PoisonError::into_inner)
+    fn throttle(&self) -> parking_lot::MutexGuard<'_, LoginThrottle> {
+        self.throttle.lock()
     }
 
     /// Checks the credentials of a CONNECT from `peer`. A user name penalised at this
@@ -159,7 +160,7 @@ impl Accounts {
             });
         };
         let known = {
-            let hashes = self.hashes.read().unwrap_or_else(PoisonError::into_inner);
+            let hashes = self.hashes.read();
             hashes.get(user).cloned()
         };
         let phc = known.clone().unwrap_or_else(|| self.decoy.clone());

@@ -5,8 +5,8 @@
 //! The free space is read with `statvfs` at most once per `store.disk_check_ms`, so the
 //! publish path costs one clock read and a lock, not a system call.
 
+use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Whether the data folder's disk keeps `store.min_free_disk_bytes` free.
@@ -54,7 +54,7 @@ impl DiskGuard {
     /// Changes the threshold and the interval (a run-time settings change); the next check
     /// looks at the disk again.
     pub fn set_limits(&self, min_free: u64, interval: Duration) {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = self.state.lock();
         s.min_free = min_free;
         s.interval = interval;
         s.last = None;
@@ -62,7 +62,7 @@ impl DiskGuard {
 
     /// `Err` while the disk has less than the threshold free.
     pub fn check(&self, now: Instant) -> Result<(), DiskLow> {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = self.state.lock();
         if s.min_free == 0 {
             return Ok(());
         }

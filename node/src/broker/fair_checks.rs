@@ -3,9 +3,10 @@
 //! so one address that opens thousands of connections cannot keep every other client
 //! waiting behind its queue. A waiter whose connection is gone is skipped.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -39,8 +40,8 @@ impl FairChecks {
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Waits for a slot for a check from `addr`.
@@ -137,7 +138,7 @@ mod tests {
             let (checks, order) = (checks.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
                 let _slot = checks.acquire(addr).await;
-                order.lock().unwrap().push(i);
+                order.lock().push(i);
             }));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -145,7 +146,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        let order = order.lock().unwrap().clone();
+        let order = order.lock().clone();
         assert_eq!(
             order[..2],
             [0, 5],

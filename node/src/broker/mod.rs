@@ -33,8 +33,9 @@ pub mod tracer;
 mod transport;
 mod ws;
 
+use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fubar_store::{Store, StoreError};
@@ -139,7 +140,7 @@ pub struct Stats {
     pub connects_by_protocol: [AtomicU64; 3],
     /// CONNECTs refused, by the reason the `access` event gives (a few fixed texts; a
     /// refusal is rare, so a short lock is no cost).
-    pub connects_refused: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    pub connects_refused: parking_lot::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// How long accepted CONNECTs took, from the CONNECT read to the CONNACK queued (the
     /// password check included).
     pub connect_times: fubar_store::timing::DurationHistogram,
@@ -196,12 +197,7 @@ impl Stats {
                 self.connects_by_protocol[i].fetch_add(1, Ordering::Relaxed);
             }
             Err(crate::mqtt::connection::CloseReason::Refused(why)) => {
-                *self
-                    .connects_refused
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(why)
-                    .or_default() += 1;
+                *self.connects_refused.lock().entry(why).or_default() += 1;
             }
             Err(_) => {}
         }
@@ -211,7 +207,6 @@ impl Stats {
     pub fn connects_refused(&self) -> Vec<(&'static str, u64)> {
         self.connects_refused
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect()
@@ -275,10 +270,7 @@ impl Broker {
 
     /// The TLS configuration new TLS connections use, if TLS is on.
     pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
-        self.tls
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.tls.read().clone()
     }
 
     /// Loads the certificate, key and CA files of the settings (at start, and for
@@ -294,32 +286,23 @@ impl Broker {
             verify: ssl.verify,
         };
         let config = fubar_ssl::server_config(&files, &[])?;
-        *self.tls.write().unwrap_or_else(PoisonError::into_inner) = Some(config);
+        *self.tls.write() = Some(config);
         Ok(())
     }
 
     /// Records a listener for status.
     pub fn add_listener(&self, url: String) {
-        self.listeners
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(url);
+        self.listeners.write().push(url);
     }
 
     /// The listeners' URLs.
     pub fn listeners(&self) -> Vec<String> {
-        self.listeners
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.listeners.read().clone()
     }
 
     /// The current settings.
     pub fn settings(&self) -> Arc<Settings> {
-        self.settings
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.settings.read().clone()
     }
 
     /// Changes one setting at run time (for connections from now on) and keeps the change in
@@ -338,10 +321,7 @@ impl Broker {
         if let Some(store) = &self.store {
             store.put_setting(name, &shown).map_err(|e| e.to_string())?;
         }
-        *self
-            .settings
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
+        *self.settings.write() = Arc::new(changed);
         self.apply_session_max_age();
         tracing::info!(target: "info", setting = name, value = %shown, "setting changed");
         Ok(shown)
@@ -354,10 +334,7 @@ impl Broker {
             .settings()
             .with_change(name, value)
             .map_err(|e| e.to_string())?;
-        *self
-            .settings
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(changed);
+        *self.settings.write() = Arc::new(changed);
         self.apply_session_max_age();
         tracing::info!(target: "info", setting = name, value, "setting changed by the cluster");
         Ok(())

@@ -9,10 +9,11 @@
 //! Lock order: the registry map first, then a session's slot, then the timers; never the other
 //! way round.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeSet, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fubar_store::{Store, StoreError};
@@ -144,7 +145,7 @@ impl SessionHandle {
     /// ([`SlotGuard::submit`]): the caller decides what a failed write means.
     pub fn lock(&self) -> SlotGuard<'_> {
         SlotGuard {
-            guard: self.slot.lock().unwrap_or_else(PoisonError::into_inner),
+            guard: self.slot.lock(),
             handle: self,
         }
     }
@@ -216,7 +217,7 @@ impl SlotGuard<'_> {
 
 impl Drop for SessionHandle {
     fn drop(&mut self) {
-        let slot = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let slot = self.slot.get_mut();
         self.offline.adjust(slot.offline_counted, 0);
     }
 }
@@ -332,7 +333,7 @@ impl Registry {
     }
 
     fn timers(&self) -> MutexGuard<'_, BTreeSet<(Instant, Arc<str>)>> {
-        self.timers.lock().unwrap_or_else(PoisonError::into_inner)
+        self.timers.lock()
     }
 
     fn add_timer(&self, at: Instant, client_id: &Arc<str>) {
@@ -468,7 +469,7 @@ impl Registry {
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<SessionHandle>>> {
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+        self.sessions.lock()
     }
 
     /// Gives the session of `client_id` to connection `conn_id`: resumes it (clean 0) or

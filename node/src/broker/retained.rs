@@ -11,8 +11,9 @@
 //! member must hold the same set; the bound was checked where the message was published), and
 //! counted, so the bounds hold across a restart.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use fubar_store::Store;
@@ -166,7 +167,7 @@ impl RetainedStore {
 
     /// Changes the bounds (a run-time settings change). Messages already retained stay.
     pub fn set_limits(&self, limits: RetainedSettings) {
-        *self.limits.lock().unwrap_or_else(PoisonError::into_inner) = limits;
+        *self.limits.lock() = limits;
     }
 
     /// Whether a retained message of `payload_len` bytes for `topic` would be stored now (an
@@ -182,7 +183,7 @@ impl RetainedStore {
             return Ok(());
         }
         let limits = self.limits();
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = self.held.lock();
         self.admits_locked(&held, topic, payload_len, &limits, now)
     }
 
@@ -202,10 +203,7 @@ impl RetainedStore {
     }
 
     fn limits(&self) -> RetainedSettings {
-        self.limits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.limits.lock().clone()
     }
 
     /// Loads messages read back from the store or replicated by the cluster (those expired
@@ -213,7 +211,7 @@ impl RetainedStore {
     /// published, and every member must hold the same ones.
     pub fn restore(&self, messages: impl IntoIterator<Item = Arc<Message>>) {
         let now = Instant::now();
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held.lock();
         for m in messages.into_iter().filter(|m| !m.is_expired(now)) {
             held.insert(m);
         }
@@ -221,13 +219,13 @@ impl RetainedStore {
 
     /// Forgets every retained message in memory only (before reloading the replicated ones).
     pub fn clear(&self) {
-        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Held::default();
+        *self.held.lock() = Held::default();
     }
 
     /// Forgets the retained message of `topic` in memory only (the replicated state has
     /// deleted it).
     pub fn forget(&self, topic: &str) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held.lock();
         held.remove(topic);
     }
 
@@ -239,7 +237,7 @@ impl RetainedStore {
     /// publisher must then not be told its message is safe.
     pub fn set_written(&self, message: &Arc<Message>) -> (RetainChange, Result<(), Arc<str>>) {
         let limits = self.limits();
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held.lock();
         let change = if message.payload.is_empty() {
             match held.remove(&message.topic) {
                 Some(_) => RetainChange::Cleared,
@@ -289,7 +287,7 @@ impl RetainedStore {
         let mut found = self.matching_held(filter, now);
         // Only a filter starting with `$SYS` matches the broker's figures (MQTT-4.7.2-1).
         if filter.starts_with("$SYS") {
-            let sys = self.sys.lock().unwrap_or_else(PoisonError::into_inner);
+            let sys = self.sys.lock();
             found.extend(
                 sys.iter()
                     .filter(|(t, _)| topic::matches(filter, t))
@@ -301,7 +299,7 @@ impl RetainedStore {
 
     /// `matching` among the clients' retained messages.
     fn matching_held(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held.lock();
         let mut found: Vec<Arc<Message>> = if filter.contains(['+', '#']) {
             held.messages
                 .iter()
@@ -334,27 +332,17 @@ impl RetainedStore {
     /// only, whatever the bounds.
     pub fn hold_sys(&self, message: Arc<Message>) {
         debug_assert!(topic::is_sys(&message.topic));
-        self.sys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(message.topic.clone(), message);
+        self.sys.lock().insert(message.topic.clone(), message);
     }
 
     /// Number of retained messages (the clients'; not the broker's `$SYS` figures).
     pub fn len(&self) -> usize {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .messages
-            .len()
+        self.held.lock().messages.len()
     }
 
     /// Bytes (topic + payload) of all retained messages.
     pub fn bytes(&self) -> u64 {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .bytes
+        self.held.lock().bytes
     }
 
     /// Whether nothing is retained.

@@ -4,8 +4,9 @@
 //! lock, and only then queues the message in each target session (each locked briefly on its
 //! own). No lock is held across the fan-out, so a slow session never stalls a publisher.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::cluster_hooks::ClusterHooks;
@@ -109,8 +110,8 @@ impl Router {
     /// Reports route changes to the cluster layer from now on (counting the subscriptions
     /// made so far). Only the first call counts.
     pub fn set_hooks(&self, hooks: Arc<dyn ClusterHooks>) {
-        let trie = self.trie.read().unwrap_or_else(PoisonError::into_inner);
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let trie = self.trie.read();
+        let mut counts = self.counts.lock();
         if self.hooks.set(hooks.clone()).is_err() {
             return;
         }
@@ -118,7 +119,7 @@ impl Router {
             counts.insert(filter.into(), n);
             hooks.route_added(filter);
         });
-        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = self.shared.lock();
         shared.for_each_group(|share, n| {
             counts.insert(share.into(), n);
             hooks.route_added(share);
@@ -127,19 +128,14 @@ impl Router {
 
     /// Filters with local subscribers (counted once hooks are set).
     pub fn local_filters(&self) -> Vec<String> {
-        self.counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .map(|f| f.to_string())
-            .collect()
+        self.counts.lock().keys().map(|f| f.to_string()).collect()
     }
 
     fn counted(&self, filter: &str, added: bool) {
         let Some(hooks) = self.hooks.get() else {
             return;
         };
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.counts.lock();
         if added {
             let n = counts.entry(filter.into()).or_insert(0);
             *n += 1;
@@ -171,7 +167,7 @@ impl Router {
             options,
         };
         if let Some((_, inner)) = topic::shared(filter) {
-            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut shared = self.shared.lock();
             if handle.lock().is_ended() {
                 return false;
             }
@@ -182,7 +178,7 @@ impl Router {
             }
             return new;
         }
-        let mut trie = self.trie.write().unwrap_or_else(PoisonError::into_inner);
+        let mut trie = self.trie.write();
         if handle.lock().is_ended() {
             return false;
         }
@@ -196,7 +192,7 @@ impl Router {
     /// Removes the subscription of `handle` to `filter`; returns whether it existed.
     pub fn unsubscribe(&self, handle: &Arc<SessionHandle>, filter: &str) -> bool {
         if let Some((_, inner)) = topic::shared(filter) {
-            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut shared = self.shared.lock();
             let removed = shared.remove(filter, inner, handle);
             drop(shared);
             if removed {
@@ -204,7 +200,7 @@ impl Router {
             }
             return removed;
         }
-        let mut trie = self.trie.write().unwrap_or_else(PoisonError::into_inner);
+        let mut trie = self.trie.write();
         match trie.remove(filter, &handle.client_id) {
             Some(sub) if Arc::ptr_eq(&sub.handle, handle) => {
                 self.counted(filter, false);
@@ -234,7 +230,7 @@ impl Router {
 
     /// Number of share groups (`$share/GROUP/FILTER`) with a member on this node.
     pub fn shared_group_count(&self) -> usize {
-        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = self.shared.lock();
         let mut groups = 0;
         shared.for_each_group(|_, _| groups += 1);
         groups
@@ -242,10 +238,7 @@ impl Router {
 
     /// Number of (filter, session) subscriptions.
     pub fn subscription_count(&self) -> usize {
-        self.trie
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.trie.read().len()
     }
 
     /// Publishes `message` (`shed_qos0`: see `deliver`): stores it if retained, and queues it for every session with a
@@ -283,7 +276,7 @@ impl Router {
         let mut routed = Routed::default();
         let mut targets: Vec<Target> = Vec::new();
         {
-            let trie = self.trie.read().unwrap_or_else(PoisonError::into_inner);
+            let trie = self.trie.read();
             trie.for_each_match(&message.topic, |_, sub| {
                 // MQTT 5.0 no local: not back to the session that published it.
                 if sub.options.no_local
@@ -376,7 +369,7 @@ fn merge_overlapping(mut targets: Vec<Target>) -> Vec<Target> {
 impl Router {
     /// One member of each local share group matching the message, with its group.
     fn shared_targets(&self, message: &Message) -> Vec<(Subscriber, Arc<str>)> {
-        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shared = self.shared.lock();
         if shared.is_empty() {
             return Vec::new();
         }
@@ -391,11 +384,7 @@ impl Router {
     /// Gives a message that a member of group `share` left unacknowledged to a member that
     /// is online here; false when the group has none here.
     pub fn redeliver_shared(&self, share: &Arc<str>, message: Arc<Message>) -> bool {
-        let sub = self
-            .shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pick_online(share);
+        let sub = self.shared.lock().pick_online(share);
         let Some(sub) = sub else { return false };
         if !self.may_receive(&sub.handle, &message.topic) {
             return false;
@@ -424,11 +413,7 @@ impl Router {
     /// whose turn it is, if the group has members here: the cluster layer chose this node.
     pub fn deliver_shared(&self, share: &str, message: Arc<Message>, shed_qos0: bool) -> Routed {
         let mut routed = Routed::default();
-        let sub = self
-            .shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pick(share);
+        let sub = self.shared.lock().pick(share);
         if let Some(sub) = sub.filter(|s| self.may_receive(&s.handle, &message.topic)) {
             let delivery = Delivery {
                 qos: message.qos.min(sub.options.qos),

@@ -2,8 +2,9 @@
 //! store on 127.0.0.1:0, clients speaking raw MQTT through the crate's codec, and failures
 //! injected into the store (`Store::inject_failures`, a test-only hook).
 
+use parking_lot::Mutex;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -32,10 +33,7 @@ struct Errors(Arc<Mutex<Vec<String>>>);
 
 impl Errors {
     fn all(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.lock().clone()
     }
 }
 
@@ -55,10 +53,7 @@ impl<S: tracing::Subscriber> Layer<S> for Errors {
         if event.metadata().target() == "error" {
             let mut f = Fields(String::new());
             event.record(&mut f);
-            self.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(f.0);
+            self.0.lock().push(f.0);
         }
     }
 }

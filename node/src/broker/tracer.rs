@@ -5,9 +5,9 @@
 //! a message on a traced topic or from a traced client is emitted in `trace` as well as in its
 //! own class, so one device can be followed without opening `protocol` for everyone.
 
+use parking_lot::RwLock;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::mqtt::topic;
@@ -23,37 +23,20 @@ pub struct Tracer {
 
 impl Tracer {
     fn refresh(&self) {
-        let any = !self
-            .clients
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
-            || !self
-                .topics
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_empty();
+        let any = !self.clients.read().is_empty() || !self.topics.read().is_empty();
         self.any.store(any, Ordering::Relaxed);
     }
 
     /// Starts following a client id; returns false if it already was.
     pub fn trace_client(&self, client_id: &str) -> bool {
-        let new = self
-            .clients
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(client_id.to_owned());
+        let new = self.clients.write().insert(client_id.to_owned());
         self.refresh();
         new
     }
 
     /// Stops following a client id; returns whether it was.
     pub fn untrace_client(&self, client_id: &str) -> bool {
-        let was = self
-            .clients
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(client_id);
+        let was = self.clients.write().remove(client_id);
         self.refresh();
         was
     }
@@ -63,41 +46,28 @@ impl Tracer {
         if !topic::is_valid_topic_filter(filter) {
             return Err(format!("{filter:?} is not a valid topic filter"));
         }
-        let new = self
-            .topics
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(filter.to_owned());
+        let new = self.topics.write().insert(filter.to_owned());
         self.refresh();
         Ok(new)
     }
 
     /// Stops following a topic filter; returns whether it was.
     pub fn untrace_topic(&self, filter: &str) -> bool {
-        let was = self
-            .topics
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(filter);
+        let was = self.topics.write().remove(filter);
         self.refresh();
         was
     }
 
     /// Traced client ids and topic filters, sorted.
     pub fn list(&self) -> (Vec<String>, Vec<String>) {
-        let c = self.clients.read().unwrap_or_else(PoisonError::into_inner);
-        let t = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+        let c = self.clients.read();
+        let t = self.topics.read();
         (c.iter().cloned().collect(), t.iter().cloned().collect())
     }
 
     /// Whether `client_id` is followed.
     pub fn client_traced(&self, client_id: &str) -> bool {
-        self.any.load(Ordering::Relaxed)
-            && self
-                .clients
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(client_id)
+        self.any.load(Ordering::Relaxed) && self.clients.read().contains(client_id)
     }
 
     /// Whether a message on `topic` is followed.
@@ -106,7 +76,6 @@ impl Tracer {
             && self
                 .topics
                 .read()
-                .unwrap_or_else(PoisonError::into_inner)
                 .iter()
                 .any(|f| topic::matches(f, topic_name))
     }

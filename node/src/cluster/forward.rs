@@ -14,9 +14,10 @@
 //! written (MQTT-3.3.2-6), and not at all once it has passed (MQTT-3.3.2-5); the receiver
 //! counts its own deadline from its arrival.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -153,10 +154,7 @@ impl ForwardLink {
                 return;
             }
             let now = Instant::now();
-            let mut last = self
-                .last_report
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut last = self.last_report.lock();
             if last.is_none_or(|t| now.duration_since(t) >= DROP_REPORT_EVERY) {
                 *last = Some(now);
                 tracing::warn!(target: "warning", node = %self.name, dropped_total = total,
@@ -387,7 +385,7 @@ pub struct Delivered {
 
 impl Delivered {
     fn last(&self, node: &str, epoch: u64) -> u64 {
-        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = self.last.lock();
         match last.get(node) {
             Some((e, seq)) if *e == epoch => *seq,
             _ => 0,
@@ -395,10 +393,7 @@ impl Delivered {
     }
 
     fn set(&self, node: &str, epoch: u64, seq: u64) {
-        self.last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(node.to_owned(), (epoch, seq));
+        self.last.lock().insert(node.to_owned(), (epoch, seq));
     }
 }
 

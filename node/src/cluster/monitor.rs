@@ -2,9 +2,10 @@
 //! node's events into this node's segments, an indexer thread makes them searchable, and live
 //! tails follow them as they arrive.
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -130,11 +131,7 @@ impl MonitorRole {
     pub async fn shutdown(&self) {
         self.server.shutdown().await;
         self.stop.store(true, Ordering::Relaxed);
-        let thread = self
-            .indexer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let thread = self.indexer.lock().take();
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }

@@ -1,8 +1,9 @@
 //! Links to the other members: one QUIC connection per member, dialed from the node's own
 //! endpoint when first needed and again after it drops, and one stream per request on it.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fubar_monitor::server::MonitorServer;
@@ -88,42 +89,32 @@ impl Peers {
 
     /// Records where member `id` is. A member that moved is dialed again at its new address.
     pub fn learn(&self, id: u64, info: NodeInfo) {
-        let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        let mut known = self.known.write();
         let moved = known.get(&id).is_some_and(|old| old.addr != info.addr);
         if known.get(&id) != Some(&info) {
             known.insert(id, info);
         }
         drop(known);
         if moved {
-            self.conns
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+            self.conns.write().remove(&id);
         }
     }
 
     /// Member `id` was heard from just now.
     pub fn heard_from(&self, id: u64) {
-        self.heard
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, Instant::now());
+        self.heard.lock().insert(id, Instant::now());
     }
 
     /// Where member `id` is, if known.
     pub fn info(&self, id: u64) -> Option<NodeInfo> {
-        self.known
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .cloned()
+        self.known.read().get(&id).cloned()
     }
 
     /// A live connection to member `id`, dialed if there is none.
     pub async fn connection(&self, id: u64) -> Result<Connection, PeerError> {
         let info = self.info(id).ok_or(PeerError::Unknown(id))?;
         let slot = {
-            let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
+            let mut conns = self.conns.write();
             conns.entry(id).or_default().clone()
         };
         let mut slot = slot.lock().await;
@@ -223,12 +214,7 @@ impl Peers {
     /// The round-trip time QUIC estimates on the connection to member `id`, when one is open
     /// (and not being dialed just now).
     pub fn rtt(&self, id: u64) -> Option<Duration> {
-        let slot = self
-            .conns
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)?
-            .clone();
+        let slot = self.conns.read().get(&id)?.clone();
         let conn = slot.try_lock().ok()?;
         conn.as_ref()
             .filter(|c| c.close_reason().is_none())
@@ -237,13 +223,7 @@ impl Peers {
 
     /// Closes the connection to member `id`, if any (it is dialed again when needed).
     pub fn forget(&self, id: u64) {
-        self.known
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-        self.conns
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.known.write().remove(&id);
+        self.conns.write().remove(&id);
     }
 }

@@ -2,7 +2,8 @@
 //! boot, and once the cluster's monitor is known (from the replicated membership) the
 //! shipper sends the spool to it, resending what was not acknowledged.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use fubar_logproto::link::LOG_ALPN;
@@ -58,7 +59,7 @@ impl LogShipping {
 
     /// Ships to `monitor` (once: the first monitor found keeps the link).
     pub fn ship_to(&self, monitor: &NodeInfo) -> anyhow::Result<()> {
-        let mut shipper = self.shipper.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shipper = self.shipper.lock();
         if shipper.is_some() {
             return Ok(());
         }
@@ -113,22 +114,13 @@ impl LogShipping {
 
     /// The spool's counters, and the shipper's once there is a monitor to ship to.
     pub fn figures(&self) -> (SpoolStats, Option<ShipperStats>) {
-        let shipper = self
-            .shipper
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(Shipper::stats);
+        let shipper = self.shipper.lock().as_ref().map(Shipper::stats);
         (self.spool.stats(), shipper)
     }
 
     /// Stops the shipper (what was not acknowledged stays in the spool).
     pub async fn shutdown(&self) {
-        let shipper = self
-            .shipper
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let shipper = self.shipper.lock().take();
         if let Some(s) = shipper {
             s.shutdown().await;
         }

@@ -2,8 +2,9 @@
 //! which nodes have routes for which filters, which node holds which client id; and the
 //! broker's own copies of the replicated accounts, settings and retained messages.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use fubar_store::replicated::{ApplyListener, Change, Outcome};
 use fubar_store::Store;
@@ -71,7 +72,7 @@ impl ReplicatedView {
     pub fn targets(&self, topic: &str) -> Vec<u64> {
         let mut nodes = Vec::new();
         {
-            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            let routes = self.routes.read();
             routes.for_each_match(topic, |node, ()| {
                 if *node != self.me && !nodes.contains(node) {
                     nodes.push(*node);
@@ -89,7 +90,7 @@ impl ReplicatedView {
     /// The share groups matching `topic`, each with the nodes that have members of it (this
     /// one included), in a stable order.
     pub fn share_targets(&self, topic: &str) -> Vec<(Arc<str>, Vec<u64>)> {
-        let shares = self.shares.read().unwrap_or_else(PoisonError::into_inner);
+        let shares = self.shares.read();
         let mut found: Vec<(Arc<str>, Vec<u64>)> = Vec::new();
         if shares.trie.is_empty() {
             return found;
@@ -109,20 +110,12 @@ impl ReplicatedView {
 
     /// The node holding `client_id`, if any.
     pub fn holder(&self, client_id: &str) -> Option<u64> {
-        self.clients
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(client_id)
-            .copied()
+        self.clients.read().get(client_id).copied()
     }
 
     /// The user `client_id` belongs to, if it has an owner.
     pub fn owner(&self, client_id: &str) -> Option<String> {
-        self.owners
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(client_id)
-            .cloned()
+        self.owners.read().get(client_id).cloned()
     }
 
     /// The filters this node has routes for and the client ids it holds, as the replicated
@@ -157,22 +150,8 @@ impl ReplicatedView {
 
     /// Number of (filter, node) routes and of registered client ids, for status.
     pub fn sizes(&self) -> (usize, usize) {
-        let routes = self
-            .routes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-            + self
-                .shares
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .trie
-                .len();
-        let clients = self
-            .clients
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let routes = self.routes.read().len() + self.shares.read().trie.len();
+        let clients = self.clients.read().len();
         (routes, clients)
     }
 
@@ -200,8 +179,8 @@ impl ReplicatedView {
                 HashMap::new()
             }
         };
-        *self.routes.write().unwrap_or_else(PoisonError::into_inner) = routes;
-        *self.shares.write().unwrap_or_else(PoisonError::into_inner) = shares;
+        *self.routes.write() = routes;
+        *self.shares.write() = shares;
         let owners = match self.store.client_owners() {
             Ok(all) => all.into_iter().collect(),
             Err(e) => {
@@ -209,8 +188,8 @@ impl ReplicatedView {
                 HashMap::new()
             }
         };
-        *self.clients.write().unwrap_or_else(PoisonError::into_inner) = clients;
-        *self.owners.write().unwrap_or_else(PoisonError::into_inner) = owners;
+        *self.clients.write() = clients;
+        *self.owners.write() = owners;
     }
 
     /// Makes the broker's copies of accounts, settings and retained messages match the store.
@@ -356,16 +335,16 @@ impl ApplyListener for ReplicatedView {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match change {
             Change::AddRoute { filter, node } => {
-                let mut shares = self.shares.write().unwrap_or_else(PoisonError::into_inner);
+                let mut shares = self.shares.write();
                 if !shares.add(filter, *node) {
-                    let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+                    let mut routes = self.routes.write();
                     routes.insert(filter, *node, ());
                 }
             }
             Change::RemoveRoute { filter, node } => {
-                let mut shares = self.shares.write().unwrap_or_else(PoisonError::into_inner);
+                let mut shares = self.shares.write();
                 if !shares.remove(filter, *node) {
-                    let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+                    let mut routes = self.routes.write();
                     routes.remove(filter, node);
                 }
             }
@@ -374,21 +353,20 @@ impl ApplyListener for ReplicatedView {
                 client_id, node, ..
             } => {
                 if let Outcome::PreviousHolder(_) = outcome {
-                    let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
+                    let mut clients = self.clients.write();
                     clients.insert(client_id.clone(), *node);
                     if let Some(owner) = registrant(change) {
-                        let mut owners =
-                            self.owners.write().unwrap_or_else(PoisonError::into_inner);
+                        let mut owners = self.owners.write();
                         owners.insert(client_id.clone(), owner.to_owned());
                     }
                 }
             }
             Change::UnregisterClient { client_id, node } => {
-                let mut clients = self.clients.write().unwrap_or_else(PoisonError::into_inner);
+                let mut clients = self.clients.write();
                 if clients.get(client_id) == Some(node) {
                     clients.remove(client_id);
                     // The session ended on its holder: the id is anyone's again.
-                    let mut owners = self.owners.write().unwrap_or_else(PoisonError::into_inner);
+                    let mut owners = self.owners.write();
                     owners.remove(client_id);
                 }
             }

@@ -4,9 +4,9 @@
 //! Sans-IO: every method takes `now`; the HTTP handlers pass the clock in. Both tables are
 //! bounded (`console.max_pending_sign_ins`, `console.max_sessions`): the oldest entry goes.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom as _, SystemRandom};
@@ -86,8 +86,8 @@ impl SignIn {
         &self.base_url
     }
 
-    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn tables(&self) -> parking_lot::MutexGuard<'_, Tables> {
+        self.state.lock()
     }
 
     /// A fresh random token (32 bytes, hex).

@@ -3,8 +3,9 @@
 //! sessions, memory, messages received and sent per second), asked over its cluster port.
 //! The page reloads itself.
 
+use parking_lot::Mutex;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -39,7 +40,7 @@ impl Samples {
     /// Messages received and sent per second by `node`, from its counters now and the
     /// previous view's; remembers these for the next view.
     fn rates(&self, node: &str, s: &NodeStatus, now: Instant) -> (f64, f64) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.0.lock();
         let previous = map.insert(node.to_owned(), (now, s.messages_received, s.messages_sent));
         rates(previous, s, now)
     }

@@ -16,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(30);
 pub(crate) struct Cluster {
     dir: tempfile::TempDir,
     /// Never beside a test that floods the machine (see `common::flooding`).
-    _not_flooded: std::sync::RwLockReadGuard<'static, ()>,
+    _not_flooded: parking_lot::RwLockReadGuard<'static, ()>,
 }
 
 /// A running member: its process, name and cluster port.

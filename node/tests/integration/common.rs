@@ -2,11 +2,12 @@
 
 #![allow(dead_code, unreachable_pub)] // a test-only module; not every test uses every helper
 
+use parking_lot::{Condvar, Mutex};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -140,7 +141,7 @@ impl Broker {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let (store, cv) = &*sink;
-                store.lock().unwrap().push(unquote(&line));
+                store.lock().push(unquote(&line));
                 cv.notify_all();
             }
         });
@@ -149,7 +150,7 @@ impl Broker {
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     let (store, cv) = &*sink;
-                    store.lock().unwrap().push(format!("stderr: {line}"));
+                    store.lock().push(format!("stderr: {line}"));
                     cv.notify_all();
                 }
             });
@@ -184,7 +185,7 @@ impl Broker {
 
     /// Every stdout line so far.
     pub fn log_lines(&self) -> Vec<String> {
-        self.lines.0.lock().unwrap().clone()
+        self.lines.0.lock().clone()
     }
 
     /// Waits until a stdout line contains `needle`; returns it.
@@ -196,7 +197,7 @@ impl Broker {
     pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let (store, cv) = &*self.lines;
-        let mut lines = store.lock().unwrap();
+        let mut lines = store.lock();
         // Only lines not seen yet are scanned at each wake-up: a flood of log lines must not
         // make waiting quadratic.
         let (mut scanned, mut count) = (0, 0);
@@ -214,7 +215,7 @@ impl Broker {
             if now >= deadline {
                 return None;
             }
-            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
+            cv.wait_for(&mut lines, deadline - now);
         }
     }
 
@@ -620,20 +621,16 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 /// Tests that flood the machine (thousands of handshakes, a socket written as fast as it
 /// goes) take this exclusively; multi-node tests, whose members must answer `ctl` within its
 /// timeout on two shared cores, take it shared, so the two never run at once.
-static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+static MACHINE: parking_lot::RwLock<()> = parking_lot::RwLock::new(());
 
 /// Held by a test that floods the machine.
-pub fn flooding() -> std::sync::RwLockWriteGuard<'static, ()> {
-    MACHINE
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+pub fn flooding() -> parking_lot::RwLockWriteGuard<'static, ()> {
+    MACHINE.write()
 }
 
 /// Held by a multi-node test while its members run.
-pub fn beside_floods() -> std::sync::RwLockReadGuard<'static, ()> {
-    MACHINE
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+pub fn beside_floods() -> parking_lot::RwLockReadGuard<'static, ()> {
+    MACHINE.read()
 }
 
 /// `n` QoS 0 PUBLISH packets (MQTT 3.1.1) to `topic`, payloads "0", "1", ..., back to back.

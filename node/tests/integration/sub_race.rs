@@ -12,12 +12,10 @@ use crate::common::{frame, read_frame, string, Broker};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// The flood below takes a core: the race is not measured while it runs.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_AT_A_TIME: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn one_at_a_time() -> parking_lot::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock()
 }
 
 /// MQTT 3.1.1 (`level` 4) or 5.0 (5) client, `flags` the connect flags.

@@ -5,10 +5,11 @@
 //! lives in the `raft_snapshot` keyspace, cut into chunks so that no single value gets large,
 //! so `get_current_snapshot` still has it after a restart.
 
+use parking_lot::Mutex;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::{Database, Keyspace, OwnedWriteBatch as WriteBatch, PersistMode, Readable};
@@ -85,7 +86,7 @@ impl SnapshotStore {
 
     /// The current snapshot, if one was built or installed.
     pub(crate) fn load(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.lock.lock();
         let Some(meta) = self.load_meta()? else {
             return Ok(None);
         };
@@ -136,7 +137,7 @@ impl SnapshotStore {
         meta: &SnapshotMeta<u64, NodeInfo>,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.lock.lock();
         if let Some(current) = self.load_meta()? {
             if current.last_log_id > meta.last_log_id {
                 return Ok(());
@@ -155,7 +156,7 @@ impl SnapshotStore {
         meta: &SnapshotMeta<u64, NodeInfo>,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.lock.lock();
         self.write_into(&mut batch, meta, data)?;
         batch.commit()?;
         Ok(self.db.persist(PersistMode::SyncAll)?)

@@ -30,11 +30,12 @@
 //! follows its publishes; a PUBLISH a busy connection reads before the driver has reported a
 //! SUBSCRIBE that came just before it; and packets the kernel reports out of order.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeSet;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
@@ -68,7 +69,7 @@ static PROGRESS: Notify = Notify::const_new();
 static WAITING: AtomicUsize = AtomicUsize::new(0);
 
 fn arrivals() -> MutexGuard<'static, Arrivals> {
-    ARRIVALS.lock().unwrap_or_else(PoisonError::into_inner)
+    ARRIVALS.lock()
 }
 
 fn progress() {
@@ -109,7 +110,7 @@ struct StampState {
 
 impl Stamp {
     fn state(&self) -> MutexGuard<'_, StampState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock()
     }
 
     /// This connection's key in the set.
@@ -181,11 +182,7 @@ impl Wake for Stamp {
             }
             self.enter(&mut state);
         }
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let task = self.task.lock().clone();
         if let Some(task) = task {
             task.wake();
         }
@@ -354,11 +351,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         {
-            let mut task = this
-                .stamp
-                .task
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut task = this.stamp.task.lock();
             if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
                 *task = Some(cx.waker().clone());
             }

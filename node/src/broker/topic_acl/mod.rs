@@ -14,9 +14,10 @@ pub mod mosquitto;
 pub mod rule;
 pub mod rules;
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 
 use fubar_store::{Store, StoreError};
 
@@ -64,7 +65,7 @@ impl TopicAcl {
     /// Makes `rules` the node's rules.
     pub fn replace(&self, rules: RuleSet) {
         let active = !rules.is_empty() || !self.default_allow.load(Ordering::Acquire);
-        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+        *self.rules.write() = Arc::new(rules);
         self.active.store(active, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -87,10 +88,7 @@ impl TopicAcl {
 
     /// The rules now.
     pub fn current(&self) -> Arc<RuleSet> {
-        self.rules
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.rules.read().clone()
     }
 
     /// Whether anything is checked at all.
@@ -138,7 +136,7 @@ impl TopicAcl {
             return (allowed(), false);
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let mut cache = session.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = session.cache.lock();
         if cache.generation != generation {
             cache.publish.clear();
             cache.read.clear();
@@ -159,11 +157,7 @@ impl TopicAcl {
             // on the hot path (many publishers delivering to one subscriber).
             return (if d.allow { allowed() } else { d.clone() }, false);
         }
-        let identity = session
-            .identity
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let identity = session.identity.read().clone();
         let who = identity.who();
         let decision = self
             .current()
@@ -254,26 +248,20 @@ impl SessionAcl {
     /// Records the user name of the connection now holding the session (its decisions
     /// are made again).
     pub fn set_user(&self, user: Option<&str>) {
-        let mut identity = self
-            .identity
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut identity = self.identity.write();
         if identity.user.as_deref() == user {
             return;
         }
         identity.user = user.map(Into::into);
         drop(identity);
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self.cache.lock();
         cache.publish.clear();
         cache.read.clear();
     }
 
     /// The identity now.
     pub fn identity(&self) -> Identity {
-        self.identity
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.identity.read().clone()
     }
 }
 

@@ -3,7 +3,7 @@
 //! were dropped while it lived announces them again.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use fubar_store::replicated::{Change, NodeInfo};
@@ -39,13 +39,13 @@ impl ClusterMember {
 
     /// Whether member `id` has not answered a ping for `node_down`.
     pub(super) fn silent(&self, id: u64) -> bool {
-        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = self.seen.lock();
         seen.get(&id)
             .is_some_and(|t| t.elapsed() >= self.config.node_down)
     }
 
-    pub(super) fn dropped_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
-        self.dropped.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(super) fn dropped_lock(&self) -> parking_lot::MutexGuard<'_, BTreeSet<u64>> {
+        self.dropped.lock()
     }
 
     /// Pings every member; the leader drops the routes and clients of a member silent for
@@ -66,7 +66,7 @@ impl ClusterMember {
             };
             {
                 // A member's silence is counted from when this node first saw it.
-                let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut seen = self.seen.lock();
                 let now = Instant::now();
                 for (id, _) in &members {
                     seen.entry(*id).or_insert(now);
@@ -87,10 +87,7 @@ impl ClusterMember {
                         Ok(PeerResponse::Pong { .. })
                     );
                     if answered {
-                        me.seen
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(id, Instant::now());
+                        me.seen.lock().insert(id, Instant::now());
                     }
                 });
             }
@@ -103,7 +100,7 @@ impl ClusterMember {
     pub(super) async fn drop_silent_members(&self, members: &[(u64, NodeInfo)]) {
         let now = Instant::now();
         let silent: Vec<(u64, String)> = {
-            let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let seen = self.seen.lock();
             members
                 .iter()
                 .filter(|(id, _)| *id != self.id)
@@ -129,7 +126,7 @@ impl ClusterMember {
             }
         }
         // A member that answers again takes its routes back itself (see `rejoined`).
-        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = self.seen.lock();
         self.dropped_lock().retain(|id| {
             seen.get(id)
                 .is_none_or(|t| now.duration_since(*t) >= self.config.node_down)

@@ -11,10 +11,11 @@ mod membership;
 mod proposer;
 mod status;
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -325,10 +326,7 @@ impl ClusterMember {
 
     /// The next node, in turn, among `nodes` with members of `share`.
     fn share_turn(&self, share: &Arc<str>, nodes: &[u64]) -> u64 {
-        let mut turns = self
-            .share_turns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut turns = self.share_turns.lock();
         let turn = turns.entry(share.clone()).or_insert(0);
         let node = nodes[*turn % nodes.len()];
         *turn = turn.wrapping_add(1);
@@ -417,16 +415,11 @@ impl ClusterMember {
     }
 
     fn link(&self, id: u64) -> Option<Arc<ForwardLink>> {
-        if let Some(l) = self
-            .links
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-        {
+        if let Some(l) = self.links.read().get(&id) {
             return Some(l.clone());
         }
         let info = self.peer_info(id)?;
-        let mut links = self.links.write().unwrap_or_else(PoisonError::into_inner);
+        let mut links = self.links.write();
         let link = links.entry(id).or_insert_with(|| {
             Arc::new(ForwardLink::start(
                 self.peers.clone(),

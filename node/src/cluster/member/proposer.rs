@@ -2,7 +2,8 @@
 //! and are committed as one Raft entry per batch, on the leader or through it; while there is
 //! no leader they wait (a minority side keeps them until it heals).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fubar_store::replicated::{Change, ChangeBatch, ChangeBatchOutcome};
@@ -28,31 +29,25 @@ pub(super) struct Pending {
 
 impl Pending {
     pub(super) fn push(&self, change: Change) {
-        self.changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(change);
+        self.changes.lock().push(change);
         self.wake.notify_one();
     }
 
     pub(super) fn take(&self, max: usize) -> Vec<Change> {
-        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut changes = self.changes.lock();
         let n = changes.len().min(max);
         changes.drain(..n).collect()
     }
 
     /// Puts back changes that could not be committed, ahead of newer ones.
     pub(super) fn put_back(&self, mut batch: Vec<Change>) {
-        let mut changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut changes = self.changes.lock();
         batch.append(&mut changes);
         *changes = batch;
     }
 
     pub(super) fn len(&self) -> usize {
-        self.changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.changes.lock().len()
     }
 }
 

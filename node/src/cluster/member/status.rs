@@ -1,7 +1,7 @@
 //! What `fubar ctl cluster status` shows: the cluster as this node sees it.
 
 use std::collections::BTreeSet;
-use std::sync::PoisonError;
+
 use std::time::{Duration, Instant};
 
 use fubar_logproto::admin::{ClusterStatus, MemberStatus};
@@ -17,11 +17,7 @@ impl ClusterMember {
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let now = Instant::now();
-        let seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let seen = self.seen.lock().clone();
         let last_log = metrics.last_log_index.unwrap_or(0);
         let name_of = |id: u64| {
             membership
@@ -75,7 +71,7 @@ impl ClusterMember {
     /// The forward links to the other members, with the round-trip time of the connection
     /// to each (for `/metrics`).
     pub fn link_figures(&self) -> Vec<(LinkFigures, Option<Duration>)> {
-        let links = self.links.read().unwrap_or_else(PoisonError::into_inner);
+        let links = self.links.read();
         links
             .iter()
             .map(|(id, link)| (link.figures(), self.peers.rtt(*id)))

@@ -6,8 +6,9 @@
 //! Each batch client also subscribes to its own id, so brokers without fubar's direct
 //! messaging deliver the probe's messages too (fubar delivers such a message once).
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -180,7 +181,7 @@ pub async fn run(o: ProbeOptions, control: &Control) -> std::io::Result<ProbeRep
     }
     control.progress.finish_and_clear();
     let received = count();
-    let latency = Percentiles::of(&deliveries.latency.lock().unwrap_or_else(|e| e.into_inner()));
+    let latency = Percentiles::of(&deliveries.latency.lock());
     Ok(ProbeReport {
         mode: if o.topic.is_some() { "topic" } else { "direct" },
         qos: o.qos as u8,
@@ -325,7 +326,7 @@ async fn receive(
         match packet {
             Ok(Packet::Publish(p)) => {
                 if let Some(us) = age_of(epoch, &p.payload) {
-                    let mut h = deliveries.latency.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut h = deliveries.latency.lock();
                     h.saturating_record(us);
                 }
                 deliveries.count.fetch_add(1, Ordering::Relaxed);

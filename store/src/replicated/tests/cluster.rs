@@ -2,8 +2,9 @@
 //! node's QUIC glue takes (each RPC goes to the target's `Raft` handle; over QUIC the other
 //! end deserializes the request and makes the same call).
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
@@ -32,7 +33,7 @@ type RpcResult<T, E = openraft::error::Infallible> =
 
 impl Link {
     fn raft(&self) -> Result<Raft, Unreachable> {
-        let nodes = self.router.0.lock().unwrap_or_else(|p| p.into_inner());
+        let nodes = self.router.0.lock();
         nodes
             .get(&self.target)
             .cloned()
@@ -106,12 +107,12 @@ async fn start(name: &str, router: &Router, config: &Arc<Config>) -> Member {
     let raft = Raft::new(id, config.clone(), router.clone(), log_store, state_machine)
         .await
         .unwrap();
-    router.0.lock().unwrap().insert(id, raft.clone());
+    router.0.lock().insert(id, raft.clone());
     Member {
         id,
         info: NodeInfo {
             name: name.into(),
-            addr: format!("127.0.0.1:{}", 7000 + router.0.lock().unwrap().len()),
+            addr: format!("127.0.0.1:{}", 7000 + router.0.lock().len()),
             role: NodeRole::Broker,
         },
         raft,

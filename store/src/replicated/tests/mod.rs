@@ -6,9 +6,10 @@ mod cluster;
 mod snapshot;
 mod suite;
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{Entry, EntryPayload, Membership};
@@ -138,7 +139,7 @@ struct Recorder(Mutex<Vec<Heard>>);
 
 impl Recorder {
     fn take(&self) -> Vec<Heard> {
-        std::mem::take(&mut *self.0.lock().unwrap())
+        std::mem::take(&mut *self.0.lock())
     }
 }
 
@@ -146,12 +147,11 @@ impl ApplyListener for Recorder {
     fn applied(&self, change: &Change, outcome: &Outcome) {
         self.0
             .lock()
-            .unwrap()
             .push(Heard::Applied(change.clone(), outcome.clone()));
     }
 
     fn reset(&self) {
-        self.0.lock().unwrap().push(Heard::Reset);
+        self.0.lock().push(Heard::Reset);
     }
 }
 
