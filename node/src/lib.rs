@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod commands;
 pub mod console;
 pub mod http;
+mod layers;
 pub mod logging;
 /// The MQTT protocol core lives in its own crate (`node/mqtt`, no tokio); re-exported so
 /// `fubar::mqtt::…` paths keep working for tools and tests.

@@ -8,16 +8,16 @@ use fubar_logproto::admin::AdminResponse;
 use fubar_store::records::AccountRecord;
 use fubar_store::replicated::{node_id, Change, Outcome};
 
+use super::context::NodeContext;
 use crate::broker::auth::hash_password;
-use crate::broker::Broker;
 use crate::cluster::member::ClusterMember;
 use crate::cluster::NodeName;
 
 const NOT_CLUSTERED: &str =
     "this node is not in a cluster (start it with --master NAME@HOST[:PORT], or as the monitor)";
 
-fn member(broker: &Broker) -> Option<&Arc<ClusterMember>> {
-    broker.member.get()
+fn member(node: &NodeContext) -> Option<&Arc<ClusterMember>> {
+    node.member.as_ref()
 }
 
 fn not_clustered() -> AdminResponse {
@@ -25,13 +25,13 @@ fn not_clustered() -> AdminResponse {
 }
 
 /// `fubar ctl cluster status`.
-pub(super) fn status(broker: &Broker) -> AdminResponse {
-    member(broker).map_or_else(not_clustered, |m| AdminResponse::Cluster(m.status()))
+pub(super) fn status(node: &NodeContext) -> AdminResponse {
+    member(node).map_or_else(not_clustered, |m| AdminResponse::Cluster(m.status()))
 }
 
 /// `fubar ctl cluster leave [NODE]`.
-pub(super) async fn leave(broker: &Broker, node: Option<String>) -> AdminResponse {
-    let Some(m) = member(broker) else {
+pub(super) async fn leave(ctx: &NodeContext, node: Option<String>) -> AdminResponse {
+    let Some(m) = member(ctx) else {
         return not_clustered();
     };
     let name = match node {
@@ -52,11 +52,12 @@ pub(super) async fn leave(broker: &Broker, node: Option<String>) -> AdminRespons
 
 /// Creates an account or changes its password on every member; `None` on a standalone node.
 pub(super) async fn account_update(
-    broker: &Broker,
+    node: &NodeContext,
     name: &str,
     password: String,
 ) -> Option<Result<bool, String>> {
-    let m = broker.member.get()?;
+    let broker = &node.broker;
+    let m = node.member.as_ref()?;
     if name.is_empty() || name.contains('\0') {
         return Some(Err(
             "the account name must be non-empty and without NUL".into()
@@ -79,8 +80,8 @@ pub(super) async fn account_update(
 }
 
 /// Deletes an account on every member; `None` on a standalone node.
-pub(super) async fn account_delete(broker: &Broker, name: &str) -> Option<Result<bool, String>> {
-    let m = broker.member.get()?;
+pub(super) async fn account_delete(node: &NodeContext, name: &str) -> Option<Result<bool, String>> {
+    let m = node.member.as_ref()?;
     let change = Change::DeleteAccount {
         name: name.to_owned(),
     };
@@ -93,12 +94,13 @@ pub(super) async fn account_delete(broker: &Broker, name: &str) -> Option<Result
 
 /// Changes a setting here and on every member (a standalone node only here).
 pub(super) async fn setting_set(
-    broker: &Broker,
+    node: &NodeContext,
     name: &str,
     value: &str,
 ) -> Result<String, String> {
+    let broker = &node.broker;
     let shown = broker.change_setting(name, value)?;
-    if let Some(m) = broker.member.get() {
+    if let Some(m) = node.member.as_ref() {
         let change = Change::PutSetting {
             name: name.to_owned(),
             value: shown.clone(),

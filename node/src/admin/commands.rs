@@ -1,35 +1,35 @@
 //! What the node does for each admin request.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use fubar_logproto::admin::{AclRule, AdminRequest, AdminResponse, NodeStatus};
 
 use super::cluster_commands;
-use crate::broker::Broker;
+use super::context::NodeContext;
 
 /// Runs one admin request against the broker.
-pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> AdminResponse {
+pub(super) async fn execute(node: &NodeContext, request: AdminRequest) -> AdminResponse {
+    let broker = &node.broker;
     match request.clone() {
-        AdminRequest::Status => AdminResponse::Status(status(broker)),
+        AdminRequest::Status => AdminResponse::Status(status(node)),
         AdminRequest::Stop => {
             tracing::info!(target: "info", "stop requested through the admin socket");
             broker.shutdown.cancel();
             AdminResponse::Done("stopping".into())
         }
         AdminRequest::AccountUpdate { name, password } => {
-            let result =
-                match cluster_commands::account_update(broker, &name, password.clone()).await {
-                    Some(r) => r,
-                    None => {
-                        let b = broker.clone();
-                        let n = name.clone();
-                        // Hashing is deliberately slow: keep it off the async threads.
-                        tokio::task::spawn_blocking(move || b.accounts.update(&n, &password))
-                            .await
-                            .unwrap_or_else(|e| Err(e.to_string()))
-                    }
-                };
+            let result = match cluster_commands::account_update(node, &name, password.clone()).await
+            {
+                Some(r) => r,
+                None => {
+                    let b = broker.clone();
+                    let n = name.clone();
+                    // Hashing is deliberately slow: keep it off the async threads.
+                    tokio::task::spawn_blocking(move || b.accounts.update(&n, &password))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
+                }
+            };
             match result {
                 Ok(created) => {
                     tracing::info!(target: "resource", account = %name, created, "account updated");
@@ -43,7 +43,7 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
             }
         }
         AdminRequest::AccountDelete { name } => {
-            match cluster_commands::account_delete(broker, &name)
+            match cluster_commands::account_delete(node, &name)
                 .await
                 .unwrap_or_else(|| broker.accounts.delete(&name))
             {
@@ -56,8 +56,8 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
             }
         }
         AdminRequest::AccountList => AdminResponse::Accounts(broker.accounts.names()),
-        AdminRequest::AclAllow { cidr } => acl_set(broker, &cidr, true),
-        AdminRequest::AclDeny { cidr } => acl_set(broker, &cidr, false),
+        AdminRequest::AclAllow { cidr } => acl_set(node, &cidr, true),
+        AdminRequest::AclDeny { cidr } => acl_set(node, &cidr, false),
         AdminRequest::AclDelete { cidr } => match broker.acl.delete(&cidr) {
             Ok(true) => {
                 let shown = cidr
@@ -77,13 +77,13 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
                 .map(|(cidr, allow)| AclRule { cidr, allow })
                 .collect(),
         ),
-        AdminRequest::TopicAclAdd { rule } => super::topic_acl_commands::add(broker, &rule).await,
+        AdminRequest::TopicAclAdd { rule } => super::topic_acl_commands::add(node, &rule).await,
         AdminRequest::TopicAclDelete { rule } => {
-            super::topic_acl_commands::delete(broker, &rule).await
+            super::topic_acl_commands::delete(node, &rule).await
         }
-        AdminRequest::TopicAclList => super::topic_acl_commands::list(broker),
+        AdminRequest::TopicAclList => super::topic_acl_commands::list(node),
         AdminRequest::TopicAclImport { text } => {
-            super::topic_acl_commands::import(broker, &text).await
+            super::topic_acl_commands::import(node, &text).await
         }
         AdminRequest::SettingsList => AdminResponse::Settings(broker.settings().flatten()),
         AdminRequest::TraceClient { client_id } => {
@@ -132,29 +132,29 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
         | AdminRequest::LogClose { .. }
         | AdminRequest::LogOut { .. }
         | AdminRequest::LogList => {
-            let b = broker.clone();
-            tokio::task::spawn_blocking(move || super::log_commands::execute(&b, request))
+            let n = node.clone();
+            tokio::task::spawn_blocking(move || super::log_commands::execute(&n, request))
                 .await
                 .unwrap_or_else(|e| AdminResponse::Error(e.to_string()))
         }
         AdminRequest::Search(q) => {
-            let b = broker.clone();
-            tokio::task::spawn_blocking(move || super::monitor_commands::run_search(&b, q))
+            let n = node.clone();
+            tokio::task::spawn_blocking(move || super::monitor_commands::run_search(&n, q))
                 .await
                 .unwrap_or_else(|e| AdminResponse::Error(e.to_string()))
         }
         AdminRequest::LogCollect { class, on } => {
-            super::monitor_commands::collect(broker, &class, on)
+            super::monitor_commands::collect(node, &class, on)
         }
-        AdminRequest::LogLinks => super::monitor_commands::links(broker),
-        AdminRequest::ConsoleSignIn => super::monitor_commands::console_sign_in(broker),
+        AdminRequest::LogLinks => super::monitor_commands::links(node),
+        AdminRequest::ConsoleSignIn => super::monitor_commands::console_sign_in(node),
         AdminRequest::LogTail { .. } | AdminRequest::LogDump { .. } => {
             AdminResponse::Error("a tail or a dump is a stream: dispatch serves it".into())
         }
-        AdminRequest::ClusterStatus => cluster_commands::status(broker),
-        AdminRequest::ClusterLeave { node } => cluster_commands::leave(broker, node).await,
+        AdminRequest::ClusterStatus => cluster_commands::status(node),
+        AdminRequest::ClusterLeave { node: name } => cluster_commands::leave(node, name).await,
         AdminRequest::SettingsSet { name, value } => {
-            match cluster_commands::setting_set(broker, &name, &value).await {
+            match cluster_commands::setting_set(node, &name, &value).await {
                 Ok(shown) => AdminResponse::Done(format!("{name} = {shown}")),
                 Err(e) => AdminResponse::Error(e),
             }
@@ -162,7 +162,8 @@ pub(super) async fn execute(broker: &Arc<Broker>, request: AdminRequest) -> Admi
     }
 }
 
-fn acl_set(broker: &Broker, cidr: &str, allow: bool) -> AdminResponse {
+fn acl_set(node: &NodeContext, cidr: &str, allow: bool) -> AdminResponse {
+    let broker = &node.broker;
     match broker.acl.set(cidr, allow) {
         Ok(rule) => {
             let verb = if allow { "allow" } else { "deny" };
@@ -173,7 +174,8 @@ fn acl_set(broker: &Broker, cidr: &str, allow: bool) -> AdminResponse {
     }
 }
 
-fn status(broker: &Broker) -> NodeStatus {
+fn status(node: &NodeContext) -> NodeStatus {
+    let broker = &node.broker;
     let settings = broker.settings();
     NodeStatus {
         name: settings.node.name.clone(),
@@ -185,7 +187,7 @@ fn status(broker: &Broker) -> NodeStatus {
         subscriptions: broker.router.subscription_count() as u64,
         retained: broker.retained.len() as u64,
         memory_bytes: crate::process_memory::resident_bytes(),
-        cluster_role: cluster_role(broker),
+        cluster_role: cluster_role(node),
         auth: settings.auth.enabled,
         delayed_accepts: broker.stats.accepts_delayed.load(Ordering::Relaxed),
         throttled_clients: broker.stats.clients_throttled.load(Ordering::Relaxed),
@@ -194,13 +196,13 @@ fn status(broker: &Broker) -> NodeStatus {
     }
 }
 
-fn cluster_role(broker: &Broker) -> String {
-    let role = if broker.monitor.get().is_some() {
+fn cluster_role(node: &NodeContext) -> String {
+    let role = if node.monitor.as_ref().is_some() {
         "monitor"
     } else {
         "broker"
     };
-    match broker.member.get() {
+    match node.member.as_ref() {
         None => "standalone".into(),
         Some(m) if m.is_leader() => format!("{role}, cluster leader"),
         Some(_) => format!("{role}, cluster member"),

@@ -1,6 +1,6 @@
 //! The one entry point of admin requests, whatever the transport: the Unix socket
 //! ([`super::Endpoint`]) and, on a cluster member, the cluster port
-//! (`crate::cluster::endpoint::serve_admin`). Each request is authorized first
+//! (`serve_remote`). Each request is authorized first
 //! ([`super::authz`]); replies go to a channel the transport drains.
 
 use std::sync::Arc;
@@ -9,14 +9,14 @@ use fubar_logproto::admin::{AdminRequest, AdminResponse};
 use tokio::sync::mpsc;
 
 use super::authz::{authorize, Requester};
+use super::context::NodeContext;
 use super::{commands, log_commands, monitor_commands};
-use crate::broker::Broker;
 
 /// Runs `request` from `who` and sends its replies on `replies`: a refusal, one reply, or a
 /// stream of them (`LogTail` until the client goes away or the node stops, `LogDump` until
 /// the text is all sent).
 pub async fn dispatch(
-    broker: Arc<Broker>,
+    node: Arc<NodeContext>,
     who: Requester,
     request: AdminRequest,
     replies: mpsc::Sender<AdminResponse>,
@@ -28,16 +28,16 @@ pub async fn dispatch(
     match request {
         AdminRequest::LogTail { query, class } => {
             if let Err(why) =
-                monitor_commands::tail(&broker, &query, class.as_deref(), &replies).await
+                monitor_commands::tail(&node, &query, class.as_deref(), &replies).await
             {
                 let _ = replies.send(AdminResponse::Error(why)).await;
             }
         }
         AdminRequest::LogDump { class } => {
             let out = replies.clone();
-            let b = broker.clone();
+            let n = node.clone();
             let done =
-                tokio::task::spawn_blocking(move || log_commands::dump(&b, class.as_deref(), &out))
+                tokio::task::spawn_blocking(move || log_commands::dump(&n, class.as_deref(), &out))
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
             if let Err(why) = done {
@@ -45,7 +45,7 @@ pub async fn dispatch(
             }
         }
         request => {
-            let reply = commands::execute(&broker, request).await;
+            let reply = commands::execute(&node, request).await;
             let _ = replies.send(reply).await;
         }
     }

@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use super::context::NodeContext;
 use super::dispatch::dispatch;
-use crate::broker::Broker;
 
 /// Largest admin request accepted: as the remote admin's bound (a topic rules import carries
 /// a whole acl_file).
@@ -26,13 +26,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Endpoint {
     listener: UnixListener,
     path: PathBuf,
-    broker: Arc<Broker>,
+    node: Arc<NodeContext>,
 }
 
 impl Endpoint {
     /// Binds the socket at `path` (replacing a stale one: the state lock already proved that
     /// no other node uses this directory) with mode 0600.
-    pub fn bind(path: &Path, broker: Arc<Broker>) -> io::Result<Self> {
+    pub fn bind(path: &Path, node: Arc<NodeContext>) -> io::Result<Self> {
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -43,13 +43,13 @@ impl Endpoint {
         Ok(Self {
             listener,
             path: path.to_owned(),
-            broker,
+            node,
         })
     }
 
     /// Serves requests until the node shuts down; then removes the socket.
     pub async fn run(self) {
-        let shutdown = self.broker.shutdown.clone();
+        let shutdown = self.node.broker.shutdown.clone();
         // Requests in flight when the node stops (`ctl stop` itself) still get their reply.
         let in_flight = tokio_util::task::TaskTracker::new();
         loop {
@@ -59,7 +59,7 @@ impl Endpoint {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    in_flight.spawn(serve(stream, self.broker.clone()));
+                    in_flight.spawn(serve(stream, self.node.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(target: "warning", error = %e, "admin accept failed");
@@ -77,7 +77,7 @@ impl Endpoint {
 /// cut off after it).
 const REPLY_GRACE: Duration = Duration::from_secs(2);
 
-async fn serve(mut stream: UnixStream, broker: Arc<Broker>) {
+async fn serve(mut stream: UnixStream, node: Arc<NodeContext>) {
     let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -92,7 +92,7 @@ async fn serve(mut stream: UnixStream, broker: Arc<Broker>) {
         }
     };
     let (replies, mut rx) = mpsc::channel(fubar_monitor::admin::ADMIN_REPLY_CAPACITY);
-    tokio::spawn(dispatch(broker, super::Requester::Local, request, replies));
+    tokio::spawn(dispatch(node, super::Requester::Local, request, replies));
     // Dropping `rx` when the client is gone ends a tail.
     while let Some(reply) = rx.recv().await {
         if let Err(e) = write_frame(&mut stream, &reply).await {
@@ -120,4 +120,29 @@ async fn write_frame(stream: &mut UnixStream, reply: &AdminResponse) -> io::Resu
 async fn write_reply(stream: &mut UnixStream, reply: &AdminResponse) -> io::Result<()> {
     write_frame(stream, reply).await?;
     stream.shutdown().await
+}
+
+/// Remote admin requests waiting for the dispatcher (each then runs in its own task).
+const REMOTE_QUEUE: usize = 64;
+
+/// Serves remote admin (ALPN `fubar-admin/1`) on the cluster port `server` with the node's
+/// own admin commands, as its Unix socket does, until the node shuts down.
+pub fn serve_remote(server: &fubar_monitor::server::MonitorServer, node: Arc<NodeContext>) {
+    let (calls, mut rx) = mpsc::channel(REMOTE_QUEUE);
+    server.set_admin(calls);
+    let shutdown = node.broker.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let call = tokio::select! {
+                c = rx.recv() => c,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(call) = call else { break };
+            let who = super::Requester::Remote {
+                caller: call.caller,
+                peer: call.peer,
+            };
+            tokio::spawn(dispatch(node.clone(), who, call.request, call.replies));
+        }
+    });
 }

@@ -8,11 +8,11 @@ use fubar_logproto::Class;
 use fubar_logs::Redirect;
 use tokio::sync::mpsc;
 
-use crate::broker::Broker;
+use super::context::NodeContext;
 
 /// Runs one `log` request but `dump` (blocking: it waits on the log writer).
-pub(super) fn execute(broker: &Broker, request: AdminRequest) -> AdminResponse {
-    let Some(logs) = broker.logs.get() else {
+pub(super) fn execute(node: &NodeContext, request: AdminRequest) -> AdminResponse {
+    let Some(logs) = node.logs.as_ref() else {
         return AdminResponse::Error("this node runs without its log engine".into());
     };
     let class = |name: &str| name.parse::<Class>().map_err(|e| e.to_string());
@@ -68,11 +68,12 @@ const DUMP_PIECE: usize = 64 << 10;
 /// `replies`, in pieces, at most `log.max_dump_bytes` in all (blocking: it reads files and
 /// waits on the queue). The node writes nothing: the caller writes the file.
 pub(super) fn dump(
-    broker: &Broker,
+    node: &NodeContext,
     class: Option<&str>,
     replies: &mpsc::Sender<AdminResponse>,
 ) -> Result<(), String> {
-    let Some(logs) = broker.logs.get() else {
+    let broker = &node.broker;
+    let Some(logs) = node.logs.as_ref() else {
         return Err("this node runs without its log engine".into());
     };
     let settings = broker.settings();

@@ -10,6 +10,7 @@ pub mod authz;
 mod client;
 mod cluster_commands;
 mod commands;
+mod context;
 mod dispatch;
 mod endpoint;
 mod log_commands;
@@ -18,8 +19,9 @@ mod topic_acl_commands;
 
 pub use authz::Requester;
 pub use client::{request, stream, Remote, Target};
+pub use context::NodeContext;
 pub use dispatch::dispatch;
-pub use endpoint::Endpoint;
+pub use endpoint::{serve_remote, Endpoint};
 
 use std::path::{Path, PathBuf};
 

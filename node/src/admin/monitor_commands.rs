@@ -8,14 +8,12 @@ use fubar_monitor::search::{search, SearchRequest, TailFilter};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
-use crate::broker::Broker;
+use super::context::NodeContext;
 use crate::cluster::monitor::MonitorRole;
 
-fn monitor_of(broker: &Broker) -> Result<Arc<MonitorRole>, String> {
-    broker
-        .monitor
-        .get()
-        .cloned()
+fn monitor_of(node: &NodeContext) -> Result<Arc<MonitorRole>, String> {
+    node.monitor
+        .clone()
         .ok_or_else(|| "this node is not a monitor (start one with `fubar monitor`)".to_owned())
 }
 
@@ -25,9 +23,9 @@ fn class_of(name: Option<&str>) -> Result<Option<Class>, String> {
 }
 
 /// Searches the monitor's index (blocking: run it off the async threads).
-pub(super) fn run_search(broker: &Broker, q: SearchQuery) -> AdminResponse {
+pub(super) fn run_search(node: &NodeContext, q: SearchQuery) -> AdminResponse {
     let run = || -> Result<AdminResponse, String> {
-        let monitor = monitor_of(broker)?;
+        let monitor = monitor_of(node)?;
         let request = SearchRequest {
             query: q.query,
             class: class_of(q.class.as_deref())?,
@@ -43,9 +41,10 @@ pub(super) fn run_search(broker: &Broker, q: SearchQuery) -> AdminResponse {
 }
 
 /// Turns shipping of a class on or off on every node.
-pub(super) fn collect(broker: &Broker, class: &str, on: bool) -> AdminResponse {
+pub(super) fn collect(node: &NodeContext, class: &str, on: bool) -> AdminResponse {
+    let broker = &node.broker;
     let run = || -> Result<AdminResponse, String> {
-        let monitor = monitor_of(broker)?;
+        let monitor = monitor_of(node)?;
         let class: Class = class
             .parse()
             .map_err(|e: fubar_logproto::event::UnknownClass| e.to_string())?;
@@ -76,10 +75,10 @@ pub(super) fn collect(broker: &Broker, class: &str, on: bool) -> AdminResponse {
 }
 
 /// A one-time sign-in URL for the monitor's web console.
-pub(super) fn console_sign_in(broker: &Broker) -> AdminResponse {
+pub(super) fn console_sign_in(node: &NodeContext) -> AdminResponse {
     let run = || -> Result<AdminResponse, String> {
-        let monitor = monitor_of(broker)?;
-        let door = monitor.console.as_ref().ok_or_else(|| {
+        monitor_of(node)?;
+        let door = node.console.as_ref().ok_or_else(|| {
             "this monitor has no console (start it with --console-port or [console] port)"
                 .to_owned()
         })?;
@@ -89,8 +88,8 @@ pub(super) fn console_sign_in(broker: &Broker) -> AdminResponse {
 }
 
 /// Every node's link.
-pub(super) fn links(broker: &Broker) -> AdminResponse {
-    match monitor_of(broker) {
+pub(super) fn links(node: &NodeContext) -> AdminResponse {
+    match monitor_of(node) {
         Ok(m) => AdminResponse::LogLinks(
             m.server
                 .stats()
@@ -116,12 +115,13 @@ pub(super) fn links(broker: &Broker) -> AdminResponse {
 /// A live tail: every matching event as it reaches the monitor, one reply each, until the
 /// client goes away (`out` closed) or the node stops.
 pub(super) async fn tail(
-    broker: &Broker,
+    node: &NodeContext,
     query: &str,
     class: Option<&str>,
     out: &mpsc::Sender<AdminResponse>,
 ) -> Result<(), String> {
-    let monitor = monitor_of(broker)?;
+    let broker = &node.broker;
+    let monitor = monitor_of(node)?;
     let request = SearchRequest {
         query: query.to_owned(),
         class: class_of(class)?,

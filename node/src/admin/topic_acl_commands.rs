@@ -5,15 +5,16 @@
 use fubar_logproto::admin::AdminResponse;
 use fubar_store::replicated::{Change, Outcome};
 
+use super::context::NodeContext;
 use crate::broker::topic_acl::{mosquitto, Rule, RuleSet};
-use crate::broker::Broker;
 use crate::settings::AclDefault;
 
 /// Adds `rules` (normal text forms) everywhere they are kept; returns how many were new.
-async fn put(broker: &Broker, rules: Vec<String>) -> Result<usize, String> {
+async fn put(node: &NodeContext, rules: Vec<String>) -> Result<usize, String> {
+    let broker = &node.broker;
     let current = broker.topic_acl.current();
     let new = rules.iter().filter(|r| !current.contains(r)).count();
-    if let Some(m) = broker.member.get() {
+    if let Some(m) = node.member.as_ref() {
         m.propose_now(vec![Change::PutTopicRules { rules }]).await?;
         return Ok(new);
     }
@@ -30,12 +31,12 @@ fn parse_all(texts: impl Iterator<Item = String>) -> RuleSet {
 }
 
 /// `fubar ctl acl topic add RULE`.
-pub(super) async fn add(broker: &Broker, text: &str) -> AdminResponse {
+pub(super) async fn add(node: &NodeContext, text: &str) -> AdminResponse {
     let rule = match text.parse::<Rule>() {
         Ok(r) => r.to_string(),
         Err(e) => return AdminResponse::Error(e.to_string()),
     };
-    match put(broker, vec![rule.clone()]).await {
+    match put(node, vec![rule.clone()]).await {
         Ok(new) => {
             tracing::info!(target: "resource", rule = %rule, new = new > 0, "topic rule added");
             AdminResponse::Done(if new > 0 {
@@ -49,7 +50,8 @@ pub(super) async fn add(broker: &Broker, text: &str) -> AdminResponse {
 }
 
 /// `fubar ctl acl topic delete RULE`.
-pub(super) async fn delete(broker: &Broker, text: &str) -> AdminResponse {
+pub(super) async fn delete(node: &NodeContext, text: &str) -> AdminResponse {
+    let broker = &node.broker;
     let rule = match text.parse::<Rule>() {
         Ok(r) => r.to_string(),
         Err(e) => return AdminResponse::Error(e.to_string()),
@@ -58,7 +60,7 @@ pub(super) async fn delete(broker: &Broker, text: &str) -> AdminResponse {
     if !current.contains(&rule) {
         return AdminResponse::Error(format!("no rule {rule} (see `fubar ctl acl topic list`)"));
     }
-    let result = if let Some(m) = broker.member.get() {
+    let result = if let Some(m) = node.member.as_ref() {
         m.propose_now(vec![Change::DeleteTopicRules {
             rules: vec![rule.clone()],
         }])
@@ -88,14 +90,16 @@ pub(super) async fn delete(broker: &Broker, text: &str) -> AdminResponse {
 }
 
 /// `fubar ctl acl topic list`.
-pub(super) fn list(broker: &Broker) -> AdminResponse {
+pub(super) fn list(node: &NodeContext) -> AdminResponse {
+    let broker = &node.broker;
     AdminResponse::TopicRules {
         rules: broker.topic_acl.current().texts().cloned().collect(),
-        default: default_name(broker).into(),
+        default: default_name(node).into(),
     }
 }
 
-fn default_name(broker: &Broker) -> &'static str {
+fn default_name(node: &NodeContext) -> &'static str {
+    let broker = &node.broker;
     match broker.settings().acl.default {
         AclDefault::Allow => "allow",
         AclDefault::Deny => "deny",
@@ -103,7 +107,7 @@ fn default_name(broker: &Broker) -> &'static str {
 }
 
 /// `fubar ctl acl topic import FILE`: all the file's rules, or none.
-pub(super) async fn import(broker: &Broker, text: &str) -> AdminResponse {
+pub(super) async fn import(node: &NodeContext, text: &str) -> AdminResponse {
     let rules = match mosquitto::import(text) {
         Ok(rules) => rules,
         Err(refused) => {
@@ -117,11 +121,11 @@ pub(super) async fn import(broker: &Broker, text: &str) -> AdminResponse {
     };
     let texts: Vec<String> = rules.iter().map(ToString::to_string).collect();
     let total = texts.len();
-    match put(broker, texts).await {
+    match put(node, texts).await {
         Ok(new) => {
             tracing::info!(target: "resource", rules = total, new, "topic rules imported");
             let mut done = format!("imported {total} rules ({new} new)");
-            if default_name(broker) == "allow" {
+            if default_name(node) == "allow" {
                 done.push_str(
                     "; mosquitto denies what no rule allows: `fubar ctl settings acl.default deny` gives the same decisions",
                 );

@@ -15,6 +15,11 @@ use crate::mqtt::message::Message;
 /// The cluster layer, seen from the broker. Calls are made on the hot path and must not
 /// block: implementations queue the work (bounded) and return.
 pub trait ClusterHooks: Send + Sync + fmt::Debug {
+    /// Whether other nodes exist to tell: false on a standalone node, whose broker then
+    /// keeps no per-filter counts and publishes no per-node `$SYS` topics.
+    fn is_clustered(&self) -> bool {
+        true
+    }
     /// The first local subscription to `filter` was made (routes are per node and filter).
     fn route_added(&self, filter: &str);
     /// The last local subscription to `filter` is gone.
@@ -49,4 +54,32 @@ pub trait ClusterHooks: Send + Sync + fmt::Debug {
         user: Option<&'a str>,
         keep: bool,
     ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>>;
+}
+
+/// The hooks of a standalone node: no other node to tell, none to take a session from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LocalOnly;
+
+impl ClusterHooks for LocalOnly {
+    fn is_clustered(&self) -> bool {
+        false
+    }
+    fn route_added(&self, _filter: &str) {}
+    fn route_removed(&self, _filter: &str) {}
+    fn forward(&self, _message: &Arc<Message>, _replicate_retained: bool) -> bool {
+        false
+    }
+    fn forward_share(&self, _share: &Arc<str>, _message: &Arc<Message>) -> bool {
+        false
+    }
+    fn client_attached(&self, _client_id: &str, _owner: Option<&str>) {}
+    fn client_ended(&self, _client_id: &str) {}
+    fn take_over<'a>(
+        &'a self,
+        _client_id: &'a str,
+        _user: Option<&'a str>,
+        _keep: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }

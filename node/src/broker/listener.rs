@@ -305,9 +305,7 @@ async fn sweep_expired_sessions(broker: Arc<Broker>, shutdown: CancellationToken
             match due {
                 Due::Expired(handle) => {
                     broker.router.remove_session(&handle);
-                    if let Some(cluster) = broker.cluster.get() {
-                        cluster.client_ended(&handle.client_id);
-                    }
+                    broker.cluster.client_ended(&handle.client_id);
                     tracing::info!(target: "resource", client = %handle.client_id, "session ended: expired");
                 }
                 Due::Will(client_id, will) => broker.publish_will(&client_id, &will, "delayed"),

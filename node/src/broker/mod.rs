@@ -35,7 +35,7 @@ mod ws;
 
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fubar_store::{Store, StoreError};
@@ -48,6 +48,7 @@ use crate::mqtt::packet::{LastWill, ProtocolVersion, QoS};
 use crate::settings::{self, Settings};
 use acl::Acl;
 use auth::Accounts;
+use cluster_hooks::{ClusterHooks, LocalOnly};
 use registry::Registry;
 use retained::RetainedStore;
 use router::{Routed, Router};
@@ -71,16 +72,8 @@ pub struct Broker {
     pub memory: memory::MemoryAlarm,
     /// The TLS listener's configuration, swapped whole by `fubar ctl ssl reload`.
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
-    /// The node's log engine, once started (absent in unit tests).
-    pub logs: OnceLock<fubar_logs::LogHandle>,
-    /// The monitor role, when the node is the monitor (`fubar monitor`).
-    pub monitor: OnceLock<Arc<crate::cluster::monitor::MonitorRole>>,
-    /// The cluster layer as the broker uses it, when the node is a cluster member.
-    pub cluster: OnceLock<Arc<dyn cluster_hooks::ClusterHooks>>,
-    /// The same cluster member, for admin commands (`fubar ctl cluster`).
-    pub member: OnceLock<Arc<crate::cluster::member::ClusterMember>>,
-    /// The log link to the monitor, on a cluster member that ships its events.
-    pub shipping: OnceLock<Arc<crate::cluster::shipping::LogShipping>>,
+    /// The cluster layer as the broker sees it: `LocalOnly` on a standalone node.
+    pub cluster: Arc<dyn ClusterHooks>,
     /// Cancelled to stop the node (SIGTERM, `fubar ctl stop`).
     pub shutdown: CancellationToken,
     /// When the node started.
@@ -219,8 +212,18 @@ impl Stats {
 }
 
 impl Broker {
-    /// A broker whose state lives in `store` (restored from it now), or only in memory.
-    pub fn new(settings: Settings, store: Option<Arc<Store>>) -> Result<Self, StoreError> {
+    /// A standalone node's broker (no cluster), its state in `store` or only in memory.
+    pub fn standalone(settings: Settings, store: Option<Arc<Store>>) -> Result<Self, StoreError> {
+        Self::new(settings, store, Arc::new(LocalOnly))
+    }
+
+    /// A broker whose state lives in `store` (restored from it now), or only in memory, and
+    /// that tells `cluster` what other nodes must know.
+    pub fn new(
+        settings: Settings,
+        store: Option<Arc<Store>>,
+        cluster: Arc<dyn ClusterHooks>,
+    ) -> Result<Self, StoreError> {
         let boot_id = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -237,17 +240,13 @@ impl Broker {
         );
         let topic_acl = Arc::new(topic_acl::TopicAcl::load(store.as_ref())?);
         let broker = Self {
-            router: Router::with_topic_acl(topic_acl.clone()),
+            router: Router::new(topic_acl.clone(), cluster.clone()),
             accounts: Accounts::load(store.clone(), &settings.auth)?,
             acl: Acl::load(store.clone())?,
             topic_acl: topic_acl.clone(),
             tracer: tracer::Tracer::default(),
             memory: memory::MemoryAlarm::default(),
-            logs: OnceLock::new(),
-            monitor: OnceLock::new(),
-            cluster: OnceLock::new(),
-            member: OnceLock::new(),
-            shipping: OnceLock::new(),
+            cluster,
             tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),
             registry: Registry::with_store(store.clone(), store.as_ref().map(|_| disk.clone())),
@@ -366,9 +365,7 @@ impl Broker {
             self.memory.is_on(),
         );
         let mut matched = routed.delivered + routed.skipped_offline + routed.shed > 0;
-        if let Some(cluster) = self.cluster.get() {
-            matched |= cluster.forward(&message, limits::replicate(&routed));
-        }
+        matched |= self.cluster.forward(&message, limits::replicate(&routed));
         self.stats.record_matched(matched);
         self.stats.record_routed(&routed, message.qos);
         router::report_unstored(routed.store_error.as_ref(), client_id, &will.topic, "will");

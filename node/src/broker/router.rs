@@ -6,10 +6,10 @@
 
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cluster_hooks::ClusterHooks;
+use super::cluster_hooks::{ClusterHooks, LocalOnly};
 use super::registry::{Registry, SessionHandle};
 use super::retained::{RetainChange, RetainedStore};
 use super::shared::SharedGroups;
@@ -71,12 +71,12 @@ impl Routed {
 }
 
 /// Subscriptions of every session of the node, and the fan-out of messages to them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Router {
     trie: RwLock<SubscriptionTrie<Arc<str>, Subscriber>>,
     /// Told when a filter gets its first local subscriber and loses its last one.
-    hooks: OnceLock<Arc<dyn ClusterHooks>>,
-    /// Local subscribers per filter, kept only while `hooks` is set.
+    hooks: Arc<dyn ClusterHooks>,
+    /// Local subscribers per filter, kept only in a cluster.
     counts: Mutex<HashMap<Arc<str>, usize>>,
     /// Shared subscriptions (`$share/GROUP/FILTER`).
     shared: Mutex<SharedGroups>,
@@ -84,12 +84,22 @@ pub struct Router {
     acl: Arc<TopicAcl>,
 }
 
+impl Default for Router {
+    /// A router of a standalone node that follows no topic rules (unit tests).
+    fn default() -> Self {
+        Self::new(Arc::default(), Arc::new(LocalOnly))
+    }
+}
+
 impl Router {
-    /// A router whose deliveries follow `acl`.
-    pub fn with_topic_acl(acl: Arc<TopicAcl>) -> Self {
+    /// A router whose deliveries follow `acl` and whose route changes go to `hooks`.
+    pub fn new(acl: Arc<TopicAcl>, hooks: Arc<dyn ClusterHooks>) -> Self {
         Self {
+            trie: RwLock::default(),
+            hooks,
+            counts: Mutex::default(),
+            shared: Mutex::default(),
             acl,
-            ..Self::default()
         }
     }
 
@@ -107,34 +117,16 @@ impl Router {
         decision.allow
     }
 
-    /// Reports route changes to the cluster layer from now on (counting the subscriptions
-    /// made so far). Only the first call counts.
-    pub fn set_hooks(&self, hooks: Arc<dyn ClusterHooks>) {
-        let trie = self.trie.read();
-        let mut counts = self.counts.lock();
-        if self.hooks.set(hooks.clone()).is_err() {
-            return;
-        }
-        trie.for_each_filter(|filter, n| {
-            counts.insert(filter.into(), n);
-            hooks.route_added(filter);
-        });
-        let shared = self.shared.lock();
-        shared.for_each_group(|share, n| {
-            counts.insert(share.into(), n);
-            hooks.route_added(share);
-        });
-    }
-
-    /// Filters with local subscribers (counted once hooks are set).
+    /// Filters with local subscribers (counted in a cluster only).
     pub fn local_filters(&self) -> Vec<String> {
         self.counts.lock().keys().map(|f| f.to_string()).collect()
     }
 
     fn counted(&self, filter: &str, added: bool) {
-        let Some(hooks) = self.hooks.get() else {
+        let hooks = &self.hooks;
+        if !hooks.is_clustered() {
             return;
-        };
+        }
         let mut counts = self.counts.lock();
         if added {
             let n = counts.entry(filter.into()).or_insert(0);
@@ -306,7 +298,7 @@ impl Router {
             });
         }
         // In a cluster, the cluster layer chooses the node (and calls `deliver_shared`).
-        let shared = if self.hooks.get().is_none() {
+        let shared = if !self.hooks.is_clustered() {
             self.shared_targets(&message)
         } else {
             Vec::new()
@@ -814,7 +806,7 @@ mod tests {
         let acl = Arc::new(TopicAcl::default());
         acl.replace(rules(&["allow both devices/%c/#"]));
         acl.set_default(false);
-        let router = Router::with_topic_acl(acl.clone());
+        let router = Router::new(acl.clone(), Arc::new(LocalOnly));
         let (registry, retained) = (Registry::default(), RetainedStore::default());
         let d1 = registry.attach("d1", true, 1, limits()).handle;
         router.subscribe(&d1, "#", opts(QoS::AtLeastOnce));

@@ -23,11 +23,7 @@ pub(crate) fn hand_over(broker: &Broker, from: &str, deliveries: Vec<Delivery>) 
         let Some(share) = d.share else { continue };
         if broker.router.redeliver_shared(&share, d.message.clone()) {
             here += 1;
-        } else if broker
-            .cluster
-            .get()
-            .is_some_and(|c| c.forward_share(&share, &d.message))
-        {
+        } else if broker.cluster.forward_share(&share, &d.message) {
             elsewhere += 1;
         } else {
             let topic = d.message.topic.clone();

@@ -75,7 +75,7 @@ async fn node() -> Node {
     std::fs::create_dir_all(settings.state_dir()).unwrap();
     let store =
         Arc::new(Store::open(&settings.state_dir(), SyncMode::Group, Duration::ZERO).unwrap());
-    let broker = Arc::new(Broker::new(settings, Some(store.clone())).unwrap());
+    let broker = Arc::new(Broker::standalone(settings, Some(store.clone())).unwrap());
     let server = Server::bind(broker.clone()).await.unwrap();
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.run());

@@ -128,11 +128,11 @@ pub async fn run(broker: Arc<Broker>) {
 /// Publishes one tick's figures: `$SYS/broker/...` here, and in a cluster
 /// `$SYS/broker/node/NAME/...` here and on the members that have subscribers.
 fn publish(broker: &Broker, figures: &SysFigures) {
-    let cluster = broker.cluster.get();
+    let clustered = broker.cluster.is_clustered();
     let name = broker.settings().node.name.clone();
     for (suffix, payload) in &figures.topics {
         publish_one(broker, format!("$SYS/broker/{suffix}"), payload, false);
-        if cluster.is_some() {
+        if clustered {
             publish_one(
                 broker,
                 format!("$SYS/broker/node/{name}/{suffix}"),
@@ -161,9 +161,7 @@ fn publish_one(broker: &Broker, topic: String, payload: &str, forward: bool) {
         .router
         .publish_copy(message.clone(), &broker.registry, broker.memory.is_on());
     if forward {
-        if let Some(cluster) = broker.cluster.get() {
-            cluster.forward(&message, false);
-        }
+        broker.cluster.forward(&message, false);
     }
 }
 
@@ -190,7 +188,7 @@ mod tests {
 
     #[test]
     fn figures_carry_mosquittos_names_and_the_counters() {
-        let broker = Broker::new(Settings::default(), None).unwrap();
+        let broker = Broker::standalone(Settings::default(), None).unwrap();
         broker.stats.messages_in.store(7, Ordering::Relaxed);
         broker.stats.bytes_out.store(99, Ordering::Relaxed);
         let f = figures(&broker, &LoadAverage::default(), &LoadAverage::default());
@@ -211,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_tick_retains_the_figures_in_memory() {
-        let broker = Broker::new(Settings::default(), None).unwrap();
+        let broker = Broker::standalone(Settings::default(), None).unwrap();
         publish(
             &broker,
             &figures(&broker, &LoadAverage::default(), &LoadAverage::default()),

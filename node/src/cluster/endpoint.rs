@@ -12,13 +12,8 @@ use fubar_logproto::link::PEER_ALPN;
 use fubar_monitor::cookie::Cookie;
 use fubar_monitor::server::{MonitorServer, ServerConfig};
 use fubar_monitor::sink::EventSink;
-use tokio::sync::mpsc;
 
-use crate::broker::Broker;
 use crate::settings::Settings;
-
-/// Remote admin requests waiting for the dispatcher (each then runs in its own task).
-pub const ADMIN_QUEUE: usize = 64;
 
 /// Where a node keeps the cluster identity it made itself: `<data_dir>/<name>/cluster-tls`.
 pub fn identity_dir(settings: &Settings) -> std::path::PathBuf {
@@ -159,33 +154,6 @@ pub fn start_member_endpoint(settings: &Settings, epoch: u64) -> anyhow::Result<
         sink,
     )
     .context("cannot start the cluster port")
-}
-
-/// Serves remote admin (ALPN `fubar-admin/1`) on `server` with the node's own admin
-/// commands, as its Unix socket does, until the node shuts down.
-pub fn serve_admin(server: &MonitorServer, broker: Arc<Broker>) {
-    let (calls, mut rx) = mpsc::channel(ADMIN_QUEUE);
-    server.set_admin(calls);
-    let shutdown = broker.shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let call = tokio::select! {
-                c = rx.recv() => c,
-                _ = shutdown.cancelled() => None,
-            };
-            let Some(call) = call else { break };
-            let who = crate::admin::Requester::Remote {
-                caller: call.caller,
-                peer: call.peer,
-            };
-            tokio::spawn(crate::admin::dispatch(
-                broker.clone(),
-                who,
-                call.request,
-                call.replies,
-            ));
-        }
-    });
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ pub mod endpoint;
 pub mod forward;
 pub mod member;
 pub mod monitor;
-pub mod name;
+
 pub mod peer_server;
 pub mod peer_wire;
 pub mod peers;
@@ -14,4 +14,7 @@ pub mod raft_network;
 pub mod shipping;
 pub mod view;
 
-pub use name::{identity, settle, NodeName, DEFAULT_CLUSTER_PORT};
+/// Node names live with the settings that hold them (`node.name`, `cluster.master`).
+pub use crate::settings::node_name::{
+    self as name, identity, settle, NodeName, DEFAULT_CLUSTER_PORT,
+};

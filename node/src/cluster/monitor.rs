@@ -40,8 +40,6 @@ pub struct MonitorRole {
     pub tail: broadcast::Sender<Arc<Event>>,
     /// The cluster (QUIC) address the server listens on.
     pub addr: SocketAddr,
-    /// The web console's sign-in desk, when the console is on (`fubar console url`).
-    pub console: Option<Arc<crate::console::SignIn>>,
     stop: Arc<AtomicBool>,
     indexer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -67,12 +65,7 @@ impl EventSink for TailingSink {
 impl MonitorRole {
     /// Starts the endpoint on the cluster port (log links, remote admin, cluster peers), and
     /// the indexer over this node's log dir.
-    pub fn start(
-        settings: &Settings,
-        logs: &LogHandle,
-        epoch: u64,
-        console: Option<Arc<crate::console::SignIn>>,
-    ) -> anyhow::Result<Self> {
+    pub fn start(settings: &Settings, logs: &LogHandle, epoch: u64) -> anyhow::Result<Self> {
         let tls = endpoint::server_tls(settings, &[LOG_ALPN, ADMIN_ALPN, PEER_ALPN])?;
         let cookie = endpoint::cookie(settings)?;
         let log_dir = settings.log_dir();
@@ -121,7 +114,6 @@ impl MonitorRole {
             index_lag,
             tail,
             addr,
-            console,
             stop,
             indexer: Mutex::new(Some(thread)),
         })

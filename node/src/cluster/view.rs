@@ -62,9 +62,12 @@ impl ReplicatedView {
 
     /// Connects the view to the broker (after which applied changes reach it too) and
     /// brings the broker's copies up to date.
-    pub fn attach(&self, broker: &Arc<Broker>) {
-        let _ = self.broker.set(Arc::downgrade(broker));
+    pub fn attach(&self, broker: &Arc<Broker>) -> Result<(), super::member::AlreadyAttached> {
+        self.broker
+            .set(Arc::downgrade(broker))
+            .map_err(|_| super::member::AlreadyAttached)?;
         self.reload_broker();
+        Ok(())
     }
 
     /// The other nodes that should get a message on `topic`: those with a matching route,
@@ -458,8 +461,9 @@ mod tests {
     fn a_refused_registration_of_this_node_ends_only_the_session_that_made_it() {
         use crate::settings::Settings;
         let (_dir, v) = view(1);
-        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
-        v.attach(&broker);
+        let broker = Arc::new(Broker::standalone(Settings::default(), None).unwrap());
+        v.attach(&broker).unwrap();
+        assert!(v.attach(&broker).is_err(), "a view serves one broker");
         let limits = Settings::default().session_limits();
         let mut bob = broker
             .registry

@@ -10,7 +10,8 @@ use fubar_store::{Store, SyncMode};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin;
+use crate::admin::{self, NodeContext};
+use crate::broker::cluster_hooks::{ClusterHooks, LocalOnly};
 use crate::broker::{Broker, Server};
 use crate::cli::{MonitorArgs, NodeArgs};
 use crate::cluster::endpoint;
@@ -208,12 +209,7 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         Role::Broker => None,
     };
     let monitor = match role {
-        Role::Monitor { .. } => Some(Arc::new(MonitorRole::start(
-            &settings,
-            &logs,
-            epoch,
-            console.as_ref().map(ConsoleListener::sign_in),
-        )?)),
+        Role::Monitor { .. } => Some(Arc::new(MonitorRole::start(&settings, &logs, epoch)?)),
         Role::Broker => None,
     };
     // A monitor founds (or belongs to) a cluster; a broker is a member if it names a master.
@@ -247,20 +243,27 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         _ => None,
     };
     let serves_mqtt = !matches!(role, Role::Monitor { mqtt: false });
-    let broker = Arc::new(Broker::new(settings, Some(store))?);
-    let _ = broker.logs.set(logs);
-    if let Some(s) = &shipper {
-        let _ = broker.shipping.set(s.clone());
-    }
+    // The broker tells the cluster member (its hooks) what other nodes must know.
+    let hooks: Arc<dyn ClusterHooks> = match &member {
+        Some(m) => m.clone(),
+        None => Arc::new(LocalOnly),
+    };
+    let broker = Arc::new(Broker::new(settings, Some(store), hooks)?);
     if let Some(m) = &member {
-        m.attach(&broker);
-        let _ = broker.member.set(m.clone());
+        m.attach(&broker)?;
     }
+    let node = Arc::new(NodeContext {
+        broker: broker.clone(),
+        logs: Some(logs),
+        member: member.clone(),
+        monitor: monitor.clone(),
+        shipping: shipper.clone(),
+        console: console.as_ref().map(ConsoleListener::sign_in),
+    });
     if let Some(server) = &endpoint {
-        endpoint::serve_admin(server, broker.clone());
+        admin::serve_remote(server, node.clone());
     }
     if let Some(m) = &monitor {
-        let _ = broker.monitor.set(m.clone());
         broker.add_listener(format!("cluster://{}", m.addr));
         println!("fubar monitor {name} collecting on cluster://{}", m.addr);
     } else if let Some(server) = &endpoint {
@@ -271,14 +274,14 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     }
     tokio::spawn(crate::broker::sys_topics::run(broker.clone()));
     // Before the listening line: scripts wait for that one, and then read the HTTP port.
-    let http = start_http(&broker, &name).await?;
+    let http = start_http(&node, &name).await?;
     let console = match (console, &monitor) {
         (Some(c), Some(m)) => {
             let url = c.sign_in().base_url().to_owned();
             println!("fubar monitor {name} console on {url}");
             tracing::info!(target: "info", node = %name, %url, "console started");
             Some(tokio::spawn(c.run(
-                broker.clone(),
+                node.clone(),
                 m.clone(),
                 broker.shutdown.clone(),
             )))
@@ -286,7 +289,7 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         _ => None,
     };
     if !serves_mqtt {
-        let done = serve_without_mqtt(broker, &admin_path, &name, monitor, shipper).await;
+        let done = serve_without_mqtt(node, &admin_path, &name).await;
         stop_http(http).await;
         stop_http(console).await;
         return done;
@@ -315,7 +318,7 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         broker.add_listener(format!("wss://{wss_addr}{ws_path}"));
         println!("fubar node {name} listening on wss://{wss_addr}{ws_path}");
     }
-    let admin = admin::Endpoint::bind(&admin_path, broker.clone())?;
+    let admin = admin::Endpoint::bind(&admin_path, node.clone())?;
     // Install the handlers before announcing the node: a SIGTERM sent as soon as the line
     // below is seen must stop it gracefully, not kill it.
     let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
@@ -330,23 +333,19 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
     let _ = admin_task.await;
     stop_http(http).await;
     stop_http(console).await;
-    if let Some(m) = broker.member.get() {
-        m.shutdown().await;
-    }
-    stop_cluster_parts(monitor, shipper).await;
+    stop_cluster_parts(&node).await;
     tracing::info!(target: "info", node = %name, "node stopped");
     Ok(())
 }
 
 /// A monitor without an MQTT listener: the admin socket and the cluster port until a signal.
 async fn serve_without_mqtt(
-    broker: Arc<Broker>,
+    node: Arc<NodeContext>,
     admin_path: &std::path::Path,
     name: &str,
-    monitor: Option<Arc<MonitorRole>>,
-    shipper: Option<Arc<LogShipping>>,
 ) -> anyhow::Result<()> {
-    let admin = admin::Endpoint::bind(admin_path, broker.clone())?;
+    let broker = &node.broker;
+    let admin = admin::Endpoint::bind(admin_path, node.clone())?;
     let term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     tokio::spawn(cancel_on_signal(term, int, broker.shutdown.clone()));
@@ -357,10 +356,7 @@ async fn serve_without_mqtt(
         version = env!("CARGO_PKG_VERSION"), "monitor started without MQTT");
     broker.shutdown.cancelled().await;
     let _ = admin_task.await;
-    if let Some(m) = broker.member.get() {
-        m.shutdown().await;
-    }
-    stop_cluster_parts(monitor, shipper).await;
+    stop_cluster_parts(&node).await;
     tracing::info!(target: "info", node = %name, "node stopped");
     Ok(())
 }
@@ -368,11 +364,11 @@ async fn serve_without_mqtt(
 /// Binds and starts the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) when `http.port`
 /// is set, and says where it listens.
 async fn start_http(
-    broker: &Arc<Broker>,
+    node: &Arc<NodeContext>,
     name: &str,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let settings = broker.settings();
-    let Some(endpoint) = crate::http::HttpEndpoint::bind(broker.clone())
+    let settings = node.broker.settings();
+    let Some(endpoint) = crate::http::HttpEndpoint::bind(node.clone())
         .await
         .with_context(|| {
             format!(
@@ -387,7 +383,9 @@ async fn start_http(
     let addr = endpoint.local_addr()?;
     println!("fubar node {name} http on http://{addr}");
     tracing::info!(target: "info", node = %name, %addr, "HTTP endpoint started");
-    Ok(Some(tokio::spawn(endpoint.run(broker.shutdown.clone()))))
+    Ok(Some(tokio::spawn(
+        endpoint.run(node.broker.shutdown.clone()),
+    )))
 }
 
 /// Waits for the HTTP endpoint (stopped by the node's shutdown token) to finish.
@@ -397,12 +395,15 @@ async fn stop_http(task: Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// Stops the monitor role and the shipper, if the node has them.
-async fn stop_cluster_parts(monitor: Option<Arc<MonitorRole>>, shipper: Option<Arc<LogShipping>>) {
-    if let Some(s) = shipper {
+/// Stops the cluster member, then the log shipper and the monitor role, if the node has them.
+async fn stop_cluster_parts(node: &NodeContext) {
+    if let Some(m) = &node.member {
+        m.shutdown().await;
+    }
+    if let Some(s) = &node.shipping {
         s.shutdown().await;
     }
-    if let Some(m) = monitor {
+    if let Some(m) = &node.monitor {
         m.shutdown().await;
     }
 }

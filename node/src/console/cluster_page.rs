@@ -87,7 +87,7 @@ pub(super) async fn page(State(state): State<Arc<Console>>, headers: HeaderMap) 
 
 /// The members table, with each member's own status asked over its cluster port.
 async fn members(state: &Console, alarms: &HashMap<String, (bool, i64)>) -> String {
-    let Some(member) = state.broker.member.get() else {
+    let Some(member) = state.node.member.as_ref() else {
         return "<p>This monitor is not in a cluster.</p>".to_owned();
     };
     let status = member.status();
@@ -125,7 +125,7 @@ async fn members(state: &Console, alarms: &HashMap<String, (bool, i64)>) -> Stri
     if let Some(own) = status.members.iter().position(|m| m.name == status.node) {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         crate::admin::dispatch(
-            state.broker.clone(),
+            state.node.clone(),
             Requester::Local,
             AdminRequest::Status,
             tx,
@@ -214,7 +214,7 @@ pub(super) fn remote(state: &Console, name: &str, addr: &str) -> Option<Target> 
     Some(Target::Remote(Box::new(Remote {
         node,
         cafile: None,
-        cookie_file: state.broker.settings().cookie_file(),
+        cookie_file: state.node.broker.settings().cookie_file(),
         cert: None,
         socket: std::path::PathBuf::new(),
     })))

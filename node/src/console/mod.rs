@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use crate::http::bounded::BoundedListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::admin::NodeContext;
 use crate::cluster::monitor::MonitorRole;
 use crate::settings::Settings;
 
@@ -75,11 +75,11 @@ impl ConsoleListener {
     /// Serves the console until `shutdown` is cancelled.
     pub async fn run(
         self,
-        broker: Arc<Broker>,
+        node: Arc<NodeContext>,
         monitor: Arc<MonitorRole>,
         shutdown: CancellationToken,
     ) {
-        let settings = broker.settings().console.clone();
+        let settings = node.broker.settings().console.clone();
         let shutdown_tails = shutdown.clone();
         let state = Arc::new(routes::Console {
             secure: self.tls.is_some(),
@@ -87,7 +87,7 @@ impl ConsoleListener {
             settings: settings.clone(),
             sign_in: self.sign_in,
             monitor,
-            broker,
+            node,
             shutdown: shutdown_tails,
             message_samples: Default::default(),
         });

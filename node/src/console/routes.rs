@@ -16,7 +16,7 @@ use super::access::{session_cookie, Session, SignIn, COOKIE};
 use super::html::{form, page, sign_in_page};
 use super::search_page::{self, SearchForm};
 use super::{cluster_page, tail, timeline};
-use crate::broker::Broker;
+use crate::admin::NodeContext;
 use crate::cluster::monitor::MonitorRole;
 use crate::settings::ConsoleSettings;
 
@@ -32,7 +32,7 @@ pub(super) struct Console {
     /// The monitor: its index, live tail and link statistics.
     pub(super) monitor: Arc<MonitorRole>,
     /// The node, for the cluster's status and the admin commands the console runs.
-    pub(super) broker: Arc<Broker>,
+    pub(super) node: Arc<NodeContext>,
     /// Permits for live tails (`console.max_tails`).
     pub(super) tails: Arc<Semaphore>,
     /// Cancelled when the node stops (ends live tails).

@@ -61,7 +61,7 @@ pub(super) async fn page(
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
-        let traced = state.broker.tracer.client_traced(&client);
+        let traced = state.node.broker.tracer.client_traced(&client);
         let _ = write!(
             body,
             "<h2>Timeline of <span id=\"subject\" class=\"mono\">{}</span></h2>",
@@ -193,9 +193,9 @@ pub(super) async fn trace(
     tracing::info!(target: "access", %peer, client = %client, on, "console trace");
     // The monitor itself, then every other member over its cluster port.
     if on {
-        state.broker.tracer.trace_client(&client);
+        state.node.broker.tracer.trace_client(&client);
     } else {
-        state.broker.tracer.untrace_client(&client);
+        state.node.broker.tracer.untrace_client(&client);
     }
     let targets = member_targets(&state);
     let (done, finished) = tokio::sync::oneshot::channel();
@@ -220,7 +220,7 @@ pub(super) async fn trace(
 
 /// Every other member's admin endpoint, reached over its cluster port with the cookie.
 fn member_targets(state: &Console) -> Vec<Target> {
-    let Some(member) = state.broker.member.get() else {
+    let Some(member) = state.node.member.as_ref() else {
         return Vec::new();
     };
     let status = member.status();

@@ -16,13 +16,15 @@ use prometheus_client::registry::Registry;
 use super::cluster_metrics::encode_cluster;
 use super::encode::{counter, counters, durations, gauge, gauges, load};
 use super::log_metrics::{encode_logs, encode_monitor, encode_shipping};
+use crate::admin::NodeContext;
 use crate::broker::online::PROTOCOLS;
+#[cfg(test)]
 use crate::broker::Broker;
 
 /// The registry `/metrics` encodes: the node's collector under the `fubar_` prefix.
-pub(super) fn registry(broker: Arc<Broker>) -> Registry {
+pub(super) fn registry(node: Arc<NodeContext>) -> Registry {
     let mut registry = Registry::with_prefix("fubar");
-    registry.register_collector(Box::new(NodeCollector { broker }));
+    registry.register_collector(Box::new(NodeCollector { node }));
     registry
 }
 
@@ -33,17 +35,17 @@ pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
     Ok(text)
 }
 
-/// Reads the broker at each scrape.
+/// Reads the broker and the node's other parts at each scrape.
 #[derive(Debug)]
 struct NodeCollector {
-    broker: Arc<Broker>,
+    node: Arc<NodeContext>,
 }
 
 const QOS: [&str; 3] = ["0", "1", "2"];
 
 impl Collector for NodeCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
-        let b = &self.broker;
+        let b = &self.node.broker;
         let settings = b.settings();
         let node = settings.node.name.as_str();
         let version = env!("CARGO_PKG_VERSION");
@@ -64,16 +66,16 @@ impl Collector for NodeCollector {
         self.encode_messages(&mut enc)?;
         self.encode_store(&mut enc)?;
         self.encode_process(&mut enc)?;
-        if let Some(member) = b.member.get() {
+        if let Some(member) = self.node.member.as_ref() {
             encode_cluster(&mut enc, member)?;
         }
-        if let Some(logs) = b.logs.get() {
+        if let Some(logs) = self.node.logs.as_ref() {
             encode_logs(&mut enc, logs)?;
         }
-        if let Some(shipping) = b.shipping.get() {
+        if let Some(shipping) = self.node.shipping.as_ref() {
             encode_shipping(&mut enc, &shipping.figures())?;
         }
-        if let Some(monitor) = b.monitor.get() {
+        if let Some(monitor) = self.node.monitor.as_ref() {
             encode_monitor(&mut enc, monitor)?;
         }
         Ok(())
@@ -82,7 +84,7 @@ impl Collector for NodeCollector {
 
 impl NodeCollector {
     fn encode_mqtt(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let b = &self.broker;
+        let b = &self.node.broker;
         let s = &b.stats;
         let open = load(&s.connections);
         let tls = load(&s.connections_tls);
@@ -204,7 +206,7 @@ impl NodeCollector {
 
     /// What became of the messages: in, out, dropped, waiting.
     fn encode_messages(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let b = &self.broker;
+        let b = &self.node.broker;
         let s = &b.stats;
         let by_qos = |a: &[AtomicU64; 3]| -> [(&str, u64); 3] {
             [
@@ -239,9 +241,10 @@ impl NodeCollector {
             "Bytes written to MQTT connections.",
             load(&s.bytes_out),
         )?;
-        let forward_full: u64 = b
+        let forward_full: u64 = self
+            .node
             .member
-            .get()
+            .as_ref()
             .map_or(0, |m| m.link_figures().iter().map(|(l, _)| l.dropped).sum());
         counters(
             enc,
@@ -296,7 +299,7 @@ impl NodeCollector {
 
     /// The store's journal: writes, fsyncs, bytes.
     fn encode_store(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let Some(store) = &self.broker.store else {
+        let Some(store) = &self.node.broker.store else {
             return Ok(());
         };
         let fsyncs = store.fsync_times();
@@ -398,7 +401,10 @@ mod tests {
     use crate::settings::Settings;
 
     fn scrape(broker: &Arc<Broker>) -> String {
-        render(&registry(broker.clone())).unwrap()
+        render(&registry(Arc::new(NodeContext::broker_only(
+            broker.clone(),
+        ))))
+        .unwrap()
     }
 
     fn value(text: &str, series: &str) -> f64 {
@@ -411,7 +417,7 @@ mod tests {
 
     #[test]
     fn mqtt_families_read_the_live_counters() {
-        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
+        let broker = Arc::new(Broker::standalone(Settings::default(), None).unwrap());
         let s = &broker.stats;
         s.connections.store(3, Ordering::Relaxed);
         s.connections_tls.store(1, Ordering::Relaxed);
@@ -447,7 +453,7 @@ mod tests {
 
     #[test]
     fn drops_clients_and_latency_read_the_live_counters() {
-        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
+        let broker = Arc::new(Broker::standalone(Settings::default(), None).unwrap());
         let s = &broker.stats;
         s.messages_no_subscriber.store(4, Ordering::Relaxed);
         s.messages_shed.store(5, Ordering::Relaxed);
@@ -507,7 +513,8 @@ mod tests {
             Duration::from_millis(1),
         )
         .unwrap();
-        let broker = Arc::new(Broker::new(Settings::default(), Some(Arc::new(store))).unwrap());
+        let broker =
+            Arc::new(Broker::standalone(Settings::default(), Some(Arc::new(store))).unwrap());
         let before = value(&scrape(&broker), "fubar_store_writes_total");
         let record = fubar_store::records::StoredMessage {
             topic: "t".into(),
@@ -532,7 +539,7 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_the_prefix() {
-        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
+        let broker = Arc::new(Broker::standalone(Settings::default(), None).unwrap());
         let text = scrape(&broker);
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("fubar_"), "{line}");
@@ -551,7 +558,7 @@ mod tests {
 
     #[test]
     fn process_families_are_there() {
-        let broker = Arc::new(Broker::new(Settings::default(), None).unwrap());
+        let broker = Arc::new(Broker::standalone(Settings::default(), None).unwrap());
         let text = scrape(&broker);
         assert!(value(&text, "fubar_process_resident_memory_bytes") > 0.0);
         assert!(value(&text, "fubar_process_open_fds") > 0.0);

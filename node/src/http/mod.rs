@@ -25,6 +25,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::NodeContext;
+#[cfg(test)]
 use crate::broker::Broker;
 use bounded::BoundedListener;
 
@@ -40,14 +42,14 @@ pub struct HttpEndpoint {
 /// What every request reads.
 #[derive(Debug)]
 struct Shared {
-    broker: Arc<Broker>,
+    node: Arc<NodeContext>,
     registry: Registry,
 }
 
 impl HttpEndpoint {
     /// Binds `http.bind`:`http.port`; `None` when the settings turn the endpoint off.
-    pub async fn bind(broker: Arc<Broker>) -> std::io::Result<Option<Self>> {
-        let settings = broker.settings();
+    pub async fn bind(node: Arc<NodeContext>) -> std::io::Result<Option<Self>> {
+        let settings = node.broker.settings();
         let Some(port) = settings.http.port else {
             return Ok(None);
         };
@@ -58,10 +60,10 @@ impl HttpEndpoint {
             settings.http.max_connections,
             Duration::from_secs(settings.http.idle_timeout_secs),
         );
-        let registry = metrics::registry(broker.clone());
+        let registry = metrics::registry(node.clone());
         Ok(Some(Self {
             listener,
-            state: Arc::new(Shared { broker, registry }),
+            state: Arc::new(Shared { node, registry }),
         }))
     }
 
@@ -109,14 +111,15 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<Shared>>) -> (StatusCode, String) {
-    match not_ready(&state.broker) {
+    match not_ready(&state.node) {
         None => (StatusCode::OK, "ready\n".into()),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
 /// Why the node cannot serve yet (one line), or `None` when it can.
-pub fn not_ready(broker: &Broker) -> Option<String> {
+pub fn not_ready(node: &NodeContext) -> Option<String> {
+    let broker = &node.broker;
     if broker.shutdown.is_cancelled() {
         return Some("shutting down".into());
     }
@@ -127,11 +130,11 @@ pub fn not_ready(broker: &Broker) -> Option<String> {
     let serving = listeners
         .iter()
         .any(|l| l.starts_with("mqtt://") || l.starts_with("mqtts://"));
-    let monitor_only = broker.monitor.get().is_some() && !listeners.is_empty();
+    let monitor_only = node.monitor.is_some() && !listeners.is_empty();
     if !serving && !monitor_only {
         return Some("no listener is accepting yet".into());
     }
-    if let Some(member) = broker.member.get() {
+    if let Some(member) = &node.member {
         let status = member.status();
         if !status.members.iter().any(|m| m.name == status.node) {
             return Some("not joined to the cluster yet".into());
@@ -150,8 +153,10 @@ mod tests {
 
     #[test]
     fn not_ready_without_a_store_or_a_listener() {
-        let broker = Broker::new(Settings::default(), None).unwrap();
-        assert_eq!(not_ready(&broker).as_deref(), Some("the store is not open"));
+        let node = NodeContext::broker_only(Arc::new(
+            Broker::standalone(Settings::default(), None).unwrap(),
+        ));
+        assert_eq!(not_ready(&node).as_deref(), Some("the store is not open"));
         let dir = tempfile::tempdir().unwrap();
         let store = fubar_store::Store::open(
             dir.path(),
@@ -159,14 +164,17 @@ mod tests {
             Duration::from_millis(1),
         )
         .unwrap();
-        let broker = Broker::new(Settings::default(), Some(Arc::new(store))).unwrap();
+        let node = NodeContext::broker_only(Arc::new(
+            Broker::standalone(Settings::default(), Some(Arc::new(store))).unwrap(),
+        ));
+        let broker = &node.broker;
         assert_eq!(
-            not_ready(&broker).as_deref(),
+            not_ready(&node).as_deref(),
             Some("no listener is accepting yet")
         );
         broker.add_listener("mqtt://127.0.0.1:1883".into());
-        assert_eq!(not_ready(&broker), None);
+        assert_eq!(not_ready(&node), None);
         broker.shutdown.cancel();
-        assert_eq!(not_ready(&broker).as_deref(), Some("shutting down"));
+        assert_eq!(not_ready(&node).as_deref(), Some("shutting down"));
     }
 }

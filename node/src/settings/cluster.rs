@@ -77,7 +77,7 @@ impl Default for ClusterSettings {
     fn default() -> Self {
         Self {
             bind: None,
-            port: crate::cluster::DEFAULT_CLUSTER_PORT,
+            port: super::node_name::DEFAULT_CLUSTER_PORT,
             master: String::new(),
             cookie_file: PathBuf::new(),
             cafile: PathBuf::new(),

@@ -14,6 +14,7 @@ use crate::mqtt::session::SessionLimits;
 
 mod cluster;
 mod example;
+pub mod node_name;
 mod observe;
 mod retained;
 
@@ -721,7 +722,7 @@ impl Settings {
             return invalid("log.channel_capacity", "must be at least 1");
         }
         if !self.cluster.master.is_empty() {
-            if let Err(e) = self.cluster.master.parse::<crate::cluster::NodeName>() {
+            if let Err(e) = self.cluster.master.parse::<node_name::NodeName>() {
                 return invalid("cluster.master", &e.to_string());
             }
         }

@@ -199,17 +199,17 @@ where
             persistent,
         } = session_terms(&c);
         c.clean_session = !persistent;
-        if let Some(cluster) = self.broker.cluster.get() {
-            // Another node may hold the client: it closes that connection, and a persistent
-            // session comes here to be resumed.
-            match cluster
-                .take_over(&client_id, user.as_deref(), !clean_start)
-                .await
-            {
-                Ok(Some(moved)) => super::super::persist::install_moved(&self.broker, moved),
-                Ok(None) => {}
-                Err(refused) => return Err(self.refuse_not_owner(&c, user.as_deref(), refused)),
-            }
+        // Another node may hold the client: it closes that connection, and a persistent
+        // session comes here to be resumed.
+        match self
+            .broker
+            .cluster
+            .take_over(&client_id, user.as_deref(), !clean_start)
+            .await
+        {
+            Ok(Some(moved)) => super::super::persist::install_moved(&self.broker, moved),
+            Ok(None) => {}
+            Err(refused) => return Err(self.refuse_not_owner(&c, user.as_deref(), refused)),
         }
         if let Err(why) =
             limits::admit_session(&self.broker, &settings, &client_id, clean_start, persistent)
@@ -245,9 +245,9 @@ where
         if attached.took_over {
             tracing::info!(target: "resource", client = %client_id, peer = %self.peer, "session taken over");
         }
-        if let Some(cluster) = self.broker.cluster.get() {
-            cluster.client_attached(&client_id, user.as_deref());
-        }
+        self.broker
+            .cluster
+            .client_attached(&client_id, user.as_deref());
         tracing::info!(target: "resource", client = %client_id, clean = c.clean_session,
             "{}", if attached.session_present { "session resumed" } else { "session created" });
         // Authentication and the session may have taken a while: the keep-alive counts
@@ -556,9 +556,7 @@ where
             .publish(message.clone(), &b.registry, &b.retained, b.memory.is_on());
         // Copies not queued (QoS 0 for a client away, or shed) still had a subscriber.
         let mut matched = routed.delivered + routed.skipped_offline + routed.shed > 0;
-        if let Some(cluster) = b.cluster.get() {
-            matched |= cluster.forward(&message, limits::replicate(&routed));
-        }
+        matched |= b.cluster.forward(&message, limits::replicate(&routed));
         b.stats.record_matched(matched);
         if let Some(mark) = &mark {
             trace_hop(mark, "routed", &topic, publisher, routed.delivered);

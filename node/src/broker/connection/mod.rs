@@ -722,9 +722,7 @@ where
         }
         if ended {
             self.broker.router.remove_session(&client.handle);
-            if let Some(cluster) = self.broker.cluster.get() {
-                cluster.client_ended(&client.id);
-            }
+            self.broker.cluster.client_ended(&client.id);
             tracing::info!(target: "resource", client = %client.id, "session ended");
         }
     }

@@ -268,14 +268,14 @@ impl ClusterMember {
         }
     }
 
-    /// Connects the member to the broker: the view updates the broker's copies, routes
-    /// and clients are reported from now on.
-    pub fn attach(self: &Arc<Self>, broker: &Arc<Broker>) {
-        let _ = self.broker.set(Arc::downgrade(broker));
-        self.view.attach(broker);
-        let hooks: Arc<dyn ClusterHooks> = self.clone();
-        let _ = broker.cluster.set(hooks.clone());
-        broker.router.set_hooks(hooks);
+    /// Connects the member to the broker built with it as its hooks: the view updates the
+    /// broker's copies, and what the table says of this node is brought up to date. A
+    /// member serves one broker: a second call is refused.
+    pub fn attach(self: &Arc<Self>, broker: &Arc<Broker>) -> Result<(), AlreadyAttached> {
+        self.broker
+            .set(Arc::downgrade(broker))
+            .map_err(|_| AlreadyAttached)?;
+        self.view.attach(broker)?;
         // Sessions restored from the store are held here.
         let held = broker.registry.client_ids_and_owners();
         for (id, owner) in &held {
@@ -292,6 +292,7 @@ impl ClusterMember {
         for client in clients.into_iter().filter(|c| !held.contains(c)) {
             self.client_ended(&client);
         }
+        Ok(())
     }
 
     /// Gives each share group matching the message one copy: to a node with members, in
@@ -636,3 +637,9 @@ mod tests {
         assert!(p.take(10).is_empty());
     }
 }
+
+/// A cluster member or view connected to a second broker: each serves the one it was built
+/// with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the cluster member is already attached to a broker")]
+pub struct AlreadyAttached;

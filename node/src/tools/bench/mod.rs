@@ -34,7 +34,7 @@ pub(crate) mod test_broker {
             let mut settings = Settings::default();
             settings.mqtt.bind = [127, 0, 0, 1].into();
             settings.mqtt.port = 0;
-            let broker = Arc::new(Broker::new(settings, None).expect("in-memory broker"));
+            let broker = Arc::new(Broker::standalone(settings, None).expect("in-memory broker"));
             let server = Server::bind(broker.clone()).await.expect("bind");
             let addr = server.local_addr().expect("address");
             let serving = tokio::spawn(server.run());
