@@ -25,6 +25,8 @@
 //! `index` and `rebuilt` are deleted first), `FUBAR_BENCH_REINDEX` (0: without the rebuild),
 //! `FUBAR_BENCH_QUERIES` (0: without the queries).
 
+#![allow(clippy::unwrap_used, reason = "a benchmark stops at its first error")]
+
 use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,11 @@
 //! The log link end to end on loopback: real quinn endpoints, real TLS material from
 //! `fubar_ssl::new_certs`, the monitor writing through a real log engine.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test and its helpers fail by panicking"
+)]
+
 mod admin;
 mod membership;
 mod shipping;

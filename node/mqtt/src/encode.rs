@@ -69,24 +69,21 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
     1 + varint_len(body) + body
 }
 
-/// Appends the wire form of `packet`, for a connection of `version`, to `out`.
-///
-/// The DUP flag of a QoS 0 PUBLISH is written as 0 (MQTT-3.3.1-2) and its packet id is
-/// omitted. Other fields are written as given, even where the peer will reject them (e.g. a
-/// zero packet id).
-///
-/// # Panics
-///
-/// If the packet cannot be represented on the wire (see [`try_encode`]). Packets produced by
-/// [`decode`](super::decode::decode) for the same version always can; use [`try_encode`] for
-/// packets built from untrusted sizes.
-pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
+/// [`try_encode`] for tests, whose packets are known to fit: panics if one does not. Only
+/// tests have it, so no broker or tool path can panic on a packet it was given.
+#[cfg(test)]
+pub(crate) fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
     if let Err(e) = try_encode(packet, version, out) {
         panic!("cannot encode {}: {e}", packet.kind());
     }
 }
 
-/// Like [`encode`], but returns an error, writing nothing, if a string or binary field is
+/// Appends the wire form of `packet`, for a connection of `version`, to `out`.
+///
+/// The DUP flag of a QoS 0 PUBLISH is written as 0 (MQTT-3.3.1-2) and its packet id is
+/// omitted. Other fields are written as given, even where the peer will reject them (e.g. a
+/// zero packet id). Packets produced by [`decode`](super::decode::decode) for the same
+/// version always encode. Returns an error, writing nothing, if a string or binary field is
 /// longer than 65535 bytes, the remaining length exceeds 268435455, or (MQTT 5.0) a property
 /// or reason code does not belong in the packet; or the packet is AUTH and `version` is not
 /// 5.0.

@@ -16,7 +16,7 @@ use tracing_subscriber::Layer;
 
 use super::{Broker, Server};
 use crate::mqtt::decode::decode;
-use crate::mqtt::encode::encode;
+use crate::mqtt::encode::try_encode;
 use crate::mqtt::packet::{
     Ack, Connect, FilterOptions, Packet, Properties, ProtocolVersion, Publish, QoS, SubAckCode,
     Subscribe,
@@ -133,7 +133,7 @@ impl Client {
 
     async fn send(&mut self, p: &Packet) {
         let mut out = BytesMut::new();
-        encode(p, self.version, &mut out);
+        try_encode(p, self.version, &mut out).unwrap();
         self.stream.write_all(&out).await.unwrap();
     }
 

@@ -26,7 +26,7 @@ pub const MAX_PEER_FRAME: usize = 8 << 20;
 
 /// A request from one member to another.
 #[derive(Debug, Serialize, Deserialize)]
-#[allow(clippy::large_enum_variant)] // one per stream, never stored
+#[allow(clippy::large_enum_variant, reason = "one per stream, never stored")]
 pub enum PeerRequest {
     /// Raft: a vote request.
     Vote(VoteRequest<u64>),
@@ -62,7 +62,7 @@ pub enum PeerRequest {
 
 /// The answer to a [`PeerRequest`].
 #[derive(Debug, Serialize, Deserialize)]
-#[allow(clippy::large_enum_variant)]
+#[allow(clippy::large_enum_variant, reason = "one per request, never stored")]
 pub enum PeerResponse {
     /// To `Vote`.
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),

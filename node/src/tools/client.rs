@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::mqtt::decode::decode;
-use crate::mqtt::encode::encode;
+use crate::mqtt::encode::try_encode;
 use crate::mqtt::packet::{Connect, ConnectReturnCode, Packet, ProtocolVersion, SubAckCode};
 use crate::mqtt::properties::Properties;
 use crate::websocket::{config, WsIo};
@@ -36,6 +36,9 @@ pub struct ClientWriter {
     version: ProtocolVersion,
     stream: Box<dyn AsyncWrite + Unpin + Send>,
     buf: BytesMut,
+    /// The first packet that could not be encoded (a topic longer than 65,535 bytes, say):
+    /// the next `flush` reports it, as a buffered writer reports a failed write.
+    unencodable: Option<String>,
 }
 
 /// How the tools reach a broker beyond plain TCP: TLS, WebSocket, or both (wss).
@@ -120,6 +123,7 @@ pub async fn open_on(
             version: ProtocolVersion::V311,
             stream: w,
             buf: BytesMut::with_capacity(4096),
+            unencodable: None,
         },
     ))
 }
@@ -260,9 +264,13 @@ impl ClientReader {
 }
 
 impl ClientWriter {
-    /// Buffers a packet.
+    /// Buffers a packet. One that cannot be put on the wire is not buffered, and the next
+    /// [`flush`](Self::flush) fails with why.
     pub fn push(&mut self, packet: &Packet) {
-        encode(packet, self.version, &mut self.buf);
+        if let Err(e) = try_encode(packet, self.version, &mut self.buf) {
+            self.unencodable
+                .get_or_insert_with(|| format!("cannot send {}: {e}", packet.kind()));
+        }
     }
 
     /// Bytes buffered and not yet written.
@@ -270,8 +278,13 @@ impl ClientWriter {
         self.buf.len()
     }
 
-    /// Writes everything buffered.
+    /// Writes everything buffered; fails if a packet pushed since the last flush could not
+    /// be encoded.
     pub async fn flush(&mut self) -> io::Result<()> {
+        if let Some(why) = self.unencodable.take() {
+            self.buf.clear();
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        }
         self.stream.write_all_buf(&mut self.buf).await
     }
 }

@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::common::encode;
 use bytes::{Bytes, BytesMut};
 use fubar::mqtt::decode::decode;
-use fubar::mqtt::encode::encode;
 use fubar::mqtt::packet::{
     Ack, ConnAck, Connect, ConnectReturnCode, Packet, Properties, ProtocolVersion, Publish, QoS,
     ReasonCode, Subscribe,

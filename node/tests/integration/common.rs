@@ -1,6 +1,10 @@
 //! Starting and stopping a real broker, and a raw-bytes MQTT client.
 
-#![allow(dead_code, unreachable_pub)] // a test-only module; not every test uses every helper
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "a test-only module; not every test uses every helper"
+)]
 
 use parking_lot::{Condvar, Mutex};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -647,7 +651,12 @@ pub fn qos0_burst(topic: &str, n: usize) -> BytesMut {
             payload: Bytes::from(i.to_string()),
             properties: Default::default(),
         };
-        fubar::mqtt::encode::encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut burst);
+        encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut burst);
     }
     burst
+}
+
+/// Appends a packet the test built, which must fit on the wire.
+pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
+    fubar::mqtt::encode::try_encode(packet, version, out).expect("a test packet encodes");
 }

@@ -159,7 +159,7 @@ fn a_spray_of_user_names_from_one_address_is_stopped_and_other_addresses_are_not
 fn connect_bytes(user: &str, password: &str) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
     let c = login(ProtocolVersion::V311, "b", user, password);
-    fubar::mqtt::encode::encode(
+    crate::common::encode(
         &fubar::mqtt::packet::Packet::Connect(c),
         ProtocolVersion::V311,
         &mut buf,

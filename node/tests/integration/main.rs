@@ -3,6 +3,11 @@
 //!
 //! One test binary with modules (as ripgrep does) links once.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test and its helpers fail by panicking"
+)]
+
 mod admin;
 mod admin_authz;
 mod bench;

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::encode;
 use bytes::{Bytes, BytesMut};
 use fubar::mqtt::decode::decode;
-use fubar::mqtt::encode::encode;
 use fubar::mqtt::packet::{
     Ack, ConnAck, Connect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, SubAckCode, Subscribe,
 };

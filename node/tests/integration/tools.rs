@@ -156,14 +156,18 @@ fn sub_receives_what_mosquitto_pub_sends_and_stops_when_idle() {
 #[test]
 fn bad_topics_and_missing_payloads_are_refused_with_exit_1() {
     let broker = Broker::start();
+    // A client id longer than a string on the wire can be (65,535 bytes): an error, not a
+    // panic.
+    let too_long = "a".repeat(70_000);
     for args in [
         vec!["-t", "a/+", "-m", "x"],
         vec!["-t", "", "-m", "x"],
         vec!["-t", "a/b"],
+        vec!["-t", "a/b", "-m", "x", "-i", &too_long],
     ] {
         let out = publish(&broker, &args, None);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{:.200}", err);
         assert_eq!(err.lines().count(), 1, "one line: {err}");
     }
     let out = fubar()

@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::sync::{mpsc, LazyLock};
 use std::time::{Duration, Instant};
 
+use crate::common::encode;
 use bytes::{Bytes, BytesMut};
-use fubar::mqtt::encode::encode;
 use fubar::mqtt::packet::{
     ConnAck as RawConnAck, Connect, LastWill as RawWill, Packet, ProtocolVersion, QoS as RawQoS,
     ReasonCode, SubAck as RawSubAck, Subscribe as RawSubscribe,
