@@ -83,3 +83,38 @@ impl ClusterHooks for LocalOnly {
         Box::pin(std::future::ready(Ok(None)))
     }
 }
+
+/// Hooks that remember what the broker told them (unit tests).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Recording {
+    /// The client ids the broker said were free.
+    pub(crate) ended: parking_lot::Mutex<Vec<String>>,
+    /// The topics of the messages the broker asked to forward.
+    pub(crate) forwarded: parking_lot::Mutex<Vec<String>>,
+}
+
+#[cfg(test)]
+impl ClusterHooks for Recording {
+    fn route_added(&self, _filter: &str) {}
+    fn route_removed(&self, _filter: &str) {}
+    fn forward(&self, message: &Arc<Message>, _replicate_retained: bool) -> bool {
+        self.forwarded.lock().push(message.topic.to_string());
+        false
+    }
+    fn forward_share(&self, _share: &Arc<str>, _message: &Arc<Message>) -> bool {
+        false
+    }
+    fn client_attached(&self, _client_id: &str, _owner: Option<&str>) {}
+    fn client_ended(&self, client_id: &str) {
+        self.ended.lock().push(client_id.to_owned());
+    }
+    fn take_over<'a>(
+        &'a self,
+        _client_id: &'a str,
+        _user: Option<&'a str>,
+        _keep: bool,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+}

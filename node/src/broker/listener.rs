@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::rate_limit::TokenBucket;
 use super::registry::Due;
 use super::{transport, Broker};
+use crate::broker::session_end::SessionEnd;
 
 /// A bound MQTT listener and the broker it serves.
 #[derive(Debug)]
@@ -304,9 +305,7 @@ async fn sweep_expired_sessions(broker: Arc<Broker>, shutdown: CancellationToken
         for due in broker.registry.take_due(Instant::now()) {
             match due {
                 Due::Expired(handle) => {
-                    broker.router.remove_session(&handle);
-                    broker.cluster.client_ended(&handle.client_id);
-                    tracing::info!(target: "resource", client = %handle.client_id, "session ended: expired");
+                    broker.end_session(&handle, SessionEnd::Expired);
                 }
                 Due::Will(client_id, will) => broker.publish_will(&client_id, &will, "delayed"),
             }

@@ -19,11 +19,13 @@ pub mod offline_budget;
 pub mod online;
 mod packet_log;
 pub(crate) mod persist;
+pub mod publish;
 /// The token bucket lives in the protocol core (`fubar-mqtt`), which paces PUBLISH with it.
 pub use crate::mqtt::token_bucket as rate_limit;
 pub mod registry;
 pub mod retained;
 pub mod router;
+pub mod session_end;
 pub mod shared;
 #[cfg(test)]
 mod store_failure_tests;
@@ -357,22 +359,13 @@ impl Broker {
         // Its message expiry interval counts from its publication (MQTT 5.0 3.1.3.2.4).
         let mut message = Message::from_will(will).expiring_from(Instant::now());
         message.publisher = Some(client_id.clone());
-        let message = Arc::new(message);
-        let routed = self.router.publish(
-            message.clone(),
-            &self.registry,
-            &self.retained,
-            self.memory.is_on(),
+        let published = self.publish(Arc::new(message), publish::Origin::Will(client_id));
+        router::report_unstored(
+            published.routed.store_error.as_ref(),
+            client_id,
+            &will.topic,
+            "will",
         );
-        let mut matched = routed.delivered + routed.skipped_offline + routed.shed > 0;
-        matched |= self.cluster.forward(&message, limits::replicate(&routed));
-        self.stats.record_matched(matched);
-        self.stats.record_routed(&routed, message.qos);
-        router::report_unstored(routed.store_error.as_ref(), client_id, &will.topic, "will");
-        if let Some(change) = routed.retained {
-            limits::note_refused_will(client_id, &will.topic, change);
-            packet_log::retained(Some(client_id), &will.topic, change);
-        }
     }
 
     fn next_conn_id(&self) -> u64 {

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::peer_wire::{ForwardAck, ForwardBatch, ForwardedMessage, PeerRequest, MAX_PEER_FRAME};
 use super::peers::Peers;
 use crate::broker::persist::{message_of, stored_properties};
+use crate::broker::publish::Origin;
 use crate::broker::Broker;
 use crate::mqtt::message::{remaining_secs, Message};
 
@@ -430,13 +431,7 @@ pub async fn receive(
             last = seq;
             let share = m.share;
             let message = Arc::new(local_message(m, &body, arrived));
-            let shed = broker.memory.is_on();
-            let routed = match share {
-                Some(share) => broker.router.deliver_shared(share, message, shed),
-                // With its retain flag (for retain as published), and not stored: the
-                // retained store is replicated apart.
-                None => broker.router.publish_copy(message, &broker.registry, shed),
-            };
+            let routed = broker.publish(message, Origin::Forwarded { share }).routed;
             stored |= routed.stored;
             if store_error.is_none() {
                 store_error = routed.store_error;

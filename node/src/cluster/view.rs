@@ -10,6 +10,7 @@ use fubar_store::replicated::{ApplyListener, Change, Outcome};
 use fubar_store::Store;
 
 use crate::broker::persist::message_of;
+use crate::broker::session_end::SessionEnd;
 use crate::broker::Broker;
 use crate::mqtt::topic;
 use crate::mqtt::trie::SubscriptionTrie;
@@ -272,19 +273,14 @@ impl ReplicatedView {
             // Another node has the client now: close it here.
             Outcome::PreviousHolder(_) if node != self.me => {
                 if let Some(handle) = broker.registry.release(client_id) {
-                    broker.router.remove_session(&handle);
-                    tracing::info!(target: "resource", client = %client_id,
-                        "session taken over by another node");
+                    broker.end_session(&handle, SessionEnd::MovedAway { moved: false });
                 }
             }
             // This node attached a session the id's owner never allowed (another user
             // claimed the id first, on another node, at the same moment): it ends here.
             Outcome::NotOwner { owner } if node == self.me => {
                 if let Some(handle) = broker.registry.release_of(client_id, user) {
-                    broker.router.remove_session(&handle);
-                    tracing::info!(target: "access", client = %client_id,
-                        user = user.unwrap_or_default(), owner = %owner,
-                        "session ended: the client id belongs to another user (claimed first on another node)");
+                    broker.end_session(&handle, SessionEnd::NotOwner { user, owner });
                 }
             }
             _ => {}

@@ -10,10 +10,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::super::client_owner::NotOwner;
+use super::super::limits;
 use super::super::router::{deliver, report_unstored};
 use super::super::tracer::now_us;
-use super::super::{limits, packet_log};
 use super::{Client, Connection};
+use crate::broker::publish::{Origin, Published};
+use crate::broker::session_end::SessionEnd;
 use crate::mqtt::connection::{
     inflight_window, session_terms, CloseReason, PublishRefusal, SessionTerms,
 };
@@ -236,8 +238,7 @@ where
         // Topic rules see the user of the connection that holds the session now.
         attached.handle.acl.set_user(c.username.as_deref());
         if let Some(old) = &attached.discarded {
-            self.broker.router.remove_session(old);
-            tracing::info!(target: "resource", client = %client_id, "session ended: replaced by a clean session");
+            self.broker.end_session(old, SessionEnd::Replaced);
         }
         if let Some(will) = &attached.discarded_will {
             self.broker.publish_will(&client_id, will, "session ended");
@@ -550,20 +551,10 @@ where
         if every > 0 && !message.retain && n.is_multiple_of(every) {
             message.sampled_at = Some(Instant::now());
         }
-        let message = Arc::new(message);
-        let routed = b
-            .router
-            .publish(message.clone(), &b.registry, &b.retained, b.memory.is_on());
-        // Copies not queued (QoS 0 for a client away, or shed) still had a subscriber.
-        let mut matched = routed.delivered + routed.skipped_offline + routed.shed > 0;
-        matched |= b.cluster.forward(&message, limits::replicate(&routed));
-        b.stats.record_matched(matched);
+        let Published { routed, matched } =
+            b.publish(Arc::new(message), Origin::Client(self.client_id()));
         if let Some(mark) = &mark {
             trace_hop(mark, "routed", &topic, publisher, routed.delivered);
-        }
-        b.stats.record_routed(&routed, message.qos);
-        if let Some(change) = routed.retained {
-            packet_log::retained(self.client_id(), &topic, change);
         }
         let ticket = match &b.store {
             Some(store) if routed.stored => store.ticket(),

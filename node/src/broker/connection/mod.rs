@@ -35,6 +35,7 @@ use handlers::trace_hop;
 use super::packet_log;
 use super::registry::{SessionHandle, WillDelay};
 use super::Broker;
+use crate::broker::session_end::SessionEnd;
 use crate::mqtt::connection::{Admission, CloseReason, Connection as Protocol, Limits};
 use crate::mqtt::decode::{starts_with_whole_publish, DecodeError};
 use crate::mqtt::encode::try_encode;
@@ -721,9 +722,7 @@ where
             }
         }
         if ended {
-            self.broker.router.remove_session(&client.handle);
-            self.broker.cluster.client_ended(&client.id);
-            tracing::info!(target: "resource", client = %client.id, "session ended");
+            self.broker.end_session(&client.handle, SessionEnd::Closed);
         }
     }
 

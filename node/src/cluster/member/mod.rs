@@ -36,6 +36,7 @@ use super::{endpoint, NodeName};
 use crate::broker::client_owner::{self, Claim, NotOwner};
 use crate::broker::cluster_hooks::ClusterHooks;
 use crate::broker::persist::{self, stored_message};
+use crate::broker::session_end::SessionEnd;
 use crate::broker::Broker;
 use crate::mqtt::message::Message;
 use crate::settings::Settings;
@@ -386,12 +387,15 @@ impl ClusterMember {
                 return Err(refused);
             }
         };
-        broker.router.remove_session(&handle);
+        broker.end_session(
+            &handle,
+            SessionEnd::MovedAway {
+                moved: session.is_some(),
+            },
+        );
         if let (None, Some(will)) = (&session, will) {
             broker.publish_will(&handle.client_id, &will, "session ended");
         }
-        tracing::info!(target: "resource", client = client_id, moved = session.is_some(),
-            "session taken over by another node");
         Ok(session)
     }
 
