@@ -18,19 +18,7 @@ pub(super) async fn execute(node: &NodeContext, request: AdminRequest) -> AdminR
             AdminResponse::Done("stopping".into())
         }
         AdminRequest::AccountUpdate { name, password } => {
-            let result = match cluster_commands::account_update(node, &name, password.clone()).await
-            {
-                Some(r) => r,
-                None => {
-                    let b = broker.clone();
-                    let n = name.clone();
-                    // Hashing is deliberately slow: keep it off the async threads.
-                    tokio::task::spawn_blocking(move || b.accounts.update(&n, &password))
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()))
-                }
-            };
-            match result {
+            match node.state().put_account(&name, password).await {
                 Ok(created) => {
                     tracing::info!(target: "resource", account = %name, created, "account updated");
                     AdminResponse::Done(if created {
@@ -39,22 +27,17 @@ pub(super) async fn execute(node: &NodeContext, request: AdminRequest) -> AdminR
                         format!("password of {name} changed")
                     })
                 }
-                Err(e) => AdminResponse::Error(e),
+                Err(e) => AdminResponse::Error(e.to_string()),
             }
         }
-        AdminRequest::AccountDelete { name } => {
-            match cluster_commands::account_delete(node, &name)
-                .await
-                .unwrap_or_else(|| broker.accounts.delete(&name))
-            {
-                Ok(true) => {
-                    tracing::info!(target: "resource", account = %name, "account deleted");
-                    AdminResponse::Done(format!("account {name} deleted"))
-                }
-                Ok(false) => AdminResponse::Error(format!("no account {name}")),
-                Err(e) => AdminResponse::Error(e),
+        AdminRequest::AccountDelete { name } => match node.state().delete_account(&name).await {
+            Ok(true) => {
+                tracing::info!(target: "resource", account = %name, "account deleted");
+                AdminResponse::Done(format!("account {name} deleted"))
             }
-        }
+            Ok(false) => AdminResponse::Error(format!("no account {name}")),
+            Err(e) => AdminResponse::Error(e.to_string()),
+        },
         AdminRequest::AccountList => AdminResponse::Accounts(broker.accounts.names()),
         AdminRequest::AclAllow { cidr } => acl_set(node, &cidr, true),
         AdminRequest::AclDeny { cidr } => acl_set(node, &cidr, false),
@@ -67,7 +50,7 @@ pub(super) async fn execute(node: &NodeContext, request: AdminRequest) -> AdminR
                 AdminResponse::Done(format!("rule {shown} deleted"))
             }
             Ok(false) => AdminResponse::Error(format!("no rule {cidr}")),
-            Err(e) => AdminResponse::Error(e),
+            Err(e) => AdminResponse::Error(e.to_string()),
         },
         AdminRequest::AclList => AdminResponse::Acl(
             broker
@@ -96,7 +79,7 @@ pub(super) async fn execute(node: &NodeContext, request: AdminRequest) -> AdminR
                 tracing::info!(target: "info", filter = %filter, "tracing topic");
                 AdminResponse::Done(format!("tracing topic {filter}"))
             }
-            Err(e) => AdminResponse::Error(e),
+            Err(e) => AdminResponse::Error(e.to_string()),
         },
         AdminRequest::UntraceClient { client_id } => {
             if broker.tracer.untrace_client(&client_id) {
@@ -154,9 +137,9 @@ pub(super) async fn execute(node: &NodeContext, request: AdminRequest) -> AdminR
         AdminRequest::ClusterStatus => cluster_commands::status(node),
         AdminRequest::ClusterLeave { node: name } => cluster_commands::leave(node, name).await,
         AdminRequest::SettingsSet { name, value } => {
-            match cluster_commands::setting_set(node, &name, &value).await {
+            match node.state().set_setting(&name, &value).await {
                 Ok(shown) => AdminResponse::Done(format!("{name} = {shown}")),
-                Err(e) => AdminResponse::Error(e),
+                Err(e) => AdminResponse::Error(e.to_string()),
             }
         }
     }
@@ -170,7 +153,7 @@ fn acl_set(node: &NodeContext, cidr: &str, allow: bool) -> AdminResponse {
             tracing::info!(target: "resource", rule = %rule, allow, "address rule set");
             AdminResponse::Done(format!("{verb} {rule}"))
         }
-        Err(e) => AdminResponse::Error(e),
+        Err(e) => AdminResponse::Error(e.to_string()),
     }
 }
 

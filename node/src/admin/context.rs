@@ -10,6 +10,7 @@ use crate::broker::Broker;
 use crate::cluster::member::ClusterMember;
 use crate::cluster::monitor::MonitorRole;
 use crate::cluster::shipping::LogShipping;
+use crate::cluster::state_log::StateLog;
 use crate::console::SignIn;
 
 /// The broker and the node's other parts, as its wings see them.
@@ -30,6 +31,12 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// Where changes to the state every member shares go: Raft on a cluster member, the
+    /// node's store on a standalone node.
+    pub fn state(&self) -> StateLog {
+        StateLog::of(&self.broker, self.member.as_ref())
+    }
+
     /// A node that is only a broker: no cluster, no monitor, no log engine (unit tests and
     /// the in-process benchmark).
     pub fn broker_only(broker: Arc<Broker>) -> Self {

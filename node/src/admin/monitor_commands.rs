@@ -64,7 +64,9 @@ pub(super) fn collect(node: &NodeContext, class: &str, on: bool) -> AdminRespons
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        broker.change_setting("monitor.collect", &value)?;
+        broker
+            .change_setting("monitor.collect", &value)
+            .map_err(|e| e.to_string())?;
         Ok(AdminResponse::Done(format!(
             "{class} {}; collected: {}",
             if on { "collected" } else { "not collected" },

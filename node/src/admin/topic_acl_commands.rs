@@ -1,34 +1,11 @@
-//! `fubar ctl acl topic add|delete|list|import`: topic rules, kept in the store; on a
-//! cluster member changed through Raft, so every member applies the same set (the replicated
-//! view reloads them when the change is applied).
+//! `fubar ctl acl topic add|delete|list|import`: topic rules, changed through the node's
+//! state log (its store, or Raft on a cluster member, so every member applies the same set).
 
 use fubar_logproto::admin::AdminResponse;
-use fubar_store::replicated::{Change, Outcome};
 
 use super::context::NodeContext;
-use crate::broker::topic_acl::{mosquitto, Rule, RuleSet};
+use crate::broker::topic_acl::{mosquitto, Rule};
 use crate::settings::AclDefault;
-
-/// Adds `rules` (normal text forms) everywhere they are kept; returns how many were new.
-async fn put(node: &NodeContext, rules: Vec<String>) -> Result<usize, String> {
-    let broker = &node.broker;
-    let current = broker.topic_acl.current();
-    let new = rules.iter().filter(|r| !current.contains(r)).count();
-    if let Some(m) = node.member.as_ref() {
-        m.propose_now(vec![Change::PutTopicRules { rules }]).await?;
-        return Ok(new);
-    }
-    if let Some(store) = &broker.store {
-        store.put_topic_rules(&rules).map_err(|e| e.to_string())?;
-    }
-    let all = current.texts().cloned().chain(rules);
-    broker.topic_acl.replace(parse_all(all));
-    Ok(new)
-}
-
-fn parse_all(texts: impl Iterator<Item = String>) -> RuleSet {
-    RuleSet::new(texts.filter_map(|t| t.parse::<Rule>().ok()))
-}
 
 /// `fubar ctl acl topic add RULE`.
 pub(super) async fn add(node: &NodeContext, text: &str) -> AdminResponse {
@@ -36,7 +13,7 @@ pub(super) async fn add(node: &NodeContext, text: &str) -> AdminResponse {
         Ok(r) => r.to_string(),
         Err(e) => return AdminResponse::Error(e.to_string()),
     };
-    match put(node, vec![rule.clone()]).await {
+    match node.state().put_topic_rules(vec![rule.clone()]).await {
         Ok(new) => {
             tracing::info!(target: "resource", rule = %rule, new = new > 0, "topic rule added");
             AdminResponse::Done(if new > 0 {
@@ -45,7 +22,7 @@ pub(super) async fn add(node: &NodeContext, text: &str) -> AdminResponse {
                 format!("already there: {rule}")
             })
         }
-        Err(e) => AdminResponse::Error(e),
+        Err(e) => AdminResponse::Error(e.to_string()),
     }
 }
 
@@ -56,36 +33,17 @@ pub(super) async fn delete(node: &NodeContext, text: &str) -> AdminResponse {
         Ok(r) => r.to_string(),
         Err(e) => return AdminResponse::Error(e.to_string()),
     };
-    let current = broker.topic_acl.current();
-    if !current.contains(&rule) {
+    if !broker.topic_acl.current().contains(&rule) {
         return AdminResponse::Error(format!("no rule {rule} (see `fubar ctl acl topic list`)"));
     }
-    let result = if let Some(m) = node.member.as_ref() {
-        m.propose_now(vec![Change::DeleteTopicRules {
-            rules: vec![rule.clone()],
-        }])
-        .await
-        .map(|o| matches!(o.0.first(), Some(Outcome::Removed(true))))
-    } else {
-        let stored = match &broker.store {
-            Some(store) => store
-                .delete_topic_rules(std::slice::from_ref(&rule))
-                .map_err(|e| e.to_string()),
-            None => Ok(1),
-        };
-        stored.map(|_| {
-            let rest = current.texts().filter(|t| **t != rule).cloned();
-            broker.topic_acl.replace(parse_all(rest));
-            true
-        })
-    };
+    let result = node.state().delete_topic_rule(&rule).await;
     match result {
         Ok(true) => {
             tracing::info!(target: "resource", rule = %rule, "topic rule deleted");
             AdminResponse::Done(format!("deleted: {rule}"))
         }
         Ok(false) => AdminResponse::Error(format!("no rule {rule}")),
-        Err(e) => AdminResponse::Error(e),
+        Err(e) => AdminResponse::Error(e.to_string()),
     }
 }
 
@@ -121,7 +79,7 @@ pub(super) async fn import(node: &NodeContext, text: &str) -> AdminResponse {
     };
     let texts: Vec<String> = rules.iter().map(ToString::to_string).collect();
     let total = texts.len();
-    match put(node, texts).await {
+    match node.state().put_topic_rules(texts).await {
         Ok(new) => {
             tracing::info!(target: "resource", rules = total, new, "topic rules imported");
             let mut done = format!("imported {total} rules ({new} new)");
@@ -132,6 +90,6 @@ pub(super) async fn import(node: &NodeContext, text: &str) -> AdminResponse {
             }
             AdminResponse::Done(done)
         }
-        Err(e) => AdminResponse::Error(e),
+        Err(e) => AdminResponse::Error(e.to_string()),
     }
 }

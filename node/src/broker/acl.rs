@@ -49,27 +49,39 @@ fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
     a[full] & mask == b[full] & mask
 }
 
-impl FromStr for Cidr {
-    type Err = String;
+/// An address rule that could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum AclError {
+    /// Not `ADDR` or `ADDR/PREFIX`, or the prefix is too long for the address.
+    #[error("{0}")]
+    BadCidr(String),
+    /// The store refused the change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for Cidr {
+    type Err = AclError;
+
+    fn from_str(s: &str) -> Result<Self, AclError> {
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not ADDR or ADDR/PREFIX (e.g. 10.0.0.0/8, ::1)"))?;
+        let addr: IpAddr = addr.parse().map_err(|_| {
+            AclError::BadCidr(format!(
+                "{s:?} is not ADDR or ADDR/PREFIX (e.g. 10.0.0.0/8, ::1)"
+            ))
+        })?;
         let addr = canonical(addr);
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("prefix of {s:?} must be 0..={max}"))?,
-        };
+        let prefix =
+            match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                    AclError::BadCidr(format!("prefix of {s:?} must be 0..={max}"))
+                })?,
+            };
         Ok(Self { addr, prefix })
     }
 }
@@ -125,11 +137,11 @@ impl Acl {
     }
 
     /// Adds or replaces a rule; returns its normal form.
-    pub fn set(&self, cidr: &str, allow: bool) -> Result<String, String> {
+    pub fn set(&self, cidr: &str, allow: bool) -> Result<String, AclError> {
         let c: Cidr = cidr.parse()?;
         let text = c.to_string();
         if let Some(store) = &self.store {
-            store.put_acl(&text, allow).map_err(|e| e.to_string())?;
+            store.put_acl(&text, allow)?;
         }
         {
             let mut rules = self.rules.write();
@@ -141,12 +153,10 @@ impl Acl {
     }
 
     /// Deletes a rule; returns whether it existed.
-    pub fn delete(&self, cidr: &str) -> Result<bool, String> {
+    pub fn delete(&self, cidr: &str) -> Result<bool, AclError> {
         let c: Cidr = cidr.parse()?;
         if let Some(store) = &self.store {
-            store
-                .delete_acl(&c.to_string())
-                .map_err(|e| e.to_string())?;
+            store.delete_acl(&c.to_string())?;
         }
         let mut rules = self.rules.write();
         let before = rules.len();

@@ -44,13 +44,27 @@ pub struct Accounts {
     throttle: Mutex<LoginThrottle>,
 }
 
+/// Why an account could not be created, changed or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The name is empty or holds a NUL.
+    #[error("the account name must be non-empty and without NUL")]
+    BadName,
+    /// The password hasher failed.
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+    /// The store refused the change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Hashes a password (slow: call off the async threads).
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("cannot hash the password: {e}"))
+        .map_err(|e| AccountError::Hash(e.to_string()))
 }
 
 fn verify(password: &[u8], phc: &str) -> bool {
@@ -78,29 +92,33 @@ impl Accounts {
     }
 
     /// Creates an account or changes its password (slow: hashes).
-    pub fn update(&self, name: &str, password: &str) -> Result<bool, String> {
+    pub fn update(&self, name: &str, password: &str) -> Result<bool, AccountError> {
         if name.is_empty() || name.contains('\0') {
-            return Err("the account name must be non-empty and without NUL".into());
+            return Err(AccountError::BadName);
         }
         let password_hash = hash_password(password)?;
+        self.put_hash(name, &password_hash)
+    }
+
+    /// Keeps an account's password hash (in the store, then in memory); returns whether the
+    /// account is new.
+    pub fn put_hash(&self, name: &str, password_hash: &str) -> Result<bool, AccountError> {
         if let Some(store) = &self.store {
-            store
-                .put_account(
-                    name,
-                    &AccountRecord {
-                        password_hash: password_hash.clone(),
-                    },
-                )
-                .map_err(|e| e.to_string())?;
+            let record = AccountRecord {
+                password_hash: password_hash.to_owned(),
+            };
+            store.put_account(name, &record)?;
         }
         let mut hashes = self.hashes.write();
-        Ok(hashes.insert(name.to_owned(), password_hash).is_none())
+        Ok(hashes
+            .insert(name.to_owned(), password_hash.to_owned())
+            .is_none())
     }
 
     /// Deletes an account; returns whether it existed.
-    pub fn delete(&self, name: &str) -> Result<bool, String> {
+    pub fn delete(&self, name: &str) -> Result<bool, AccountError> {
         if let Some(store) = &self.store {
-            store.delete_account(name).map_err(|e| e.to_string())?;
+            store.delete_account(name)?;
         }
         let mut hashes = self.hashes.write();
         Ok(hashes.remove(name).is_some())

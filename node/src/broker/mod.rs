@@ -96,6 +96,17 @@ pub struct Broker {
     boot_id: u64,
 }
 
+/// Why a setting was not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    /// Not a setting, fixed at start, or a value it cannot take.
+    #[error(transparent)]
+    Invalid(#[from] settings::SettingsError),
+    /// The store refused to keep the change.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Broker-wide counters.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -308,11 +319,8 @@ impl Broker {
 
     /// Changes one setting at run time (for connections from now on) and keeps the change in
     /// the store, so that it survives a restart.
-    pub fn change_setting(&self, name: &str, value: &str) -> Result<String, String> {
-        let changed = self
-            .settings()
-            .with_change(name, value)
-            .map_err(|e| e.to_string())?;
+    pub fn change_setting(&self, name: &str, value: &str) -> Result<String, SettingError> {
+        let changed = self.settings().with_change(name, value)?;
         let shown = changed
             .flatten()
             .into_iter()
@@ -320,7 +328,7 @@ impl Broker {
             .map(|(_, v)| v)
             .unwrap_or_default();
         if let Some(store) = &self.store {
-            store.put_setting(name, &shown).map_err(|e| e.to_string())?;
+            store.put_setting(name, &shown)?;
         }
         *self.settings.write() = Arc::new(changed);
         self.apply_session_max_age();
@@ -330,11 +338,8 @@ impl Broker {
 
     /// Applies a setting changed on another node of the cluster (the replicated state has
     /// stored it): in memory only.
-    pub fn apply_setting(&self, name: &str, value: &str) -> Result<(), String> {
-        let changed = self
-            .settings()
-            .with_change(name, value)
-            .map_err(|e| e.to_string())?;
+    pub fn apply_setting(&self, name: &str, value: &str) -> Result<(), SettingError> {
+        let changed = self.settings().with_change(name, value)?;
         *self.settings.write() = Arc::new(changed);
         self.apply_session_max_age();
         tracing::info!(target: "info", setting = name, value, "setting changed by the cluster");

@@ -42,9 +42,9 @@ impl Tracer {
     }
 
     /// Starts following a topic filter; refuses an invalid one.
-    pub fn trace_topic(&self, filter: &str) -> Result<bool, String> {
+    pub fn trace_topic(&self, filter: &str) -> Result<bool, NotAFilter> {
         if !topic::is_valid_topic_filter(filter) {
-            return Err(format!("{filter:?} is not a valid topic filter"));
+            return Err(NotAFilter(filter.to_owned()));
         }
         let new = self.topics.write().insert(filter.to_owned());
         self.refresh();
@@ -108,3 +108,8 @@ mod tests {
         assert!(!t.any.load(Ordering::Relaxed));
     }
 }
+
+/// A topic filter to trace that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid topic filter")]
+pub struct NotAFilter(pub String);

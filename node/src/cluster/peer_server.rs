@@ -66,9 +66,15 @@ async fn serve_stream(
         }
         // Any member may pass a join on (the master a new node named is not always the
         // leader); every link here has proven membership of the cluster.
-        PeerRequest::Join(info) => PeerResponse::Done(member.join(info).await),
-        PeerRequest::Leave(id) => PeerResponse::Done(member.leave(id).await),
-        PeerRequest::Propose(batch) => PeerResponse::Proposed(member.propose_now(batch.0).await),
+        PeerRequest::Join(info) => {
+            PeerResponse::Done(member.join(info).await.map_err(|e| e.to_string()))
+        }
+        PeerRequest::Leave(id) => {
+            PeerResponse::Done(member.leave(id).await.map_err(|e| e.to_string()))
+        }
+        PeerRequest::Propose(batch) => {
+            PeerResponse::Proposed(member.propose_now(batch.0).await.map_err(|e| e.to_string()))
+        }
         PeerRequest::Ping => PeerResponse::Pong {
             leader: member.leader(),
         },

@@ -27,6 +27,7 @@ pub struct ReplicatedView {
     /// The user each owned client id belongs to (`client_owner`), whether or not a node
     /// holds it now.
     owners: RwLock<HashMap<String, String>>,
+    /// The broker the applied changes reach, set once by `attach` (weak, as the member's).
     broker: OnceLock<Weak<Broker>>,
     /// Woken when the cluster dropped this node's routes and clients (it was thought dead):
     /// the member announces them again.

@@ -117,13 +117,15 @@ impl ClusterMember {
     }
 
     /// Adds `info` to the cluster (on the leader; passed on to it from another member).
-    pub async fn join(&self, info: NodeInfo) -> Result<(), String> {
-        let leader = self.leader().ok_or("no leader at the moment")?;
+    pub async fn join(&self, info: NodeInfo) -> Result<(), MembershipError> {
+        let leader = self.leader().ok_or(MembershipError::NoLeader)?;
         if leader != self.id {
             return match self.peers.call(leader, &PeerRequest::Join(info)).await {
-                Ok(PeerResponse::Done(r)) => r,
-                Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e.to_string()),
+                Ok(PeerResponse::Done(r)) => r.map_err(MembershipError::Refused),
+                Ok(other) => Err(MembershipError::Leader(format!(
+                    "unexpected answer {other:?}"
+                ))),
+                Err(e) => Err(MembershipError::Leader(e.to_string())),
             };
         }
         let id = node_id(&info.name);
@@ -140,14 +142,14 @@ impl ClusterMember {
                 self.raft
                     .change_membership(ChangeMembers::SetNodes([(id, info)].into()), true)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| MembershipError::Raft(e.to_string()))?;
                 tracing::info!(target: "info", node = %name, "member moved to a new address");
             }
             None => {
                 self.raft
                     .add_learner(id, info, true)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| MembershipError::Raft(e.to_string()))?;
             }
         }
         self.balance_voters().await?;
@@ -159,13 +161,15 @@ impl ClusterMember {
     }
 
     /// Removes member `id` for good (on the leader; passed on to it from another member).
-    pub async fn leave(&self, id: u64) -> Result<(), String> {
-        let leader = self.leader().ok_or("no leader at the moment")?;
+    pub async fn leave(&self, id: u64) -> Result<(), MembershipError> {
+        let leader = self.leader().ok_or(MembershipError::NoLeader)?;
         if leader != self.id {
             return match self.peers.call(leader, &PeerRequest::Leave(id)).await {
-                Ok(PeerResponse::Done(r)) => r,
-                Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e.to_string()),
+                Ok(PeerResponse::Done(r)) => r.map_err(MembershipError::Refused),
+                Ok(other) => Err(MembershipError::Leader(format!(
+                    "unexpected answer {other:?}"
+                ))),
+                Err(e) => Err(MembershipError::Leader(e.to_string())),
             };
         }
         let membership = self.raft.metrics().borrow().membership_config.clone();
@@ -174,17 +178,17 @@ impl ClusterMember {
             let mut rest = voters.clone();
             rest.remove(&id);
             if rest.is_empty() {
-                return Err("the last voter cannot leave".into());
+                return Err(MembershipError::LastVoter);
             }
             self.raft
                 .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| MembershipError::Raft(e.to_string()))?;
         } else {
             self.raft
                 .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| MembershipError::Raft(e.to_string()))?;
         }
         self.propose_now(vec![Change::DropNode { node: id }])
             .await?;
@@ -193,7 +197,7 @@ impl ClusterMember {
     }
 
     /// Promotes learners until the voters are as many as allowed, and odd.
-    pub(super) async fn balance_voters(&self) -> Result<(), String> {
+    pub(super) async fn balance_voters(&self) -> Result<(), MembershipError> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
         let learners: Vec<u64> = membership.membership().learner_ids().collect();
@@ -209,7 +213,30 @@ impl ClusterMember {
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(add), false)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
         Ok(())
     }
+}
+
+/// Why a member could not join or leave.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// No leader is known at the moment.
+    #[error("no leader at the moment")]
+    NoLeader,
+    /// The only voter cannot leave: nobody would be left to decide.
+    #[error("the last voter cannot leave")]
+    LastVoter,
+    /// The leader could not be asked, or answered out of turn.
+    #[error("{0}")]
+    Leader(String),
+    /// The leader refused (its reason).
+    #[error("{0}")]
+    Refused(String),
+    /// Raft did not change the membership.
+    #[error("{0}")]
+    Raft(String),
+    /// The member's departure was not recorded in the replicated state.
+    #[error(transparent)]
+    NotRecorded(#[from] super::proposer::ProposeError),
 }

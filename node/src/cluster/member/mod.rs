@@ -9,6 +9,8 @@
 mod liveness;
 mod membership;
 mod proposer;
+pub use membership::MembershipError;
+pub use proposer::ProposeError;
 mod status;
 
 use parking_lot::{Mutex, RwLock};
@@ -68,6 +70,9 @@ pub struct ClusterMember {
     epoch: u64,
     config: MemberConfig,
     stop: CancellationToken,
+    /// The broker this member drives, set once by `attach` (Raft starts, and may apply
+    /// entries, before the broker exists). Weak: the broker holds this member as its hooks,
+    /// and a strong pointer back would keep both alive for ever.
     broker: OnceLock<Weak<Broker>>,
     /// Per share group, whose turn it is (round robin over the nodes with members).
     share_turns: Mutex<HashMap<Arc<str>, usize>>,

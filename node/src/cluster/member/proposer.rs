@@ -53,16 +53,15 @@ impl Pending {
 
 impl ClusterMember {
     /// Commits `changes` now (on the leader, or through it) and returns their outcomes.
-    pub async fn propose_now(&self, changes: Vec<Change>) -> Result<ChangeBatchOutcome, String> {
-        let leader = self
-            .leader()
-            .ok_or("no leader: this node is cut off from the majority")?;
+    pub async fn propose_now(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<ChangeBatchOutcome, ProposeError> {
+        let leader = self.leader().ok_or(ProposeError::NoLeader)?;
         if leader != self.id && self.silent(leader) {
-            return Err(format!(
-                "cut off from the leader (no answer for {} ms): this node takes no \
-                 cluster-state writes until it reaches a majority again",
-                self.config.node_down.as_millis()
-            ));
+            return Err(ProposeError::CutOff {
+                silent_ms: self.config.node_down.as_millis(),
+            });
         }
         let batch = ChangeBatch(changes);
         if leader == self.id {
@@ -71,12 +70,12 @@ impl ClusterMember {
                 .client_write(batch)
                 .await
                 .map(|r| r.data)
-                .map_err(|e| e.to_string());
+                .map_err(|e| ProposeError::NotCommitted(e.to_string()));
         }
         match self.peers.call(leader, &PeerRequest::Propose(batch)).await {
-            Ok(PeerResponse::Proposed(r)) => r,
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(e.to_string()),
+            Ok(PeerResponse::Proposed(r)) => r.map_err(ProposeError::NotCommitted),
+            Ok(other) => Err(ProposeError::Leader(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(ProposeError::Leader(e.to_string())),
         }
     }
 
@@ -111,4 +110,27 @@ impl ClusterMember {
             }
         }
     }
+}
+
+/// Why a change to the replicated state was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// No leader is known: this node is cut off from the majority.
+    #[error("no leader: this node is cut off from the majority")]
+    NoLeader,
+    /// The leader has not answered for `silent_ms`.
+    #[error(
+        "cut off from the leader (no answer for {silent_ms} ms): this node takes no \
+         cluster-state writes until it reaches a majority again"
+    )]
+    CutOff {
+        /// `cluster.node_down_ms`.
+        silent_ms: u128,
+    },
+    /// The leader could not be asked, or answered out of turn.
+    #[error("{0}")]
+    Leader(String),
+    /// Raft did not commit it (the leader's reason).
+    #[error("{0}")]
+    NotCommitted(String),
 }
