@@ -28,6 +28,7 @@ mod dump;
 mod engine;
 mod error;
 mod layer;
+mod packet;
 mod private;
 mod redirect;
 mod segment;
@@ -59,6 +60,7 @@ pub use dump::{class_dir, dump_dir, dump_file_name, high_water_marks, DumpReport
 pub use engine::{ClassStatus, Tap};
 pub use error::LogError;
 pub use layer::{class_of_target, EventLayer};
+pub use packet::{PacketBody, PacketRecord, PacketSink};
 pub use private::{create_private_dir, open_private_append, private_file};
 pub use redirect::{Redirect, MAX_PREFIX_LEN};
 pub use segment::{decode_records, encode_record, record_body, MAX_RECORD_LEN, RECORD_HEADER};
@@ -191,6 +193,15 @@ impl LogHandle {
             Err(LogError::Stopped)
         } else {
             Ok(())
+        }
+    }
+
+    /// Where connections send their packet records (the fast path of the `protocol` and
+    /// `trace` classes).
+    pub fn packet_sink(&self) -> PacketSink {
+        PacketSink {
+            shared: Arc::clone(&self.inner.shared),
+            tx: self.inner.tx.clone(),
         }
     }
 

@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 use fubar_logproto::Event;
 
 use crate::engine::Engine;
+use crate::packet::PacketRecord;
 use crate::shared::Shared;
 
 /// Messages to the writer; events are sent with `try_send`, the rest with `send`.
 pub(crate) enum Msg {
     /// An event to record.
     Event(Event),
+    /// A packet record (`packet::PacketSink`), made into its event here, off the publish
+    /// path. Bounded by the queue alone: the events/s budget is for the `tracing` events.
+    Packet(PacketRecord),
     /// Write everything received so far, then answer.
     Flush(SyncSender<()>),
     /// Write everything received so far and stop.
@@ -97,6 +101,10 @@ pub(crate) fn run(
                     shared.dequeued();
                     eng.record(event);
                     budget.spend();
+                }
+                Msg::Packet(record) => {
+                    shared.dequeued();
+                    eng.record(record.into_event(&shared.node, shared.epoch));
                 }
                 Msg::Flush(reply) => {
                     eng.report_drops();

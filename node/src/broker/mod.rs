@@ -76,6 +76,9 @@ pub struct Broker {
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// The cluster layer as the broker sees it: `LocalOnly` on a standalone node.
     pub cluster: Arc<dyn ClusterHooks>,
+    /// The log writer's fast path for packet events (absent without a log engine: unit
+    /// tests, the in-process benchmark; `tracing` then carries them).
+    packet_sink: Option<fubar_logs::PacketSink>,
     /// Cancelled to stop the node (SIGTERM, `fubar ctl stop`).
     pub shutdown: CancellationToken,
     /// When the node started.
@@ -260,6 +263,7 @@ impl Broker {
             tracer: tracer::Tracer::default(),
             memory: memory::MemoryAlarm::default(),
             cluster,
+            packet_sink: None,
             tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),
             registry: Registry::with_store(store.clone(), store.as_ref().map(|_| disk.clone())),
@@ -278,6 +282,18 @@ impl Broker {
             persist::restore(&broker, store)?;
         }
         Ok(broker)
+    }
+
+    /// The same broker, its connections' packet events going to `sink` (the log engine's
+    /// fast path for the `protocol` and `trace` classes).
+    pub fn with_packet_log(mut self, sink: fubar_logs::PacketSink) -> Self {
+        self.packet_sink = Some(sink);
+        self
+    }
+
+    /// Where the connections send their packet records, if anywhere.
+    pub(crate) fn packet_sink(&self) -> Option<&fubar_logs::PacketSink> {
+        self.packet_sink.as_ref()
     }
 
     /// The TLS configuration new TLS connections use, if TLS is on.

@@ -4,6 +4,9 @@
 
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fubar_logs::{Class, PacketBody, PacketRecord, PacketSink};
 
 use tracing::field::{display, DisplayValue};
 
@@ -17,30 +20,98 @@ use crate::mqtt::redact;
 /// Most raw bytes shown in one `packet` event.
 const HEX_CAP: usize = 64;
 
-/// A packet received from a client of protocol `version`; `traced` also puts it in the `trace`
-/// class.
-pub(crate) fn received(
-    client: Option<&str>,
-    peer: SocketAddr,
-    version: ProtocolVersion,
-    packet: &Packet,
-    size: usize,
-    traced: bool,
-) {
-    log("in", client, peer, version, packet, size, traced);
+/// One packet of a connection, as its log events need it.
+pub(crate) struct Logged<'a> {
+    /// The writer's fast path, when the node has a log engine.
+    pub(crate) sink: Option<&'a PacketSink>,
+    /// The client id, once its CONNECT was accepted.
+    pub(crate) client: Option<&'a Arc<str>>,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// The connection's protocol version.
+    pub(crate) version: ProtocolVersion,
+    /// Whether the client is followed in the `trace` class.
+    pub(crate) traced: bool,
 }
 
-/// A packet sent to a client of protocol `version`; `traced` also puts it in the `trace`
-/// class.
-pub(crate) fn sent(
-    client: Option<&str>,
-    peer: SocketAddr,
-    version: ProtocolVersion,
-    packet: &Packet,
-    size: usize,
-    traced: bool,
-) {
-    log("out", client, peer, version, packet, size, traced);
+/// A packet of `size` bytes received.
+pub(crate) fn received(at: &Logged<'_>, packet: &Packet, size: usize) {
+    log("in", at, packet, size);
+}
+
+/// A packet of `size` bytes sent.
+pub(crate) fn sent(at: &Logged<'_>, packet: &Packet, size: usize) {
+    log("out", at, packet, size);
+}
+
+/// The record of a packet the fast path carries (PUBLISH, its acknowledgements and pings,
+/// without MQTT 5.0 properties), or `None` for the rest, which `tracing` carries.
+fn fast_body(packet: &Packet, v5: bool) -> Option<PacketBody> {
+    match packet {
+        Packet::Publish(p) if !v5 || p.properties.is_empty() => Some(PacketBody::Publish {
+            packet_id: p.packet_id,
+            topic: p.topic.clone(),
+            qos: p.qos as u8,
+            retain: p.retain,
+            dup: p.dup,
+            payload_size: u32::try_from(p.payload.len()).unwrap_or(u32::MAX),
+        }),
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a)
+            if !v5 || a.properties.is_empty() =>
+        {
+            Some(PacketBody::Ack {
+                packet_id: a.packet_id,
+                reason: v5.then_some(a.reason as u8),
+            })
+        }
+        Packet::PingReq | Packet::PingResp => Some(PacketBody::Ping),
+        _ => None,
+    }
+}
+
+/// Sends the fast path's records of `packet`; false when it is not a fast-path packet.
+fn log_fast(dir: &'static str, at: &Logged<'_>, packet: &Packet, size: usize) -> bool {
+    let Some(sink) = at.sink else {
+        return false;
+    };
+    let protocol = sink.wants(Class::Protocol);
+    let trace = at.traced && sink.wants(Class::Trace);
+    if !protocol && !trace {
+        // Nothing to record (`tracing` would record nothing either).
+        return matches!(
+            packet,
+            Packet::Publish(_)
+                | Packet::PubAck(_)
+                | Packet::PubRec(_)
+                | Packet::PubRel(_)
+                | Packet::PubComp(_)
+                | Packet::PingReq
+                | Packet::PingResp
+        );
+    }
+    let Some(body) = fast_body(packet, at.version.is_v5()) else {
+        return false;
+    };
+    let record = |class, body| {
+        PacketRecord::new(
+            class,
+            dir,
+            at.client.cloned(),
+            at.peer,
+            packet.kind(),
+            body,
+            size,
+        )
+    };
+    if protocol && trace {
+        sink.send(record(Class::Protocol, body.clone()));
+        sink.send(record(Class::Trace, body));
+    } else if protocol {
+        sink.send(record(Class::Protocol, body));
+    } else {
+        sink.send(record(Class::Trace, body));
+    }
+    true
 }
 
 /// One decoded-packet event in the class `$target` (a literal: tracing targets are static).
@@ -98,17 +169,13 @@ macro_rules! packet_event {
     }};
 }
 
-fn log(
-    dir: &str,
-    client: Option<&str>,
-    peer: SocketAddr,
-    version: ProtocolVersion,
-    packet: &Packet,
-    size: usize,
-    traced: bool,
-) {
-    let client = client.unwrap_or("-");
-    let v5 = version.is_v5();
+fn log(dir: &'static str, at: &Logged<'_>, packet: &Packet, size: usize) {
+    if log_fast(dir, at, packet, size) {
+        return;
+    }
+    let (peer, traced) = (at.peer, at.traced);
+    let client = at.client.map_or("-", |c| &**c);
+    let v5 = at.version.is_v5();
     if tracing::enabled!(target: "protocol", tracing::Level::DEBUG) {
         packet_event!("protocol", dir, client, peer, v5, packet, size);
     }
@@ -261,7 +328,138 @@ pub(crate) fn retained(client: Option<&str>, topic: &str, change: RetainChange) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::packet::QoS;
+    use crate::mqtt::packet::{Ack, Publish, QoS};
+    use fubar_logs::{Event, LogConfig, Redirect};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    fn publish(qos: QoS, props: bool) -> Packet {
+        let mut properties = Properties::default();
+        if props {
+            properties.user_properties.push(("k".into(), "v".into()));
+        }
+        Packet::Publish(Publish {
+            dup: qos != QoS::AtMostOnce,
+            qos,
+            retain: true,
+            topic: "a/b c".into(),
+            packet_id: if qos == QoS::AtMostOnce { 0 } else { 7 },
+            payload: bytes::Bytes::from_static(b"hello"),
+            properties,
+        })
+    }
+
+    fn ack(reason: ReasonCode, props: bool) -> Ack {
+        let mut a = Ack::new(9);
+        a.reason = reason;
+        if props {
+            a.properties.reason_string = Some("why".into());
+        }
+        a
+    }
+
+    /// Every packet of `cases`, logged once through `tracing` and once through the sink, for
+    /// a traced and an untraced client of each version: the events of each pair must be the
+    /// same (message and fields, in order).
+    #[test]
+    fn the_fast_path_records_what_tracing_records() {
+        let cases = vec![
+            publish(QoS::AtMostOnce, false),
+            publish(QoS::AtLeastOnce, false),
+            publish(QoS::ExactlyOnce, true),
+            Packet::PubAck(ack(ReasonCode::Success, false)),
+            Packet::PubRec(ack(ReasonCode::NoMatchingSubscribers, false)),
+            Packet::PubRel(ack(ReasonCode::Success, true)),
+            Packet::PubComp(ack(ReasonCode::PacketIdentifierNotFound, false)),
+            Packet::PingReq,
+            Packet::PingResp,
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            node: "n@h".into(),
+            epoch: 1,
+            dir: dir.path().to_path_buf(),
+            max_bytes: 1 << 20,
+            max_files: 4,
+            classes: vec![
+                (Class::Protocol, Redirect::None),
+                (Class::Trace, Redirect::None),
+            ],
+            channel_capacity: 4096,
+            flush_interval: std::time::Duration::from_secs(3600),
+            max_events_per_sec: 0,
+        };
+        let (handle, layer) = fubar_logs::start(config).unwrap();
+        let sink = handle.packet_sink();
+        let client: Arc<str> = "c1".into();
+        let peer: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let mut pairs = 0;
+        tracing::subscriber::with_default(subscriber, || {
+            for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+                for traced in [false, true] {
+                    for packet in &cases {
+                        for sink in [None, Some(&sink)] {
+                            let at = Logged {
+                                sink,
+                                client: Some(&client),
+                                peer,
+                                version,
+                                traced,
+                            };
+                            received(&at, packet, 21);
+                            sent(&at, packet, 22);
+                        }
+                        pairs += 2;
+                    }
+                }
+            }
+        });
+        // Without a `tracing` subscriber only the fast path records: every case but the two
+        // MQTT 5.0 packets with properties, which `tracing` carries.
+        let at = Logged {
+            sink: Some(&sink),
+            client: Some(&client),
+            peer,
+            version: ProtocolVersion::V5,
+            traced: false,
+        };
+        for packet in &cases {
+            received(&at, packet, 21);
+        }
+        handle.flush();
+        let read = |class| -> Vec<Event> {
+            let mut files: Vec<_> = std::fs::read_dir(fubar_logs::class_dir(dir.path(), class))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            files
+                .iter()
+                .flat_map(|f| fubar_logs::decode_records(&std::fs::read(f).unwrap()).0)
+                .collect()
+        };
+        let mut protocol = read(Class::Protocol);
+        assert_eq!(
+            protocol.len(),
+            2 * pairs + cases.len() - 2,
+            "one event per packet and path"
+        );
+        protocol.truncate(2 * pairs);
+        let by_path = |events: &[Event]| {
+            // Each packet's events: through tracing (in, out), then through the sink (in, out).
+            for four in events.chunks(4) {
+                for (tracing, fast) in [(&four[0], &four[2]), (&four[1], &four[3])] {
+                    assert_eq!(tracing.message, fast.message);
+                    assert_eq!(tracing.fields, fast.fields, "{:?}", tracing.fields);
+                }
+            }
+        };
+        by_path(&protocol);
+        let trace = read(Class::Trace);
+        assert_eq!(trace.len(), pairs, "traced clients only");
+        by_path(&trace);
+        handle.shutdown();
+    }
 
     #[test]
     fn reason_codes_show_as_hex() {

@@ -248,7 +248,8 @@ async fn serve(node: NodeParts) -> anyhow::Result<()> {
         Some(m) => m.clone(),
         None => Arc::new(LocalOnly),
     };
-    let broker = Arc::new(Broker::new(settings, Some(store), hooks)?);
+    let broker =
+        Arc::new(Broker::new(settings, Some(store), hooks)?.with_packet_log(logs.packet_sink()));
     if let Some(m) = &member {
         m.attach(&broker)?;
     }

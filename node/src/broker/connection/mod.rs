@@ -303,14 +303,7 @@ where
                     self.connecting = Some(c.client_id.clone());
                 }
             }
-            packet_log::received(
-                self.client_id(),
-                self.peer,
-                self.proto.protocol(),
-                &packet,
-                size,
-                self.traced(),
-            );
+            packet_log::received(&self.logged(), &packet, size);
             self.proto.on_packet(now, &packet)?;
             self.send_transmits();
             match packet {
@@ -636,14 +629,7 @@ where
             return;
         }
         let size = self.wbuf.len() - before;
-        packet_log::sent(
-            self.client_id(),
-            self.peer,
-            self.proto.protocol(),
-            packet,
-            size,
-            self.traced(),
-        );
+        packet_log::sent(&self.logged(), packet, size);
         packet_log::sent_bytes(self.peer, &self.wbuf[before..]);
     }
 
@@ -652,6 +638,17 @@ where
         self.client_id()
             .or(self.connecting.as_deref())
             .is_some_and(|id| self.broker.tracer.client_traced(id))
+    }
+
+    /// What this connection's packet events need.
+    fn logged(&self) -> packet_log::Logged<'_> {
+        packet_log::Logged {
+            sink: self.broker.packet_sink(),
+            client: self.client.as_ref().map(|c| &c.id),
+            peer: self.peer,
+            version: self.proto.protocol(),
+            traced: self.traced(),
+        }
     }
 
     fn client_id(&self) -> Option<&str> {
