@@ -111,8 +111,9 @@ pub struct Event {
 
 /// An event read in place from its postcard encoding (the same bytes as [`Event`]'s): its
 /// strings borrow from the buffer, so reading one allocates only the list of fields. The
-/// monitor's indexer reads every collected event this way.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// monitor's indexer reads every collected event this way. It also encodes to those bytes:
+/// the log writer writes a packet record's event through one, without owning its strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRef<'a> {
     /// The node that emitted it.
     pub node: &'a str,
@@ -168,6 +169,22 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_event_encodes_to_the_owned_events_bytes() {
+        let event = Event {
+            node: "n@h".into(),
+            epoch: 7,
+            seq: 300,
+            time_us: -5,
+            class: Class::Protocol,
+            message: "packet".into(),
+            fields: vec![("dir".into(), "in".into()), ("topic".into(), "a b".into())],
+        };
+        let owned = postcard::to_allocvec(&event).unwrap();
+        let borrowed = postcard::to_allocvec(&EventRef::of(&event)).unwrap();
+        assert_eq!(owned, borrowed);
+    }
 
     #[test]
     fn an_event_reads_in_place_as_it_was_written() {

@@ -10,9 +10,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use fubar_logproto::Event;
 
-use crate::text::{push_line, utc_date};
+use crate::text::{push_line, utc_date, Written};
 use crate::LogError;
 
 /// Write buffer per daily file.
@@ -26,7 +25,8 @@ pub fn daily_path(dir: &Path, prefix: &str, date: NaiveDate, n: u32) -> PathBuf 
 /// The open file of one day.
 #[derive(Debug)]
 struct DayFile {
-    date: NaiveDate,
+    /// Its day, as days since the Unix epoch: the cheap check of each event's day.
+    day: i64,
     n: u32,
     path: PathBuf,
     out: BufWriter<File>,
@@ -57,17 +57,18 @@ impl DailyWriter {
     }
 
     /// Appends the event's text line to the file of its day.
-    pub(crate) fn write(&mut self, event: &Event) -> Result<(), LogError> {
-        let date = utc_date(event.time_us);
+    pub(crate) fn write(&mut self, event: &impl Written) -> Result<(), LogError> {
+        let day = event.time_us().div_euclid(86_400_000_000);
         let reopen = match &self.current {
             None => Some(None),
-            Some(f) if f.date != date => Some(None),
+            Some(f) if f.day != day => Some(None),
             Some(f) if f.bytes >= self.max_bytes => Some(Some(f.n.saturating_add(1))),
             Some(_) => None,
         };
         if let Some(n) = reopen {
             self.flush()?;
             self.current = None;
+            let date = utc_date(event.time_us());
             let n = match n {
                 Some(n) => n,
                 None => self.newest_n(date)?,
@@ -147,7 +148,7 @@ impl DailyWriter {
             .map_err(|e| LogError::io("stat", &path, e))?
             .len();
         Ok(DayFile {
-            date,
+            day: (date - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days(),
             n,
             path,
             out: BufWriter::with_capacity(BUFFER, file),
@@ -161,7 +162,7 @@ mod tests {
     use super::*;
     use crate::text::format_line;
     use chrono::{TimeZone, Utc};
-    use fubar_logproto::Class;
+    use fubar_logproto::{Class, Event};
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, seq: u64) -> Event {
         Event {

@@ -12,9 +12,10 @@ use fubar_logproto::{Class, Event};
 
 use crate::daily::DailyWriter;
 use crate::dump::class_dir;
+use crate::packet::PacketRecord;
 use crate::segment::{list_segments, Recovery, SegmentLog};
 use crate::shared::Shared;
-use crate::text::format_line;
+use crate::text::{format_line, push_line, Written};
 use crate::{LogError, Redirect};
 
 /// One class as `list` shows it.
@@ -64,6 +65,8 @@ pub(crate) struct Engine {
     next_seq: u64,
     /// Where the events of shipped classes go, besides the segments.
     tap: Option<Box<dyn Tap>>,
+    /// Reused for the formatted values of packet records.
+    values: String,
 }
 
 /// Receives this node's events of the shipped classes, in sequence order, on the log writer
@@ -97,6 +100,7 @@ impl Engine {
             last_error: None,
             next_seq: 1,
             tap: None,
+            values: String::with_capacity(128),
         }
     }
 
@@ -121,6 +125,25 @@ impl Engine {
                 tap.event(&event);
             }
         }
+    }
+
+    /// Records a packet record's event (as `record` does an event) without building it: its
+    /// values are formatted into a reused buffer and the segment and text are written from a
+    /// borrowed view. A shipped class takes the owned event the tap needs.
+    pub(crate) fn record_packet(&mut self, record: PacketRecord) {
+        let shared = Arc::clone(&self.shared);
+        if shared.is_shipped(record.class) {
+            self.record(record.into_event(&shared.node, shared.epoch));
+            return;
+        }
+        if !self.state(record.class).open {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut values = std::mem::take(&mut self.values);
+        self.write_event(&record.view(&shared.node, shared.epoch, seq, &mut values));
+        self.values = values;
     }
 
     /// Writes another node's event as it is (its node, epoch, sequence and time kept), whether
@@ -258,8 +281,8 @@ impl Engine {
 
     /// Writes one event as it is to its class's segments and redirect; closed classes ignore
     /// it.
-    pub(crate) fn write_event(&mut self, event: &Event) {
-        let st = self.state(event.class);
+    pub(crate) fn write_event(&mut self, event: &impl Written) {
+        let st = self.state(event.class());
         if !st.open {
             return;
         }
@@ -276,13 +299,14 @@ impl Engine {
     }
 
     /// Copies an event to its class's redirect.
-    fn redirect(&mut self, event: &Event) -> Result<(), LogError> {
+    fn redirect(&mut self, event: &impl Written) -> Result<(), LogError> {
         // Taken for the write and put back: no copy of a prefix per event.
-        let redirect = std::mem::take(&mut self.state(event.class).redirect);
+        let redirect = std::mem::take(&mut self.state(event.class()).redirect);
         let redirected = match &redirect {
             Redirect::None => Ok(()),
             Redirect::Stdout => {
-                let mut line = format_line(event);
+                let mut line = String::with_capacity(160);
+                push_line(&mut line, event);
                 line.push('\n');
                 self.stdout
                     .write_all(line.as_bytes())
@@ -293,7 +317,7 @@ impl Engine {
                 None => Ok(()),
             },
         };
-        self.state(event.class).redirect = redirect;
+        self.state(event.class()).redirect = redirect;
         redirected
     }
 

@@ -15,10 +15,10 @@ use std::net::SocketAddr;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
-use fubar_logproto::{Class, Event};
+use fubar_logproto::{Class, Event, EventRef};
 
 use crate::shared::Shared;
-use crate::text::now_us;
+use crate::text::{now_us, push_uint};
 use crate::writer::Msg;
 
 /// One packet sent or received, in raw values. The event it becomes is the one
@@ -98,6 +98,100 @@ impl PacketRecord {
         }
     }
 
+    /// The event the `tracing` path makes for this packet, borrowed: numbers are formatted
+    /// into `values` (cleared first), strings are the record's own. No allocation but the
+    /// list of fields.
+    pub(crate) fn view<'a>(
+        &'a self,
+        node: &'a str,
+        epoch: u64,
+        seq: u64,
+        values: &'a mut String,
+    ) -> EventRef<'a> {
+        values.clear();
+        // Each formatted value's end in `values`, in field order.
+        let mut ends: [usize; 8] = [0; 8];
+        let mut n = 0;
+        let mut end = |values: &String| {
+            ends[n] = values.len();
+            n += 1;
+        };
+        push_peer(values, self.peer);
+        end(values);
+        match &self.body {
+            PacketBody::Publish {
+                packet_id,
+                qos,
+                retain,
+                dup,
+                payload_size,
+                ..
+            } => {
+                for number in [u64::from(*packet_id), u64::from(*qos)] {
+                    push_uint(values, number);
+                    end(values);
+                }
+                for flag in [*retain, *dup] {
+                    values.push_str(if flag { "true" } else { "false" });
+                    end(values);
+                }
+                push_uint(values, u64::from(*payload_size));
+                end(values);
+            }
+            PacketBody::Ack { packet_id, reason } => {
+                push_uint(values, u64::from(*packet_id));
+                end(values);
+                if let Some(code) = reason {
+                    let _ = write!(values, "{:#04x}", code);
+                    end(values);
+                }
+            }
+            PacketBody::Ping => {}
+        }
+        push_uint(values, u64::from(self.size));
+        end(values);
+        let values: &'a str = values;
+        let mut i = 0;
+        let mut next = move || {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            let end = ends[i];
+            i += 1;
+            &values[start..end]
+        };
+        let mut fields: Vec<(&'a str, &'a str)> = Vec::with_capacity(12);
+        fields.push(("dir", self.dir));
+        fields.push(("client", self.client.as_deref().unwrap_or("-")));
+        fields.push(("peer", next()));
+        fields.push(("kind", self.kind));
+        match &self.body {
+            PacketBody::Publish { topic, .. } => {
+                fields.push(("packet_id", next()));
+                fields.push(("topic", topic));
+                fields.push(("qos", next()));
+                fields.push(("retain", next()));
+                fields.push(("dup", next()));
+                fields.push(("payload_size", next()));
+            }
+            PacketBody::Ack { reason, .. } => {
+                fields.push(("packet_id", next()));
+                if reason.is_some() {
+                    fields.push(("reason", next()));
+                }
+            }
+            PacketBody::Ping => {}
+        }
+        fields.push(("size", next()));
+        EventRef {
+            node,
+            epoch,
+            seq,
+            time_us: self.time_us,
+            class: self.class,
+            message: "packet",
+            fields,
+        }
+    }
+
     /// The event the `tracing` path makes for this packet, of this node.
     pub(crate) fn into_event(self, node: &str, epoch: u64) -> Event {
         let mut fields: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(12);
@@ -141,6 +235,25 @@ impl PacketRecord {
             class: self.class,
             message: "packet".to_owned(),
             fields,
+        }
+    }
+}
+
+/// `address:port`, as `SocketAddr`'s `Display` writes it (IPv4 without the formatter).
+fn push_peer(out: &mut String, peer: SocketAddr) {
+    match peer {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_uint(out, u64::from(octet));
+            }
+            out.push(':');
+            push_uint(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{peer}");
         }
     }
 }

@@ -35,7 +35,10 @@ pub fn encode_record(event: &Event) -> Result<Vec<u8>, LogError> {
 }
 
 /// As `encode_record`, into `rec` (cleared first), so a writer can reuse one buffer.
-pub(crate) fn encode_record_into(event: &Event, rec: &mut Vec<u8>) -> Result<(), LogError> {
+pub(crate) fn encode_record_into(
+    event: &impl serde::Serialize,
+    rec: &mut Vec<u8>,
+) -> Result<(), LogError> {
     rec.clear();
     rec.extend_from_slice(&[0u8; RECORD_HEADER]);
     let taken = std::mem::take(rec);
@@ -292,7 +295,7 @@ impl SegmentLog {
     }
 
     /// Appends one event (buffered), starting a new file when this one would pass `max_bytes`.
-    pub(crate) fn append(&mut self, event: &Event) -> Result<(), LogError> {
+    pub(crate) fn append(&mut self, event: &impl serde::Serialize) -> Result<(), LogError> {
         let mut rec = std::mem::take(&mut self.scratch);
         let result = encode_record_into(event, &mut rec).and_then(|()| self.append_record(&rec));
         self.scratch = rec;
@@ -308,14 +311,14 @@ impl SegmentLog {
         if roll {
             self.roll()?;
         }
-        let path = self.current_path();
-        let out = match &mut self.out {
-            Some(out) => out,
-            None => {
-                let file = crate::private::open_private_append(&path)
-                    .map_err(|e| LogError::io("open", &path, e))?;
-                self.out.insert(BufWriter::with_capacity(BUFFER, file))
-            }
+        if self.out.is_none() {
+            let path = self.current_path();
+            let file = crate::private::open_private_append(&path)
+                .map_err(|e| LogError::io("open", &path, e))?;
+            self.out = Some(BufWriter::with_capacity(BUFFER, file));
+        }
+        let Some(out) = &mut self.out else {
+            return Ok(());
         };
         if let Err(e) = out.write_all(rec) {
             // The file may now end in a partial record: never append after it.
@@ -323,7 +326,7 @@ impl SegmentLog {
             if let Some(f) = self.files.back_mut() {
                 f.bytes = self.max_bytes;
             }
-            return Err(LogError::io("write", &path, e));
+            return Err(LogError::io("write", &self.current_path(), e));
         }
         if let Some(f) = self.files.back_mut() {
             f.bytes += need;

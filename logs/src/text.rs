@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use fubar_logproto::Event;
+use fubar_logproto::{Class, Event, EventRef};
 
 /// The UTC time of a timestamp in microseconds; out-of-range values show as the Unix epoch.
 pub(crate) fn utc(time_us: i64) -> DateTime<Utc> {
@@ -32,22 +32,74 @@ pub fn format_line(event: &Event) -> String {
 }
 
 /// Appends the text form of `event` to `line` (no newline): the writer reuses one buffer.
-pub(crate) fn push_line(line: &mut String, event: &Event) {
-    line.push_str(event.class.name());
-    for _ in event.class.name().len()..8 {
+pub(crate) fn push_line(line: &mut String, event: &impl Written) {
+    let (class, node, message) = (event.class(), event.node(), event.message());
+    line.push_str(class.name());
+    for _ in class.name().len()..8 {
         line.push(' ');
     }
     line.push(' ');
-    push_timestamp(line, event.time_us);
+    push_timestamp(line, event.time_us());
     line.push(' ');
-    line.push_str(&event.node);
+    line.push_str(node);
     line.push(' ');
-    push_escaped(line, &event.message);
-    for (k, v) in &event.fields {
+    push_escaped(line, message);
+    event.each_field(&mut |k, v| {
         line.push(' ');
         push_escaped(line, k);
         line.push('=');
         push_value(line, v);
+    });
+}
+
+/// An event as the writer writes it: owned (from `tracing`), or borrowed (a packet record's
+/// view, whose strings are not copied into an event). Both have the same text and the same
+/// segment bytes.
+pub(crate) trait Written: serde::Serialize {
+    fn class(&self) -> Class;
+    fn time_us(&self) -> i64;
+    fn node(&self) -> &str;
+    fn message(&self) -> &str;
+    fn each_field(&self, f: &mut dyn FnMut(&str, &str));
+}
+
+impl Written for Event {
+    fn class(&self) -> Class {
+        self.class
+    }
+    fn time_us(&self) -> i64 {
+        self.time_us
+    }
+    fn node(&self) -> &str {
+        &self.node
+    }
+    fn message(&self) -> &str {
+        &self.message
+    }
+    fn each_field(&self, f: &mut dyn FnMut(&str, &str)) {
+        for (k, v) in &self.fields {
+            f(k, v);
+        }
+    }
+}
+
+impl Written for EventRef<'_> {
+    fn class(&self) -> Class {
+        self.class
+    }
+    fn time_us(&self) -> i64 {
+        self.time_us
+    }
+    fn node(&self) -> &str {
+        self.node
+    }
+    fn message(&self) -> &str {
+        self.message
+    }
+    fn each_field(&self, f: &mut dyn FnMut(&str, &str)) {
+        for (k, v) in &self.fields {
+            f(k, v);
+        }
     }
 }
 
@@ -62,13 +114,59 @@ fn push_timestamp(out: &mut String, time_us: i64) {
     };
     let secs = time_us.div_euclid(1_000_000);
     let micros = time_us.rem_euclid(1_000_000);
+    // The writer writes many events a second: the date and time to the second are formatted
+    // once per second and copied.
+    LAST_SECOND.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs || last.1.is_empty() {
+            last.1.clear();
+            push_second(&mut last.1, secs);
+            last.0 = secs;
+        }
+        out.push_str(&last.1);
+    });
+    out.push('.');
+    push_padded(out, micros.unsigned_abs(), 6);
+}
+
+/// `n` in decimal, without the general formatter (the writer formats several numbers per
+/// event).
+pub(crate) fn push_uint(out: &mut String, n: u64) {
+    push_padded(out, n, 1);
+}
+
+/// `n` in decimal, left-padded with zeros to `width` digits.
+fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = i.min(digits.len().saturating_sub(width));
+    // Only ASCII digits: always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+}
+
+thread_local! {
+    /// The last second `push_timestamp` formatted, and its text.
+    static LAST_SECOND: std::cell::RefCell<(i64, String)> =
+        const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of `secs` since the Unix epoch.
+fn push_second(out: &mut String, secs: i64) {
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     // Writing to a String cannot fail.
     let _ = write!(
         out,
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{micros:06}",
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         of_day / 3600,
         of_day % 3600 / 60,
         of_day % 60
@@ -91,10 +189,15 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 fn push_value(out: &mut String, v: &str) {
+    // Bytes first (ASCII: one compare each); any other byte asks the char-wise rule.
     let plain = !v.is_empty()
-        && !v
-            .chars()
-            .any(|c| c == ' ' || c == '=' || c == '"' || c == '\\' || c.is_control());
+        && if v.is_ascii() {
+            !v.bytes()
+                .any(|b| b == b' ' || b == b'=' || b == b'"' || b == b'\\' || b.is_ascii_control())
+        } else {
+            !v.chars()
+                .any(|c| c == ' ' || c == '=' || c == '"' || c == '\\' || c.is_control())
+        };
     if plain {
         out.push_str(v);
         return;
@@ -112,7 +215,12 @@ fn push_value(out: &mut String, v: &str) {
 
 /// Text with control characters escaped (messages and keys are not quoted).
 fn push_escaped(out: &mut String, s: &str) {
-    if !s.chars().any(char::is_control) {
+    let plain = if s.is_ascii() {
+        !s.bytes().any(|b| b.is_ascii_control())
+    } else {
+        !s.chars().any(char::is_control)
+    };
+    if plain {
         out.push_str(s);
         return;
     }
@@ -136,6 +244,24 @@ fn push_char_escaped(out: &mut String, c: char) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_and_timestamps_are_written_as_the_formatter_writes_them() {
+        for n in [0u64, 7, 10, 65_535, 999_999, 1_000_000, u64::MAX] {
+            let mut s = String::new();
+            push_uint(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        let mut s = String::new();
+        push_padded(&mut s, 42, 6);
+        assert_eq!(s, "000042");
+        // The cached second is used only for the same second.
+        let (mut a, mut b) = (String::new(), String::new());
+        push_timestamp(&mut a, 1_795_616_836_257_740);
+        push_timestamp(&mut b, 1_795_616_837_000_001);
+        assert_eq!(a, "2026-11-25 14:27:16.257740");
+        assert_eq!(b, "2026-11-25 14:27:17.000001");
+    }
     use fubar_logproto::Class;
 
     fn event(message: &str, fields: &[(&str, &str)]) -> Event {

@@ -104,7 +104,7 @@ pub(crate) fn run(
                 }
                 Msg::Packet(record) => {
                     shared.dequeued();
-                    eng.record(record.into_event(&shared.node, shared.epoch));
+                    eng.record_packet(record);
                 }
                 Msg::Flush(reply) => {
                     eng.report_drops();
