@@ -234,7 +234,10 @@ impl LogHandle {
     }
 
     /// Every class: open or not, redirect, files, bytes and counters.
+    /// Every event taken before the call is counted first (written or dropped): the writer
+    /// catches up, so the counts add up to the events the node produced.
     pub fn list(&self) -> Vec<ClassStatus> {
+        self.flush();
         lock(&self.inner.engine).status()
     }
 

@@ -279,14 +279,14 @@ impl PacketSink {
         self.shared.is_wanted(class)
     }
 
-    /// Queues `record` for the writer; on a full queue it is dropped and counted, as an event
-    /// would be. Never blocks.
-    pub fn send(&self, record: PacketRecord) {
-        let class = record.class;
+    /// Queues the record `build` makes for the writer; on a full queue it is dropped and
+    /// counted before it is even built, as an event would be. Never blocks.
+    pub fn send_with(&self, class: Class, build: impl FnOnce() -> PacketRecord) {
         if self.shared.is_full() {
             self.shared.record_drop(class);
             return;
         }
+        let record = build();
         // Counted before sending, so the writer never takes one that was not counted.
         self.shared.enqueued();
         match self.tx.try_send(Msg::Packet(record)) {

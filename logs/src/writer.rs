@@ -19,7 +19,7 @@ pub(crate) enum Msg {
     /// An event to record.
     Event(Event),
     /// A packet record (`packet::PacketSink`), made into its event here, off the publish
-    /// path. Bounded by the queue alone: the events/s budget is for the `tracing` events.
+    /// path; it spends the events/s budget as an event does.
     Packet(PacketRecord),
     /// Write everything received so far, then answer.
     Flush(SyncSender<()>),
@@ -105,6 +105,7 @@ pub(crate) fn run(
                 Msg::Packet(record) => {
                     shared.dequeued();
                     eng.record_packet(record);
+                    budget.spend();
                 }
                 Msg::Flush(reply) => {
                     eng.report_drops();

@@ -44,6 +44,19 @@ pub(crate) fn sent(at: &Logged<'_>, packet: &Packet, size: usize) {
     log("out", at, packet, size);
 }
 
+/// Whether the fast path carries `packet`: PUBLISH, its acknowledgements and pings, without
+/// MQTT 5.0 properties.
+fn fast(packet: &Packet, v5: bool) -> bool {
+    match packet {
+        Packet::Publish(p) => !v5 || p.properties.is_empty(),
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+            !v5 || a.properties.is_empty()
+        }
+        Packet::PingReq | Packet::PingResp => true,
+        _ => false,
+    }
+}
+
 /// The record of a packet the fast path carries (PUBLISH, its acknowledgements and pings,
 /// without MQTT 5.0 properties), or `None` for the rest, which `tracing` carries.
 fn fast_body(packet: &Packet, v5: bool) -> Option<PacketBody> {
@@ -89,27 +102,29 @@ fn log_fast(dir: &'static str, at: &Logged<'_>, packet: &Packet, size: usize) ->
                 | Packet::PingResp
         );
     }
-    let Some(body) = fast_body(packet, at.version.is_v5()) else {
+    let v5 = at.version.is_v5();
+    if !fast(packet, v5) {
         return false;
+    }
+    let record = |class| {
+        move || {
+            let body = fast_body(packet, v5).unwrap_or(PacketBody::Ping);
+            PacketRecord::new(
+                class,
+                dir,
+                at.client.cloned(),
+                at.peer,
+                packet.kind(),
+                body,
+                size,
+            )
+        }
     };
-    let record = |class, body| {
-        PacketRecord::new(
-            class,
-            dir,
-            at.client.cloned(),
-            at.peer,
-            packet.kind(),
-            body,
-            size,
-        )
-    };
-    if protocol && trace {
-        sink.send(record(Class::Protocol, body.clone()));
-        sink.send(record(Class::Trace, body));
-    } else if protocol {
-        sink.send(record(Class::Protocol, body));
-    } else {
-        sink.send(record(Class::Trace, body));
+    if protocol {
+        sink.send_with(Class::Protocol, record(Class::Protocol));
+    }
+    if trace {
+        sink.send_with(Class::Trace, record(Class::Trace));
     }
     true
 }

@@ -1013,3 +1013,32 @@ fn a_torn_tail_after_kill_9_is_skipped_and_reported() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), after);
     assert!(out.stderr.is_empty(), "nothing corrupt left");
 }
+
+/// Under a flood the `protocol` class records what its writer can and counts the rest: once
+/// `log list` has let the writer catch up, every packet event is written or counted dropped.
+#[test]
+fn every_protocol_event_is_written_or_counted_as_dropped() {
+    const SENT: usize = 20_000;
+    let broker = Broker::start_with(
+        &[],
+        "[log]\nclasses = { protocol = \"proto\" }\nchannel_capacity = 64\nmax_events_per_sec = 2000\n",
+    );
+    let mut raw = raw_connected(&broker, "flooder");
+    raw.send(&crate::common::qos0_burst("flood/t", SENT));
+    raw_disconnect(raw);
+    let list = ctl_ok(&broker, &["log", "list"]);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("protocol"))
+        .expect("protocol line");
+    // class open redirect files bytes events overwritten dropped
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    let written: u64 = cols[5].parse().expect("events");
+    let dropped: u64 = cols[7].parse().expect("dropped");
+    // CONNECT and DISCONNECT in, CONNACK out, and the PUBLISH packets in.
+    assert_eq!(written + dropped, SENT as u64 + 3, "{line}");
+    assert!(
+        dropped > 0,
+        "the flood outran a 2,000 events/s writer: {line}"
+    );
+}
