@@ -328,7 +328,7 @@ fn parse(first: u8, body: Bytes, version: ProtocolVersion) -> Result<Packet, Dec
     let mut r = Reader(body);
     let v5 = version.is_v5();
     let packet = match first >> 4 {
-        1 => Packet::Connect(parse_connect(&mut r)?),
+        1 => Packet::Connect(Box::new(parse_connect(&mut r)?)),
         2 => Packet::ConnAck(parse_connack(&mut r, v5)?),
         3 => Packet::Publish(parse_publish(first, &mut r, v5)?),
         4 => Packet::PubAck(parse_ack(

@@ -350,14 +350,11 @@ pub struct Auth {
 
 /// An MQTT control packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "CONNECT (two property sets) comes once per connection; boxing it would cost every \
-              caller a Box and save nothing on the PUBLISH path"
-)]
 pub enum Packet {
-    /// CONNECT (1).
-    Connect(Connect),
+    /// CONNECT (1), boxed: with its two property sets it would double the size of every
+    /// packet, and a PUBLISH is moved several times on its way out (measured: a tenth of the
+    /// fan-out's CPU was copying 704-byte packets).
+    Connect(Box<Connect>),
     /// CONNACK (2).
     ConnAck(ConnAck),
     /// PUBLISH (3).

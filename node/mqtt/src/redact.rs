@@ -223,7 +223,10 @@ mod tests {
             ProtocolVersion::V311,
             ProtocolVersion::V5,
         ] {
-            let f = frame(&Packet::Connect(connect(protocol, None)), protocol);
+            let f = frame(
+                &Packet::Connect(Box::new(connect(protocol, None))),
+                protocol,
+            );
             check(&f, b"hunter2", None, protocol);
         }
     }
@@ -231,7 +234,10 @@ mod tests {
     #[test]
     fn v5_authentication_data_in_connect_is_masked() {
         let p = ProtocolVersion::V5;
-        let f = frame(&Packet::Connect(connect(p, Some(b"s3cr3t-nonce"))), p);
+        let f = frame(
+            &Packet::Connect(Box::new(connect(p, Some(b"s3cr3t-nonce")))),
+            p,
+        );
         check(&f, b"hunter2", Some(b"s3cr3t-nonce"), p);
     }
 
@@ -246,7 +252,7 @@ mod tests {
         assert_eq!(&auth[..3], &[0xf0, 15, 0x18]);
         // A CONNECT that did not decode: nothing past its fixed header is trusted.
         let mut bad = frame(
-            &Packet::Connect(connect(ProtocolVersion::V311, None)),
+            &Packet::Connect(Box::new(connect(ProtocolVersion::V311, None))),
             ProtocolVersion::V311,
         );
         let len = bad.len();
@@ -264,7 +270,7 @@ mod tests {
         // same read: the CONNECT's bytes are not logged as part of the PUBLISH.
         let bad_publish = [0x30, 3, 0, 9, b't'];
         let connect = frame(
-            &Packet::Connect(connect(ProtocolVersion::V311, None)),
+            &Packet::Connect(Box::new(connect(ProtocolVersion::V311, None))),
             ProtocolVersion::V311,
         );
         let mut read = bad_publish.to_vec();

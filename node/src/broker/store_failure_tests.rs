@@ -113,7 +113,7 @@ impl Client {
             session_expiry_interval: (persistent && version == ProtocolVersion::V5).then_some(300),
             ..Properties::default()
         };
-        c.send(&Packet::Connect(Connect {
+        c.send(&Packet::Connect(Box::new(Connect {
             protocol: version,
             clean_session: !persistent || version == ProtocolVersion::V5,
             keep_alive: 0,
@@ -122,7 +122,7 @@ impl Client {
             username: None,
             password: None,
             properties,
-        }))
+        })))
         .await;
         match c.recv().await {
             Some(Packet::ConnAck(a)) => assert_eq!(a.code, ReasonCode::Success, "{a:?}"),

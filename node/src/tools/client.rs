@@ -207,7 +207,7 @@ pub async fn connect_on(
     let (mut reader, mut writer) = open_on(stream, tls).await?;
     reader.version = connect.protocol;
     writer.version = connect.protocol;
-    writer.push(&Packet::Connect(connect));
+    writer.push(&Packet::Connect(Box::new(connect)));
     writer.flush().await?;
     match reader.next().await? {
         Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => {

@@ -101,7 +101,7 @@ fn connack_code(
     let mut raw = RawClient::connect(broker.addr);
     send_packet(
         &mut raw,
-        &Packet::Connect(Connect {
+        &Packet::Connect(Box::new(Connect {
             protocol: ProtocolVersion::V311,
             clean_session: true,
             keep_alive: 60,
@@ -110,7 +110,7 @@ fn connack_code(
             username: user.map(str::to_owned),
             password: password.map(|p| Bytes::copy_from_slice(p.as_bytes())),
             properties: Default::default(),
-        }),
+        })),
     );
     match raw.read_packet(WAIT) {
         Some(Packet::ConnAck(ConnAck { code, .. })) => (code.connect_return_code(), raw),

@@ -82,7 +82,7 @@ impl Wire {
                 .then_some(3600),
             ..Properties::default()
         };
-        wire.send(&Packet::Connect(Connect {
+        wire.send(&Packet::Connect(Box::new(Connect {
             protocol: ask.version,
             clean_session: ask.clean,
             keep_alive: 60,
@@ -91,7 +91,7 @@ impl Wire {
             username: user.map(str::to_owned),
             password: user.map(|_| Bytes::from_static(PASSWORD.as_bytes())),
             properties,
-        }));
+        })));
         match wire.read(WAIT) {
             Some(Packet::ConnAck(c)) => (wire, c),
             other => panic!("{id}: expected CONNACK, got {other:?}"),

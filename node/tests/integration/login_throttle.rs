@@ -160,7 +160,7 @@ fn connect_bytes(user: &str, password: &str) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
     let c = login(ProtocolVersion::V311, "b", user, password);
     crate::common::encode(
-        &fubar::mqtt::packet::Packet::Connect(c),
+        &fubar::mqtt::packet::Packet::Connect(Box::new(c)),
         ProtocolVersion::V311,
         &mut buf,
     );

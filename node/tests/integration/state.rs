@@ -294,7 +294,7 @@ fn raw_persistent(broker: &Broker, id: &str) -> RawClient {
     let mut raw = RawClient::connect(broker.addr);
     send_packet(
         &mut raw,
-        &Packet::Connect(Connect {
+        &Packet::Connect(Box::new(Connect {
             protocol: ProtocolVersion::V311,
             clean_session: false,
             keep_alive: 60,
@@ -303,7 +303,7 @@ fn raw_persistent(broker: &Broker, id: &str) -> RawClient {
             username: None,
             password: None,
             properties: Default::default(),
-        }),
+        })),
     );
     match read(&mut raw) {
         Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => raw,

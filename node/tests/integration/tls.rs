@@ -234,7 +234,7 @@ impl TlsMqtt {
         id: &str,
     ) -> Result<Self, String> {
         let mut c = Self::handshake(addr, ca, cert).map_err(|e| format!("handshake: {e}"))?;
-        c.send(&Packet::Connect(Connect {
+        c.send(&Packet::Connect(Box::new(Connect {
             protocol: ProtocolVersion::V311,
             clean_session: true,
             keep_alive: 60,
@@ -243,7 +243,7 @@ impl TlsMqtt {
             username: None,
             password: None,
             properties: Default::default(),
-        }))
+        })))
         .map_err(|e| format!("CONNECT: {e}"))?;
         match c.read() {
             Ok(Packet::ConnAck(ConnAck {

@@ -47,7 +47,7 @@ fn connected(protocol: ProtocolVersion, keep_alive: u16, limits: Limits) -> Conn
     let mut c = Connection::new(t(0.0), limits);
     let mut input = BytesMut::new();
     encode(
-        &Packet::Connect(connect(protocol, keep_alive, "c")),
+        &Packet::Connect(Box::new(connect(protocol, keep_alive, "c"))),
         protocol,
         &mut input,
     );
@@ -332,7 +332,7 @@ fn packet_order_rules() {
     let mut c = connected(ProtocolVersion::V311, 0, limits());
     assert!(c.is_connected());
     assert!(c.on_packet(t(1.0), &Packet::PingReq).is_ok());
-    let again = Packet::Connect(connect(ProtocolVersion::V311, 0, "c"));
+    let again = Packet::Connect(Box::new(connect(ProtocolVersion::V311, 0, "c")));
     assert!(matches!(
         c.on_packet(t(1.0), &again),
         Err(CloseReason::ProtocolError(_))

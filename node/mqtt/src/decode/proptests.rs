@@ -390,7 +390,9 @@ fn arb_packet(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         (reason, props(v5, ctx))
     };
     let mut kinds = vec![
-        arb_connect(v5).prop_map(Packet::Connect).boxed(),
+        arb_connect(v5)
+            .prop_map(|c| Packet::Connect(Box::new(c)))
+            .boxed(),
         (
             any::<bool>(),
             connack_code,

@@ -60,7 +60,7 @@ fn connect_311_with_everything() {
     let rest = [0, 1, b'c', 0, 1, b'w', 0, 1, 9, 0, 1, b'u', 0, 2, 0xFF, 0];
     // user, password, will retain, will qos 1, will, clean
     let p = ok(&connect(b"MQTT", 4, 0b1110_1110, &rest));
-    let expected = Packet::Connect(Connect {
+    let expected = Packet::Connect(Box::new(Connect {
         protocol: ProtocolVersion::V311,
         clean_session: true,
         keep_alive: 60,
@@ -75,7 +75,7 @@ fn connect_311_with_everything() {
         username: Some("u".into()),
         password: Some(Bytes::from_static(&[0xFF, 0])),
         properties: Default::default(),
-    });
+    }));
     assert_eq!(p, expected);
 }
 
@@ -711,7 +711,7 @@ fn v5_connect_allows_a_password_without_user_name() {
 
 #[test]
 fn v5_connect_round_trip_with_every_connect_property() {
-    round_trip5(Packet::Connect(Connect {
+    round_trip5(Packet::Connect(Box::new(Connect {
         protocol: V5,
         clean_session: false,
         keep_alive: 30,
@@ -746,7 +746,7 @@ fn v5_connect_round_trip_with_every_connect_property() {
             user_properties: vec![(s("x"), s("1")), (s("x"), s("2"))],
             ..Properties::default()
         },
-    }));
+    })));
 }
 
 #[test]

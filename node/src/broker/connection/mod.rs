@@ -50,6 +50,9 @@ use crate::settings::Settings;
 /// they use little of it.
 const MIN_READ: usize = 256;
 const MAX_READ: usize = 64 << 10;
+/// Most packets one `fill_from_session` reserves room for at once (the write budget decides
+/// how many it takes).
+const FILL_BATCH: usize = 256;
 
 /// The client behind a connection, once its CONNECT was accepted.
 struct Client {
@@ -313,7 +316,7 @@ where
                     // Nobody waits for this connection while it authenticates.
                     self.reader.pause();
                     let (protocol, started) = (c.protocol, now);
-                    let connected = Box::pin(self.handle_connect(c)).await;
+                    let connected = Box::pin(self.handle_connect(*c)).await;
                     self.broker
                         .stats
                         .note_connect(protocol, &connected, started.elapsed());
@@ -517,9 +520,9 @@ where
     /// Moves queued messages from the session into the write buffer, up to `limit` bytes.
     fn fill_from_session(&mut self, now: Instant, limit: usize) {
         let Some(client) = &self.client else { return };
-        let mut out = Vec::new();
         let mut too_large = Vec::new();
         let v5 = self.proto.protocol().is_v5();
+        let mut out;
         let expired = {
             let mut slot = client.handle.lock();
             if !slot.is_owned_by(self.conn_id) {
@@ -527,6 +530,8 @@ where
                 // already collected what this one had in flight.
                 return;
             }
+            // Room for what is queued, up to a turn's worth: one allocation, no regrowth.
+            out = Vec::with_capacity(slot.session.queued().min(FILL_BATCH));
             let mut budget = limit.saturating_sub(self.wbuf.len());
             while budget > 0 {
                 let Some((p, message)) = slot.session.poll_send(now) else {

@@ -347,7 +347,7 @@ pub(crate) fn raw_connect(
     let mut raw = RawClient::connect(broker.addr);
     send_packet(
         &mut raw,
-        &Packet::Connect(Connect {
+        &Packet::Connect(Box::new(Connect {
             protocol: ProtocolVersion::V311,
             clean_session: true,
             keep_alive,
@@ -356,7 +356,7 @@ pub(crate) fn raw_connect(
             username: None,
             password: None,
             properties: Default::default(),
-        }),
+        })),
     );
     match read(&mut raw) {
         Packet::ConnAck(RawConnAck {
