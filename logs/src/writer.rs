@@ -36,7 +36,7 @@ const POLL: Duration = Duration::from_millis(1);
 /// Quiet time after which the writer parks on the channel.
 const IDLE_BEFORE_PARKING: Duration = Duration::from_millis(200);
 
-/// Locks the engine, even if a panic poisoned the lock (its state is still usable).
+/// Locks the engine (parking_lot: a panic elsewhere leaves it usable, no poisoning).
 pub(crate) fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
     engine.lock()
 }
