@@ -19,7 +19,7 @@ use fubar::mqtt::packet::{
 };
 
 use crate::cluster::Cluster;
-use crate::common::{ctl_in, unquote, Broker};
+use crate::common::{ctl_in, eventually, unquote, Broker};
 
 const WAIT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "s3cret";
@@ -341,18 +341,14 @@ fn a_session_from_before_auth_goes_to_the_first_user_fresh_and_is_then_theirs() 
 
 /// Connects until the account, replicated from another node, is known here.
 fn accepted_when_replicated(addr: SocketAddr, id: &str, user: &str, ask: Ask) -> (Wire, bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("{user} to be accepted"), WAIT, || {
         let (wire, connack) = Wire::connect(addr, id, Some(user), ask);
         if connack.code == ReasonCode::Success {
-            return (wire, connack.session_present);
+            Ok((wire, connack.session_present))
+        } else {
+            Err(format!("{connack:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{user} never accepted: {connack:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
 #[test]

@@ -195,6 +195,37 @@ impl Broker {
 
     /// Waits until `n` stdout lines contain `needle`; returns the last one.
     pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> Option<String> {
+        self.wait_for_lines(|l| l.contains(needle), n, timeout)
+    }
+
+    /// Waits for a stdout line containing every one of `needles`; returns it, or fails the
+    /// test showing the log's tail.
+    pub fn expect_line(&self, needles: &[&str], timeout: Duration) -> String {
+        self.wait_for_line(|l| needles.iter().all(|n| l.contains(n)), timeout)
+            .unwrap_or_else(|| {
+                let lines = self.log_lines();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                panic!("no log line containing all of {needles:?}; log tail:\n{tail}")
+            })
+    }
+
+    /// Waits until a stdout line satisfies `matches`; returns it.
+    pub fn wait_for_line(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
+        self.wait_for_lines(matches, 1, timeout)
+    }
+
+    /// Waits until `n` stdout lines satisfy `matches` (woken by each new line, not polled);
+    /// returns the last one.
+    pub fn wait_for_lines(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        n: usize,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let (store, cv) = &*self.lines;
         let mut lines = store.lock();
@@ -203,7 +234,7 @@ impl Broker {
         let (mut scanned, mut count) = (0, 0);
         loop {
             for line in &lines[scanned..] {
-                if line.contains(needle) {
+                if matches(line) {
                     count += 1;
                     if count == n {
                         return Some(line.clone());
@@ -611,6 +642,20 @@ fn unchunk(mut body: &str) -> String {
     out
 }
 
+/// Polls `/metrics` at `addr` until `pred` holds for it (up to a minute: a monitor indexes on
+/// a timer); returns that text.
+pub fn wait_metrics(addr: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    eventually(what, Duration::from_secs(60), || {
+        let (status, text) = http_get(addr, "/metrics");
+        assert_eq!(status, 200);
+        if pred(&text) {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+}
+
 /// The value of one series (`name{labels}` exactly as printed) in a `/metrics` text.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -650,4 +695,86 @@ pub fn qos0_burst(topic: &str, n: usize) -> BytesMut {
         fubar::mqtt::encode::encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut burst);
     }
     burst
+}
+
+/// The longest pause between two looks of a poll: short, so that a wait ends soon after what it
+/// waits for happens, and long enough not to busy a shared 2-core machine.
+const MAX_POLL_PAUSE: Duration = Duration::from_millis(100);
+
+/// What one look of a poll found: done (with a value), or not yet (with what it saw, for the
+/// failure message).
+pub trait Look {
+    /// The value a successful look gives.
+    type Value;
+    /// `Ok` when done; `Err` with what was seen when not yet.
+    fn look(self) -> Result<Self::Value, String>;
+}
+
+impl Look for bool {
+    type Value = ();
+    fn look(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err(String::new())
+        }
+    }
+}
+
+impl<T> Look for Option<T> {
+    type Value = T;
+    fn look(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T> Look for Result<T, String> {
+    type Value = T;
+    fn look(self) -> Self {
+        self
+    }
+}
+
+/// Looks with `look` (a status, a file, a `ctl` answer: state that announces no event) until
+/// it is done, pausing between looks with a short backoff; `Err` with the last thing seen when
+/// `timeout` passes first.
+pub fn poll_until<L: Look>(
+    timeout: Duration,
+    mut look: impl FnMut() -> L,
+) -> Result<L::Value, String> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let seen = match look().look() {
+            Ok(value) => return Ok(value),
+            Err(seen) => seen,
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(seen);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(MAX_POLL_PAUSE);
+    }
+}
+
+/// [`poll_until`], failing the test (naming `what` and the last thing seen) at the timeout.
+pub fn eventually<L: Look>(what: &str, timeout: Duration, look: impl FnMut() -> L) -> L::Value {
+    poll_until(timeout, look)
+        .unwrap_or_else(|seen| panic!("timed out after {timeout:?} waiting for {what}\n{seen}"))
+}
+
+/// Waits for `child` to exit by itself within `timeout`: `Ok` with what it printed, or `Err`
+/// with what it printed once killed at the deadline (a process that should have ended runs on).
+pub fn exit_within(mut child: Child, timeout: Duration) -> Result<Output, Output> {
+    let exited = poll_until(timeout, || child.try_wait().expect("try_wait").is_some()).is_ok();
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("wait");
+    if exited {
+        Ok(out)
+    } else {
+        Err(out)
+    }
 }
