@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 
-use crate::common::{cluster_dir, eventually, fubar, spawn_member, Broker, DataDir};
+use crate::common::{
+    cluster_dir, cluster_figure, eventually, fubar, member_line, spawn_member, Broker, DataDir,
+};
 use crate::conformance::support::{options, Mqtt};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -123,7 +125,9 @@ impl Cluster {
 
     /// Waits until `node` has at least `n` routes in its table.
     pub(crate) fn wait_routes(&self, node: &str, n: u64) {
-        self.wait_status(node, &format!("{n} routes"), |s| field(s, "routes") >= n);
+        self.wait_status(node, &format!("{n} routes"), |s| {
+            cluster_figure(s, "routes") >= n
+        });
     }
 }
 
@@ -132,21 +136,6 @@ impl Member {
     pub(crate) fn address(&self) -> String {
         format!("{}:{}", self.name, self.cluster_port)
     }
-}
-
-/// A number after `name ` in a status header line.
-fn field(status: &str, name: &str) -> u64 {
-    status
-        .split_whitespace()
-        .skip_while(|w| *w != name)
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The member lines of a status (after the header).
-fn member_line<'a>(status: &'a str, name: &str) -> Option<&'a str> {
-    status.lines().find(|l| l.starts_with(name))
 }
 
 fn ok(out: &Output) -> String {
@@ -267,7 +256,7 @@ fn direct_messages_and_session_takeover_work_across_nodes() {
     let mut c1 = Mqtt::connect_with(o);
     c1.subscribe("news", QoS::AtLeastOnce);
     cluster.wait_status("n2@localhost", "c1 registered", |s| {
-        field(s, "clients") >= 1
+        cluster_figure(s, "clients") >= 1
     });
     cluster.wait_routes("n2@localhost", 1);
     // A message to topic `c1` published on n2 reaches c1 on n1.
@@ -304,7 +293,7 @@ fn direct_messages_and_session_takeover_work_across_nodes() {
     );
     // Its subscription works on n2 now, for messages published on n1.
     cluster.wait_status("n1@localhost", "c1 held by n2", |s| {
-        field(s, "clients") >= 2
+        cluster_figure(s, "clients") >= 2
     });
     let mut q = Mqtt::connect(&n1.broker, "q");
     let m = eventually("news to reach c1 on n2", WAIT, || {
@@ -331,7 +320,7 @@ fn a_node_that_has_just_joined_takes_a_persistent_session_over_with_its_queue() 
     // connects there straight away: n3 must ask n2 for the session, not start it afresh.
     let n3 = cluster.join("n3", &n1);
     cluster.wait_status("n3@localhost", "c1 and p registered", |s| {
-        field(s, "clients") >= 2
+        cluster_figure(s, "clients") >= 2
     });
     let mut o = options(&n3.broker, "c1");
     o.set_clean_session(false);
@@ -351,7 +340,7 @@ fn a_connection_on_another_node_closes_the_first_one() {
     let (n1, n2, _n3) = three(&cluster);
     let mut first = Mqtt::connect(&n1.broker, "twin");
     cluster.wait_status("n2@localhost", "twin registered", |s| {
-        field(s, "clients") >= 1
+        cluster_figure(s, "clients") >= 1
     });
     let _second = Mqtt::connect(&n2.broker, "twin");
     assert!(
@@ -373,7 +362,7 @@ fn kill_9_of_a_member_leaves_the_others_serving_and_drops_its_routes() {
     // The others drop the dead member's routes and keep serving.
     cluster.wait_status("n1@localhost", "n3 down and its route dropped", |s| {
         member_line(s, "n3@localhost").is_some_and(|l| l.contains("down"))
-            && field(s, "routes") == 1
+            && cluster_figure(s, "routes") == 1
     });
     let mut p = Mqtt::connect(&n1.broker, "p");
     p.publish_acked("t", QoS::AtLeastOnce, false, b"after");
@@ -563,7 +552,7 @@ fn a_restarted_member_withdraws_the_routes_of_clients_it_no_longer_has() {
     n2.broker.kill9();
     let _n2 = cluster.start("n2", &n1.address(), &["--cluster-port", &port]);
     cluster.wait_status("n1@localhost", "the stale route withdrawn", |s| {
-        field(s, "routes") == 0 && field(s, "clients") == 0
+        cluster_figure(s, "routes") == 0 && cluster_figure(s, "clients") == 0
     });
 }
 

@@ -1,18 +1,26 @@
-//! Starting and stopping a real broker, and a raw-bytes MQTT client.
+//! What the tests share: starting and stopping a real broker (and cluster members, client
+//! processes) and reading what it logs; raw MQTT bytes (`raw`), an HTTP client (`http`) and
+//! waiting on state that announces no event (`wait`).
 
 #![allow(dead_code, unreachable_pub)] // a test-only module; not every test uses every helper
 
 use parking_lot::{Condvar, Mutex};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use fubar::mqtt::decode::decode;
-use fubar::mqtt::packet::{Packet, ProtocolVersion};
+mod http;
+mod raw;
+mod wait;
+
+pub use http::{http_get, metric, wait_metrics};
+pub use raw::{
+    connect_packet, connect_v311, frame, qos0_burst, read_frame, string, varint, RawClient,
+};
+pub use wait::{eventually, exit_within, poll_until};
 
 /// Every log class, so tests can wait for the events they expect.
 const ALL_CLASSES: &str = "access,protocol,resource,warning,error,info,trace";
@@ -282,6 +290,33 @@ impl Broker {
     }
 }
 
+/// Runs `fubar ctl ARGS` against `broker`, checks it succeeded; returns its stdout.
+pub fn ctl_ok(broker: &Broker, args: &[&str]) -> String {
+    let out = broker.ctl(args);
+    assert!(
+        out.status.success(),
+        "fubar ctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A number after `name ` in a `fubar ctl cluster status` header (`routes 3  clients 2`);
+/// 0 when absent.
+pub fn cluster_figure(status: &str, name: &str) -> u64 {
+    status
+        .split_whitespace()
+        .skip_while(|w| *w != name)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The line of member `name` in a `fubar ctl cluster status` (after the header).
+pub fn member_line<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find(|l| l.starts_with(name))
+}
+
 /// The default log directory of the test node on the data dir `dir`.
 pub fn log_dir_in(dir: &Path) -> PathBuf {
     dir.join(NODE_NAME).join("log")
@@ -320,80 +355,6 @@ pub fn unquote(line: &str) -> String {
     if out.ends_with('"') {
         out.pop();
     }
-    out
-}
-
-/// A client that writes raw bytes and reads packets with fubar's own decoder.
-pub struct RawClient {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl RawClient {
-    /// Connects a TCP socket (no MQTT yet).
-    pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("tcp connect");
-        stream.set_nodelay(true).unwrap();
-        Self {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// Writes bytes (errors ignored: the broker may have closed already).
-    pub fn send(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes);
-    }
-
-    /// Reads the next packet, or `None` if the connection closed or `timeout` passed.
-    pub fn read_packet(&mut self, timeout: Duration) -> Option<Packet> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(p)) = decode(&mut self.buf, 1 << 28, ProtocolVersion::V311) {
-                return Some(p);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// True when the broker closes the connection within `timeout` (packets before the
-    /// close are skipped).
-    pub fn closed_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-/// CONNECT bytes for MQTT 3.1.1 with a client id, clean session, keep-alive 60.
-pub fn connect_v311(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b10, 0, 60];
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut out = vec![0x10, body.len() as u8];
-    out.extend_from_slice(&body);
     out
 }
 
@@ -492,22 +453,6 @@ pub fn run_paho(broker: &Broker, name: &str, script: &str, args: &[&str]) -> Vec
     text.lines().map(str::to_owned).collect()
 }
 
-/// A variable byte integer (MQTT 5.0 1.5.5), for tests that write packets byte by byte.
-pub fn varint(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            return out;
-        }
-    }
-}
-
 /// The `fubar` binary under test, with stdin closed (a test that feeds it sets its own).
 pub fn fubar() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
@@ -518,42 +463,6 @@ pub fn fubar() -> Command {
 /// The broker's stdout so far, as one text (for assertion messages).
 pub fn log_of(broker: &Broker) -> String {
     broker.log_lines().join("\n")
-}
-
-/// A packet written byte by byte: the first byte, the remaining length, the body.
-pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    out.extend(varint(body.len()));
-    out.extend_from_slice(body);
-    out
-}
-
-/// A length-prefixed MQTT string (the bytes need not be valid UTF-8).
-pub fn string(s: impl AsRef<[u8]>) -> Vec<u8> {
-    let s = s.as_ref();
-    let mut out = (s.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(s);
-    out
-}
-
-/// Reads one whole packet (first byte and body) from a raw socket, within the socket's own
-/// read timeout.
-pub fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first)?;
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b)?;
-        len |= ((b[0] & 0x7F) as usize) << shift;
-        shift += 7;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body)?;
-    Ok((first[0], body))
 }
 
 impl Broker {
@@ -596,73 +505,6 @@ impl Broker {
     }
 }
 
-/// `GET path` over HTTP/1.1 with `Connection: close`: the status code and the body. A test
-/// client only (the node serves HTTP with hyper); fails the test if the server does not
-/// answer.
-pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the HTTP endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read the HTTP answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
-        status,
-        if chunked {
-            unchunk(body)
-        } else {
-            body.to_owned()
-        },
-    )
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn unchunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// Polls `/metrics` at `addr` until `pred` holds for it (up to a minute: a monitor indexes on
-/// a timer); returns that text.
-pub fn wait_metrics(addr: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    eventually(what, Duration::from_secs(60), || {
-        let (status, text) = http_get(addr, "/metrics");
-        assert_eq!(status, 200);
-        if pred(&text) {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    })
-}
-
-/// The value of one series (`name{labels}` exactly as printed) in a `/metrics` text.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Tests that flood the machine (thousands of handshakes, a socket written as fast as it
 /// goes) take this exclusively; multi-node tests, whose members must answer `ctl` within its
 /// timeout on two shared cores, take it shared, so the two never run at once.
@@ -676,105 +518,4 @@ pub fn flooding() -> parking_lot::RwLockWriteGuard<'static, ()> {
 /// Held by a multi-node test while its members run.
 pub fn beside_floods() -> parking_lot::RwLockReadGuard<'static, ()> {
     MACHINE.read()
-}
-
-/// `n` QoS 0 PUBLISH packets (MQTT 3.1.1) to `topic`, payloads "0", "1", ..., back to back.
-pub fn qos0_burst(topic: &str, n: usize) -> BytesMut {
-    use fubar::mqtt::packet::{Publish, QoS};
-    let mut burst = BytesMut::new();
-    for i in 0..n {
-        let publish = Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: Arc::from(topic),
-            packet_id: 0,
-            payload: Bytes::from(i.to_string()),
-            properties: Default::default(),
-        };
-        fubar::mqtt::encode::encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut burst);
-    }
-    burst
-}
-
-/// The longest pause between two looks of a poll: short, so that a wait ends soon after what it
-/// waits for happens, and long enough not to busy a shared 2-core machine.
-const MAX_POLL_PAUSE: Duration = Duration::from_millis(100);
-
-/// What one look of a poll found: done (with a value), or not yet (with what it saw, for the
-/// failure message).
-pub trait Look {
-    /// The value a successful look gives.
-    type Value;
-    /// `Ok` when done; `Err` with what was seen when not yet.
-    fn look(self) -> Result<Self::Value, String>;
-}
-
-impl Look for bool {
-    type Value = ();
-    fn look(self) -> Result<(), String> {
-        if self {
-            Ok(())
-        } else {
-            Err(String::new())
-        }
-    }
-}
-
-impl<T> Look for Option<T> {
-    type Value = T;
-    fn look(self) -> Result<T, String> {
-        self.ok_or_else(String::new)
-    }
-}
-
-impl<T> Look for Result<T, String> {
-    type Value = T;
-    fn look(self) -> Self {
-        self
-    }
-}
-
-/// Looks with `look` (a status, a file, a `ctl` answer: state that announces no event) until
-/// it is done, pausing between looks with a short backoff; `Err` with the last thing seen when
-/// `timeout` passes first.
-pub fn poll_until<L: Look>(
-    timeout: Duration,
-    mut look: impl FnMut() -> L,
-) -> Result<L::Value, String> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        let seen = match look().look() {
-            Ok(value) => return Ok(value),
-            Err(seen) => seen,
-        };
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(seen);
-        }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(MAX_POLL_PAUSE);
-    }
-}
-
-/// [`poll_until`], failing the test (naming `what` and the last thing seen) at the timeout.
-pub fn eventually<L: Look>(what: &str, timeout: Duration, look: impl FnMut() -> L) -> L::Value {
-    poll_until(timeout, look)
-        .unwrap_or_else(|seen| panic!("timed out after {timeout:?} waiting for {what}\n{seen}"))
-}
-
-/// Waits for `child` to exit by itself within `timeout`: `Ok` with what it printed, or `Err`
-/// with what it printed once killed at the deadline (a process that should have ended runs on).
-pub fn exit_within(mut child: Child, timeout: Duration) -> Result<Output, Output> {
-    let exited = poll_until(timeout, || child.try_wait().expect("try_wait").is_some()).is_ok();
-    if !exited {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().expect("wait");
-    if exited {
-        Ok(out)
-    } else {
-        Err(out)
-    }
 }

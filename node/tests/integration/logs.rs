@@ -14,8 +14,8 @@ use fubar::mqtt::packet::Packet;
 use rumqttc::QoS;
 
 use crate::common::{
-    connect_v311, ctl_command, ctl_in, eventually, exit_within, log_dir_in, Broker, RawClient,
-    NODE_NAME,
+    connect_v311, ctl_command, ctl_in, ctl_ok, eventually, exit_within, log_dir_in, Broker,
+    RawClient, NODE_NAME,
 };
 use crate::conformance::support::{wait_log, wait_log_count, Mqtt, WAIT};
 
@@ -27,17 +27,6 @@ const CLASSES: [&str; 9] = [
 /// A settings file opening exactly `classes` (TOML inline-table body) and flushing often.
 fn config(classes: &str) -> String {
     format!("[log]\nflush_ms = 10\nclasses = {{ {classes} }}\n")
-}
-
-/// Runs `fubar ctl ARGS`, checks it succeeded, returns its stdout.
-fn ctl_ok(broker: &Broker, args: &[&str]) -> String {
-    let out = broker.ctl(args);
-    assert!(
-        out.status.success(),
-        "fubar ctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
 /// Runs `fubar ctl ARGS`, checks it failed with `code` and nothing on stdout, and that stderr

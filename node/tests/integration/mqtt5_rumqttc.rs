@@ -25,7 +25,7 @@ use rumqttc::Outgoing;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use crate::common::{frame, read_frame, Broker};
+use crate::common::{connect_packet, frame, read_frame, Broker};
 use crate::conformance::support::{wait_disconnected, wait_log, Mqtt, WAIT};
 
 /// The event loops of this file's rumqttc v5 clients.
@@ -426,9 +426,7 @@ fn a_packet_over_the_servers_maximum_gets_disconnect_0x95() {
     let mut s = TcpStream::connect(broker.addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     // CONNECT: "MQTT", level 5, clean start, keep-alive 60, no properties, id "big5".
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b10, 0, 60, 0];
-    body.extend_from_slice(&[0, 4, b'b', b'i', b'g', b'5']);
-    s.write_all(&frame(0x10, &body)).unwrap();
+    s.write_all(&connect_packet(5, 0b10, "big5")).unwrap();
     let (first, connack) = read_frame(&mut s).expect("CONNACK");
     assert_eq!(
         (first, connack[0], connack[1]),

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::common::{cluster_dir, eventually, poll_until, spawn_member, Broker, Proc};
+use crate::common::{
+    cluster_dir, cluster_figure, eventually, poll_until, spawn_member, Broker, Proc,
+};
 
 const WAIT: Duration = Duration::from_secs(40);
 const BIN: &str = env!("CARGO_BIN_EXE_fubar");
@@ -141,15 +143,6 @@ fn wait_status(dir: &Path, node: &str, what: &str, pred: impl Fn(&str) -> bool) 
     })
 }
 
-fn field(status: &str, name: &str) -> u64 {
-    status
-        .split_whitespace()
-        .skip_while(|w| *w != name)
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// `mosquitto_sub` on `m`'s side, printing the first message on `topic`, up to `secs` s.
 fn subscribe(net: &Net, m: &Member, topic: &str, secs: u32) -> Proc {
     let mut cmd = net.exec(m.side);
@@ -239,14 +232,16 @@ fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself
     });
     // A route from the minority-to-be, so that dropping it shows.
     let probe = subscribe(&net, &n3, "p/#", 60);
-    wait_status(dir, &n1.name, "n3's route", |s| field(s, "routes") >= 1);
+    wait_status(dir, &n1.name, "n3's route", |s| {
+        cluster_figure(s, "routes") >= 1
+    });
 
     net.cut();
     // The majority notices, drops n3's routes and clients, and keeps taking writes.
     wait_status(dir, &n1.name, "n3 down and its route dropped", |s| {
         s.lines()
             .any(|l| l.starts_with(&n3.name) && l.contains("down"))
-            && field(s, "routes") == 0
+            && cluster_figure(s, "routes") == 0
     });
     let out = ctl(dir, &n2.name, &["account", "update", "dave", "pw"]);
     assert!(out.status.success(), "the majority takes writes: {out:?}");
@@ -285,7 +280,7 @@ fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself
         "the refused write never happened: {list}"
     );
     wait_status(dir, &n1.name, "n3's route back", |s| {
-        field(s, "routes") >= 1
+        cluster_figure(s, "routes") >= 1
     });
     let got = deliver(&net, &n1, probe, "p/after", "healed");
     assert!(
