@@ -275,11 +275,15 @@ fn direct_messages_and_session_takeover_work_across_nodes() {
             Err(s)
         }
     });
+    // The forwarded copy must be in c1's queue on n1 before c1 asks for its session. A
+    // marker published after it goes the same ordered link n2 -> n1: once n1 has delivered
+    // the marker, it has queued the message.
+    let mut marker = Mqtt::connect(&n1.broker, "marker");
+    marker.subscribe("marker", QoS::AtLeastOnce);
+    cluster.wait_routes("n2@localhost", 2);
     p.publish_acked("news", QoS::AtLeastOnce, false, b"while away");
-    // The forwarded copy must be in c1's queue on n1 before c1 asks for its session, and
-    // nothing outside n1 announces its arrival (the forward link's acknowledgements are not
-    // in any status or metric): the one fixed wait left in this file.
-    std::thread::sleep(Duration::from_millis(300));
+    p.publish_acked("marker", QoS::AtLeastOnce, false, b"after");
+    assert_eq!(&marker.next_publish().payload[..], b"after");
     // c1 comes back on n2: its session (subscription and queued message) moved there.
     let mut o = options(&n2.broker, "c1");
     o.set_clean_session(false);
