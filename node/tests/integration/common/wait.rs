@@ -5,8 +5,8 @@
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
-/// The longest pause between two looks of a poll: short, so that a wait ends soon after what it
-/// waits for happens, and long enough not to busy a shared 2-core machine.
+/// The longest backoff between two looks of a poll: short, so that a wait ends soon after what
+/// it waits for happens.
 const MAX_POLL_PAUSE: Duration = Duration::from_millis(100);
 
 /// What one look of a poll found: done (with a value), or not yet (with what it saw, for the
@@ -51,8 +51,9 @@ pub fn poll_until<L: Look>(
     mut look: impl FnMut() -> L,
 ) -> Result<L::Value, String> {
     let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(5);
+    let mut backoff = Duration::from_millis(10);
     loop {
+        let started = Instant::now();
         let seen = match look().look() {
             Ok(value) => return Ok(value),
             Err(seen) => seen,
@@ -61,8 +62,11 @@ pub fn poll_until<L: Look>(
         if now >= deadline {
             return Err(seen);
         }
+        // A costly look (a `fubar ctl` or `search` process) is followed by a pause as long:
+        // polling takes at most half of a shared 2-core machine from the node it waits on.
+        let pause = backoff.max(now - started);
         std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(MAX_POLL_PAUSE);
+        backoff = (backoff * 2).min(MAX_POLL_PAUSE);
     }
 }
 
