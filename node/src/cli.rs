@@ -924,62 +924,142 @@ mod tests {
         ShellLine::command().debug_assert();
     }
 
-    /// The `[default: ...]` each flag of `fubar node --help` states, by flag.
-    fn stated_defaults() -> std::collections::HashMap<String, String> {
-        let mut cli = Cli::command();
-        let help = cli
-            .find_subcommand_mut("node")
-            .expect("node")
-            .render_long_help()
-            .to_string();
-        let mut out = std::collections::HashMap::new();
-        let mut flag = String::new();
-        let mut text = String::new();
-        let mut take = |flag: &str, text: &str| {
-            if let Some((_, rest)) = text.split_once("[default: ") {
-                let value = rest.split(']').next().unwrap_or("");
-                out.insert(flag.to_owned(), value.to_owned());
-            }
-        };
-        for line in help.lines() {
-            let trimmed = line.trim_start();
-            if let Some(rest) = trimmed.strip_prefix("--") {
-                take(&flag, &text);
-                flag = rest.split([' ', '<']).next().unwrap_or("").to_owned();
-                text.clear();
-            } else {
-                text.push(' ');
-                text.push_str(trimmed);
-            }
+    /// The default `arg` states: its `default_value`, or the `[default: ...]` of its help.
+    fn stated_default(arg: &clap::Arg) -> Option<String> {
+        let values = arg.get_default_values();
+        if !values.is_empty() {
+            let values: Vec<String> = values
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            return Some(values.join(","));
         }
-        take(&flag, &text);
-        out
+        let help = arg.get_long_help().or_else(|| arg.get_help())?.to_string();
+        let (_, rest) = help.split_once("[default: ")?;
+        Some(rest.split(']').next().unwrap_or("").to_owned())
+    }
+
+    /// Every subcommand of `fubar`, by path (`"fubar node"`), depth first.
+    fn every_command(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+        out.push((path.to_owned(), cmd.clone()));
+        for sub in cmd.get_subcommands() {
+            every_command(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    /// What a flag backed by a setting must state as its default, from `Settings::default()`,
+    /// by long name; `None` for a flag no setting backs.
+    fn default_from_settings(flag: &str) -> Option<String> {
+        let d = crate::settings::Settings::default();
+        let absent =
+            |port: Option<u16>, what: &str| port.map_or_else(|| what.to_owned(), |p| p.to_string());
+        Some(match flag {
+            "name" => {
+                let host = d.node.name.split_once('@').map_or("", |(_, h)| h);
+                d.node.name.replace(host, "<hostname>")
+            }
+            "data-dir" => format!("./{}", d.node.data_dir.display()),
+            "bind" => d.mqtt.bind.to_string(),
+            "mqtt-port" => d.mqtt.port.to_string(),
+            "mqtts-port" => absent(d.mqtts.port, "no TLS listener"),
+            "http-port" => absent(d.http.port, "no HTTP endpoint"),
+            "console-port" => absent(d.console.port, "no console"),
+            "ws-port" => absent(d.ws.port, "no WebSocket listener"),
+            "wss-port" => absent(d.wss.port, "no secure WebSocket listener"),
+            "max-packet-size" => d.mqtt.max_packet_size.to_string(),
+            "log-stdout" => {
+                let to_stdout: Vec<&str> = d
+                    .log
+                    .classes
+                    .iter()
+                    .filter(|(_, to)| to.as_str() == "stdout")
+                    .map(|(class, _)| class.as_str())
+                    .collect();
+                to_stdout.join(",")
+            }
+            "cluster-port" => format!("the PORT of --name NAME@HOST:PORT, else {}", d.cluster.port),
+            // An empty cookie_file means the data dir's `cookie` (`Settings::cookie_file`).
+            "cookie-file" if d.cluster.cookie_file.as_os_str().is_empty() => {
+                "DATA_DIR/cookie".to_owned()
+            }
+            "cafile" if d.cluster.cafile.as_os_str().is_empty() => {
+                "none; the node proves the cookie".to_owned()
+            }
+            _ => return None,
+        })
     }
 
     #[test]
-    fn the_node_flags_state_the_settings_defaults() {
-        let d = crate::settings::Settings::default();
-        let stdout: Vec<&str> = d
-            .log
-            .classes
-            .iter()
-            .filter(|(_, to)| to.as_str() == "stdout")
-            .map(|(class, _)| class.as_str())
-            .collect();
-        let expected = [
-            ("bind", d.mqtt.bind.to_string()),
-            ("mqtt-port", d.mqtt.port.to_string()),
-            ("max-packet-size", d.mqtt.max_packet_size.to_string()),
-            ("data-dir", format!("./{}", d.node.data_dir.display())),
-            ("log-stdout", stdout.join(",")),
-        ];
-        let stated = stated_defaults();
-        for (flag, value) in expected {
-            assert_eq!(
-                stated.get(flag),
-                Some(&value),
-                "--{flag}: its help and the settings disagree"
-            );
+    fn every_default_a_flag_states_for_a_setting_is_the_settings_default() {
+        let mut commands = Vec::new();
+        every_command(&Cli::command(), "fubar", &mut commands);
+        let mut checked = 0;
+        for (path, cmd) in &commands {
+            // Every flag of `node` and `monitor` overrides a setting; `ctl`, `search` and
+            // `console` find a node by the same flags. The tools' own flags (bench, pub,
+            // sub, ssl) and a search's `--limit` are not settings of a node.
+            let all_settings = path == "fubar node" || path == "fubar monitor";
+            let of_a_node = all_settings
+                || path == "fubar ctl"
+                || path == "fubar search"
+                || path.starts_with("fubar console");
+            for arg in cmd.get_arguments() {
+                let (Some(flag), Some(stated)) = (arg.get_long(), stated_default(arg)) else {
+                    continue;
+                };
+                match default_from_settings(flag) {
+                    Some(expected) if of_a_node => {
+                        assert_eq!(
+                            stated, expected,
+                            "{path} --{flag}: its help and the settings disagree"
+                        );
+                        checked += 1;
+                    }
+                    None if all_settings => {
+                        panic!("{path} --{flag} states the default {stated:?}: map it to its setting here")
+                    }
+                    _ => {}
+                }
+            }
         }
+        assert!(checked >= 13, "only {checked} stated defaults checked");
+    }
+
+    #[test]
+    fn the_texts_that_name_a_default_in_passing_agree_with_the_settings() {
+        let d = crate::settings::Settings::default();
+        let cli = Cli::command();
+        let node = cli.find_subcommand("node").expect("node");
+        let about = node.get_about().expect("about").to_string();
+        let listens = format!("MQTT on {}:{}", d.mqtt.bind, d.mqtt.port);
+        assert!(
+            about.contains(&listens),
+            "{about:?} does not say {listens:?}"
+        );
+        let state = format!("state under ./{}/", d.node.data_dir.display());
+        assert!(about.contains(&state), "{about:?} does not say {state:?}");
+        let ctl = cli.find_subcommand("ctl").expect("ctl");
+        let name = ctl
+            .get_arguments()
+            .find(|a| a.get_long() == Some("name"))
+            .and_then(|a| a.get_long_help().or_else(|| a.get_help()))
+            .expect("ctl --name has help")
+            .to_string();
+        let port = format!("(QUIC, default {})", d.cluster.port);
+        assert!(name.contains(&port), "{name:?} does not say {port:?}");
+        let ingest = cli
+            .find_subcommand("bench")
+            .and_then(|b| b.find_subcommand("ingest"))
+            .expect("bench ingest");
+        let cookie = ingest
+            .get_arguments()
+            .find(|a| a.get_long() == Some("cookie-file"))
+            .and_then(stated_default)
+            .expect("bench ingest --cookie-file states its default");
+        assert_eq!(
+            std::path::Path::new(&cookie),
+            d.node.data_dir.join("cookie"),
+            "bench ingest --cookie-file: the cookie of a node on the default data dir"
+        );
     }
 }

@@ -10,19 +10,8 @@ use bytes::Bytes;
 use fubar::mqtt::packet::{ConnAck, Connect, ConnectReturnCode, Packet, ProtocolVersion};
 use rumqttc::QoS;
 
-use crate::common::{connect_v311, ctl_command, ctl_in, Broker, RawClient, NODE_NAME};
+use crate::common::{connect_v311, ctl_command, ctl_in, ctl_ok, Broker, RawClient, NODE_NAME};
 use crate::conformance::support::{send_packet, text, wait_log, Mqtt, WAIT};
-
-/// Runs `fubar ctl` on `broker` and checks it succeeded; returns its stdout.
-fn ctl_ok(broker: &Broker, args: &[&str]) -> String {
-    let out = broker.ctl(args);
-    assert!(
-        out.status.success(),
-        "fubar ctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
 
 /// Runs `fubar ctl` and checks it failed with exit status 1 and one line of stderr
 /// containing `needle`; returns that line.

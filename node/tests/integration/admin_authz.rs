@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{fubar, unquote, Broker, DataDir};
+use crate::common::{fubar, Broker, DataDir};
 
 const WAIT: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "s3cret-Pa55";
@@ -133,27 +133,15 @@ fn access_event(monitor: &Broker, operator: &str, command: &str) -> String {
 /// The one `admin command` event of `identity` (`operator NAME`, `node NAME`) running
 /// `command`.
 fn access_event_of(monitor: &Broker, identity: &str, command: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = monitor
-            .log_lines()
-            .into_iter()
-            .map(|l| unquote(&l))
-            .find(|l| {
-                l.contains("admin command")
-                    && l.contains(&format!("identity={identity}"))
-                    && l.contains(&format!("command={command}"))
-            });
-        if let Some(line) = found {
-            return line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no access event for {identity} {command}: {:#?}",
-            monitor.log_lines()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Lines are unquoted as they are read (`common::unquote`).
+    monitor.expect_line(
+        &[
+            "admin command",
+            &format!("identity={identity}"),
+            &format!("command={command}"),
+        ],
+        WAIT,
+    )
 }
 
 #[test]

@@ -2,11 +2,11 @@
 //! exit codes and JSON shape (never by their timings).
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::Broker;
+use crate::common::{eventually, Broker};
 
 fn bench(broker: &Broker, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fubar"))
@@ -333,21 +333,25 @@ fn ctrl_c_stops_a_run_and_reports_what_was_measured() {
         .spawn()
         .unwrap();
     // Interrupt once the subscribers are in and publishing has begun.
-    let started = Instant::now();
-    while broker
-        .log_lines()
-        .iter()
-        .filter(|l| l.contains("subscription added"))
-        .count()
-        < 2
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "subscribers never came"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    broker
+        .wait_for_log_count("subscription added", 2, Duration::from_secs(20))
+        .expect("two subscribers");
+    eventually(
+        "the bench's first messages",
+        Duration::from_secs(20),
+        || {
+            let status = String::from_utf8_lossy(&broker.ctl(&["status"]).stdout).into_owned();
+            let received = status
+                .lines()
+                .find_map(|l| l.strip_prefix("messages")?.trim().strip_prefix("received "))
+                .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok());
+            if received.is_some_and(|n| n > 0) {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    );
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

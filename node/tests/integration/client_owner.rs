@@ -19,7 +19,7 @@ use fubar::mqtt::packet::{
 };
 
 use crate::cluster::Cluster;
-use crate::common::{ctl_in, unquote, Broker};
+use crate::common::{cluster_figure, ctl_in, eventually, member_line, unquote, Broker};
 
 const WAIT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "s3cret";
@@ -341,18 +341,14 @@ fn a_session_from_before_auth_goes_to_the_first_user_fresh_and_is_then_theirs() 
 
 /// Connects until the account, replicated from another node, is known here.
 fn accepted_when_replicated(addr: SocketAddr, id: &str, user: &str, ask: Ask) -> (Wire, bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("{user} to be accepted"), WAIT, || {
         let (wire, connack) = Wire::connect(addr, id, Some(user), ask);
         if connack.code == ReasonCode::Success {
-            return (wire, connack.session_present);
+            Ok((wire, connack.session_present))
+        } else {
+            Err(format!("{connack:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{user} never accepted: {connack:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
 #[test]
@@ -366,7 +362,9 @@ fn across_the_cluster_the_node_holding_alices_session_refuses_bob() {
     // A publisher on alice's node: its PUBACK comes once her session has the message.
     let (mut publisher, _) = Wire::accepted(n1.broker.addr, "pub", Some("bob"), V311_CLEAN);
     // Once n2 knows that n1 holds alice-dev, a connection there asks n1 for it.
-    cluster.wait_status("n2@localhost", "alice-dev registered", |s| clients(s) >= 2);
+    cluster.wait_status("n2@localhost", "alice-dev registered", |s| {
+        cluster_figure(s, "clients") >= 2
+    });
     // bob's account has reached n2 once he may connect there.
     let _bob = accepted_when_replicated(n2.broker.addr, "bob-dev", "bob", V311_CLEAN);
     for (i, ask) in EVERY_ASK.into_iter().enumerate() {
@@ -387,10 +385,12 @@ fn across_the_cluster_the_node_holding_alices_session_refuses_bob() {
     // ... so n2 decides now, for a connection to n1 too. A client registered on n2 after
     // alice shows n1 has learnt that n2 holds her (n2's changes are applied in order).
     cluster.wait_status("n1@localhost", "alice-dev, pub and bob-dev", |s| {
-        clients(s) == 3
+        cluster_figure(s, "clients") == 3
     });
     let _marker = Wire::accepted(n2.broker.addr, "marker", Some("bob"), V311_CLEAN);
-    cluster.wait_status("n1@localhost", "the marker registered", |s| clients(s) == 4);
+    cluster.wait_status("n1@localhost", "the marker registered", |s| {
+        cluster_figure(s, "clients") == 4
+    });
     assert_bob_refused(n1.broker.addr, "alice-dev", V311_KEEP);
     assert_bob_refused(n1.broker.addr, "alice-dev", V5_CLEAN);
     assert_bob_refused(n2.broker.addr, "alice-dev", V5_KEEP);
@@ -406,16 +406,6 @@ fn add_accounts_on(cluster: &Cluster, node: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-/// The `clients` count of a cluster status header.
-fn clients(status: &str) -> u64 {
-    status
-        .split_whitespace()
-        .skip_while(|w| *w != "clients")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -459,11 +449,6 @@ fn client_id_from_username_makes_the_user_name_the_client_id() {
     assert!(open.wait_for_log("connected client=carol ", WAIT).is_some());
 }
 
-/// A member line of a cluster status (after the header).
-fn member_line<'a>(status: &'a str, name: &str) -> Option<&'a str> {
-    status.lines().find(|l| l.starts_with(name))
-}
-
 #[test]
 fn while_the_node_holding_alices_session_is_dead_no_other_node_gives_bob_her_id() {
     let cluster = Cluster::with_settings("[auth]\nenabled = true\n");
@@ -481,7 +466,9 @@ fn while_the_node_holding_alices_session_is_dead_no_other_node_gives_bob_her_id(
     let (_bob2, _) = accepted_when_replicated(n2.broker.addr, "bob-2", "bob", V311_CLEAN);
     let (_bob3, _) = accepted_when_replicated(n3.broker.addr, "bob-3", "bob", V311_CLEAN);
     for node in ["n2@localhost", "n3@localhost"] {
-        cluster.wait_status(node, "alice-dev, bob-2 and bob-3", |s| clients(s) >= 3);
+        cluster.wait_status(node, "alice-dev, bob-2 and bob-3", |s| {
+            cluster_figure(s, "clients") >= 3
+        });
     }
     drop(alice);
     n1.broker.kill9();
@@ -491,7 +478,8 @@ fn while_the_node_holding_alices_session_is_dead_no_other_node_gives_bob_her_id(
         assert_bob_refused(n2.broker.addr, "alice-dev", ask);
     }
     cluster.wait_status("n2@localhost", "n1 down and its clients dropped", |s| {
-        member_line(s, "n1@localhost").is_some_and(|l| l.contains("down")) && clients(s) == 2
+        member_line(s, "n1@localhost").is_some_and(|l| l.contains("down"))
+            && cluster_figure(s, "clients") == 2
     });
     for ask in EVERY_ASK {
         assert_bob_refused(n3.broker.addr, "alice-dev", ask);

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::common::{frame, read_frame, Broker};
+use crate::common::{connect_packet, frame, read_frame, Broker};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -15,10 +15,7 @@ const WAIT: Duration = Duration::from_secs(10);
 fn open5(broker: &Broker, id: &str) -> TcpStream {
     let mut s = TcpStream::connect(broker.addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b10, 0, 60, 0];
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    s.write_all(&frame(0x10, &body)).unwrap();
+    s.write_all(&connect_packet(5, 0b10, id)).unwrap();
     let (first, connack) = read_frame(&mut s).expect("CONNACK");
     assert_eq!((first, connack[1]), (0x20, 0), "CONNACK 0");
     s

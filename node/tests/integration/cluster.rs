@@ -3,11 +3,13 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::QoS;
 
-use crate::common::{cluster_dir, fubar, spawn_member, Broker, DataDir};
+use crate::common::{
+    cluster_dir, cluster_figure, eventually, fubar, member_line, spawn_member, Broker, DataDir,
+};
 use crate::conformance::support::{options, Mqtt};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -111,20 +113,21 @@ impl Cluster {
         what: &str,
         pred: impl Fn(&str) -> bool,
     ) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        eventually(&format!("{node}: {what}"), WAIT, || {
             let s = self.status(node);
             if pred(&s) {
-                return s;
+                Ok(s)
+            } else {
+                Err(s)
             }
-            assert!(Instant::now() < deadline, "{node}: never {what}:\n{s}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// Waits until `node` has at least `n` routes in its table.
     pub(crate) fn wait_routes(&self, node: &str, n: u64) {
-        self.wait_status(node, &format!("{n} routes"), |s| field(s, "routes") >= n);
+        self.wait_status(node, &format!("{n} routes"), |s| {
+            cluster_figure(s, "routes") >= n
+        });
     }
 }
 
@@ -133,21 +136,6 @@ impl Member {
     pub(crate) fn address(&self) -> String {
         format!("{}:{}", self.name, self.cluster_port)
     }
-}
-
-/// A number after `name ` in a status header line.
-fn field(status: &str, name: &str) -> u64 {
-    status
-        .split_whitespace()
-        .skip_while(|w| *w != name)
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The member lines of a status (after the header).
-fn member_line<'a>(status: &'a str, name: &str) -> Option<&'a str> {
-    status.lines().find(|l| l.starts_with(name))
 }
 
 fn ok(out: &Output) -> String {
@@ -220,21 +208,17 @@ fn retained_messages_accounts_and_settings_changed_on_one_node_are_seen_on_all()
         &["settings", "session.max_queued_messages", "777"],
     ));
     for node in [&n1, &n3] {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let mut s = Mqtt::connect(&node.broker, "reader");
-            s.subscribe("state/#", QoS::AtLeastOnce);
-            if let Some(m) = s.try_next_publish(Duration::from_millis(500)) {
-                assert_eq!(&m.payload[..], b"open");
-                assert!(m.retain);
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: retained message never seen",
-                node.name
-            );
-        }
+        let m = eventually(
+            &format!("{}: the retained message", node.name),
+            WAIT,
+            || {
+                let mut s = Mqtt::connect(&node.broker, "reader");
+                s.subscribe("state/#", QoS::AtLeastOnce);
+                s.try_next_publish(Duration::from_millis(500))
+            },
+        );
+        assert_eq!(&m.payload[..], b"open");
+        assert!(m.retain);
         let accounts = ok(&cluster.ctl(&node.name, &["account", "list"]));
         assert!(accounts.contains("alice"), "{}: {accounts}", node.name);
         let settings = ok(&cluster.ctl(&node.name, &["settings"]));
@@ -248,31 +232,19 @@ fn retained_messages_accounts_and_settings_changed_on_one_node_are_seen_on_all()
     ok(&cluster.ctl("n3@localhost", &["settings", "auth.enabled", "true"]));
     let mut opts = options(&n2.broker, "alice-client");
     opts.set_credentials("alice", "secret");
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("alice to log in on n2", WAIT, || {
         let mut c = Mqtt::connect_with(opts.clone());
-        if c.wait_error(Duration::from_millis(300)).is_none() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "alice never logged in on n2");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        c.wait_error(Duration::from_millis(300)).is_none()
+    });
     // Clearing the retained message on one node clears it everywhere.
     p.publish_acked("state/door", QoS::AtLeastOnce, true, b"");
-    let deadline = Instant::now() + WAIT;
     let mut reader = options(&n3.broker, "reader2");
     reader.set_credentials("alice", "secret");
-    loop {
+    eventually("the retained message to be cleared on n3", WAIT, || {
         let mut s = Mqtt::connect_with(reader.clone());
         s.subscribe("state/#", QoS::AtLeastOnce);
-        if s.try_next_publish(Duration::from_millis(300)).is_none() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the retained message was never cleared on n3"
-        );
-    }
+        s.try_next_publish(Duration::from_millis(300)).is_none()
+    });
 }
 
 #[test]
@@ -284,7 +256,7 @@ fn direct_messages_and_session_takeover_work_across_nodes() {
     let mut c1 = Mqtt::connect_with(o);
     c1.subscribe("news", QoS::AtLeastOnce);
     cluster.wait_status("n2@localhost", "c1 registered", |s| {
-        field(s, "clients") >= 1
+        cluster_figure(s, "clients") >= 1
     });
     cluster.wait_routes("n2@localhost", 1);
     // A message to topic `c1` published on n2 reaches c1 on n1.
@@ -293,9 +265,25 @@ fn direct_messages_and_session_takeover_work_across_nodes() {
     assert_eq!(&c1.next_publish().payload[..], b"direct");
     // c1 goes away; a message is queued for its persistent session on n1.
     drop(c1);
-    std::thread::sleep(Duration::from_millis(300));
+    eventually("n1 to see c1 leave", WAIT, || {
+        let s = ok(&cluster.ctl("n1@localhost", &["status"]));
+        if s.lines()
+            .any(|l| l.split_whitespace().eq(["connections", "0"]))
+        {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    });
+    // The forwarded copy must be in c1's queue on n1 before c1 asks for its session. A
+    // marker published after it goes the same ordered link n2 -> n1: once n1 has delivered
+    // the marker, it has queued the message.
+    let mut marker = Mqtt::connect(&n1.broker, "marker");
+    marker.subscribe("marker", QoS::AtLeastOnce);
+    cluster.wait_routes("n2@localhost", 2);
     p.publish_acked("news", QoS::AtLeastOnce, false, b"while away");
-    std::thread::sleep(Duration::from_millis(300));
+    p.publish_acked("marker", QoS::AtLeastOnce, false, b"after");
+    assert_eq!(&marker.next_publish().payload[..], b"after");
     // c1 comes back on n2: its session (subscription and queued message) moved there.
     let mut o = options(&n2.broker, "c1");
     o.set_clean_session(false);
@@ -309,18 +297,14 @@ fn direct_messages_and_session_takeover_work_across_nodes() {
     );
     // Its subscription works on n2 now, for messages published on n1.
     cluster.wait_status("n1@localhost", "c1 held by n2", |s| {
-        field(s, "clients") >= 2
+        cluster_figure(s, "clients") >= 2
     });
     let mut q = Mqtt::connect(&n1.broker, "q");
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let m = eventually("news to reach c1 on n2", WAIT, || {
         q.publish_acked("news", QoS::AtLeastOnce, false, b"later");
-        if let Some(m) = c1.try_next_publish(Duration::from_millis(500)) {
-            assert_eq!(&m.payload[..], b"later");
-            break;
-        }
-        assert!(Instant::now() < deadline, "news never reached c1 on n2");
-    }
+        c1.try_next_publish(Duration::from_millis(500))
+    });
+    assert_eq!(&m.payload[..], b"later");
 }
 
 #[test]
@@ -340,7 +324,7 @@ fn a_node_that_has_just_joined_takes_a_persistent_session_over_with_its_queue() 
     // connects there straight away: n3 must ask n2 for the session, not start it afresh.
     let n3 = cluster.join("n3", &n1);
     cluster.wait_status("n3@localhost", "c1 and p registered", |s| {
-        field(s, "clients") >= 2
+        cluster_figure(s, "clients") >= 2
     });
     let mut o = options(&n3.broker, "c1");
     o.set_clean_session(false);
@@ -360,7 +344,7 @@ fn a_connection_on_another_node_closes_the_first_one() {
     let (n1, n2, _n3) = three(&cluster);
     let mut first = Mqtt::connect(&n1.broker, "twin");
     cluster.wait_status("n2@localhost", "twin registered", |s| {
-        field(s, "clients") >= 1
+        cluster_figure(s, "clients") >= 1
     });
     let _second = Mqtt::connect(&n2.broker, "twin");
     assert!(
@@ -382,7 +366,7 @@ fn kill_9_of_a_member_leaves_the_others_serving_and_drops_its_routes() {
     // The others drop the dead member's routes and keep serving.
     cluster.wait_status("n1@localhost", "n3 down and its route dropped", |s| {
         member_line(s, "n3@localhost").is_some_and(|l| l.contains("down"))
-            && field(s, "routes") == 1
+            && cluster_figure(s, "routes") == 1
     });
     let mut p = Mqtt::connect(&n1.broker, "p");
     p.publish_acked("t", QoS::AtLeastOnce, false, b"after");
@@ -394,14 +378,9 @@ fn kill_9_of_a_member_leaves_the_others_serving_and_drops_its_routes() {
     cluster.wait_status("n1@localhost", "n3 back", |s| {
         member_line(s, "n3@localhost").is_some_and(|l| l.contains(" up "))
     });
-    let deadline = Instant::now() + WAIT;
-    while !ok(&cluster.ctl("n3@localhost", &["account", "list"])).contains("bob") {
-        assert!(
-            Instant::now() < deadline,
-            "n3 never caught up with the account"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("n3 to catch up with the account", WAIT, || {
+        ok(&cluster.ctl("n3@localhost", &["account", "list"])).contains("bob")
+    });
     let mut s3 = Mqtt::connect(&n3.broker, "s3");
     s3.subscribe("t", QoS::AtLeastOnce);
     cluster.wait_routes("n1@localhost", 2);
@@ -537,23 +516,15 @@ fn every_member_serves_remote_admin_and_ships_logs_to_the_monitor_whoever_its_ma
     let mut c = Mqtt::connect(&n2.broker, "far-client");
     c.subscribe("x", QoS::AtMostOnce);
     drop(c);
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually("n2's events to reach the monitor", WAIT, || {
         let out = fubar()
             .args(["search", "--node", "mon@localhost", "--data-dir"])
             .arg(cluster.path())
             .arg("client:far-client")
             .output()
             .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("n2@localhost") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n2's events never reached the monitor"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        String::from_utf8_lossy(&out.stdout).contains("n2@localhost")
+    });
     // From a machine holding only the cookie, `ctl --node` reaches a broker.
     let other = tempfile::tempdir().unwrap();
     let cookie = other.path().join("cookie");
@@ -585,7 +556,7 @@ fn a_restarted_member_withdraws_the_routes_of_clients_it_no_longer_has() {
     n2.broker.kill9();
     let _n2 = cluster.start("n2", &n1.address(), &["--cluster-port", &port]);
     cluster.wait_status("n1@localhost", "the stale route withdrawn", |s| {
-        field(s, "routes") == 0 && field(s, "clients") == 0
+        cluster_figure(s, "routes") == 0 && cluster_figure(s, "clients") == 0
     });
 }
 

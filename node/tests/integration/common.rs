@@ -1,4 +1,6 @@
-//! Starting and stopping a real broker, and a raw-bytes MQTT client.
+//! What the tests share: starting and stopping a real broker (and cluster members, client
+//! processes) and reading what it logs; raw MQTT bytes (`raw`), an HTTP client (`http`) and
+//! waiting on state that announces no event (`wait`).
 
 #![allow(
     dead_code,
@@ -7,16 +9,22 @@
 )]
 
 use parking_lot::{Condvar, Mutex};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use fubar::mqtt::decode::decode;
-use fubar::mqtt::packet::{Packet, ProtocolVersion};
+mod http;
+mod raw;
+mod wait;
+
+pub use http::{http_get, metric, wait_metrics};
+pub use raw::{
+    connect_packet, connect_v311, encode, frame, qos0_burst, read_frame, string, varint, RawClient,
+};
+pub use wait::{eventually, exit_within, poll_until};
 
 /// Every log class, so tests can wait for the events they expect.
 const ALL_CLASSES: &str = "access,protocol,resource,warning,error,info,trace";
@@ -199,6 +207,37 @@ impl Broker {
 
     /// Waits until `n` stdout lines contain `needle`; returns the last one.
     pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> Option<String> {
+        self.wait_for_lines(|l| l.contains(needle), n, timeout)
+    }
+
+    /// Waits for a stdout line containing every one of `needles`; returns it, or fails the
+    /// test showing the log's tail.
+    pub fn expect_line(&self, needles: &[&str], timeout: Duration) -> String {
+        self.wait_for_line(|l| needles.iter().all(|n| l.contains(n)), timeout)
+            .unwrap_or_else(|| {
+                let lines = self.log_lines();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                panic!("no log line containing all of {needles:?}; log tail:\n{tail}")
+            })
+    }
+
+    /// Waits until a stdout line satisfies `matches`; returns it.
+    pub fn wait_for_line(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
+        self.wait_for_lines(matches, 1, timeout)
+    }
+
+    /// Waits until `n` stdout lines satisfy `matches` (woken by each new line, not polled);
+    /// returns the last one.
+    pub fn wait_for_lines(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        n: usize,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let (store, cv) = &*self.lines;
         let mut lines = store.lock();
@@ -207,7 +246,7 @@ impl Broker {
         let (mut scanned, mut count) = (0, 0);
         loop {
             for line in &lines[scanned..] {
-                if line.contains(needle) {
+                if matches(line) {
                     count += 1;
                     if count == n {
                         return Some(line.clone());
@@ -255,6 +294,33 @@ impl Broker {
     }
 }
 
+/// Runs `fubar ctl ARGS` against `broker`, checks it succeeded; returns its stdout.
+pub fn ctl_ok(broker: &Broker, args: &[&str]) -> String {
+    let out = broker.ctl(args);
+    assert!(
+        out.status.success(),
+        "fubar ctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A number after `name ` in a `fubar ctl cluster status` header (`routes 3  clients 2`);
+/// 0 when absent.
+pub fn cluster_figure(status: &str, name: &str) -> u64 {
+    status
+        .split_whitespace()
+        .skip_while(|w| *w != name)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The line of member `name` in a `fubar ctl cluster status` (after the header).
+pub fn member_line<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find(|l| l.starts_with(name))
+}
+
 /// The default log directory of the test node on the data dir `dir`.
 pub fn log_dir_in(dir: &Path) -> PathBuf {
     dir.join(NODE_NAME).join("log")
@@ -293,80 +359,6 @@ pub fn unquote(line: &str) -> String {
     if out.ends_with('"') {
         out.pop();
     }
-    out
-}
-
-/// A client that writes raw bytes and reads packets with fubar's own decoder.
-pub struct RawClient {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl RawClient {
-    /// Connects a TCP socket (no MQTT yet).
-    pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("tcp connect");
-        stream.set_nodelay(true).unwrap();
-        Self {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// Writes bytes (errors ignored: the broker may have closed already).
-    pub fn send(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes);
-    }
-
-    /// Reads the next packet, or `None` if the connection closed or `timeout` passed.
-    pub fn read_packet(&mut self, timeout: Duration) -> Option<Packet> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(p)) = decode(&mut self.buf, 1 << 28, ProtocolVersion::V311) {
-                return Some(p);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// True when the broker closes the connection within `timeout` (packets before the
-    /// close are skipped).
-    pub fn closed_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-/// CONNECT bytes for MQTT 3.1.1 with a client id, clean session, keep-alive 60.
-pub fn connect_v311(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b10, 0, 60];
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut out = vec![0x10, body.len() as u8];
-    out.extend_from_slice(&body);
     out
 }
 
@@ -465,22 +457,6 @@ pub fn run_paho(broker: &Broker, name: &str, script: &str, args: &[&str]) -> Vec
     text.lines().map(str::to_owned).collect()
 }
 
-/// A variable byte integer (MQTT 5.0 1.5.5), for tests that write packets byte by byte.
-pub fn varint(mut n: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if n == 0 {
-            return out;
-        }
-    }
-}
-
 /// The `fubar` binary under test, with stdin closed (a test that feeds it sets its own).
 pub fn fubar() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fubar"));
@@ -491,42 +467,6 @@ pub fn fubar() -> Command {
 /// The broker's stdout so far, as one text (for assertion messages).
 pub fn log_of(broker: &Broker) -> String {
     broker.log_lines().join("\n")
-}
-
-/// A packet written byte by byte: the first byte, the remaining length, the body.
-pub fn frame(first: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    out.extend(varint(body.len()));
-    out.extend_from_slice(body);
-    out
-}
-
-/// A length-prefixed MQTT string (the bytes need not be valid UTF-8).
-pub fn string(s: impl AsRef<[u8]>) -> Vec<u8> {
-    let s = s.as_ref();
-    let mut out = (s.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(s);
-    out
-}
-
-/// Reads one whole packet (first byte and body) from a raw socket, within the socket's own
-/// read timeout.
-pub fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first)?;
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b)?;
-        len |= ((b[0] & 0x7F) as usize) << shift;
-        shift += 7;
-        if b[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body)?;
-    Ok((first[0], body))
 }
 
 impl Broker {
@@ -569,59 +509,6 @@ impl Broker {
     }
 }
 
-/// `GET path` over HTTP/1.1 with `Connection: close`: the status code and the body. A test
-/// client only (the node serves HTTP with hyper); fails the test if the server does not
-/// answer.
-pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the HTTP endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read the HTTP answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
-        status,
-        if chunked {
-            unchunk(body)
-        } else {
-            body.to_owned()
-        },
-    )
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn unchunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// The value of one series (`name{labels}` exactly as printed) in a `/metrics` text.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Tests that flood the machine (thousands of handshakes, a socket written as fast as it
 /// goes) take this exclusively; multi-node tests, whose members must answer `ctl` within its
 /// timeout on two shared cores, take it shared, so the two never run at once.
@@ -635,28 +522,4 @@ pub fn flooding() -> parking_lot::RwLockWriteGuard<'static, ()> {
 /// Held by a multi-node test while its members run.
 pub fn beside_floods() -> parking_lot::RwLockReadGuard<'static, ()> {
     MACHINE.read()
-}
-
-/// `n` QoS 0 PUBLISH packets (MQTT 3.1.1) to `topic`, payloads "0", "1", ..., back to back.
-pub fn qos0_burst(topic: &str, n: usize) -> BytesMut {
-    use fubar::mqtt::packet::{Publish, QoS};
-    let mut burst = BytesMut::new();
-    for i in 0..n {
-        let publish = Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: Arc::from(topic),
-            packet_id: 0,
-            payload: Bytes::from(i.to_string()),
-            properties: Default::default(),
-        };
-        encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut burst);
-    }
-    burst
-}
-
-/// Appends a packet the test built, which must fit on the wire.
-pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
-    fubar::mqtt::encode::try_encode(packet, version, out).expect("a test packet encodes");
 }

@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{connect_v311, frame, fubar, string, Broker, DataDir, RawClient};
+use crate::common::{connect_v311, eventually, frame, fubar, string, Broker, DataDir, RawClient};
 
 const WAIT: Duration = Duration::from_secs(30);
 const MONITOR: &str = "monitor@localhost";
@@ -66,8 +66,7 @@ impl Cluster {
 
     /// Waits until `fubar search QUERY` prints `n` lines containing every one of `needles`.
     fn wait_found(&self, query: &str, needles: &[&str], n: usize) {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        eventually(&format!("{n} lines with {needles:?}"), WAIT, || {
             let out = self.fubar(&["search", query]);
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             let found = text
@@ -75,11 +74,11 @@ impl Cluster {
                 .filter(|l| needles.iter().all(|s| l.contains(s)))
                 .count();
             if found >= n {
-                return;
+                Ok(())
+            } else {
+                Err(text)
             }
-            assert!(Instant::now() < deadline, "{needles:?} not found: {text}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        });
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{log_of, Broker, Proc};
 
@@ -68,21 +68,7 @@ fn mosquitto_pub(broker: &Broker, args: &[&str]) {
 
 /// Waits for a stdout line of the broker containing every needle; returns it.
 fn wait_line(broker: &Broker, needles: &[&str]) -> String {
-    let deadline = Instant::now() + T;
-    loop {
-        let lines = broker.log_lines();
-        if let Some(l) = lines.iter().find(|l| needles.iter().all(|n| l.contains(n))) {
-            return l.clone();
-        }
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            panic!(
-                "no log line containing all of {needles:?}; log:\n{}",
-                lines.join("\n")
-            );
-        };
-        // Wakes at the next line (or the deadline).
-        broker.wait_for_log_count("", lines.len() + 1, left);
-    }
+    broker.expect_line(needles, T)
 }
 
 /// Waits until `client` has a subscription in place.

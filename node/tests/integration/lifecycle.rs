@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use fubar::mqtt::packet::{ConnectReturnCode, Packet};
 
-use crate::common::{connect_v311, fubar, RawClient};
+use crate::common::{connect_v311, exit_within, fubar, RawClient};
 
 /// Upper bound for anything the binary should do promptly.
 const T: Duration = Duration::from_secs(10);
@@ -17,25 +17,18 @@ const T: Duration = Duration::from_secs(10);
 /// Runs `cmd` to its exit; kills it and fails the test if it is still running after `T`
 /// (a node that should have refused to start but serves instead).
 fn run_to_exit(cmd: &mut Command) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn fubar");
-    let deadline = Instant::now() + T;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("wait");
-            panic!(
-                "fubar still running after {T:?}; stdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("wait")
+    exit_within(child, T).unwrap_or_else(|out| {
+        panic!(
+            "fubar still running after {T:?}; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 fn stderr_lines(out: &Output) -> Vec<String> {

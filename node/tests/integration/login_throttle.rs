@@ -219,18 +219,27 @@ fn attempts_refused_or_closed_while_penalised_do_not_lengthen_the_penalty() {
 /// The access events of `bad-device`'s failed or refused logins so far: (checked and
 /// failed, refused at once while penalised, abandoned because the connection closed).
 fn bad_device_events(broker: &Broker) -> (usize, usize, usize) {
-    let lines = broker.log_lines();
-    let of = |what: &str| {
-        lines
-            .iter()
-            .filter(|l| l.contains("bad-device") && l.contains(what))
-            .count()
-    };
-    (
-        of("connect refused: wrong password"),
-        of("connect refused: penalised"),
-        of("connect abandoned"),
-    )
+    let mut counts = [0; 3];
+    for line in broker.log_lines() {
+        if let Some(i) = bad_device_event(&line) {
+            counts[i] += 1;
+        }
+    }
+    (counts[0], counts[1], counts[2])
+}
+
+/// Which of `bad_device_events`' three kinds `line` is, if any.
+fn bad_device_event(line: &str) -> Option<usize> {
+    if !line.contains("bad-device") {
+        return None;
+    }
+    [
+        "connect refused: wrong password",
+        "connect refused: penalised",
+        "connect abandoned",
+    ]
+    .iter()
+    .position(|what| line.contains(what))
 }
 
 #[test]
@@ -259,14 +268,8 @@ fn connects_closed_while_a_wrong_password_is_checked_neither_lengthen_nor_spread
         "CONNACK 4: bad user name or password"
     );
     // Every one of the 101 is accounted for by an access event.
-    let mut events = bad_device_events(&broker);
-    for _ in 0..500 {
-        if events.0 + events.1 + events.2 >= 101 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        events = bad_device_events(&broker);
-    }
+    let _ = broker.wait_for_lines(|l| bad_device_event(l).is_some(), 101, WAIT);
+    let events = bad_device_events(&broker);
     let (checked, penalised, abandoned) = events;
     eprintln!("checked and failed {checked}, refused at once {penalised}, abandoned {abandoned}");
     assert_eq!(checked + penalised + abandoned, 101, "{events:?}");

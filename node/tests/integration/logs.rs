@@ -8,13 +8,15 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use fubar::mqtt::packet::Packet;
 use rumqttc::QoS;
 
-use crate::common::{connect_v311, ctl_command, ctl_in, log_dir_in, Broker, RawClient, NODE_NAME};
+use crate::common::{
+    connect_v311, ctl_command, ctl_in, ctl_ok, eventually, exit_within, log_dir_in, Broker,
+    RawClient, NODE_NAME,
+};
 use crate::conformance::support::{wait_log, wait_log_count, Mqtt, WAIT};
 
 /// Every class, in the order `log list` shows them.
@@ -25,17 +27,6 @@ const CLASSES: [&str; 9] = [
 /// A settings file opening exactly `classes` (TOML inline-table body) and flushing often.
 fn config(classes: &str) -> String {
     format!("[log]\nflush_ms = 10\nclasses = {{ {classes} }}\n")
-}
-
-/// Runs `fubar ctl ARGS`, checks it succeeded, returns its stdout.
-fn ctl_ok(broker: &Broker, args: &[&str]) -> String {
-    let out = broker.ctl(args);
-    assert!(
-        out.status.success(),
-        "fubar ctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
 /// Runs `fubar ctl ARGS`, checks it failed with `code` and nothing on stdout, and that stderr
@@ -129,18 +120,6 @@ fn list(broker: &Broker) -> BTreeMap<String, Row> {
     rows
 }
 
-/// Polls `f` until it gives a value (a readiness check: files are written by a timer).
-fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `fubar ctl log dump CLASS FILE` (which flushes first); returns the file's text.
 fn ctl_dump(broker: &Broker, class: &str) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -158,7 +137,7 @@ fn ctl_dump(broker: &Broker, class: &str) -> String {
 
 /// Dumps `class` until the dump contains `needle` (events reach the writer asynchronously).
 fn ctl_dump_until(broker: &Broker, class: &str, needle: &str) -> String {
-    poll(&format!("{needle:?} in the {class} dump"), || {
+    eventually(&format!("{needle:?} in the {class} dump"), WAIT, || {
         Some(ctl_dump(broker, class)).filter(|t| t.contains(needle))
     })
 }
@@ -276,7 +255,7 @@ fn log_out_takes_effect_at_once_on_stdout_then_in_a_daily_file() {
 
     // The daily file, named after the UTC date of its events.
     let dir = broker.log_dir();
-    let files = poll("pfx_<date>.log.1 with the PUBLISH to a/file", || {
+    let files = eventually("pfx_<date>.log.1 with the PUBLISH to a/file", WAIT, || {
         let files: Vec<(String, String)> = std::fs::read_dir(&dir)
             .ok()?
             .filter_map(Result::ok)
@@ -863,7 +842,14 @@ fn the_shell_reads_commands_from_piped_stdin() {
         .unwrap()
         .write_all(script.as_bytes())
         .expect("write stdin");
-    let out: Output = wait_with_deadline(child);
+    // A shell stuck on its input is killed at the deadline and fails the test.
+    let out = exit_within(child, WAIT).unwrap_or_else(|out| {
+        panic!(
+            "fubar ctl shell did not end: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let both = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}");
@@ -897,24 +883,6 @@ fn the_shell_reads_commands_from_piped_stdin() {
     let history = std::fs::read_to_string(broker.dir.path().join(NODE_NAME).join("ctl_history"))
         .expect("history file");
     assert!(history.contains("log out trace stdout\n"), "{history}");
-}
-
-/// Waits for a child's end (killing it after `WAIT`: a shell stuck on its input fails fast).
-fn wait_with_deadline(mut child: std::process::Child) -> Output {
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "fubar ctl shell did not end: {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
 }
 
 #[test]

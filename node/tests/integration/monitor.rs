@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{connect_v311, fubar, Broker, DataDir, RawClient};
+use crate::common::{connect_v311, eventually, fubar, poll_until, Broker, DataDir, RawClient};
 
 const WAIT: Duration = Duration::from_secs(30);
 const MONITOR: &str = "monitor@localhost";
@@ -80,27 +80,27 @@ impl Cluster {
 
     /// Waits until `fubar search QUERY` prints a line containing `needle`.
     fn wait_found(&self, query: &str, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
+        poll_until(WAIT, || {
             let out = self.search(query, &[]);
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             if text.lines().any(|l| l.contains(needle)) {
-                return text;
+                Ok(text)
+            } else {
+                Err(text)
             }
-            if Instant::now() >= deadline {
-                let links = fubar()
-                    .args(["ctl", "--node", MONITOR, "--data-dir"])
-                    .arg(self.path())
-                    .args(["log", "list"])
-                    .output()
-                    .expect("fubar ctl log list");
-                panic!(
-                    "{needle:?} never found by {query:?}: {text}\nmonitor: {}",
-                    String::from_utf8_lossy(&links.stdout)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
+        .unwrap_or_else(|text| {
+            let links = fubar()
+                .args(["ctl", "--node", MONITOR, "--data-dir"])
+                .arg(self.path())
+                .args(["log", "list"])
+                .output()
+                .expect("fubar ctl log list");
+            panic!(
+                "{needle:?} never found by {query:?}: {text}\nmonitor: {}",
+                String::from_utf8_lossy(&links.stdout)
+            )
+        })
     }
 
     fn monitor_log_dir(&self) -> PathBuf {
@@ -504,8 +504,7 @@ fn the_packet_class_never_holds_a_password_on_the_node_in_a_daily_file_or_on_the
     // The CONNECT's packet event reaches the monitor's index: its user name is there in hex,
     // its password is not (neither as text nor as hex).
     let user_hex = "616c696365";
-    let deadline = Instant::now() + WAIT;
-    let found = loop {
+    let found = eventually("the CONNECT to reach the monitor", WAIT, || {
         let mut c = RawClient::connect(n1.addr);
         c.send(&connect);
         c.read_packet(WAIT).expect("CONNACK");
@@ -514,14 +513,11 @@ fn the_packet_class_never_holds_a_password_on_the_node_in_a_daily_file_or_on_the
         let out = cluster.search("class:packet", &[]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         if text.contains(user_hex) {
-            break text;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the CONNECT never reached the monitor: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    });
     // An MQTT 5.0 CONNECT with authentication data (a property) and a password: whatever the
     // node answers (it offers no enhanced authentication), neither reaches a log.
     const AUTH_DATA: &str = "Ad9-s3cret-Data";
@@ -609,23 +605,13 @@ fn the_monitor_serves_its_ingest_and_index_figures_over_http() {
     let http = monitor.http();
     let n1 = cluster.node("n1", port, &[]);
     visit(&n1, "alice");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, text) = crate::common::http_get(http, "/metrics");
-        assert_eq!(status, 200);
+    crate::common::wait_metrics(http, "n1's events ingested and indexed", |text| {
         let ingested = crate::common::metric(
-            &text,
+            text,
             "fubar_monitor_ingested_events_total{node=\"n1@localhost\"}",
         );
-        let indexed = crate::common::metric(&text, "fubar_monitor_index_documents");
-        if ingested.is_some_and(|n| n > 0.0) && indexed.is_some_and(|n| n > 0.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never ingested and indexed:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let indexed = crate::common::metric(text, "fubar_monitor_index_documents");
+        ingested.is_some_and(|n| n > 0.0) && indexed.is_some_and(|n| n > 0.0)
+    });
     assert_eq!(crate::common::http_get(http, "/readyz").0, 200);
 }

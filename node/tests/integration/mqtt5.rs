@@ -6,8 +6,11 @@
 //! and retain handling.
 
 use std::process::Command;
+use std::time::Duration;
 
-use crate::common::{run_paho, Broker};
+use crate::common::{exit_within, run_paho, Broker};
+
+const WAIT: Duration = Duration::from_secs(20);
 
 /// The paho script: prints one line per check.
 const SCRIPT: &str = include_str!("mqtt5_paho.py");
@@ -53,36 +56,30 @@ fn fubar_pub_and_sub_speak_version_5() {
         "-i",
         "sub5",
     ]));
-    broker.wait_for_log_count("client=sub5", 1, std::time::Duration::from_secs(10));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let out = Command::new(fubar)
-            .args([
-                "pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-V",
-                "5",
-                "-t",
-                "five/a",
-                "-m",
-                "hi",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        if sub.0.as_mut().unwrap().try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the v5 subscriber got nothing"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let text = String::from_utf8_lossy(&sub.output().stdout).into_owned();
+    // Logged once the subscription is in the router: one message is enough from then on.
+    broker
+        .wait_for_log("subscription added client=sub5 ", WAIT)
+        .expect("sub5 subscribes");
+    let out = Command::new(fubar)
+        .args([
+            "pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "5",
+            "-t",
+            "five/a",
+            "-m",
+            "hi",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let got = exit_within(sub.0.take().unwrap(), WAIT)
+        .unwrap_or_else(|out| panic!("the v5 subscriber got nothing: {out:?}"));
+    let text = String::from_utf8_lossy(&got.stdout).into_owned();
     assert_eq!(text.trim(), "five/a hi");
     let lines = broker.log_lines();
     let line = lines

@@ -25,7 +25,7 @@ use rumqttc::Outgoing;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use crate::common::{frame, Broker};
+use crate::common::{connect_packet, frame, read_frame, Broker};
 use crate::conformance::support::{wait_disconnected, wait_log, Mqtt, WAIT};
 
 /// The event loops of this file's rumqttc v5 clients.
@@ -414,26 +414,6 @@ fn a_taken_over_client_is_told_0x8e() {
     }
 }
 
-/// Reads one whole packet (first byte and body) from a raw socket.
-fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let mut byte = [0u8; 1];
-    s.read_exact(&mut byte).expect("a packet");
-    let first = byte[0];
-    let (mut len, mut shift) = (0usize, 0);
-    loop {
-        s.read_exact(&mut byte).expect("remaining length");
-        len |= usize::from(byte[0] & 0x7F) << shift;
-        shift += 7;
-        if byte[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).expect("packet body");
-    (first, body)
-}
-
 #[test]
 fn a_packet_over_the_servers_maximum_gets_disconnect_0x95() {
     let broker = Broker::start_with(&[], "[mqtt]\nmax_packet_size = 1024\n");
@@ -444,11 +424,10 @@ fn a_packet_over_the_servers_maximum_gets_disconnect_0x95() {
     assert_eq!(probe.props().max_packet_size, Some(1024));
 
     let mut s = TcpStream::connect(broker.addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
     // CONNECT: "MQTT", level 5, clean start, keep-alive 60, no properties, id "big5".
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0b10, 0, 60, 0];
-    body.extend_from_slice(&[0, 4, b'b', b'i', b'g', b'5']);
-    s.write_all(&frame(0x10, &body)).unwrap();
-    let (first, connack) = read_frame(&mut s);
+    s.write_all(&connect_packet(5, 0b10, "big5")).unwrap();
+    let (first, connack) = read_frame(&mut s).expect("CONNACK");
     assert_eq!(
         (first, connack[0], connack[1]),
         (0x20, 0, 0x00),
@@ -458,7 +437,7 @@ fn a_packet_over_the_servers_maximum_gets_disconnect_0x95() {
     let mut body = vec![0, 1, b't', 0];
     body.extend_from_slice(&[b'x'; 2000]);
     s.write_all(&frame(0x30, &body)).unwrap();
-    let (first, disconnect) = read_frame(&mut s);
+    let (first, disconnect) = read_frame(&mut s).expect("DISCONNECT");
     assert_eq!(first, 0xE0, "DISCONNECT");
     assert_eq!(disconnect[0], 0x95, "Packet too large (MQTT-4.13.1-1)");
     // And then the connection is closed.
@@ -576,19 +555,13 @@ fn retain_handling_2_sends_no_retained_message_and_retain_as_published_keeps_the
 /// The first line of class `class` on stdout that contains every one of `parts`; waits for
 /// it (lines are written by a timer).
 fn class_line(broker: &Broker, class: &str, parts: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
     let prefix = format!("{class} ");
-    loop {
-        if let Some(l) = broker
-            .log_lines()
-            .into_iter()
-            .find(|l| l.starts_with(&prefix) && parts.iter().all(|p| l.contains(p)))
-        {
-            return l;
-        }
-        assert!(Instant::now() < deadline, "no {class} line with {parts:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    broker
+        .wait_for_line(
+            |l| l.starts_with(&prefix) && parts.iter().all(|p| l.contains(p)),
+            WAIT,
+        )
+        .unwrap_or_else(|| panic!("no {class} line with {parts:?}"))
 }
 
 /// The first `protocol` line that contains every one of `parts`.

@@ -4,10 +4,10 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cluster::Cluster;
-use crate::common::{http_get, metric, Broker, Proc};
+use crate::common::{eventually, http_get, metric, wait_metrics, Broker, Proc};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -28,20 +28,6 @@ pub(crate) fn publish(broker: &Broker, topic: &str, n: usize) {
             .output()
             .expect("mosquitto_pub");
         assert!(out.status.success(), "{out:?}");
-    }
-}
-
-/// Polls `/metrics` until `pred` holds for it; returns that text.
-pub(crate) fn wait_metrics(addr: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, text) = http_get(addr, "/metrics");
-        assert_eq!(status, 200);
-        if pred(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "never {what}:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -195,11 +181,14 @@ fn readyz_is_503_until_a_cluster_node_has_joined() {
     // A founder is ready once it leads its cluster.
     let founder = cluster.start("founder", "founder@localhost", &["--http-port", "0"]);
     let http = founder.broker.http();
-    let deadline = Instant::now() + WAIT;
-    while http_get(http, "/readyz").0 != 200 {
-        assert!(Instant::now() < deadline, "{:?}", http_get(http, "/readyz"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the founder to be ready", WAIT, || {
+        let (status, body) = http_get(http, "/readyz");
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    });
     let text = wait_metrics(http, "a leader", |t| {
         metric(t, "fubar_cluster_is_leader") == Some(1.0)
     });
@@ -292,15 +281,14 @@ impl Prometheus {
     }
 
     fn wait_until(&self, query: &str, what: &str, pred: impl Fn(f64) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
+        eventually(&format!("{query} {what}"), Duration::from_secs(120), || {
             let got = self.value(query);
             if got.is_some_and(&pred) {
-                return;
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
             }
-            assert!(Instant::now() < deadline, "{query}: {got:?}, never {what}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        });
     }
 }
 

@@ -7,8 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::cluster::Cluster;
+use crate::common::wait_metrics;
 use crate::common::{fubar, http_get, metric, Broker, DataDir, Proc};
-use crate::observe::{mosquitto_sub, publish, wait_metrics, Prometheus};
+use crate::observe::{mosquitto_sub, publish, Prometheus};
 
 const WAIT: Duration = Duration::from_secs(60);
 const MONITOR: &str = "monitor@localhost";

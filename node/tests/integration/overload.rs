@@ -89,7 +89,15 @@ fn rss_of(pid: u32) -> u64 {
 
 #[test]
 fn a_connection_storm_is_refused_before_it_passes_the_watermark() {
-    let broker = Broker::start_with(&[], "[memory]\ncheck_ms = 20\n");
+    // The alarm starts on (a watermark below any process): the check that turns it off
+    // below is then an event, and that check measures the headroom under the new watermark.
+    let broker = Broker::start_with(
+        &[],
+        "[memory]\nhigh_watermark = 0.000001\nlow_watermark = 0.0000005\ncheck_ms = 20\n",
+    );
+    broker
+        .wait_for_log("memory alarm on", WAIT)
+        .expect("the alarm is on");
     let total = fubar::process_memory::total_bytes();
     let pid = broker.pid();
     // A watermark 12 MiB above what the node holds now; 12,000 connections (about 2.5 KiB
@@ -97,14 +105,15 @@ fn a_connection_storm_is_refused_before_it_passes_the_watermark() {
     let limit = rss_of(pid) + (12 << 20);
     let high = limit as f64 / total as f64;
     for (name, value) in [
-        ("memory.low_watermark", high * 0.9),
         ("memory.high_watermark", high),
+        ("memory.low_watermark", high * 0.9),
     ] {
         let out = broker.ctl(&["settings", name, &format!("{value:.9}")]);
         assert!(out.status.success(), "{out:?}");
     }
-    // Let a check measure the headroom under the new watermark.
-    std::thread::sleep(Duration::from_millis(200));
+    broker
+        .wait_for_log("memory alarm off", WAIT)
+        .expect("a check under the new watermark");
     let peak = Arc::new(AtomicU64::new(0));
     let storm_over = Arc::new(AtomicBool::new(false));
     let sampler = {

@@ -4,9 +4,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{cluster_dir, spawn_member, Broker, Proc};
+use crate::common::{
+    cluster_dir, cluster_figure, eventually, poll_until, spawn_member, Broker, Proc,
+};
 
 const WAIT: Duration = Duration::from_secs(40);
 const BIN: &str = env!("CARGO_BIN_EXE_fubar");
@@ -131,24 +133,14 @@ fn status(dir: &Path, node: &str) -> String {
 }
 
 fn wait_status(dir: &Path, node: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(&format!("{node}: {what}"), WAIT, || {
         let s = status(dir, node);
         if pred(&s) {
-            return s;
+            Ok(s)
+        } else {
+            Err(s)
         }
-        assert!(Instant::now() < deadline, "{node}: never {what}:\n{s}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn field(status: &str, name: &str) -> u64 {
-    status
-        .split_whitespace()
-        .skip_while(|w| *w != name)
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    })
 }
 
 /// `mosquitto_sub` on `m`'s side, printing the first message on `topic`, up to `secs` s.
@@ -190,18 +182,19 @@ fn publish(net: &Net, m: &Member, topic: &str, message: &str) {
 /// Publishes until the subscriber has its message (routes settle through Raft); returns
 /// what it printed.
 fn deliver(net: &Net, from: &Member, mut sub: Proc, topic: &str, message: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        publish(net, from, topic, message);
-        std::thread::sleep(Duration::from_millis(300));
-        let exited = sub
-            .0
-            .as_mut()
-            .is_none_or(|c| c.try_wait().is_ok_and(|s| s.is_some()));
-        if exited {
-            break; // -C 1: it got its message
-        }
-    }
+    let child = sub.0.as_mut().expect("a running subscriber");
+    eventually(
+        &format!("{message:?} to reach the subscriber"),
+        WAIT,
+        || {
+            publish(net, from, topic, message);
+            // -C 1: it exits once it has its message.
+            poll_until(Duration::from_millis(300), || {
+                child.try_wait().expect("try_wait").is_some()
+            })
+            .is_ok()
+        },
+    );
     String::from_utf8_lossy(&sub.output().stdout).into_owned()
 }
 
@@ -239,14 +232,16 @@ fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself
     });
     // A route from the minority-to-be, so that dropping it shows.
     let probe = subscribe(&net, &n3, "p/#", 60);
-    wait_status(dir, &n1.name, "n3's route", |s| field(s, "routes") >= 1);
+    wait_status(dir, &n1.name, "n3's route", |s| {
+        cluster_figure(s, "routes") >= 1
+    });
 
     net.cut();
     // The majority notices, drops n3's routes and clients, and keeps taking writes.
     wait_status(dir, &n1.name, "n3 down and its route dropped", |s| {
         s.lines()
             .any(|l| l.starts_with(&n3.name) && l.contains("down"))
-            && field(s, "routes") == 0
+            && cluster_figure(s, "routes") == 0
     });
     let out = ctl(dir, &n2.name, &["account", "update", "dave", "pw"]);
     assert!(out.status.success(), "the majority takes writes: {out:?}");
@@ -271,22 +266,21 @@ fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself
 
     net.heal();
     // It heals without manual steps: n3 catches up and its route is back.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let list = eventually("n3 to catch up", WAIT, || {
         let list =
             String::from_utf8_lossy(&ctl(dir, &n3.name, &["account", "list"]).stdout).into_owned();
         if list.contains("dave") {
-            assert!(
-                !list.contains("erin"),
-                "the refused write never happened: {list}"
-            );
-            break;
+            Ok(list)
+        } else {
+            Err(list)
         }
-        assert!(Instant::now() < deadline, "n3 never caught up: {list}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
+    assert!(
+        !list.contains("erin"),
+        "the refused write never happened: {list}"
+    );
     wait_status(dir, &n1.name, "n3's route back", |s| {
-        field(s, "routes") >= 1
+        cluster_figure(s, "routes") >= 1
     });
     let got = deliver(&net, &n1, probe, "p/after", "healed");
     assert!(

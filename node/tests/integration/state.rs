@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fubar::mqtt::packet::{
@@ -15,7 +15,7 @@ use fubar::mqtt::packet::{
 };
 use rumqttc::{MqttOptions, QoS};
 
-use crate::common::{ctl_in, fubar, Broker, RawClient, NODE_NAME};
+use crate::common::{ctl_in, exit_within, fubar, Broker, RawClient, NODE_NAME};
 use crate::conformance::support::{
     options, read, send_packet, summary, text, wait_disconnected, Mqtt,
 };
@@ -462,7 +462,7 @@ fn reset_clears_damaged_state_under_a_data_dir_whose_name_says_lock() {
 
 /// `fubar node` on `dir`, run to its exit (killed, failing the test, if it starts serving).
 fn node_run_to_exit(dir: &Path) -> Output {
-    let mut child = fubar()
+    let child = fubar()
         .args(["node", "--bind", "127.0.0.1", "--mqtt-port", "0"])
         .args(["--name", NODE_NAME])
         .arg("--data-dir")
@@ -472,19 +472,12 @@ fn node_run_to_exit(dir: &Path) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn fubar node");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("wait");
-            panic!(
-                "fubar node kept running on damaged state; stdout:\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("wait")
+    exit_within(child, Duration::from_secs(20)).unwrap_or_else(|out| {
+        panic!(
+            "fubar node kept running on damaged state; stdout:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 fn state_dir(dir: &Path) -> PathBuf {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::common::{frame, read_frame, string, Broker};
+use crate::common::{connect_packet, frame, read_frame, string, Broker};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -23,12 +23,7 @@ fn open(broker: &Broker, level: u8, flags: u8, id: &str) -> TcpStream {
     let mut s = TcpStream::connect(broker.addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     s.set_nodelay(true).unwrap();
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 60];
-    if level == 5 {
-        body.push(0);
-    }
-    body.extend(string(id));
-    s.write_all(&frame(0x10, &body)).unwrap();
+    s.write_all(&connect_packet(level, flags, id)).unwrap();
     let (first, _) = read_frame(&mut s).expect("packet");
     assert_eq!(first, 0x20, "CONNACK");
     s

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::encode;
 use bytes::{Bytes, BytesMut};
@@ -167,20 +167,7 @@ fn tls_broker(args: &[&str], config: &str) -> Broker {
 
 /// Waits for a stdout line of the broker containing every needle; returns it.
 fn wait_line(broker: &Broker, needles: &[&str]) -> String {
-    let deadline = Instant::now() + T;
-    loop {
-        let lines = broker.log_lines();
-        if let Some(l) = lines.iter().find(|l| needles.iter().all(|n| l.contains(n))) {
-            return l.clone();
-        }
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            panic!(
-                "no log line containing all of {needles:?}; log:\n{}",
-                lines.join("\n")
-            );
-        };
-        broker.wait_for_log_count("", lines.len() + 1, left);
-    }
+    broker.expect_line(needles, T)
 }
 
 /// Waits for the `access` event that closed a TLS connection, with `reason` in it.

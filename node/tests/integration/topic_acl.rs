@@ -7,12 +7,12 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::cluster::Cluster;
-use crate::common::{Broker, Proc};
+use crate::common::{eventually, Broker, Proc};
 
 const SCRIPT: &str = include_str!("topic_acl_steps.py");
 const WAIT: Duration = Duration::from_secs(30);
@@ -203,16 +203,12 @@ fn a_device_reads_and_writes_its_own_subtree_only() {
     assert!(denial.contains("user=tenant-a"), "{denial}");
     assert!(denial.contains("topic=devices/d2/t"), "{denial}");
     assert!(denial.contains("rule=acl.default"), "{denial}");
-    let deadline = Instant::now() + WAIT;
-    while !broker.log_lines().iter().any(|l| {
-        l.contains("action=receive") && l.contains("deny subscribe client d1 devices/d1/x")
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "no access event naming the rule that stopped the delivery"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    broker
+        .wait_for_line(
+            |l| l.contains("action=receive") && l.contains("deny subscribe client d1 devices/d1/x"),
+            WAIT,
+        )
+        .expect("an access event naming the rule that stopped the delivery");
 }
 
 #[test]
@@ -370,11 +366,9 @@ fn an_imported_mosquitto_acl_file_decides_as_mosquitto_does() {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("mosquitto to listen", WAIT, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     let mosquitto = decide_all(broker.dir.path(), port);
     for (i, case) in CASES.iter().enumerate() {
         assert_eq!(
@@ -401,11 +395,9 @@ fn a_rule_added_on_n1_holds_on_n3() {
     let rule = "deny publish client intruder tenants/#";
     ok(&cluster.ctl("n1@localhost", &["acl", "topic", "add", rule]));
     // Committed through Raft: n3 lists it as soon as it has applied the entry.
-    let deadline = Instant::now() + WAIT;
-    while !ok(&cluster.ctl("n3@localhost", &["acl", "topic", "list"])).contains(rule) {
-        assert!(Instant::now() < deadline, "n3 never applied the rule");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("n3 to apply the rule", WAIT, || {
+        ok(&cluster.ctl("n3@localhost", &["acl", "topic", "list"])).contains(rule)
+    });
     let steps = json!([
         connect("i", "intruder", None, 5),
         publish("i", "tenants/a/x"),
