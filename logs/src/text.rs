@@ -189,15 +189,15 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 fn push_value(out: &mut String, v: &str) {
-    // Bytes first (ASCII: one compare each); any other byte asks the char-wise rule.
+    // One pass over the bytes for the common case (printable ASCII, nothing to quote); any
+    // other byte asks the char-wise rule.
     let plain = !v.is_empty()
-        && if v.is_ascii() {
-            !v.bytes()
-                .any(|b| b == b' ' || b == b'=' || b == b'"' || b == b'\\' || b.is_ascii_control())
-        } else {
-            !v.chars()
-                .any(|c| c == ' ' || c == '=' || c == '"' || c == '\\' || c.is_control())
-        };
+        && (v
+            .bytes()
+            .all(|b| b > b' ' && b < 0x7f && b != b'=' && b != b'"' && b != b'\\')
+            || !v
+                .chars()
+                .any(|c| c == ' ' || c == '=' || c == '"' || c == '\\' || c.is_control()));
     if plain {
         out.push_str(v);
         return;
@@ -215,11 +215,8 @@ fn push_value(out: &mut String, v: &str) {
 
 /// Text with control characters escaped (messages and keys are not quoted).
 fn push_escaped(out: &mut String, s: &str) {
-    let plain = if s.is_ascii() {
-        !s.bytes().any(|b| b.is_ascii_control())
-    } else {
-        !s.chars().any(char::is_control)
-    };
+    // One pass for the common case (printable ASCII), the char-wise rule otherwise.
+    let plain = s.bytes().all(|b| (b' '..0x7f).contains(&b)) || !s.chars().any(char::is_control);
     if plain {
         out.push_str(s);
         return;
