@@ -287,7 +287,7 @@ where
             id: client_id,
             protocol: c.protocol,
             handle: attached.handle,
-            will,
+            will: will.map(Box::new),
             kicked: attached.kicked,
         });
         for p in resend {
