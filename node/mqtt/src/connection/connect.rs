@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Connection, Phase};
-use crate::packet::{Ack, ConnAck, Connect, ConnectReturnCode, Properties, ProtocolVersion};
+use crate::packet::{
+    Ack, ConnAck, Connect, ConnectReturnCode, Packet, Properties, ProtocolVersion,
+};
 use crate::reason::ReasonCode;
 
 /// How long a session outlives its connection, as a CONNECT asks.
@@ -53,20 +55,21 @@ impl Connection {
         }
     }
 
-    /// The broker accepted `c` at `now`: the CONNACK to send. `assigned` is the client id the
-    /// server gave a client that sent none (MQTT 5.0 tells it, 3.2.2.3.7). For MQTT 5.0 this
+    /// The broker accepted `c` at `now` for the client `client_id`: the CONNACK goes to
+    /// `poll_transmit`, and the session present flag it carries is returned. A client that
+    /// sent no client id is told the one it got (MQTT 5.0, 3.2.2.3.7). For MQTT 5.0 this
     /// settles the terms in `flow` and announces the server's own (3.2.2.3): Receive Maximum,
     /// Topic Alias Maximum, Maximum Packet Size, and the Server Keep Alive, which holds a
     /// client asking for no keep-alive, or for more than `Limits::max_keep_alive_secs`, to
     /// that maximum (MQTT-3.2.2-21). 3.1/3.1.1 clients keep their own keep-alive.
-    #[must_use]
     pub fn accept_connect(
         &mut self,
         now: Instant,
         c: &Connect,
         session_present: bool,
-        assigned: Option<Arc<str>>,
-    ) -> ConnAck {
+        client_id: &Arc<str>,
+    ) -> bool {
+        let assigned = self.tell_client_id.then(|| client_id.clone());
         // MQTT 3.1 has no session present flag.
         let session_present = session_present && c.protocol != ProtocolVersion::V31;
         let mut connack = ConnAck::new(session_present, ConnectReturnCode::Accepted);
@@ -98,7 +101,8 @@ impl Connection {
         // The server allows one and a half keep-alive intervals (MQTT-3.1.2-24).
         self.keep_alive =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-        connack
+        self.transmit.push_back(Packet::ConnAck(connack));
+        session_present
     }
 }
 

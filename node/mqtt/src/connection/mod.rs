@@ -5,21 +5,29 @@
 //! `Connection` knows nothing of sockets, sessions or routing, and never reads a clock: every
 //! method that depends on time takes `now`. Its methods come in the kinds quinn-proto uses:
 //! - inputs: `handle_bytes(..)` (or a read straight into `input_mut()`), `decode_next()`
-//!   (the next whole packet of the bytes read), `on_packet(now, ..)` (a decoded packet
-//!   arrived), `on_decode_error(..)`, `accept_connect(now, ..)`, `check_publish(..)`,
-//!   `on_output(now, ..)` (what the socket took), `on_disconnect(..)`, `handle_timeout(now)`,
-//!   `close(..)`;
+//!   (the next whole packet of the bytes read), `handle_packet(now, ..)` (a decoded packet
+//!   arrived: the protocol's rules are applied to it), `on_decode_error(..)`,
+//!   `on_output(now, ..)` (what the socket took), `handle_timeout(now)`, `close(..)`;
+//! - answers, once the broker did its part of an event: `accept_connect(now, ..)` or
+//!   `refuse_connect(..)`, `publish_ack(..)` / `refuse_publish(..)` / `unstored_ack(..)`,
+//!   `answer_subscribe(..)`, `answer_unsubscribe(..)`, `release(..)`, `complete(..)`;
 //! - questions: `admit(now)` (may the next packet be handled now, or is the client
-//!   throttled), `is_stalled(now)`, `client_id_allowed(..)`, `release_ack(..)` (the
-//!   PUBREL/PUBCOMP answering a PUBREC/PUBREL), `is_connected()`;
-//! - outputs: `poll_transmit()`, the packets the connection sends of itself, and
-//!   `poll_timeout()`, the one deadline at which the driver must call `handle_timeout`.
+//!   throttled), `is_stalled(now)`, `is_connected()`;
+//! - outputs: `poll_event()`, what the broker must do (authenticate and attach a client,
+//!   route a PUBLISH, subscribe, close with a reason: `event.rs`), `poll_transmit()`, the
+//!   packets the connection sends of itself, and `poll_timeout()`, the one deadline at which
+//!   the driver must call `handle_timeout`.
 //!
 //! The driver (a tokio task in the broker) reads the clock once per turn of its loop, feeds
-//! bytes and packets in, and does what the answers say.
+//! bytes in, does what the events ask, and writes what `poll_transmit` gives it.
 
+mod answers;
 mod close;
 mod connect;
+mod event;
+#[cfg(test)]
+mod event_tests;
+mod inbound;
 mod negotiated;
 #[cfg(test)]
 mod tests;
@@ -31,12 +39,17 @@ use bytes::BytesMut;
 
 pub use self::close::ClientDisconnect;
 pub use self::connect::{inflight_window, session_terms, SessionTerms};
+pub use self::event::{
+    Acked, ConnectRefusal, ConnectRequest, Event, FilterRefusal, Refusal, RequestedFilter,
+    SubscribeOutcome, SubscribeRequest, UnsubscribeOutcome, UnsubscribeRequest,
+};
 pub use self::negotiated::Negotiated;
 pub use crate::close_reason::CloseReason;
 use crate::decode::{decode, starts_with_whole_publish, DecodeError};
 use crate::packet::{Packet, ProtocolVersion, Publish};
 use crate::receive_quota::QuotaExceeded;
 use crate::token_bucket::TokenBucket;
+use crate::topic::{TopicLimitError, TopicLimits};
 use crate::topic_alias::AliasError;
 
 /// The server's limits one connection is held to: the settings it was accepted under (each is
@@ -59,6 +72,10 @@ pub struct Limits {
     pub topic_alias_maximum: u16,
     /// Longest keep-alive an MQTT 5.0 client is held to (`mqtt.max_keep_alive_secs`).
     pub max_keep_alive_secs: u16,
+    /// Bounds on topic names and filters (`mqtt.max_topic_levels`, `mqtt.max_topic_len`).
+    pub topic_limits: TopicLimits,
+    /// The client id is the user name (`auth.client_id_from_username`).
+    pub client_id_from_username: bool,
 }
 
 /// Whether the packet at the front of the input may be handled now (`Connection::admit`).
@@ -96,6 +113,8 @@ pub enum PublishRefusal {
         /// The Receive Maximum announced in CONNACK.
         max: u16,
     },
+    /// Its topic is over the topic limits, or under `$SYS/` (DISCONNECT 0x90 in MQTT 5.0).
+    Topic(TopicLimitError),
 }
 
 impl PublishRefusal {
@@ -110,6 +129,10 @@ impl PublishRefusal {
                 AliasError::Unknown(_) => CloseReason::ProtocolError(error.to_string()),
             },
             Self::ReceiveMaximum { max } => CloseReason::ReceiveMaximumExceeded { max: *max },
+            Self::Topic(e) => CloseReason::BadPacket {
+                code: crate::reason::ReasonCode::TopicNameInvalid,
+                why: e.to_string(),
+            },
         }
     }
 }
@@ -151,6 +174,15 @@ pub struct Connection {
     session_expiry: Option<u32>,
     /// Packets the connection sends of itself, waiting for `poll_transmit`.
     transmit: VecDeque<Packet>,
+    /// What the broker must do, waiting for `poll_event` (no room kept while empty).
+    events: VecDeque<Event>,
+    /// A packet ended the connection: nothing after it is looked at.
+    closing: bool,
+    /// The user a verified client certificate gave (`ssl.username_from_cn`): it stands for
+    /// the CONNECT's credentials.
+    certificate_user: Option<String>,
+    /// The client sent no client id: an MQTT 5.0 CONNACK tells it the one it got.
+    tell_client_id: bool,
     /// What CONNECT settled beyond 3.1.1 (MQTT 5.0).
     pub flow: Negotiated,
 }
@@ -175,6 +207,10 @@ impl Connection {
             input: BytesMut::new(),
             session_expiry: None,
             transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            closing: false,
+            certificate_user: None,
+            tell_client_id: false,
             flow: Negotiated::new(&limits),
             limits,
         }
@@ -183,6 +219,17 @@ impl Connection {
     /// The limits the connection is held to.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The user a verified client certificate gave (`ssl.username_from_cn`): it stands for
+    /// the CONNECT's user name and password.
+    pub fn set_certificate_user(&mut self, user: Option<String>) {
+        self.certificate_user = user;
+    }
+
+    /// The user a verified client certificate gave, if any.
+    pub fn certificate_user(&self) -> Option<&str> {
+        self.certificate_user.as_deref()
     }
 
     /// The protocol version packets are decoded and encoded with: 3.1.1 until a CONNECT

@@ -7,11 +7,11 @@ use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::encode::encode;
-use crate::packet::{Connect, Properties, ProtocolVersion, QoS};
+use crate::packet::{ConnAck, Connect, Properties, ProtocolVersion, QoS};
 use crate::reason::ReasonCode;
 
 /// A fixed start, so that `t(secs)` values compare across calls.
-fn t(secs: f64) -> Instant {
+pub(super) fn t(secs: f64) -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
     *START.get_or_init(Instant::now) + Duration::from_secs_f64(secs)
 }
@@ -26,10 +26,31 @@ pub(super) fn limits() -> Limits {
         receive_maximum: 2,
         topic_alias_maximum: 3,
         max_keep_alive_secs: 600,
+        topic_limits: TopicLimits {
+            max_levels: 8,
+            max_len: 64,
+        },
+        client_id_from_username: false,
     }
 }
 
-fn connect(protocol: ProtocolVersion, keep_alive: u16, id: &str) -> Connect {
+/// Accepts `packet` at `now` for the client `id` and takes the CONNACK it sends.
+pub(super) fn accept(
+    c: &mut Connection,
+    now: Instant,
+    packet: &Connect,
+    present: bool,
+    id: &str,
+) -> ConnAck {
+    let told = c.accept_connect(now, packet, present, &id.into());
+    let Some(Packet::ConnAck(ack)) = c.poll_transmit() else {
+        panic!("a CONNACK");
+    };
+    assert_eq!(ack.session_present, told);
+    ack
+}
+
+pub(super) fn connect(protocol: ProtocolVersion, keep_alive: u16, id: &str) -> Connect {
     Connect {
         protocol,
         clean_session: true,
@@ -43,7 +64,7 @@ fn connect(protocol: ProtocolVersion, keep_alive: u16, id: &str) -> Connect {
 }
 
 /// A connection that read a CONNECT's bytes and accepted it at `t(0)`.
-fn connected(protocol: ProtocolVersion, keep_alive: u16, limits: Limits) -> Connection {
+pub(super) fn connected(protocol: ProtocolVersion, keep_alive: u16, limits: Limits) -> Connection {
     let mut c = Connection::new(t(0.0), limits);
     let mut input = BytesMut::new();
     encode(
@@ -56,13 +77,15 @@ fn connected(protocol: ProtocolVersion, keep_alive: u16, limits: Limits) -> Conn
         panic!("a CONNECT");
     };
     assert_eq!(c.protocol(), protocol, "the CONNECT sets the version");
-    c.on_packet(t(0.0), &Packet::Connect(packet.clone()))
-        .unwrap();
-    let _ = c.accept_connect(t(0.0), &packet, false, None);
+    c.handle_packet(t(0.0), Packet::Connect(packet.clone()));
+    let Some(Event::Connect(request)) = c.poll_event() else {
+        panic!("a CONNECT event");
+    };
+    let _ = accept(&mut c, t(0.0), &request.connect, false, "c");
     c
 }
 
-fn publish(topic: &str, qos: QoS, packet_id: u16) -> Publish {
+pub(super) fn publish(topic: &str, qos: QoS, packet_id: u16) -> Publish {
     Publish {
         dup: false,
         qos,
@@ -124,7 +147,7 @@ fn a_v5_client_is_held_to_the_servers_keep_alive_maximum_and_told_so() {
     for (asked, held, told) in [(0, 600, Some(600)), (601, 600, Some(600)), (30, 30, None)] {
         let mut c = Connection::new(t(0.0), limits());
         let packet = connect(ProtocolVersion::V5, asked, "c");
-        let ack = c.accept_connect(t(0.0), &packet, false, None);
+        let ack = accept(&mut c, t(0.0), &packet, false, "c");
         assert_eq!(ack.properties.server_keep_alive, told, "asked {asked}");
         assert_eq!(c.keep_alive_secs(), held);
         assert_eq!(c.poll_timeout(), Some(t(f64::from(held) * 1.5)));
@@ -134,12 +157,16 @@ fn a_v5_client_is_held_to_the_servers_keep_alive_maximum_and_told_so() {
 #[test]
 fn connack_announces_the_servers_terms_to_v5_clients_only() {
     let mut c = Connection::new(t(0.0), limits());
-    let ack = c.accept_connect(
+    // A client that sends no client id is told the one it got.
+    c.handle_packet(
         t(0.0),
-        &connect(ProtocolVersion::V5, 30, ""),
-        true,
-        Some("auto-1".into()),
+        Packet::Connect(Box::new(connect(ProtocolVersion::V5, 30, ""))),
     );
+    let Some(Event::Connect(request)) = c.poll_event() else {
+        panic!("a CONNECT event");
+    };
+    assert!(request.assign_client_id);
+    let ack = accept(&mut c, t(0.0), &request.connect, true, "auto-1");
     let p = &ack.properties;
     assert!(ack.session_present);
     assert_eq!(p.receive_maximum, Some(2));
@@ -148,7 +175,13 @@ fn connack_announces_the_servers_terms_to_v5_clients_only() {
     assert_eq!(p.assigned_client_identifier.as_deref(), Some("auto-1"));
     assert_eq!(p.subscription_identifier_available, Some(true));
     let mut c = Connection::new(t(0.0), limits());
-    let ack = c.accept_connect(t(0.0), &connect(ProtocolVersion::V31, 30, "c"), true, None);
+    let ack = accept(
+        &mut c,
+        t(0.0),
+        &connect(ProtocolVersion::V31, 30, "c"),
+        true,
+        "c",
+    );
     assert!(!ack.session_present, "3.1 has no session present flag");
     assert_eq!(ack.properties, Properties::default());
 }
@@ -456,7 +489,7 @@ fn a_disconnect_may_change_the_session_expiry_but_not_from_zero() {
     let mut c = Connection::new(t(0.0), limits());
     let mut packet = connect(ProtocolVersion::V5, 30, "c");
     packet.properties.session_expiry_interval = Some(60);
-    let _ = c.accept_connect(t(0.0), &packet, false, None);
+    let _ = accept(&mut c, t(0.0), &packet, false, "c");
     let said = c
         .on_disconnect(&disconnect(ReasonCode::Success, Some(600)))
         .unwrap();
