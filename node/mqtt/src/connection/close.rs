@@ -2,6 +2,8 @@
 //! a packet that cannot be decoded closes it with, and the DISCONNECT that tells an MQTT 5.0
 //! client why the server ends it.
 
+use std::collections::VecDeque;
+
 use super::{CloseReason, Connection};
 use crate::decode::DecodeError;
 use crate::packet::{ConnAck, ConnectReturnCode, Disconnect, Packet, Properties, ProtocolVersion};
@@ -85,6 +87,12 @@ impl Connection {
     /// closing DISCONNECT), in order; the driver encodes and writes it.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Packet> {
-        self.transmit.pop_front()
+        let packet = self.transmit.pop_front();
+        if self.transmit.is_empty() && self.transmit.capacity() > 0 && self.input.is_empty() {
+            // Nothing more is buffered: an idle connection keeps no room for packets (a
+            // CONNACK or SUBACK once sent would otherwise hold ~1.3 KB for its whole life).
+            self.transmit = VecDeque::new();
+        }
+        packet
     }
 }

@@ -451,4 +451,8 @@ fn an_idle_connection_keeps_no_room_for_events() {
     assert!(c.events.capacity() > 0);
     assert!(c.poll_event().is_some());
     assert_eq!(c.events.capacity(), 0, "given back once drained");
+    c.handle_packet(t(2.0), Packet::PingReq);
+    assert!(c.transmit.capacity() > 0);
+    assert_eq!(c.poll_transmit(), Some(Packet::PingResp));
+    assert_eq!(c.transmit.capacity(), 0, "given back once drained");
 }

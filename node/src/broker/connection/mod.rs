@@ -122,11 +122,15 @@ pub(crate) async fn serve<R, W>(
     let conn_id = broker.next_conn_id();
     let now = Instant::now();
     let settings = broker.settings();
-    let mut proto = Protocol::new(now, limits(&settings));
-    proto.set_certificate_user(cert_user);
     let mut conn = Connection {
         woke_sessions: false,
-        proto,
+        // Built in place: a `let` binding moved from here would still take its room in this
+        // task for its whole life (async state keeps a local until its scope ends).
+        proto: {
+            let mut proto = Protocol::new(now, limits(&settings));
+            proto.set_certificate_user(cert_user);
+            proto
+        },
         durable: broker.store.as_ref().map(|s| s.durable_watch()),
         pending_acks: VecDeque::new(),
         fresh_input: false,
@@ -272,6 +276,12 @@ where
             if !self.admit_next(now) {
                 return Ok(());
             }
+            if self.fresh_input && starts_with_whole_publish(self.proto.input()) {
+                // Before the PUBLISH is decoded: no packet is held across the wait (it would
+                // sit in every connection's task, see `handle_events`).
+                self.fresh_input = false;
+                self.let_earlier_input_in(now).await;
+            }
             let before = self.proto.input().len();
             // Raw bytes are logged per frame, not per read: a frame's kind is known, so a
             // CONNECT's password is masked before any byte of it is logged.
@@ -298,39 +308,50 @@ where
             packet_log::received(&self.logged(), &packet, size);
             self.proto.handle_packet(now, packet);
             self.send_transmits();
-            while let Some(event) = self.proto.poll_event() {
-                self.handle_event(now, event).await?;
-            }
+            self.handle_events(now).await?;
         }
     }
 
-    /// Does what the protocol core asks (`Connection::poll_event`).
-    async fn handle_event(&mut self, now: Instant, event: Event) -> Result<(), CloseReason> {
+    /// Does what the protocol core asks (`Connection::poll_event`). Only a CONNECT waits, and
+    /// it waits boxed and after the event is gone: whatever is live across an `.await` here
+    /// sits in every connection's task for its whole life.
+    async fn handle_events(&mut self, now: Instant) -> Result<(), CloseReason> {
+        loop {
+            let request = {
+                let Some(event) = self.proto.poll_event() else {
+                    return Ok(());
+                };
+                match event {
+                    Event::Connect(request) => request,
+                    other => {
+                        self.handle_event(now, other)?;
+                        continue;
+                    }
+                }
+            };
+            // Nobody waits for this connection while it authenticates.
+            self.reader.pause();
+            let (protocol, started) = (request.connect.protocol, now);
+            let connected = Box::pin(self.handle_connect(*request)).await;
+            self.broker
+                .stats
+                .note_connect(protocol, &connected, started.elapsed());
+            connected?;
+            let online = &self.broker.stats.online;
+            self.online = Some(super::online::Online::count(
+                online,
+                self.transport,
+                protocol,
+            ));
+        }
+    }
+
+    /// Does what an event other than CONNECT asks.
+    fn handle_event(&mut self, now: Instant, event: Event) -> Result<(), CloseReason> {
         match event {
-            // Boxed: the CONNECT exchange (authentication included) runs once, and inline
-            // its state would make every connection's task that much bigger for its life.
-            Event::Connect(request) => {
-                // Nobody waits for this connection while it authenticates.
-                self.reader.pause();
-                let (protocol, started) = (request.connect.protocol, now);
-                let connected = Box::pin(self.handle_connect(*request)).await;
-                self.broker
-                    .stats
-                    .note_connect(protocol, &connected, started.elapsed());
-                if connected.is_ok() {
-                    let online = &self.broker.stats.online;
-                    self.online = Some(super::online::Online::count(
-                        online,
-                        self.transport,
-                        protocol,
-                    ));
-                }
-                connected
-            }
+            // `handle_events` handles it.
+            Event::Connect(_) => Ok(()),
             Event::Publish(p) => {
-                if std::mem::take(&mut self.fresh_input) {
-                    self.let_earlier_input_in(now).await;
-                }
                 if !self.subscribed {
                     self.reader.set_quiet(true);
                 }
