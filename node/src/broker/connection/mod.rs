@@ -282,34 +282,44 @@ where
                 self.fresh_input = false;
                 self.let_earlier_input_in(now).await;
             }
-            let before = self.proto.input().len();
-            // Raw bytes are logged per frame, not per read: a frame's kind is known, so a
-            // CONNECT's password is masked before any byte of it is logged.
-            let head = packet_log::head_of(self.proto.input());
-            let packet = match self.proto.decode_next() {
-                Ok(Some(p)) => p,
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    if let Some(head) = head {
-                        packet_log::received_bytes(self.peer, head, before, None);
-                    }
-                    return Err(self.refuse_input(e));
-                }
-            };
-            let size = before - self.proto.input().len();
-            if let Some(head) = head {
-                packet_log::received_bytes(self.peer, head, size, Some(&packet));
+            if !self.handle_next_packet(now)? {
+                return Ok(());
             }
-            if let Packet::Connect(c) = &packet {
-                if self.client.is_none() {
-                    self.connecting = Some(c.client_id.clone());
-                }
-            }
-            packet_log::received(&self.logged(), &packet, size);
-            self.proto.handle_packet(now, packet);
-            self.send_transmits();
             self.handle_events(now).await?;
         }
+    }
+
+    /// Decodes the next whole packet of the input, logs it and hands it to the protocol core;
+    /// `false` until a whole packet is there. Not async: the packet is never held across an
+    /// `.await` (it would take its room in every connection's task).
+    fn handle_next_packet(&mut self, now: Instant) -> Result<bool, CloseReason> {
+        let before = self.proto.input().len();
+        // Raw bytes are logged per frame, not per read: a frame's kind is known, so a
+        // CONNECT's password is masked before any byte of it is logged.
+        let head = packet_log::head_of(self.proto.input());
+        let packet = match self.proto.decode_next() {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                if let Some(head) = head {
+                    packet_log::received_bytes(self.peer, head, before, None);
+                }
+                return Err(self.refuse_input(e));
+            }
+        };
+        let size = before - self.proto.input().len();
+        if let Some(head) = head {
+            packet_log::received_bytes(self.peer, head, size, Some(&packet));
+        }
+        if let Packet::Connect(c) = &packet {
+            if self.client.is_none() {
+                self.connecting = Some(c.client_id.clone());
+            }
+        }
+        packet_log::received(&self.logged(), &packet, size);
+        self.proto.handle_packet(now, packet);
+        self.send_transmits();
+        Ok(true)
     }
 
     /// Does what the protocol core asks (`Connection::poll_event`). Only a CONNECT waits, and
