@@ -221,9 +221,18 @@ impl Stats {
             .collect()
     }
 
-    fn record_sent(&self, qos: QoS) {
-        self.messages_out.fetch_add(1, Ordering::Relaxed);
-        self.messages_out_by_qos[qos as usize].fetch_add(1, Ordering::Relaxed);
+    /// Counts a batch of PUBLISH packets sent, per QoS.
+    fn record_sent_batch(&self, by_qos: [u64; 3]) {
+        let total: u64 = by_qos.iter().sum();
+        if total == 0 {
+            return;
+        }
+        self.messages_out.fetch_add(total, Ordering::Relaxed);
+        for (counter, n) in self.messages_out_by_qos.iter().zip(by_qos) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
     }
 }
 
