@@ -115,6 +115,53 @@ pub fn try_encode(
     Ok(())
 }
 
+/// A 3.1/3.1.1 PUBLISH (no properties) to append, in parts: what a message on its way to a
+/// subscriber already holds, so that no [`Publish`](crate::packet::Publish) is built for it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainPublish<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// Payload.
+    pub payload: &'a [u8],
+    /// QoS.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// DUP flag (written as 0 at QoS 0, MQTT-3.3.1-2).
+    pub dup: bool,
+    /// Packet id (left out at QoS 0).
+    pub packet_id: u16,
+}
+
+/// Appends a 3.1/3.1.1 PUBLISH: the same bytes [`try_encode`] writes for the same PUBLISH
+/// without properties, and the same errors, writing nothing.
+pub fn try_encode_plain_publish(
+    p: &PlainPublish<'_>,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    if p.topic.len() > usize::from(u16::MAX) {
+        return Err(EncodeError::FieldTooLong {
+            field: "topic",
+            len: p.topic.len(),
+        });
+    }
+    let id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    let body = field(p.topic.len()) + id + p.payload.len();
+    if body > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::PacketTooLarge(body));
+    }
+    let dup = p.dup && p.qos != QoS::AtMostOnce;
+    out.reserve(1 + varint_len(body) + body);
+    out.put_u8(0x30 | (u8::from(dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain));
+    put_varint(out, body);
+    put_field(out, p.topic.as_bytes());
+    if id > 0 {
+        out.put_u16(p.packet_id);
+    }
+    out.put_slice(p.payload);
+    Ok(())
+}
+
 /// The version a packet is written in: CONNECT's own, the connection's for the others.
 fn wire_version(packet: &Packet, version: ProtocolVersion) -> ProtocolVersion {
     match packet {
@@ -617,6 +664,54 @@ mod tests {
             Err(EncodeError::PacketTooLarge(MAX_REMAINING_LENGTH + 1))
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_plain_publish_is_the_same_bytes_as_the_packet() {
+        for (qos, dup, retain, len) in [
+            (QoS::AtMostOnce, true, false, 0),
+            (QoS::AtLeastOnce, true, true, 64),
+            (QoS::ExactlyOnce, false, false, 200),
+            (QoS::AtLeastOnce, false, true, 20_000),
+        ] {
+            let packet = Publish {
+                dup,
+                qos,
+                retain,
+                topic: "a/b".into(),
+                packet_id: 77,
+                payload: vec![7u8; len].into(),
+                properties: Properties::default(),
+            };
+            let plain = PlainPublish {
+                topic: &packet.topic,
+                payload: &packet.payload,
+                qos,
+                retain,
+                dup,
+                packet_id: 77,
+            };
+            let mut out = BytesMut::from(&b"before"[..]);
+            try_encode_plain_publish(&plain, &mut out).unwrap();
+            let mut expected = BytesMut::from(&b"before"[..]);
+            for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+                expected.truncate(6);
+                try_encode(&Packet::Publish(packet.clone()), version, &mut expected).unwrap();
+                assert_eq!(out, expected, "{qos:?} {len} bytes");
+            }
+        }
+        let long = "t".repeat(70_000);
+        let mut out = BytesMut::new();
+        let plain = PlainPublish {
+            topic: &long,
+            payload: b"",
+            qos: QoS::AtMostOnce,
+            retain: false,
+            dup: false,
+            packet_id: 0,
+        };
+        assert!(try_encode_plain_publish(&plain, &mut out).is_err());
+        assert!(out.is_empty(), "nothing written");
     }
 
     #[test]

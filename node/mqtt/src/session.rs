@@ -413,6 +413,13 @@ impl Session {
     /// As `poll_publish`, with the message the PUBLISH carries (for its trace mark).
     #[must_use]
     pub fn poll_send(&mut self, now: Instant) -> Option<(Publish, Arc<Message>)> {
+        let out = self.poll_outgoing(now)?;
+        Some((out.publish(now), out.delivery.message))
+    }
+
+    /// As [`poll_send`](Self::poll_send), without building the PUBLISH: the delivery and the
+    /// packet id it was given (0 at QoS 0), for a caller that encodes it from its parts.
+    pub fn poll_outgoing(&mut self, now: Instant) -> Option<Outgoing> {
         self.drop_expired_head(now);
         let head = self.queue.front()?;
         if head.delivery.qos != QoS::AtMostOnce
@@ -448,10 +455,10 @@ impl Session {
                 id
             }
         };
-        Some((
-            publish_of(&delivery, packet_id, false, now),
-            delivery.message,
-        ))
+        Some(Outgoing {
+            delivery,
+            packet_id,
+        })
     }
 
     /// Drops the messages at the head of the queue whose expiry interval has passed: onward
@@ -666,6 +673,22 @@ impl Session {
     /// Messages dropped because they expired, over the session's life.
     pub fn expired_total(&self) -> u64 {
         self.expired_total
+    }
+}
+
+/// A message leaving the session's queue (`Session::poll_outgoing`).
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The delivery: the message and how this session gets it.
+    pub delivery: Delivery,
+    /// The packet id it was given (0 at QoS 0).
+    pub packet_id: u16,
+}
+
+impl Outgoing {
+    /// The PUBLISH that carries it, with what remains of its expiry interval at `now`.
+    pub fn publish(&self, now: Instant) -> Publish {
+        publish_of(&self.delivery, self.packet_id, false, now)
     }
 }
 

@@ -44,6 +44,15 @@ pub(crate) fn sent(at: &Logged<'_>, packet: &Packet, size: usize) {
     log("out", at, packet, size);
 }
 
+/// Whether a PUBLISH sent now would be recorded nowhere (neither class open for it): the
+/// sender may then skip building the packet the record is made from.
+pub(crate) fn quiet(at: &Logged<'_>) -> bool {
+    match at.sink {
+        Some(sink) => !(sink.wants(Class::Protocol) || (at.traced && sink.wants(Class::Trace))),
+        None => !at.traced && !tracing::enabled!(target: "protocol", tracing::Level::DEBUG),
+    }
+}
+
 /// Whether the fast path carries `packet`: PUBLISH, its acknowledgements and pings, without
 /// MQTT 5.0 properties.
 fn fast(packet: &Packet, v5: bool) -> bool {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::publish::trace_hop;
 use super::{packet_log, Connection};
-use crate::mqtt::encode::try_encode;
+use crate::mqtt::encode::{try_encode, try_encode_plain_publish, EncodeError, PlainPublish};
 use crate::mqtt::message::Message;
 use crate::mqtt::packet::{Packet, QoS};
 
@@ -47,6 +47,7 @@ where
             traced,
         };
         let v5 = proto.protocol().is_v5();
+        let plain = !v5 && packet_log::quiet(&logged);
         let mut too_large = Vec::new();
         // Counted once per batch: a shared counter bumped per message bounces between cores.
         let mut sent = [0u64; 3];
@@ -59,14 +60,42 @@ where
             }
             let mut budget = limit.saturating_sub(wbuf.len());
             while budget > 0 {
-                let Some((p, message)) = slot.session.poll_send(now) else {
+                let Some(out) = slot.session.poll_outgoing(now) else {
                     break;
                 };
+                let message = &out.delivery.message;
                 if let Some(at) = message.sampled_at {
                     let latency = now.saturating_duration_since(at);
                     broker.stats.delivery_latency.record(latency);
                 }
-                budget = budget.saturating_sub(p.payload.len() + p.topic.len() + 8);
+                budget = budget.saturating_sub(message.payload.len() + message.topic.len() + 8);
+                if plain {
+                    // A 3.1/3.1.1 PUBLISH that no log records: written from the message's
+                    // parts, no packet built.
+                    let (qos, packet_id) = (out.delivery.qos, out.packet_id);
+                    let publish = PlainPublish {
+                        topic: &message.topic,
+                        payload: &message.payload,
+                        qos,
+                        retain: out.delivery.retain,
+                        dup: false,
+                        packet_id,
+                    };
+                    let before = wbuf.len();
+                    match try_encode_plain_publish(&publish, wbuf) {
+                        Ok(()) => {
+                            sent[qos as usize] += 1;
+                            packet_log::sent_bytes(logged.peer, &wbuf[before..]);
+                        }
+                        Err(error) => not_encoded(&logged, "PUBLISH", &error),
+                    }
+                    if let Some(mark) = &message.trace {
+                        trace_hop(mark, "sent", &message.topic, &client.id, 1);
+                    }
+                    continue;
+                }
+                let p = out.publish(now);
+                let message = out.delivery.message;
                 let (qos, packet_id) = (p.qos, p.packet_id);
                 let packet = if v5 {
                     match proto.flow.outgoing_publish(p, true) {
@@ -174,12 +203,17 @@ where
 fn write_packet(wbuf: &mut BytesMut, packet: &Packet, logged: &packet_log::Logged<'_>) {
     let before = wbuf.len();
     if let Err(error) = try_encode(packet, logged.version, wbuf) {
-        let client = logged.client.map_or("-", |c| &**c);
-        tracing::error!(target: "error", client, peer = %logged.peer, kind = packet.kind(),
-            %error, "packet not sent: it cannot be encoded");
-        return;
+        return not_encoded(logged, packet.kind(), &error);
     }
     let size = wbuf.len() - before;
     packet_log::sent(logged, packet, size);
     packet_log::sent_bytes(logged.peer, &wbuf[before..]);
+}
+
+/// A packet the connection's version cannot carry: a broker bug, not the client's. The
+/// connection goes on without it, and the `error` class says so.
+fn not_encoded(logged: &packet_log::Logged<'_>, kind: &str, error: &EncodeError) {
+    let client = logged.client.map_or("-", |c| &**c);
+    tracing::error!(target: "error", client, peer = %logged.peer, kind,
+        %error, "packet not sent: it cannot be encoded");
 }
