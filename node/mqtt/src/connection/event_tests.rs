@@ -306,6 +306,62 @@ fn acknowledgements_become_events_and_releases_are_answered() {
 }
 
 #[test]
+fn a_plain_acknowledgement_is_taken_as_decoding_would_give_it() {
+    // PUBACK 1, PUBREC 2, PUBREL 3, PUBCOMP 4, each of four bytes.
+    let acks = [0x40, 2, 0, 1, 0x50, 2, 0, 2, 0x62, 2, 0, 3, 0x70, 2, 0, 4];
+    for protocol in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let mut decoded = connected(protocol, 30, limits());
+        let mut taken = connected(protocol, 30, limits());
+        for c in [&mut decoded, &mut taken] {
+            // A QoS 2 PUBLISH in, counted against the Receive Maximum until its PUBREL.
+            c.check_publish(&mut publish("a", QoS::ExactlyOnce, 3), true)
+                .unwrap();
+            assert_eq!(c.flow.quota.outstanding(), 1);
+            c.handle_bytes(&acks);
+        }
+        let mut by_decoding = Vec::new();
+        while let Some(packet) = decoded.decode_next().unwrap() {
+            decoded.handle_packet(t(20.0), packet);
+            by_decoding.extend(events(&mut decoded).into_iter().map(|e| match e {
+                Event::Acked(a) => a,
+                other => panic!("an acknowledgement, not {other:?}"),
+            }));
+        }
+        let by_taking: Vec<_> = std::iter::from_fn(|| taken.take_plain_ack(t(20.0))).collect();
+        assert_eq!(by_taking, by_decoding, "{protocol:?}");
+        assert_eq!(by_taking.len(), 4);
+        assert!(taken.input().is_empty() && events(&mut taken).is_empty());
+        assert_eq!(taken.flow.quota.outstanding(), 0, "the PUBREL released it");
+        // Received at 20 s: the keep-alive runs from there, as for a decoded packet.
+        assert_eq!(taken.poll_timeout(), decoded.poll_timeout());
+        assert!(taken.poll_timeout() > connected(protocol, 30, limits()).poll_timeout());
+    }
+
+    // Anything else is left where it is for `decode_next`.
+    let mut c = connected(ProtocolVersion::V311, 30, limits());
+    for other in [
+        &[0x40, 2, 0][..],          // not whole yet
+        &[0x42, 2, 0, 1][..],       // reserved flags set: malformed
+        &[0x60, 2, 0, 1][..],       // PUBREL without its 0b0010 flags
+        &[0x40, 3, 0, 1, 0x10][..], // a reason code (5.0)
+        &[0xC0, 0][..],             // PINGREQ
+    ] {
+        c.input_mut().clear();
+        c.handle_bytes(other);
+        assert_eq!(c.take_plain_ack(t(1.0)), None, "{other:02x?}");
+        assert_eq!(c.input(), other);
+    }
+    // Not before CONNECT, nor once the connection is closing.
+    let mut fresh = Connection::new(t(0.0), limits());
+    fresh.handle_bytes(&acks);
+    assert_eq!(fresh.take_plain_ack(t(1.0)), None);
+    let mut closing = connected(ProtocolVersion::V311, 30, limits());
+    closing.handle_packet(t(1.0), Packet::PingResp);
+    closing.handle_bytes(&acks);
+    assert_eq!(closing.take_plain_ack(t(1.0)), None);
+}
+
+#[test]
 fn subscribe_filters_are_judged_here_and_answered_per_version() {
     for protocol in [ProtocolVersion::V5, ProtocolVersion::V311] {
         let mut c = connected(protocol, 30, limits());

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use bytes::Buf;
+
 use super::event::{
     Acked, ConnectRefusal, ConnectRequest, Event, FilterRefusal, Refusal, RequestedFilter,
     SubscribeRequest, UnsubscribeRequest,
@@ -32,24 +34,16 @@ impl Connection {
         match packet {
             Packet::Connect(c) => self.on_connect(*c),
             Packet::Publish(p) => self.on_publish(p),
-            Packet::PubAck(Ack { packet_id, .. }) => {
-                self.push(Event::Acked(Acked::PubAck(packet_id)))
-            }
+            Packet::PubAck(Ack { packet_id, .. }) => self.on_acked(Acked::PubAck(packet_id)),
             Packet::PubRec(Ack {
                 packet_id, reason, ..
-            }) => self.push(Event::Acked(if reason.is_error() {
+            }) => self.on_acked(if reason.is_error() {
                 Acked::PubRecRefused(packet_id)
             } else {
                 Acked::PubRec(packet_id)
-            })),
-            Packet::PubComp(Ack { packet_id, .. }) => {
-                self.push(Event::Acked(Acked::PubComp(packet_id)))
-            }
-            Packet::PubRel(Ack { packet_id, .. }) => {
-                // The QoS 2 PUBLISH stops counting against the Receive Maximum.
-                self.flow.quota.pubrel_received(packet_id);
-                self.push(Event::Acked(Acked::PubRel(packet_id)));
-            }
+            }),
+            Packet::PubComp(Ack { packet_id, .. }) => self.on_acked(Acked::PubComp(packet_id)),
+            Packet::PubRel(Ack { packet_id, .. }) => self.on_acked(Acked::PubRel(packet_id)),
             Packet::Subscribe(s) => self.on_subscribe(s),
             Packet::Unsubscribe(u) => self.on_unsubscribe(u),
             // Answered by `on_packet`.
@@ -60,6 +54,44 @@ impl Connection {
                 "unexpected {}",
                 other.kind()
             ))),
+        }
+    }
+
+    /// Takes a plain acknowledgement (PUBACK, PUBREC, PUBREL or PUBCOMP of four bytes: no
+    /// reason code, so success, and no properties) from the front of the input, without
+    /// decoding a packet or queueing an event: what a subscriber at QoS 1/2 sends most. The
+    /// same rules apply as through `decode_next` and `handle_packet`; anything else (another
+    /// packet, a malformed ack, a connection not connected or closing) is left for them.
+    pub fn take_plain_ack(&mut self, now: Instant) -> Option<Acked> {
+        if self.closing || !self.is_connected() {
+            return None;
+        }
+        let &[first, 2, high, low, ..] = &self.input[..] else {
+            return None;
+        };
+        let packet_id = u16::from_be_bytes([high, low]);
+        let acked = match first {
+            0x40 => Acked::PubAck(packet_id),
+            0x50 => Acked::PubRec(packet_id),
+            0x62 => Acked::PubRel(packet_id),
+            0x70 => Acked::PubComp(packet_id),
+            _ => return None,
+        };
+        self.input.advance(4);
+        self.last_received = now;
+        self.count_release(acked);
+        Some(acked)
+    }
+
+    fn on_acked(&mut self, acked: Acked) {
+        self.count_release(acked);
+        self.push(Event::Acked(acked));
+    }
+
+    /// A PUBREL: its QoS 2 PUBLISH stops counting against the Receive Maximum.
+    fn count_release(&mut self, acked: Acked) {
+        if let Acked::PubRel(id) = acked {
+            self.flow.quota.pubrel_received(id);
         }
     }
 

@@ -297,6 +297,13 @@ where
         // Raw bytes are logged per frame, not per read: a frame's kind is known, so a
         // CONNECT's password is masked before any byte of it is logged.
         let head = packet_log::head_of(self.proto.input());
+        if head.is_none() && packet_log::quiet(&self.logged()) {
+            // A subscriber's PUBACKs, one per message it gets: no packet decoded, no event.
+            if let Some(acked) = self.proto.take_plain_ack(now) {
+                self.handle_acked(acked);
+                return Ok(true);
+            }
+        }
         let packet = match self.proto.decode_next() {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(false),
