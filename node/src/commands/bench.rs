@@ -94,6 +94,7 @@ fn batch_options(target: &BenchTarget, b: BatchArgs) -> anyhow::Result<BatchOpti
         addr,
         version: protocol_version(&target.protocol)?,
         clients: b.clients,
+        first: 0,
         id_prefix: b.id_prefix,
         rate: b.rate,
         concurrency: b.concurrency,

@@ -35,6 +35,9 @@ pub struct BatchOptions {
     pub version: ProtocolVersion,
     /// Clients.
     pub clients: usize,
+    /// How many clients came before this batch: its ids and source addresses go on from
+    /// there (0 for a batch of its own).
+    pub first: usize,
     /// Client id prefix (ids are PREFIX0001 … PREFIXN).
     pub id_prefix: String,
     /// Connections per second at most (as fast as possible without).
@@ -98,7 +101,16 @@ pub struct ConnsReport {
     pub seconds: f64,
     /// Connections per second.
     pub rate: f64,
-    /// `(rss_after - rss_before) / connected`, bytes (0 without `--broker-pid`).
+    /// Clients connected first, before the broker's memory is read for the baseline of
+    /// `rss_per_connection` (a tenth of them, at most 1,000).
+    pub warm_up: u64,
+    /// The broker's resident memory once the warm-up clients were connected, bytes.
+    pub rss_after_warm_up: u64,
+    /// What each connection after the warm-up added to the broker's resident memory:
+    /// `(rss_after - rss_after_warm_up) / (connected - warm_up)`, bytes (0 without
+    /// `--broker-pid`). Measured from the warm-up, not from the start, so that the
+    /// allocator's first-use churn (a broker's resident memory can fall on its first
+    /// connections, as memory freed at start is given back) is not counted.
     pub rss_per_connection: f64,
     /// Whether the run was cut short (Ctrl-C).
     pub interrupted: bool,
@@ -138,7 +150,11 @@ impl Report for ConnsReport {
         if self.broker.is_some() {
             rows.push((
                 "RSS per connection".into(),
-                format!("{} B", thousands(self.rss_per_connection)),
+                format!(
+                    "{} B (growth after the first {} clients)",
+                    thousands(self.rss_per_connection),
+                    thousands(self.warm_up as f64)
+                ),
             ));
         }
         rows
@@ -182,9 +198,9 @@ pub async fn batch_start(o: &BatchOptions, control: &Control) -> Batch {
     let interval = o
         .rate
         .map(|r| Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
-    for i in 0..o.clients {
+    for (n, i) in (o.first..o.first + o.clients).enumerate() {
         if let Some(every) = interval {
-            let due = began + every * i as u32;
+            let due = began + every * n as u32;
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => {}
                 _ = control.stop.cancelled() => break,
@@ -232,11 +248,40 @@ pub async fn batch_start(o: &BatchOptions, control: &Control) -> Batch {
     }
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark: a warm-up tenth of the clients (at most 1,000), the broker's memory
+/// read, then the rest.
 pub async fn run(o: ConnsOptions, control: &Control) -> ConnsReport {
     let watch = BrokerWatch::start(o.broker_pid);
     control.progress.set_length(o.batch.clients as u64);
-    let batch = batch_start(&o.batch, control).await;
+    let warm_up = (o.batch.clients / 10).min(1000);
+    let mut batch = batch_start(
+        &BatchOptions {
+            clients: warm_up,
+            ..o.batch.clone()
+        },
+        control,
+    )
+    .await;
+    let warm_connected = batch.clients.len() as u64;
+    let rss_after_warm_up = o
+        .broker_pid
+        .map_or(0, crate::process_memory::resident_bytes_of);
+    if !control.stop.is_cancelled() {
+        let rest = batch_start(
+            &BatchOptions {
+                clients: o.batch.clients - warm_up,
+                first: o.batch.first + warm_up,
+                ..o.batch.clone()
+            },
+            control,
+        )
+        .await;
+        batch.clients.extend(rest.clients);
+        for (reason, n) in rest.failures {
+            *batch.failures.entry(reason).or_default() += n;
+        }
+        batch.seconds += rest.seconds;
+    }
     control.progress.finish_and_clear();
     let connected = batch.clients.len() as u64;
     let mut clients = batch.clients;
@@ -248,7 +293,8 @@ pub async fn run(o: ConnsOptions, control: &Control) -> ConnsReport {
     }
     let broker = watch.map(BrokerWatch::finish);
     let rss_per_connection = broker.map_or(0.0, |b| {
-        b.rss_after.saturating_sub(b.rss_before) as f64 / connected.max(1) as f64
+        b.rss_after.saturating_sub(rss_after_warm_up) as f64
+            / connected.saturating_sub(warm_connected).max(1) as f64
     });
     ConnsReport {
         clients: o.batch.clients,
@@ -257,6 +303,8 @@ pub async fn run(o: ConnsOptions, control: &Control) -> ConnsReport {
         failures: batch.failures,
         seconds: batch.seconds,
         rate: connected as f64 / batch.seconds.max(1e-9),
+        warm_up: warm_connected,
+        rss_after_warm_up,
         rss_per_connection,
         interrupted: control.stop.is_cancelled(),
         broker,
@@ -350,6 +398,7 @@ mod tests {
             addr,
             version: ProtocolVersion::V311,
             clients,
+            first: 0,
             id_prefix: "c".into(),
             rate: None,
             concurrency: 8,
@@ -368,7 +417,16 @@ mod tests {
         assert_eq!(ids.len(), 30);
         assert_eq!((ids[0].as_str(), ids[29].as_str()), ("c0001", "c0030"));
         assert!(b.failures.is_empty());
-        drop(b);
+        // A batch that follows another goes on from its last id.
+        let then = BatchOptions {
+            first: 30,
+            ..batch(broker.addr, 5)
+        };
+        let later = batch_start(&then, &Control::quiet()).await;
+        let mut ids: Vec<String> = later.clients.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, ["c0031", "c0032", "c0033", "c0034", "c0035"]);
+        drop((b, later));
         broker.stop().await;
     }
 
@@ -426,8 +484,8 @@ mod tests {
             broker_pid: Some(std::process::id()),
         };
         let r = run(o, &Control::quiet()).await;
-        assert_eq!((r.connected, r.failed), (20, 0));
-        assert!(r.rate > 0.0 && r.broker.is_some());
+        assert_eq!((r.connected, r.failed, r.warm_up), (20, 0, 2));
+        assert!(r.rate > 0.0 && r.broker.is_some() && r.rss_after_warm_up > 0);
         broker.stop().await;
         // Nothing listens there any more: every client fails, with the reason.
         let o = ConnsOptions {

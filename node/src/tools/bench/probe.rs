@@ -377,6 +377,7 @@ mod tests {
                 addr,
                 version: crate::mqtt::packet::ProtocolVersion::V311,
                 clients: 20,
+                first: 0,
                 id_prefix: format!("p{}{}-", qos as u8, topic.is_some()),
                 rate: None,
                 concurrency: 8,
