@@ -9,7 +9,7 @@
 //! connection (section 4.9: the quota starts afresh with each one): QoS 2 ids left awaiting
 //! PUBREL by an earlier connection do not count.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 use super::packet::QoS;
 
@@ -27,7 +27,7 @@ pub struct ReceiveQuota {
     /// QoS 1 PUBLISHes whose PUBACK is not sent yet.
     qos1: usize,
     /// Packet ids of QoS 2 PUBLISHes received on this connection and not yet released.
-    qos2: HashSet<u16>,
+    qos2: BTreeSet<u16>,
 }
 
 impl ReceiveQuota {
@@ -36,7 +36,7 @@ impl ReceiveQuota {
         Self {
             max: max.max(1),
             qos1: 0,
-            qos2: HashSet::new(),
+            qos2: BTreeSet::new(),
         }
     }
 

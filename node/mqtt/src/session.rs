@@ -20,7 +20,7 @@
 //!   drops it (MQTT-3.3.2-5). One already in flight is completed, as delivery has started.
 //!   Time is passed in (`now`); nothing here reads a clock.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -126,7 +126,7 @@ pub struct Session {
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     inflight: VecDeque<Inflight>,
-    awaiting_pubrel: HashSet<u16>,
+    awaiting_pubrel: BTreeSet<u16>,
     next_packet_id: u16,
     next_seq: u64,
     dropped_total: u64,
@@ -152,7 +152,7 @@ impl Session {
             queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: VecDeque::new(),
-            awaiting_pubrel: HashSet::new(),
+            awaiting_pubrel: BTreeSet::new(),
             next_packet_id: 1,
             next_seq: 1,
             dropped_total: 0,

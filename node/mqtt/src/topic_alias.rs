@@ -16,7 +16,7 @@
 //! Aliases belong to the network connection, not to the session (MQTT-3.3.2-7): each
 //! connection starts with none both ways.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -57,7 +57,7 @@ impl fmt::Display for AliasError {
 #[derive(Debug, Default)]
 pub struct InboundAliases {
     max: u16,
-    topics: HashMap<u16, Arc<str>>,
+    topics: BTreeMap<u16, Arc<str>>,
 }
 
 impl InboundAliases {
@@ -65,7 +65,7 @@ impl InboundAliases {
     pub fn new(max: u16) -> Self {
         Self {
             max,
-            topics: HashMap::new(),
+            topics: BTreeMap::new(),
         }
     }
 
@@ -135,7 +135,7 @@ impl Outbound {
 #[derive(Debug, Default)]
 pub struct OutboundAliases {
     max: u16,
-    aliases: HashMap<Arc<str>, u16>,
+    aliases: BTreeMap<Arc<str>, u16>,
 }
 
 impl OutboundAliases {
@@ -144,7 +144,7 @@ impl OutboundAliases {
     pub fn new(max: u16) -> Self {
         Self {
             max,
-            aliases: HashMap::new(),
+            aliases: BTreeMap::new(),
         }
     }
 

@@ -147,14 +147,14 @@ impl Server {
                         // transport needs, and a ws or TLS connection does not also pay for
                         // room a TCP connection's driver would take (the memory bench showed
                         // each ws connection paying for both).
-                        Box::pin(transport::serve_tcp(
-                            broker.clone(),
-                            stream,
-                            peer,
-                            shutdown,
-                            permit,
-                        ))
-                        .await;
+                        // Boxed before it is held: a local holding the future would keep
+                        // its room in this task after the move.
+                        let serving =
+                            transport::serve_tcp(broker.clone(), stream, peer, shutdown, permit)
+                                .map(Box::pin);
+                        if let Some(serving) = serving {
+                            serving.await;
+                        }
                     }
                     Transport::Tls => {
                         broker.stats.connections_tls.fetch_add(1, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 //! connection's task (never in the accept loop), with an `access` event that says why a
 //! handshake failed.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,19 +32,20 @@ fn admitted(broker: &Broker, peer: SocketAddr) -> bool {
     allowed
 }
 
-/// Serves a connection accepted on the plain MQTT listener.
-pub(crate) async fn serve_tcp(
+/// Serves a connection accepted on the plain MQTT listener: `None` when the address rules
+/// refuse it. Not an `async fn`, for the reason `connection::serve` is not.
+pub(crate) fn serve_tcp(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     slot: OwnedSemaphorePermit,
-) {
+) -> Option<impl Future<Output = ()>> {
     if !admitted(&broker, peer) {
-        return;
+        return None;
     }
     let _ = stream.set_nodelay(true);
-    connection::serve(
+    Some(connection::serve(
         broker,
         stream.into_split(),
         peer,
@@ -51,8 +53,7 @@ pub(crate) async fn serve_tcp(
         None,
         shutdown,
         slot,
-    )
-    .await;
+    ))
 }
 
 /// Serves a connection accepted on the TLS listener: handshake first.

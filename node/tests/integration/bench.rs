@@ -345,7 +345,9 @@ fn ctrl_c_stops_a_run_and_reports_what_was_measured() {
                 .lines()
                 .find_map(|l| l.strip_prefix("messages")?.trim().strip_prefix("received "))
                 .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok());
-            if received.is_some_and(|n| n > 0) {
+            // More than the readiness probes (one every 5 ms until both subscribers have one,
+            // counted by the broker too): at 200 msg/s, a quarter second of the bench's own.
+            if received.is_some_and(|n| n > 50) {
                 Ok(())
             } else {
                 Err(status)

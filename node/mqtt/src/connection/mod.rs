@@ -159,7 +159,8 @@ pub struct Connection {
     /// Since when written data has waited for the client to read it.
     unread_since: Option<Instant>,
     /// Paces PUBLISH packets (`Limits::max_messages_per_sec`); `None` without a limit.
-    publish_pace: Option<TokenBucket>,
+    /// Boxed: most nodes set no limit, and inline it would take 48 bytes of every connection.
+    publish_pace: Option<Box<TokenBucket>>,
     /// Until when input is left unread because the client publishes faster than its limit.
     throttled_until: Option<Instant>,
     /// Whether the client has been throttled yet (reported once per connection).
@@ -200,7 +201,7 @@ impl Connection {
             last_received: now,
             reading: true,
             unread_since: None,
-            publish_pace: (rate > 0).then(|| TokenBucket::new(rate, now)),
+            publish_pace: (rate > 0).then(|| Box::new(TokenBucket::new(rate, now))),
             throttled_until: None,
             throttle_reported: false,
             protocol: ProtocolVersion::V311,

@@ -107,8 +107,10 @@ struct Connection<R, W> {
 }
 
 /// Serves one connection (plain TCP, TLS or WebSocket, already accepted and upgraded) until it
-/// ends.
-pub(crate) async fn serve<R, W>(
+/// ends. Not an `async fn`: the connection is built before the future is, so the future holds
+/// the connection and its loop, not also the arguments it was built from (an `async fn` keeps
+/// its arguments' room for its whole life, moved or not).
+pub(crate) fn serve<R, W>(
     broker: Arc<Broker>,
     (reader, writer): (R, W),
     peer: SocketAddr,
@@ -116,7 +118,8 @@ pub(crate) async fn serve<R, W>(
     cert_user: Option<String>,
     shutdown: CancellationToken,
     slot: OwnedSemaphorePermit,
-) where
+) -> impl Future<Output = ()>
+where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
@@ -153,10 +156,12 @@ pub(crate) async fn serve<R, W>(
         slot: Some(slot),
     };
     tracing::debug!(target: "access", %peer, transport, conn_id, "connection accepted");
-    let reason = conn.run().await;
-    // Boxed: the close (flush, drain) is allocated when it happens, instead of sizing every
-    // idle connection's task for it.
-    Box::pin(conn.finish(reason)).await;
+    async move {
+        let reason = conn.run().await;
+        // Boxed: the close (flush, drain) is allocated when it happens, instead of sizing
+        // every idle connection's task for it.
+        Box::pin(conn.finish(reason)).await;
+    }
 }
 
 impl<R, W> Connection<R, W>

@@ -137,6 +137,7 @@ impl TopicAcl {
         }
         let generation = self.generation.load(Ordering::Acquire);
         let mut cache = session.cache.lock();
+        let cache = cache.get_or_insert_with(Box::default);
         if cache.generation != generation {
             cache.publish.clear();
             cache.read.clear();
@@ -211,7 +212,9 @@ impl Identity {
 #[derive(Debug)]
 pub struct SessionAcl {
     identity: RwLock<Identity>,
-    cache: Mutex<Cache>,
+    /// Made on the first check: without topic rules a session never needs one, and inline it
+    /// would take 150 bytes of every session.
+    cache: Mutex<Option<Box<Cache>>>,
 }
 
 #[derive(Debug, Default)]
@@ -254,9 +257,8 @@ impl SessionAcl {
         }
         identity.user = user.map(Into::into);
         drop(identity);
-        let mut cache = self.cache.lock();
-        cache.publish.clear();
-        cache.read.clear();
+        // Dropped: made again, empty, by the next check.
+        *self.cache.lock() = None;
     }
 
     /// The identity now.
