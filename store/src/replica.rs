@@ -240,7 +240,10 @@ mod tests {
             .unwrap();
         assert_eq!(store.replica("c").unwrap().unwrap(), (full, 4));
         assert_eq!(store.replica_ids().unwrap(), vec![("c".to_owned(), 4)]);
-        store.apply_replica("c", 4, &[ReplicaOp::Delete]).unwrap().unwrap();
+        store
+            .apply_replica("c", 4, &[ReplicaOp::Delete])
+            .unwrap()
+            .unwrap();
         assert!(store.replica("c").unwrap().is_none());
         assert!(store.replica_ids().unwrap().is_empty());
     }

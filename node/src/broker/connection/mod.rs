@@ -91,6 +91,8 @@ struct Connection<R, W> {
     /// PUBACK/PUBREC waiting, in order, until the store says what became of their tickets.
     pending_acks: VecDeque<PendingAck>,
     durable: Option<watch::Receiver<Durable>>,
+    /// The mark of copies on other members settled (`Broker::gate`), to wait on.
+    settled: Option<watch::Receiver<u64>>,
     /// Messages from this client were queued for sessions since this task last yielded.
     woke_sessions: bool,
     /// Bytes were read since the last PUBLISH was routed: see `let_earlier_input_in`.
@@ -132,6 +134,7 @@ pub(crate) async fn serve<R, W>(
             proto
         },
         durable: broker.store.as_ref().map(|s| s.durable_watch()),
+        settled: broker.gate.as_ref().map(|g| g.watch()),
         pending_acks: VecDeque::new(),
         fresh_input: false,
         subscribed: false,
@@ -216,6 +219,11 @@ where
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
             let waiting_ack = self.pending_acks.front().map(|a| a.ticket);
+            let waiting_copies = self
+                .pending_acks
+                .front()
+                .and_then(|a| a.copies)
+                .map(|c| c.1);
             let input = self.proto.input_mut();
             if input.is_empty() && input.capacity() > 2 * self.read_chunk {
                 // Reads have been small for a while: give the memory back.
@@ -255,6 +263,7 @@ where
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
                 _ = durable_at_least(self.durable.as_mut(), waiting_ack) => {}
+                _ = settled_at_least(self.settled.as_mut(), waiting_copies) => {}
                 _ = wake(handle.as_deref()) => {}
                 // Judged at the top of the next turn, at that turn's `now`.
                 _ = sleep_until(deadline) => timer_fired = true,
@@ -503,6 +512,18 @@ async fn durable_at_least(durable: Option<&mut watch::Receiver<Durable>>, ticket
     match (durable, ticket) {
         (Some(rx), Some(t)) => {
             if rx.wait_for(|d| d.outcome(t).is_some()).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Completes when every copy on other members up to `ticket` is settled (never without one).
+async fn settled_at_least(settled: Option<&mut watch::Receiver<u64>>, ticket: Option<u64>) {
+    match (settled, ticket) {
+        (Some(rx), Some(t)) => {
+            if rx.wait_for(|done| *done >= t).await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
