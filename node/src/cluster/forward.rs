@@ -246,10 +246,7 @@ impl Sender {
     }
 
     /// One stream: resend what was not acknowledged, then forward until it fails.
-    async fn serve(
-        &mut self,
-        rx: &mut mpsc::Receiver<Queued>,
-    ) -> Result<(), String> {
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Queued>) -> Result<(), String> {
         let conn = self
             .peers
             .connection(self.id)

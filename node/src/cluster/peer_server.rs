@@ -88,7 +88,9 @@ async fn serve_stream(
         },
         PeerRequest::Replicate { epoch: _ } => {
             let Some(store) = member.broker().and_then(|b| b.store.clone()) else {
-                return Err(MonitorError::Protocol("this node keeps no session copies".into()));
+                return Err(MonitorError::Protocol(
+                    "this node keeps no session copies".into(),
+                ));
             };
             return super::replica::serve::receive(store, member.view(), node, send, recv, reader)
                 .await;

@@ -6,8 +6,8 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 
-use fubar_store::replicated::{ApplyListener, Change, Outcome};
 use fubar_store::records::Placement;
+use fubar_store::replicated::{ApplyListener, Change, Outcome};
 use fubar_store::Store;
 
 use crate::broker::persist::message_of;
@@ -428,7 +428,8 @@ impl ApplyListener for ReplicatedView {
                 drop(placements);
                 if placement.primary != self.me {
                     self.replica_work(|w| {
-                        w.placed_elsewhere.push((client_id.clone(), placement.epoch));
+                        w.placed_elsewhere
+                            .push((client_id.clone(), placement.epoch));
                     });
                 }
             }

@@ -13,16 +13,18 @@
 use std::sync::Arc;
 
 use super::link::gate_link;
+use crate::broker::cluster_hooks::ClusterHooks as _;
 use crate::broker::persist;
 use crate::broker::session_end::SessionEnd;
 use crate::broker::Broker;
-use crate::broker::cluster_hooks::ClusterHooks as _;
 use crate::cluster::member::ClusterMember;
 
 impl ClusterMember {
     /// Member `node` was dropped: see the module's doc.
     pub(super) fn member_dropped(&self, node: u64) {
-        let name = self.peer_info(node).map_or_else(|| node.to_string(), |i| i.name);
+        let name = self
+            .peer_info(node)
+            .map_or_else(|| node.to_string(), |i| i.name);
         let gate = &self.replicas.gate;
         let refused = gate.fail_link(node) + gate.fail_link(gate_link(node));
         if refused > 0 {
@@ -61,7 +63,9 @@ impl ClusterMember {
     /// Takes over the sessions `node` was the primary of and this node is the first live
     /// backup of.
     fn adopt_from(&self, broker: &Arc<Broker>, node: u64, name: &str) {
-        let Some(store) = broker.store.clone() else { return };
+        let Some(store) = broker.store.clone() else {
+            return;
+        };
         let copies = match store.replica_ids() {
             Ok(c) => c,
             Err(e) => {
@@ -71,7 +75,9 @@ impl ClusterMember {
         };
         let live = self.live_brokers();
         for (client, epoch) in copies {
-            let Some(placement) = self.view.placement(&client) else { continue };
+            let Some(placement) = self.view.placement(&client) else {
+                continue;
+            };
             if placement.primary != node || placement.epoch > epoch {
                 continue;
             }

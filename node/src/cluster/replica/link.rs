@@ -16,9 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::ack_gate::AckGate;
-use crate::cluster::peer_wire::{
-    PeerRequest, ReplicaAck, ReplicaEntry, MAX_PEER_FRAME,
-};
+use crate::cluster::peer_wire::{PeerRequest, ReplicaAck, ReplicaEntry, MAX_PEER_FRAME};
 use crate::cluster::peers::Peers;
 
 /// Entries per batch frame, at most.
@@ -167,7 +165,9 @@ impl Sender {
         let open = PeerRequest::Replicate {
             epoch: self.config.boot,
         };
-        write_frame(&mut send, &open).await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, &open)
+            .await
+            .map_err(|e| e.to_string())?;
         self.resend(&mut send).await?;
         let mut reader = FrameReader::new(MAX_PEER_FRAME);
         loop {
@@ -212,8 +212,11 @@ impl Sender {
 
     /// Sends every unacknowledged entry again, in order.
     async fn resend(&mut self, send: &mut quinn::SendStream) -> Result<(), String> {
-        let all: Vec<(u64, Arc<ReplicaEntry>)> =
-            self.unacked.iter().map(|(s, e, _, _)| (*s, e.clone())).collect();
+        let all: Vec<(u64, Arc<ReplicaEntry>)> = self
+            .unacked
+            .iter()
+            .map(|(s, e, _, _)| (*s, e.clone()))
+            .collect();
         for chunk in all.chunks(BATCH_ENTRIES) {
             let entries: Vec<Arc<ReplicaEntry>> = chunk.iter().map(|(_, e)| e.clone()).collect();
             write_batch(send, chunk[0].0, &entries).await?;

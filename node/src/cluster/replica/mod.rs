@@ -194,7 +194,11 @@ impl ClusterMember {
                     Some(e) => e.epoch,
                     None => next_epoch(self.view.placement(client_id).map(|p| p.epoch)),
                 };
-                let backups = rendezvous(client_id, &self.live_brokers(), self.replicas.config.replicas);
+                let backups = rendezvous(
+                    client_id,
+                    &self.live_brokers(),
+                    self.replicas.config.replicas,
+                );
                 let entry = Entry {
                     epoch,
                     backups: backups.clone(),
