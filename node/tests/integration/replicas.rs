@@ -144,3 +144,39 @@ fn acknowledged_messages_of_offline_sessions_survive_the_loss_of_their_node_and_
         receive_all(&mut s, i, "m", &mut got);
     }
 }
+
+#[test]
+fn acknowledged_messages_of_online_sessions_survive_the_loss_of_their_node() {
+    let cluster = Cluster::with_settings("[session]\nreplicas = 1\n");
+    let (n1, n2, n3) = three(&cluster);
+    let mut online: Vec<RawClient> = (0..SUBSCRIBERS)
+        .map(|i| {
+            let (mut s, _) = connect_persistent(&n1.broker, &format!("s{i}"));
+            raw_subscribe(&mut s, 1, &[(&format!("r/{i}"), RawQoS::AtLeastOnce)]);
+            s
+        })
+        .collect();
+    cluster.wait_routes("n2@localhost", SUBSCRIBERS as u64);
+    publish_all(&n2.broker, "m");
+    // Each subscriber takes (and acknowledges) its first three messages; the others are in
+    // flight when its node dies.
+    let mut got: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); SUBSCRIBERS];
+    for (i, s) in online.iter_mut().enumerate() {
+        while got[i].len() < 3 {
+            let Some(Packet::Publish(p)) = s.read_packet(WAIT) else {
+                panic!("s{i}: no message on n1");
+            };
+            got[i].insert(String::from_utf8_lossy(&p.payload).into_owned(), 1);
+            send(s, &Packet::PubAck(Ack::new(p.packet_id)));
+        }
+    }
+    n1.broker.kill9();
+    std::fs::remove_dir_all(cluster.path().join(&n1.name)).expect("n1's data dir deleted");
+    drop(online);
+    wait_failed_over(&[&n2.broker, &n3.broker]);
+    for (i, got) in got.iter_mut().enumerate() {
+        let (mut s, present) = connect_persistent(&n3.broker, &format!("s{i}"));
+        assert!(present, "s{i}: CONNACK says session present");
+        receive_all(&mut s, i, "m", got);
+    }
+}

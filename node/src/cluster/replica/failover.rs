@@ -12,6 +12,8 @@
 
 use std::sync::Arc;
 
+use fubar_store::records::{QueuedState, RestoredSession};
+
 use super::link::gate_link;
 use crate::broker::cluster_hooks::ClusterHooks as _;
 use crate::broker::persist;
@@ -88,7 +90,7 @@ impl ClusterMember {
             if first_live != Some(&self.id) || broker.registry.get(&client).is_some() {
                 continue;
             }
-            let session = match store.replica(&client) {
+            let mut session = match store.replica(&client) {
                 Ok(Some((session, _))) => session,
                 Ok(None) => continue,
                 Err(e) => {
@@ -97,6 +99,7 @@ impl ClusterMember {
                     continue;
                 }
             };
+            possibly_sent(&mut session, broker.settings().session.inflight_window);
             let owner = session.record.owner.clone();
             let queued = session.queued.len();
             persist::install_moved(broker, session);
@@ -144,5 +147,99 @@ impl ClusterMember {
                 }
             }
         }
+    }
+}
+
+/// The copy of a session lags its primary by the writes in flight to the backup: messages it
+/// holds as queued may have been sent already. The first of them, as many as the in-flight
+/// window could have let out, are taken as sent (in flight, with packet ids): they go again
+/// with DUP, as a message sent before a connection dropped does.
+fn possibly_sent(session: &mut RestoredSession, window: usize) {
+    let mut used: std::collections::BTreeSet<u16> = session
+        .queued
+        .iter()
+        .filter_map(|(_, q)| packet_id(q.state))
+        .collect();
+    let mut room = window.saturating_sub(used.len());
+    let mut next = used.last().copied().unwrap_or(0);
+    session.queued.sort_by_key(|(seq, _)| *seq);
+    for (_, q) in &mut session.queued {
+        if room == 0 {
+            break;
+        }
+        if q.state != QueuedState::Queued || q.qos == 0 {
+            continue;
+        }
+        loop {
+            next = next.checked_add(1).unwrap_or(1);
+            if used.insert(next) {
+                break;
+            }
+        }
+        q.state = if q.qos == 1 {
+            QueuedState::WaitPubAck(next)
+        } else {
+            QueuedState::WaitPubRec(next)
+        };
+        room -= 1;
+    }
+}
+
+fn packet_id(state: QueuedState) -> Option<u16> {
+    match state {
+        QueuedState::Queued => None,
+        QueuedState::WaitPubAck(id)
+        | QueuedState::WaitPubRec(id)
+        | QueuedState::WaitPubComp(id) => Some(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fubar_store::records::{QueuedRecord, SessionRecord, StoredMessage};
+
+    use super::*;
+
+    fn q(qos: u8, state: QueuedState) -> QueuedRecord {
+        QueuedRecord {
+            message: StoredMessage {
+                topic: "t".into(),
+                payload: vec![],
+                qos,
+                retain: false,
+                properties: Default::default(),
+                expires_at_ms: None,
+            },
+            qos,
+            retain: false,
+            state,
+            subscription_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn queued_messages_of_a_copy_are_taken_as_sent_up_to_the_window() {
+        let mut s = RestoredSession {
+            client_id: "c".into(),
+            record: SessionRecord::default(),
+            queued: vec![
+                (1, q(1, QueuedState::WaitPubAck(7))),
+                (2, q(2, QueuedState::Queued)),
+                (3, q(1, QueuedState::Queued)),
+                (4, q(1, QueuedState::Queued)),
+            ],
+            qos2_received: vec![],
+        };
+        possibly_sent(&mut s, 3);
+        let states: Vec<QueuedState> = s.queued.iter().map(|(_, q)| q.state).collect();
+        assert_eq!(
+            states,
+            vec![
+                QueuedState::WaitPubAck(7),
+                QueuedState::WaitPubRec(8),
+                QueuedState::WaitPubAck(9),
+                QueuedState::Queued,
+            ]
+        );
     }
 }
