@@ -440,9 +440,9 @@ impl Default for SessionSettings {
             // 2 GiB: a tenth of this machine class's memory; the memory alarm (40%) sheds
             // only QoS 0, so offline queues need a bound of their own.
             max_offline_queued_bytes: 2 << 30,
-            // Off until failover from a copy is in: a copy no one can take over costs the
-            // publisher a round trip for nothing.
-            replicas: 0,
+            // One copy survives the loss of any one node; it only takes effect in a cluster
+            // of 3 or more brokers (of two, neither can tell a dead peer from a partition).
+            replicas: 1,
         }
     }
 }
