@@ -71,7 +71,10 @@ fn publish_all(broker: &Broker, prefix: &str) {
         }
         for _ in start..(start + chunk).min(total) {
             match p.read_packet(WAIT) {
-                Some(Packet::PubAck(Ack { reason, .. })) if reason == ReasonCode::Success => {}
+                Some(Packet::PubAck(Ack {
+                    reason: ReasonCode::Success,
+                    ..
+                })) => {}
                 other => panic!("expected a PUBACK, got {other:?}"),
             }
         }
