@@ -317,3 +317,41 @@ impl ClusterMember {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_is_stable_and_moves_only_what_a_lost_member_held() {
+        let members = [11, 22, 33, 44];
+        let before: Vec<Vec<u64>> = (0..200)
+            .map(|i| rendezvous(&format!("c{i}"), &members, 1))
+            .collect();
+        let again: Vec<Vec<u64>> = (0..200)
+            .map(|i| rendezvous(&format!("c{i}"), &members, 1))
+            .collect();
+        assert_eq!(before, again);
+        // Every member gets some.
+        for m in members {
+            assert!(before.iter().any(|b| b == &vec![m]), "{m} backs nothing up");
+        }
+        // Losing 22 moves only the sessions 22 backed up.
+        let after: Vec<Vec<u64>> = (0..200)
+            .map(|i| rendezvous(&format!("c{i}"), &[11, 33, 44], 1))
+            .collect();
+        for (b, a) in before.iter().zip(&after) {
+            if b != &vec![22] {
+                assert_eq!(b, a);
+            }
+        }
+        assert_eq!(rendezvous("c", &members, 2).len(), 2);
+        assert!(rendezvous("c", &[], 1).is_empty());
+    }
+
+    #[test]
+    fn a_new_epoch_is_above_the_recorded_one_and_the_clock() {
+        assert!(next_epoch(None) > 1_000_000_000_000);
+        assert_eq!(next_epoch(Some(u64::MAX - 1)), u64::MAX);
+    }
+}
