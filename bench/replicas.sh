@@ -3,7 +3,8 @@
 # `session.replicas = 0` and once with 1, RUNS times each (3 by default), alternating; prints
 # each run's figure, then the medians and their ratio.
 #
-#   bench/replicas.sh [PUBLISHERS MESSAGES SIZE]     # default 4 20000 64
+#   bench/replicas.sh [PUBLISHERS MESSAGES SIZE]     # default 4 20000 64; PUB_ON=n1 publishes
+#                                                    # on the subscriber's node instead
 #
 # Per run: a fresh cluster (n1 founds, n2 and n3 join); a persistent subscriber
 # (`mosquitto_sub -c -i parked -q 1 -t bench/fanin -E`) subscribes on n1 and leaves, so every
@@ -45,7 +46,8 @@ run() {
   wait_line "$dir/n3.log" "joined the cluster" >/dev/null
   [ "$1" = 0 ] || wait_line "$dir/n1.log" "persistent session replication switched" >/dev/null
   mosquitto_sub -h 127.0.0.1 -p "$a" -i parked -c -q 1 -t bench/fanin -E >/dev/null
-  "$FUBAR" bench fanin -p "$b" --sub-port "$a" --publishers "$PUBS" --messages "$MSGS" \
+  local pub=$b; [ "${PUB_ON:-n2}" = n1 ] && pub=$a
+  "$FUBAR" bench fanin -p "$pub" --sub-port "$a" --publishers "$PUBS" --messages "$MSGS" \
     --size "$SIZE" -q 1 --subscribers 0 -t bench/fanin --json \
     | python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["publish_rate"]))'
   for p in "${started[@]}"; do kill -9 "$p" 2>/dev/null || true; done; started=()
