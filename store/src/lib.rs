@@ -12,6 +12,7 @@
 
 mod durability;
 pub mod records;
+mod replica;
 pub mod replicated;
 pub mod timing;
 
@@ -98,6 +99,9 @@ pub struct Store {
     routes: Keyspace,
     clients: Keyspace,
     client_owners: Keyspace,
+    placements: Keyspace,
+    /// Copies of other nodes' persistent sessions (this node is their backup).
+    replicas: replica::ReplicaKeyspaces,
     durability: Durability,
     replication_taken: AtomicBool,
     /// Tests make the message path's writes fail with this (`inject_failures`).
@@ -159,6 +163,13 @@ impl Store {
             routes: ks(replicated::ROUTES)?,
             clients: ks(replicated::CLIENTS)?,
             client_owners: ks(replicated::CLIENT_OWNERS)?,
+            placements: ks(replicated::PLACEMENTS)?,
+            replicas: replica::ReplicaKeyspaces {
+                sessions: ks("replica_sessions")?,
+                queued: ks("replica_queued")?,
+                qos2: ks("replica_qos2")?,
+                epochs: ks("replica_epochs")?,
+            },
             replication_taken: AtomicBool::new(false),
             #[cfg(any(test, feature = "fault-injection"))]
             fail_writes: AtomicBool::new(false),
@@ -514,59 +525,84 @@ impl Store {
         let mut out = Vec::new();
         for g in self.sessions.iter() {
             let (k, v) = g.into_inner()?;
-            let client_id = std::str::from_utf8(&k)
-                .map_err(|_| self.corrupt("a session key is not UTF-8".into()))?
-                .to_owned();
-            let record: SessionRecord = self.decode("session", &k, &v)?;
-            let prefix = session_prefix(&client_id);
-            let mut queued = Vec::new();
-            for g in self.queued.prefix(&prefix) {
-                let (k, v) = g.into_inner()?;
-                let seq = suffix_u64(&k[prefix.len()..])
-                    .ok_or_else(|| self.corrupt(format!("queued key of {client_id:?}")))?;
-                queued.push((seq, self.decode("queued", &k, &v)?));
-            }
-            let mut qos2_received = Vec::new();
-            for g in self.qos2.prefix(&prefix) {
-                let k = g.key()?;
-                let id = k[prefix.len()..]
-                    .try_into()
-                    .map(u16::from_be_bytes)
-                    .map_err(|_| self.corrupt(format!("qos2 key of {client_id:?}")))?;
-                qos2_received.push(id);
-            }
-            out.push(RestoredSession {
-                client_id,
-                record,
-                queued,
-                qos2_received,
-            });
+            out.push(self.read_session(&self.sessions_in(), &k, &v)?);
         }
         Ok(out)
     }
+
+    /// The keyspaces of this node's own sessions.
+    fn sessions_in(&self) -> SessionKeyspaces<'_> {
+        SessionKeyspaces {
+            queued: &self.queued,
+            qos2: &self.qos2,
+        }
+    }
+
+    /// One session (key `k`, record `v` of `ks.sessions`) with its queue and QoS 2 state.
+    fn read_session(
+        &self,
+        ks: &SessionKeyspaces<'_>,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<RestoredSession, StoreError> {
+        let client_id = std::str::from_utf8(k)
+            .map_err(|_| self.corrupt("a session key is not UTF-8".into()))?
+            .to_owned();
+        let record: SessionRecord = self.decode("session", k, v)?;
+        let prefix = session_prefix(&client_id);
+        let mut queued = Vec::new();
+        for g in ks.queued.prefix(&prefix) {
+            let (k, v) = g.into_inner()?;
+            let seq = suffix_u64(&k[prefix.len()..])
+                .ok_or_else(|| self.corrupt(format!("queued key of {client_id:?}")))?;
+            queued.push((seq, self.decode("queued", &k, &v)?));
+        }
+        let mut qos2_received = Vec::new();
+        for g in ks.qos2.prefix(&prefix) {
+            let k = g.key()?;
+            let id = k[prefix.len()..]
+                .try_into()
+                .map(u16::from_be_bytes)
+                .map_err(|_| self.corrupt(format!("qos2 key of {client_id:?}")))?;
+            qos2_received.push(id);
+        }
+        Ok(RestoredSession {
+            client_id,
+            record,
+            queued,
+            qos2_received,
+        })
+    }
+}
+
+/// The three keyspaces a set of sessions lives in (this node's own, or its copies of other
+/// nodes' sessions).
+struct SessionKeyspaces<'a> {
+    queued: &'a Keyspace,
+    qos2: &'a Keyspace,
 }
 
 /// Client ids never contain U+0000 (MQTT forbids it), so a 0 byte ends the id in keys.
-fn session_prefix(client_id: &str) -> Vec<u8> {
+pub(crate) fn session_prefix(client_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(client_id.len() + 1);
     k.extend_from_slice(client_id.as_bytes());
     k.push(0);
     k
 }
 
-fn queued_key(client_id: &str, seq: u64) -> Vec<u8> {
+pub(crate) fn queued_key(client_id: &str, seq: u64) -> Vec<u8> {
     let mut k = session_prefix(client_id);
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
-fn qos2_key(client_id: &str, packet_id: u16) -> Vec<u8> {
+pub(crate) fn qos2_key(client_id: &str, packet_id: u16) -> Vec<u8> {
     let mut k = session_prefix(client_id);
     k.extend_from_slice(&packet_id.to_be_bytes());
     k
 }
 
-fn suffix_u64(b: &[u8]) -> Option<u64> {
+pub(crate) fn suffix_u64(b: &[u8]) -> Option<u64> {
     b.try_into().ok().map(u64::from_be_bytes)
 }
 

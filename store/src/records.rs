@@ -127,3 +127,44 @@ pub struct RestoredSession {
     /// Packet ids of QoS 2 messages received and not yet released.
     pub qos2_received: Vec<u16>,
 }
+
+/// Where a persistent session lives in a cluster: its primary (the node serving it), the
+/// nodes holding copies of it, and its epoch, raised by every move (the key is the client
+/// id). Replicated through Raft; a copy with an older epoch is stale and never served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The node serving the session.
+    pub primary: u64,
+    /// The nodes holding a copy of its journal (`session.replicas` of them).
+    pub backups: Vec<u64>,
+    /// Raised each time the session moves to another primary.
+    pub epoch: u64,
+}
+
+/// One write of a persistent session's journal as it is streamed to a backup: the same
+/// records the primary writes to its own store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaOp {
+    /// The whole session (a new backup, or a session that moved): replaces any copy.
+    Full(RestoredSession),
+    /// The session record (subscriptions, expiry, owner).
+    PutSession(SessionRecord),
+    /// A queued message, stored or rewritten (its state changed).
+    PutQueued {
+        /// Its sequence number in the session.
+        seq: u64,
+        /// The record.
+        record: QueuedRecord,
+    },
+    /// A queued message is gone (acknowledged, expired, dropped).
+    RemoveQueued {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A QoS 2 packet id was received.
+    PutQos2(u16),
+    /// A QoS 2 packet id was released.
+    DeleteQos2(u16),
+    /// The session ended: the copy is deleted.
+    Delete,
+}

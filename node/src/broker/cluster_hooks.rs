@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use fubar_store::records::RestoredSession;
+use fubar_store::records::{ReplicaOp, RestoredSession};
 
 use super::client_owner::NotOwner;
 use crate::mqtt::message::Message;
@@ -54,6 +54,27 @@ pub trait ClusterHooks: Send + Sync + fmt::Debug {
         user: Option<&'a str>,
         keep: bool,
     ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>>;
+    /// Where acknowledgements wait for copies on other members (`None`: they never do).
+    fn ack_gate(&self) -> Option<Arc<super::ack_gate::AckGate>> {
+        None
+    }
+    /// Whether persistent sessions are copied to other members now: their journal writes
+    /// are then also handed to `replicate`.
+    fn replicating(&self) -> bool {
+        false
+    }
+    /// A persistent session's journal writes, made here (called under the session's lock,
+    /// in order): copy them to its backups. `full` is the whole session, for a backup that
+    /// has no copy yet. Must not block.
+    fn replicate(
+        &self,
+        _client_id: &str,
+        _ops: Vec<ReplicaOp>,
+        _full: &dyn Fn() -> RestoredSession,
+    ) {
+    }
+    /// A persistent session ended here (or moved away): its copies are deleted.
+    fn session_forgotten(&self, _client_id: &str) {}
 }
 
 /// The hooks of a standalone node: no other node to tell, none to take a session from.

@@ -4,6 +4,7 @@
 //! `Broker` is the state every connection shares. `Server` owns a bound listener and runs the
 //! accept loop until its shutdown token is cancelled.
 
+pub mod ack_gate;
 pub mod acl;
 pub mod auth;
 pub mod client_owner;
@@ -76,6 +77,9 @@ pub struct Broker {
     tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// The cluster layer as the broker sees it: `LocalOnly` on a standalone node.
     pub cluster: Arc<dyn ClusterHooks>,
+    /// Copies of messages on other members that acknowledgements wait for (none on a
+    /// standalone node, or without `session.replicas`).
+    pub gate: Option<Arc<ack_gate::AckGate>>,
     /// The log writer's fast path for packet events (absent without a log engine: unit
     /// tests, the in-process benchmark; `tracing` then carries them).
     packet_sink: Option<fubar_logs::PacketSink>,
@@ -271,11 +275,13 @@ impl Broker {
             topic_acl: topic_acl.clone(),
             tracer: tracer::Tracer::default(),
             memory: memory::MemoryAlarm::default(),
+            gate: cluster.ack_gate(),
+            registry: Registry::with_store(store.clone(), store.as_ref().map(|_| disk.clone()))
+                .with_hooks(cluster.clone()),
             cluster,
             packet_sink: None,
             tls: RwLock::new(None),
             settings: RwLock::new(Arc::new(settings)),
-            registry: Registry::with_store(store.clone(), store.as_ref().map(|_| disk.clone())),
             retained,
             disk,
             stats: Stats::default(),

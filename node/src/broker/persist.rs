@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fubar_store::records::{
-    QueuedRecord, QueuedState, RestoredSession, SessionRecord, StoredMessage, StoredProperties,
-    StoredSubscription,
+    QueuedRecord, QueuedState, ReplicaOp, RestoredSession, SessionRecord, StoredMessage,
+    StoredProperties, StoredSubscription,
 };
 use fubar_store::{Store, StoreError};
 
@@ -171,50 +171,67 @@ fn delivery_state(s: QueuedState) -> DeliveryState {
 /// Writes a persistent session's journal to the store. Runs under the session's lock, so the
 /// writes of one session reach the store in the order they were made. Every change is tried
 /// (a later one may still succeed, and each is whole in itself); the first error is returned,
-/// and means the journal is not all in the store.
+/// and means the journal is not all in the store. With `copies`, each write is also added
+/// there, in the form a backup applies it.
 pub(crate) fn write_changes(
     store: &Store,
     client_id: &str,
     session: &Session,
     changes: Vec<SessionChange>,
+    mut copies: Option<&mut Vec<ReplicaOp>>,
 ) -> Result<(), StoreError> {
     let mut first_error = None;
     for change in changes {
-        let result = match change {
-            SessionChange::Put {
-                seq,
-                delivery,
-                state,
-            } => {
-                let record = QueuedRecord {
-                    message: stored_message(&delivery.message),
-                    qos: delivery.qos as u8,
-                    retain: delivery.retain,
-                    state: queued_state(state),
-                    subscription_ids: delivery.subscription_ids,
-                };
-                store.put_queued(client_id, seq, &record).map(drop)
+        let op = replica_op(session, change);
+        let result = match &op {
+            ReplicaOp::PutQueued { seq, record } => {
+                store.put_queued(client_id, *seq, record).map(drop)
             }
-            SessionChange::Remove { seq } => store.delete_queued(client_id, seq),
-            SessionChange::Qos2Received(id) => store.put_qos2(client_id, id),
-            SessionChange::Qos2Released(id) => store.delete_qos2(client_id, id),
-            SessionChange::Subscriptions => {
-                let record = SessionRecord {
-                    subscriptions: session
-                        .subscriptions()
-                        .map(|(f, o)| stored_subscription(f, o))
-                        .collect(),
-                    expiry_secs: session.expiry_secs(),
-                    owner: session.user().map(str::to_owned),
-                };
-                store.put_session(client_id, &record).map(drop)
-            }
+            ReplicaOp::RemoveQueued { seq } => store.delete_queued(client_id, *seq),
+            ReplicaOp::PutQos2(id) => store.put_qos2(client_id, *id),
+            ReplicaOp::DeleteQos2(id) => store.delete_qos2(client_id, *id),
+            ReplicaOp::PutSession(record) => store.put_session(client_id, record).map(drop),
+            ReplicaOp::Full(_) | ReplicaOp::Delete => Ok(()),
         };
+        if let Some(copies) = copies.as_deref_mut() {
+            copies.push(op);
+        }
         if let Err(e) = result {
             first_error.get_or_insert(e);
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// One journal change as a store write (the same for this node's store and a backup's).
+fn replica_op(session: &Session, change: SessionChange) -> ReplicaOp {
+    match change {
+        SessionChange::Put {
+            seq,
+            delivery,
+            state,
+        } => ReplicaOp::PutQueued {
+            seq,
+            record: QueuedRecord {
+                message: stored_message(&delivery.message),
+                qos: delivery.qos as u8,
+                retain: delivery.retain,
+                state: queued_state(state),
+                subscription_ids: delivery.subscription_ids,
+            },
+        },
+        SessionChange::Remove { seq } => ReplicaOp::RemoveQueued { seq },
+        SessionChange::Qos2Received(id) => ReplicaOp::PutQos2(id),
+        SessionChange::Qos2Released(id) => ReplicaOp::DeleteQos2(id),
+        SessionChange::Subscriptions => ReplicaOp::PutSession(SessionRecord {
+            subscriptions: session
+                .subscriptions()
+                .map(|(f, o)| stored_subscription(f, o))
+                .collect(),
+            expiry_secs: session.expiry_secs(),
+            owner: session.user().map(str::to_owned),
+        }),
+    }
 }
 
 /// Loads retained messages and persistent sessions (offline, with their subscriptions in the

@@ -20,6 +20,7 @@ use fubar_store::{Store, StoreError};
 use tokio::sync::{oneshot, Notify};
 
 use super::client_owner::{check, Claim, NotOwner};
+use super::cluster_hooks::ClusterHooks;
 use super::disk_guard::DiskGuard;
 use super::offline_budget::OfflineBudget;
 use super::persist;
@@ -112,6 +113,8 @@ pub struct SessionHandle {
     pub notify: Notify,
     /// Where a persistent session's changes are written.
     store: Option<Arc<Store>>,
+    /// The cluster, which copies a persistent session's changes to its backups.
+    hooks: Option<Arc<dyn ClusterHooks>>,
     /// The node's bound on bytes queued for absent clients.
     offline: Arc<OfflineBudget>,
     /// Who the client is for topic rules, and the session's cached decisions.
@@ -124,8 +127,10 @@ impl SessionHandle {
         slot: SessionSlot,
         store: Option<Arc<Store>>,
         offline: Arc<OfflineBudget>,
+        hooks: Option<Arc<dyn ClusterHooks>>,
     ) -> Self {
         Self {
+            hooks,
             acl: super::topic_acl::SessionAcl::new(client_id.clone()),
             client_id,
             slot: Mutex::new(slot),
@@ -183,11 +188,19 @@ impl SlotGuard<'_> {
         if changes.is_empty() || self.guard.ended {
             return Ok(());
         }
-        match &self.handle.store {
-            Some(store) => {
-                persist::write_changes(store, &self.handle.client_id, &self.guard.session, changes)
+        let Some(store) = &self.handle.store else {
+            return Ok(());
+        };
+        let (client_id, session) = (&self.handle.client_id, &self.guard.session);
+        match self.handle.hooks.as_ref().filter(|h| h.replicating()) {
+            Some(hooks) => {
+                let mut ops = Vec::with_capacity(changes.len());
+                let written =
+                    persist::write_changes(store, client_id, session, changes, Some(&mut ops));
+                hooks.replicate(client_id, ops, &|| persist::exported(client_id, session));
+                written
             }
-            None => Ok(()),
+            None => persist::write_changes(store, client_id, session, changes, None),
         }
     }
 
@@ -274,6 +287,8 @@ pub struct Registry {
     max_age_secs: AtomicU64,
     /// `session.max_offline_queued_bytes`: bytes queued for absent clients, node-wide.
     offline: Arc<OfflineBudget>,
+    /// The cluster, told of persistent sessions' writes and ends (replication).
+    hooks: Option<Arc<dyn ClusterHooks>>,
 }
 
 impl Default for Registry {
@@ -294,7 +309,14 @@ impl Registry {
             // The setting's own default, until the broker applies the node's settings.
             max_age_secs: AtomicU64::new(SessionSettings::default().max_age_secs),
             offline: Arc::new(OfflineBudget::new(usize::MAX, disk)),
+            hooks: None,
         }
+    }
+
+    /// The same registry, telling `hooks` of persistent sessions' writes and ends.
+    pub fn with_hooks(mut self, hooks: Arc<dyn ClusterHooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// The node's bound on bytes queued for absent clients (`session.max_offline_queued_bytes`).
@@ -444,6 +466,7 @@ impl Registry {
             slot,
             self.store.clone(),
             self.offline.clone(),
+            self.hooks.clone(),
         ))
     }
 
@@ -461,6 +484,9 @@ impl Registry {
 
     /// Deletes a session's stored state.
     fn forget_stored(&self, client_id: &str) {
+        if let Some(hooks) = &self.hooks {
+            hooks.session_forgotten(client_id);
+        }
         if let Some(store) = &self.store {
             if let Err(e) = store.delete_session(client_id) {
                 tracing::error!(target: "error", client = client_id, error = %e, "cannot delete stored session");

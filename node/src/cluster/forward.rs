@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::peer_wire::{ForwardAck, ForwardBatch, ForwardedMessage, PeerRequest, MAX_PEER_FRAME};
 use super::peers::Peers;
+use crate::broker::ack_gate::AckGate;
 use crate::broker::persist::{message_of, stored_properties};
 use crate::broker::publish::Origin;
 use crate::broker::Broker;
@@ -107,7 +108,10 @@ pub struct LinkFigures {
 /// The sending end of the message stream to one member.
 #[derive(Debug)]
 pub struct ForwardLink {
-    queue: mpsc::Sender<Arc<ForwardedMessage>>,
+    /// The member's id (also its link id in the `AckGate`).
+    pub id: u64,
+    queue: mpsc::Sender<Queued>,
+    gate: Arc<AckGate>,
     counts: Arc<LinkCounts>,
     dropped: AtomicU64,
     last_report: Mutex<Option<Instant>>,
@@ -122,11 +126,13 @@ impl ForwardLink {
         name: String,
         epoch: u64,
         capacity: usize,
+        gate: Arc<AckGate>,
         stop: CancellationToken,
     ) -> Self {
         let (queue, rx) = mpsc::channel(capacity.max(1));
         let counts = Arc::new(LinkCounts::default());
         let sender = Sender {
+            gate: gate.clone(),
             counts: counts.clone(),
             peers,
             id,
@@ -138,6 +144,8 @@ impl ForwardLink {
         };
         tokio::spawn(sender.run(rx, stop));
         Self {
+            id,
+            gate,
             queue,
             counts,
             dropped: AtomicU64::new(0),
@@ -146,9 +154,13 @@ impl ForwardLink {
         }
     }
 
-    /// Queues `message` for the member; drops it (counted, reported) if the link is full.
-    pub fn send(&self, message: Arc<ForwardedMessage>) {
-        if self.queue.try_send(message).is_err() {
+    /// Queues `message` for the member, with the gate ticket its acknowledgement waits for
+    /// (0: none); drops it (counted, reported, its ticket failed) if the link is full.
+    pub fn send(&self, message: Arc<ForwardedMessage>, ticket: u64) {
+        if self.queue.try_send((message, ticket)).is_err() {
+            if ticket != 0 {
+                self.gate.fail(self.id, [ticket]);
+            }
             let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // A full link drops many in a row: look at the clock once in a while only.
             if total % 1024 != 1 {
@@ -191,8 +203,13 @@ struct ForwardBatchOut<'a> {
     messages: Vec<&'a ForwardedMessage>,
 }
 
+/// A message queued for a member, with the `AckGate` ticket its publisher's acknowledgement
+/// waits for (0: none).
+type Queued = (Arc<ForwardedMessage>, u64);
+
 /// The task behind a [`ForwardLink`].
 struct Sender {
+    gate: Arc<AckGate>,
     counts: Arc<LinkCounts>,
     peers: Arc<Peers>,
     id: u64,
@@ -200,12 +217,12 @@ struct Sender {
     epoch: u64,
     capacity: usize,
     next_seq: u64,
-    /// QoS 1/2 messages sent and not acknowledged, oldest first.
-    unacked: VecDeque<(u64, Arc<ForwardedMessage>)>,
+    /// QoS 1/2 messages sent and not acknowledged, oldest first, with their gate tickets.
+    unacked: VecDeque<(u64, Arc<ForwardedMessage>, u64)>,
 }
 
 impl Sender {
-    async fn run(mut self, mut rx: mpsc::Receiver<Arc<ForwardedMessage>>, stop: CancellationToken) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Queued>, stop: CancellationToken) {
         let mut backoff = BACKOFF_MIN;
         loop {
             let served = tokio::select! {
@@ -229,10 +246,7 @@ impl Sender {
     }
 
     /// One stream: resend what was not acknowledged, then forward until it fails.
-    async fn serve(
-        &mut self,
-        rx: &mut mpsc::Receiver<Arc<ForwardedMessage>>,
-    ) -> Result<(), String> {
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<Queued>) -> Result<(), String> {
         let conn = self
             .peers
             .connection(self.id)
@@ -266,20 +280,24 @@ impl Sender {
     async fn send_batch(
         &mut self,
         send: &mut SendStream,
-        first: Arc<ForwardedMessage>,
-        rx: &mut mpsc::Receiver<Arc<ForwardedMessage>>,
+        first: Queued,
+        rx: &mut mpsc::Receiver<Queued>,
     ) -> Result<(), MonitorError> {
         let now = Instant::now();
         let mut batch = Vec::new();
         let mut bytes = 0;
         let mut next = Some(first);
-        while let Some(m) = next.take() {
+        while let Some((m, ticket)) = next.take() {
             match on_wire(&m, now) {
                 Some(m) => {
                     bytes += m.payload.len();
-                    batch.push(m);
+                    batch.push((m, ticket));
                 }
-                None => self.expired(&m),
+                None => {
+                    // Expired: nothing more to wait for.
+                    self.gate.settle(self.id, [ticket]);
+                    self.expired(&m);
+                }
             }
             if batch.len() < BATCH_MESSAGES
                 && bytes < BATCH_BYTES
@@ -293,14 +311,15 @@ impl Sender {
         }
         let first_seq = self.next_seq;
         self.next_seq += batch.len() as u64;
-        for (i, m) in batch.iter().enumerate() {
+        for (i, (m, ticket)) in batch.iter().enumerate() {
             if m.qos > 0 {
-                self.unacked.push_back((first_seq + i as u64, m.clone()));
+                self.unacked
+                    .push_back((first_seq + i as u64, m.clone(), *ticket));
             }
         }
         let frame = ForwardBatchOut {
             first_seq,
-            messages: batch.iter().map(|m| &**m).collect(),
+            messages: batch.iter().map(|(m, _)| &**m).collect(),
         };
         write_frame(send, &frame).await?;
         self.count_sent(frame.messages.iter().copied());
@@ -326,13 +345,16 @@ impl Sender {
     async fn resend(&mut self, send: &mut SendStream) -> Result<(), MonitorError> {
         let now = Instant::now();
         let mut expired = Vec::new();
-        self.unacked.retain(|(_, m)| {
+        let mut settled = Vec::new();
+        self.unacked.retain(|(_, m, ticket)| {
             let live = m.expires_at.is_none_or(|at| at > now);
             if !live {
                 expired.push(m.clone());
+                settled.push(*ticket);
             }
             live
         });
+        self.gate.settle(self.id, settled);
         for m in &expired {
             self.expired(m);
         }
@@ -368,8 +390,14 @@ impl Sender {
     }
 
     fn acked(&mut self, upto: u64) {
-        while self.unacked.front().is_some_and(|(seq, _)| *seq <= upto) {
-            self.unacked.pop_front();
+        let mut tickets = Vec::new();
+        while self.unacked.front().is_some_and(|(seq, ..)| *seq <= upto) {
+            if let Some((_, _, ticket)) = self.unacked.pop_front() {
+                tickets.push(ticket);
+            }
+        }
+        if tickets.iter().any(|t| *t != 0) {
+            self.gate.settle(self.id, tickets);
         }
         self.counts
             .unacked
@@ -420,6 +448,7 @@ pub async fn receive(
         let mut stored = false;
         let mut store_error: Option<Arc<str>> = None;
         let mut upto = last;
+        let copies_after = broker.gate.as_ref().map_or(0, |g| g.last());
         // One arrival time for the batch: no clock read per message.
         let arrived = Instant::now();
         for (i, m) in batch.messages.into_iter().enumerate() {
@@ -444,6 +473,17 @@ pub async fn receive(
             if let Ok(d) = watch.wait_for(|d| d.outcome(ticket).is_some()).await {
                 if let Some(Err(e)) = d.outcome(ticket) {
                     store_error = Some(e.to_string().into());
+                }
+            }
+        }
+        if let (None, Some(gate)) = (&store_error, &broker.gate) {
+            // Copies of what was queued here for persistent sessions, on their backups.
+            let copies_upto = gate.last();
+            if copies_upto > copies_after {
+                let mut settled = gate.watch();
+                let _ = settled.wait_for(|d| *d >= copies_upto).await;
+                if gate.outcome(copies_after, copies_upto) == Some(false) {
+                    store_error = Some("a session backup did not confirm its copy".into());
                 }
             }
         }

@@ -11,6 +11,7 @@ pub mod peer_server;
 pub mod peer_wire;
 pub mod peers;
 pub mod raft_network;
+pub mod replica;
 pub mod shipping;
 pub mod state_log;
 pub mod view;

@@ -86,6 +86,15 @@ async fn serve_stream(
             Ok(session) => PeerResponse::Session(session),
             Err(NotOwner { owner }) => PeerResponse::NotOwner { owner },
         },
+        PeerRequest::Replicate { epoch: _ } => {
+            let Some(store) = member.broker().and_then(|b| b.store.clone()) else {
+                return Err(MonitorError::Protocol(
+                    "this node keeps no session copies".into(),
+                ));
+            };
+            return super::replica::serve::receive(store, member.view(), node, send, recv, reader)
+                .await;
+        }
         PeerRequest::Forward { epoch } => {
             let Some(broker) = member.broker() else {
                 return Err(MonitorError::Protocol("this node has no broker yet".into()));

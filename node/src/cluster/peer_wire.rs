@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fubar_store::records::{RestoredSession, StoredProperties};
+use fubar_store::records::{ReplicaOp, RestoredSession, StoredProperties};
 use fubar_store::replicated::{ChangeBatch, ChangeBatchOutcome, NodeInfo, TypeConfig};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -57,6 +57,14 @@ pub enum PeerRequest {
         /// The connecting client's verified user: the holder refuses it a session of
         /// another user (`broker::client_owner`).
         user: Option<String>,
+    },
+    /// Opens a stream of persistent sessions' journal writes for which the receiver is a
+    /// backup (appended: older nodes never receive it, as they are never chosen as backups
+    /// while `session.replicas` is 0). [`ReplicaBatch`] frames go one way, [`ReplicaAck`]
+    /// frames come back.
+    Replicate {
+        /// The sender's boot epoch.
+        epoch: u64,
     },
 }
 
@@ -128,4 +136,34 @@ pub struct ForwardBatch {
 pub struct ForwardAck {
     /// The highest sequence number delivered, with every one before it.
     pub upto_seq: u64,
+}
+
+/// Journal writes of one persistent session, made by its primary at the session's `epoch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaEntry {
+    /// The client id.
+    pub client_id: String,
+    /// The session's epoch (placement): a backup holding a newer one refuses the writes.
+    pub epoch: u64,
+    /// The writes, in order.
+    pub ops: Vec<ReplicaOp>,
+}
+
+/// Consecutive entries on a replication stream: the first has sequence number `first_seq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaBatch {
+    /// Sequence number of the first entry (per stream, from 1).
+    pub first_seq: u64,
+    /// The entries.
+    pub entries: Vec<ReplicaEntry>,
+}
+
+/// Every entry up to `upto_seq` is durable on the backup (or refused, in `fenced`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicaAck {
+    /// The highest sequence number settled, with every one before it.
+    pub upto_seq: u64,
+    /// Sessions whose writes were refused: the backup holds (or the cluster placed) them
+    /// at this newer epoch, so the sender no longer serves them.
+    pub fenced: Vec<(String, u64)>,
 }

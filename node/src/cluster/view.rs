@@ -6,6 +6,7 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 
+use fubar_store::records::Placement;
 use fubar_store::replicated::{ApplyListener, Change, Outcome};
 use fubar_store::Store;
 
@@ -34,6 +35,24 @@ pub struct ReplicatedView {
     pub dropped_me: tokio::sync::Notify,
     /// Bumped by every applied change: what was looked up before it may be stale.
     version: std::sync::atomic::AtomicU64,
+    /// Where each replicated persistent session lives, and its epoch.
+    placements: RwLock<HashMap<String, Placement>>,
+    /// What the member's replica task must act on (members dropped, sessions placed
+    /// elsewhere), and the wake-up for it.
+    pub(super) replica_work: parking_lot::Mutex<ReplicaWork>,
+    /// Woken when `replica_work` has something.
+    pub replica_wake: tokio::sync::Notify,
+}
+
+/// Applied changes the replica task acts on, in order of arrival.
+#[derive(Debug, Default)]
+pub struct ReplicaWork {
+    /// Members dropped (dead or cut off): their sessions fail over to their backups.
+    pub dropped: Vec<u64>,
+    /// Sessions placed on another node at an epoch: a copy served here is stale.
+    pub placed_elsewhere: Vec<(String, u64)>,
+    /// The state was replaced whole (a snapshot): every session served here is checked.
+    pub recheck: bool,
 }
 
 impl std::fmt::Debug for ReplicatedView {
@@ -57,6 +76,9 @@ impl ReplicatedView {
             broker: OnceLock::new(),
             dropped_me: tokio::sync::Notify::new(),
             version: std::sync::atomic::AtomicU64::new(0),
+            placements: RwLock::default(),
+            replica_work: parking_lot::Mutex::default(),
+            replica_wake: tokio::sync::Notify::new(),
         };
         view.reload_tables();
         view
@@ -195,6 +217,25 @@ impl ReplicatedView {
         };
         *self.clients.write() = clients;
         *self.owners.write() = owners;
+        let placements = match self.store.placements() {
+            Ok(all) => all.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(target: "error", error = %e, "cannot read the session placements");
+                HashMap::new()
+            }
+        };
+        *self.placements.write() = placements;
+    }
+
+    /// Where `client_id`'s session lives and its epoch, if it is replicated.
+    pub fn placement(&self, client_id: &str) -> Option<Placement> {
+        self.placements.read().get(client_id).cloned()
+    }
+
+    /// A change the replica task acts on.
+    fn replica_work(&self, f: impl FnOnce(&mut ReplicaWork)) {
+        f(&mut self.replica_work.lock());
+        self.replica_wake.notify_one();
     }
 
     /// Makes the broker's copies of accounts, settings and retained messages match the store.
@@ -374,6 +415,28 @@ impl ApplyListener for ReplicatedView {
                 self.reload_tables();
                 if *node == self.me {
                     self.dropped_me.notify_one();
+                } else {
+                    self.replica_work(|w| w.dropped.push(*node));
+                }
+            }
+            Change::PlaceSession {
+                client_id,
+                placement,
+            } if *outcome == Outcome::Done => {
+                let mut placements = self.placements.write();
+                placements.insert(client_id.clone(), placement.clone());
+                drop(placements);
+                if placement.primary != self.me {
+                    self.replica_work(|w| {
+                        w.placed_elsewhere
+                            .push((client_id.clone(), placement.epoch));
+                    });
+                }
+            }
+            Change::ForgetPlacement { client_id, epoch } => {
+                let mut placements = self.placements.write();
+                if placements.get(client_id).is_some_and(|p| p.epoch == *epoch) {
+                    placements.remove(client_id);
                 }
             }
             _ => {}
@@ -388,6 +451,7 @@ impl ApplyListener for ReplicatedView {
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.reload_tables();
         self.reload_broker();
+        self.replica_work(|w| w.recheck = true);
     }
 }
 

@@ -71,6 +71,16 @@ pub struct ClusterSettings {
     /// Milliseconds without a leader before a member calls an election (at random up to
     /// twice this).
     pub election_timeout_ms: u64,
+    /// Milliseconds a backup has to acknowledge a persistent session's writes; past it a
+    /// `warning`, and the PUBACK/PUBREC waiting on them is refused (the publisher sends again).
+    pub replica_ack_timeout_ms: u64,
+    /// Session journal writes waiting for each backup, and as many unacknowledged; beyond
+    /// them a write is not replicated and the acknowledgement waiting on it is refused.
+    pub replica_queue: usize,
+    /// Milliseconds a node keeps serving its persistent sessions without hearing from a
+    /// majority of the members; then it closes their connections (less than
+    /// `cluster.node_down_ms`, after which the others may move them).
+    pub session_lease_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -99,6 +109,9 @@ impl Default for ClusterSettings {
             link_idle_ms: 3_000,
             heartbeat_ms: 250,
             election_timeout_ms: 1_000,
+            replica_ack_timeout_ms: 3_000,
+            replica_queue: 1_000_000,
+            session_lease_ms: 1_500,
         }
     }
 }

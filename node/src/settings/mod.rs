@@ -343,6 +343,10 @@ pub struct SessionSettings {
     /// is away; beyond it a QoS 1/2 message for such a session is not queued (a `warning`
     /// once a second with the count). Sessions that are served are not counted.
     pub max_offline_queued_bytes: usize,
+    /// Other members holding a copy of each persistent session (its backups), in a cluster
+    /// of 3 or more brokers; a publisher's PUBACK/PUBREC waits until they have it. 0 (the
+    /// default until its throughput is where issue 23 asks): a session lives on its node only.
+    pub replicas: usize,
 }
 
 /// The node's log engine.
@@ -436,6 +440,9 @@ impl Default for SessionSettings {
             // 2 GiB: a tenth of this machine class's memory; the memory alarm (40%) sheds
             // only QoS 0, so offline queues need a bound of their own.
             max_offline_queued_bytes: 2 << 30,
+            // One copy survives the loss of any one node; it only takes effect in a cluster
+            // of 3 or more brokers (of two, neither can tell a dead peer from a partition).
+            replicas: 0,
         }
     }
 }

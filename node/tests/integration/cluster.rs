@@ -148,7 +148,7 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn three(cluster: &Cluster) -> (Member, Member, Member) {
+pub(crate) fn three(cluster: &Cluster) -> (Member, Member, Member) {
     let n1 = cluster.found("n1");
     let n2 = cluster.join("n2", &n1);
     let n3 = cluster.join("n3", &n1);

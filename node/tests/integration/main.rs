@@ -35,6 +35,7 @@ mod observe;
 mod observe_monitor;
 mod overload;
 mod partition;
+mod replicas;
 mod state;
 mod sub_race;
 mod tls;

@@ -9,6 +9,7 @@ use fjall::OwnedWriteBatch as WriteBatch;
 
 use super::change::{Change, Outcome};
 use super::keyspaces::{parse_node, parse_route_key, route_key, DataKeyspaces, KeyValues, Ks};
+use crate::records::Placement;
 use crate::StoreError;
 
 /// Writes not yet committed, layered over the keyspaces.
@@ -100,6 +101,27 @@ impl<'a> Pending<'a> {
                 }
                 Outcome::Removed(any)
             }
+            Change::PlaceSession {
+                client_id,
+                placement,
+            } => match self.placement(client_id)? {
+                Some(current) if current.epoch > placement.epoch => Outcome::Stale {
+                    epoch: current.epoch,
+                },
+                _ => {
+                    let value = postcard::to_allocvec(placement)?;
+                    self.put(Ks::Placements, client_id.as_bytes(), value);
+                    Outcome::Done
+                }
+            },
+            Change::ForgetPlacement { client_id, epoch } => {
+                let current = self.placement(client_id)?;
+                let same = current.is_some_and(|p| p.epoch == *epoch);
+                if same {
+                    self.delete(Ks::Placements, client_id)?;
+                }
+                Outcome::Removed(same)
+            }
         })
     }
 
@@ -163,6 +185,15 @@ impl<'a> Pending<'a> {
             );
         }
         Ok(Outcome::PreviousHolder(previous.filter(|p| *p != node)))
+    }
+
+    fn placement(&self, client_id: &str) -> Result<Option<Placement>, StoreError> {
+        self.get(Ks::Placements, client_id.as_bytes())?
+            .map(|v| {
+                postcard::from_bytes(&v)
+                    .map_err(|e| self.corrupt(format!("placement of {client_id:?}: {e}")))
+            })
+            .transpose()
     }
 
     fn client_holder(&self, client_id: &str) -> Result<Option<u64>, StoreError> {

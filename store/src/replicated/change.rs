@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{AccountRecord, StoredMessage};
+use crate::records::{AccountRecord, Placement, StoredMessage};
 
 /// One change to the replicated cluster state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +108,23 @@ pub enum Change {
         /// The verified user.
         owner: String,
     },
+    /// Records where a persistent session lives and its epoch, if `placement.epoch` is not
+    /// older than the one recorded (a move raises it; a new backup keeps it). Outcome: `Done`,
+    /// or `Stale` (nothing written) when a newer epoch is recorded.
+    PlaceSession {
+        /// Client id.
+        client_id: String,
+        /// Primary, backups, epoch.
+        placement: Placement,
+    },
+    /// Forgets a session's placement (it ended), only if its epoch is still `epoch`.
+    /// Outcome: `Removed(whether it was removed)`.
+    ForgetPlacement {
+        /// Client id.
+        client_id: String,
+        /// The epoch of the session that ended.
+        epoch: u64,
+    },
 }
 
 /// What applying one [`Change`] did.
@@ -133,6 +150,11 @@ pub enum Outcome {
     NotOwner {
         /// The user the client id belongs to.
         owner: String,
+    },
+    /// `PlaceSession`: refused, the session's recorded epoch is newer.
+    Stale {
+        /// The recorded epoch.
+        epoch: u64,
     },
 }
 

@@ -16,6 +16,8 @@ pub(crate) const TOPIC_ACL: &str = "topic_acl";
 /// Client id owners: `client id` → the verified user whose connection created its session.
 /// Kept apart from the registry: a dropped node's clients lose their holder, not their owner.
 pub(crate) const CLIENT_OWNERS: &str = "client_owners";
+/// Session placements: `client id` → postcard `Placement` (primary, backups, epoch).
+pub(crate) const PLACEMENTS: &str = "placements";
 /// State machine meta: last applied log id, last membership.
 pub(crate) const SM_META: &str = "sm_meta";
 /// The current snapshot: its meta and its data in chunks.
@@ -36,11 +38,12 @@ pub(crate) enum Ks {
     Clients,
     TopicAcl,
     ClientOwners,
+    Placements,
 }
 
 impl Ks {
     /// Every data keyspace, in snapshot order.
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Accounts,
         Self::Acl,
         Self::Settings,
@@ -49,6 +52,7 @@ impl Ks {
         Self::Clients,
         Self::TopicAcl,
         Self::ClientOwners,
+        Self::Placements,
     ];
 
     /// The keyspace's name, as fjall and snapshots know it.
@@ -62,6 +66,7 @@ impl Ks {
             Self::Clients => CLIENTS,
             Self::TopicAcl => TOPIC_ACL,
             Self::ClientOwners => CLIENT_OWNERS,
+            Self::Placements => PLACEMENTS,
         }
     }
 }
@@ -80,6 +85,7 @@ pub(crate) struct DataKeyspaces {
     pub(crate) clients: Keyspace,
     pub(crate) topic_acl: Keyspace,
     pub(crate) client_owners: Keyspace,
+    pub(crate) placements: Keyspace,
 }
 
 impl DataKeyspaces {
@@ -93,6 +99,7 @@ impl DataKeyspaces {
             Ks::Clients => &self.clients,
             Ks::TopicAcl => &self.topic_acl,
             Ks::ClientOwners => &self.client_owners,
+            Ks::Placements => &self.placements,
         }
     }
 }

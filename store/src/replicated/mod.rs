@@ -30,7 +30,7 @@ mod state_machine;
 mod store_api;
 mod types;
 
-pub(crate) use keyspaces::{CLIENTS, CLIENT_OWNERS, ROUTES, TOPIC_ACL};
+pub(crate) use keyspaces::{CLIENTS, CLIENT_OWNERS, PLACEMENTS, ROUTES, TOPIC_ACL};
 
 pub use change::{Change, ChangeBatch, ChangeBatchOutcome, Outcome};
 pub use log_store::LogStore;

@@ -40,6 +40,7 @@ impl Store {
             clients: self.clients.clone(),
             topic_acl: self.topic_acl.clone(),
             client_owners: self.client_owners.clone(),
+            placements: self.placements.clone(),
         };
         let snapshots = SnapshotStore::new(self.path.clone(), self.db.clone(), ks(SNAPSHOT)?);
         let state_machine = StateMachine::new(
@@ -93,5 +94,17 @@ impl Store {
     /// its session), by client id.
     pub fn client_owners(&self) -> Result<Vec<(String, String)>, StoreError> {
         crate::text_pairs(&self.client_owners)
+    }
+
+    /// Every session placement: (client id, where it lives and its epoch), by client id.
+    pub fn placements(&self) -> Result<Vec<(String, crate::records::Placement)>, StoreError> {
+        self.placements
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                let id = String::from_utf8_lossy(&k).into_owned();
+                Ok((id.clone(), self.decode("placement", &k, &v)?))
+            })
+            .collect()
     }
 }

@@ -11,9 +11,14 @@ use super::Connection;
 use crate::mqtt::connection::CloseReason;
 use crate::mqtt::packet::Packet;
 
+/// Why an acknowledgement is refused when a copy on another member failed.
+const NOT_COPIED: &str = "a copy on another member was not confirmed";
+
 /// A PUBACK/PUBREC waiting for the fsync that makes its message durable.
 pub(super) struct PendingAck {
     pub(super) ticket: u64,
+    /// The tickets `(after, upto]` of copies on other members it waits for too.
+    pub(super) copies: Option<(u64, u64)>,
     ack: Packet,
     /// The message's topic, named if the fsync fails.
     topic: Arc<str>,
@@ -36,20 +41,25 @@ where
             },
             |d| *d.borrow(),
         );
-        while let Some(outcome) = self
-            .pending_acks
-            .front()
-            .and_then(|a| durable.outcome(a.ticket))
-        {
+        while let Some(outcome) = self.pending_acks.front().and_then(|a| {
+            let stored = durable.outcome(a.ticket)?;
+            let copied = match (a.copies, &self.broker.gate) {
+                (Some((after, upto)), Some(gate)) => gate.outcome(after, upto)?,
+                _ => true,
+            };
+            Some(match stored {
+                Ok(()) if !copied => Err(NOT_COPIED.to_owned()),
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            })
+        }) {
             let Some(pending) = self.pending_acks.pop_front() else {
                 break;
             };
             match (outcome, pending.error) {
                 (Ok(()), None) => self.send_ack(&pending.ack),
                 (_, Some(e)) => self.refuse_unstored(pending.ack, &pending.topic, &e)?,
-                (Err(e), None) => {
-                    self.refuse_unstored(pending.ack, &pending.topic, &e.to_string())?;
-                }
+                (Err(e), None) => self.refuse_unstored(pending.ack, &pending.topic, &e)?,
             }
         }
         Ok(())
@@ -98,12 +108,19 @@ where
     /// Sends a PUBACK/PUBREC for a message of `topic` once `ticket` is durable, after any
     /// acknowledgement already waiting (MQTT-4.6.0-2: acknowledgements go in the order the
     /// PUBLISHes came).
-    pub(super) fn acknowledge(&mut self, ack: Packet, ticket: u64, topic: &Arc<str>) {
-        if ticket == 0 && self.pending_acks.is_empty() {
+    pub(super) fn acknowledge(
+        &mut self,
+        ack: Packet,
+        ticket: u64,
+        copies: Option<(u64, u64)>,
+        topic: &Arc<str>,
+    ) {
+        if ticket == 0 && copies.is_none() && self.pending_acks.is_empty() {
             self.send_ack(&ack);
         } else {
             self.pending_acks.push_back(PendingAck {
                 ticket,
+                copies,
                 ack,
                 topic: topic.clone(),
                 error: None,
@@ -116,6 +133,7 @@ where
     pub(super) fn acknowledge_refused(&mut self, ack: Packet, topic: &Arc<str>, error: Arc<str>) {
         self.pending_acks.push_back(PendingAck {
             ticket: 0,
+            copies: None,
             ack,
             topic: topic.clone(),
             error: Some(error),

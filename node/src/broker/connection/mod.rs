@@ -92,6 +92,8 @@ struct Connection<R, W> {
     /// PUBACK/PUBREC waiting, in order, until the store says what became of their tickets.
     pending_acks: VecDeque<PendingAck>,
     durable: Option<watch::Receiver<Durable>>,
+    /// The mark of copies on other members settled (`Broker::gate`), to wait on.
+    settled: Option<watch::Receiver<u64>>,
     /// Messages from this client were queued for sessions since this task last yielded.
     woke_sessions: bool,
     /// Bytes were read since the last PUBLISH was routed: see `let_earlier_input_in`.
@@ -136,6 +138,7 @@ where
             proto
         },
         durable: broker.store.as_ref().map(|s| s.durable_watch()),
+        settled: broker.gate.as_ref().map(|g| g.watch()),
         pending_acks: VecDeque::new(),
         fresh_input: false,
         subscribed: false,
@@ -225,6 +228,13 @@ where
                 self.durable.as_mut(),
                 self.pending_acks.front().map(|a| a.ticket),
             );
+            let copies = settled_wait(
+                self.settled.as_mut(),
+                self.pending_acks
+                    .front()
+                    .and_then(|a| a.copies)
+                    .map(|c| c.1),
+            );
             let input = self.proto.input_mut();
             if input.is_empty() && input.capacity() > 2 * self.read_chunk {
                 // Reads have been small for a while: give the memory back.
@@ -264,6 +274,7 @@ where
                     Err(e) => return CloseReason::SocketError(e.to_string()),
                 },
                 _ = durable_at_least(durable) => {}
+                _ = durable_at_least(copies) => {}
                 _ = wake(handle.as_deref()) => {}
                 // Judged at the top of the next turn, at that turn's `now`.
                 _ = sleep_until(deadline) => timer_fired = true,
@@ -532,13 +543,27 @@ fn durable_wait(
     }))
 }
 
-/// Completes when the store knows what became of the ticket waited for: durable, or its
-/// fsync failed (never without one).
+/// Completes when what is waited for is settled: the store knows what became of a ticket
+/// (durable, or its fsync failed), or the copies on other members are (never without one).
 async fn durable_at_least(wait: Option<DurableWait<'_>>) {
     match wait {
         Some(wait) => wait.await,
         None => std::future::pending().await,
     }
+}
+
+/// As `durable_wait`, for the copies on other members: made only while an acknowledgement
+/// waits on them, and boxed.
+fn settled_wait(
+    settled: Option<&mut watch::Receiver<u64>>,
+    ticket: Option<u64>,
+) -> Option<DurableWait<'_>> {
+    let (rx, ticket) = (settled?, ticket?);
+    Some(Box::pin(async move {
+        if rx.wait_for(|done| *done >= ticket).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }))
 }
 
 /// Completes when a message is queued for the session (never without one).

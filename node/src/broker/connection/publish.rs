@@ -36,16 +36,16 @@ where
             QoS::ExactlyOnce => self.receive_qos2(p.packet_id),
             _ => (true, None),
         };
-        let (ticket, matched) = if fresh {
+        let (ticket, copies, matched) = if fresh {
             let routed = self.route(Message::from_publish(&p), now);
             self.woke_sessions |= routed.delivered > 0;
             store_error = store_error.or(routed.store_error);
-            (routed.ticket, routed.matched)
+            (routed.ticket, routed.copies, routed.matched)
         } else {
-            (0, true)
+            (0, None, true)
         };
         match (self.proto.publish_ack(&p, matched), store_error) {
-            (Some(ack), None) => self.acknowledge(ack, ticket, &p.topic),
+            (Some(ack), None) => self.acknowledge(ack, ticket, copies, &p.topic),
             (Some(ack), Some(error)) => {
                 if self.pending_acks.is_empty() {
                     self.refuse_unstored(ack, &p.topic, &error)?;
@@ -105,7 +105,7 @@ where
         why: impl FnOnce() -> String,
     ) {
         if let Some(ack) = self.proto.refuse_publish(p, reason, why) {
-            self.acknowledge(ack, 0, &p.topic);
+            self.acknowledge(ack, 0, None, &p.topic);
         }
     }
 
@@ -139,8 +139,10 @@ where
         if every > 0 && !message.retain && n.is_multiple_of(every) {
             message.sampled_at = Some(Instant::now());
         }
+        let copies_after = b.gate.as_ref().map_or(0, |g| g.last());
         let Published { routed, matched } =
             b.publish(Arc::new(message), Origin::Client(self.client_id()));
+        let copies_upto = b.gate.as_ref().map_or(0, |g| g.last());
         if let Some(mark) = &mark {
             trace_hop(mark, "routed", &topic, publisher, routed.delivered);
         }
@@ -150,6 +152,7 @@ where
         };
         RouteOutcome {
             ticket,
+            copies: (copies_upto > copies_after).then_some((copies_after, copies_upto)),
             delivered: routed.delivered,
             matched,
             store_error: routed.store_error,
@@ -161,6 +164,8 @@ where
 pub(super) struct RouteOutcome {
     /// The store's durability ticket the acknowledgement waits for (0: none).
     pub(super) ticket: u64,
+    /// The tickets of copies on other members it made, `(after, upto]` (`AckGate`).
+    pub(super) copies: Option<(u64, u64)>,
     /// Sessions on this node it was queued for.
     pub(super) delivered: usize,
     /// Whether any subscriber matched it, on this node or another.

@@ -37,12 +37,12 @@ where
             match p.qos {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => {
-                    self.acknowledge(Packet::PubAck(Ack::new(p.packet_id)), 0, &p.topic)
+                    self.acknowledge(Packet::PubAck(Ack::new(p.packet_id)), 0, None, &p.topic)
                 }
                 QoS::ExactlyOnce => {
                     // Remembered as received, so that its PUBREL completes as usual.
                     self.session(|s| s.receive_qos2(p.packet_id));
-                    self.acknowledge(Packet::PubRec(Ack::new(p.packet_id)), 0, &p.topic);
+                    self.acknowledge(Packet::PubRec(Ack::new(p.packet_id)), 0, None, &p.topic);
                 }
             }
             return false;

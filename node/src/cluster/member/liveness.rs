@@ -38,7 +38,7 @@ impl ClusterMember {
     }
 
     /// Whether member `id` has not answered a ping for `node_down`.
-    pub(super) fn silent(&self, id: u64) -> bool {
+    pub(crate) fn silent(&self, id: u64) -> bool {
         let seen = self.seen.lock();
         seen.get(&id)
             .is_some_and(|t| t.elapsed() >= self.config.node_down)
@@ -91,6 +91,7 @@ impl ClusterMember {
                     }
                 });
             }
+            self.update_replication();
             if self.leader() == Some(self.id) {
                 self.drop_silent_members(&members).await;
             }

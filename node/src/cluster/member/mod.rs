@@ -8,7 +8,7 @@
 
 mod liveness;
 mod membership;
-mod proposer;
+pub(crate) mod proposer;
 pub use membership::MembershipError;
 pub use proposer::ProposeError;
 mod status;
@@ -58,24 +58,26 @@ pub struct ClusterMember {
     pub info: NodeInfo,
     /// The Raft instance.
     pub raft: Raft,
-    peers: Arc<Peers>,
-    view: Arc<ReplicatedView>,
-    pending: Pending,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) view: Arc<ReplicatedView>,
+    pub(crate) pending: Pending,
     links: RwLock<HashMap<u64, Arc<ForwardLink>, BuildNodeIdHasher>>,
     delivered: Arc<Delivered>,
     /// When each member last answered a ping.
     seen: Arc<Mutex<HashMap<u64, Instant>>>,
     /// Members this node (as leader) has dropped the routes of, until they answer again.
     dropped: Mutex<BTreeSet<u64>>,
-    epoch: u64,
+    pub(crate) epoch: u64,
     config: MemberConfig,
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
     /// The broker this member drives, set once by `attach` (Raft starts, and may apply
     /// entries, before the broker exists). Weak: the broker holds this member as its hooks,
     /// and a strong pointer back would keep both alive for ever.
     broker: OnceLock<Weak<Broker>>,
     /// Per share group, whose turn it is (round robin over the nodes with members).
     share_turns: Mutex<HashMap<Arc<str>, usize>>,
+    /// Persistent sessions' copies on other members (`session.replicas`).
+    pub(crate) replicas: super::replica::Replicator,
 }
 
 impl std::fmt::Debug for ClusterMember {
@@ -219,6 +221,11 @@ impl ClusterMember {
             stop: CancellationToken::new(),
             broker: OnceLock::new(),
             share_turns: Mutex::default(),
+            replicas: super::replica::Replicator::new(super::replica::ReplicaConfig {
+                replicas: settings.session.replicas,
+                ack_timeout: Duration::from_millis(c.replica_ack_timeout_ms),
+                queue: c.replica_queue,
+            }),
         });
         let (links, rx) = mpsc::channel(PEER_LINK_QUEUE);
         server.set_peers(links);
@@ -282,6 +289,7 @@ impl ClusterMember {
             .set(Arc::downgrade(broker))
             .map_err(|_| AlreadyAttached)?;
         self.view.attach(broker)?;
+        self.start_replica_task();
         // Sessions restored from the store are held here.
         let held = broker.registry.client_ids_and_owners();
         for (id, owner) in &held {
@@ -326,7 +334,7 @@ impl ClusterMember {
             } else if let Some(link) = self.link(node) {
                 let mut out = forwarded(message, publisher);
                 out.share = Some(share.to_string());
-                link.send(Arc::new(out));
+                link.send(Arc::new(out), 0);
             }
         }
     }
@@ -413,7 +421,7 @@ impl ClusterMember {
     /// Where member `id` is: known to the peer table, or else read from the membership the
     /// Raft log has applied (which the peer table learns from a little later: a node that has
     /// just joined may apply a client's registration by `id` before it).
-    fn peer_info(&self, id: u64) -> Option<NodeInfo> {
+    pub(crate) fn peer_info(&self, id: u64) -> Option<NodeInfo> {
         self.peers.info(id).or_else(|| {
             let m = self.raft.metrics().borrow().membership_config.clone();
             let info = m.membership().get_node(&id).cloned();
@@ -437,6 +445,7 @@ impl ClusterMember {
                 info.name,
                 self.epoch,
                 self.config.forward_queue,
+                self.replicas.gate.clone(),
                 self.stop.clone(),
             ))
         });
@@ -484,8 +493,9 @@ impl ClusterHooks for ClusterMember {
         let send = |links: &[Arc<ForwardLink>]| {
             if !links.is_empty() {
                 let out = Arc::new(forwarded(message, publisher));
+                let ticket = self.forward_ticket(message, links);
                 for link in links {
-                    link.send(out.clone());
+                    link.send(out.clone(), ticket);
                 }
             }
         };
@@ -571,8 +581,29 @@ impl ClusterHooks for ClusterMember {
         let publisher = message.publisher.as_deref().unwrap_or("");
         let mut out = forwarded(message, publisher);
         out.share = Some(share.to_string());
-        link.send(Arc::new(out));
+        link.send(Arc::new(out), 0);
         true
+    }
+
+    fn ack_gate(&self) -> Option<Arc<crate::broker::ack_gate::AckGate>> {
+        Some(self.replicas.gate.clone())
+    }
+
+    fn replicating(&self) -> bool {
+        self.replicas.is_active()
+    }
+
+    fn replicate(
+        &self,
+        client_id: &str,
+        ops: Vec<fubar_store::records::ReplicaOp>,
+        full: &dyn Fn() -> RestoredSession,
+    ) {
+        self.replicate_session(client_id, ops, full);
+    }
+
+    fn session_forgotten(&self, client_id: &str) {
+        self.forget_session(client_id);
     }
 
     fn take_over<'a>(

@@ -22,13 +22,13 @@ const MAX_BATCH_CHANGES: usize = 5_000;
 
 /// Changes waiting for the proposer, in order.
 #[derive(Debug, Default)]
-pub(super) struct Pending {
+pub(crate) struct Pending {
     changes: Mutex<Vec<Change>>,
     wake: Notify,
 }
 
 impl Pending {
-    pub(super) fn push(&self, change: Change) {
+    pub(crate) fn push(&self, change: Change) {
         self.changes.lock().push(change);
         self.wake.notify_one();
     }

@@ -333,3 +333,37 @@ fn node_ids_are_stable_and_distinct() {
     // The FNV-1a value is the format: every member must derive the same ids.
     assert_eq!(node_id("a"), 0xaf63_dc4c_8601_ec8c);
 }
+
+#[tokio::test]
+async fn a_placement_only_moves_forward_and_outlives_its_node() {
+    use crate::records::Placement;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (_log, mut sm) = store.replication(None).unwrap();
+    let place = |primary, epoch| Change::PlaceSession {
+        client_id: "c".into(),
+        placement: Placement {
+            primary,
+            backups: vec![9],
+            epoch,
+        },
+    };
+    let out = apply_one(&mut sm, 1, vec![place(1, 1), place(2, 2), place(1, 1)]).await;
+    assert_eq!(
+        out,
+        vec![Outcome::Done, Outcome::Done, Outcome::Stale { epoch: 2 }]
+    );
+    // Dropping its old primary leaves the placement: its backup takes the session from it.
+    apply_one(&mut sm, 2, vec![Change::DropNode { node: 2 }]).await;
+    let placements = store.placements().unwrap();
+    assert_eq!(placements.len(), 1);
+    assert_eq!(placements[0].1.primary, 2);
+    assert_eq!(placements[0].1.epoch, 2);
+    let forget = |epoch| Change::ForgetPlacement {
+        client_id: "c".into(),
+        epoch,
+    };
+    let out = apply_one(&mut sm, 3, vec![forget(1), forget(2)]).await;
+    assert_eq!(out, vec![Outcome::Removed(false), Outcome::Removed(true)]);
+    assert!(store.placements().unwrap().is_empty());
+}

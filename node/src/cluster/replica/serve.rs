@@ -1,0 +1,82 @@
+//! The backup's side of a replication stream: each entry written to this node's copies of
+//! other nodes' sessions, the batch acknowledged once durable. An entry from an older epoch
+//! than the copy here, or than the placement the cluster recorded, is refused (`fenced` in the
+//! answer, a `warning` here): its sender was replaced as the session's primary.
+
+use std::sync::Arc;
+
+use fubar_monitor::wire::{write_frame, FrameReader};
+use fubar_monitor::MonitorError;
+use fubar_store::Store;
+use quinn::{RecvStream, SendStream};
+
+use crate::cluster::peer_wire::{ReplicaAck, ReplicaBatch, ReplicaEntry, MAX_PEER_FRAME};
+use crate::cluster::view::ReplicatedView;
+
+/// Serves a replication stream from member `node` until it ends.
+pub async fn receive(
+    store: Arc<Store>,
+    view: &ReplicatedView,
+    node: &str,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut reader: FrameReader,
+) -> Result<(), MonitorError> {
+    reader.set_max(MAX_PEER_FRAME);
+    let mut durable = store.durable_watch();
+    while let Some(batch) = reader.next::<ReplicaBatch>(&mut recv).await? {
+        let mut fenced = Vec::new();
+        for entry in &batch.entries {
+            if let Some(newer) = apply(&store, view, node, entry)? {
+                fenced.push((entry.client_id.clone(), newer));
+            }
+        }
+        let ticket = store.ticket();
+        if let Ok(d) = durable.wait_for(|d| d.outcome(ticket).is_some()).await {
+            if let Some(Err(e)) = d.outcome(ticket) {
+                tracing::error!(target: "error", node, error = %e,
+                    "session copies not made durable: the batch is not acknowledged");
+                return Err(MonitorError::Net {
+                    op: "storing session copies",
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        }
+        let upto_seq = batch.first_seq + batch.entries.len() as u64 - 1;
+        write_frame(&mut send, &ReplicaAck { upto_seq, fenced }).await?;
+    }
+    Ok(())
+}
+
+/// Applies one entry; returns the newer epoch that refused it, if one did.
+fn apply(
+    store: &Store,
+    view: &ReplicatedView,
+    node: &str,
+    entry: &ReplicaEntry,
+) -> Result<Option<u64>, MonitorError> {
+    let client = entry.client_id.as_str();
+    let placed = view.placement(client).map(|p| p.epoch);
+    let result = match placed.filter(|p| *p > entry.epoch) {
+        Some(newer) => Err(newer),
+        None => store
+            .apply_replica(client, entry.epoch, &entry.ops)
+            .map_err(|e| {
+                tracing::error!(target: "error", client, node, error = %e,
+                    "cannot store a session copy");
+                MonitorError::Net {
+                    op: "storing a session copy",
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?
+            .map_err(|stale| stale.held),
+    };
+    match result {
+        Ok(_) => Ok(None),
+        Err(newer) => {
+            tracing::warn!(target: "warning", client, node, epoch = entry.epoch, newer,
+                "session writes from a stale epoch refused: the sender no longer holds it");
+            Ok(Some(newer))
+        }
+    }
+}
