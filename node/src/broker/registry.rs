@@ -111,38 +111,38 @@ pub struct SessionHandle {
     slot: Mutex<SessionSlot>,
     /// Woken when a message is queued for the session.
     pub notify: Notify,
+    /// The store, the cluster and the offline bound: the registry's, one pointer for all.
+    shared: Arc<SessionShared>,
+    /// Who the client is for topic rules, and the session's cached decisions.
+    pub acl: super::topic_acl::SessionAcl,
+}
+
+/// What every session of a registry writes to and counts against (one `Arc` per registry,
+/// not three pointers in every session).
+#[derive(Debug)]
+struct SessionShared {
     /// Where a persistent session's changes are written.
     store: Option<Arc<Store>>,
     /// The cluster, which copies a persistent session's changes to its backups.
     hooks: Option<Arc<dyn ClusterHooks>>,
     /// The node's bound on bytes queued for absent clients.
     offline: Arc<OfflineBudget>,
-    /// Who the client is for topic rules, and the session's cached decisions.
-    pub acl: super::topic_acl::SessionAcl,
 }
 
 impl SessionHandle {
-    fn new(
-        client_id: Arc<str>,
-        slot: SessionSlot,
-        store: Option<Arc<Store>>,
-        offline: Arc<OfflineBudget>,
-        hooks: Option<Arc<dyn ClusterHooks>>,
-    ) -> Self {
+    fn new(client_id: Arc<str>, slot: SessionSlot, shared: Arc<SessionShared>) -> Self {
         Self {
-            hooks,
             acl: super::topic_acl::SessionAcl::new(client_id.clone()),
             client_id,
             slot: Mutex::new(slot),
             notify: Notify::new(),
-            store,
-            offline,
+            shared,
         }
     }
 
     /// The node's bound on bytes queued for absent clients.
     pub fn offline_budget(&self) -> &OfflineBudget {
-        &self.offline
+        &self.shared.offline
     }
 
     /// Locks the session's slot (a short lock: nothing is awaited while it is held). What a
@@ -188,11 +188,17 @@ impl SlotGuard<'_> {
         if changes.is_empty() || self.guard.ended {
             return Ok(());
         }
-        let Some(store) = &self.handle.store else {
+        let Some(store) = &self.handle.shared.store else {
             return Ok(());
         };
         let (client_id, session) = (&self.handle.client_id, &self.guard.session);
-        match self.handle.hooks.as_ref().filter(|h| h.replicating()) {
+        match self
+            .handle
+            .shared
+            .hooks
+            .as_ref()
+            .filter(|h| h.replicating())
+        {
             Some(hooks) => {
                 let mut ops = Vec::with_capacity(changes.len());
                 let written =
@@ -223,7 +229,7 @@ impl SlotGuard<'_> {
         };
         let from = std::mem::replace(&mut self.guard.offline_counted, to);
         if from != to {
-            self.handle.offline.adjust(from, to);
+            self.handle.shared.offline.adjust(from, to);
         }
     }
 }
@@ -231,7 +237,7 @@ impl SlotGuard<'_> {
 impl Drop for SessionHandle {
     fn drop(&mut self) {
         let slot = self.slot.get_mut();
-        self.offline.adjust(slot.offline_counted, 0);
+        self.shared.offline.adjust(slot.offline_counted, 0);
     }
 }
 
@@ -278,17 +284,16 @@ pub enum WillDelay {
 #[derive(Debug)]
 pub struct Registry {
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionHandle>>>,
-    store: Option<Arc<Store>>,
+    /// The store (persistent sessions), the cluster (replication, told of persistent
+    /// sessions' writes and ends) and `session.max_offline_queued_bytes`, shared with every
+    /// session.
+    shared: Arc<SessionShared>,
     /// Deadlines of offline sessions and delayed wills, earliest first.
     timers: Mutex<BTreeSet<(Instant, Arc<str>)>>,
     /// Woken when a timer earlier than every other is added.
     timers_changed: Notify,
     /// `session.max_age_secs`: the longest an offline session is kept.
     max_age_secs: AtomicU64,
-    /// `session.max_offline_queued_bytes`: bytes queued for absent clients, node-wide.
-    offline: Arc<OfflineBudget>,
-    /// The cluster, told of persistent sessions' writes and ends (replication).
-    hooks: Option<Arc<dyn ClusterHooks>>,
 }
 
 impl Default for Registry {
@@ -303,25 +308,31 @@ impl Registry {
     pub fn with_store(store: Option<Arc<Store>>, disk: Option<Arc<DiskGuard>>) -> Self {
         Self {
             sessions: Mutex::default(),
-            store,
+            shared: Arc::new(SessionShared {
+                store,
+                hooks: None,
+                offline: Arc::new(OfflineBudget::new(usize::MAX, disk)),
+            }),
             timers: Mutex::default(),
             timers_changed: Notify::new(),
             // The setting's own default, until the broker applies the node's settings.
             max_age_secs: AtomicU64::new(SessionSettings::default().max_age_secs),
-            offline: Arc::new(OfflineBudget::new(usize::MAX, disk)),
-            hooks: None,
         }
     }
 
     /// The same registry, telling `hooks` of persistent sessions' writes and ends.
     pub fn with_hooks(mut self, hooks: Arc<dyn ClusterHooks>) -> Self {
-        self.hooks = Some(hooks);
+        self.shared = Arc::new(SessionShared {
+            store: self.shared.store.clone(),
+            hooks: Some(hooks),
+            offline: self.shared.offline.clone(),
+        });
         self
     }
 
     /// The node's bound on bytes queued for absent clients (`session.max_offline_queued_bytes`).
     pub fn offline_budget(&self) -> &OfflineBudget {
-        &self.offline
+        &self.shared.offline
     }
 
     /// Sets the longest an offline session is kept (`session.max_age_secs`), for sessions
@@ -464,16 +475,15 @@ impl Registry {
         Arc::new(SessionHandle::new(
             client_id.into(),
             slot,
-            self.store.clone(),
-            self.offline.clone(),
-            self.hooks.clone(),
+            self.shared.clone(),
         ))
     }
 
     /// Ends a session: no more store writes for it, and its stored state is deleted.
     fn end(&self, slot: &mut SessionSlot, client_id: &Arc<str>) {
         slot.ended = true;
-        self.offline
+        self.shared
+            .offline
             .adjust(std::mem::take(&mut slot.offline_counted), 0);
         self.clear_timers(slot, client_id);
         if slot.session.is_persistent() {
@@ -484,10 +494,10 @@ impl Registry {
 
     /// Deletes a session's stored state.
     fn forget_stored(&self, client_id: &str) {
-        if let Some(hooks) = &self.hooks {
+        if let Some(hooks) = &self.shared.hooks {
             hooks.session_forgotten(client_id);
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = &self.shared.store {
             if let Err(e) = store.delete_session(client_id) {
                 tracing::error!(target: "error", client = client_id, error = %e, "cannot delete stored session");
             }
@@ -1076,7 +1086,8 @@ mod tests {
 }
 /// Every session's handle is allocated for its whole life: with its reference counts it fits
 /// the allocator's 512-byte size class (it was 672 bytes, in the 768 class, before the topic
-/// rules' cache was made on first use and the QoS 2 ids became a `BTreeSet`).
+/// rules' cache was made on first use and the QoS 2 ids became a `BTreeSet`; the store, the
+/// cluster and the offline bound sit behind one pointer, `SessionShared`).
 #[cfg(all(test, target_pointer_width = "64"))]
 mod handle_size {
     #[test]
