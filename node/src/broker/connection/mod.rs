@@ -224,16 +224,18 @@ where
             let may_write = unwritten;
             let handle = self.client.as_ref().map(|c| c.handle.clone());
             let kicked = self.client.as_mut().map(|c| &mut c.kicked);
-            let durable = durable_wait(
+            let durable = watch_wait(
                 self.durable.as_mut(),
                 self.pending_acks.front().map(|a| a.ticket),
+                |durable, ticket| durable.outcome(ticket).is_some(),
             );
-            let copies = settled_wait(
+            let copies = watch_wait(
                 self.settled.as_mut(),
                 self.pending_acks
                     .front()
                     .and_then(|a| a.copies)
                     .map(|c| c.1),
+                |settled, ticket| *settled >= ticket,
             );
             let input = self.proto.input_mut();
             if input.is_empty() && input.capacity() > 2 * self.read_chunk {
@@ -526,18 +528,20 @@ async fn taken_over(kicked: Option<&mut oneshot::Receiver<()>>) {
     }
 }
 
-/// Waiting for the store to know what became of an acknowledgement's ticket.
+/// A wait for the store, or the copies on other members, to settle an acknowledgement's ticket.
 type DurableWait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// Made only while an acknowledgement waits on the store, and boxed: the watch's wait is 200
-/// bytes that every connection's task would otherwise carry for its whole life.
-fn durable_wait(
-    durable: Option<&mut watch::Receiver<Durable>>,
+/// Waits until `done(value, ticket)` holds for the watched value: made only while an
+/// acknowledgement waits on the store (or on the copies on other members), and boxed, since
+/// a watch's wait is 200 bytes every connection's task would otherwise carry for its life.
+fn watch_wait<'a, T: Send + Sync>(
+    rx: Option<&'a mut watch::Receiver<T>>,
     ticket: Option<u64>,
-) -> Option<DurableWait<'_>> {
-    let (rx, ticket) = (durable?, ticket?);
+    done: fn(&T, u64) -> bool,
+) -> Option<DurableWait<'a>> {
+    let (rx, ticket) = (rx?, ticket?);
     Some(Box::pin(async move {
-        if rx.wait_for(|d| d.outcome(ticket).is_some()).await.is_err() {
+        if rx.wait_for(|value| done(value, ticket)).await.is_err() {
             std::future::pending::<()>().await;
         }
     }))
@@ -550,20 +554,6 @@ async fn durable_at_least(wait: Option<DurableWait<'_>>) {
         Some(wait) => wait.await,
         None => std::future::pending().await,
     }
-}
-
-/// As `durable_wait`, for the copies on other members: made only while an acknowledgement
-/// waits on them, and boxed.
-fn settled_wait(
-    settled: Option<&mut watch::Receiver<u64>>,
-    ticket: Option<u64>,
-) -> Option<DurableWait<'_>> {
-    let (rx, ticket) = (settled?, ticket?);
-    Some(Box::pin(async move {
-        if rx.wait_for(|done| *done >= ticket).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }))
 }
 
 /// Completes when a message is queued for the session (never without one).
