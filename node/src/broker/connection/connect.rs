@@ -182,6 +182,8 @@ where
             will: will.map(Box::new),
             kicked: attached.kicked,
         });
+        // Named by `client` from now on: the copy kept for the CONNECT's own records goes.
+        self.connecting = None;
         for p in resend {
             self.resend(p);
         }
