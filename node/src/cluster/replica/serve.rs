@@ -14,6 +14,9 @@ use quinn::{RecvStream, SendStream};
 use crate::cluster::peer_wire::{ReplicaAck, ReplicaBatch, ReplicaEntry, MAX_PEER_FRAME};
 use crate::cluster::view::ReplicatedView;
 
+/// A batch applied and waiting for durability: (store ticket, last seq, what it fenced).
+type Pending = (u64, u64, Vec<(String, u64)>);
+
 /// Serves a replication stream from member `node` until it ends.
 pub async fn receive(
     store: Arc<Store>,
@@ -28,7 +31,7 @@ pub async fn receive(
     // Group commit: batches keep being read and applied while earlier ones wait for their
     // fsync; each is acknowledged, in order, once the store reports its ticket durable. A
     // batch's acknowledgement still never precedes its durability.
-    let mut pending: VecDeque<(u64, u64, Vec<(String, u64)>)> = VecDeque::new();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut open = true;
     while open || !pending.is_empty() {
         while let Some((ticket, _, _)) = pending.front() {
