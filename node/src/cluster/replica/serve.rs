@@ -3,6 +3,7 @@
 //! than the copy here, or than the placement the cluster recorded, is refused (`fenced` in the
 //! answer, a `warning` here): its sender was replaced as the session's primary.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use fubar_monitor::wire::{write_frame, FrameReader};
@@ -12,6 +13,9 @@ use quinn::{RecvStream, SendStream};
 
 use crate::cluster::peer_wire::{ReplicaAck, ReplicaBatch, ReplicaEntry, MAX_PEER_FRAME};
 use crate::cluster::view::ReplicatedView;
+
+/// A batch applied and waiting for durability: (store ticket, last seq, what it fenced).
+type Pending = (u64, u64, Vec<(String, u64)>);
 
 /// Serves a replication stream from member `node` until it ends.
 pub async fn receive(
@@ -24,26 +28,57 @@ pub async fn receive(
 ) -> Result<(), MonitorError> {
     reader.set_max(MAX_PEER_FRAME);
     let mut durable = store.durable_watch();
-    while let Some(batch) = reader.next::<ReplicaBatch>(&mut recv).await? {
-        let mut fenced = Vec::new();
-        for entry in &batch.entries {
-            if let Some(newer) = apply(&store, view, node, entry)? {
-                fenced.push((entry.client_id.clone(), newer));
+    // Group commit: batches keep being read and applied while earlier ones wait for their
+    // fsync; each is acknowledged, in order, once the store reports its ticket durable. A
+    // batch's acknowledgement still never precedes its durability.
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        while let Some((ticket, _, _)) = pending.front() {
+            let outcome = durable.borrow_and_update().outcome(*ticket);
+            match outcome {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::error!(target: "error", node, error = %e,
+                        "session copies not made durable: the batch is not acknowledged");
+                    return Err(MonitorError::Net {
+                        op: "storing session copies",
+                        source: std::io::Error::other(e.to_string()),
+                    });
+                }
+                Some(Ok(())) => {
+                    let (_, upto_seq, fenced) = pending.pop_front().expect("front");
+                    write_frame(&mut send, &ReplicaAck { upto_seq, fenced }).await?;
+                }
             }
         }
-        let ticket = store.ticket();
-        if let Ok(d) = durable.wait_for(|d| d.outcome(ticket).is_some()).await {
-            if let Some(Err(e)) = d.outcome(ticket) {
-                tracing::error!(target: "error", node, error = %e,
-                    "session copies not made durable: the batch is not acknowledged");
-                return Err(MonitorError::Net {
-                    op: "storing session copies",
-                    source: std::io::Error::other(e.to_string()),
-                });
+        if !open && pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            batch = reader.next::<ReplicaBatch>(&mut recv), if open => {
+                let Some(batch) = batch? else {
+                    open = false;
+                    continue;
+                };
+                let mut fenced = Vec::new();
+                for entry in &batch.entries {
+                    if let Some(newer) = apply(&store, view, node, entry)? {
+                        fenced.push((entry.client_id.clone(), newer));
+                    }
+                }
+                let upto_seq = batch.first_seq + batch.entries.len() as u64 - 1;
+                pending.push_back((store.ticket(), upto_seq, fenced));
+            }
+            changed = durable.changed(), if !pending.is_empty() => {
+                if changed.is_err() {
+                    return Err(MonitorError::Net {
+                        op: "storing session copies",
+                        source: std::io::Error::other("the store's durability watch closed"),
+                    });
+                }
             }
         }
-        let upto_seq = batch.first_seq + batch.entries.len() as u64 - 1;
-        write_frame(&mut send, &ReplicaAck { upto_seq, fenced }).await?;
     }
     Ok(())
 }
