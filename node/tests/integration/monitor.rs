@@ -182,8 +182,19 @@ fn mqtt_activity_on_two_nodes_is_found_by_search() {
     };
     let out = ctl(&["log", "collect", "protocol", "on"]);
     assert!(out.status.success(), "{out:?}");
-    visit(&n2, "carol");
-    cluster.wait_found("class:protocol AND client:carol", "kind=DISCONNECT");
+    // The switch reaches the nodes over their links, after `log collect` returns: carol
+    // visits again until a visit made after n2 turned the class on is found.
+    poll_until(WAIT, || {
+        visit(&n2, "carol");
+        let out = cluster.search("class:protocol AND client:carol", &[]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.lines().any(|l| l.contains("kind=DISCONNECT")) {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .unwrap_or_else(|text| panic!("carol's DISCONNECT never in class protocol: {text}"));
     let out = ctl(&["settings"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
