@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use listener::Server;
 
+use crate::mqtt::connection::Limits;
 use crate::mqtt::message::Message;
 use crate::mqtt::packet::{LastWill, ProtocolVersion, QoS};
 use crate::settings::{self, Settings};
@@ -56,11 +57,28 @@ use registry::Registry;
 use retained::RetainedStore;
 use router::{Routed, Router};
 
+/// The settings in force, and the connection limits made from them.
+#[derive(Debug)]
+struct InForce {
+    settings: Arc<Settings>,
+    limits: Arc<Limits>,
+}
+
+impl InForce {
+    fn new(settings: Settings) -> Self {
+        Self {
+            limits: Arc::new(settings.connection_limits()),
+            settings: Arc::new(settings),
+        }
+    }
+}
+
 /// The state shared by every connection of a node.
 #[derive(Debug)]
 pub struct Broker {
-    /// The node's settings; replaced whole by a run-time change, read once per connection.
-    settings: RwLock<Arc<Settings>>,
+    /// The node's settings and the connection limits made from them; replaced whole by a
+    /// run-time change, read once per connection.
+    settings: RwLock<InForce>,
     /// The preserved state (absent in unit tests).
     pub store: Option<Arc<Store>>,
     /// Accounts, for CONNECT credentials.
@@ -281,7 +299,7 @@ impl Broker {
             cluster,
             packet_sink: None,
             tls: RwLock::new(None),
-            settings: RwLock::new(Arc::new(settings)),
+            settings: RwLock::new(InForce::new(settings)),
             retained,
             disk,
             stats: Stats::default(),
@@ -345,7 +363,13 @@ impl Broker {
 
     /// The current settings.
     pub fn settings(&self) -> Arc<Settings> {
-        self.settings.read().clone()
+        self.settings.read().settings.clone()
+    }
+
+    /// The limits a connection accepted now is held to: one copy shared by every connection
+    /// accepted under the same settings (a copy each took 80 bytes of every connection).
+    pub fn connection_limits(&self) -> Arc<Limits> {
+        self.settings.read().limits.clone()
     }
 
     /// Changes one setting at run time (for connections from now on) and keeps the change in
@@ -361,7 +385,7 @@ impl Broker {
         if let Some(store) = &self.store {
             store.put_setting(name, &shown)?;
         }
-        *self.settings.write() = Arc::new(changed);
+        *self.settings.write() = InForce::new(changed);
         self.apply_session_max_age();
         tracing::info!(target: "info", setting = name, value = %shown, "setting changed");
         Ok(shown)
@@ -371,7 +395,7 @@ impl Broker {
     /// stored it): in memory only.
     pub fn apply_setting(&self, name: &str, value: &str) -> Result<(), SettingError> {
         let changed = self.settings().with_change(name, value)?;
-        *self.settings.write() = Arc::new(changed);
+        *self.settings.write() = InForce::new(changed);
         self.apply_session_max_age();
         tracing::info!(target: "info", setting = name, value, "setting changed by the cluster");
         Ok(())

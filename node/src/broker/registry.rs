@@ -44,9 +44,9 @@ pub struct SessionSlot {
     /// Set once the session is gone from the registry; the router refuses new subscriptions
     /// of an ended session, so none can outlive it.
     ended: bool,
-    /// Drops not yet reported in a `warning` event, and when the last report was made.
-    drops_unreported: usize,
-    last_drop_report: Option<Instant>,
+    /// Drops not yet reported in a `warning` event, and when the last report was made; made
+    /// on the first drop (inline it would take 24 bytes of every session).
+    drops: Option<Box<DropReport>>,
     /// Bytes of this session's queue counted in the node's `OfflineBudget` (while away).
     offline_counted: usize,
 }
@@ -60,8 +60,7 @@ impl SessionSlot {
             expires_at: None,
             delayed_will: None,
             ended: false,
-            drops_unreported: 0,
-            last_drop_report: None,
+            drops: None,
             offline_counted: 0,
         }
     }
@@ -84,17 +83,28 @@ impl SessionSlot {
     /// Counts `dropped` messages; returns the count to report now, at most once per
     /// `every`, so that a flood makes one warning a second rather than one per message.
     pub fn note_drops(&mut self, dropped: usize, now: Instant, every: Duration) -> Option<usize> {
-        self.drops_unreported += dropped;
-        if self.drops_unreported == 0
-            || self
-                .last_drop_report
+        if dropped == 0 && self.drops.is_none() {
+            return None;
+        }
+        let drops = self.drops.get_or_insert_with(Default::default);
+        drops.unreported += dropped;
+        if drops.unreported == 0
+            || drops
+                .last_report
                 .is_some_and(|t| now.saturating_duration_since(t) < every)
         {
             return None;
         }
-        self.last_drop_report = Some(now);
-        Some(std::mem::take(&mut self.drops_unreported))
+        drops.last_report = Some(now);
+        Some(std::mem::take(&mut drops.unreported))
     }
+}
+
+/// A session's dropped messages not yet reported, and when the last report was made.
+#[derive(Debug, Default)]
+struct DropReport {
+    unreported: usize,
+    last_report: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -1091,8 +1101,10 @@ mod tests {
 #[cfg(all(test, target_pointer_width = "64"))]
 mod handle_size {
     #[test]
-    fn a_session_handle_fits_in_512_bytes() {
+    /// Every session, idle or not, holds one: mimalloc's size classes step by 64 bytes
+    /// between 256 and 512, and 448 is the class the memory bench was measured in.
+    fn a_session_handle_fits_in_448_bytes() {
         let arc = size_of::<super::SessionHandle>() + 2 * size_of::<usize>();
-        assert!(arc <= 512, "Arc<SessionHandle> is {arc} bytes");
+        assert!(arc <= 448, "Arc<SessionHandle> is {arc} bytes");
     }
 }

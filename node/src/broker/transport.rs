@@ -229,3 +229,34 @@ async fn tls_handshake(
     };
     Some((tls, cert_user))
 }
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod future_size {
+    use std::sync::Arc;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::Semaphore;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::broker::Broker;
+    use crate::settings::Settings;
+
+    /// Every idle plain-TCP connection holds this future (boxed): the memory bench's figure
+    /// per connection is mostly it, rounded up to the allocator's size class (mimalloc's
+    /// classes step by 256 bytes between 1,024 and 2,048).
+    #[tokio::test]
+    async fn a_plain_connection_future_fits_in_1280_bytes() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let broker = Arc::new(Broker::standalone(Settings::default(), None)?);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let client = TcpStream::connect(listener.local_addr()?).await?;
+        let (stream, peer) = listener.accept().await?;
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await?;
+        let serving = super::serve_tcp(broker, stream, peer, CancellationToken::new(), permit)
+            .ok_or("refused")?;
+        let size = size_of_val(&serving);
+        assert!(size <= 1280, "the connection future is {size} bytes");
+        drop(client);
+        Ok(())
+    }
+}

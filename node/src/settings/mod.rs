@@ -899,6 +899,23 @@ impl Settings {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.mqtt.connect_timeout_secs)
     }
+
+    /// The limits a connection accepted under these settings is held to.
+    pub fn connection_limits(&self) -> crate::mqtt::connection::Limits {
+        let mqtt = &self.mqtt;
+        crate::mqtt::connection::Limits {
+            max_packet_size: mqtt.max_packet_size,
+            connect_timeout: self.connect_timeout(),
+            max_client_id_len: mqtt.max_client_id_len,
+            stalled_reader_timeout: Duration::from_secs(mqtt.stalled_reader_timeout_secs),
+            max_messages_per_sec: mqtt.max_messages_per_sec,
+            receive_maximum: mqtt.receive_maximum,
+            topic_alias_maximum: mqtt.topic_alias_maximum,
+            max_keep_alive_secs: mqtt.max_keep_alive_secs,
+            topic_limits: self.topic_limits(),
+            client_id_from_username: self.auth.client_id_from_username,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ mod negotiated;
 mod tests;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -146,7 +147,8 @@ enum Phase {
 /// The protocol state of one connection.
 #[derive(Debug)]
 pub struct Connection {
-    limits: Limits,
+    /// Shared by every connection accepted under the same settings (not a copy each).
+    limits: Arc<Limits>,
     phase: Phase,
     /// Keep-alive grace: 1.5 × the keep-alive agreed at CONNECT, `None` for none.
     keep_alive: Option<Duration>,
@@ -190,7 +192,8 @@ pub struct Connection {
 
 impl Connection {
     /// A connection accepted at `now`, which must send CONNECT within the connect timeout.
-    pub fn new(now: Instant, limits: Limits) -> Self {
+    pub fn new(now: Instant, limits: impl Into<Arc<Limits>>) -> Self {
+        let limits = limits.into();
         let rate = limits.max_messages_per_sec;
         Self {
             phase: Phase::AwaitingConnect {

@@ -43,7 +43,7 @@ use arrival::Watched;
 use super::packet_log;
 use super::registry::SessionHandle;
 use super::Broker;
-use crate::mqtt::connection::{Admission, CloseReason, Connection as Protocol, Event, Limits};
+use crate::mqtt::connection::{Admission, CloseReason, Connection as Protocol, Event};
 use crate::mqtt::decode::{starts_with_whole_publish, DecodeError};
 use crate::mqtt::packet::{LastWill, Packet, ProtocolVersion};
 use crate::settings::Settings;
@@ -133,7 +133,7 @@ where
         // Built in place: a `let` binding moved from here would still take its room in this
         // task for its whole life (async state keeps a local until its scope ends).
         proto: {
-            let mut proto = Protocol::new(now, limits(&settings));
+            let mut proto = Protocol::new(now, broker.connection_limits());
             proto.set_certificate_user(cert_user);
             proto
         },
@@ -497,23 +497,6 @@ where
 
     fn client_id(&self) -> Option<&str> {
         self.client.as_ref().map(|c| &*c.id)
-    }
-}
-
-/// The limits a new connection is held to, from the settings it is accepted under.
-fn limits(settings: &Settings) -> Limits {
-    let mqtt = &settings.mqtt;
-    Limits {
-        max_packet_size: mqtt.max_packet_size,
-        connect_timeout: settings.connect_timeout(),
-        max_client_id_len: mqtt.max_client_id_len,
-        stalled_reader_timeout: Duration::from_secs(mqtt.stalled_reader_timeout_secs),
-        max_messages_per_sec: mqtt.max_messages_per_sec,
-        receive_maximum: mqtt.receive_maximum,
-        topic_alias_maximum: mqtt.topic_alias_maximum,
-        max_keep_alive_secs: mqtt.max_keep_alive_secs,
-        topic_limits: settings.topic_limits(),
-        client_id_from_username: settings.auth.client_id_from_username,
     }
 }
 
