@@ -448,7 +448,7 @@ pub fn deliver(
     delivery: Delivery,
     shed_qos0: bool,
 ) -> Result<Delivered, NotQueued> {
-    let (dropped, stored, report, store_error) = {
+    let (dropped, stored, report, store_error, wake) = {
         let mut slot = handle.lock();
         if delivery.qos == QoS::AtMostOnce {
             if !slot.is_online() {
@@ -477,6 +477,12 @@ pub fn deliver(
                 store_error: None,
             });
         }
+        // Only a queue that was empty needs a wake-up: the connection drains the whole queue
+        // on every turn of its loop, and a non-empty queue means a wake-up is already on its
+        // way, or the connection is held by its in-flight window or its socket (a PUBACK or a
+        // write wakes it then), or the client is away. A wake-up per message made the
+        // connection turn once per message and contend for this lock with the publisher.
+        let wake = slot.session.queued() == 0;
         let dropped = slot.session.enqueue(delivery).dropped;
         if away {
             slot.recount_offline();
@@ -489,7 +495,7 @@ pub fn deliver(
         } else {
             None
         };
-        (dropped, stored, report, store_error)
+        (dropped, stored, report, store_error, wake)
     };
     if let Some((dropped, total)) = report {
         tracing::warn!(
@@ -500,7 +506,9 @@ pub fn deliver(
             "session queue full: dropped oldest messages"
         );
     }
-    handle.notify.notify_one();
+    if wake {
+        handle.notify.notify_one();
+    }
     Ok(Delivered {
         dropped,
         stored,
