@@ -55,7 +55,9 @@ where
             let mut slot = client.handle.lock();
             if !slot.is_owned_by(*conn_id) {
                 // Taken over: what is queued now belongs to the new connection, which has
-                // already collected what this one had in flight.
+                // already collected what this one had in flight. A wake-up this connection
+                // took was meant for it: passed on, since `deliver` wakes only an empty queue.
+                client.handle.notify.notify_one();
                 return;
             }
             let mut budget = limit.saturating_sub(wbuf.len());
