@@ -114,17 +114,23 @@ struct Owner {
 }
 
 /// A session shared by the registry, the router and the connection serving it.
+///
+/// In this order (`repr(C)`): what is only read, beside the `Arc`'s counts that every
+/// publisher's routing bumps, then the wake-up and the lock that publisher and connection both
+/// write, from the second cache line on, so that a count bumped on one core does not take
+/// the lock's line from the other.
 #[derive(Debug)]
+#[repr(C)]
 pub struct SessionHandle {
     /// The client id.
     pub client_id: Arc<str>,
-    slot: Mutex<SessionSlot>,
-    /// Woken when a message is queued for the session.
-    pub notify: Notify,
     /// The store, the cluster and the offline bound: the registry's, one pointer for all.
     shared: Arc<SessionShared>,
     /// Who the client is for topic rules, and the session's cached decisions.
     pub acl: super::topic_acl::SessionAcl,
+    /// Woken when a message is queued for the session.
+    pub notify: Notify,
+    slot: Mutex<SessionSlot>,
 }
 
 /// What every session of a registry writes to and counts against (one `Arc` per registry,

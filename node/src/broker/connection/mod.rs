@@ -222,8 +222,12 @@ where
             // then handles what waits in the input without a read having to come first.
             let deadline = self.proto.poll_timeout();
             let may_write = unwritten;
-            let handle = self.client.as_ref().map(|c| c.handle.clone());
-            let kicked = self.client.as_mut().map(|c| &mut c.kicked);
+            // Borrowed, not cloned: a clone per turn bumped the handle's count, a cache line
+            // the publishers delivering to this session write too.
+            let (handle, kicked) = match self.client.as_mut() {
+                Some(c) => (Some(&*c.handle), Some(&mut c.kicked)),
+                None => (None, None),
+            };
             let durable = watch_wait(
                 self.durable.as_mut(),
                 self.pending_acks.front().map(|a| a.ticket),
@@ -277,7 +281,7 @@ where
                 },
                 _ = durable_at_least(durable) => {}
                 _ = durable_at_least(copies) => {}
-                _ = wake(handle.as_deref()) => {}
+                _ = wake(handle) => {}
                 // Judged at the top of the next turn, at that turn's `now`.
                 _ = sleep_until(deadline) => timer_fired = true,
             }
