@@ -4,6 +4,7 @@
 
 pub mod endpoint;
 pub mod forward;
+pub mod forward_receive;
 pub mod member;
 pub mod monitor;
 

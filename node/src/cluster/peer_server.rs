@@ -9,7 +9,6 @@ use fubar_monitor::MonitorError;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 
-use super::forward;
 use super::member::ClusterMember;
 use super::peer_wire::{PeerRequest, PeerResponse, MAX_PEER_FRAME};
 use crate::broker::client_owner::NotOwner;
@@ -99,7 +98,7 @@ async fn serve_stream(
             let Some(broker) = member.broker() else {
                 return Err(MonitorError::Protocol("this node has no broker yet".into()));
             };
-            return forward::receive(
+            return super::forward_receive::receive(
                 broker,
                 member.delivered(),
                 node.to_owned(),
