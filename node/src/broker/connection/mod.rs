@@ -228,19 +228,25 @@ where
                 Some(c) => (Some(&*c.handle), Some(&mut c.kicked)),
                 None => (None, None),
             };
-            let durable = watch_wait(
-                self.durable.as_mut(),
-                self.pending_acks.front().map(|a| a.ticket),
-                |durable, ticket| durable.outcome(ticket).is_some(),
-            );
-            let copies = watch_wait(
-                self.settled.as_mut(),
-                self.pending_acks
-                    .front()
-                    .and_then(|a| a.copies)
-                    .map(|c| c.1),
-                |settled, ticket| *settled >= ticket,
-            );
+            // Each wait only while its part is still open: the front acknowledgement waits on
+            // both, and a wait already satisfied would end every turn at once (the store
+            // synced, the copies not yet confirmed: the task spun until they were).
+            let front = self.pending_acks.front();
+            let durable_ticket = front.map(|a| a.ticket).filter(|t| {
+                self.durable
+                    .as_ref()
+                    .is_some_and(|d| d.borrow().outcome(*t).is_none())
+            });
+            let copies_ticket = front
+                .and_then(|a| a.copies)
+                .map(|c| c.1)
+                .filter(|t| self.settled.as_ref().is_some_and(|s| *s.borrow() < *t));
+            let durable = watch_wait(self.durable.as_mut(), durable_ticket, |durable, ticket| {
+                durable.outcome(ticket).is_some()
+            });
+            let copies = watch_wait(self.settled.as_mut(), copies_ticket, |settled, ticket| {
+                *settled >= ticket
+            });
             let input = self.proto.input_mut();
             if input.is_empty() && input.capacity() > 2 * self.read_chunk {
                 // Reads have been small for a while: give the memory back.
