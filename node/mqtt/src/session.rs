@@ -418,12 +418,12 @@ impl Session {
     #[must_use]
     pub fn poll_send(&mut self, now: Instant) -> Option<(Publish, Arc<Message>)> {
         let out = self.poll_outgoing(now)?;
-        Some((out.publish(now), out.delivery.message))
+        Some((out.publish(now), out.delivery.message.clone()))
     }
 
     /// As [`poll_send`](Self::poll_send), without building the PUBLISH: the delivery and the
     /// packet id it was given (0 at QoS 0), for a caller that encodes it from its parts.
-    pub fn poll_outgoing(&mut self, now: Instant) -> Option<Outgoing> {
+    pub fn poll_outgoing(&mut self, now: Instant) -> Option<Outgoing<'_>> {
         self.drop_expired_head(now);
         let head = self.queue.front()?;
         if head.delivery.qos != QoS::AtMostOnce
@@ -450,17 +450,23 @@ impl Session {
                         state,
                     });
                 }
+                // The in-flight record keeps the delivery, and the caller reads it there: no
+                // second count on a message every subscriber's copy shares.
                 self.inflight.push_back(Inflight {
                     seq,
                     packet_id: id,
-                    delivery: delivery.clone(),
+                    delivery,
                     state,
                 });
-                id
+                let delivery = &self.inflight.back()?.delivery;
+                return Some(Outgoing {
+                    delivery: Leaving::InFlight(delivery),
+                    packet_id: id,
+                });
             }
         };
         Some(Outgoing {
-            delivery,
+            delivery: Leaving::Sent(delivery),
             packet_id,
         })
     }
@@ -684,14 +690,35 @@ impl Session {
 
 /// A message leaving the session's queue (`Session::poll_outgoing`).
 #[derive(Debug)]
-pub struct Outgoing {
+pub struct Outgoing<'a> {
     /// The delivery: the message and how this session gets it.
-    pub delivery: Delivery,
+    pub delivery: Leaving<'a>,
     /// The packet id it was given (0 at QoS 0).
     pub packet_id: u16,
 }
 
-impl Outgoing {
+/// A delivery leaving the queue: gone from the session (QoS 0), or kept in flight (QoS 1/2),
+/// where it is read without taking another count on its message.
+#[derive(Debug)]
+pub enum Leaving<'a> {
+    /// At QoS 0: the session keeps nothing of it.
+    Sent(Delivery),
+    /// At QoS 1/2: the session's in-flight record of it.
+    InFlight(&'a Delivery),
+}
+
+impl std::ops::Deref for Leaving<'_> {
+    type Target = Delivery;
+
+    fn deref(&self) -> &Delivery {
+        match self {
+            Self::Sent(d) => d,
+            Self::InFlight(d) => d,
+        }
+    }
+}
+
+impl Outgoing<'_> {
     /// The PUBLISH that carries it, with what remains of its expiry interval at `now`.
     pub fn publish(&self, now: Instant) -> Publish {
         publish_of(&self.delivery, self.packet_id, false, now)

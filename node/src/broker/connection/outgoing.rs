@@ -97,7 +97,7 @@ where
                     continue;
                 }
                 let p = out.publish(now);
-                let message = out.delivery.message;
+                let message = out.delivery.message.clone();
                 let (qos, packet_id) = (p.qos, p.packet_id);
                 let packet = if v5 {
                     match proto.flow.outgoing_publish(p, true) {
