@@ -129,6 +129,9 @@ pub struct Session {
     inflight: VecDeque<Inflight>,
     awaiting_pubrel: BTreeSet<u16>,
     next_packet_id: u16,
+    /// The ids in flight were all given by `allocate_packet_id`, in ascending order, since
+    /// the window was last empty (not wrapped, nor restored from the store).
+    ids_ascending: bool,
     next_seq: u64,
     dropped_total: u64,
     /// Messages dropped from the queue because they expired, not yet taken by the driver.
@@ -158,6 +161,7 @@ impl Session {
             inflight: VecDeque::new(),
             awaiting_pubrel: BTreeSet::new(),
             next_packet_id: 1,
+            ids_ascending: true,
             next_seq: 1,
             dropped_total: 0,
             expired: None,
@@ -225,6 +229,7 @@ impl Session {
                     });
                 }
                 Some(packet_id) => {
+                    s.ids_ascending = false;
                     s.next_packet_id = packet_id.checked_add(1).unwrap_or(1);
                     s.inflight.push_back(Inflight {
                         seq: m.seq,
@@ -500,11 +505,24 @@ impl Session {
     }
 
     fn allocate_packet_id(&mut self) -> u16 {
+        if self.inflight.is_empty() {
+            self.ids_ascending = true;
+        }
         // The window is far smaller than 65535, so a free id is always found quickly.
         loop {
             let id = self.next_packet_id;
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|i| i.packet_id == id) {
+            self.next_packet_id = match self.next_packet_id.checked_add(1) {
+                Some(next) => next,
+                None => {
+                    self.ids_ascending = false;
+                    1
+                }
+            };
+            // Ids given in order since the window was last empty are all below `id`: no
+            // walk of the window per message (a tenth of a QoS 1 fan-out's session time).
+            let above_all =
+                self.ids_ascending && self.inflight.back().is_none_or(|last| last.packet_id < id);
+            if above_all || !self.inflight.iter().any(|i| i.packet_id == id) {
                 return id;
             }
         }
@@ -1199,5 +1217,36 @@ mod tests {
             s.take_changes()[0],
             SessionChange::Put { seq: 10, .. }
         ));
+    }
+
+    #[test]
+    fn restored_ids_out_of_order_are_never_given_twice() {
+        // Sent before a restart: id 5 (seq 1), then, after the ids wrapped, id 2 (seq 2).
+        let restored = [(1, 5), (2, 2)]
+            .into_iter()
+            .map(|(seq, id)| RestoredDelivery {
+                seq,
+                delivery: delivery("t", "old", QoS::AtLeastOnce),
+                state: DeliveryState::WaitPubAck(id),
+            })
+            .collect();
+        let window = SessionLimits {
+            inflight_window: 10,
+            ..limits()
+        };
+        let mut s = Session::restore(window, vec![], restored, vec![]);
+        for _ in 0..4 {
+            let _ = s.enqueue(delivery("t", "new", QoS::AtLeastOnce));
+        }
+        let ids: Vec<u16> = (0..4)
+            .map(|_| s.poll_publish(at(0)).unwrap().packet_id)
+            .collect();
+        assert_eq!(ids, vec![3, 4, 6, 7], "5 is still in flight");
+        // Once the window is empty, ids are given in order again.
+        for id in [5, 2, 3, 4, 6, 7] {
+            assert!(s.handle_puback(id));
+        }
+        let _ = s.enqueue(delivery("t", "new", QoS::AtLeastOnce));
+        assert_eq!(s.poll_publish(at(0)).unwrap().packet_id, 8);
     }
 }
