@@ -520,9 +520,22 @@ impl Session {
             };
             // Ids given in order since the window was last empty are all below `id`: no
             // walk of the window per message (a tenth of a QoS 1 fan-out's session time).
-            let above_all =
-                self.ids_ascending && self.inflight.back().is_none_or(|last| last.packet_id < id);
-            if above_all || !self.inflight.iter().any(|i| i.packet_id == id) {
+            if self.ids_ascending && self.inflight.back().is_none_or(|last| last.packet_id < id) {
+                return id;
+            }
+            // The walk: is `id` free, and are the ids in flight back in ascending order below
+            // it (the ones given before a wrap have been acknowledged)?
+            let (mut used, mut ascending, mut previous) = (false, true, 0);
+            for i in &self.inflight {
+                if i.packet_id == id {
+                    used = true;
+                    break;
+                }
+                ascending &= previous < i.packet_id && i.packet_id < id;
+                previous = i.packet_id;
+            }
+            if !used {
+                self.ids_ascending = ascending;
                 return id;
             }
         }
