@@ -188,6 +188,20 @@ impl<K, V> SubscriptionTrie<K, V> {
     /// Calls `f` for each subscription whose filter matches the topic name `topic`: once per
     /// matching filter, so a key subscribed through several filters is seen several times.
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&K, &V)) {
+        self.for_each_match_by_filter(topic, |_, k, v| f(k, v));
+    }
+
+    /// As [`for_each_match`](Self::for_each_match), with a number for the filter each
+    /// subscription matched through (0, 1, ...): a key is seen at most once per number, so a
+    /// caller whose matches all have one number has no key twice.
+    pub fn for_each_match_by_filter(&self, topic: &str, mut f: impl FnMut(usize, &K, &V)) {
+        let mut filter = 0;
+        let mut each = |subs: &HashMap<K, V>| {
+            if !subs.is_empty() {
+                subs.iter().for_each(|(k, v)| f(filter, k, v));
+                filter += 1;
+            }
+        };
         // Wildcards in the first level of a filter do not match `$` topics (MQTT-4.7.2-1).
         let dollar = topic.starts_with('$');
         // (node, the levels still to match or `None` when all are consumed, is root)
@@ -196,10 +210,10 @@ impl<K, V> SubscriptionTrie<K, V> {
         while let Some((node, rest, root)) = stack.pop() {
             let wildcards = !(root && dollar);
             if wildcards {
-                node.multi.iter().for_each(|(k, v)| f(k, v));
+                each(&node.multi);
             }
             let Some(rest) = rest else {
-                node.exact.iter().for_each(|(k, v)| f(k, v));
+                each(&node.exact);
                 continue;
             };
             let (level, next) = match rest.split_once('/') {
@@ -378,6 +392,31 @@ mod tests {
             let hit = !matched(&trie, topic).is_empty();
             assert_eq!(hit, expected, "{filter:?} vs {topic:?}");
         }
+    }
+
+    #[test]
+    fn matches_are_numbered_by_filter() {
+        let mut trie = SubscriptionTrie::new();
+        for (filter, key) in [("a/b", 1), ("a/b", 2), ("a/+", 1), ("#", 3), ("x/y", 4)] {
+            trie.insert(filter, key, filter);
+        }
+        let mut seen = Vec::new();
+        trie.for_each_match_by_filter("a/b", |n, k, v| seen.push((*v, n, *k)));
+        seen.sort();
+        // One number per filter, shared by its keys; filters without a match take none.
+        let numbers = |f: &str| -> Vec<usize> {
+            seen.iter()
+                .filter(|(v, ..)| *v == f)
+                .map(|(_, n, _)| *n)
+                .collect()
+        };
+        assert_eq!(seen.len(), 4);
+        assert_eq!(numbers("a/b").len(), 2);
+        assert_eq!(numbers("a/b")[0], numbers("a/b")[1]);
+        let mut distinct: Vec<usize> = seen.iter().map(|(_, n, _)| *n).collect();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct, vec![0, 1, 2]);
     }
 
     #[test]

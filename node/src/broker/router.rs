@@ -267,14 +267,19 @@ impl Router {
     ) -> Routed {
         let mut routed = Routed::default();
         let mut targets: Vec<Target> = Vec::new();
+        // Filters that gave targets: with one, no session is there twice (no merging).
+        let (mut filters, mut last_filter) = (0, None);
         {
             let trie = self.trie.read();
-            trie.for_each_match(&message.topic, |_, sub| {
+            trie.for_each_match_by_filter(&message.topic, |filter, _, sub| {
                 // MQTT 5.0 no local: not back to the session that published it.
                 if sub.options.no_local
                     && message.publisher.as_deref() == Some(&*sub.handle.client_id)
                 {
                     return;
+                }
+                if last_filter != Some(filter) {
+                    (filters, last_filter) = (filters + 1, Some(filter));
                 }
                 targets.push(Target {
                     handle: sub.handle.clone(),
@@ -290,6 +295,7 @@ impl Router {
         }
         // A direct message was checked as the publisher's PUBLISH to the client id.
         if let Some(direct) = registry.get(&message.topic) {
+            filters += 1;
             targets.push(Target {
                 handle: direct,
                 qos: message.qos,
@@ -303,7 +309,10 @@ impl Router {
         } else {
             Vec::new()
         };
-        for target in merge_overlapping(targets) {
+        if filters > 1 {
+            targets = merge_overlapping(targets);
+        }
+        for target in targets {
             let delivery = Delivery {
                 message: message.clone(),
                 qos: target.qos,
