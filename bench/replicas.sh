@@ -17,8 +17,11 @@ PUBS=${1:-4}; MSGS=${2:-20000}; SIZE=${3:-64}; RUNS=${RUNS:-3}
 FUBAR=${FUBAR:-${CARGO_TARGET_DIR:-$PWD/target}/release/fubar}
 [ -x "$FUBAR" ] || { echo "build first: cargo build --release --workspace ($FUBAR)" >&2; exit 1; }
 work=$(mktemp -d)
-declare -a started=()
-trap 'for p in "${started[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+# `start` runs in a command substitution (a subshell), so the pids go to a file, not an array
+# (an array there never reached the parent: every run left its three nodes running).
+pids="$work/pids"; : > "$pids"
+stop_nodes() { while read -r p; do kill -9 "$p" 2>/dev/null || true; done < "$pids"; : > "$pids"; }
+trap 'stop_nodes; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 wait_line() { for _ in $(seq 1 600); do grep -m1 -- "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "never saw '$2' in $1" >&2; tail -20 "$1" >&2; return 1; }
@@ -29,7 +32,7 @@ start() {
   "$FUBAR" node --name "$name@localhost" --master "$master" --data-dir "$dir" \
     --config "$dir/cluster.toml" --bind 127.0.0.1 --mqtt-port "$port" --cluster-port 0 \
     --log-stdout info,warning > "$dir/$name.log" 2>&1 &
-  started+=("$!")
+  echo "$!" >> "$pids"
   local line; line=$(wait_line "$dir/$name.log" "cluster port on cluster://" | tail -1)
   wait_line "$dir/$name.log" "listening on mqtt://" >/dev/null
   echo "$port ${line##*:}"
@@ -50,7 +53,7 @@ run() {
   "$FUBAR" bench fanin -p "$pub" --sub-port "$a" --publishers "$PUBS" --messages "$MSGS" \
     --size "$SIZE" -q 1 --subscribers 0 -t bench/fanin --json \
     | python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["publish_rate"]))'
-  for p in "${started[@]}"; do kill -9 "$p" 2>/dev/null || true; done; started=()
+  stop_nodes
 }
 
 zero=(); one=()
