@@ -10,6 +10,9 @@ use crate::mqtt::connection::{Acked, ConnectRefusal, PublishRefusal, Refusal};
 use crate::mqtt::packet::ProtocolVersion;
 use crate::mqtt::reason::ReasonCode;
 
+/// Plain PUBACKs settled under one lock, at most (a full in-flight window of 100 is one run).
+const MAX_ACK_RUN: usize = 256;
+
 impl<R, W> Connection<R, W>
 where
     R: AsyncRead + Unpin + Send,
@@ -44,6 +47,45 @@ where
             }
         }
         self.send_transmits();
+    }
+
+    /// A subscriber's plain PUBACK for `first`, and every plain acknowledgement right behind
+    /// it in the input (what one write of the client carried): the PUBACKs are settled under
+    /// one lock of the session, not one each (the lock a publisher delivering to this session
+    /// takes too). An acknowledgement of another kind ends the run and is handled after it.
+    pub(super) fn handle_pubacks(&mut self, now: std::time::Instant, first: u16) {
+        // On the stack: this is a plain function, not part of the connection's future.
+        let mut ids = [0u16; MAX_ACK_RUN];
+        ids[0] = first;
+        let mut n = 1;
+        let mut after = None;
+        while n < MAX_ACK_RUN {
+            match self.proto.take_plain_ack(now) {
+                Some(Acked::PubAck(id)) => {
+                    ids[n] = id;
+                    n += 1;
+                }
+                Some(other) => {
+                    after = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let unknown: Vec<u16> = self.session(|s| {
+            ids[..n]
+                .iter()
+                .copied()
+                .filter(|id| !s.handle_puback(*id))
+                .collect()
+        });
+        for id in unknown {
+            self.note_unknown_ack("PUBACK", id, false);
+        }
+        match after {
+            Some(acked) => self.handle_acked(acked),
+            None => self.send_transmits(),
+        }
     }
 
     /// The client's DISCONNECT changed its session expiry interval (MQTT 5.0).

@@ -43,7 +43,7 @@ use arrival::Watched;
 use super::packet_log;
 use super::registry::SessionHandle;
 use super::Broker;
-use crate::mqtt::connection::{Admission, CloseReason, Connection as Protocol, Event};
+use crate::mqtt::connection::{Acked, Admission, CloseReason, Connection as Protocol, Event};
 use crate::mqtt::decode::{starts_with_whole_publish, DecodeError};
 use crate::mqtt::packet::{LastWill, Packet, ProtocolVersion};
 use crate::settings::Settings;
@@ -331,9 +331,16 @@ where
         let head = packet_log::head_of(self.proto.input());
         if head.is_none() && packet_log::quiet(&self.logged()) {
             // A subscriber's PUBACKs, one per message it gets: no packet decoded, no event.
-            if let Some(acked) = self.proto.take_plain_ack(now) {
-                self.handle_acked(acked);
-                return Ok(true);
+            match self.proto.take_plain_ack(now) {
+                Some(Acked::PubAck(id)) => {
+                    self.handle_pubacks(now, id);
+                    return Ok(true);
+                }
+                Some(acked) => {
+                    self.handle_acked(acked);
+                    return Ok(true);
+                }
+                None => {}
             }
         }
         let packet = match self.proto.decode_next() {
