@@ -4,7 +4,6 @@
 
 pub mod endpoint;
 pub mod forward;
-pub mod forward_receive;
 pub mod member;
 pub mod monitor;
 

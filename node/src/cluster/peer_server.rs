@@ -9,6 +9,7 @@ use fubar_monitor::MonitorError;
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 
+use super::forward;
 use super::member::ClusterMember;
 use super::peer_wire::{PeerRequest, PeerResponse, MAX_PEER_FRAME};
 use crate::broker::client_owner::NotOwner;
@@ -98,7 +99,7 @@ async fn serve_stream(
             let Some(broker) = member.broker() else {
                 return Err(MonitorError::Protocol("this node has no broker yet".into()));
             };
-            return super::forward_receive::receive(
+            return forward::receive(
                 broker,
                 member.delivered(),
                 node.to_owned(),
