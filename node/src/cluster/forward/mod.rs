@@ -34,6 +34,8 @@ use crate::broker::persist::stored_properties;
 use crate::mqtt::message::{remaining_secs, Message};
 
 mod receive;
+#[cfg(test)]
+mod receive_tests;
 pub use receive::{receive, Delivered};
 
 /// Messages per batch frame, at most.
