@@ -415,9 +415,14 @@ mod tests {
     use bytes::Bytes;
 
     fn message(n: u8) -> ForwardedMessage {
+        qos1(&format!("t/{n}"), Bytes::from(vec![n; 3]))
+    }
+
+    /// A QoS 1 message on `topic`, as it is forwarded.
+    pub(super) fn qos1(topic: &str, payload: Bytes) -> ForwardedMessage {
         ForwardedMessage {
-            topic: format!("t/{n}").into(),
-            payload: Bytes::from(vec![n; 3]),
+            topic: topic.into(),
+            payload,
             qos: 1,
             retain: false,
             properties: Default::default(),

@@ -2,111 +2,53 @@
 //! a real store, a broker whose persistent sessions have a backup that confirms its copies
 //! only when the test says (the `AckGate`), and a QUIC stream on 127.0.0.1.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fubar_monitor::wire::{write_frame, FrameReader};
-use fubar_store::records::{ReplicaOp, RestoredSession};
 use fubar_store::{Store, SyncMode};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{RecvStream, SendStream};
-use tokio::sync::watch;
 
 use super::{receive, Delivered};
 use crate::broker::ack_gate::AckGate;
-use crate::broker::client_owner::NotOwner;
-use crate::broker::cluster_hooks::ClusterHooks;
+use crate::broker::cluster_hooks::Recording;
 use crate::broker::Broker;
-use crate::cluster::peer_wire::{ForwardAck, ForwardBatch, ForwardedMessage, MAX_PEER_FRAME};
-use crate::mqtt::message::{Message, SubscriptionOptions};
+use crate::cluster::peer_wire::{ForwardAck, ForwardBatch, MAX_PEER_FRAME};
+use crate::mqtt::message::SubscriptionOptions;
 use crate::mqtt::packet::QoS;
 use crate::settings::Settings;
 
 /// How long a step may take before the test fails (a hang, not a timing assertion).
 const WAIT: Duration = Duration::from_secs(20);
-/// The backup's link in the gate.
-const BACKUP: u64 = 9;
 
-/// The cluster as the broker sees it: every persistent session's writes are one copy on
-/// `BACKUP`, a gate ticket, with the topics of the messages it queued.
-#[derive(Debug)]
-struct HeldBackup {
-    gate: Arc<AckGate>,
-    copies: watch::Sender<Vec<(u64, Vec<String>)>>,
-}
-
-impl ClusterHooks for HeldBackup {
-    fn route_added(&self, _filter: &str) {}
-    fn route_removed(&self, _filter: &str) {}
-    fn forward(&self, _message: &Arc<Message>, _replicate_retained: bool) -> bool {
-        false
-    }
-    fn forward_share(&self, _share: &Arc<str>, _message: &Arc<Message>) -> bool {
-        false
-    }
-    fn client_attached(&self, _client_id: &str, _owner: Option<&str>) {}
-    fn client_ended(&self, _client_id: &str) {}
-    fn take_over<'a>(
-        &'a self,
-        _client_id: &'a str,
-        _user: Option<&'a str>,
-        _keep: bool,
-    ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>> {
-        Box::pin(std::future::ready(Ok(None)))
-    }
-    fn ack_gate(&self) -> Option<Arc<AckGate>> {
-        Some(self.gate.clone())
-    }
-    fn replicating(&self) -> bool {
-        true
-    }
-    fn replicate(
-        &self,
-        _client_id: &str,
-        ops: Vec<ReplicaOp>,
-        _full: &dyn Fn() -> RestoredSession,
-    ) {
-        let ticket = self.gate.issue(&[BACKUP]);
-        let topics = ops
-            .iter()
-            .filter_map(|op| match op {
-                ReplicaOp::PutQueued { record, .. } => Some(record.message.topic.clone()),
-                _ => None,
-            })
-            .collect();
-        self.copies.send_modify(|c| c.push((ticket, topics)));
+/// The backup confirms its copies up to `upto`.
+fn confirm(hooks: &Recording, upto: u64) {
+    let tickets: Vec<u64> = hooks
+        .copies
+        .borrow()
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t <= upto)
+        .collect();
+    if let Some(gate) = &hooks.gate {
+        gate.settle(Recording::BACKUP, tickets);
     }
 }
 
-impl HeldBackup {
-    /// The backup confirms its copies up to `upto`.
-    fn confirm(&self, upto: u64) {
-        let tickets: Vec<u64> = self
-            .copies
-            .borrow()
-            .iter()
-            .map(|(t, _)| *t)
-            .filter(|t| *t <= upto)
-            .collect();
-        self.gate.settle(BACKUP, tickets);
-    }
-
-    /// Waits until a copy of a message on `topic` is made; returns the last ticket then.
-    async fn copied(&self, topic: &str) -> u64 {
-        let mut copies = self.copies.subscribe();
-        let seen = tokio::time::timeout(
-            WAIT,
-            copies.wait_for(|c| c.iter().any(|(_, t)| t.iter().any(|t| t == topic))),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("no copy of {topic} made"))
-        .expect("copies watch open")
-        .clone();
-        seen.iter().map(|(t, _)| *t).max().unwrap_or(0)
-    }
+/// Waits until a copy of a message on `topic` is made; returns the last ticket then.
+async fn copied(hooks: &Recording, topic: &str) -> u64 {
+    let mut copies = hooks.copies.subscribe();
+    let seen = tokio::time::timeout(
+        WAIT,
+        copies.wait_for(|c| c.iter().any(|(_, t)| t.iter().any(|t| t == topic))),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no copy of {topic} made"))
+    .expect("copies watch open")
+    .clone();
+    seen.iter().map(|(t, _)| *t).max().unwrap_or(0)
 }
 
 /// The near end of a QUIC stream on 127.0.0.1, and the connection and endpoint it lives on.
@@ -157,16 +99,7 @@ async fn stream_to(broker: Arc<Broker>, first: &ForwardBatch) -> NearEnd {
 fn batch(first_seq: u64, topic: &str) -> ForwardBatch {
     ForwardBatch {
         first_seq,
-        messages: vec![ForwardedMessage {
-            topic: topic.into(),
-            payload: Bytes::from_static(b"safe"),
-            qos: 1,
-            retain: false,
-            properties: Default::default(),
-            publisher: String::new(),
-            share: None,
-            expires_at: None,
-        }],
+        messages: vec![super::tests::qos1(topic, Bytes::from_static(b"safe"))],
     }
 }
 
@@ -184,9 +117,9 @@ async fn a_batch_is_taken_while_the_one_before_waits_for_its_copy_and_each_is_ac
 ) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), SyncMode::Group, Duration::ZERO).unwrap());
-    let hooks = Arc::new(HeldBackup {
-        gate: Arc::new(AckGate::default()),
-        copies: watch::Sender::new(Vec::new()),
+    let hooks = Arc::new(Recording {
+        gate: Some(Arc::new(AckGate::default())),
+        ..Recording::default()
     });
     let broker = Arc::new(Broker::new(Settings::default(), Some(store), hooks.clone()).unwrap());
     // A persistent session subscribed to p/#.
@@ -204,15 +137,15 @@ async fn a_batch_is_taken_while_the_one_before_waits_for_its_copy_and_each_is_ac
     broker.router.subscribe(&keeper, "p/#", options);
 
     let (mut send, mut recv, _link) = stream_to(broker.clone(), &batch(1, "p/1")).await;
-    let first = hooks.copied("p/1").await;
+    let first = copied(&hooks, "p/1").await;
     // Batch 1's copy is not confirmed, yet batch 2 is taken and copied.
     write_frame(&mut send, &batch(2, "p/2")).await.unwrap();
-    hooks.copied("p/2").await;
+    copied(&hooks, "p/2").await;
     let mut reader = FrameReader::new(MAX_PEER_FRAME);
     // Batch 1 is acknowledged while batch 2 still waits for its copy.
-    hooks.confirm(first);
+    confirm(&hooks, first);
     assert_eq!(ack(&mut reader, &mut recv).await, 1);
-    hooks.confirm(u64::MAX);
+    confirm(&hooks, u64::MAX);
     assert_eq!(ack(&mut reader, &mut recv).await, 2);
     // Sent again (as after a reconnection): acknowledged, not queued twice.
     write_frame(&mut send, &batch(2, "p/2")).await.unwrap();
