@@ -113,6 +113,17 @@ pub(crate) struct Recording {
     pub(crate) ended: parking_lot::Mutex<Vec<String>>,
     /// The topics of the messages the broker asked to forward.
     pub(crate) forwarded: parking_lot::Mutex<Vec<String>>,
+    /// With a gate, persistent sessions are replicated: each `replicate` is one copy, a ticket
+    /// on link `Recording::BACKUP` that the test settles, noted in `copies`.
+    pub(crate) gate: Option<Arc<super::ack_gate::AckGate>>,
+    /// Per copy: its ticket and the topics of the messages it queued.
+    pub(crate) copies: tokio::sync::watch::Sender<Vec<(u64, Vec<String>)>>,
+}
+
+#[cfg(test)]
+impl Recording {
+    /// The backup's link in the gate.
+    pub(crate) const BACKUP: u64 = 9;
 }
 
 #[cfg(test)]
@@ -137,5 +148,28 @@ impl ClusterHooks for Recording {
         _keep: bool,
     ) -> Pin<Box<dyn Future<Output = Result<Option<RestoredSession>, NotOwner>> + Send + 'a>> {
         Box::pin(std::future::ready(Ok(None)))
+    }
+    fn ack_gate(&self) -> Option<Arc<super::ack_gate::AckGate>> {
+        self.gate.clone()
+    }
+    fn replicating(&self) -> bool {
+        self.gate.is_some()
+    }
+    fn replicate(
+        &self,
+        _client_id: &str,
+        ops: Vec<ReplicaOp>,
+        _full: &dyn Fn() -> RestoredSession,
+    ) {
+        let Some(gate) = &self.gate else { return };
+        let ticket = gate.issue(&[Self::BACKUP]);
+        let topics = ops
+            .iter()
+            .filter_map(|op| match op {
+                ReplicaOp::PutQueued { record, .. } => Some(record.message.topic.clone()),
+                _ => None,
+            })
+            .collect();
+        self.copies.send_modify(|c| c.push((ticket, topics)));
     }
 }

@@ -12,6 +12,7 @@ pub mod peer_wire;
 pub mod peers;
 pub mod raft_network;
 pub mod replica;
+pub mod settling;
 pub mod shipping;
 pub mod state_log;
 pub mod view;

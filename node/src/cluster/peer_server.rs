@@ -87,12 +87,16 @@ async fn serve_stream(
             Err(NotOwner { owner }) => PeerResponse::NotOwner { owner },
         },
         PeerRequest::Replicate { epoch: _ } => {
-            let Some(store) = member.broker().and_then(|b| b.store.clone()) else {
+            let Some((store, window)) = member
+                .broker()
+                .and_then(|b| Some((b.store.clone()?, b.settings().cluster.receive_window)))
+            else {
                 return Err(MonitorError::Protocol(
                     "this node keeps no session copies".into(),
                 ));
             };
-            return super::replica::serve::receive(store, member.view(), node, send, recv, reader)
+            let view = member.view();
+            return super::replica::serve::receive(store, view, node, window, send, recv, reader)
                 .await;
         }
         PeerRequest::Forward { epoch } => {

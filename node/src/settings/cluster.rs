@@ -77,6 +77,10 @@ pub struct ClusterSettings {
     /// Session journal writes waiting for each backup, and as many unacknowledged; beyond
     /// them a write is not replicated and the acknowledgement waiting on it is refused.
     pub replica_queue: usize,
+    /// Batches a node takes from another member's stream of forwarded messages or session
+    /// copies while earlier ones wait for their fsync and backups; beyond them it reads no
+    /// more from that stream until the oldest is acknowledged (read as a stream opens).
+    pub receive_window: usize,
     /// Milliseconds a node keeps serving its persistent sessions without hearing from a
     /// majority of the members; then it closes their connections (less than
     /// `cluster.node_down_ms`, after which the others may move them).
@@ -111,6 +115,7 @@ impl Default for ClusterSettings {
             election_timeout_ms: 1_000,
             replica_ack_timeout_ms: 3_000,
             replica_queue: 1_000_000,
+            receive_window: 1024,
             session_lease_ms: 1_500,
         }
     }

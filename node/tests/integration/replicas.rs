@@ -11,7 +11,7 @@ use fubar::mqtt::packet::{
 };
 
 use crate::cluster::{three, Cluster};
-use crate::common::{encode, eventually, Broker, RawClient};
+use crate::common::{cluster_figure, encode, eventually, Broker, RawClient};
 use crate::conformance::support::raw_subscribe;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -110,8 +110,11 @@ fn receive_all(raw: &mut RawClient, i: usize, prefix: &str, got: &mut BTreeMap<S
     }
 }
 
-/// Waits until the survivors have failed over all the dead node's sessions.
-fn wait_failed_over(survivors: &[&Broker]) {
+/// Waits until the survivors have failed over all the dead node's sessions, and `n3` has
+/// applied their registrations (a member says "session failed over" as it proposes its
+/// registration, which reaches the others through Raft a moment later: a client connecting to
+/// n3 before that finds no holder there and gets a fresh session).
+fn wait_failed_over(cluster: &Cluster, survivors: &[&Broker]) {
     eventually("every session to fail over", WAIT, || {
         let n: usize = survivors
             .iter()
@@ -128,6 +131,9 @@ fn wait_failed_over(survivors: &[&Broker]) {
             Err(format!("{n} failed over so far"))
         }
     });
+    cluster.wait_status("n3@localhost", "every session registered", |s| {
+        cluster_figure(s, "clients") >= SUBSCRIBERS as u64
+    });
 }
 
 #[test]
@@ -139,7 +145,7 @@ fn acknowledged_messages_of_offline_sessions_survive_the_loss_of_their_node_and_
     publish_all(&n2.broker, "m");
     n1.broker.kill9();
     std::fs::remove_dir_all(cluster.path().join(&n1.name)).expect("n1's data dir deleted");
-    wait_failed_over(&[&n2.broker, &n3.broker]);
+    wait_failed_over(&cluster, &[&n2.broker, &n3.broker]);
     for i in 0..SUBSCRIBERS {
         let (mut s, present) = connect_persistent(&n3.broker, &format!("s{i}"));
         assert!(present, "s{i}: CONNACK says session present");
@@ -176,7 +182,7 @@ fn acknowledged_messages_of_online_sessions_survive_the_loss_of_their_node() {
     n1.broker.kill9();
     std::fs::remove_dir_all(cluster.path().join(&n1.name)).expect("n1's data dir deleted");
     drop(online);
-    wait_failed_over(&[&n2.broker, &n3.broker]);
+    wait_failed_over(&cluster, &[&n2.broker, &n3.broker]);
     for (i, got) in got.iter_mut().enumerate() {
         let (mut s, present) = connect_persistent(&n3.broker, &format!("s{i}"));
         assert!(present, "s{i}: CONNACK says session present");

@@ -3,7 +3,6 @@
 //! than the copy here, or than the placement the cluster recorded, is refused (`fenced` in the
 //! answer, a `warning` here): its sender was replaced as the session's primary.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use fubar_monitor::wire::{write_frame, FrameReader};
@@ -12,51 +11,41 @@ use fubar_store::Store;
 use quinn::{RecvStream, SendStream};
 
 use crate::cluster::peer_wire::{ReplicaAck, ReplicaBatch, ReplicaEntry, MAX_PEER_FRAME};
+use crate::cluster::settling::{Awaited, Settling, Watches};
 use crate::cluster::view::ReplicatedView;
 
-/// A batch applied and waiting for durability: (store ticket, last seq, what it fenced).
-type Pending = (u64, u64, Vec<(String, u64)>);
-
-/// Serves a replication stream from member `node` until it ends.
+/// Serves a replication stream from member `node` until it ends, with at most `window`
+/// batches waiting for their fsync.
 pub async fn receive(
     store: Arc<Store>,
     view: &ReplicatedView,
     node: &str,
+    window: usize,
     mut send: SendStream,
     mut recv: RecvStream,
     mut reader: FrameReader,
 ) -> Result<(), MonitorError> {
     reader.set_max(MAX_PEER_FRAME);
-    let mut durable = store.durable_watch();
     // Group commit: batches keep being read and applied while earlier ones wait for their
     // fsync; each is acknowledged, in order, once the store reports its ticket durable. A
     // batch's acknowledgement still never precedes its durability.
-    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut pending: Settling<ReplicaAck> = Settling::new(window, Watches::new(Some(&store), None));
     let mut open = true;
-    while open || !pending.is_empty() {
-        while let Some((ticket, _, _)) = pending.front() {
-            let outcome = durable.borrow_and_update().outcome(*ticket);
-            match outcome {
-                None => break,
-                Some(Err(e)) => {
-                    tracing::error!(target: "error", node, error = %e,
-                        "session copies not made durable: the batch is not acknowledged");
-                    return Err(MonitorError::Net {
-                        op: "storing session copies",
-                        source: std::io::Error::other(e.to_string()),
-                    });
-                }
-                Some(Ok(())) => {
-                    let (_, upto_seq, fenced) = pending.pop_front().expect("front");
-                    write_frame(&mut send, &ReplicaAck { upto_seq, fenced }).await?;
-                }
-            }
+    loop {
+        let (settled, failed) = pending.settled();
+        for ack in &settled {
+            write_frame(&mut send, ack).await?;
+        }
+        if let Some(e) = failed {
+            tracing::error!(target: "error", node, error = %e,
+                "session copies not made durable: the batch is not acknowledged");
+            return Err(storing_copies(e));
         }
         if !open && pending.is_empty() {
-            break;
+            return Ok(());
         }
         tokio::select! {
-            batch = reader.next::<ReplicaBatch>(&mut recv), if open => {
+            batch = reader.next::<ReplicaBatch>(&mut recv), if open && pending.has_room() => {
                 let Some(batch) = batch? else {
                     open = false;
                     continue;
@@ -68,19 +57,25 @@ pub async fn receive(
                     }
                 }
                 let upto_seq = batch.first_seq + batch.entries.len() as u64 - 1;
-                pending.push_back((store.ticket(), upto_seq, fenced));
+                let awaited = Awaited {
+                    ticket: store.ticket(),
+                    ..Awaited::default()
+                };
+                pending.push(awaited, ReplicaAck { upto_seq, fenced });
             }
-            changed = durable.changed(), if !pending.is_empty() => {
-                if changed.is_err() {
-                    return Err(MonitorError::Net {
-                        op: "storing session copies",
-                        source: std::io::Error::other("the store's durability watch closed"),
-                    });
-                }
+            changed = pending.changed(), if !pending.is_empty() => {
+                changed.map_err(storing_copies)?;
             }
         }
     }
-    Ok(())
+}
+
+/// The error that ends the stream when copies could not be made durable.
+fn storing_copies(e: String) -> MonitorError {
+    MonitorError::Net {
+        op: "storing session copies",
+        source: std::io::Error::other(e),
+    }
 }
 
 /// Applies one entry; returns the newer epoch that refused it, if one did.

@@ -5,7 +5,8 @@
 //! consecutive sequence numbers. The receiver acknowledges a batch once its messages are in
 //! their sessions' queues (and durable, for persistent sessions); the sender keeps QoS 1 and 2
 //! messages until then and sends them again on a new stream after the link drops, and the
-//! receiver drops what it has already delivered. QoS 0 messages are sent once.
+//! receiver drops what it has already delivered. QoS 0 messages are sent once. The receiver
+//! (`receive`) keeps taking batches while earlier ones wait, and acknowledges them in order.
 //!
 //! Bounded: a link holds at most `capacity` messages waiting and as many unacknowledged;
 //! beyond that new messages for that member are dropped, counted and reported as a warning.
@@ -15,25 +16,27 @@
 //! counts its own deadline from its arrival.
 
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use fubar_monitor::wire::{write_frame, FrameReader};
 use fubar_monitor::MonitorError;
-use quinn::{RecvStream, SendStream};
+use quinn::SendStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::peer_wire::{ForwardAck, ForwardBatch, ForwardedMessage, PeerRequest, MAX_PEER_FRAME};
 use super::peers::Peers;
 use crate::broker::ack_gate::AckGate;
-use crate::broker::persist::{message_of, stored_properties};
-use crate::broker::publish::Origin;
-use crate::broker::Broker;
+use crate::broker::persist::stored_properties;
 use crate::mqtt::message::{remaining_secs, Message};
+
+mod receive;
+#[cfg(test)]
+mod receive_tests;
+pub use receive::{receive, Delivered};
 
 /// Messages per batch frame, at most.
 const BATCH_MESSAGES: usize = 1024;
@@ -405,150 +408,21 @@ impl Sender {
     }
 }
 
-/// What a node remembers of each sender's stream, to drop messages sent again.
-#[derive(Debug, Default)]
-pub struct Delivered {
-    /// Per sending node: its epoch and the highest sequence number delivered.
-    last: Mutex<HashMap<String, (u64, u64)>>,
-}
-
-impl Delivered {
-    fn last(&self, node: &str, epoch: u64) -> u64 {
-        let last = self.last.lock();
-        match last.get(node) {
-            Some((e, seq)) if *e == epoch => *seq,
-            _ => 0,
-        }
-    }
-
-    fn set(&self, node: &str, epoch: u64, seq: u64) {
-        self.last.lock().insert(node.to_owned(), (epoch, seq));
-    }
-}
-
-/// Serves a message stream from member `node` (after its `Forward` request): routes each new
-/// message to this node's sessions, and acknowledges each batch once delivered.
-pub async fn receive(
-    broker: Arc<Broker>,
-    delivered: Arc<Delivered>,
-    node: String,
-    epoch: u64,
-    mut send: SendStream,
-    mut recv: RecvStream,
-    mut reader: FrameReader,
-) -> Result<(), MonitorError> {
-    reader.set_max(MAX_PEER_FRAME);
-    let mut durable = broker.store.as_ref().map(|s| s.durable_watch());
-    while let Some(body) = reader.next_body(&mut recv).await? {
-        // Payloads stay slices of the frame: no copy per message.
-        let body = Bytes::from(body);
-        let batch: ForwardBatchIn<'_> = postcard::from_bytes(&body)
-            .map_err(|e| MonitorError::Protocol(format!("bad forward batch: {e}")))?;
-        let mut last = delivered.last(&node, epoch);
-        let mut stored = false;
-        let mut store_error: Option<Arc<str>> = None;
-        let mut upto = last;
-        let copies_after = broker.gate.as_ref().map_or(0, |g| g.last());
-        // One arrival time for the batch: no clock read per message.
-        let arrived = Instant::now();
-        for (i, m) in batch.messages.into_iter().enumerate() {
-            let seq = batch.first_seq + i as u64;
-            upto = seq;
-            if seq <= last {
-                continue; // sent again after a reconnection: delivered already
-            }
-            last = seq;
-            let share = m.share;
-            let message = Arc::new(local_message(m, &body, arrived));
-            let routed = broker.publish(message, Origin::Forwarded { share }).routed;
-            stored |= routed.stored;
-            if store_error.is_none() {
-                store_error = routed.store_error;
-            }
-        }
-        if let (None, true, Some(store), Some(watch)) =
-            (&store_error, stored, &broker.store, durable.as_mut())
-        {
-            let ticket = store.ticket();
-            if let Ok(d) = watch.wait_for(|d| d.outcome(ticket).is_some()).await {
-                if let Some(Err(e)) = d.outcome(ticket) {
-                    store_error = Some(e.to_string().into());
-                }
-            }
-        }
-        if let (None, Some(gate)) = (&store_error, &broker.gate) {
-            // Copies of what was queued here for persistent sessions, on their backups.
-            let copies_upto = gate.last();
-            if copies_upto > copies_after {
-                let mut settled = gate.watch();
-                let _ = settled.wait_for(|d| *d >= copies_upto).await;
-                if gate.outcome(copies_after, copies_upto) == Some(false) {
-                    store_error = Some("a session backup did not confirm its copy".into());
-                }
-            }
-        }
-        if let Some(e) = store_error {
-            // Not acknowledged, nor counted as delivered: the sender keeps the batch and
-            // sends it again on a new stream (a copy already queued here may come twice).
-            tracing::error!(target: "error", node = %node, error = %e,
-                "forwarded messages not stored: the batch is not acknowledged");
-            return Err(MonitorError::Net {
-                op: "storing forwarded messages",
-                source: std::io::Error::other(e.to_string()),
-            });
-        }
-        delivered.set(&node, epoch, last);
-        write_frame(&mut send, &ForwardAck { upto_seq: upto }).await?;
-    }
-    Ok(())
-}
-
-/// A [`ForwardBatch`] as it is read, borrowing from the frame (same wire format).
-#[derive(serde::Deserialize)]
-struct ForwardBatchIn<'a> {
-    first_seq: u64,
-    #[serde(borrow)]
-    messages: Vec<ForwardedIn<'a>>,
-}
-
-/// A [`ForwardedMessage`] as it is read, borrowing from the frame (same wire format).
-#[derive(serde::Deserialize)]
-struct ForwardedIn<'a> {
-    topic: &'a str,
-    payload: &'a [u8],
-    qos: u8,
-    retain: bool,
-    properties: fubar_store::records::StoredProperties,
-    publisher: &'a str,
-    share: Option<&'a str>,
-}
-
-/// A forwarded message as this node routes it, arrived at `now`: with the retain flag it
-/// was published with, and its expiry interval (what remained of it when it was sent)
-/// counted from now. Its payload is a slice of `frame`.
-fn local_message(m: ForwardedIn<'_>, frame: &Bytes, now: Instant) -> Message {
-    let mut message = message_of(fubar_store::records::StoredMessage {
-        topic: String::new(),
-        payload: Vec::new(),
-        qos: m.qos,
-        retain: m.retain,
-        properties: m.properties,
-        expires_at_ms: None,
-    });
-    message.topic = m.topic.into();
-    message.payload = frame.slice_ref(m.payload);
-    message.publisher = (!m.publisher.is_empty()).then(|| m.publisher.into());
-    message.expiring_from(now)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::receive::{local_message, ForwardBatchIn};
     use super::*;
+    use bytes::Bytes;
 
     fn message(n: u8) -> ForwardedMessage {
+        qos1(&format!("t/{n}"), Bytes::from(vec![n; 3]))
+    }
+
+    /// A QoS 1 message on `topic`, as it is forwarded.
+    pub(super) fn qos1(topic: &str, payload: Bytes) -> ForwardedMessage {
         ForwardedMessage {
-            topic: format!("t/{n}").into(),
-            payload: Bytes::from(vec![n; 3]),
+            topic: topic.into(),
+            payload,
             qos: 1,
             retain: false,
             properties: Default::default(),
@@ -613,15 +487,5 @@ mod tests {
         // A message without an interval goes as it is.
         let plain = Arc::new(message(2));
         assert!(Arc::ptr_eq(&on_wire(&plain, t0).unwrap(), &plain));
-    }
-
-    #[test]
-    fn delivered_numbers_are_per_sender_and_epoch() {
-        let d = Delivered::default();
-        assert_eq!(d.last("n1", 5), 0);
-        d.set("n1", 5, 10);
-        assert_eq!(d.last("n1", 5), 10);
-        assert_eq!(d.last("n1", 6), 0, "a new boot epoch starts again");
-        assert_eq!(d.last("n2", 5), 0);
     }
 }
