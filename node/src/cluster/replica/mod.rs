@@ -89,6 +89,11 @@ impl Replicator {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Whether this node is the primary of `client_id`'s replicated session.
+    pub(crate) fn holds(&self, client_id: &str) -> bool {
+        self.sessions.lock().contains_key(client_id)
+    }
+
     /// Forgets this node's entry for `client_id` (it is no longer its primary).
     fn forget(&self, client_id: &str) -> Option<(u64, Vec<u64>)> {
         self.sessions
