@@ -10,11 +10,11 @@ use crate::common::{
     cluster_dir, cluster_figure, eventually, poll_until, spawn_member, Broker, Proc,
 };
 
-const WAIT: Duration = Duration::from_secs(40);
+pub(crate) const WAIT: Duration = Duration::from_secs(40);
 const BIN: &str = env!("CARGO_BIN_EXE_fubar");
 
 /// Two namespaces and the veth pair between them, removed on drop.
-struct Net {
+pub(crate) struct Net {
     a: String,
     b: String,
     /// The first three octets of the pair's /24.
@@ -37,7 +37,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Net {
-    fn create() -> Result<Self, String> {
+    pub(crate) fn create() -> Result<Self, String> {
         let id = std::process::id();
         let net = Self {
             a: format!("fubar-a-{id}"),
@@ -60,7 +60,7 @@ impl Net {
         Ok(net)
     }
 
-    fn host(&self, side: u8) -> String {
+    pub(crate) fn host(&self, side: u8) -> String {
         format!("{}.{side}", self.prefix)
     }
 
@@ -69,16 +69,16 @@ impl Net {
     }
 
     /// Cuts the link: side b is alone.
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         ip(&["-n", &self.a, "link", "set", &self.veth_a(), "down"]).expect("cut");
     }
 
     /// Mends it.
-    fn heal(&self) {
+    pub(crate) fn heal(&self) {
         ip(&["-n", &self.a, "link", "set", &self.veth_a(), "up"]).expect("heal");
     }
 
-    fn exec(&self, side: u8) -> Command {
+    pub(crate) fn exec(&self, side: u8) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", if side == 1 { &self.a } else { &self.b }]);
         cmd
@@ -92,14 +92,14 @@ impl Drop for Net {
     }
 }
 
-struct Member {
-    broker: Broker,
-    name: String,
-    cluster_port: u16,
-    side: u8,
+pub(crate) struct Member {
+    pub(crate) broker: Broker,
+    pub(crate) name: String,
+    pub(crate) cluster_port: u16,
+    pub(crate) side: u8,
 }
 
-fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -> Member {
+pub(crate) fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -> Member {
     let host = net.host(side);
     let node = format!("{name}@{host}");
     let mut cmd = net.exec(side);
@@ -132,7 +132,7 @@ fn status(dir: &Path, node: &str) -> String {
     String::from_utf8_lossy(&ctl(dir, node, &["cluster", "status"]).stdout).into_owned()
 }
 
-fn wait_status(dir: &Path, node: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+pub(crate) fn wait_status(dir: &Path, node: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
     eventually(&format!("{node}: {what}"), WAIT, || {
         let s = status(dir, node);
         if pred(&s) {
@@ -160,7 +160,7 @@ fn subscribe(net: &Net, m: &Member, topic: &str, secs: u32) -> Proc {
     Proc::spawn(&mut cmd)
 }
 
-fn publish(net: &Net, m: &Member, topic: &str, message: &str) {
+pub(crate) fn publish(net: &Net, m: &Member, topic: &str, message: &str) {
     let out = net
         .exec(m.side)
         .args(["mosquitto_pub", "-h", &m.broker.addr.ip().to_string()])
@@ -198,7 +198,7 @@ fn deliver(net: &Net, from: &Member, mut sub: Proc, topic: &str, message: &str) 
     String::from_utf8_lossy(&sub.output().stdout).into_owned()
 }
 
-fn mosquitto_present() -> bool {
+pub(crate) fn mosquitto_present() -> bool {
     Command::new("mosquitto_pub")
         .arg("--help")
         .stdout(Stdio::null())
