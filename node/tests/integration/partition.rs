@@ -132,7 +132,12 @@ fn status(dir: &Path, node: &str) -> String {
     String::from_utf8_lossy(&ctl(dir, node, &["cluster", "status"]).stdout).into_owned()
 }
 
-pub(crate) fn wait_status(dir: &Path, node: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+pub(crate) fn wait_status(
+    dir: &Path,
+    node: &str,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
     eventually(&format!("{node}: {what}"), WAIT, || {
         let s = status(dir, node);
         if pred(&s) {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fubar::mqtt::packet::{Ack, Connect, Packet, ProtocolVersion, ReasonCode};
+use fubar::mqtt::packet::{Publish, QoS as RawQoS, Subscribe};
 use fubar::mqtt::properties::Properties;
-use fubar::mqtt::packet::{Publish, QoS as RawQoS};
 
 use crate::cluster::{three, Cluster, Member as LoopMember};
 use crate::common::{cluster_dir, encode, eventually, Broker, Proc, RawClient};
@@ -94,7 +94,9 @@ fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
     eventually("a message before the cut", WAIT, || {
         publish(&net, &n1, "lease/0", "before");
         crate::common::poll_until(Duration::from_secs(1), || {
-            lines(&out("a")).iter().any(|l| l.starts_with("message before"))
+            lines(&out("a"))
+                .iter()
+                .any(|l| l.starts_with("message before"))
         })
         .is_ok()
     });
@@ -102,7 +104,10 @@ fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
     net.cut();
     // The isolated node closes the session's connection when its lease lapses...
     wait_log(&n3.broker, &["session lease lapsed", &n3.name]);
-    wait_log(&n3.broker, &["session connection closed", "client=ps", &n3.name]);
+    wait_log(
+        &n3.broker,
+        &["session connection closed", "client=ps", &n3.name],
+    );
     wait_line(&out("a"), "closed");
     // ...and the majority fails the session over from its copy.
     let failed_over = |b: &Broker| {
@@ -122,14 +127,20 @@ fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
     // The isolated node refuses to resume the session (3.1.1 CONNACK 3, server unavailable).
     let refused = client(&net, &n3, &script, "ps", &out("refused"), "");
     let got = wait_line(&out("refused"), "connack");
-    assert!(got.contains(&"connack 0 3".to_owned()), "n3 refuses: {got:?}");
+    assert!(
+        got.contains(&"connack 0 3".to_owned()),
+        "n3 refuses: {got:?}"
+    );
     drop(refused);
     wait_log(&n3.broker, &["session refused", "client=ps", &n3.name]);
 
     // On the majority side the client finds its session and the message.
     let b = client(&net, &n2, &script, "ps", &out("b"), "");
     let got = wait_line(&out("b"), "message after-cut");
-    assert!(got.contains(&"connack 1 0".to_owned()), "session present: {got:?}");
+    assert!(
+        got.contains(&"connack 1 0".to_owned()),
+        "session present: {got:?}"
+    );
     drop(b); // killed: its connection closes, the session stays
 
     net.heal();
@@ -139,7 +150,10 @@ fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
     publish(&net, &n1, "lease/2", "after-heal");
     let c = client(&net, &n3, &script, "ps", &out("c"), "");
     let got = wait_line(&out("c"), "message after-heal");
-    assert!(got.contains(&"connack 1 0".to_owned()), "session present: {got:?}");
+    assert!(
+        got.contains(&"connack 1 0".to_owned()),
+        "session present: {got:?}"
+    );
     drop(c);
     // Nothing of the session was delivered twice (the acknowledged ones were not stale
     // copies sent again), and the isolated connection never got what came after the cut.
@@ -155,7 +169,10 @@ fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
         let messages: Vec<&String> = got.iter().filter(|l| l.starts_with("message")).collect();
         for m in &messages {
             let count = messages.iter().filter(|o| o == &m).count();
-            assert!(count == 1 || m.ends_with(" 1"), "{name}: {m} twice: {got:?}");
+            assert!(
+                count == 1 || m.ends_with(" 1"),
+                "{name}: {m} twice: {got:?}"
+            );
             assert!(!m.contains("before"), "{name}: a stale copy: {got:?}");
         }
     }
@@ -194,7 +211,7 @@ fn connect(broker: &Broker, id: &str, expiry: Option<u32>) -> (RawClient, bool) 
         })),
         protocol,
     );
-    match raw.read_packet(WAIT) {
+    match raw.read_packet_of(protocol, WAIT) {
         Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success => (raw, a.session_present),
         other => panic!("{id}: expected an accepting CONNACK, got {other:?}"),
     }
@@ -239,16 +256,19 @@ fn after_a_failover_another_connection_takes_the_session_over_as_on_one_node() {
     n1.broker.kill9();
     let (holder, other) = failed_over("tk", &n2, &n3);
     let (mut first, present) = connect(&holder.broker, "tk", None);
-    assert!(present, "the first connection after failover finds the session");
+    assert!(
+        present,
+        "the first connection after failover finds the session"
+    );
     // A second connection with the same client id on the other survivor takes it over.
     let (mut second, present) = connect(&other.broker, "tk", None);
     assert!(present, "the takeover finds the session");
     assert!(
-        first.read_packet(WAIT).is_none(),
+        first.closed_within(WAIT),
         "the first connection is closed by the takeover"
     );
     // The session is served by the second connection: its subscription is there.
-    eventually("a message through the taken-over session", WAIT, || {
+    let through = crate::common::poll_until(WAIT, || {
         let mut p = crate::conformance::support::raw_connect(&holder.broker, "tk-pub", 0, None);
         send(
             &mut p,
@@ -276,6 +296,12 @@ fn after_a_failover_another_connection_takes_the_session_over_as_on_one_node() {
             _ => false,
         }
     });
+    if through.is_err() {
+        for m in [holder, other] {
+            eprintln!("{}:\n{}", m.name, m.broker.log_lines().join("\n"));
+        }
+        panic!("no message through the taken-over session");
+    }
 }
 
 #[test]
@@ -285,7 +311,22 @@ fn after_a_failover_a_session_still_expires() {
     n1.broker
         .expect_line(&["replication switched", "on=true"], WAIT);
     let (mut s, _) = connect(&n1.broker, "ex", Some(5));
-    raw_subscribe(&mut s, 1, &[("ex/#", RawQoS::AtLeastOnce)]);
+    send(
+        &mut s,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![("ex/#".to_owned(), RawQoS::AtLeastOnce.into())],
+            properties: Default::default(),
+        }),
+        ProtocolVersion::V5,
+    );
+    assert!(
+        matches!(
+            s.read_packet_of(ProtocolVersion::V5, WAIT),
+            Some(Packet::SubAck(_))
+        ),
+        "SUBACK"
+    );
     n1.broker
         .expect_line(&["persistent session placed", "client=ex"], WAIT);
     cluster.wait_routes("n2@localhost", 1);

@@ -399,7 +399,10 @@ impl ClusterMember {
                     (moves.then(|| persist::exported(client_id, session)), will)
                 });
         let (handle, (session, will)) = match released {
-            Ok(Some(released)) => released,
+            Ok(Some(released)) => {
+                self.pending.retract_registrations(client_id);
+                released
+            }
             Ok(None) => return Ok(None),
             Err(refused) => {
                 tracing::info!(target: "access", client = client_id, user = user.unwrap_or(""),
