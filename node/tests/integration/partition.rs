@@ -109,7 +109,7 @@ pub(crate) fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -
         .arg("--config")
         .arg(dir.join("cluster.toml"))
         .args(["--bind", &host, "--mqtt-port", "0", "--cluster-port", "0"])
-        .args(["--log-stdout", "warning,info"]);
+        .args(["--log-stdout", "warning,info,resource"]);
     let (broker, cluster_port) = spawn_member(cmd, dir, WAIT);
     Member {
         broker,
