@@ -141,6 +141,17 @@ impl ClusterMember {
             .collect()
     }
 
+    /// Where `client_id`'s session is served from its placement: the primary, or if it is
+    /// silent the first live backup (the one that fails it over); `None` when that is this
+    /// node, or the session is not placed.
+    pub(crate) fn copy_holder(&self, client_id: &str) -> Option<u64> {
+        let p = self.view.placement(client_id)?;
+        std::iter::once(p.primary)
+            .chain(p.backups)
+            .find(|id| !self.silent(*id))
+            .filter(|id| *id != self.id)
+    }
+
     /// Turns replication on or off from the membership (called on every ping round).
     pub(crate) fn update_replication(&self) {
         let brokers = {
