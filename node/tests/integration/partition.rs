@@ -119,6 +119,18 @@ pub(crate) fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -
     }
 }
 
+/// n1 and n2 on side 1 (the majority), n3 alone on side 2; returns once all three vote.
+pub(crate) fn three_across(net: &Net, dir: &Path) -> (Member, Member, Member) {
+    let n1 = start(net, dir, 1, "n1", &format!("n1@{}", net.host(1)));
+    let master = format!("{}:{}", n1.name, n1.cluster_port);
+    let n2 = start(net, dir, 1, "n2", &master);
+    let n3 = start(net, dir, 2, "n3", &master);
+    wait_status(dir, &n1.name, "three voters", |s| {
+        s.lines().filter(|l| l.contains(" voter ")).count() == 3
+    });
+    (n1, n2, n3)
+}
+
 fn ctl(dir: &Path, node: &str, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(["ctl", "--node", node, "--data-dir"])
@@ -203,7 +215,7 @@ fn deliver(net: &Net, from: &Member, mut sub: Proc, topic: &str, message: &str) 
     String::from_utf8_lossy(&sub.output().stdout).into_owned()
 }
 
-pub(crate) fn mosquitto_present() -> bool {
+fn mosquitto_present() -> bool {
     Command::new("mosquitto_pub")
         .arg("--help")
         .stdout(Stdio::null())
@@ -212,29 +224,29 @@ pub(crate) fn mosquitto_present() -> bool {
         .is_ok()
 }
 
-#[test]
-fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself() {
+/// The namespaces for a partition test, or `None` (the test says why and passes) where the
+/// mosquitto clients are missing or namespaces cannot be made.
+pub(crate) fn net_or_skip() -> Option<Net> {
     if !mosquitto_present() {
         eprintln!("skipped: mosquitto_pub/mosquitto_sub are not installed");
-        return;
+        return None;
     }
-    let net = match Net::create() {
-        Ok(n) => n,
+    match Net::create() {
+        Ok(n) => Some(n),
         Err(e) => {
             eprintln!("skipped: this machine does not allow network namespaces here: {e}");
-            return;
+            None
         }
-    };
+    }
+}
+
+#[test]
+fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself() {
+    let Some(net) = net_or_skip() else { return };
     let tmp = cluster_dir("");
     let dir = tmp.path();
 
-    let n1 = start(&net, dir, 1, "n1", &format!("n1@{}", net.host(1)));
-    let master = format!("{}:{}", n1.name, n1.cluster_port);
-    let n2 = start(&net, dir, 1, "n2", &master);
-    let n3 = start(&net, dir, 2, "n3", &master);
-    wait_status(dir, &n1.name, "three voters", |s| {
-        s.lines().filter(|l| l.contains(" voter ")).count() == 3
-    });
+    let (n1, n2, n3) = three_across(&net, dir);
     // A route from the minority-to-be, so that dropping it shows.
     let probe = subscribe(&net, &n3, "p/#", 60);
     wait_status(dir, &n1.name, "n3's route", |s| {

@@ -5,15 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use fubar::mqtt::packet::{Ack, Connect, Packet, ProtocolVersion, ReasonCode};
-use fubar::mqtt::packet::{Publish, QoS as RawQoS, Subscribe};
-use fubar::mqtt::properties::Properties;
+use fubar::mqtt::packet::{Ack, Packet, ProtocolVersion, Publish, QoS as RawQoS, Subscribe};
 
 use crate::cluster::{three, Cluster, Member as LoopMember};
-use crate::common::{cluster_dir, encode, eventually, Broker, Proc, RawClient};
+use crate::common::{cluster_dir, eventually, Broker, Proc};
 use crate::conformance::support::raw_subscribe;
-use crate::partition::{mosquitto_present, publish, start, wait_status, Member, Net, WAIT};
+use crate::partition::{net_or_skip, publish, three_across, wait_status, Member, Net, WAIT};
+use crate::replicas::{connect, send_as};
 
 const REPLICAS: &str = "[session]\nreplicas = 1\n";
 const CLIENT: &str = include_str!("replicas_client.py");
@@ -60,17 +58,7 @@ fn wait_log(b: &Broker, what: &[&str]) -> String {
 
 #[test]
 fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
-    if !mosquitto_present() {
-        eprintln!("skipped: mosquitto_pub is not installed");
-        return;
-    }
-    let net = match Net::create() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("skipped: this machine does not allow network namespaces here: {e}");
-            return;
-        }
-    };
+    let Some(net) = net_or_skip() else { return };
     let tmp = cluster_dir(REPLICAS);
     let dir = tmp.path();
     let script = dir.join("replicas_client.py");
@@ -78,13 +66,7 @@ fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
     let out = |name: &str| -> PathBuf { dir.join(name) };
 
     // n1 and n2 are the majority (side 1); n3, alone on side 2, holds the session.
-    let n1 = start(&net, dir, 1, "n1", &format!("n1@{}", net.host(1)));
-    let master = format!("{}:{}", n1.name, n1.cluster_port);
-    let n2 = start(&net, dir, 1, "n2", &master);
-    let n3 = start(&net, dir, 2, "n3", &master);
-    wait_status(dir, &n1.name, "three voters", |s| {
-        s.lines().filter(|l| l.contains(" voter ")).count() == 3
-    });
+    let (n1, n2, n3) = three_across(&net, dir);
     wait_log(&n3.broker, &["replication switched", "on=true"]);
     let a = client(&net, &n3, &script, "ps", &out("a"), "lease/#");
     wait_line(&out("a"), "subscribed");
@@ -186,44 +168,6 @@ fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
     drop((n1, n2, n3));
 }
 
-fn send(raw: &mut RawClient, packet: &Packet, version: ProtocolVersion) {
-    let mut buf = BytesMut::new();
-    encode(packet, version, &mut buf);
-    raw.send(&buf);
-}
-
-/// A connection with clean session (start) 0; MQTT 5.0 when `expiry` is given (the session
-/// expiry interval). Returns it and CONNACK's session present.
-fn connect(broker: &Broker, id: &str, expiry: Option<u32>) -> (RawClient, bool) {
-    let protocol = if expiry.is_some() {
-        ProtocolVersion::V5
-    } else {
-        ProtocolVersion::V311
-    };
-    let mut raw = RawClient::connect(broker.addr);
-    send(
-        &mut raw,
-        &Packet::Connect(Box::new(Connect {
-            protocol,
-            clean_session: false,
-            keep_alive: 0,
-            client_id: id.to_owned(),
-            will: None,
-            username: None,
-            password: None,
-            properties: Properties {
-                session_expiry_interval: expiry,
-                ..Default::default()
-            },
-        })),
-        protocol,
-    );
-    match raw.read_packet_of(protocol, WAIT) {
-        Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success => (raw, a.session_present),
-        other => panic!("{id}: expected an accepting CONNACK, got {other:?}"),
-    }
-}
-
 /// The survivor that failed `client` over, and the other one.
 fn failed_over<'a>(
     client: &str,
@@ -277,7 +221,7 @@ fn after_a_failover_another_connection_takes_the_session_over_as_on_one_node() {
     // The session is served by the second connection: its subscription is there.
     let through = crate::common::poll_until(WAIT, || {
         let mut p = crate::conformance::support::raw_connect(&holder.broker, "tk-pub", 0, None);
-        send(
+        send_as(
             &mut p,
             &Packet::Publish(Publish {
                 dup: false,
@@ -293,7 +237,7 @@ fn after_a_failover_another_connection_takes_the_session_over_as_on_one_node() {
         let _ = p.read_packet(WAIT);
         match second.read_packet(Duration::from_secs(1)) {
             Some(Packet::Publish(m)) => {
-                send(
+                send_as(
                     &mut second,
                     &Packet::PubAck(Ack::new(m.packet_id)),
                     ProtocolVersion::V311,
@@ -318,7 +262,7 @@ fn after_a_failover_a_session_still_expires() {
     n1.broker
         .expect_line(&["replication switched", "on=true"], WAIT);
     let (mut s, _) = connect(&n1.broker, "ex", Some(5));
-    send(
+    send_as(
         &mut s,
         &Packet::Subscribe(Subscribe {
             packet_id: 1,

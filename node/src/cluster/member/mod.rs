@@ -633,14 +633,7 @@ impl ClusterHooks for ClusterMember {
             if let Some(owner) = self.view.owner(client_id) {
                 client_owner::check(Some(&owner), user)?;
             }
-            // A holder that is silent may have been dropped, and its session failed over
-            // before this node applied the new registration: then the session is where its
-            // placement's first live copy is.
-            let registered = self
-                .view
-                .holder(client_id)
-                .filter(|h| *h != self.id && !self.silent(*h));
-            let Some(holder) = registered.or_else(|| self.copy_holder(client_id)) else {
+            let Some(holder) = self.session_holder(client_id) else {
                 return Ok(None);
             };
             // Known by the peer table before the call, even on a node that joined just now.

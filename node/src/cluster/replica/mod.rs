@@ -141,10 +141,19 @@ impl ClusterMember {
             .collect()
     }
 
-    /// Where `client_id`'s session is served from its placement: the primary, or if it is
-    /// silent the first live backup (the one that fails it over); `None` when that is this
-    /// node, or the session is not placed.
-    pub(crate) fn copy_holder(&self, client_id: &str) -> Option<u64> {
+    /// The other node that holds `client_id`'s session (a takeover asks it). A registered
+    /// holder that is silent may have been dropped and the session failed over before this
+    /// node applied the new registration: then it is where its placement's first live copy
+    /// is (the primary, or the backup that fails it over).
+    pub(crate) fn session_holder(&self, client_id: &str) -> Option<u64> {
+        let registered = self
+            .view
+            .holder(client_id)
+            .filter(|h| *h != self.id && !self.silent(*h));
+        registered.or_else(|| self.copy_holder(client_id))
+    }
+
+    fn copy_holder(&self, client_id: &str) -> Option<u64> {
         let p = self.view.placement(client_id)?;
         std::iter::once(p.primary)
             .chain(p.backups)
