@@ -33,6 +33,18 @@ impl Default for Lease {
     }
 }
 
+/// When this node last had a majority of the voters heard (itself included, always), from
+/// when each other voter was last heard: the oldest of the most recent answers a majority
+/// needs.
+fn majority_heard_at(mut others: Vec<Instant>, now: Instant) -> Instant {
+    let others_needed = (others.len() + 1) / 2; // a majority of all, less this node
+    if others_needed == 0 {
+        return now;
+    }
+    others.sort_unstable_by(|a, b| b.cmp(a)); // most recent first
+    others[others_needed - 1]
+}
+
 impl ClusterMember {
     /// The last moment at which this node had heard from a majority of the voters (itself
     /// included): the oldest of the most recent answers a majority needs.
@@ -42,11 +54,7 @@ impl ClusterMember {
             m.membership().voter_ids().collect()
         };
         voters.insert(self.id);
-        let others_needed = voters.len() / 2; // a majority, less this node
-        if others_needed == 0 {
-            return now;
-        }
-        let mut heard: Vec<Instant> = {
+        let heard: Vec<Instant> = {
             let seen = self.seen.lock();
             voters
                 .iter()
@@ -54,11 +62,7 @@ impl ClusterMember {
                 .map(|id| seen.get(id).copied().unwrap_or(self.lease.started))
                 .collect()
         };
-        heard.sort_unstable_by(|a, b| b.cmp(a)); // most recent first
-        heard
-            .get(others_needed - 1)
-            .copied()
-            .unwrap_or(self.lease.started)
+        majority_heard_at(heard, now)
     }
 
     /// Whether `client_id`'s session is replicated (placed, with backups): the lease covers
@@ -129,5 +133,35 @@ impl ClusterMember {
                      cluster.session_lease_ms; the other members may take the session over");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_majority_is_heard_as_long_as_enough_of_the_others_answered() {
+        let now = Instant::now();
+        let ago = |ms| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+        // Alone: always a majority of one.
+        assert_eq!(majority_heard_at(vec![], now), now);
+        // Three voters: one other is enough; the fresher one counts.
+        assert_eq!(majority_heard_at(vec![ago(5_000), ago(100)], now), ago(100));
+        // Both others silent: heard when the fresher of them last answered.
+        assert_eq!(
+            majority_heard_at(vec![ago(5_000), ago(3_000)], now),
+            ago(3_000)
+        );
+        // Five voters: two others are needed; the second freshest counts.
+        let five = vec![ago(10), ago(4_000), ago(20), ago(9_000)];
+        assert_eq!(majority_heard_at(five, now), ago(20));
+        // Four voters (this node and three): a majority is three, so two others.
+        assert_eq!(
+            majority_heard_at(vec![ago(10), ago(4_000), ago(6_000)], now),
+            ago(4_000)
+        );
     }
 }
