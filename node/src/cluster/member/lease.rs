@@ -37,7 +37,8 @@ impl Default for Lease {
 /// when each other voter was last heard: the oldest of the most recent answers a majority
 /// needs.
 fn majority_heard_at(mut others: Vec<Instant>, now: Instant) -> Instant {
-    let others_needed = (others.len() + 1) / 2; // a majority of all, less this node
+    let voters = others.len() + 1;
+    let others_needed = voters / 2; // a majority (voters / 2 + 1), less this node
     if others_needed == 0 {
         return now;
     }
