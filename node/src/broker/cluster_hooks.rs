@@ -75,6 +75,12 @@ pub trait ClusterHooks: Send + Sync + fmt::Debug {
     }
     /// A persistent session ended here (or moved away): its copies are deleted.
     fn session_forgotten(&self, _client_id: &str) {}
+    /// Whether a connection for `client_id` must be refused now (CONNACK server unavailable):
+    /// its session is replicated and this node has not heard from a majority of the cluster
+    /// for `cluster.session_lease_ms`, so another member may be serving it.
+    fn refuses_session(&self, _client_id: &str) -> bool {
+        false
+    }
 }
 
 /// The hooks of a standalone node: no other node to tell, none to take a session from.

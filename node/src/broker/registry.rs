@@ -642,16 +642,42 @@ impl Registry {
         }
         slot.owner = None;
         if !slot.clean {
-            slot.session.drop_qos0();
-            let at = now + self.lifetime(&slot.session);
-            slot.expires_at = Some(at);
-            self.add_timer(at, &handle.client_id);
+            self.leave_offline(&mut slot, &handle.client_id, now);
             return false;
         }
         self.end(&mut slot, &handle.client_id);
         drop(slot);
         remove_if_same(&mut map, handle);
         true
+    }
+
+    /// A persistent session served here without a majority of the cluster in reach
+    /// (`cluster.session_lease_ms`): its connection is told to close and the session stays,
+    /// offline, as if that connection had ended at `now` (its expiry runs). Returns whether
+    /// a connection served it.
+    pub fn disconnect(&self, client_id: &str, now: Instant) -> bool {
+        let Some(handle) = self.get(client_id) else {
+            return false;
+        };
+        let mut slot = handle.lock();
+        if slot.clean {
+            return false;
+        }
+        let Some(old) = slot.owner.take() else {
+            return false;
+        };
+        let _ = old.kick.send(());
+        self.leave_offline(&mut slot, &handle.client_id, now);
+        true
+    }
+
+    /// A persistent session's connection is gone at `now`: its QoS 0 messages go and its
+    /// expiry timer starts.
+    fn leave_offline(&self, slot: &mut SessionSlot, client_id: &Arc<str>, now: Instant) {
+        slot.session.drop_qos0();
+        let at = now + self.lifetime(&slot.session);
+        slot.expires_at = Some(at);
+        self.add_timer(at, client_id);
     }
 
     /// Another node of the cluster now holds `client_id`: tells the connection holding it

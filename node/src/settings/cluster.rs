@@ -121,6 +121,26 @@ impl Default for ClusterSettings {
     }
 }
 
+impl ClusterSettings {
+    /// A node must stop serving its persistent sessions (`session_lease_ms`) before the
+    /// others may drop it and move them (`node_down_ms`): else both sides of a partition
+    /// could deliver one session at once.
+    pub(super) fn validate(&self) -> Result<(), super::SettingsError> {
+        if self.session_lease_ms == 0 || self.session_lease_ms >= self.node_down_ms {
+            return Err(super::SettingsError::Invalid {
+                name: "cluster.session_lease_ms",
+                why: format!(
+                    "must be 1 ..= cluster.node_down_ms - 1 (is {}, cluster.node_down_ms is {}): \
+                     a node cut off from the majority must close its persistent sessions \
+                     before the others may move them",
+                    self.session_lease_ms, self.node_down_ms
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The monitor role (`fubar monitor`): what it collects and how it indexes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -147,5 +167,29 @@ impl Default for MonitorSettings {
             index_commit_ms: fubar_monitor::indexer::DEFAULT_COMMIT_INTERVAL.as_millis() as u64,
             index_retention_secs: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_lease_must_end_before_a_silent_node_is_dropped() {
+        ClusterSettings::default().validate().unwrap();
+        let mut c = ClusterSettings {
+            session_lease_ms: 2_000,
+            node_down_ms: 2_000,
+            ..Default::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.session_lease_ms") && err.contains("cluster.node_down_ms"),
+            "{err}"
+        );
+        c.node_down_ms = 2_001;
+        c.validate().unwrap();
+        c.session_lease_ms = 0;
+        assert!(c.validate().is_err());
     }
 }

@@ -697,6 +697,7 @@ impl Settings {
             return invalid("mqtt.max_topic_len", "must be 1 ..= 65535");
         }
         self.retained.validate()?;
+        self.cluster.validate()?;
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "must be at least 1");
         }

@@ -36,6 +36,7 @@ mod observe_monitor;
 mod overload;
 mod partition;
 mod replicas;
+mod replicas_faults;
 mod state;
 mod sub_race;
 mod tls;

@@ -10,11 +10,11 @@ use crate::common::{
     cluster_dir, cluster_figure, eventually, poll_until, spawn_member, Broker, Proc,
 };
 
-const WAIT: Duration = Duration::from_secs(40);
+pub(crate) const WAIT: Duration = Duration::from_secs(40);
 const BIN: &str = env!("CARGO_BIN_EXE_fubar");
 
 /// Two namespaces and the veth pair between them, removed on drop.
-struct Net {
+pub(crate) struct Net {
     a: String,
     b: String,
     /// The first three octets of the pair's /24.
@@ -37,7 +37,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Net {
-    fn create() -> Result<Self, String> {
+    pub(crate) fn create() -> Result<Self, String> {
         let id = std::process::id();
         let net = Self {
             a: format!("fubar-a-{id}"),
@@ -60,7 +60,7 @@ impl Net {
         Ok(net)
     }
 
-    fn host(&self, side: u8) -> String {
+    pub(crate) fn host(&self, side: u8) -> String {
         format!("{}.{side}", self.prefix)
     }
 
@@ -69,16 +69,16 @@ impl Net {
     }
 
     /// Cuts the link: side b is alone.
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         ip(&["-n", &self.a, "link", "set", &self.veth_a(), "down"]).expect("cut");
     }
 
     /// Mends it.
-    fn heal(&self) {
+    pub(crate) fn heal(&self) {
         ip(&["-n", &self.a, "link", "set", &self.veth_a(), "up"]).expect("heal");
     }
 
-    fn exec(&self, side: u8) -> Command {
+    pub(crate) fn exec(&self, side: u8) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", if side == 1 { &self.a } else { &self.b }]);
         cmd
@@ -92,14 +92,14 @@ impl Drop for Net {
     }
 }
 
-struct Member {
-    broker: Broker,
-    name: String,
-    cluster_port: u16,
-    side: u8,
+pub(crate) struct Member {
+    pub(crate) broker: Broker,
+    pub(crate) name: String,
+    pub(crate) cluster_port: u16,
+    pub(crate) side: u8,
 }
 
-fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -> Member {
+pub(crate) fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -> Member {
     let host = net.host(side);
     let node = format!("{name}@{host}");
     let mut cmd = net.exec(side);
@@ -109,7 +109,7 @@ fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -> Member {
         .arg("--config")
         .arg(dir.join("cluster.toml"))
         .args(["--bind", &host, "--mqtt-port", "0", "--cluster-port", "0"])
-        .args(["--log-stdout", "warning,info"]);
+        .args(["--log-stdout", "warning,info,resource"]);
     let (broker, cluster_port) = spawn_member(cmd, dir, WAIT);
     Member {
         broker,
@@ -117,6 +117,18 @@ fn start(net: &Net, dir: &Path, side: u8, name: &str, master: &str) -> Member {
         cluster_port,
         side,
     }
+}
+
+/// n1 and n2 on side 1 (the majority), n3 alone on side 2; returns once all three vote.
+pub(crate) fn three_across(net: &Net, dir: &Path) -> (Member, Member, Member) {
+    let n1 = start(net, dir, 1, "n1", &format!("n1@{}", net.host(1)));
+    let master = format!("{}:{}", n1.name, n1.cluster_port);
+    let n2 = start(net, dir, 1, "n2", &master);
+    let n3 = start(net, dir, 2, "n3", &master);
+    wait_status(dir, &n1.name, "three voters", |s| {
+        s.lines().filter(|l| l.contains(" voter ")).count() == 3
+    });
+    (n1, n2, n3)
 }
 
 fn ctl(dir: &Path, node: &str, args: &[&str]) -> Output {
@@ -132,7 +144,12 @@ fn status(dir: &Path, node: &str) -> String {
     String::from_utf8_lossy(&ctl(dir, node, &["cluster", "status"]).stdout).into_owned()
 }
 
-fn wait_status(dir: &Path, node: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+pub(crate) fn wait_status(
+    dir: &Path,
+    node: &str,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
     eventually(&format!("{node}: {what}"), WAIT, || {
         let s = status(dir, node);
         if pred(&s) {
@@ -160,7 +177,7 @@ fn subscribe(net: &Net, m: &Member, topic: &str, secs: u32) -> Proc {
     Proc::spawn(&mut cmd)
 }
 
-fn publish(net: &Net, m: &Member, topic: &str, message: &str) {
+pub(crate) fn publish(net: &Net, m: &Member, topic: &str, message: &str) {
     let out = net
         .exec(m.side)
         .args(["mosquitto_pub", "-h", &m.broker.addr.ip().to_string()])
@@ -207,29 +224,29 @@ fn mosquitto_present() -> bool {
         .is_ok()
 }
 
-#[test]
-fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself() {
+/// The namespaces for a partition test, or `None` (the test says why and passes) where the
+/// mosquitto clients are missing or namespaces cannot be made.
+pub(crate) fn net_or_skip() -> Option<Net> {
     if !mosquitto_present() {
         eprintln!("skipped: mosquitto_pub/mosquitto_sub are not installed");
-        return;
+        return None;
     }
-    let net = match Net::create() {
-        Ok(n) => n,
+    match Net::create() {
+        Ok(n) => Some(n),
         Err(e) => {
             eprintln!("skipped: this machine does not allow network namespaces here: {e}");
-            return;
+            None
         }
-    };
+    }
+}
+
+#[test]
+fn a_partitioned_minority_serves_its_clients_takes_no_writes_and_heals_by_itself() {
+    let Some(net) = net_or_skip() else { return };
     let tmp = cluster_dir("");
     let dir = tmp.path();
 
-    let n1 = start(&net, dir, 1, "n1", &format!("n1@{}", net.host(1)));
-    let master = format!("{}:{}", n1.name, n1.cluster_port);
-    let n2 = start(&net, dir, 1, "n2", &master);
-    let n3 = start(&net, dir, 2, "n3", &master);
-    wait_status(dir, &n1.name, "three voters", |s| {
-        s.lines().filter(|l| l.contains(" voter ")).count() == 3
-    });
+    let (n1, n2, n3) = three_across(&net, dir);
     // A route from the minority-to-be, so that dropping it shows.
     let probe = subscribe(&net, &n3, "p/#", 60);
     wait_status(dir, &n1.name, "n3's route", |s| {

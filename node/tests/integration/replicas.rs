@@ -10,6 +10,8 @@ use fubar::mqtt::packet::{
     Ack, Connect, Packet, ProtocolVersion, Publish, QoS as RawQoS, ReasonCode,
 };
 
+use fubar::mqtt::properties::Properties;
+
 use crate::cluster::{three, Cluster};
 use crate::common::{cluster_figure, encode, eventually, Broker, RawClient};
 use crate::conformance::support::raw_subscribe;
@@ -19,28 +21,48 @@ const SUBSCRIBERS: usize = 1_000;
 const PER_SUBSCRIBER: usize = 10;
 
 fn send(raw: &mut RawClient, packet: &Packet) {
+    send_as(raw, packet, ProtocolVersion::V311);
+}
+
+/// Encodes `packet` for protocol `version` and writes it.
+pub(crate) fn send_as(raw: &mut RawClient, packet: &Packet, version: ProtocolVersion) {
     let mut buf = BytesMut::new();
-    encode(packet, ProtocolVersion::V311, &mut buf);
+    encode(packet, version, &mut buf);
     raw.send(&buf);
 }
 
 /// A 3.1.1 connection with clean session 0; returns it and CONNACK's session present.
 fn connect_persistent(broker: &Broker, id: &str) -> (RawClient, bool) {
+    connect(broker, id, None)
+}
+
+/// A connection with clean session (start) 0; MQTT 5.0 when `expiry` is given (the session
+/// expiry interval). Returns it and CONNACK's session present.
+pub(crate) fn connect(broker: &Broker, id: &str, expiry: Option<u32>) -> (RawClient, bool) {
+    let protocol = if expiry.is_some() {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V311
+    };
     let mut raw = RawClient::connect(broker.addr);
-    send(
+    send_as(
         &mut raw,
         &Packet::Connect(Box::new(Connect {
-            protocol: ProtocolVersion::V311,
+            protocol,
             clean_session: false,
             keep_alive: 0,
             client_id: id.to_owned(),
             will: None,
             username: None,
             password: None,
-            properties: Default::default(),
+            properties: Properties {
+                session_expiry_interval: expiry,
+                ..Default::default()
+            },
         })),
+        protocol,
     );
-    match raw.read_packet(WAIT) {
+    match raw.read_packet_of(protocol, WAIT) {
         Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success => (raw, a.session_present),
         other => panic!("{id}: expected an accepting CONNACK, got {other:?}"),
     }

@@ -96,6 +96,15 @@ where
         } else {
             c.client_id.as_str().into()
         };
+        // Cut off from the majority of the cluster, this node does not serve a replicated
+        // session: the others may have moved it (`cluster.session_lease_ms`).
+        if self.broker.cluster.refuses_session(&client_id) {
+            return refuse(
+                self,
+                ConnectReturnCode::ServerUnavailable.into(),
+                "no majority of the cluster heard (session lease)",
+            );
+        }
         // Another node may hold the client: it closes that connection, and a persistent
         // session comes here to be resumed.
         match self

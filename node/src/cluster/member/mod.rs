@@ -6,6 +6,7 @@
 //! entry per batch, so a burst of connections costs a few entries), and messages go to the
 //! bounded forward link of each member concerned.
 
+mod lease;
 mod liveness;
 mod membership;
 pub(crate) mod proposer;
@@ -67,6 +68,8 @@ pub struct ClusterMember {
     seen: Arc<Mutex<HashMap<u64, Instant>>>,
     /// Members this node (as leader) has dropped the routes of, until they answer again.
     dropped: Mutex<BTreeSet<u64>>,
+    /// Whether this node may serve its replicated sessions (`cluster.session_lease_ms`).
+    lease: lease::Lease,
     pub(crate) epoch: u64,
     config: MemberConfig,
     pub(crate) stop: CancellationToken,
@@ -140,6 +143,8 @@ struct MemberConfig {
     max_voters: usize,
     node_down: Duration,
     ping_every: Duration,
+    /// `cluster.session_lease_ms`.
+    session_lease: Duration,
     /// How long a join may take before the node says on stderr that it is alone.
     join_warning: Duration,
 }
@@ -210,12 +215,14 @@ impl ClusterMember {
             delivered: Arc::default(),
             seen,
             dropped: Mutex::default(),
+            lease: lease::Lease::default(),
             epoch,
             config: MemberConfig {
                 forward_queue: c.forward_queue,
                 max_voters: c.max_voters,
                 node_down: Duration::from_millis(c.node_down_ms),
                 ping_every: Duration::from_millis(c.heartbeat_ms.max(100) * 2),
+                session_lease: Duration::from_millis(c.session_lease_ms),
                 join_warning: Duration::from_millis(c.join_warning_ms),
             },
             stop: CancellationToken::new(),
@@ -232,6 +239,7 @@ impl ClusterMember {
         tokio::spawn(super::peer_server::serve(member.clone(), rx));
         tokio::spawn(member.clone().propose_loop());
         tokio::spawn(member.clone().watch_members());
+        tokio::spawn(member.clone().keep_session_lease());
         tokio::spawn(member.clone().announce_again_when_dropped());
         tokio::spawn(member.clone().tell_endpoint_the_members(server.clone()));
         if member.raft.is_initialized().await? {
@@ -391,7 +399,10 @@ impl ClusterMember {
                     (moves.then(|| persist::exported(client_id, session)), will)
                 });
         let (handle, (session, will)) = match released {
-            Ok(Some(released)) => released,
+            Ok(Some(released)) => {
+                self.pending.retract_registrations(client_id);
+                released
+            }
             Ok(None) => return Ok(None),
             Err(refused) => {
                 tracing::info!(target: "access", client = client_id, user = user.unwrap_or(""),
@@ -606,6 +617,10 @@ impl ClusterHooks for ClusterMember {
         self.forget_session(client_id);
     }
 
+    fn refuses_session(&self, client_id: &str) -> bool {
+        self.lease_refuses(client_id)
+    }
+
     fn take_over<'a>(
         &'a self,
         client_id: &'a str,
@@ -618,7 +633,7 @@ impl ClusterHooks for ClusterMember {
             if let Some(owner) = self.view.owner(client_id) {
                 client_owner::check(Some(&owner), user)?;
             }
-            let Some(holder) = self.view.holder(client_id).filter(|h| *h != self.id) else {
+            let Some(holder) = self.session_holder(client_id) else {
                 return Ok(None);
             };
             // Known by the peer table before the call, even on a node that joined just now.

@@ -46,6 +46,16 @@ impl Pending {
         *changes = batch;
     }
 
+    /// Takes back this node's registrations of `client_id` not proposed yet: it handed the
+    /// client to another node, whose registration must not be overtaken by a stale one of
+    /// this node (the last registration applied holds the client).
+    pub(super) fn retract_registrations(&self, client_id: &str) {
+        self.changes.lock().retain(|c| {
+            !matches!(c, Change::RegisterClient { client_id: id, .. }
+                | Change::RegisterOwnedClient { client_id: id, .. } if id == client_id)
+        });
+    }
+
     pub(super) fn len(&self) -> usize {
         self.changes.lock().len()
     }

@@ -89,6 +89,11 @@ impl Replicator {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Whether this node is the primary of `client_id`'s replicated session.
+    pub(crate) fn holds(&self, client_id: &str) -> bool {
+        self.sessions.lock().contains_key(client_id)
+    }
+
     /// Forgets this node's entry for `client_id` (it is no longer its primary).
     fn forget(&self, client_id: &str) -> Option<(u64, Vec<u64>)> {
         self.sessions
@@ -134,6 +139,26 @@ impl ClusterMember {
             .map(|(id, _)| *id)
             .filter(|id| !self.silent(*id))
             .collect()
+    }
+
+    /// The other node that holds `client_id`'s session (a takeover asks it). A registered
+    /// holder that is silent may have been dropped and the session failed over before this
+    /// node applied the new registration: then it is where its placement's first live copy
+    /// is (the primary, or the backup that fails it over).
+    pub(crate) fn session_holder(&self, client_id: &str) -> Option<u64> {
+        let registered = self
+            .view
+            .holder(client_id)
+            .filter(|h| *h != self.id && !self.silent(*h));
+        registered.or_else(|| self.copy_holder(client_id))
+    }
+
+    fn copy_holder(&self, client_id: &str) -> Option<u64> {
+        let p = self.view.placement(client_id)?;
+        std::iter::once(p.primary)
+            .chain(p.backups)
+            .find(|id| !self.silent(*id))
+            .filter(|id| *id != self.id)
     }
 
     /// Turns replication on or off from the membership (called on every ping round).

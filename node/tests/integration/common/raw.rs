@@ -34,9 +34,18 @@ impl RawClient {
 
     /// Reads the next packet, or `None` if the connection closed or `timeout` passed.
     pub fn read_packet(&mut self, timeout: Duration) -> Option<Packet> {
+        self.read_packet_of(ProtocolVersion::V311, timeout)
+    }
+
+    /// `read_packet`, decoding packets of protocol `version`.
+    pub fn read_packet_of(
+        &mut self,
+        version: ProtocolVersion,
+        timeout: Duration,
+    ) -> Option<Packet> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(p)) = decode(&mut self.buf, 1 << 28, ProtocolVersion::V311) {
+            if let Ok(Some(p)) = decode(&mut self.buf, 1 << 28, version) {
                 return Some(p);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
