@@ -241,6 +241,12 @@ where
                 .and_then(|a| a.copies)
                 .map(|c| c.1)
                 .filter(|t| self.settled.as_ref().is_some_and(|s| *s.borrow() < *t));
+            if front.is_some() && durable_ticket.is_none() && copies_ticket.is_none() {
+                // Both settled since `release_durable_acks` looked: nothing would wake this
+                // task for it (a client waiting for its acknowledgements sends nothing), so
+                // turn again now and release it.
+                continue;
+            }
             let durable = watch_wait(self.durable.as_mut(), durable_ticket, |durable, ticket| {
                 durable.outcome(ticket).is_some()
             });
