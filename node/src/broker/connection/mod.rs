@@ -51,8 +51,8 @@ use crate::settings::Settings;
 /// Smallest and largest room made in the read buffer for one read. A connection starts small
 /// (an idle client costs little memory: a PINGREQ is 2 bytes, most CONNECTs are under 64),
 /// doubles while reads fill the room, and halves while they use little of it.
-const MIN_READ: usize = 64;
-const MAX_READ: usize = 64 << 10;
+const MIN_READ: u32 = 64;
+const MAX_READ: u32 = 64 << 10;
 
 /// The client behind a connection, once its CONNECT was accepted.
 struct Client {
@@ -78,7 +78,7 @@ struct Connection<R, W> {
     writer: W,
     /// Room made in the protocol core's input buffer before the next read (between
     /// `MIN_READ` and `MAX_READ`).
-    read_chunk: usize,
+    read_chunk: u32,
     wbuf: BytesMut,
     /// The protocol rules and timers of the connection (sans-IO).
     proto: Protocol,
@@ -230,23 +230,22 @@ where
             };
             // Each wait only while its part is still open: the front acknowledgement waits on
             // both, and a wait already satisfied would end every turn at once (the store
-            // synced, the copies not yet confirmed: the task spun until they were).
+            // synced, the copies not yet confirmed: the task spun until they were). When both
+            // settled since `release_durable_acks` looked, the store's wait stays armed: it
+            // ends at once and the next turn releases the acknowledgement (nothing else would
+            // wake this task: a client waiting for its acknowledgements sends nothing).
             let front = self.pending_acks.front();
-            let durable_ticket = front.map(|a| a.ticket).filter(|t| {
-                self.durable
-                    .as_ref()
-                    .is_some_and(|d| d.borrow().outcome(*t).is_none())
-            });
             let copies_ticket = front
                 .and_then(|a| a.copies)
                 .map(|c| c.1)
                 .filter(|t| self.settled.as_ref().is_some_and(|s| *s.borrow() < *t));
-            if front.is_some() && durable_ticket.is_none() && copies_ticket.is_none() {
-                // Both settled since `release_durable_acks` looked: nothing would wake this
-                // task for it (a client waiting for its acknowledgements sends nothing), so
-                // turn again now and release it.
-                continue;
-            }
+            let durable_ticket = front.map(|a| a.ticket).filter(|t| {
+                copies_ticket.is_none()
+                    || self
+                        .durable
+                        .as_ref()
+                        .is_some_and(|d| d.borrow().outcome(*t).is_none())
+            });
             let durable = watch_wait(self.durable.as_mut(), durable_ticket, |durable, ticket| {
                 durable.outcome(ticket).is_some()
             });
@@ -254,12 +253,12 @@ where
                 *settled >= ticket
             });
             let input = self.proto.input_mut();
-            if input.is_empty() && input.capacity() > 2 * self.read_chunk {
+            if input.is_empty() && input.capacity() > 2 * self.read_chunk as usize {
                 // Reads have been small for a while: give the memory back.
                 *input = BytesMut::new();
             }
-            if may_read && input.capacity() - input.len() < self.read_chunk {
-                input.reserve(self.read_chunk);
+            if may_read && input.capacity() - input.len() < self.read_chunk as usize {
+                input.reserve(self.read_chunk as usize);
             }
             let room = input.capacity() - input.len();
             // Biased: socket IO that is ready is handled before any timer is looked at, so
