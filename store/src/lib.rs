@@ -96,6 +96,8 @@ pub struct Store {
     sessions: Keyspace,
     queued: Keyspace,
     qos2: Keyspace,
+    /// `client id` → the expiry deadline of an offline session (wall-clock ms, u64 BE).
+    offline: Keyspace,
     routes: Keyspace,
     clients: Keyspace,
     client_owners: Keyspace,
@@ -160,6 +162,7 @@ impl Store {
             sessions: ks("sessions")?,
             queued: ks("queued")?,
             qos2: ks("qos2")?,
+            offline: ks("offline")?,
             routes: ks(replicated::ROUTES)?,
             clients: ks(replicated::CLIENTS)?,
             client_owners: ks(replicated::CLIENT_OWNERS)?,
@@ -168,6 +171,7 @@ impl Store {
                 sessions: ks("replica_sessions")?,
                 queued: ks("replica_queued")?,
                 qos2: ks("replica_qos2")?,
+                offline: ks("replica_offline")?,
                 epochs: ks("replica_epochs")?,
             },
             replication_taken: AtomicBool::new(false),
@@ -453,12 +457,24 @@ impl Store {
         Ok(self.durability.note_write(bytes))
     }
 
+    /// Records when an offline session expires (wall-clock ms), or that its client is back
+    /// (`None`).
+    pub fn put_deadline(&self, client_id: &str, at_ms: Option<u64>) -> Result<u64, StoreError> {
+        self.injected()?;
+        match at_ms {
+            Some(at) => self.offline.insert(client_id, at.to_be_bytes())?,
+            None => self.offline.remove(client_id)?,
+        }
+        Ok(self.durability.note_write(client_id.len() + 8))
+    }
+
     /// Deletes a session with its queue and QoS 2 state.
     pub fn delete_session(&self, client_id: &str) -> Result<(), StoreError> {
         self.injected()?;
         let prefix = session_prefix(client_id);
         let mut batch = self.db.batch();
         batch.remove(&self.sessions, client_id);
+        batch.remove(&self.offline, client_id);
         let mut bytes = client_id.len();
         for g in self.queued.prefix(&prefix) {
             let key = g.key()?;
@@ -535,6 +551,7 @@ impl Store {
         SessionKeyspaces {
             queued: &self.queued,
             qos2: &self.qos2,
+            offline: &self.offline,
         }
     }
 
@@ -566,11 +583,13 @@ impl Store {
                 .map_err(|_| self.corrupt(format!("qos2 key of {client_id:?}")))?;
             qos2_received.push(id);
         }
+        let expires_at_ms = ks.offline.get(&client_id)?.and_then(|v| suffix_u64(&v));
         Ok(RestoredSession {
             client_id,
             record,
             queued,
             qos2_received,
+            expires_at_ms,
         })
     }
 }
@@ -580,6 +599,7 @@ impl Store {
 struct SessionKeyspaces<'a> {
     queued: &'a Keyspace,
     qos2: &'a Keyspace,
+    offline: &'a Keyspace,
 }
 
 /// Client ids never contain U+0000 (MQTT forbids it), so a 0 byte ends the id in keys.

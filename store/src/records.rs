@@ -126,6 +126,11 @@ pub struct RestoredSession {
     pub queued: Vec<(u64, QueuedRecord)>,
     /// Packet ids of QoS 2 messages received and not yet released.
     pub qos2_received: Vec<u16>,
+    /// While its client is away: when the session expires, wall-clock milliseconds since the
+    /// Unix epoch (kept apart from the record, in the `offline` keyspaces, so stores of
+    /// earlier versions read as they are: their sessions have none and start their expiry
+    /// at the restart).
+    pub expires_at_ms: Option<u64>,
 }
 
 /// Where a persistent session lives in a cluster: its primary (the node serving it), the
@@ -167,4 +172,7 @@ pub enum ReplicaOp {
     DeleteQos2(u16),
     /// The session ended: the copy is deleted.
     Delete,
+    /// Its client left (the session's expiry deadline, wall-clock ms) or came back (`None`).
+    /// Appended: older nodes do not know it.
+    Deadline(Option<u64>),
 }

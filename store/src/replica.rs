@@ -15,6 +15,8 @@ pub(crate) struct ReplicaKeyspaces {
     pub(crate) sessions: Keyspace,
     pub(crate) queued: Keyspace,
     pub(crate) qos2: Keyspace,
+    /// `client id` → the expiry deadline of the session while its client is away.
+    pub(crate) offline: Keyspace,
     /// `client id` → the epoch of the copy (u64 BE).
     pub(crate) epochs: Keyspace,
 }
@@ -31,6 +33,7 @@ impl ReplicaKeyspaces {
         SessionKeyspaces {
             queued: &self.queued,
             qos2: &self.qos2,
+            offline: &self.offline,
         }
     }
 }
@@ -77,6 +80,9 @@ impl Store {
                     for id in &session.qos2_received {
                         batch.insert(&r.qos2, qos2_key(client_id, *id), []);
                     }
+                    if let Some(at) = session.expires_at_ms {
+                        batch.insert(&r.offline, client_id, at.to_be_bytes());
+                    }
                 }
                 ReplicaOp::PutSession(record) => {
                     let value = postcard::to_allocvec(record)?;
@@ -91,6 +97,10 @@ impl Store {
                 }
                 ReplicaOp::PutQos2(id) => batch.insert(&r.qos2, qos2_key(client_id, *id), []),
                 ReplicaOp::DeleteQos2(id) => batch.remove(&r.qos2, qos2_key(client_id, *id)),
+                ReplicaOp::Deadline(Some(at)) => {
+                    batch.insert(&r.offline, client_id, at.to_be_bytes());
+                }
+                ReplicaOp::Deadline(None) => batch.remove(&r.offline, client_id),
                 ReplicaOp::Delete => {
                     self.remove_replica_into(&mut batch, client_id)?;
                     batch.remove(&r.epochs, client_id);
@@ -110,6 +120,7 @@ impl Store {
         let r = &self.replicas;
         let prefix = session_prefix(client_id);
         batch.remove(&r.sessions, client_id);
+        batch.remove(&r.offline, client_id);
         for g in r.queued.prefix(&prefix) {
             batch.remove(&r.queued, g.key()?);
         }
@@ -233,12 +244,21 @@ mod tests {
             record: SessionRecord::default(),
             queued: vec![(9, queued(9))],
             qos2_received: vec![],
+            expires_at_ms: Some(1_000),
         };
         store
             .apply_replica("c", 4, &[ReplicaOp::Full(full.clone())])
             .unwrap()
             .unwrap();
-        assert_eq!(store.replica("c").unwrap().unwrap(), (full, 4));
+        assert_eq!(store.replica("c").unwrap().unwrap(), (full.clone(), 4));
+        // The deadline follows its client leaving and coming back.
+        for at in [Some(2_000), None, Some(3_000)] {
+            store
+                .apply_replica("c", 4, &[ReplicaOp::Deadline(at)])
+                .unwrap()
+                .unwrap();
+            assert_eq!(store.replica("c").unwrap().unwrap().0.expires_at_ms, at);
+        }
         assert_eq!(store.replica_ids().unwrap(), vec![("c".to_owned(), 4)]);
         store
             .apply_replica("c", 4, &[ReplicaOp::Delete])
@@ -246,5 +266,30 @@ mod tests {
             .unwrap();
         assert!(store.replica("c").unwrap().is_none());
         assert!(store.replica_ids().unwrap().is_empty());
+        // A new copy of the same client starts without the old deadline.
+        let again = RestoredSession {
+            expires_at_ms: None,
+            ..full
+        };
+        store
+            .apply_replica("c", 5, &[ReplicaOp::Full(again.clone())])
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.replica("c").unwrap().unwrap(), (again, 5));
+    }
+
+    #[test]
+    fn a_sessions_deadline_is_kept_until_its_client_is_back_or_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), SyncMode::None, Duration::ZERO).unwrap();
+        store.put_session("c", &SessionRecord::default()).unwrap();
+        store.put_deadline("c", Some(5_000)).unwrap();
+        assert_eq!(store.sessions().unwrap()[0].expires_at_ms, Some(5_000));
+        store.put_deadline("c", None).unwrap();
+        assert_eq!(store.sessions().unwrap()[0].expires_at_ms, None);
+        store.put_deadline("c", Some(6_000)).unwrap();
+        store.delete_session("c").unwrap();
+        store.put_session("c", &SessionRecord::default()).unwrap();
+        assert_eq!(store.sessions().unwrap()[0].expires_at_ms, None);
     }
 }

@@ -45,6 +45,18 @@ fn clocks() -> (Instant, u64) {
     )
 }
 
+/// `deadline` as wall-clock milliseconds since the Unix epoch (how the store keeps it).
+pub(crate) fn deadline_ms(deadline: Instant) -> u64 {
+    let (now, wall_ms) = clocks();
+    wall_ms_of(deadline, now, wall_ms)
+}
+
+/// A deadline the store kept (wall-clock ms) as an `Instant` of this process.
+pub(crate) fn deadline_of(at_ms: u64) -> Option<Instant> {
+    let (now, wall_ms) = clocks();
+    instant_of(at_ms, now, wall_ms)
+}
+
 /// `deadline` in milliseconds since the Unix epoch, `now` being `wall_ms`.
 fn wall_ms_of(deadline: Instant, now: Instant, wall_ms: u64) -> u64 {
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -191,6 +203,7 @@ pub(crate) fn write_changes(
             ReplicaOp::PutQos2(id) => store.put_qos2(client_id, *id),
             ReplicaOp::DeleteQos2(id) => store.delete_qos2(client_id, *id),
             ReplicaOp::PutSession(record) => store.put_session(client_id, record).map(drop),
+            ReplicaOp::Deadline(at) => store.put_deadline(client_id, *at).map(drop),
             ReplicaOp::Full(_) | ReplicaOp::Delete => Ok(()),
         };
         if let Some(copies) = copies.as_deref_mut() {
@@ -246,17 +259,26 @@ pub(crate) fn restore(broker: &Broker, store: &Arc<Store>) -> Result<(), StoreEr
     let session_count = sessions.len();
     let now = Instant::now();
     for s in sessions {
-        restore_session(broker, s, now, false);
+        // Offline since the last run: it expires when it would have (a store of an earlier
+        // version kept no deadline: its sessions start their expiry now).
+        let deadline = s.expires_at_ms.and_then(deadline_of);
+        restore_session(broker, s, now, deadline, false);
     }
     tracing::info!(target: "info", retained = retained_count, sessions = session_count,
         path = %store.path().display(), "state restored");
     Ok(())
 }
 
-/// Puts one persistent session into the registry (offline since `now`) and its
-/// subscriptions into the router. `moved`: it comes from another node, so everything it
-/// holds is written to this node's store too.
-fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: bool) {
+/// Puts one persistent session into the registry (offline since `now`, or until `deadline`
+/// when one was kept) and its subscriptions into the router. `moved`: it comes from another
+/// node, so everything it holds is written to this node's store too.
+fn restore_session(
+    broker: &Broker,
+    s: RestoredSession,
+    now: Instant,
+    deadline: Option<Instant>,
+    moved: bool,
+) {
     let limits = broker.settings().session_limits();
     let subscriptions: Vec<(String, SubscriptionOptions)> = s
         .record
@@ -290,7 +312,9 @@ fn restore_session(broker: &Broker, s: RestoredSession, now: Instant, moved: boo
         session.set_persistent(false);
         session.set_persistent(true);
     }
-    let handle = broker.registry.restore(&s.client_id, session, now);
+    let handle = broker
+        .registry
+        .restore(&s.client_id, session, now, deadline);
     handle.acl.set_user(owner.as_deref());
     if moved {
         handle.lock().submit_or_log("session moved here");
@@ -327,13 +351,27 @@ pub(crate) fn exported(client_id: &str, session: &Session) -> RestoredSession {
             })
             .collect(),
         qos2_received,
+        expires_at_ms: None,
     }
 }
 
 /// Installs a persistent session that moved here from another node (offline until its
 /// client's CONNECT, which is in progress, resumes it).
 pub(crate) fn install_moved(broker: &Broker, session: RestoredSession) {
-    restore_session(broker, session, Instant::now(), true);
+    restore_session(broker, session, Instant::now(), None, true);
+}
+
+/// Installs a persistent session taken over from this node's copy of it (its node was
+/// lost): offline, it expires when it would have on its old node.
+pub(crate) fn install_failed_over(broker: &Broker, session: RestoredSession) {
+    let deadline = session.expires_at_ms.and_then(deadline_of);
+    let ms = session.expires_at_ms;
+    let client_id = session.client_id.clone();
+    restore_session(broker, session, Instant::now(), deadline, true);
+    // The deadline is this node's to keep now (and to copy to the session's new backups).
+    if let (Some(ms), Some(handle)) = (ms, broker.registry.get(&client_id)) {
+        handle.lock().record_deadline(Some(ms));
+    }
 }
 
 #[cfg(test)]

@@ -219,10 +219,45 @@ impl SlotGuard<'_> {
                 let mut ops = Vec::with_capacity(changes.len());
                 let written =
                     persist::write_changes(store, client_id, session, changes, Some(&mut ops));
-                hooks.replicate(client_id, ops, &|| persist::exported(client_id, session));
+                hooks.replicate(client_id, ops, &|| self.exported());
                 written
             }
             None => persist::write_changes(store, client_id, session, changes, None),
+        }
+    }
+
+    /// The whole session as it would move to another node or to a new backup, with its
+    /// expiry deadline while its client is away.
+    pub fn exported(&self) -> fubar_store::records::RestoredSession {
+        let mut s = persist::exported(&self.handle.client_id, &self.guard.session);
+        s.expires_at_ms = self.guard.expires_at.map(persist::deadline_ms);
+        s
+    }
+
+    /// Records when the offline session expires (`Some`, wall-clock ms) or that its client is
+    /// back (`None`): in the store, so that a restart keeps the deadline, and in the session's
+    /// copies, so that a failover keeps it. Nothing for a session that is not persistent.
+    pub fn record_deadline(&mut self, at_ms: Option<u64>) {
+        if self.guard.ended || !self.guard.session.is_persistent() {
+            return;
+        }
+        let Some(store) = &self.handle.shared.store else {
+            return;
+        };
+        let client_id = &self.handle.client_id;
+        if let Err(e) = store.put_deadline(client_id, at_ms) {
+            tracing::error!(target: "error", client = %client_id, error = %e,
+                "cannot store the session's expiry deadline");
+        }
+        if let Some(hooks) = self
+            .handle
+            .shared
+            .hooks
+            .as_ref()
+            .filter(|h| h.replicating())
+        {
+            let op = fubar_store::records::ReplicaOp::Deadline(at_ms);
+            hooks.replicate(client_id, vec![op], &|| self.exported());
         }
     }
 
@@ -367,13 +402,20 @@ impl Registry {
             .map_or(max_age, |s| Duration::from_secs(u64::from(s)).min(max_age))
     }
 
-    /// Adds a persistent session read back from the store, offline since `now`.
-    pub fn restore(&self, client_id: &str, session: Session, now: Instant) -> Arc<SessionHandle> {
+    /// Adds a persistent session read back from the store, offline since `now` (or until
+    /// `deadline`, when one was kept).
+    pub fn restore(
+        &self,
+        client_id: &str,
+        session: Session,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) -> Arc<SessionHandle> {
         let handle = self.new_handle(client_id, SessionSlot::new(session, None, false));
         let mut map = self.map();
         {
             let mut slot = handle.lock();
-            let at = now + self.lifetime(&slot.session);
+            let at = deadline.unwrap_or_else(|| now + self.lifetime(&slot.session));
             slot.expires_at = Some(at);
             self.add_timer(at, &handle.client_id);
         }
@@ -568,6 +610,9 @@ impl Registry {
                 Claim::Fresh => true,
                 _ => clean_start, // allowed (`check` gives no refusal but as an error)
             };
+            // Past its deadline, a session is gone even if its timer has not run yet (one
+            // restored or failed over after its deadline expires at once): never resumed.
+            let clean_start = clean_start || slot.expires_at.is_some_and(|at| at <= Instant::now());
             if let Some(old) = slot.owner.take() {
                 let _ = old.kick.send(());
                 took_over = true;
@@ -575,6 +620,7 @@ impl Registry {
             if !clean_start {
                 // A new connection to the session: its delayed will is not sent (MQTT 5.0
                 // 3.1.3.2.2), and it no longer expires.
+                let had_deadline = slot.expires_at.is_some();
                 self.clear_timers(&mut slot, &existing.client_id);
                 slot.owner = Some(Owner { conn_id, kick });
                 slot.recount_offline(); // served again: its queue no longer counts as away
@@ -588,7 +634,12 @@ impl Registry {
                 drop(slot);
                 drop(map);
                 // A session turned persistent is written whole, outside the registry's lock.
-                existing.lock().submit_or_log("resumed session");
+                let mut slot = existing.lock();
+                if had_deadline {
+                    slot.record_deadline(None);
+                }
+                slot.submit_or_log("resumed session");
+                drop(slot);
                 return Ok(Attached {
                     handle: existing,
                     session_present: true,
@@ -642,7 +693,8 @@ impl Registry {
         }
         slot.owner = None;
         if !slot.clean {
-            self.leave_offline(&mut slot, &handle.client_id, now);
+            drop(map); // the deadline is written under the session's lock only
+            self.leave_offline(&mut slot, now);
             return false;
         }
         self.end(&mut slot, &handle.client_id);
@@ -667,17 +719,18 @@ impl Registry {
             return false;
         };
         let _ = old.kick.send(());
-        self.leave_offline(&mut slot, &handle.client_id, now);
+        self.leave_offline(&mut slot, now);
         true
     }
 
     /// A persistent session's connection is gone at `now`: its QoS 0 messages go and its
     /// expiry timer starts.
-    fn leave_offline(&self, slot: &mut SessionSlot, client_id: &Arc<str>, now: Instant) {
+    fn leave_offline(&self, slot: &mut SlotGuard<'_>, now: Instant) {
         slot.session.drop_qos0();
         let at = now + self.lifetime(&slot.session);
         slot.expires_at = Some(at);
-        self.add_timer(at, client_id);
+        self.add_timer(at, &slot.handle.client_id);
+        slot.record_deadline(Some(persist::deadline_ms(at)));
     }
 
     /// Another node of the cluster now holds `client_id`: tells the connection holding it

@@ -75,6 +75,7 @@ async fn serve_stream(
         PeerRequest::Propose(batch) => {
             PeerResponse::Proposed(member.propose_now(batch.0).await.map_err(|e| e.to_string()))
         }
+        PeerRequest::ReadIndex => PeerResponse::ReadIndex(member.read_index()),
         PeerRequest::Ping => PeerResponse::Pong {
             leader: member.leader(),
         },

@@ -66,6 +66,13 @@ pub enum PeerRequest {
         /// The sender's boot epoch.
         epoch: u64,
     },
+    /// To the leader: confirm the leadership with a majority and answer the log index a
+    /// member must have applied to know everything committed before this request (Raft's
+    /// read index). A member whose session lease lapsed, or that just started, asks it before
+    /// it serves replicated sessions again (`member::lease`). Appended: an older leader does
+    /// not know it, and the asking member keeps refusing those sessions until it can ask one
+    /// that does.
+    ReadIndex,
 }
 
 /// The answer to a [`PeerRequest`].
@@ -94,6 +101,8 @@ pub enum PeerResponse {
         /// The user the session belongs to.
         owner: String,
     },
+    /// To `ReadIndex`: the index to have applied, or why the leadership was not confirmed.
+    ReadIndex(Result<Option<u64>, String>),
 }
 
 /// A message forwarded to a node with matching routes (or holding the client id it is

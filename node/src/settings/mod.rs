@@ -344,8 +344,8 @@ pub struct SessionSettings {
     /// once a second with the count). Sessions that are served are not counted.
     pub max_offline_queued_bytes: usize,
     /// Other members holding a copy of each persistent session (its backups), in a cluster
-    /// of 3 or more brokers; a publisher's PUBACK/PUBREC waits until they have it. 0 (the
-    /// default until its throughput is where issue 23 asks): a session lives on its node only.
+    /// of 3 or more brokers; a publisher's PUBACK/PUBREC waits until they have it. 0: a
+    /// session lives on its node only.
     pub replicas: usize,
 }
 
@@ -442,7 +442,7 @@ impl Default for SessionSettings {
             max_offline_queued_bytes: 2 << 30,
             // One copy survives the loss of any one node; it only takes effect in a cluster
             // of 3 or more brokers (of two, neither can tell a dead peer from a partition).
-            replicas: 0,
+            replicas: 1,
         }
     }
 }

@@ -39,6 +39,18 @@ fn connect_persistent(broker: &Broker, id: &str) -> (RawClient, bool) {
 /// A connection with clean session (start) 0; MQTT 5.0 when `expiry` is given (the session
 /// expiry interval). Returns it and CONNACK's session present.
 pub(crate) fn connect(broker: &Broker, id: &str, expiry: Option<u32>) -> (RawClient, bool) {
+    match try_connect(broker, id, expiry) {
+        Ok(accepted) => accepted,
+        Err(code) => panic!("{id}: expected an accepting CONNACK, got {code:?}"),
+    }
+}
+
+/// As [`connect`], but a refusing CONNACK is its code (`Err`).
+pub(crate) fn try_connect(
+    broker: &Broker,
+    id: &str,
+    expiry: Option<u32>,
+) -> Result<(RawClient, bool), Option<ReasonCode>> {
     let protocol = if expiry.is_some() {
         ProtocolVersion::V5
     } else {
@@ -63,8 +75,9 @@ pub(crate) fn connect(broker: &Broker, id: &str, expiry: Option<u32>) -> (RawCli
         protocol,
     );
     match raw.read_packet_of(protocol, WAIT) {
-        Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success => (raw, a.session_present),
-        other => panic!("{id}: expected an accepting CONNACK, got {other:?}"),
+        Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success => Ok((raw, a.session_present)),
+        Some(Packet::ConnAck(a)) => Err(Some(a.code)),
+        other => panic!("{id}: expected a CONNACK, got {other:?}"),
     }
 }
 

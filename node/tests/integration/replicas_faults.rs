@@ -5,13 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fubar::mqtt::packet::{Ack, Packet, ProtocolVersion, Publish, QoS as RawQoS, Subscribe};
+use fubar::mqtt::packet::{
+    Ack, Packet, ProtocolVersion, Publish, QoS as RawQoS, ReasonCode, Subscribe,
+};
 
 use crate::cluster::{three, Cluster, Member as LoopMember};
 use crate::common::{cluster_dir, eventually, Broker, Proc};
 use crate::conformance::support::raw_subscribe;
 use crate::partition::{net_or_skip, publish, three_across, wait_status, Member, Net, WAIT};
-use crate::replicas::{connect, send_as};
+use crate::replicas::{connect, send_as, try_connect};
 
 const REPLICAS: &str = "[session]\nreplicas = 1\n";
 const CLIENT: &str = include_str!("replicas_client.py");
@@ -291,4 +293,164 @@ fn after_a_failover_a_session_still_expires() {
     // ...and a reconnection after that finds no session, on either survivor.
     let (_c, present) = connect(&other.broker, "ex", Some(5));
     assert!(!present, "the expired session is gone");
+}
+
+/// Publishes one QoS 1 message on `broker` and waits for its PUBACK.
+fn publish_acked(broker: &Broker, topic: &str, payload: &'static [u8]) {
+    let mut p = crate::conformance::support::raw_connect(broker, "restart-pub", 0, None);
+    send_as(
+        &mut p,
+        &Packet::Publish(Publish {
+            dup: false,
+            qos: RawQoS::AtLeastOnce,
+            retain: false,
+            topic: topic.into(),
+            packet_id: 1,
+            payload: bytes::Bytes::from_static(payload),
+            properties: Default::default(),
+        }),
+        ProtocolVersion::V311,
+    );
+    match p.read_packet(WAIT) {
+        Some(Packet::PubAck(a)) if a.reason == ReasonCode::Success => {}
+        other => panic!("expected a PUBACK for {topic}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_restarted_node_never_serves_a_session_that_failed_over_while_it_was_down() {
+    let cluster = Cluster::with_settings(REPLICAS);
+    let (n1, n2, n3) = three(&cluster);
+    n1.broker
+        .expect_line(&["replication switched", "on=true"], WAIT);
+    let (mut s, _) = connect(&n1.broker, "rs", None);
+    raw_subscribe(&mut s, 1, &[("rs/#", RawQoS::AtLeastOnce)]);
+    n1.broker
+        .expect_line(&["persistent session placed", "client=rs"], WAIT);
+    cluster.wait_routes("n2@localhost", 1);
+    drop(s);
+    // Acknowledged, so on n1 and in the copy on its backup.
+    publish_acked(&n2.broker, "rs/1", b"before");
+    n1.broker.kill9();
+    let (holder, _) = failed_over("rs", &n2, &n3);
+    // Published on the new primary while n1 is down: only the failed-over session has it.
+    publish_acked(&holder.broker, "rs/2", b"after");
+
+    // n1 comes back with its disk, and its stale copy of the session. From its first moment
+    // a client resuming the session there is refused (not caught up yet) or finds the session
+    // as the cluster has it, "after" included; never n1's stale copy.
+    let n1 = cluster.start("n1", &holder.address(), &[]);
+    let mut refusals = 0;
+    let (mut c, present) = eventually("n1 to resume rs", WAIT, || {
+        match try_connect(&n1.broker, "rs", None) {
+            Ok(accepted) => Ok(accepted),
+            Err(Some(ReasonCode::ServerUnavailable)) => {
+                refusals += 1;
+                Err("refused: catching up".to_owned())
+            }
+            Err(other) => panic!("rs: unexpected CONNACK {other:?}"),
+        }
+    });
+    assert!(
+        present,
+        "the session is found (session present) after {refusals} refusals\nn1:\n{}\n{}:\n{}",
+        n1.broker.log_lines().join("\n"),
+        holder.name,
+        holder.broker.log_lines().join("\n")
+    );
+    eprintln!("rs resumed on n1 after {refusals} refusals");
+    let mut got = Vec::new();
+    while !["before", "after"]
+        .iter()
+        .all(|want| got.iter().any(|p: &String| p == want))
+    {
+        match c.read_packet(WAIT) {
+            Some(Packet::Publish(m)) => {
+                got.push(String::from_utf8_lossy(&m.payload).into_owned());
+                send_as(
+                    &mut c,
+                    &Packet::PubAck(Ack::new(m.packet_id)),
+                    ProtocolVersion::V311,
+                );
+            }
+            Some(_) => {}
+            None => panic!(
+                "n1 served a copy without the messages acknowledged for it: got {got:?} \
+                 ({refusals} refusals first)\n{}",
+                n1.broker.log_lines().join("\n")
+            ),
+        }
+    }
+}
+
+/// A persistent MQTT 5.0 session `id` on `broker` expiring `secs` after its client leaves,
+/// subscribed to `id/#`; its client has left (DISCONNECT) when this returns.
+fn session_left(broker: &Broker, id: &str, secs: u32) {
+    let (mut s, _) = connect(broker, id, Some(secs));
+    send_as(
+        &mut s,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(format!("{id}/#"), RawQoS::AtLeastOnce.into())],
+            properties: Default::default(),
+        }),
+        ProtocolVersion::V5,
+    );
+    assert!(
+        matches!(
+            s.read_packet_of(ProtocolVersion::V5, WAIT),
+            Some(Packet::SubAck(_))
+        ),
+        "SUBACK"
+    );
+    send_as(
+        &mut s,
+        &Packet::Disconnect(Default::default()),
+        ProtocolVersion::V5,
+    );
+    assert!(s.closed_within(WAIT), "the broker closes after DISCONNECT");
+}
+
+#[test]
+fn a_session_whose_deadline_passed_while_its_node_was_down_is_gone_after_the_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = Broker::start_in(dir.path(), &[], "");
+    // The broker closes the connection after the session has left (and its deadline was
+    // written).
+    session_left(&broker, "dl", 1);
+    broker.kill9();
+    // Down for longer than the session's expiry interval: waiting for time to pass is the
+    // point here, nothing to poll for.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let broker = Broker::start_in(dir.path(), &[], "");
+    let (_c, present) = connect(&broker, "dl", Some(1));
+    assert!(
+        !present,
+        "the session expired while the node was down (its deadline is kept, not restarted)"
+    );
+}
+
+#[test]
+fn a_failed_over_session_keeps_the_deadline_it_had_on_its_lost_node() {
+    let cluster = Cluster::with_settings(REPLICAS);
+    let (n1, n2, n3) = three(&cluster);
+    n1.broker
+        .expect_line(&["replication switched", "on=true"], WAIT);
+    // Its client leaves; the session expires 1 s later, before the cluster can drop n1
+    // (cluster.node_down_ms, 2 s) and fail the session over.
+    session_left(&n1.broker, "fd", 1);
+    n1.broker
+        .expect_line(&["persistent session placed", "client=fd"], WAIT);
+    cluster.wait_routes("n2@localhost", 1);
+    // Acknowledged, so on the backup; the deadline went the same way before it.
+    publish_acked(&n2.broker, "fd/1", b"queued");
+    n1.broker.kill9();
+    let (holder, other) = failed_over("fd", &n2, &n3);
+    for b in [&holder.broker, &other.broker] {
+        let (_c, present) = connect(b, "fd", Some(1));
+        assert!(
+            !present,
+            "the session's deadline passed before its failover: it is not served"
+        );
+    }
 }

@@ -96,13 +96,14 @@ where
         } else {
             c.client_id.as_str().into()
         };
-        // Cut off from the majority of the cluster, this node does not serve a replicated
-        // session: the others may have moved it (`cluster.session_lease_ms`).
+        // Cut off from the majority of the cluster, or not yet caught up with its log since it
+        // started or heard a majority again, this node does not serve a replicated session:
+        // the others may have moved it (`cluster.session_lease_ms`).
         if self.broker.cluster.refuses_session(&client_id) {
             return refuse(
                 self,
                 ConnectReturnCode::ServerUnavailable.into(),
-                "no majority of the cluster heard (session lease)",
+                "session lease not held (cut off from the cluster, or catching up with it)",
             );
         }
         // Another node may hold the client: it closes that connection, and a persistent

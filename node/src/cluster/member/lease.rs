@@ -7,19 +7,37 @@
 //! answered, or any request of the member's own). Only while replication is on
 //! (`session.replicas` > 0 and 3 or more brokers): without copies nobody else can serve the
 //! sessions, and a node keeps serving them as before.
+//!
+//! Hearing a majority again is not enough to serve them again: meanwhile the majority may have
+//! failed a session over and this node's log may not show it yet. So the lease is regained
+//! only once this node has applied everything the cluster had committed when it asked (the
+//! leader's read index, `PeerRequest::ReadIndex`). A node starts without the lease for the
+//! same reason: restarted after its sessions failed over, it must not serve their stale copies
+//! before its log tells it where they went.
 
 use std::collections::BTreeSet;
+
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::ClusterMember;
+use crate::broker::cluster_hooks::ClusterHooks as _;
+use crate::cluster::peer_wire::{PeerRequest, PeerResponse};
 
 /// Whether this node holds the lease on its replicated sessions now.
 #[derive(Debug)]
 pub(super) struct Lease {
-    /// No majority heard for `session_lease_ms`: replicated sessions are not served.
+    /// Replicated sessions are not served here: since start, or since no majority was heard
+    /// for `session_lease_ms`, this node has not caught up with the cluster's log. Changed
+    /// only with `deferred` locked.
     lapsed: AtomicBool,
+    /// Replicated sessions held here (restored at start, or announced again after the cluster
+    /// dropped them) whose registration waits for the lease, with their owners.
+    deferred: Mutex<Vec<(String, Option<String>)>>,
+    /// A lapse was announced (a `warning`): regaining the lease is announced as one too.
+    announced: AtomicBool,
     /// When the lease task started: a member not heard from yet counts as heard then.
     started: Instant,
 }
@@ -27,7 +45,9 @@ pub(super) struct Lease {
 impl Default for Lease {
     fn default() -> Self {
         Self {
-            lapsed: AtomicBool::new(false),
+            lapsed: AtomicBool::new(true),
+            deferred: Mutex::default(),
+            announced: AtomicBool::new(false),
             started: Instant::now(),
         }
     }
@@ -72,17 +92,74 @@ impl ClusterMember {
         self.replicas.holds(client_id) || self.view.placement(client_id).is_some()
     }
 
-    /// Whether a connection for `client_id` must be refused now: the lease lapsed and the
-    /// session is replicated, so the majority may be serving it (see
-    /// `ClusterHooks::refuses_session`).
+    /// Whether a connection for `client_id` must be refused now: replication is on, the
+    /// lease is not held and the session is replicated, so another member may be serving it
+    /// (see `ClusterHooks::refuses_session`).
     pub(super) fn lease_refuses(&self, client_id: &str) -> bool {
-        if !self.lease.lapsed.load(Ordering::Relaxed) || !self.leased(client_id) {
+        if !self.replicas.is_active()
+            || !self.lease.lapsed.load(Ordering::Relaxed)
+            || !self.leased(client_id)
+        {
             return false;
         }
         tracing::warn!(target: "warning", client = client_id, node = %self.info.name,
-            "session refused: no majority of the cluster heard within cluster.session_lease_ms; \
-             the other members may serve it");
+            "session refused: this node has not heard a majority of the cluster within \
+             cluster.session_lease_ms, or has not caught up with the cluster's log since it \
+             started or heard one again; another member may serve it");
         true
+    }
+
+    /// Whether this node has applied everything the cluster committed before now: the leader
+    /// confirms its leadership with a majority and names its read index, and this node waits
+    /// (at most `session_lease_ms`) until it has applied that far.
+    async fn caught_up(&self) -> bool {
+        let Some(leader) = self.leader() else {
+            return false;
+        };
+        let within = self.config.session_lease;
+        let index = if leader == self.id {
+            self.read_index()
+        } else {
+            match self
+                .peers
+                .call_within(leader, &PeerRequest::ReadIndex, within)
+                .await
+            {
+                Ok(PeerResponse::ReadIndex(index)) => index,
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let index = match index {
+            Ok(index) => index,
+            Err(e) => {
+                tracing::debug!(target: "debug", leader, error = %e,
+                    "cannot learn the cluster's read index yet; replicated sessions wait");
+                return false;
+            }
+        };
+        self.raft
+            .wait(Some(within))
+            .applied_index_at_least(index, "caught up with the cluster's log")
+            .await
+            .is_ok()
+    }
+
+    /// On the leader: the log index a member must have applied to know everything committed
+    /// before now (`PeerRequest::ReadIndex`): the leader's last log index, which includes
+    /// every committed entry (and perhaps a few not committed yet, which the asking member then
+    /// waits for). It is not confirmed with a quorum: a deposed leader answers a stale index,
+    /// but a member hearing a majority learns the new leader within an election timeout, and
+    /// one that does not hear a majority does not ask.
+    pub(crate) fn read_index(&self) -> Result<Option<u64>, String> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            return Err(format!(
+                "not the leader (the leader is {:?})",
+                m.current_leader
+            ));
+        }
+        Ok(m.last_log_index)
     }
 
     /// Watches the lease: wakes when it would lapse (or every ping round while it has), and
@@ -96,11 +173,15 @@ impl ClusterMember {
                 if now >= lapses {
                     self.lease_lapsed(now);
                 } else {
-                    self.lease_held();
-                    wait = wait.min(lapses - now);
+                    if self.lease.lapsed.load(Ordering::Relaxed) && self.caught_up().await {
+                        self.lease_held();
+                    }
+                    wait = wait.min(lapses.saturating_duration_since(Instant::now()));
                 }
             } else {
-                self.lease_held();
+                // Replication off: nobody else serves them, registrations wait for nothing.
+                let deferred = std::mem::take(&mut *self.lease.deferred.lock());
+                self.register_deferred(deferred);
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -109,18 +190,64 @@ impl ClusterMember {
         }
     }
 
+    /// Registers the sessions this node holds (restored at start, or announced again after
+    /// the cluster dropped them). A replicated one waits while the lease is not held; once
+    /// this node has caught up, one the cluster placed on another member meanwhile is fenced
+    /// (dropped here, undelivered) instead, so that its stale copy never takes the client id
+    /// from the member serving the session.
+    pub(super) fn register_held(&self, clients: Vec<(String, Option<String>)>) {
+        let mut deferred = self.lease.deferred.lock();
+        for (id, owner) in clients {
+            if self.replicas.is_active()
+                && self.lease.lapsed.load(Ordering::Relaxed)
+                && self.leased(&id)
+            {
+                deferred.push((id, owner));
+            } else {
+                self.client_attached(&id, owner.as_deref());
+            }
+        }
+    }
+
+    /// The deferred registrations, once the lease is held (or replication is off).
+    fn register_deferred(&self, deferred: Vec<(String, Option<String>)>) {
+        for (id, owner) in deferred {
+            match self.view.placement(&id) {
+                Some(p) if p.primary != self.id => self.fence(
+                    &id,
+                    p.epoch,
+                    "the cluster placed it on another node while this one was away",
+                ),
+                _ => self.client_attached(&id, owner.as_deref()),
+            }
+        }
+    }
+
     fn lease_held(&self) {
-        if self.lease.lapsed.swap(false, Ordering::Relaxed) {
+        let deferred = {
+            let mut deferred = self.lease.deferred.lock();
+            self.lease.lapsed.store(false, Ordering::Relaxed);
+            std::mem::take(&mut *deferred)
+        };
+        self.register_deferred(deferred);
+        if self.lease.announced.swap(false, Ordering::Relaxed) {
             tracing::warn!(target: "warning", node = %self.info.name,
-                "session lease regained: a majority of the cluster heard again; replicated \
-                 persistent sessions are served here again");
+                "session lease regained: a majority of the cluster heard again and its log \
+                 caught up with; replicated persistent sessions are served here again");
+        } else {
+            tracing::info!(target: "info", node = %self.info.name,
+                "caught up with the cluster's log: replicated persistent sessions are served here");
         }
     }
 
     /// No majority heard for the lease: every replicated session's connection here closes
     /// (the session stays, offline; the cluster may move it).
     fn lease_lapsed(&self, now: Instant) {
-        if !self.lease.lapsed.swap(true, Ordering::Relaxed) {
+        {
+            let _deferred = self.lease.deferred.lock();
+            self.lease.lapsed.store(true, Ordering::Relaxed);
+        }
+        if !self.lease.announced.swap(true, Ordering::Relaxed) {
             tracing::warn!(target: "warning", node = %self.info.name,
                 lease_ms = self.config.session_lease.as_millis() as u64,
                 "session lease lapsed: no majority of the cluster heard; replicated persistent \

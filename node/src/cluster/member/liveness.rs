@@ -31,9 +31,7 @@ impl ClusterMember {
             for filter in filters {
                 self.route_added(&filter);
             }
-            for client in clients {
-                self.client_attached(&client.0, client.1.as_deref());
-            }
+            self.register_held(clients);
         }
     }
 

@@ -149,6 +149,9 @@ struct MemberConfig {
     join_warning: Duration,
 }
 
+/// How long a restarted member waits for Raft to publish the membership it recorded.
+const MEMBERSHIP_LOAD_WAIT: Duration = Duration::from_secs(2);
+
 impl ClusterMember {
     /// Starts Raft over `store` with the peer links of `server`; joins through
     /// `settings.cluster.master` if this node is not a member yet, or founds a cluster of
@@ -244,7 +247,24 @@ impl ClusterMember {
         tokio::spawn(member.clone().tell_endpoint_the_members(server.clone()));
         if member.raft.is_initialized().await? {
             // A restart: the others know this node, and Raft catches it up; if its address
-            // changed, it tells them the new one.
+            // changed, it tells them the new one. Replication is on or off from the recorded
+            // membership before any client connects, so that a replicated session is refused
+            // until this node has caught up (`lease`): Raft publishes the membership it
+            // loaded a moment after it starts.
+            let loaded = member
+                .raft
+                .wait(Some(MEMBERSHIP_LOAD_WAIT))
+                .metrics(
+                    |m| m.membership_config.membership().nodes().next().is_some(),
+                    "the recorded membership",
+                )
+                .await;
+            if let Err(e) = loaded {
+                tracing::warn!(target: "warning", error = %e,
+                    "the recorded membership was not loaded in time; replication is switched \
+                     on at the first ping round");
+            }
+            member.update_replication();
             let recorded = {
                 let m = member.raft.metrics().borrow().membership_config.clone();
                 m.membership().get_node(&id).cloned()
@@ -300,10 +320,9 @@ impl ClusterMember {
         self.start_replica_task();
         // Sessions restored from the store are held here.
         let held = broker.registry.client_ids_and_owners();
-        for (id, owner) in &held {
-            self.client_attached(id, owner.as_deref());
-        }
-        let held: Vec<String> = held.into_iter().map(|(id, _)| id).collect();
+        let ids: Vec<String> = held.iter().map(|(id, _)| id.clone()).collect();
+        self.register_held(held);
+        let held = ids;
         // What the table still says of this node from its last run but is gone (the
         // subscriptions and sessions of clean-session clients) is removed.
         let (filters, clients) = self.view.own_entries();

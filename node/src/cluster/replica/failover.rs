@@ -54,10 +54,7 @@ impl ClusterMember {
         for client in affected {
             if let Some(handle) = broker.registry.get(&client) {
                 let slot = handle.lock();
-                let session = &slot.session;
-                self.replicate_session(&client, Vec::new(), &|| {
-                    persist::exported(&client, session)
-                });
+                self.replicate_session(&client, Vec::new(), &|| slot.exported());
             }
         }
     }
@@ -102,7 +99,7 @@ impl ClusterMember {
             possibly_sent(&mut session, broker.settings().session.inflight_window);
             let owner = session.record.owner.clone();
             let queued = session.queued.len();
-            persist::install_moved(broker, session);
+            persist::install_failed_over(broker, session);
             self.client_attached(&client, owner.as_deref());
             if let Err(e) = store.delete_replica(&client) {
                 tracing::error!(target: "error", client, error = %e,
@@ -115,7 +112,7 @@ impl ClusterMember {
 
     /// A session placed at `epoch` on another node (`why`): if this node serves an older
     /// one, it is dropped here, undelivered.
-    pub(super) fn fence(&self, client: &str, epoch: u64, why: &str) {
+    pub(crate) fn fence(&self, client: &str, epoch: u64, why: &str) {
         let ours = self.replicas.sessions.lock().get(client).map(|e| e.epoch);
         if ours.is_some_and(|e| e >= epoch) {
             return;
@@ -229,6 +226,7 @@ mod tests {
                 (4, q(1, QueuedState::Queued)),
             ],
             qos2_received: vec![],
+            expires_at_ms: None,
         };
         possibly_sent(&mut s, 3);
         let states: Vec<QueuedState> = s.queued.iter().map(|(_, q)| q.state).collect();
