@@ -11,9 +11,9 @@
 //! Hearing a majority again is not enough to serve them again: meanwhile the majority may have
 //! failed a session over and this node's log may not show it yet. So the lease is regained
 //! only once this node has applied everything the cluster had committed when it asked (the
-//! leader's read index, `PeerRequest::ReadIndex`). A node starts without the lease for the
-//! same reason: restarted after its sessions failed over, it must not serve their stale copies
-//! before its log tells it where they went.
+//! leader's read index, `PeerRequest::ReadIndex`). A restarted node starts without the lease
+//! for the same reason: its sessions may have failed over while it was down, and it must not
+//! serve their stale copies before its log tells it where they went.
 
 use std::collections::BTreeSet;
 
@@ -42,10 +42,13 @@ pub(super) struct Lease {
     started: Instant,
 }
 
-impl Default for Lease {
-    fn default() -> Self {
+impl Lease {
+    /// The lease of a node that starts: a restarted one (`restart`) holds it only once caught
+    /// up with the cluster's log, since its sessions may have failed over while it was down;
+    /// a new one has no sessions that could have.
+    pub(super) fn new(restart: bool) -> Self {
         Self {
-            lapsed: AtomicBool::new(true),
+            lapsed: AtomicBool::new(restart),
             deferred: Mutex::default(),
             announced: AtomicBool::new(false),
             started: Instant::now(),

@@ -207,6 +207,7 @@ impl ClusterMember {
         )
         .await
         .context("cannot start Raft")?;
+        let restart = raft.is_initialized().await?;
         let member = Arc::new(Self {
             id,
             info,
@@ -218,7 +219,7 @@ impl ClusterMember {
             delivered: Arc::default(),
             seen,
             dropped: Mutex::default(),
-            lease: lease::Lease::default(),
+            lease: lease::Lease::new(restart),
             epoch,
             config: MemberConfig {
                 forward_queue: c.forward_queue,
@@ -245,7 +246,7 @@ impl ClusterMember {
         tokio::spawn(member.clone().keep_session_lease());
         tokio::spawn(member.clone().announce_again_when_dropped());
         tokio::spawn(member.clone().tell_endpoint_the_members(server.clone()));
-        if member.raft.is_initialized().await? {
+        if restart {
             // A restart: the others know this node, and Raft catches it up; if its address
             // changed, it tells them the new one. Replication is on or off from the recorded
             // membership before any client connects, so that a replicated session is refused
