@@ -193,8 +193,13 @@ impl Drop for Durability {
     }
 }
 
+/// The group commit: fsyncs start at most once per `window`, so that writes made within it of
+/// each other share one. A write that finds the last fsync started more than `window` ago (an
+/// idle store) is synced at once: waiting would add `window` to its acknowledgement and group
+/// nothing, as nothing else was being written.
 fn run_syncer(db: &Database, shared: &Shared, durable: &watch::Sender<Durable>, window: Duration) {
     let (lock, cv) = &shared.wake;
+    let mut last_start: Option<std::time::Instant> = None;
     loop {
         {
             let mut guard = lock.lock();
@@ -207,11 +212,16 @@ fn run_syncer(db: &Database, shared: &Shared, durable: &watch::Sender<Durable>, 
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        if !window.is_zero() {
-            std::thread::sleep(window);
+        if let Some(last) = last_start {
+            let due = last + window;
+            let now = std::time::Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
         }
         let target = shared.written.load(Ordering::SeqCst);
         let started = std::time::Instant::now();
+        last_start = Some(started);
         match sync(db, shared) {
             Ok(()) => {
                 shared.fsync.record(started.elapsed());

@@ -153,6 +153,23 @@ async fn group_commit_makes_tickets_durable() {
     assert_eq!(reached.unwrap().outcome(last), Some(Ok(())));
 }
 
+#[tokio::test]
+async fn a_write_to_an_idle_store_is_synced_without_waiting_for_the_window() {
+    // A window of an hour: a first write (and one long after the last fsync) must not wait
+    // for it; nothing else is being written to share its fsync.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), SyncMode::Group, Duration::from_secs(3_600)).unwrap();
+    let mut durable = s.durable_watch();
+    let ticket = s.put_retained(&message("t", b"1")).unwrap();
+    let reached = tokio::time::timeout(
+        Duration::from_secs(60),
+        durable.wait_for(|d| d.outcome(ticket).is_some()),
+    )
+    .await
+    .expect("an idle store syncs a write at once, not after its group window");
+    assert_eq!(reached.unwrap().outcome(ticket), Some(Ok(())));
+}
+
 #[test]
 fn an_injected_write_failure_is_returned_and_healed() {
     let dir = tempfile::tempdir().unwrap();

@@ -230,7 +230,9 @@ pub struct StoreSettings {
     /// the retained store are fsynced (one fsync per group of writes). `none`: no fsync on the
     /// message path (a process crash loses nothing; a power loss may lose the last seconds).
     pub sync: SyncSetting,
-    /// Milliseconds a group commit waits for more writes to join before its fsync.
+    /// Milliseconds between the starts of two fsyncs of the group commit: writes made within
+    /// it of each other share one fsync; a write to an idle store (the last fsync started
+    /// longer ago) is synced at once.
     pub group_commit_ms: u64,
     /// Free bytes the data folder's disk must keep: below it, new persistent data (retained
     /// messages, persistent sessions) is refused; deletions still work.
