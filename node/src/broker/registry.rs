@@ -783,7 +783,9 @@ impl Registry {
             let _ = old.kick.send(());
         }
         let will = slot.delayed_will.take().map(|d| d.0);
-        let taken = f(&slot.session, !slot.clean, will, decided);
+        // Past its deadline (its timer not run yet), a session is gone: it does not move.
+        let persistent = !slot.clean && !slot.expires_at.is_some_and(|at| at <= Instant::now());
+        let taken = f(&slot.session, persistent, will, decided);
         self.end(&mut slot, &handle.client_id);
         drop(slot);
         remove_if_same(&mut map, &handle);
@@ -922,6 +924,36 @@ mod tests {
         // The kicked connection's detach does not touch the new owner.
         assert!(!r.detach(&a.handle, 1, Instant::now()));
         assert!(b.handle.lock().is_online());
+    }
+
+    #[test]
+    fn a_session_past_its_deadline_is_neither_resumed_nor_moved_before_its_timer_runs() {
+        let r = Registry::default();
+        let past = Instant::now();
+        let session = || {
+            let mut s = Session::new(limits());
+            s.set_persistent(true);
+            s
+        };
+        r.restore("late", session(), past, Some(past));
+        let a = r.attach("late", false, 1, limits());
+        assert!(
+            !a.session_present,
+            "a session past its deadline is not resumed"
+        );
+        r.restore("gone", session(), past, Some(past));
+        let (_, moves) = r
+            .release_to("gone", None, |_, persistent, _, _| persistent)
+            .unwrap()
+            .unwrap();
+        assert!(
+            !moves,
+            "a session past its deadline does not move to another node"
+        );
+        // One with time left does both.
+        let later = Instant::now() + Duration::from_secs(60);
+        r.restore("kept", session(), past, Some(later));
+        assert!(r.attach("kept", false, 2, limits()).session_present);
     }
 
     #[test]

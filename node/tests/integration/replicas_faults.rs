@@ -445,12 +445,11 @@ fn a_failed_over_session_keeps_the_deadline_it_had_on_its_lost_node() {
     // Acknowledged, so on the backup; the deadline went the same way before it.
     publish_acked(&n2.broker, "fd/1", b"queued");
     n1.broker.kill9();
-    let (holder, other) = failed_over("fd", &n2, &n3);
-    for b in [&holder.broker, &other.broker] {
-        let (_c, present) = connect(b, "fd", Some(1));
-        assert!(
-            !present,
-            "the session's deadline passed before its failover: it is not served"
-        );
-    }
+    let (holder, _) = failed_over("fd", &n2, &n3);
+    // (One connection: it makes a new session of its own, which another would find.)
+    let (_c, present) = connect(&holder.broker, "fd", Some(1));
+    assert!(
+        !present,
+        "the session's deadline passed before its failover: it is not served"
+    );
 }
