@@ -784,7 +784,7 @@ impl Registry {
         }
         let will = slot.delayed_will.take().map(|d| d.0);
         // Past its deadline (its timer not run yet), a session is gone: it does not move.
-        let persistent = !slot.clean && !slot.expires_at.is_some_and(|at| at <= Instant::now());
+        let persistent = !slot.clean && slot.expires_at.is_none_or(|at| at > Instant::now());
         let taken = f(&slot.session, persistent, will, decided);
         self.end(&mut slot, &handle.client_id);
         drop(slot);
