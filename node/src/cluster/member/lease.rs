@@ -150,16 +150,20 @@ impl ClusterMember {
 
     /// On the leader: the log index a member must have applied to know everything committed
     /// before now (`PeerRequest::ReadIndex`): the leader's last log index, which includes
-    /// every committed entry (and perhaps a few not committed yet, which the asking member then
-    /// waits for). It is not confirmed with a quorum: a deposed leader answers a stale index,
-    /// but a member hearing a majority learns the new leader within an election timeout, and
-    /// one that does not hear a majority does not ask.
+    /// every committed entry (and perhaps a few not committed yet, which the asking member
+    /// then waits for). Only from a leader a majority acknowledged within `session_lease_ms`:
+    /// a node restarted from a vote for itself, or a leader cut off from the others, still
+    /// calls itself the leader for a while, and its index may be stale.
     pub(crate) fn read_index(&self) -> Result<Option<u64>, String> {
         let m = self.raft.metrics().borrow().clone();
-        if m.current_leader != Some(self.id) {
+        let lease_ms = u64::try_from(self.config.session_lease.as_millis()).unwrap_or(u64::MAX);
+        let acknowledged = m.state == openraft::ServerState::Leader
+            && m.current_leader == Some(self.id)
+            && m.millis_since_quorum_ack.is_some_and(|ms| ms < lease_ms);
+        if !acknowledged {
             return Err(format!(
-                "not the leader (the leader is {:?})",
-                m.current_leader
+                "not a leader a majority acknowledged within the lease (state {:?}, leader {:?})",
+                m.state, m.current_leader
             ));
         }
         Ok(m.last_log_index)
