@@ -98,6 +98,8 @@ struct Connection<R, W> {
     woke_sessions: bool,
     /// Bytes were read since the last PUBLISH was routed: see `let_earlier_input_in`.
     fresh_input: bool,
+    /// A packet was split off the input since it was last empty: see `run`.
+    split_input: bool,
     /// The client has sent a SUBSCRIBE or UNSUBSCRIBE: PUBLISHes on other connections wait
     /// for its input (see `arrival`).
     subscribed: bool,
@@ -141,6 +143,7 @@ where
         settled: broker.gate.as_ref().map(|g| g.watch()),
         pending_acks: VecDeque::new(),
         fresh_input: false,
+        split_input: false,
         subscribed: false,
         routed: std::sync::atomic::AtomicU64::new(0),
         online: None,
@@ -253,8 +256,15 @@ where
                 *settled >= ticket
             });
             let input = self.proto.input_mut();
-            if input.is_empty() && input.capacity() > 2 * self.read_chunk as usize {
-                // Reads have been small for a while: give the memory back.
+            if input.is_empty()
+                && (input.capacity() > 2 * self.read_chunk as usize
+                    || (std::mem::take(&mut self.split_input) && self.read_chunk == MIN_READ))
+            {
+                // Reads have been small for a while: give the memory back. And a decoded
+                // packet's bytes were split off the input, which turned it into a buffer
+                // shared with them (a 40-byte header allocated, the old buffer kept): a
+                // connection that reads little, as an idle one, starts again from a plain
+                // buffer of its own once they are handled.
                 *input = BytesMut::new();
             }
             if may_read && input.capacity() - input.len() < self.read_chunk as usize {
@@ -349,7 +359,10 @@ where
             }
         }
         let packet = match self.proto.decode_next() {
-            Ok(Some(p)) => p,
+            Ok(Some(p)) => {
+                self.split_input = true;
+                p
+            }
             Ok(None) => return Ok(false),
             Err(e) => {
                 if let Some(head) = head {
