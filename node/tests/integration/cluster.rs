@@ -300,9 +300,15 @@ fn direct_messages_and_session_takeover_work_across_nodes() {
         cluster_figure(s, "clients") >= 2
     });
     let mut q = Mqtt::connect(&n1.broker, "q");
-    let m = eventually("news to reach c1 on n2", WAIT, || {
+    let m = crate::common::poll_until(WAIT, || {
         q.publish_acked("news", QoS::AtLeastOnce, false, b"later");
         c1.try_next_publish(Duration::from_millis(500))
+    })
+    .unwrap_or_else(|_| {
+        for (name, b) in [("n1", &n1.broker), ("n2", &n2.broker), ("n3", &_n3.broker)] {
+            eprintln!("{name}:\n{}", b.log_lines().join("\n"));
+        }
+        panic!("news never reached c1 on n2");
     });
     assert_eq!(&m.payload[..], b"later");
 }
