@@ -194,18 +194,27 @@ fn failed_over<'a>(
     })
 }
 
+/// Three nodes replicating; a persistent 3.1.1 session `id` subscribed to `id/#` on n1,
+/// placed and routed from n2, its client gone.
+fn session_away_on_n1(cluster: &Cluster, id: &str) -> (LoopMember, LoopMember, LoopMember) {
+    let (n1, n2, n3) = three(cluster);
+    n1.broker
+        .expect_line(&["replication switched", "on=true"], WAIT);
+    let (mut s, _) = connect(&n1.broker, id, None);
+    raw_subscribe(&mut s, 1, &[(&format!("{id}/#"), RawQoS::AtLeastOnce)]);
+    n1.broker.expect_line(
+        &["persistent session placed", &format!("client={id}")],
+        WAIT,
+    );
+    cluster.wait_routes("n2@localhost", 1);
+    drop(s);
+    (n1, n2, n3)
+}
+
 #[test]
 fn after_a_failover_another_connection_takes_the_session_over_as_on_one_node() {
     let cluster = Cluster::with_settings(REPLICAS);
-    let (n1, n2, n3) = three(&cluster);
-    n1.broker
-        .expect_line(&["replication switched", "on=true"], WAIT);
-    let (mut s, _) = connect(&n1.broker, "tk", None);
-    raw_subscribe(&mut s, 1, &[("tk/#", RawQoS::AtLeastOnce)]);
-    n1.broker
-        .expect_line(&["persistent session placed", "client=tk"], WAIT);
-    cluster.wait_routes("n2@localhost", 1);
-    drop(s);
+    let (n1, n2, n3) = session_away_on_n1(&cluster, "tk");
     n1.broker.kill9();
     let (holder, other) = failed_over("tk", &n2, &n3);
     let (mut first, present) = connect(&holder.broker, "tk", None);
@@ -320,15 +329,7 @@ fn publish_acked(broker: &Broker, topic: &str, payload: &'static [u8]) {
 #[test]
 fn a_restarted_node_never_serves_a_session_that_failed_over_while_it_was_down() {
     let cluster = Cluster::with_settings(REPLICAS);
-    let (n1, n2, n3) = three(&cluster);
-    n1.broker
-        .expect_line(&["replication switched", "on=true"], WAIT);
-    let (mut s, _) = connect(&n1.broker, "rs", None);
-    raw_subscribe(&mut s, 1, &[("rs/#", RawQoS::AtLeastOnce)]);
-    n1.broker
-        .expect_line(&["persistent session placed", "client=rs"], WAIT);
-    cluster.wait_routes("n2@localhost", 1);
-    drop(s);
+    let (n1, n2, n3) = session_away_on_n1(&cluster, "rs");
     // Acknowledged, so on n1 and in the copy on its backup.
     publish_acked(&n2.broker, "rs/1", b"before");
     n1.broker.kill9();

@@ -573,6 +573,16 @@ impl ClusterHooks for ClusterMember {
     }
 
     fn client_attached(&self, client_id: &str, owner: Option<&str>) {
+        // Already registered here, as this owner's, with no unregistration on its way: a
+        // registration proposed again would change nothing if committed in order, but one
+        // still in flight when the session moves on to another node (a takeover) could be
+        // committed after that node's and take the client back from it.
+        let registered = self.view.holder(client_id) == Some(self.id)
+            && self.view.owner(client_id).as_deref() == owner
+            && !self.pending.unregisters(client_id);
+        if registered {
+            return;
+        }
         let client_id = client_id.to_owned();
         self.pending.push(match owner {
             Some(owner) => Change::RegisterOwnedClient {
@@ -692,6 +702,32 @@ mod tests {
             filter: filter.into(),
             node: 1,
         }
+    }
+
+    fn register(client: &str) -> Change {
+        Change::RegisterClient {
+            client_id: client.into(),
+            node: 1,
+        }
+    }
+
+    #[test]
+    fn a_registration_retracted_while_its_batch_was_out_is_not_put_back() {
+        let p = Pending::default();
+        p.push(register("c"));
+        p.push(register("d"));
+        let out = p.take(10);
+        // The client moved to another node while the batch was being proposed.
+        p.retract_registrations("c");
+        p.put_back(out);
+        assert_eq!(p.take(10), vec![register("d")]);
+        p.committed();
+        // A retraction with no batch out leaves later registrations of the client alone.
+        p.retract_registrations("d");
+        p.push(register("d"));
+        let out = p.take(10);
+        p.put_back(out);
+        assert_eq!(p.take(10), vec![register("d")]);
     }
 
     #[test]

@@ -24,6 +24,12 @@ const MAX_BATCH_CHANGES: usize = 5_000;
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     changes: Mutex<Vec<Change>>,
+    /// While a batch is out being proposed: the clients whose registrations were taken back
+    /// meanwhile; if that batch comes back (not committed), their registrations in it are
+    /// dropped too.
+    retracted: Mutex<Option<std::collections::HashSet<String>>>,
+    /// While a batch is out being proposed: the clients it unregisters.
+    out_unregisters: Mutex<std::collections::HashSet<String>>,
     wake: Notify,
 }
 
@@ -36,29 +42,74 @@ impl Pending {
     pub(super) fn take(&self, max: usize) -> Vec<Change> {
         let mut changes = self.changes.lock();
         let n = changes.len().min(max);
-        changes.drain(..n).collect()
+        if n > 0 {
+            *self.retracted.lock() = Some(Default::default());
+        }
+        let batch: Vec<Change> = changes.drain(..n).collect();
+        *self.out_unregisters.lock() = batch
+            .iter()
+            .filter_map(|c| match c {
+                Change::UnregisterClient { client_id, .. } => Some(client_id.clone()),
+                _ => None,
+            })
+            .collect();
+        batch
     }
 
-    /// Puts back changes that could not be committed, ahead of newer ones.
+    /// Whether an unregistration of `client_id` waits here or is out being proposed.
+    pub(super) fn unregisters(&self, client_id: &str) -> bool {
+        let changes = self.changes.lock();
+        changes
+            .iter()
+            .any(|c| matches!(c, Change::UnregisterClient { client_id: id, .. } if id == client_id))
+            || self.out_unregisters.lock().contains(client_id)
+    }
+
+    /// Puts back changes that could not be committed, ahead of newer ones; registrations
+    /// retracted while they were out are dropped.
     pub(super) fn put_back(&self, mut batch: Vec<Change>) {
         let mut changes = self.changes.lock();
+        if let Some(retracted) = self.retracted.lock().take() {
+            batch.retain(|c| !is_registration_of_any(c, &retracted));
+        }
+        self.out_unregisters.lock().clear();
         batch.append(&mut changes);
         *changes = batch;
+    }
+
+    /// A batch was committed: nothing of it can come back.
+    pub(super) fn committed(&self) {
+        *self.retracted.lock() = None;
+        self.out_unregisters.lock().clear();
     }
 
     /// Takes back this node's registrations of `client_id` not proposed yet: it handed the
     /// client to another node, whose registration must not be overtaken by a stale one of
     /// this node (the last registration applied holds the client).
     pub(super) fn retract_registrations(&self, client_id: &str) {
-        self.changes.lock().retain(|c| {
-            !matches!(c, Change::RegisterClient { client_id: id, .. }
-                | Change::RegisterOwnedClient { client_id: id, .. } if id == client_id)
-        });
+        let mut changes = self.changes.lock();
+        if let Some(out) = self.retracted.lock().as_mut() {
+            out.insert(client_id.to_owned());
+        }
+        changes.retain(|c| registration_of(c) != Some(client_id));
     }
 
     pub(super) fn len(&self) -> usize {
         self.changes.lock().len()
     }
+}
+
+/// The client a change registers on a node, if it is a registration.
+fn registration_of(change: &Change) -> Option<&str> {
+    match change {
+        Change::RegisterClient { client_id, .. }
+        | Change::RegisterOwnedClient { client_id, .. } => Some(client_id),
+        _ => None,
+    }
+}
+
+fn is_registration_of_any(change: &Change, clients: &std::collections::HashSet<String>) -> bool {
+    registration_of(change).is_some_and(|c| clients.contains(c))
 }
 
 impl ClusterMember {
@@ -116,6 +167,7 @@ impl ClusterMember {
                     wait = (wait * 2).min(PROPOSE_RETRY_MAX);
                     continue;
                 }
+                self.pending.committed();
                 wait = RETRY_MIN;
             }
         }
