@@ -4,7 +4,9 @@
 # each run's figure, then the medians and their ratio.
 #
 #   bench/replicas.sh [PUBLISHERS MESSAGES SIZE]     # default 4 20000 64; PUB_ON=n1 publishes
-#                                                    # on the subscriber's node instead
+#                                                    # on the subscriber's node instead;
+#                                                    # CLEAN=1: a clean-session subscriber,
+#                                                    # online, instead of the parked one
 #
 # Per run: a fresh cluster (n1 founds, n2 and n3 join); a persistent subscriber
 # (`mosquitto_sub -c -i parked -q 1 -t bench/fanin -E`) subscribes on n1 and leaves, so every
@@ -48,10 +50,15 @@ run() {
   read -r c _ < <(start "$dir" n3 "n1@localhost:$ac")
   wait_line "$dir/n3.log" "joined the cluster" >/dev/null
   [ "$1" = 0 ] || wait_line "$dir/n1.log" "persistent session replication switched" >/dev/null
-  mosquitto_sub -h 127.0.0.1 -p "$a" -i parked -c -q 1 -t bench/fanin -E >/dev/null
+  local subs=0
+  if [ "${CLEAN:-0}" = 1 ]; then
+    subs=1 # the bench's own subscriber: clean session, online, on n1
+  else
+    mosquitto_sub -h 127.0.0.1 -p "$a" -i parked -c -q 1 -t bench/fanin -E >/dev/null
+  fi
   local pub=$b; [ "${PUB_ON:-n2}" = n1 ] && pub=$a
   "$FUBAR" bench fanin -p "$pub" --sub-port "$a" --publishers "$PUBS" --messages "$MSGS" \
-    --size "$SIZE" -q 1 --subscribers 0 -t bench/fanin --json \
+    --size "$SIZE" -q 1 --subscribers "$subs" -t bench/fanin --json \
     | python3 -c 'import json,sys; d=json.load(sys.stdin); print(round(d["publish_rate"]))'
   stop_nodes
 }

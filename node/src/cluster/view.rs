@@ -30,6 +30,9 @@ pub struct ReplicatedView {
     owners: RwLock<HashMap<String, String>>,
     /// The broker the applied changes reach, set once by `attach` (weak, as the member's).
     broker: OnceLock<Weak<Broker>>,
+    /// This node's changes not committed yet (the member proposes them): a registration of
+    /// this node's still on its way outranks another node's being applied now.
+    pub(crate) pending: Arc<crate::cluster::member::proposer::Pending>,
     /// Woken when the cluster dropped this node's routes and clients (it was thought dead):
     /// the member announces them again.
     pub dropped_me: tokio::sync::Notify,
@@ -74,6 +77,7 @@ impl ReplicatedView {
             clients: RwLock::default(),
             owners: RwLock::default(),
             broker: OnceLock::new(),
+            pending: Arc::default(),
             dropped_me: tokio::sync::Notify::new(),
             version: std::sync::atomic::AtomicU64::new(0),
             placements: RwLock::default(),
@@ -311,9 +315,14 @@ impl ReplicatedView {
         user: Option<&str>,
         outcome: &Outcome,
     ) {
+        if node == self.me {
+            self.pending.done(client_id, true);
+        }
         match outcome {
-            // Another node has the client now: close it here.
-            Outcome::PreviousHolder(_) if node != self.me => {
+            // Another node has the client now: close it here. Unless this node registered
+            // it again since (a takeover from that node): that registration comes later in
+            // the log and holds the client then.
+            Outcome::PreviousHolder(_) if node != self.me && !self.pending.registers(client_id) => {
                 if let Some(handle) = broker.registry.release(client_id) {
                     broker.end_session(&handle, SessionEnd::MovedAway { moved: false });
                 }
@@ -403,6 +412,9 @@ impl ApplyListener for ReplicatedView {
                 }
             }
             Change::UnregisterClient { client_id, node } => {
+                if *node == self.me {
+                    self.pending.done(client_id, false);
+                }
                 let mut clients = self.clients.write();
                 if clients.get(client_id) == Some(node) {
                     clients.remove(client_id);

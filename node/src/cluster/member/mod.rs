@@ -61,7 +61,7 @@ pub struct ClusterMember {
     pub raft: Raft,
     pub(crate) peers: Arc<Peers>,
     pub(crate) view: Arc<ReplicatedView>,
-    pub(crate) pending: Pending,
+    pub(crate) pending: Arc<Pending>,
     links: RwLock<HashMap<u64, Arc<ForwardLink>, BuildNodeIdHasher>>,
     delivered: Arc<Delivered>,
     /// When each member last answered a ping.
@@ -173,6 +173,7 @@ impl ClusterMember {
         };
         let id = node_id(&info.name);
         let view = Arc::new(ReplicatedView::new(id, store.clone()));
+        let pending = view.pending.clone();
         let (log_store, state_machine) = store
             .replication(Some(view.clone()))
             .context("cannot open the replicated state")?;
@@ -214,7 +215,7 @@ impl ClusterMember {
             raft,
             peers,
             view,
-            pending: Pending::default(),
+            pending,
             links: RwLock::default(),
             delivered: Arc::default(),
             seen,
@@ -716,11 +717,16 @@ mod tests {
         let p = Pending::default();
         p.push(register("c"));
         p.push(register("d"));
+        assert!(p.registers("c") && p.registers("d"));
         let out = p.take(10);
         // The client moved to another node while the batch was being proposed.
         p.retract_registrations("c");
         p.put_back(out);
         assert_eq!(p.take(10), vec![register("d")]);
+        assert!(!p.registers("c"), "c's registration is no longer on its way");
+        assert!(p.registers("d"), "d's is, until it is applied");
+        p.done("d", true);
+        assert!(!p.registers("d"));
         p.committed();
         // A retraction with no batch out leaves later registrations of the client alone.
         p.retract_registrations("d");

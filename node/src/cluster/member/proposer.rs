@@ -28,13 +28,19 @@ pub(crate) struct Pending {
     /// meanwhile; if that batch comes back (not committed), their registrations in it are
     /// dropped too.
     retracted: Mutex<Option<std::collections::HashSet<String>>>,
-    /// While a batch is out being proposed: the clients it unregisters.
-    out_unregisters: Mutex<std::collections::HashSet<String>>,
+    /// This node's registrations (`true`) and unregistrations (`false`) of each client
+    /// pushed and not yet applied here (nor taken back): a registration of this node's on
+    /// its way outranks another node's applied meanwhile, and an unregistration on its way
+    /// means the client is not held here for long.
+    unapplied: Mutex<std::collections::HashMap<(String, bool), usize>>,
     wake: Notify,
 }
 
 impl Pending {
     pub(crate) fn push(&self, change: Change) {
+        if let Some(key) = registry_change(&change) {
+            *self.unapplied.lock().entry(key).or_default() += 1;
+        }
         self.changes.lock().push(change);
         self.wake.notify_one();
     }
@@ -45,24 +51,35 @@ impl Pending {
         if n > 0 {
             *self.retracted.lock() = Some(Default::default());
         }
-        let batch: Vec<Change> = changes.drain(..n).collect();
-        *self.out_unregisters.lock() = batch
-            .iter()
-            .filter_map(|c| match c {
-                Change::UnregisterClient { client_id, .. } => Some(client_id.clone()),
-                _ => None,
-            })
-            .collect();
-        batch
+        changes.drain(..n).collect()
     }
 
-    /// Whether an unregistration of `client_id` waits here or is out being proposed.
+    /// Whether a registration of `client_id` by this node is on its way (pushed, not applied
+    /// here yet).
+    pub(crate) fn registers(&self, client_id: &str) -> bool {
+        self.unapplied
+            .lock()
+            .contains_key(&(client_id.to_owned(), true))
+    }
+
+    /// Whether an unregistration of `client_id` by this node is on its way.
     pub(super) fn unregisters(&self, client_id: &str) -> bool {
-        let changes = self.changes.lock();
-        changes
-            .iter()
-            .any(|c| matches!(c, Change::UnregisterClient { client_id: id, .. } if id == client_id))
-            || self.out_unregisters.lock().contains(client_id)
+        self.unapplied
+            .lock()
+            .contains_key(&(client_id.to_owned(), false))
+    }
+
+    /// One of this node's registrations (`true`) or unregistrations of `client_id` was
+    /// applied here, or dropped.
+    pub(crate) fn done(&self, client_id: &str, registration: bool) {
+        let mut unapplied = self.unapplied.lock();
+        let key = (client_id.to_owned(), registration);
+        if let Some(n) = unapplied.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                unapplied.remove(&key);
+            }
+        }
     }
 
     /// Puts back changes that could not be committed, ahead of newer ones; registrations
@@ -70,9 +87,14 @@ impl Pending {
     pub(super) fn put_back(&self, mut batch: Vec<Change>) {
         let mut changes = self.changes.lock();
         if let Some(retracted) = self.retracted.lock().take() {
-            batch.retain(|c| !is_registration_of_any(c, &retracted));
+            batch.retain(|c| {
+                let dropped = is_registration_of_any(c, &retracted);
+                if let (true, Some(client)) = (dropped, registration_of(c)) {
+                    self.done(client, true);
+                }
+                !dropped
+            });
         }
-        self.out_unregisters.lock().clear();
         batch.append(&mut changes);
         *changes = batch;
     }
@@ -80,7 +102,6 @@ impl Pending {
     /// A batch was committed: nothing of it can come back.
     pub(super) fn committed(&self) {
         *self.retracted.lock() = None;
-        self.out_unregisters.lock().clear();
     }
 
     /// Takes back this node's registrations of `client_id` not proposed yet: it handed the
@@ -91,7 +112,13 @@ impl Pending {
         if let Some(out) = self.retracted.lock().as_mut() {
             out.insert(client_id.to_owned());
         }
-        changes.retain(|c| registration_of(c) != Some(client_id));
+        changes.retain(|c| {
+            let mine = registration_of(c) == Some(client_id);
+            if mine {
+                self.done(client_id, true);
+            }
+            !mine
+        });
     }
 
     pub(super) fn len(&self) -> usize {
@@ -105,6 +132,14 @@ fn registration_of(change: &Change) -> Option<&str> {
         Change::RegisterClient { client_id, .. }
         | Change::RegisterOwnedClient { client_id, .. } => Some(client_id),
         _ => None,
+    }
+}
+
+/// The (client, whether a registration) a registry change of this node's is about.
+fn registry_change(change: &Change) -> Option<(String, bool)> {
+    match change {
+        Change::UnregisterClient { client_id, .. } => Some((client_id.clone(), false)),
+        other => registration_of(other).map(|c| (c.to_owned(), true)),
     }
 }
 
