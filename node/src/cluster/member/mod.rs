@@ -723,7 +723,10 @@ mod tests {
         p.retract_registrations("c");
         p.put_back(out);
         assert_eq!(p.take(10), vec![register("d")]);
-        assert!(!p.registers("c"), "c's registration is no longer on its way");
+        assert!(
+            !p.registers("c"),
+            "c's registration is no longer on its way"
+        );
         assert!(p.registers("d"), "d's is, until it is applied");
         p.done("d", true);
         assert!(!p.registers("d"));

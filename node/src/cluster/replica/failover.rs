@@ -122,7 +122,18 @@ impl ClusterMember {
             self.replicas.forget(client);
             return;
         };
-        if !handle.lock().session.is_persistent() {
+        let online = {
+            let slot = handle.lock();
+            if !slot.session.is_persistent() {
+                return;
+            }
+            slot.is_online()
+        };
+        // Served here now and registered here since (or on its way): this node took the
+        // session over after that placement was made, by a takeover the placement's node
+        // answered; the placement is older than the session here, which places it anew.
+        let ours = self.view.holder(client) == Some(self.id) || self.pending.registers(client);
+        if online && ours {
             return;
         }
         self.replicas.forget(client);
