@@ -560,10 +560,20 @@ fn a_restarted_member_withdraws_the_routes_of_clients_it_no_longer_has() {
     s.subscribe("stale/#", QoS::AtMostOnce);
     cluster.wait_routes("n1@localhost", 1);
     n2.broker.kill9();
-    let _n2 = cluster.start("n2", &n1.address(), &["--cluster-port", &port]);
-    cluster.wait_status("n1@localhost", "the stale route withdrawn", |s| {
-        cluster_figure(s, "routes") == 0 && cluster_figure(s, "clients") == 0
+    let n2 = cluster.start("n2", &n1.address(), &["--cluster-port", &port]);
+    let withdrawn = crate::common::poll_until(WAIT, || {
+        let s = cluster.status("n1@localhost");
+        cluster_figure(&s, "routes") == 0 && cluster_figure(&s, "clients") == 0
     });
+    if withdrawn.is_err() {
+        for (name, b) in [("n1", &n1.broker), ("n2", &n2.broker)] {
+            eprintln!("{name}:\n{}", b.log_lines().join("\n"));
+        }
+        panic!(
+            "the stale route and client were not withdrawn:\n{}",
+            cluster.status("n1@localhost")
+        );
+    }
 }
 
 #[test]

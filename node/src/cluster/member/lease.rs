@@ -115,7 +115,7 @@ impl ClusterMember {
     /// Whether this node has applied everything the cluster committed before now: the leader
     /// confirms its leadership with a majority and names its read index, and this node waits
     /// (at most `session_lease_ms`) until it has applied that far.
-    async fn caught_up(&self) -> bool {
+    pub(super) async fn caught_up(&self) -> bool {
         let Some(leader) = self.leader() else {
             return false;
         };

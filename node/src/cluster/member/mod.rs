@@ -267,6 +267,14 @@ impl ClusterMember {
                      on at the first ping round");
             }
             member.update_replication();
+            // What the table says of this node is read when the broker attaches (its stale
+            // routes and clients are withdrawn then): the entries of its last moments may reach
+            // it only now, from the leader. So it catches up first, for at most
+            // `cluster.node_down_ms` (a member alone, the others down, starts after that).
+            let until = tokio::time::Instant::now() + member.config.node_down;
+            while !member.caught_up().await && tokio::time::Instant::now() < until {
+                tokio::time::sleep(member.config.ping_every).await;
+            }
             let recorded = {
                 let m = member.raft.metrics().borrow().membership_config.clone();
                 m.membership().get_node(&id).cloned()
