@@ -273,22 +273,7 @@ fn after_a_failover_a_session_still_expires() {
     n1.broker
         .expect_line(&["replication switched", "on=true"], WAIT);
     let (mut s, _) = connect(&n1.broker, "ex", Some(5));
-    send_as(
-        &mut s,
-        &Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![("ex/#".to_owned(), RawQoS::AtLeastOnce.into())],
-            properties: Default::default(),
-        }),
-        ProtocolVersion::V5,
-    );
-    assert!(
-        matches!(
-            s.read_packet_of(ProtocolVersion::V5, WAIT),
-            Some(Packet::SubAck(_))
-        ),
-        "SUBACK"
-    );
+    subscribe_v5(&mut s, "ex/#");
     n1.broker
         .expect_line(&["persistent session placed", "client=ex"], WAIT);
     cluster.wait_routes("n2@localhost", 1);
@@ -384,15 +369,13 @@ fn a_restarted_node_never_serves_a_session_that_failed_over_while_it_was_down() 
     }
 }
 
-/// A persistent MQTT 5.0 session `id` on `broker` expiring `secs` after its client leaves,
-/// subscribed to `id/#`; its client has left (DISCONNECT) when this returns.
-fn session_left(broker: &Broker, id: &str, secs: u32) {
-    let (mut s, _) = connect(broker, id, Some(secs));
+/// Subscribes an MQTT 5.0 connection to `filter` at QoS 1 and waits for its SUBACK.
+fn subscribe_v5(s: &mut crate::common::RawClient, filter: &str) {
     send_as(
-        &mut s,
+        s,
         &Packet::Subscribe(Subscribe {
             packet_id: 1,
-            filters: vec![(format!("{id}/#"), RawQoS::AtLeastOnce.into())],
+            filters: vec![(filter.to_owned(), RawQoS::AtLeastOnce.into())],
             properties: Default::default(),
         }),
         ProtocolVersion::V5,
@@ -404,6 +387,13 @@ fn session_left(broker: &Broker, id: &str, secs: u32) {
         ),
         "SUBACK"
     );
+}
+
+/// A persistent MQTT 5.0 session `id` on `broker` expiring `secs` after its client leaves,
+/// subscribed to `id/#`; its client has left (DISCONNECT) when this returns.
+fn session_left(broker: &Broker, id: &str, secs: u32) {
+    let (mut s, _) = connect(broker, id, Some(secs));
+    subscribe_v5(&mut s, &format!("{id}/#"));
     send_as(
         &mut s,
         &Packet::Disconnect(Default::default()),
