@@ -267,6 +267,14 @@ impl ClusterMember {
                      on at the first ping round");
             }
             member.update_replication();
+            // The new address first: the leader reaches this node there to catch it up.
+            let recorded = {
+                let m = member.raft.metrics().borrow().membership_config.clone();
+                m.membership().get_node(&id).cloned()
+            };
+            if recorded.as_ref().is_some_and(|r| *r != member.info) {
+                tokio::spawn(member.clone().announce_address());
+            }
             // What the table says of this node is read when the broker attaches (its stale
             // routes and clients are withdrawn then): the entries of its last moments may reach
             // it only now, from the leader. So it catches up first, for at most
@@ -274,13 +282,6 @@ impl ClusterMember {
             let until = tokio::time::Instant::now() + member.config.node_down;
             while !member.caught_up().await && tokio::time::Instant::now() < until {
                 tokio::time::sleep(member.config.ping_every).await;
-            }
-            let recorded = {
-                let m = member.raft.metrics().borrow().membership_config.clone();
-                m.membership().get_node(&id).cloned()
-            };
-            if recorded.as_ref().is_some_and(|r| *r != member.info) {
-                tokio::spawn(member.clone().announce_address());
             }
         } else if c.master.is_empty() {
             member.found().await?;
