@@ -367,10 +367,14 @@ pub(crate) fn install_failed_over(broker: &Broker, session: RestoredSession) {
     let deadline = session.expires_at_ms.and_then(deadline_of);
     let ms = session.expires_at_ms;
     let client_id = session.client_id.clone();
+    // Its first write here sends the whole session, deadline included, to its new backups;
+    // this node's store keeps the deadline apart.
     restore_session(broker, session, Instant::now(), deadline, true);
-    // The deadline is this node's to keep now (and to copy to the session's new backups).
-    if let (Some(ms), Some(handle)) = (ms, broker.registry.get(&client_id)) {
-        handle.lock().record_deadline(Some(ms));
+    if let (Some(ms), Some(store)) = (ms, &broker.store) {
+        if let Err(e) = store.put_deadline(&client_id, Some(ms)) {
+            tracing::error!(target: "error", client = %client_id, error = %e,
+                "cannot store the session's expiry deadline");
+        }
     }
 }
 

@@ -42,6 +42,26 @@ fn lines(out: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Client `ps` on `m`'s side (no subscription): waits for a line starting with `until`, and
+/// checks that its CONNACK was `connack` ("connack SESSION_PRESENT CODE").
+fn client_until(
+    net: &Net,
+    m: &Member,
+    script: &Path,
+    out: &Path,
+    until: &str,
+    connack: &str,
+) -> Proc {
+    let c = client(net, m, script, "ps", out, "");
+    let got = wait_line(out, until);
+    assert!(
+        got.contains(&connack.to_owned()),
+        "{} wants {connack}: {got:?}",
+        m.name
+    );
+    c
+}
+
 /// Waits until `out` has a line starting with `prefix`; returns every line so far.
 fn wait_line(out: &Path, prefix: &str) -> Vec<String> {
     eventually(&format!("{out:?}: {prefix:?}"), WAIT, || {
@@ -109,21 +129,25 @@ fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
     });
     publish(&net, &n1, "lease/1", "after-cut");
     // The isolated node refuses to resume the session (3.1.1 CONNACK 3, server unavailable).
-    let refused = client(&net, &n3, &script, "ps", &out("refused"), "");
-    let got = wait_line(&out("refused"), "connack");
-    assert!(
-        got.contains(&"connack 0 3".to_owned()),
-        "n3 refuses: {got:?}"
+    let refused = client_until(
+        &net,
+        &n3,
+        &script,
+        &out("refused"),
+        "connack",
+        "connack 0 3",
     );
     drop(refused);
     wait_log(&n3.broker, &["session refused", "client=ps", &n3.name]);
 
     // On the majority side the client finds its session and the message.
-    let b = client(&net, &n2, &script, "ps", &out("b"), "");
-    let got = wait_line(&out("b"), "message after-cut");
-    assert!(
-        got.contains(&"connack 1 0".to_owned()),
-        "session present: {got:?}"
+    let b = client_until(
+        &net,
+        &n2,
+        &script,
+        &out("b"),
+        "message after-cut",
+        "connack 1 0",
     );
     drop(b); // killed: its connection closes, the session stays
 
@@ -139,11 +163,13 @@ fn a_partition_isolating_the_sessions_node_never_lets_both_sides_deliver_it() {
         })
     });
     publish(&net, &n1, "lease/2", "after-heal");
-    let c = client(&net, &n3, &script, "ps", &out("c"), "");
-    let got = wait_line(&out("c"), "message after-heal");
-    assert!(
-        got.contains(&"connack 1 0".to_owned()),
-        "session present: {got:?}"
+    let c = client_until(
+        &net,
+        &n3,
+        &script,
+        &out("c"),
+        "message after-heal",
+        "connack 1 0",
     );
     drop(c);
     // Nothing of the session was delivered twice (the acknowledged ones were not stale

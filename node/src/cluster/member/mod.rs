@@ -149,9 +149,6 @@ struct MemberConfig {
     join_warning: Duration,
 }
 
-/// How long a restarted member waits for Raft to publish the membership it recorded.
-const MEMBERSHIP_LOAD_WAIT: Duration = Duration::from_secs(2);
-
 impl ClusterMember {
     /// Starts Raft over `store` with the peer links of `server`; joins through
     /// `settings.cluster.master` if this node is not a member yet, or founds a cluster of
@@ -252,10 +249,10 @@ impl ClusterMember {
             // changed, it tells them the new one. Replication is on or off from the recorded
             // membership before any client connects, so that a replicated session is refused
             // until this node has caught up (`lease`): Raft publishes the membership it
-            // loaded a moment after it starts.
+            // loaded a moment after it starts (waited for at most `cluster.node_down_ms`).
             let loaded = member
                 .raft
-                .wait(Some(MEMBERSHIP_LOAD_WAIT))
+                .wait(Some(member.config.node_down))
                 .metrics(
                     |m| m.membership_config.membership().nodes().next().is_some(),
                     "the recorded membership",
